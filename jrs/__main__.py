@@ -1,0 +1,198 @@
+"""JRS, the Job-Running System: run command-line jobs across Linux machines.
+
+Usage:
+  jrs master  [-c DIR] [--listen=ADDR] [--state=DIR] [-v]
+  jrs node    [-c DIR] [--listen=ADDR] [--state=DIR] [--slots=N] [--memory=MB] [--name=NAME] [-v]
+  jrs executor TASKFILE
+  jrs submit  [-c DIR | --local] [--dry-run] [--no-progress] [--fresh] FILE
+  jrs status  [-c DIR] [--json]
+  jrs q       [-c DIR] [--json]
+  jrs rm      [-c DIR] JOBID...
+  jrs keygen  [-c DIR] [--force]
+  jrs selftest
+  jrs -h | --help | --version
+
+Commands:
+  master     serve the pool: share node slots among submitters (port 7083)
+  node       run jobs on this machine (port 7082)
+  executor   own one job and record it in its taskfile (started by `node`)
+  submit     run the jobs of an HTCondor submit file and show their progress
+  status     show the nodes of the pool, like condor_status
+  q          show the clusters being run, like condor_q
+  rm         remove clusters (CLUSTER) or single jobs (CLUSTER.PROC)
+  keygen     write a new shared secret into the configuration directory
+  selftest   check that this file runs here (native crypto included)
+
+Options:
+  -c DIR, --config=DIR  configuration directory; default: $JRS_CONFIG, else the
+                        directory of jrs.pyz when it holds node.master, else /etc/jrs
+  --listen=ADDR         address to listen on, host[:port]
+  --state=DIR           directory for state that must survive restarts
+  --slots=N             job slots on this node (default: its CPU count)
+  --memory=MB           memory for jobs on this node in MiB (default: MemTotal)
+  --name=NAME           this node's entry in node.list (default: found by address)
+  --local               run on an embedded one-machine cluster for this submit only
+  --dry-run             print the expanded jobs as JSON lines; contact no server
+  --no-progress         do not show the live status line
+  --fresh               ignore a journal left by an earlier run of this submit
+  --json                machine-readable output
+  --force               replace an existing secret
+  -v, --verbose         log more
+  -h, --help            show this help (`jrs COMMAND --help` for one command)
+  --version             show the version
+
+Exit status: 0 success, 1 some jobs failed, 2 bad input or configuration,
+3 the cluster cannot be reached or refuses our secret, 4 not available yet.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Callable, Optional
+
+from . import __version__
+from .errors import EXIT_USAGE, JrsError
+
+COMMAND_HELP = {
+    "master": """Serve the pool: track nodes, grant claims to submitters, share slots fairly.
+
+Usage: jrs master [-c DIR] [--listen=ADDR] [--state=DIR] [-v]
+
+Listens on the address in node.master (default port 7083) unless --listen says
+otherwise. Keeps only soft state: a restarted master rebuilds the pool.
+
+Example:
+  jrs master -c /etc/jrs --state=/var/lib/jrs/master
+""",
+    "node": """Run jobs on this machine for submitters holding a claim from the master.
+
+Usage: jrs node [-c DIR] [--listen=ADDR] [--state=DIR] [--slots=N] [--memory=MB]
+                [--name=NAME] [-v]
+
+Finds its own node.list entry by --name, else --listen, else this host's names
+and addresses. Jobs survive `kill -9` of this daemon: each has an executor.
+
+Example:
+  jrs node -c /etc/jrs --state=/var/lib/jrs/node --slots=16
+""",
+    "executor": """Own one job: start it, wait for it and record everything in its taskfile.
+
+Usage: jrs executor TASKFILE
+
+Normally started by `jrs node`; runs by hand too on an existing taskfile.
+
+Example:
+  jrs executor /var/lib/jrs/node/tasks/17.3.task
+""",
+    "submit": """Run the jobs of an HTCondor submit file and show their progress.
+
+Usage: jrs submit [-c DIR | --local] [--dry-run] [--no-progress] [--fresh] FILE
+
+--dry-run prints one JSON object per job (the expansion HTCondor would make)
+without contacting any server. --local runs the jobs on a throw-away cluster
+of this machine alone.
+
+Examples:
+  jrs submit --dry-run sweep.condor
+  jrs submit --local examples/sweep.condor
+  jrs submit -c /etc/jrs sweep.condor
+""",
+    "status": """Show the nodes of the pool: state, slots used/total, memory, load, claims.
+
+Usage: jrs status [-c DIR] [--json]
+
+Example:
+  jrs status --json
+""",
+    "q": """Show the clusters being run: submitter, user, host, idle/running/done/failed.
+
+Usage: jrs q [-c DIR] [--json]
+
+Example:
+  jrs q
+""",
+    "rm": """Remove whole clusters (CLUSTER) or single jobs (CLUSTER.PROC).
+
+Usage: jrs rm [-c DIR] JOBID...
+
+Example:
+  jrs rm 17 18.4
+""",
+    "keygen": """Write a new shared secret (mode 0600) into the configuration directory.
+
+Usage: jrs keygen [-c DIR] [--force]
+
+Copy the file to every machine of the cluster; it is the only key to it.
+
+Example:
+  jrs keygen -c /etc/jrs
+""",
+    "selftest": """Check that this jrs.pyz works on this machine, native crypto included.
+
+Usage: jrs selftest
+
+Example:
+  python3 jrs.pyz selftest
+""",
+}
+
+# command -> "module:function"; modules are imported only when used, so a
+# command never pays for what it does not need (the executor skips crypto).
+COMMANDS = {
+    "master": "jrs.roles.master:main",
+    "node": "jrs.roles.node:main",
+    "executor": "jrs.roles.executor:main",
+    "submit": "jrs.roles.submit:main",
+    "status": "jrs.roles.tools:status",
+    "q": "jrs.roles.tools:queue",
+    "rm": "jrs.roles.tools:remove",
+    "keygen": "jrs.roles.tools:keygen",
+    "selftest": "jrs.roles.tools:selftest",
+}
+
+
+def parse_args(argv: list[str]) -> dict:
+    """docopt over the usage text above; usage errors exit with status 2."""
+    from docopt import DocoptExit, docopt
+
+    try:
+        return docopt(__doc__, argv=argv, version=f"jrs {__version__}")
+    except DocoptExit as exc:
+        sys.stderr.write(f"{exc}\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _command_of(args: dict) -> str:
+    return next(name for name in COMMANDS if args.get(name))
+
+
+def _handler(command: str) -> Callable[[dict], Optional[int]]:
+    module, func = COMMANDS[command].split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["--version"]:  # fast path: no docopt import for the most common probe
+        print(f"jrs {__version__}")
+        return 0
+    if len(argv) >= 2 and argv[0] in COMMAND_HELP and ("-h" in argv or "--help" in argv):
+        sys.stdout.write(COMMAND_HELP[argv[0]])
+        return 0
+    args = parse_args(argv)
+    command = _command_of(args)
+    try:
+        status = _handler(command)(args)
+    except JrsError as exc:
+        sys.stderr.write(f"jrs {command}: {exc}\n")
+        return exc.exit_status
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    return status or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

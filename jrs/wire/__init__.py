@@ -1,0 +1,1 @@
+"""The wire: an authenticated, encrypted, replay-proof channel from the shared secret."""
