@@ -41,6 +41,7 @@ PLATFORMS = {
     "musllinux_x86_64": "musllinux_1_2_x86_64",
     "musllinux_aarch64": "musllinux_1_2_aarch64",
 }
+ARCHES = ("x86_64", "aarch64")
 EPOCH = (2020, 1, 1, 0, 0, 0)
 SHEBANG = b"#!/usr/bin/env python3\n"
 
@@ -69,7 +70,7 @@ def pip_download(spec: str, dest: Path, python: str | None, platform: str | None
 
 def find_wheel(dest: Path, name: str, version: str, python: str | None,
                platform: str | None) -> Path | None:
-    arch = platform.split("_", 2)[-1] if platform else ""
+    arch = next((a for a in ARCHES if platform and platform.endswith(a)), "")
     for wheel in sorted(dest.glob(f"{name}-{version}-*.whl")):
         parts = wheel.name[:-4].split("-")
         pytag, plat = parts[2], parts[-1]
@@ -77,7 +78,7 @@ def find_wheel(dest: Path, name: str, version: str, python: str | None,
             continue
         if platform:
             family = "musllinux" if platform.startswith("musllinux") else "manylinux"
-            if family not in plat or not plat.endswith(arch):
+            if family not in plat or not plat.endswith("_" + arch):
                 continue
         return wheel
     return None
@@ -131,6 +132,12 @@ def collect(cache: Path) -> dict[str, bytes]:
     for name, data in members(lic, lambda n: "licenses/" in n).items():
         files[f"licenses/cffi/{Path(name).name}"] = data
 
+    for name in native:
+        if name.endswith(".so"):
+            tag = name.split("/")[1]
+            wrong = [a for a in ARCHES if a != tag.split("_", 1)[1]]
+            if any(a in name for a in wrong) or not name.endswith((".abi3.so", "-gnu.so", "-musl.so")):
+                raise SystemExit(f"build_zipapp: {name} does not belong to {tag}")
     digest = hashlib.sha256()
     for name in sorted(native):
         digest.update(name.encode() + b"\0" + hashlib.sha256(native[name]).digest())

@@ -64,7 +64,7 @@ def expand_text(text: str, directory: str, cluster: int = 1,
 class _Field:
     """One command compiled for a queue statement."""
 
-    __slots__ = ("attr", "cache", "convert", "parts", "partial")
+    __slots__ = ("attr", "cache", "convert", "partial", "parts")
 
     def __init__(self, attr: str, convert: Callable[[str], Any], partial: str,
                  parts: Optional[list]) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 
 from .. import __version__
-from ..config import find_config_dir, keygen as write_secret
+from ..config import find_config_dir, load
+from ..config import keygen as write_secret
 from . import unavailable
 
 
@@ -25,12 +26,15 @@ def selftest(args: dict) -> int:
 
 
 def status(args: dict) -> int:
+    load(find_config_dir(args["--config"]))
     raise unavailable("`jrs status`")
 
 
 def queue(args: dict) -> int:
+    load(find_config_dir(args["--config"]))
     raise unavailable("`jrs q`")
 
 
 def remove(args: dict) -> int:
+    load(find_config_dir(args["--config"]))
     raise unavailable("`jrs rm`")
