@@ -136,7 +136,8 @@ def collect(cache: Path) -> dict[str, bytes]:
         if name.endswith(".so"):
             tag = name.split("/")[1]
             wrong = [a for a in ARCHES if a != tag.split("_", 1)[1]]
-            if any(a in name for a in wrong) or not name.endswith((".abi3.so", "-gnu.so", "-musl.so")):
+            suffixes = (".abi3.so", "-gnu.so", "-musl.so")
+            if any(a in name for a in wrong) or not name.endswith(suffixes):
                 raise SystemExit(f"build_zipapp: {name} does not belong to {tag}")
     digest = hashlib.sha256()
     for name in sorted(native):
