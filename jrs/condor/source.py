@@ -159,7 +159,11 @@ class Reader:
         full = os.path.join(base, target)
         if mode == "ifexist" and not os.path.exists(full):
             return
-        yield from self._walk(full, self.read_text(full), depth + 1)
+        try:
+            text = self.read_text(full)
+        except SubmitError as exc:
+            raise SubmitError(f"include {target}: {exc.reason}")
+        yield from self._walk(full, text, depth + 1)
 
     def _condition(self, word: str, rest: str, stack: list, number: int,
                    active_outer: bool) -> None:
