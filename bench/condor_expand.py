@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from jrs.condor import expand_file  # noqa: E402
+from jrs.condor import expand_file
 
 SUBMIT = """\
 executable     = sim.sh

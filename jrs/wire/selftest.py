@@ -1,20 +1,27 @@
-"""An in-memory crypto round trip, used by `jrs selftest` and the packaging tests."""
+"""An in-memory handshake and message round trip: proves the crypto bundle works here."""
 
 from __future__ import annotations
 
 import os
 
-from .._native import ensure_native
-
 
 def run() -> str:
-    ensure_native()
     import nacl
-    from nacl.secret import SecretBox
+
+    from .connection import Connection, Message
+    from .crypto import box, unbox
+    from .keys import root_key
 
     key = os.urandom(32)
-    box = SecretBox(key)
-    msg = os.urandom(1000)
-    if box.decrypt(box.encrypt(msg)) != msg:
+    if unbox(key, bytes(24), box(key, bytes(24), b"x" * 1000)) != b"x" * 1000:
         raise RuntimeError("secretbox round trip failed")
-    return f"PyNaCl {nacl.__version__}, secretbox round trip passed"
+    root = root_key(os.urandom(32))
+    client = Connection(root, "tool", is_client=True)
+    server = Connection(root, "node", is_client=False)
+    server.receive(client.initiate())
+    client.receive(server.data_to_send())
+    events = server.receive(client.data_to_send() + client.send_message(
+        {"type": "ping", "seq": 7}))
+    if Message({"type": "ping", "seq": 7}) not in events:
+        raise RuntimeError("handshake round trip failed")
+    return f"PyNaCl {nacl.__version__}, handshake and secretbox round trip passed"

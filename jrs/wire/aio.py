@@ -1,0 +1,238 @@
+"""The thin asyncio shell around `Connection`, used by every role.
+
+It only moves bytes: reads from the socket go to `Connection.receive`, and what
+the connection produces is written out. Servers get a handshake deadline, an
+idle deadline and a cap on connections still in their handshake, so a silent
+or slow peer cannot hold a slot; failed handshakes are logged once per peer
+and reason per minute, never with key material.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import Awaitable, Callable, Optional, Union
+
+from .connection import BadMessage, Connection, Data, Established, Message
+from .errors import WireError
+from .messages import error
+
+log = logging.getLogger("jrs.wire")
+READ_SIZE = 1 << 18
+HANDSHAKE_TIMEOUT = 5.0
+MAX_UNAUTHENTICATED = 256
+
+
+class ConnectionClosed(Exception):
+    """The peer went away (or we closed)."""
+
+
+class Channel:
+    """An established, authenticated connection: send and receive messages and data."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 conn: Connection, idle_timeout: Optional[float] = None) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.conn = conn
+        self.idle_timeout = idle_timeout
+        self.peer = writer.get_extra_info("peername")
+        self.peer_role = conn.peer_role
+        self._pending: deque = deque()
+        self._closed = False
+
+    def send(self, body: dict) -> None:
+        self.writer.write(self.conn.send_message(body))
+
+    def send_data(self, chunk: bytes) -> None:
+        self.writer.write(self.conn.send_data(chunk))
+
+    async def drain(self) -> None:
+        await self.writer.drain()
+
+    async def recv(self) -> Union[dict, bytes]:
+        """The next message (dict) or data chunk (bytes). Bad messages are answered here."""
+        while True:
+            while self._pending:
+                event = self._pending.popleft()
+                if isinstance(event, Message):
+                    if event.body["type"] == "hello":
+                        continue
+                    return event.body
+                if isinstance(event, Data):
+                    return event.chunk
+                if isinstance(event, BadMessage):
+                    self.send(error("bad-message", event.reason))
+            await self._fill()
+
+    async def _fill(self) -> None:
+        if self._closed:
+            raise ConnectionClosed("closed")
+        try:
+            if self.idle_timeout:
+                data = await asyncio.wait_for(self.reader.read(READ_SIZE), self.idle_timeout)
+            else:
+                data = await self.reader.read(READ_SIZE)
+        except asyncio.TimeoutError:
+            self.close()
+            raise ConnectionClosed("idle timeout")
+        except OSError as exc:
+            self.close()
+            raise ConnectionClosed(str(exc))
+        if not data:
+            self.close()
+            raise ConnectionClosed("peer closed the connection")
+        try:
+            self._pending.extend(self.conn.receive(data))
+        except WireError:
+            self.close()
+            raise
+        out = self.conn.data_to_send()
+        if out:
+            self.writer.write(out)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.writer.close()
+
+    async def wait_closed(self) -> None:
+        self.close()
+        try:
+            await self.writer.wait_closed()
+        except OSError:
+            pass
+
+
+async def _handshake(reader, writer, conn: Connection, deadline: float) -> deque:
+    """Run the handshake to completion; return events that arrived with it."""
+    events: deque = deque()
+    while not conn.established:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise WireError("handshake timed out")
+        try:
+            data = await asyncio.wait_for(reader.read(READ_SIZE), remaining)
+        except asyncio.TimeoutError:
+            raise WireError("handshake timed out")
+        if not data:
+            raise WireError("peer closed during the handshake")
+        try:
+            events.extend(e for e in conn.receive(data) if not isinstance(e, Established))
+        finally:
+            out = conn.data_to_send()
+            if out:
+                writer.write(out)
+    return events
+
+
+async def connect(host: str, port: int, root: bytes, role: str,
+                  peer_roles: Optional[frozenset] = None,
+                  timeout: float = HANDSHAKE_TIMEOUT) -> Channel:
+    """Open an authenticated channel to a JRS server (raises OSError or WireError)."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    conn = Connection(root, role, is_client=True, peer_roles=peer_roles)
+    writer.write(conn.initiate())
+    try:
+        events = await _handshake(reader, writer, conn, time.monotonic() + timeout)
+    except BaseException:
+        writer.close()
+        raise
+    channel = Channel(reader, writer, conn)
+    channel._pending.extend(events)
+    return channel
+
+
+class FailureLog:
+    """Log a failed handshake once per (peer host, reason) per interval."""
+
+    def __init__(self, interval: float = 60.0, limit: int = 10_000) -> None:
+        self.interval = interval
+        self.limit = limit
+        self._seen: dict = {}
+
+    def report(self, peer, reason: str) -> bool:
+        host = peer[0] if isinstance(peer, tuple) else str(peer)
+        key = (host, reason)
+        now = time.monotonic()
+        last = self._seen.get(key)
+        if last is not None and now - last < self.interval:
+            return False
+        if len(self._seen) >= self.limit:
+            self._seen.clear()
+        self._seen[key] = now
+        log.warning("refused connection from %s: %s", host, reason)
+        return True
+
+
+Handler = Callable[[Channel], Awaitable[None]]
+
+
+class Server:
+    """Accepts connections, authenticates them, hands channels to `handler`."""
+
+    def __init__(self, root: bytes, role: str, handler: Handler,
+                 peer_roles: Optional[frozenset] = None,
+                 handshake_timeout: float = HANDSHAKE_TIMEOUT,
+                 idle_timeout: Optional[float] = None,
+                 max_unauthenticated: int = MAX_UNAUTHENTICATED) -> None:
+        self.root = root
+        self.role = role
+        self.handler = handler
+        self.peer_roles = peer_roles
+        self.handshake_timeout = handshake_timeout
+        self.idle_timeout = idle_timeout
+        self.max_unauthenticated = max_unauthenticated
+        self.unauthenticated = 0
+        self.failures = FailureLog()
+        self.refused = 0
+        self._server: Optional[asyncio.AbstractServer] = None
+
+    async def start(self, host: str, port: int) -> tuple:
+        self._server = await asyncio.start_server(self._accept, host, port, limit=READ_SIZE,
+                                                  backlog=1024)
+        return self._server.sockets[0].getsockname()
+
+    async def _accept(self, reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        if self.unauthenticated >= self.max_unauthenticated:
+            self.refused += 1
+            self.failures.report(peer, "too many connections still in their handshake")
+            writer.close()
+            return
+        self.unauthenticated += 1
+        conn = Connection(self.root, self.role, is_client=False, peer_roles=self.peer_roles)
+        try:
+            events = await _handshake(reader, writer, conn,
+                                      time.monotonic() + self.handshake_timeout)
+        except asyncio.CancelledError:
+            writer.close()
+            return
+        except (WireError, OSError) as exc:
+            self.refused += 1
+            self.failures.report(peer, str(exc))
+            writer.close()
+            return
+        finally:
+            self.unauthenticated -= 1
+        channel = Channel(reader, writer, conn, self.idle_timeout)
+        channel._pending.extend(events)
+        try:
+            await self.handler(channel)
+        except (ConnectionClosed, ConnectionError, asyncio.CancelledError):
+            pass
+        except WireError as exc:
+            self.failures.report(peer, str(exc))
+        finally:
+            channel.close()
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def wait_closed(self) -> None:
+        if self._server is not None:
+            await self._server.wait_closed()

@@ -1,0 +1,218 @@
+"""The sans-IO connection: bytes in -> events out, messages in -> bytes out.
+
+Handshake (modelled on Noise NNpsk0: `-> psk, e` / `<- e, ee`):
+
+    msg1  C->S  "JRS" ver role_c e_c  mac(root, header)            69 bytes
+    msg2  S->C  "JRS" ver 0 role_s e_s mac(confirm, th)            70 bytes
+          S->C  "JRS" ver 1                                          5 bytes  (version refused)
+    then  C->S  first sealed frame (a `hello` message)
+
+mac(root, ...) proves the client holds the secret; the server's tag is keyed
+by the session chain, so it proves the secret *and* the ephemeral exchange;
+the client's first frame, sealed with a key neither side can know without both
+ephemerals, completes the proof for the server (a replayed msg1 goes no further).
+The transcript binds both roles and both ephemerals into every key.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Optional, Union
+
+from .crypto import CryptoError, dh, ephemeral
+from .errors import MessageError, VersionMismatch, WireError
+from .frames import FrameDecoder, FrameEncoder
+from .keys import SessionKeys, mac, session_keys, transcript
+from .messages import validate
+
+MAGIC = b"JRS"
+VERSION = 1
+ROLES = {"master": 1, "node": 2, "submit": 3, "tool": 4}
+ROLE_NAMES = {v: k for k, v in ROLES.items()}
+MSG1_LEN = 3 + 1 + 1 + 32 + 32
+MSG2_LEN = 3 + 1 + 1 + 1 + 32 + 32
+REJECT_LEN = 5
+KIND_MESSAGE = b"M"
+KIND_DATA = b"D"
+
+
+@dataclass(frozen=True)
+class Established:
+    """The handshake finished; the peer holds the secret and plays `peer_role`."""
+
+    peer_role: str
+
+
+@dataclass(frozen=True)
+class Message:
+    """A validated message (a dict with a `type`)."""
+
+    body: dict
+
+
+@dataclass(frozen=True)
+class Data:
+    """A chunk of raw bytes (file contents, output)."""
+
+    chunk: bytes
+
+
+@dataclass(frozen=True)
+class BadMessage:
+    """An authenticated frame that is not a valid message; answer it with an error."""
+
+    reason: str
+
+
+Event = Union[Established, Message, Data, BadMessage]
+
+
+class Connection:
+    """One side of a connection. Feed it bytes; send what it hands back."""
+
+    def __init__(self, root: bytes, role: str, is_client: bool,
+                 peer_roles: Optional[frozenset] = None) -> None:
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}")
+        self.root = root
+        self.role = role
+        self.is_client = is_client
+        self.peer_roles = peer_roles
+        self.peer_role: Optional[str] = None
+        self.established = False
+        self._secret, self._public = ephemeral()
+        self._hs = bytearray()
+        self._msg1 = b""
+        self._out = bytearray()
+        self._enc: Optional[FrameEncoder] = None
+        self._dec: Optional[FrameDecoder] = None
+        self._awaiting_first_frame = False
+
+    # ------------------------------------------------------------------ output
+
+    def data_to_send(self) -> bytes:
+        """Bytes produced by the protocol itself (handshake), to be written out."""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def initiate(self) -> bytes:
+        """Client: the first handshake message."""
+        assert self.is_client and not self._msg1
+        header = MAGIC + bytes((VERSION, ROLES[self.role])) + self._public
+        self._msg1 = header + mac(self.root, b"msg1", header)
+        return self._msg1
+
+    def send_message(self, body: dict) -> bytes:
+        return self._seal(KIND_MESSAGE + json.dumps(body, separators=(",", ":")).encode())
+
+    def send_data(self, chunk: bytes) -> bytes:
+        return self._seal(KIND_DATA + chunk)
+
+    def _seal(self, payload: bytes) -> bytes:
+        if self._enc is None:
+            raise WireError("cannot send before the handshake")
+        return self._enc.seal(payload)
+
+    # ------------------------------------------------------------------ input
+
+    def receive(self, data: bytes) -> list[Event]:
+        """Feed received bytes; return events. Raises WireError: close the connection."""
+        events: list[Event] = []
+        if self._dec is None:
+            self._hs += data
+            data = self._handshake_step(events)
+            if self._dec is None:
+                return events
+        for payload in self._dec.feed(data):
+            if self._awaiting_first_frame:
+                self._awaiting_first_frame = False
+                self.established = True
+                events.append(Established(self.peer_role or ""))
+            events.append(self._event(payload))
+        return events
+
+    def _event(self, payload: bytes) -> Event:
+        kind, body = payload[:1], payload[1:]
+        if kind == KIND_DATA:
+            return Data(body)
+        if kind != KIND_MESSAGE:
+            return BadMessage(f"unknown frame kind {kind!r}")
+        try:
+            return Message(validate(json.loads(body)))
+        except (ValueError, MessageError) as exc:
+            return BadMessage(str(exc))
+
+    def _handshake_step(self, events: list) -> bytes:
+        """Consume handshake bytes; return what is left over for the frame decoder."""
+        if len(self._hs) >= 3 and bytes(self._hs[:3]) != MAGIC:
+            raise WireError("not a JRS peer (bad handshake magic)")
+        if self.is_client:
+            return self._client_step(events)
+        return self._server_step()
+
+    def _check_role(self, code: int) -> str:
+        name = ROLE_NAMES.get(code)
+        if name is None:
+            raise WireError(f"unknown peer role {code}")
+        if self.peer_roles is not None and name not in self.peer_roles:
+            raise WireError(f"a {name} may not connect here")
+        return name
+
+    def _server_step(self) -> bytes:
+        hs = self._hs
+        if len(hs) >= 4 and hs[3] != VERSION:
+            self._out += MAGIC + bytes((VERSION, 1))
+            raise VersionMismatch(f"peer speaks JRS wire version {hs[3]}; this jrs speaks "
+                                  f"version {VERSION}")
+        if len(hs) < MSG1_LEN:
+            return b""
+        msg1, rest = bytes(hs[:MSG1_LEN]), bytes(hs[MSG1_LEN:])
+        header, tag = msg1[:-32], msg1[-32:]
+        if mac(self.root, b"msg1", header) != tag:
+            raise WireError("handshake failed: the peer does not hold our secret")
+        self.peer_role = self._check_role(header[4])
+        peer_public = header[5:37]
+        header2 = MAGIC + bytes((VERSION, 0, ROLES[self.role])) + self._public
+        th = transcript(msg1, header2)
+        keys = self._derive(th, peer_public)
+        self._out += header2 + mac(keys.confirm, b"msg2", th)
+        self._awaiting_first_frame = True
+        return rest
+
+    def _client_step(self, events: list) -> bytes:
+        hs = self._hs
+        if len(hs) >= 5 and hs[4] == 1:
+            raise VersionMismatch(f"server speaks JRS wire version {hs[3]}; this jrs speaks "
+                                  f"version {VERSION}")
+        if len(hs) >= 4 and hs[3] != VERSION:
+            raise VersionMismatch(f"server speaks JRS wire version {hs[3]}; this jrs speaks "
+                                  f"version {VERSION}")
+        if len(hs) < MSG2_LEN:
+            return b""
+        msg2, rest = bytes(hs[:MSG2_LEN]), bytes(hs[MSG2_LEN:])
+        header2, tag = msg2[:-32], msg2[-32:]
+        if header2[4] != 0:
+            raise WireError("server refused the handshake")
+        self.peer_role = self._check_role(header2[5])
+        th = transcript(self._msg1, header2)
+        keys = self._derive(th, header2[6:38])
+        if mac(keys.confirm, b"msg2", th) != tag:
+            raise WireError("handshake failed: the server does not hold our secret")
+        self.established = True
+        events.append(Established(self.peer_role))
+        self._out += self.send_message({"type": "hello", "version": VERSION})
+        return rest
+
+    def _derive(self, th: bytes, peer_public: bytes) -> SessionKeys:
+        try:
+            shared = dh(self._secret, peer_public)
+        except CryptoError as exc:
+            raise WireError(f"handshake failed: {exc}")
+        keys = session_keys(self.root, th, shared, self.is_client)
+        self._secret = b""  # forward secrecy: the ephemeral is gone once used
+        self._enc = FrameEncoder(keys.send)
+        self._dec = FrameDecoder(keys.recv)
+        self._hs = bytearray()
+        return keys

@@ -1,0 +1,81 @@
+"""Frames after the handshake: `len(4, big-endian) || secretbox(payload)`.
+
+Nonces are not sent: each direction has its own key and a counter both sides
+keep, so a replayed, reordered, dropped, truncated or modified frame fails
+to open and the connection ends. The length is checked against the maximum
+before any byte of the body is buffered.
+"""
+
+from __future__ import annotations
+
+from .crypto import CryptoError, box, unbox
+from .errors import WireError
+
+MAX_MESSAGE = 16 << 20  # the largest message or data chunk a caller may send
+MAX_PAYLOAD = MAX_MESSAGE + 1  # plus the frame-kind byte
+MAC_BYTES = 16
+MAX_SEALED = MAX_PAYLOAD + MAC_BYTES
+_ZERO16 = bytes(16)
+
+
+def _nonce(counter: int) -> bytes:
+    return _ZERO16 + counter.to_bytes(8, "big")
+
+
+class FrameEncoder:
+    """Seals payloads for one direction."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+        self._counter = 0
+
+    def seal(self, payload: bytes) -> bytes:
+        if len(payload) > MAX_PAYLOAD:
+            raise WireError(f"frame of {len(payload)} bytes exceeds the {MAX_PAYLOAD}-byte limit")
+        sealed = box(self._key, _nonce(self._counter), payload)
+        self._counter += 1
+        return len(sealed).to_bytes(4, "big") + sealed
+
+
+class FrameDecoder:
+    """Opens frames for one direction from a byte stream fed in any pieces."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+        self._counter = 0
+        self._buf = bytearray()
+        self._need = -1  # body length of the frame being read, -1 while reading a header
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add bytes; return every payload now complete (possibly none)."""
+        buf = self._buf
+        buf += data
+        out = []
+        pos = 0
+        while True:
+            if self._need < 0:
+                if len(buf) - pos < 4:
+                    break
+                size = int.from_bytes(buf[pos:pos + 4], "big")
+                if size < MAC_BYTES or size > MAX_SEALED:
+                    raise WireError(f"frame length {size} out of range")
+                self._need = size
+                pos += 4
+            if len(buf) - pos < self._need:
+                break
+            sealed = bytes(buf[pos:pos + self._need])
+            pos += self._need
+            self._need = -1
+            try:
+                out.append(unbox(self._key, _nonce(self._counter), sealed))
+            except CryptoError:
+                raise WireError("frame failed authentication (tampered, replayed, reordered "
+                                "or from the wrong direction)")
+            self._counter += 1
+        if pos:
+            del buf[:pos]
+        return out

@@ -1,0 +1,272 @@
+"""The sans-IO wire core, byte by byte: keys, handshake, frames, messages."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jrs.wire.connection import (
+    MSG1_LEN,
+    MSG2_LEN,
+    BadMessage,
+    Connection,
+    Data,
+    Established,
+    Message,
+)
+from jrs.wire.errors import MessageError, VersionMismatch, WireError
+from jrs.wire.frames import MAX_PAYLOAD, FrameDecoder, FrameEncoder
+from jrs.wire.keys import mac, root_key, session_keys, transcript
+from jrs.wire.messages import validate
+
+SECRET = b"j" * 32
+ROOT = root_key(SECRET)
+
+
+def test_root_key_known_answer():
+    assert ROOT.hex() == "a1b7bc4c8daef0f00f8cf4f82d0b628116ede13cb652465b0fc5da22d8ab0d2c"
+    independent = hashlib.blake2b(SECRET, key=b"JRS wire v1 root", digest_size=32).digest()
+    assert independent == ROOT
+    assert root_key(SECRET + b"x") != ROOT
+
+
+def test_session_keys_known_answer():
+    th = transcript(b"m1", b"m2")
+    assert th.hex() == "027e83a4de678cc388f81ea081a7be8be691f0f2359f3f0b5313aa0c2c21acd9"
+    client = session_keys(ROOT, th, bytes(range(32)), True)
+    server = session_keys(ROOT, th, bytes(range(32)), False)
+    assert client.send.hex() == ("d3e98523b24639e17e8bbd23882f3a4922befde8c8cf32385afcfcb2"
+                                 "4e0e7df4")
+    assert client.recv.hex() == ("65bb2912394e173a5442a266f2ba5aad31566f770a66c5303433ca59"
+                                 "865595d9")
+    assert (client.send, client.recv) == (server.recv, server.send)
+    assert client.send != client.recv  # one key per direction: no reflection
+    chain = hashlib.blake2b(th + bytes(range(32)), key=ROOT, digest_size=64).digest()
+    assert client.send == hashlib.blake2b(b"c2s", key=chain, digest_size=32).digest()
+    assert mac(ROOT, b"a", b"bc") != mac(ROOT, b"ab", b"c")  # parts are length-prefixed
+
+
+def pair(client_secret=SECRET, server_secret=SECRET, client_role="submit", server_role="node",
+         peer_roles=None):
+    client = Connection(root_key(client_secret), client_role, is_client=True)
+    server = Connection(root_key(server_secret), server_role, is_client=False,
+                        peer_roles=peer_roles)
+    return client, server
+
+
+def handshake(client, server):
+    msg1 = client.initiate()
+    assert len(msg1) == MSG1_LEN
+    assert server.receive(msg1) == []
+    msg2 = server.data_to_send()
+    assert len(msg2) == MSG2_LEN
+    assert client.receive(msg2) == [Established("node" if server.role == "node" else
+                                                server.role)]
+    hello = client.data_to_send()
+    events = server.receive(hello)
+    assert events[0] == Established(client.role)
+    return msg1, msg2, hello
+
+
+def test_handshake_and_messages_both_ways():
+    client, server = pair()
+    handshake(client, server)
+    wire = client.send_message({"type": "echo", "seq": 1, "body": "hi", "extra": 1})
+    assert server.receive(wire) == [Message({"type": "echo", "seq": 1, "body": "hi"})]
+    assert client.receive(server.send_data(b"\x00" * 5)) == [Data(b"\x00" * 5)]
+
+
+def test_fed_one_byte_at_a_time():
+    client, server = pair()
+    events = []
+    for b in client.initiate():
+        events += server.receive(bytes([b]))
+    msg2 = server.data_to_send()
+    for b in msg2:
+        events += client.receive(bytes([b]))
+    stream = client.data_to_send() + client.send_message({"type": "ping", "seq": 3})
+    for b in stream:
+        events += server.receive(bytes([b]))
+    assert events[-1] == Message({"type": "ping", "seq": 3})
+
+
+def test_wrong_secret_is_refused_by_both_sides():
+    client, server = pair(server_secret=b"k" * 32)
+    with pytest.raises(WireError, match="does not hold our secret"):
+        server.receive(client.initiate())
+    # a server that somehow answers without the secret is refused by the client
+    impostor = Connection(root_key(b"k" * 32), "node", is_client=False)
+    client2 = Connection(ROOT, "submit", is_client=True)
+    msg1 = client2.initiate()
+    forged = Connection(ROOT, "node", is_client=False)
+    forged.receive(msg1)
+    msg2 = bytearray(forged.data_to_send())
+    msg2[-1] ^= 1
+    with pytest.raises(WireError, match="server does not hold our secret"):
+        client2.receive(bytes(msg2))
+    del impostor
+
+
+def test_roles_are_checked_and_bound():
+    client, server = pair(client_role="tool", peer_roles=frozenset({"submit"}))
+    with pytest.raises(WireError, match="a tool may not connect here"):
+        server.receive(client.initiate())
+    client, server = pair()
+    msg1 = bytearray(client.initiate())
+    msg1[4] = 1  # claim to be the master: the tag no longer matches
+    with pytest.raises(WireError):
+        server.receive(bytes(msg1))
+
+
+def test_version_mismatch_is_clear_on_both_sides():
+    client, server = pair()
+    msg1 = bytearray(client.initiate())
+    msg1[3] = 2
+    with pytest.raises(VersionMismatch, match="peer speaks JRS wire version 2; this jrs "
+                                              "speaks version 1"):
+        server.receive(bytes(msg1))
+    refusal = server.data_to_send()
+    client2, _ = pair()
+    client2.initiate()
+    with pytest.raises(VersionMismatch, match="server speaks JRS wire version 3; this jrs speaks version 1"):
+        client2.receive(refusal[:3] + bytes([3]) + refusal[4:])
+
+
+def test_garbage_before_handshake():
+    _, server = pair()
+    with pytest.raises(WireError, match="bad handshake magic"):
+        server.receive(b"GET / HTTP/1.1\r\n\r\n")
+
+
+def established():
+    client, server = pair()
+    handshake(client, server)
+    return client, server
+
+
+@pytest.mark.parametrize("attack", ["replay", "reorder", "drop", "flip", "truncate",
+                                    "reflect", "huge", "garbage"])
+def test_frame_attacks_close_the_connection(attack):
+    client, server = established()
+    f1 = client.send_message({"type": "ping", "seq": 1})
+    f2 = client.send_message({"type": "ping", "seq": 2})
+    if attack == "replay":
+        server.receive(f1)
+        bad = f1
+    elif attack == "reorder":
+        bad = f2 + f1
+    elif attack == "drop":
+        bad = f2
+    elif attack == "flip":
+        bad = bytearray(f1)
+        bad[-3] ^= 0x40
+        bad = bytes(bad)
+    elif attack == "truncate":
+        bad = (len(f1) - 5).to_bytes(4, "big") + f1[4:-1]
+    elif attack == "reflect":
+        reflected = server.send_message({"type": "ping", "seq": 1})
+        with pytest.raises(WireError):
+            server.receive(reflected)
+        return
+    elif attack == "huge":
+        bad = (2 ** 32 - 1).to_bytes(4, "big")
+    else:
+        bad = b"\x00\x00\x00\x20" + b"\xff" * 32
+    with pytest.raises(WireError):
+        server.receive(bad)
+
+
+def test_length_is_checked_before_buffering():
+    decoder = FrameDecoder(bytes(32))
+    with pytest.raises(WireError, match="out of range"):
+        decoder.feed((MAX_PAYLOAD + 17).to_bytes(4, "big"))
+    assert decoder.buffered == 4  # nothing of a body was waited for
+
+
+def test_max_payload_round_trip_and_limit():
+    enc, dec = FrameEncoder(bytes(32)), FrameDecoder(bytes(32))
+    big = bytes(MAX_PAYLOAD)
+    assert dec.feed(enc.seal(big)) == [big]
+    client, server = established()
+    (event,) = server.receive(client.send_data(bytes(16 << 20)))
+    assert event == Data(bytes(16 << 20))
+    with pytest.raises(WireError):
+        enc.seal(big + b"x")
+
+
+def test_recorded_session_replayed_to_a_server_goes_nowhere():
+    client, server = pair()
+    msg1, _, hello = handshake(client, server)
+    recorded = msg1 + hello + client.send_message({"type": "ping", "seq": 1})
+    fresh = Connection(ROOT, "node", is_client=False)
+    with pytest.raises(WireError):
+        fresh.receive(recorded)
+
+
+def test_recorded_server_reply_replayed_to_a_client_is_refused():
+    client, server = pair()
+    _, msg2, _ = handshake(client, server)
+    new_client = Connection(ROOT, "submit", is_client=True)
+    new_client.initiate()
+    with pytest.raises(WireError, match="server does not hold our secret"):
+        new_client.receive(msg2)
+
+
+def test_forward_secrecy_ephemeral_is_dropped():
+    client, server = established()
+    assert client._secret == b"" and server._secret == b""
+
+
+def test_bad_message_is_an_event_not_a_crash():
+    client, server = established()
+    sealed = client._seal(b"M" + b"{not json")
+    (event,) = server.receive(sealed)
+    assert isinstance(event, BadMessage)
+    (event,) = server.receive(client.send_message({"type": "launch-missiles"}))
+    assert event == BadMessage("unknown message type 'launch-missiles'")
+
+
+@pytest.mark.parametrize("obj, words", [
+    ([], "JSON object"), ({"seq": 1}, "string `type`"), ({"type": "ping"}, "missing field"),
+    ({"type": "ping", "seq": "1"}, "must be int"), ({"type": "ping", "seq": True}, "must be int"),
+    ({"type": "ping", "seq": 2 ** 60}, "out of range"),
+])
+def test_validator_rejects(obj, words):
+    with pytest.raises(MessageError, match=words):
+        validate(obj)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_frame_decoder_fuzz(data):
+    decoder = FrameDecoder(bytes(32))
+    try:
+        decoder.feed(data)
+    except WireError:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c,
+                                                                       max_size=4)))
+def test_message_validator_fuzz(obj):
+    try:
+        clean = validate(obj)
+    except MessageError:
+        return
+    assert json.loads(json.dumps(clean)) == clean
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200))
+def test_server_handshake_fuzz(data):
+    _, server = pair()
+    try:
+        server.receive(data)
+    except WireError:
+        pass

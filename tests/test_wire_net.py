@@ -1,0 +1,311 @@
+"""The wire over real loopback sockets: round trips, concurrency, and attacks.
+
+Every attack must end in a closed connection *and* leave a server that still
+serves an honest client straight afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+
+import pytest
+
+from jrs.wire.aio import ConnectionClosed, Server, connect
+from jrs.wire.connection import Connection
+from jrs.wire.errors import WireError
+from jrs.wire.keys import root_key
+
+ROOT = root_key(b"s" * 40)
+
+
+async def echo(channel) -> None:
+    while True:
+        item = await channel.recv()
+        if isinstance(item, bytes):
+            channel.send_data(item)
+        else:
+            channel.send(item)
+        await channel.drain()
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 120))
+
+
+async def start(host="127.0.0.1", **kw):
+    server = Server(ROOT, "node", echo, **kw)
+    addr = await server.start(host, 0)
+    return server, addr[1]
+
+
+async def honest(port, host="127.0.0.1"):
+    channel = await connect(host, port, ROOT, "submit", timeout=5)
+    channel.send({"type": "echo", "seq": 1, "body": "still here"})
+    reply = await channel.recv()
+    await channel.wait_closed()
+    assert reply == {"type": "echo", "seq": 1, "body": "still here"}
+
+
+async def raw(port, data: bytes, wait: float = 3.0) -> tuple[bytes, bool]:
+    """Send raw bytes; return what came back and whether the server closed on us."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    got = b""
+    closed = False
+    try:
+        while True:
+            chunk = await asyncio.wait_for(reader.read(65536), wait)
+            if not chunk:
+                closed = True
+                break
+            got += chunk
+    except (asyncio.TimeoutError, ConnectionError):
+        pass
+    writer.close()
+    return got, closed
+
+
+@pytest.mark.parametrize("size", [0, 1, 1000, 65536, 1 << 20, 16 << 20])
+def test_data_round_trip_sizes(size):
+    async def go():
+        server, port = await start()
+        channel = await connect("127.0.0.1", port, ROOT, "submit")
+        payload = os.urandom(size)
+        channel.send_data(payload)  # written in the background while we read the echo
+        assert await channel.recv() == payload
+        await channel.wait_closed()
+        server.close()
+    run(go())
+
+
+def test_interleaved_concurrent_connections():
+    async def client(port, n):
+        channel = await connect("127.0.0.1", port, ROOT, "tool")
+        for seq in range(50):
+            channel.send({"type": "echo", "seq": seq, "body": f"{n}-{seq}"})
+        for seq in range(50):
+            assert await channel.recv() == {"type": "echo", "seq": seq, "body": f"{n}-{seq}"}
+        await channel.wait_closed()
+
+    async def go():
+        server, port = await start()
+        await asyncio.gather(*(client(port, n) for n in range(20)))
+        server.close()
+    run(go())
+
+
+def test_ipv6_loopback():
+    if not socket.has_ipv6:
+        pytest.fail("IPv6 is required for this test")
+
+    async def go():
+        server, port = await start("::1")
+        await honest(port, "::1")
+        server.close()
+    run(go())
+
+
+def test_unknown_message_type_is_answered_with_an_error():
+    async def answering(channel):
+        item = await channel.recv()  # the bad message is answered inside recv()
+        channel.send(item)
+        await channel.drain()
+        await asyncio.sleep(0.2)
+
+    async def go2():
+        server = Server(ROOT, "node", answering)
+        port = (await server.start("127.0.0.1", 0))[1]
+        channel = await connect("127.0.0.1", port, ROOT, "submit")
+        channel.writer.write(channel.conn.send_message({"type": "rm-rf"}))
+        channel.send({"type": "ping", "seq": 9})
+        first = await channel.recv()
+        assert first["type"] == "error" and first["code"] == "bad-message"
+        assert "unknown message type 'rm-rf'" in first["message"]
+        assert await channel.recv() == {"type": "ping", "seq": 9}
+        await channel.wait_closed()
+        server.close()
+    run(go2())
+
+
+def test_wrong_secret_both_directions():
+    async def go():
+        server, port = await start()
+        with pytest.raises((WireError, ConnectionClosed, ConnectionError)):
+            ch = await connect("127.0.0.1", port, root_key(b"t" * 40), "submit")
+            await ch.recv()
+        # and a client refuses a server holding another secret
+        other = Server(root_key(b"t" * 40), "node", echo)
+        other_port = (await other.start("127.0.0.1", 0))[1]
+        with pytest.raises((WireError, ConnectionError)):
+            await connect("127.0.0.1", other_port, ROOT, "submit")
+        await honest(port)
+        server.close()
+        other.close()
+    run(go())
+
+
+def sans_io_client():
+    c = Connection(ROOT, "submit", is_client=True)
+    return c, c.initiate()
+
+
+@pytest.mark.parametrize("attack", [
+    "replay_session", "garbage_first", "garbage_after", "huge_length", "bit_flip",
+    "reorder", "drop", "truncate_then_close", "reflect"])
+def test_attacks_close_and_server_survives(attack):
+    async def go():
+        server, port = await start()
+        # record an honest session, byte for byte, at the socket level
+        c, msg1 = sans_io_client()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(msg1)
+        msg2 = await reader.readexactly(70)
+        c.receive(msg2)
+        hello = c.data_to_send()
+        f1 = c.send_message({"type": "echo", "seq": 1, "body": "a"})
+        f2 = c.send_message({"type": "echo", "seq": 2, "body": "b"})
+        writer.write(hello + f1)
+        reply1 = await reader.readexactly(4)
+        reply1 += await reader.readexactly(int.from_bytes(reply1, "big"))
+        writer.close()
+
+        if attack == "replay_session":
+            _, closed = await raw(port, msg1 + hello + f1)
+        elif attack == "garbage_first":
+            _, closed = await raw(port, b"\x16\x03\x01 hello TLS?" * 10)
+        else:
+            c2, m1 = sans_io_client()
+            r2, w2 = await asyncio.open_connection("127.0.0.1", port)
+            w2.write(m1)
+            c2.receive(await r2.readexactly(70))
+            w2.write(c2.data_to_send())
+            g1 = c2.send_message({"type": "echo", "seq": 1, "body": "a"})
+            g2 = c2.send_message({"type": "echo", "seq": 2, "body": "b"})
+            bad = {
+                "garbage_after": b"\x00\x00\x00\x30" + os.urandom(48),
+                "huge_length": (2 ** 32 - 1).to_bytes(4, "big"),
+                "bit_flip": g1[:-1] + bytes([g1[-1] ^ 1]),
+                "reorder": g2 + g1,
+                "drop": g2,
+                "truncate_then_close": g1[:-4],
+                "reflect": reply1,
+            }[attack]
+            w2.write(bad)
+            if attack == "truncate_then_close":
+                w2.write_eof()
+            closed = False
+            try:
+                while True:
+                    chunk = await asyncio.wait_for(r2.read(65536), 3)
+                    if not chunk:
+                        closed = True
+                        break
+                    assert attack != "bit_flip", "a tampered frame must not be answered"
+            except (asyncio.TimeoutError, ConnectionError):
+                closed = attack != "truncate_then_close" and False
+            w2.close()
+            if attack == "truncate_then_close":
+                closed = True  # the peer hung up mid-frame; nothing was delivered
+        assert closed, f"{attack}: the server kept the connection open"
+        await honest(port)
+        server.close()
+    run(go())
+
+
+def test_recorded_server_reply_replayed_to_a_client():
+    async def go():
+        server, port = await start()
+        c, msg1 = sans_io_client()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(msg1)
+        recorded = await reader.readexactly(70)
+        writer.close()
+        fake = await asyncio.start_server(
+            lambda r, w: (w.write(recorded)), "127.0.0.1", 0)
+        fake_port = fake.sockets[0].getsockname()[1]
+        with pytest.raises(WireError, match="server does not hold our secret"):
+            await connect("127.0.0.1", fake_port, ROOT, "submit", timeout=3)
+        fake.close()
+        await honest(port)
+        server.close()
+    run(go())
+
+
+def test_silent_peer_is_dropped_by_the_handshake_deadline():
+    async def go():
+        server, port = await start(handshake_timeout=0.5)
+        _, closed = await raw(port, b"", wait=3)
+        assert closed
+        _, closed = await raw(port, b"JRS", wait=3)  # slowloris: a few bytes, then nothing
+        assert closed
+        await honest(port)
+        server.close()
+    run(go())
+
+
+def test_idle_authenticated_peer_is_dropped():
+    async def go():
+        server, port = await start(idle_timeout=0.5)
+        channel = await connect("127.0.0.1", port, ROOT, "submit")
+        await asyncio.sleep(1.0)
+        with pytest.raises((ConnectionClosed, ConnectionError)):
+            channel.send({"type": "ping", "seq": 1})
+            await channel.drain()
+            await channel.recv()
+        server.close()
+    run(go())
+
+
+def test_a_thousand_connections_at_once():
+    async def opener(port):
+        try:
+            return await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            return None
+
+    async def closed_by_server(pair) -> bool:
+        reader, writer = pair
+        try:
+            return await asyncio.wait_for(reader.read(100), 5) == b""
+        except (asyncio.TimeoutError, ConnectionError):
+            return False
+        finally:
+            writer.close()
+
+    async def go():
+        server, port = await start(handshake_timeout=1.0, max_unauthenticated=100)
+        pairs = [p for p in await asyncio.gather(*(opener(port) for _ in range(1000))) if p]
+        await asyncio.sleep(0.2)
+        assert server.unauthenticated <= 100  # the cap holds under the flood
+        results = await asyncio.gather(*(closed_by_server(p) for p in pairs))
+        assert all(results), f"{results.count(False)} flood connections left open"
+        assert server.unauthenticated == 0
+        await honest(port)
+        server.close()
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4096:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
+    run(go())
+
+
+def test_failed_handshakes_are_logged_once_per_peer_and_reason(caplog):
+    async def go():
+        server, port = await start()
+        for _ in range(5):
+            try:
+                await connect("127.0.0.1", port, root_key(b"t" * 40), "submit", timeout=2)
+            except (WireError, ConnectionError):
+                pass
+        await asyncio.sleep(0.2)
+        server.close()
+    with caplog.at_level(logging.WARNING, logger="jrs.wire"):
+        run(go())
+    lines = [r.getMessage() for r in caplog.records if "does not hold our secret" in
+             r.getMessage()]
+    assert lines == ["refused connection from 127.0.0.1: handshake failed: the peer does not "
+                     "hold our secret"]
+    assert "ssss" not in caplog.text
