@@ -132,7 +132,8 @@ def test_version_mismatch_is_clear_on_both_sides():
     refusal = server.data_to_send()
     client2, _ = pair()
     client2.initiate()
-    with pytest.raises(VersionMismatch, match="server speaks JRS wire version 3; this jrs speaks version 1"):
+    with pytest.raises(VersionMismatch,
+                       match="server speaks JRS wire version 3; this jrs speaks version 1"):
         client2.receive(refusal[:3] + bytes([3]) + refusal[4:])
 
 

@@ -8,6 +8,7 @@ from .._native import ensure_native
 
 ensure_native()
 
+from nacl import __version__ as NACL_VERSION  # noqa: E402
 from nacl.bindings import (  # noqa: E402
     crypto_scalarmult,
     crypto_scalarmult_base,
@@ -16,7 +17,7 @@ from nacl.bindings import (  # noqa: E402
 )
 from nacl.exceptions import CryptoError  # noqa: E402
 
-__all__ = ["CryptoError", "box", "dh", "ephemeral", "unbox"]
+__all__ = ["NACL_VERSION", "CryptoError", "box", "dh", "ephemeral", "unbox"]
 
 
 def ephemeral() -> tuple[bytes, bytes]:
