@@ -12,8 +12,8 @@ from nacl import __version__ as NACL_VERSION  # noqa: E402
 from nacl.bindings import (  # noqa: E402
     crypto_scalarmult,
     crypto_scalarmult_base,
-    crypto_secretbox,
-    crypto_secretbox_open,
+    crypto_secretbox_easy,
+    crypto_secretbox_open_easy,
 )
 from nacl.exceptions import CryptoError  # noqa: E402
 
@@ -35,8 +35,8 @@ def dh(secret: bytes, public: bytes) -> bytes:
 
 
 def box(key: bytes, nonce: bytes, plaintext: bytes) -> bytes:
-    return crypto_secretbox(plaintext, nonce, key)
+    return crypto_secretbox_easy(plaintext, nonce, key)
 
 
 def unbox(key: bytes, nonce: bytes, sealed: bytes) -> bytes:
-    return crypto_secretbox_open(sealed, nonce, key)
+    return crypto_secretbox_open_easy(sealed, nonce, key)

@@ -67,7 +67,8 @@ class FrameDecoder:
                 pos += 4
             if len(buf) - pos < self._need:
                 break
-            sealed = bytes(buf[pos:pos + self._need])
+            with memoryview(buf) as view:
+                sealed = bytes(view[pos:pos + self._need])
             pos += self._need
             self._need = -1
             try:
