@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from jrs.wire.aio import Server, connect  # noqa: E402
-from jrs.wire.keys import root_key  # noqa: E402
+from jrs.wire.aio import Server, connect
+from jrs.wire.keys import root_key
 
 ROOT = root_key(os.urandom(32))
 SMALL = {"type": "echo", "seq": 0, "body": "x" * 40}
