@@ -28,16 +28,7 @@ _CACHE_LIMIT = 4096
 
 def expand_file(path: str, cluster: int = 1, environ: Optional[dict] = None) -> Iterator[Job]:
     """Every job of the submit file at `path`, in process order."""
-    reader = Reader(path, environ)
-    process = 0
-    for statement in reader.statements():
-        try:
-            for job in _expand_statement(statement, reader.submit_dir, cluster, process,
-                                         environ):
-                process += 1
-                yield job
-        except SubmitError as exc:
-            raise exc.at(statement.path, statement.line)
+    return _jobs(Reader(path, environ), cluster, environ)
 
 
 def expand_text(text: str, directory: str, cluster: int = 1,
@@ -49,7 +40,10 @@ def expand_text(text: str, directory: str, cluster: int = 1,
         def read_text(self, p: str) -> str:
             return text if p == path else super().read_text(p)
 
-    reader = _TextReader(path, environ)
+    return _jobs(_TextReader(path, environ), cluster, environ)
+
+
+def _jobs(reader: Reader, cluster: int, environ: Optional[dict]) -> Iterator[Job]:
     process = 0
     for statement in reader.statements():
         try:
@@ -184,12 +178,12 @@ def _expand_statement(st: QueueStatement, submit_dir: str, cluster: int, first: 
             computed = dict(constants)
             for field in fields:
                 computed[field.attr] = field.value(per_job, dynamic)
-            yield _make_job(computed, cluster, process, submit_dir, iwd_of)
+            yield _make_job(computed, cluster, process, submit_dir, iwd_of, bool(custom))
             process += 1
 
 
 def _make_job(values: dict, cluster: int, process: int, submit_dir: str,
-              iwd_of: Callable[[str], str]) -> Job:
+              iwd_of: Callable[[str], str], has_custom: bool) -> Job:
     job = Job.__new__(Job)
     job.cluster = cluster
     job.process = process
@@ -200,12 +194,30 @@ def _make_job(values: dict, cluster: int, process: int, submit_dir: str,
         os.path.join(submit_dir, exe))
     job.iwd = iwd_of(values["initialdir"])
     job.getenv, job.getenv_match = values["getenv"]
-    for attr in ("universe", "arguments", "environment", "input", "output", "error", "log",
-                 "request_cpus", "request_memory", "request_disk", "request_gpus",
-                 "requirements", "max_retries", "success_exit_code", "on_exit_remove",
-                 "should_transfer_files", "when_to_transfer_output", "transfer_input_files",
-                 "transfer_output_files", "transfer_executable", "priority", "max_idle",
-                 "max_materialize"):
-        setattr(job, attr, values[attr])
-    job.attributes = {k[6:]: v for k, v in values.items() if k.startswith("my:")} or None
+    # plain assignments: about twice as fast as a setattr loop on this hot path
+    job.universe = values["universe"]
+    job.arguments = values["arguments"]
+    job.environment = values["environment"]
+    job.input = values["input"]
+    job.output = values["output"]
+    job.error = values["error"]
+    job.log = values["log"]
+    job.request_cpus = values["request_cpus"]
+    job.request_memory = values["request_memory"]
+    job.request_disk = values["request_disk"]
+    job.request_gpus = values["request_gpus"]
+    job.requirements = values["requirements"]
+    job.max_retries = values["max_retries"]
+    job.success_exit_code = values["success_exit_code"]
+    job.on_exit_remove = values["on_exit_remove"]
+    job.should_transfer_files = values["should_transfer_files"]
+    job.when_to_transfer_output = values["when_to_transfer_output"]
+    job.transfer_input_files = values["transfer_input_files"]
+    job.transfer_output_files = values["transfer_output_files"]
+    job.transfer_executable = values["transfer_executable"]
+    job.priority = values["priority"]
+    job.max_idle = values["max_idle"]
+    job.max_materialize = values["max_materialize"]
+    job.attributes = ({k[6:]: v for k, v in values.items() if k.startswith("my:")}
+                      if has_custom else None)
     return job
