@@ -2,9 +2,10 @@
 
 Usage:
   jrs master  [-c DIR] [--listen=ADDR] [--state=DIR] [-v]
-  jrs node    [-c DIR] [--listen=ADDR] [--state=DIR] [--slots=N] [--memory=MB] [--name=NAME] [-v]
+  jrs node    [-c DIR] [--listen=ADDR] [--state=DIR] [--slots=N] [--memory=MB] [--name=NAME]
+              [--allow-root-jobs] [-v]
   jrs executor TASKFILE
-  jrs submit  [-c DIR | --local] [--dry-run] [--no-progress] [--fresh] FILE
+  jrs submit  [-c DIR | --local] [--dry-run] [--no-progress] [--fresh] [--state=DIR] FILE
   jrs status  [-c DIR] [--json]
   jrs q       [-c DIR] [--json]
   jrs rm      [-c DIR] JOBID...
@@ -31,6 +32,7 @@ Options:
   --slots=N             job slots on this node (default: its CPU count)
   --memory=MB           memory for jobs on this node in MiB (default: MemTotal)
   --name=NAME           this node's entry in node.list (default: found by address)
+  --allow-root-jobs     let a root node run jobs as root for a submitter named root
   --local               run on an embedded one-machine cluster for this submit only
   --dry-run             print the expanded jobs as JSON lines; contact no server
   --no-progress         do not show the live status line
@@ -68,10 +70,14 @@ Example:
     "node": """Run jobs on this machine for submitters holding a claim from the master.
 
 Usage: jrs node [-c DIR] [--listen=ADDR] [--state=DIR] [--slots=N] [--memory=MB]
-                [--name=NAME] [-v]
+                [--name=NAME] [--allow-root-jobs] [-v]
 
 Finds its own node.list entry by --name, else --listen, else this host's names
-and addresses. Jobs survive `kill -9` of this daemon: each has an executor.
+and addresses. Jobs survive `kill -9` of this daemon: each has an executor
+process and a taskfile under --state (default /var/lib/jrs/node-PORT as root,
+else ~/.local/state/jrs/node-PORT). Run as root, jobs run as the submitting
+user's account when it exists here, else as nobody; never as root unless
+--allow-root-jobs.
 
 Example:
   jrs node -c /etc/jrs --state=/var/lib/jrs/node --slots=16
@@ -87,11 +93,19 @@ Example:
 """,
     "submit": """Run the jobs of an HTCondor submit file and show their progress.
 
-Usage: jrs submit [-c DIR | --local] [--dry-run] [--no-progress] [--fresh] FILE
+Usage: jrs submit [-c DIR | --local] [--dry-run] [--no-progress] [--fresh]
+                  [--state=DIR] FILE
 
 --dry-run prints one JSON object per job (the expansion HTCondor would make)
 without contacting any server. --local runs the jobs on a throw-away cluster
-of this machine alone.
+of this machine alone (all cores).
+
+The submit process is the queue of its jobs. It journals them in --state
+(default: beside FILE as .FILE.jrs, else ~/.local/state/jrs/submit); killed
+and run again with the same command it resumes: finished jobs are not rerun
+and jobs still running are collected. --fresh starts over. Ctrl-C removes the
+jobs and exits. Exit status: 0 all succeeded, 1 some failed or were removed,
+2 bad submit file, 3 cluster unreachable.
 
 Examples:
   jrs submit --dry-run sweep.condor

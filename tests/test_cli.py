@@ -42,19 +42,6 @@ def test_usage_errors_exit_2(pyz, argv):
     assert "Usage:" in r.stderr
 
 
-@pytest.mark.parametrize("argv", [["master"], ["node"], ["status"], ["q"], ["rm", "1"]])
-def test_unfinished_roles_say_so(tmp_path, pyz, argv):
-    d = write_config(tmp_path)
-    r = run_jrs(pyz, *argv, "-c", str(d))
-    assert r.returncode == 4
-    assert "not available in this version of jrs yet" in r.stderr
-
-
-def test_executor_says_so(pyz):
-    r = run_jrs(pyz, "executor", "/nonexistent.task")
-    assert r.returncode == 4 and "not available" in r.stderr
-
-
 def test_selftest(pyz):
     r = run_jrs(pyz, "selftest")
     assert r.returncode == 0, r.stderr

@@ -6,11 +6,27 @@ serves, leaving protocol and scheduling logic to I/O-free modules.
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+
 from ..errors import EXIT_UNAVAILABLE, JrsError
 
 
 def unavailable(what: str) -> JrsError:
     """The honest answer of a role this build does not implement yet."""
-    return JrsError(f"{what} is not available in this version of jrs yet; "
-                    "`jrs submit --dry-run FILE` shows what a submit file expands to",
-                    EXIT_UNAVAILABLE)
+    return JrsError(f"{what} is not available in this version of jrs yet", EXIT_UNAVAILABLE)
+
+
+def setup_logging(role: str, verbose: bool) -> None:
+    """Daemons log one line per event to stderr (init scripts redirect it)."""
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO if verbose else logging.WARNING,
+                        format=f"%(asctime)s jrs {role}[{os.getpid()}] %(message)s")
+
+
+def default_state(kind: str) -> str:
+    """/var/lib/jrs/KIND as root, else ~/.local/state/jrs/KIND."""
+    if os.geteuid() == 0:
+        return os.path.join("/var/lib/jrs", kind)
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return os.path.join(base, "jrs", kind)

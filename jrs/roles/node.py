@@ -1,12 +1,109 @@
-"""The node role. Not implemented yet: it checks the configuration, then refuses
-to start rather than pretend to serve."""
+"""`jrs node`: find this machine's node.list entry, fork the launcher, serve."""
 
 from __future__ import annotations
 
-from ..config import find_config_dir, load
-from . import unavailable
+import asyncio
+import os
+import platform
+import socket
+from typing import Optional
+
+from ..config import NodeEntry, find_config_dir, load, parse_endpoint
+from ..errors import ConfigError
+from . import default_state, setup_logging
+
+
+def _is_local_address(host: str) -> bool:
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return False
+    for family, _, _, _, addr in infos:
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                s.bind((addr[0], 0))
+            return True
+        except OSError:
+            continue
+    return False
+
+
+def find_entry(nodes: list, name: Optional[str], listen: Optional[str],
+               list_path: str) -> NodeEntry:
+    """This node's entry: by --name, else --listen, else host names and local addresses."""
+    if name:
+        hits = [n for n in nodes if name in (n.name, n.endpoint.host)]
+        how = f"--name={name}"
+    elif listen:
+        ep = parse_endpoint(listen, 0, "--listen")
+        hits = [n for n in nodes if n.endpoint.host == ep.host
+                and (ep.port in (0, n.endpoint.port))]
+        how = f"--listen={listen}"
+    else:
+        names = {socket.gethostname(), socket.getfqdn()}
+        hits = [n for n in nodes if n.endpoint.host in names]
+        if not hits:
+            hits = [n for n in nodes if _is_local_address(n.endpoint.host)]
+        how = f"this host ({socket.gethostname()}) or its addresses"
+    if not hits:
+        raise ConfigError(f"{list_path}: no entry matches {how}; add this node to it or "
+                          "pass --name")
+    if len(hits) > 1:
+        raise ConfigError(f"{list_path}: {len(hits)} entries match {how} "
+                          f"({', '.join(n.name for n in hits)}); pick one with --name")
+    return hits[0]
+
+
+def mem_total_mb() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return 1024
+
+
+def _count(value: Optional[str], flag: str) -> Optional[int]:
+    if value is None:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"{flag}={value}: want a whole number above 0")
+    return int(value)
 
 
 def main(args: dict) -> int:
-    load(find_config_dir(args["--config"]))
-    raise unavailable("the node role")
+    from ..condor.classad import literal
+
+    config = load(find_config_dir(args["--config"]))
+    entry = find_entry(config.nodes, args["--name"], args["--listen"],
+                       str(config.directory / "node.list"))
+    slots = _count(args["--slots"], "--slots") or entry.slots or os.cpu_count() or 1
+    memory = _count(args["--memory"], "--memory") or entry.memory or mem_total_mb()
+    gpus = entry.gpus or 0
+    attrs = {"Name": entry.name, "Machine": socket.getfqdn(),
+             "Arch": platform.machine().upper(), "OpSys": "LINUX", "Cpus": slots,
+             "Memory": memory, "Gpus": gpus}
+    attrs.update({k: literal(v) for k, v in entry.attrs.items()})
+    from ..node.daemon import Capacity, NodeDaemon
+    from ..node.launcher import Launcher
+
+    state = args["--state"] or default_state(f"node-{entry.endpoint.port}")
+    os.makedirs(state, mode=0o755, exist_ok=True)
+    setup_logging("node", args["--verbose"])
+    launcher = Launcher()  # fork now: small, before crypto and sockets exist
+    host = entry.endpoint.host
+    port = entry.endpoint.port
+    if args["--listen"]:
+        ep = parse_endpoint(args["--listen"], port, "--listen")
+        host, port = ep.host, ep.port
+    daemon = NodeDaemon(config, Capacity(entry.name, slots, memory, gpus, attrs), state,
+                        launcher, allow_root_jobs=args["--allow-root-jobs"])
+    from ..wire.keys import root_key
+
+    try:
+        asyncio.run(daemon.run(root_key(config.secret), host, port))
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    return 0

@@ -1,13 +1,14 @@
-"""`jrs submit`: expand an HTCondor submit file and run its jobs."""
+"""`jrs submit`: expand an HTCondor submit file and run its jobs (or print them)."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import tempfile
 
-from . import unavailable
+from ..errors import JrsError
 
 SPOOL_IN_MEMORY = 32 << 20
 
@@ -32,7 +33,93 @@ def dry_run(path: str, out=None) -> int:
     return 0
 
 
+def check_file(path: str, environ: dict) -> int:
+    """Expand the whole file once before anything runs: every mistake is found
+    now (exit 2, nothing started), and the count gives progress its total."""
+    from ..condor import SubmitError, classad, expand_file
+    from ..client.transfer import check_job
+
+    total = 0
+    seen_exprs: set = set()
+    seen_files: set = set()
+    for job in expand_file(path, cluster=1, environ=environ):
+        total += 1
+        for what in ("requirements", "on_exit_remove"):
+            text = getattr(job, what)
+            if text and text not in seen_exprs:
+                try:
+                    classad.parse(text)
+                except classad.ClassAdError as exc:
+                    raise SubmitError(f"{path}: {what}: {exc}")
+                seen_exprs.add(text)
+        files = (job.executable, job.iwd, job.input, tuple(job.transfer_input_files),
+                 job.transfer_executable, job.should_transfer_files)
+        if files not in seen_files:
+            check_job(job, path)
+            seen_files.add(files)
+    return total
+
+
 def main(args: dict) -> int:
     if args["--dry-run"]:
         return dry_run(args["FILE"])
-    raise unavailable("running jobs (`jrs submit` without --dry-run)")
+    return run(args)
+
+
+def run(args: dict) -> int:
+    import asyncio
+
+    path = args["FILE"]
+    local = None
+    if args["--local"]:
+        from ..client.local import LocalCluster
+
+        local = LocalCluster()  # forks its launcher now, while this process is small
+    try:
+        return _run(args, path, local, asyncio)
+    finally:
+        if local is not None:
+            local.launcher.close()
+
+
+def _run(args: dict, path: str, local, asyncio) -> int:
+    from ..client import journal as journal_mod
+    from ..client.progress import Progress
+    from ..client.runner import Submission
+    from ..config import find_config_dir, load
+    from ..wire.keys import root_key
+    from . import setup_logging
+
+    environ = dict(os.environ)
+    if not os.path.isfile(path):
+        raise JrsError(f"{path}: no such submit file")
+    total = check_file(path, environ)
+    setup_logging("submit", bool(os.environ.get("JRS_DEBUG")))
+    journal_path = journal_mod.default_path(path, args["--state"])
+    previous = None if args["--fresh"] else journal_mod.read(journal_path)
+    digest = journal_mod.file_hash(path)
+    if previous is not None and previous.hash != digest:
+        raise JrsError(f"{path}: changed since the interrupted run recorded in {journal_path}; "
+                       "rerun with --fresh to start over")
+    if local is not None and previous is not None:
+        previous = None  # a local cluster is gone with its run: nothing to re-attach
+    progress = Progress(not args["--no-progress"])
+    journal = journal_mod.Journal(journal_path)
+
+    async def go() -> int:
+        if local is not None:
+            config = await local.start()
+        else:
+            config = load(find_config_dir(args["--config"]))
+        try:
+            sub = Submission(path, config, root_key(config.secret), journal, total, previous,
+                             progress, environ, digest)
+            return await sub.run()
+        finally:
+            if local is not None:
+                local.stop()
+
+    try:
+        return asyncio.run(go())
+    finally:
+        journal.close()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 from .. import __version__
 from ..config import find_config_dir, load
 from ..config import keygen as write_secret
-from . import unavailable
+from ..errors import EXIT_UNREACHABLE, JrsError
 
 
 def keygen(args: dict) -> int:
@@ -25,16 +26,90 @@ def selftest(args: dict) -> int:
     return 0
 
 
+def ask_master(args: dict, message: dict, timeout: float = 15.0) -> dict:
+    """One request to the master as a `tool`; exit 3 when it cannot be reached."""
+    import asyncio
+
+    from ..wire.aio import ConnectionClosed, connect
+    from ..wire.errors import WireError
+    from ..wire.keys import root_key
+
+    config = load(find_config_dir(args["--config"]))
+    ep = config.master
+
+    async def go() -> dict:
+        ch = await connect(ep.host, ep.port, root_key(config.secret), "tool",
+                           peer_roles=frozenset({"master"}))
+        try:
+            ch.send(message)
+            while True:
+                reply = await asyncio.wait_for(ch.recv(), timeout)
+                if isinstance(reply, dict):
+                    return reply
+        finally:
+            ch.close()
+
+    try:
+        reply = asyncio.run(go())
+    except WireError as exc:
+        raise JrsError(f"the master at {ep} refused us: {exc}", EXIT_UNREACHABLE)
+    except (OSError, asyncio.TimeoutError, ConnectionClosed) as exc:
+        raise JrsError(f"cannot reach the master at {ep}: {exc or type(exc).__name__}",
+                       EXIT_UNREACHABLE)
+    if reply.get("type") == "error":
+        raise JrsError(f"the master at {ep} says: {reply.get('message')}", EXIT_UNREACHABLE)
+    return reply
+
+
+def _table(rows: list, header: list) -> str:
+    cells = [header] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
+
+
 def status(args: dict) -> int:
-    load(find_config_dir(args["--config"]))
-    raise unavailable("`jrs status`")
+    reply = ask_master(args, {"type": "query", "what": "status"})
+    reply.pop("type", None)
+    if args["--json"]:
+        print(json.dumps(reply, indent=1))
+        return 0
+    rows = [[n["name"], n["state"], f"{n['slots_used']}/{n['slots']}",
+             f"{n['memory_used']}/{n['memory']}", n["load"],
+             ",".join(f"{u}:{k}" for u, k in sorted(n["claims"].items())) or "-"]
+            for n in reply["nodes"]]
+    print(_table(rows, ["NODE", "STATE", "SLOTS", "MEMORY(MiB)", "LOAD", "CLAIMS"]))
+    up = [n for n in reply["nodes"] if n["state"] == "up"]
+    print(f"\n{len(up)}/{len(reply['nodes'])} nodes up, "
+          f"{sum(n['slots_used'] for n in up)}/{sum(n['slots'] for n in up)} slots in use, "
+          f"{len(reply['submitters'])} submitters")
+    return 0
 
 
 def queue(args: dict) -> int:
-    load(find_config_dir(args["--config"]))
-    raise unavailable("`jrs q`")
+    reply = ask_master(args, {"type": "query", "what": "queue"})
+    reply.pop("type", None)
+    if args["--json"]:
+        print(json.dumps(reply, indent=1))
+        return 0
+    rows = [[c.get("id"), c.get("user"), c.get("host"), c.get("idle"), c.get("running"),
+             c.get("done"), (c.get("failed") or 0) + (c.get("held") or 0), c.get("removed"),
+             c.get("total"), c.get("file")] for c in reply["clusters"]]
+    print(_table(rows, ["CLUSTER", "USER", "HOST", "IDLE", "RUN", "DONE", "FAILED", "REMOVED",
+                        "TOTAL", "FILE"]))
+    return 0
 
 
 def remove(args: dict) -> int:
-    load(find_config_dir(args["--config"]))
-    raise unavailable("`jrs rm`")
+    for text in args["JOBID"]:
+        cluster, _, proc = text.partition(".")
+        if not cluster.isdigit() or (proc and not proc.isdigit()):
+            raise JrsError(f"{text}: want CLUSTER or CLUSTER.PROC")
+    reply = ask_master(args, {"type": "rm", "ids": list(args["JOBID"])}, timeout=30)
+    failed = False
+    for r in reply.get("results", []):
+        if "error" in r:
+            failed = True
+            print(f"{r['id']}: {r['error']}", file=sys.stderr)
+        else:
+            print(f"{r['id']}: removed {r['removed']} jobs")
+    return 1 if failed else 0

@@ -10,6 +10,36 @@ some). Anything else raises MessageError, which the receiver answers with an
     ping   {seq}        pong {seq}      liveness
     echo   {seq, body}                  test and benchmark traffic
     error  {code, message, re?}         the answer to a message we cannot take
+
+Node -> master (the node's session; the master never carries job data):
+    node-hello  {name, slots, memory, gpus, attrs, claims}   on every (re)connect
+    node-report {load, running, claims}                      heartbeat, every second
+    claim-ok {claim} | claim-refused {claim, reason}         answers to claim-offer
+    claim-released {claim}                                   the submitter let it go
+Master -> node:
+    welcome {}                    claim-offer {claim, submitter, user, cpus, memory, gpus}
+    claim-drop {claim}            (its submitter is gone, or the node was declared dead)
+
+Submitter -> master:
+    submitter-hello {submitter, user, host, pid, claims}     on every (re)connect
+    new-cluster {} -> cluster {id}
+    demand {requests: [{key, count, cpus, memory, gpus, requirements, ad}]}
+    release {claim}               progress {clusters: [{id, idle, running, done, failed}]}
+    removed {re, count}           (answer to a forwarded rm)
+Master -> submitter:
+    claim {claim, node, host, port, cpus, memory, gpus}      unmatchable {key, reason}
+    give-back {count}             node-lost {node, claims}   rm {re, ids}
+
+Tool -> master: query {what: status|queue} -> status-reply | queue-reply;
+    rm {ids} -> rm-reply {results}
+
+Submitter -> node (after `attach`, which names the submitter and the jobs it
+expects; the node answers `attached {unknown}` and then re-sends results):
+    run {claim, job, attempt, spec, files: [{name, size, mode}]} + data chunks
+    kill {job, attempt}           ack {job, attempt}         release {claim}
+Node -> submitter:
+    started {job, attempt} | rejected {job, attempt, reason}
+    finished {job, attempt, result, files: [{name, size}]} + data chunks
 """
 
 from __future__ import annotations
@@ -21,6 +51,8 @@ from .errors import MessageError
 MAX_INT = 2 ** 53
 MAX_TEXT = 1 << 20
 
+_S, _I, _N, _D, _L = (str,), (int,), (int, float), (dict,), (list,)
+
 # field spec: (python types accepted, required?)
 SCHEMA: dict[str, dict[str, tuple[tuple, bool]]] = {
     "hello": {"version": ((int,), True)},
@@ -29,14 +61,58 @@ SCHEMA: dict[str, dict[str, tuple[tuple, bool]]] = {
     "echo": {"seq": ((int,), True), "body": ((str,), True)},
     "error": {"code": ((str,), True), "message": ((str,), True),
               "re": ((str, type(None)), False)},
+    # node <-> master
+    "node-hello": {"name": (_S, True), "slots": (_I, True), "memory": (_I, True),
+                   "gpus": (_I, True), "attrs": (_D, True), "claims": (_L, True)},
+    "node-report": {"load": (_N, True), "running": (_I, True), "claims": (_L, True)},
+    "welcome": {"master": (_S, False)},
+    "claim-offer": {"claim": (_S, True), "submitter": (_S, True), "user": (_S, True),
+                    "cpus": (_I, True), "memory": (_I, True), "gpus": (_I, True)},
+    "claim-ok": {"claim": (_S, True), "gpu_ids": (_L, False)},
+    "claim-refused": {"claim": (_S, True), "reason": (_S, True)},
+    "claim-released": {"claim": (_S, True)},
+    "claim-drop": {"claim": (_S, True)},
+    # submitter <-> master
+    "submitter-hello": {"submitter": (_S, True), "user": (_S, True), "host": (_S, True),
+                        "pid": (_I, True), "claims": (_L, True), "clusters": (_L, True)},
+    "new-cluster": {},
+    "cluster": {"id": (_I, True)},
+    "demand": {"requests": (_L, True)},
+    "release": {"claim": (_S, True)},
+    "progress": {"clusters": (_L, True)},
+    "removed": {"re": (_S, True), "count": (_I, True)},
+    "claim": {"claim": (_S, True), "node": (_S, True), "host": (_S, True), "port": (_I, True),
+              "cpus": (_I, True), "memory": (_I, True), "gpus": (_I, True),
+              "key": (_S, False)},
+    "unmatchable": {"key": (_S, True), "reason": (_S, True)},
+    "give-back": {"count": (_I, True)},
+    "node-lost": {"node": (_S, True), "claims": (_L, True)},
+    "rm": {"ids": (_L, True), "re": (_S, False)},
+    # tools <-> master
+    "query": {"what": (_S, True)},
+    "status-reply": {"nodes": (_L, True), "submitters": (_L, True)},
+    "queue-reply": {"clusters": (_L, True)},
+    "rm-reply": {"results": (_L, True)},
+    # submitter <-> node
+    "attach": {"submitter": (_S, True), "jobs": (_L, True)},
+    "attached": {"unknown": (_L, True)},
+    "run": {"claim": (_S, True), "job": (_S, True), "attempt": (_I, True),
+            "spec": (_D, True), "files": (_L, True)},
+    "kill": {"job": (_S, True), "attempt": (_I, True)},
+    "ack": {"job": (_S, True), "attempt": (_I, True)},
+    "started": {"job": (_S, True), "attempt": (_I, True)},
+    "rejected": {"job": (_S, True), "attempt": (_I, True), "reason": (_S, True)},
+    "finished": {"job": (_S, True), "attempt": (_I, True), "result": (_D, True),
+                 "files": (_L, True)},
 }
 
 
 def _check(name: str, value: Any, types: tuple) -> None:
     if isinstance(value, bool) or not isinstance(value, types):
-        wanted = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+        names = {type(None): "null", dict: "an object", list: "a list", float: "number"}
+        wanted = " or ".join(names.get(t, t.__name__) for t in types)
         raise MessageError(f"field {name!r} must be {wanted}")
-    if isinstance(value, int) and not -MAX_INT <= value <= MAX_INT:
+    if isinstance(value, (int, float)) and not -MAX_INT <= value <= MAX_INT:
         raise MessageError(f"field {name!r} is out of range")
     if isinstance(value, str) and len(value) > MAX_TEXT:
         raise MessageError(f"field {name!r} is too long")

@@ -1,0 +1,1 @@
+"""The submit side: the queue of one cluster, its journal, job log and progress."""

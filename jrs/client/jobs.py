@@ -1,0 +1,206 @@
+"""The queue of one cluster, and what a job's result means (sans-IO).
+
+Jobs are materialized from the streaming expander as slots need them (no more
+than `max_idle` waiting at once), so a million-job cluster is never in memory.
+A finished job keeps only a small summary. The retry policy is HTCondor's:
+`on_exit_remove` when given (false puts the job back in the queue), else
+`max_retries` reruns a job whose exit is not `success_exit_code`. A job whose
+node was lost goes back to the queue without counting as an attempt.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+from ..condor import classad
+
+IDLE, RUNNING, DONE, FAILED, REMOVED, HELD = "idle", "running", "done", "failed", \
+    "removed", "held"
+FINAL = (DONE, FAILED, REMOVED, HELD)
+DEFAULT_WINDOW = 1000
+
+
+@dataclass
+class Summary:
+    """What stays of a job once it is final."""
+
+    state: str
+    exit_code: Optional[int] = None
+    signal: Optional[int] = None
+    node: Optional[str] = None
+    reason: Optional[str] = None
+    error: Optional[str] = None
+
+
+class Rec:
+    """A job that has been materialized and is not final yet."""
+
+    __slots__ = ("attempt", "claim", "completions", "job", "node", "proc", "state")
+
+    def __init__(self, job) -> None:
+        self.job = job
+        self.proc: int = job.process
+        self.state = IDLE
+        self.attempt = 0
+        self.completions = 0
+        self.claim: Optional[str] = None
+        self.node: Optional[str] = None
+
+
+def request_key(job) -> str:
+    """Jobs with the same key can reuse each other's claims."""
+    return f"{job.request_cpus}/{job.request_memory or 0}/{job.request_gpus}/" \
+           f"{job.requirements or ''}"
+
+
+class Queue:
+    def __init__(self, jobs: Iterator, total: int, skip: Optional[dict] = None,
+                 window: Optional[int] = None) -> None:
+        self._source = iter(jobs)
+        self.total = total
+        self.final: dict[int, Summary] = dict(skip or {})
+        self.live: dict[int, Rec] = {}
+        self.idle: deque = deque()
+        self.window = window
+        self._exhausted = False
+        self.counts = {s: 0 for s in (IDLE, RUNNING, DONE, FAILED, REMOVED, HELD)}
+        for s in self.final.values():
+            self.counts[s.state] += 1
+        self.counts[IDLE] = total - len(self.final)
+        self._on_exit_remove: dict = {}
+
+    # ------------------------------------------------------------ materialize
+
+    def fill(self) -> list:
+        """Materialize jobs until the idle window is full; return the new ones."""
+        new = []
+        limit = self.window or DEFAULT_WINDOW
+        while not self._exhausted and len(self.idle) < limit:
+            try:
+                job = next(self._source)
+            except StopIteration:
+                self._exhausted = True
+                break
+            if self.window is None and job.max_idle:
+                self.window = limit = max(1, min(job.max_idle, job.max_materialize or
+                                                 job.max_idle))
+            if job.process in self.final or job.process in self.live:
+                continue
+            rec = Rec(job)
+            self.live[rec.proc] = rec
+            self.idle.append(rec)
+            new.append(rec)
+        return new
+
+    def adopt(self, job, attempt: int, node: str, claim: Optional[str]) -> Rec:
+        """A job that was running when the submitter was killed (resume)."""
+        rec = self.live.get(job.process) or Rec(job)
+        self.live[rec.proc] = rec
+        if rec in self.idle:
+            self.idle.remove(rec)
+        rec.state, rec.attempt, rec.node, rec.claim = RUNNING, attempt, node, claim
+        self.counts[IDLE] -= 1
+        self.counts[RUNNING] += 1
+        return rec
+
+    @property
+    def finished(self) -> bool:
+        return len(self.final) >= self.total
+
+    def idle_by_key(self) -> dict:
+        out: dict = {}
+        for rec in self.idle:
+            k = request_key(rec.job)
+            out.setdefault(k, [0, rec.job])[0] += 1
+        if not self._exhausted and self.idle:
+            # not yet materialized jobs wait too; count them against the last key
+            last = self.idle[-1].job
+            out[request_key(last)][0] += self.total - len(self.final) - len(self.live)
+        return out
+
+    def next_for(self, key: str) -> Optional[Rec]:
+        for rec in self.idle:
+            if request_key(rec.job) == key:
+                self.idle.remove(rec)
+                return rec
+        return None
+
+    # ------------------------------------------------------------ transitions
+
+    def start(self, rec: Rec, node: str, claim: str) -> None:
+        rec.state = RUNNING
+        rec.attempt += 1
+        rec.node, rec.claim = node, claim
+        self.counts[IDLE] -= 1
+        self.counts[RUNNING] += 1
+
+    def requeue(self, rec: Rec, count_attempt: bool) -> None:
+        """Back to idle: a lost node (no attempt counted) or a retry."""
+        if rec.state == RUNNING:
+            self.counts[RUNNING] -= 1
+            self.counts[IDLE] += 1
+        if not count_attempt:
+            rec.attempt = max(0, rec.attempt)  # attempt numbers only grow
+        rec.state, rec.claim = IDLE, None
+        self.idle.appendleft(rec)
+
+    def finish(self, rec: Rec, summary: Summary) -> None:
+        if rec.state == RUNNING:
+            self.counts[RUNNING] -= 1
+        elif rec.state == IDLE:
+            self.counts[IDLE] -= 1
+            if rec in self.idle:
+                self.idle.remove(rec)
+        self.counts[summary.state] += 1
+        rec.state = summary.state
+        self.final[rec.proc] = summary
+        self.live.pop(rec.proc, None)
+
+    def remove_unmaterialized(self, reason: str) -> int:
+        """Ctrl-C or rm of a whole cluster: jobs never materialized are removed too."""
+        n = 0
+        while not self._exhausted:
+            try:
+                job = next(self._source)
+            except StopIteration:
+                break
+            if job.process in self.final or job.process in self.live:
+                continue
+            self.final[job.process] = Summary(REMOVED, reason=reason)
+            self.counts[IDLE] -= 1
+            self.counts[REMOVED] += 1
+            n += 1
+        self._exhausted = True
+        return n
+
+    # ------------------------------------------------------------ policy
+
+    def outcome(self, rec: Rec, result: dict) -> str:
+        """DONE, FAILED, HELD or IDLE (run it again) for a job's result."""
+        if result.get("exec_failed") or result.get("missing"):
+            return HELD
+        job = rec.job
+        sig = result.get("signal")
+        code = result.get("exit_code")
+        rec.completions += 1
+        success_code = job.success_exit_code if job.success_exit_code is not None else 0
+        success = sig is None and code == success_code
+        if job.on_exit_remove:
+            tree = self._on_exit_remove.get(job.on_exit_remove)
+            if tree is None:
+                tree = self._on_exit_remove[job.on_exit_remove] = classad.parse(
+                    job.on_exit_remove)
+            ad = {"exitcode": code, "exitbysignal": sig is not None,
+                  "exitsignal": sig if sig is not None else classad.UNDEFINED,
+                  "numjobcompletions": rec.completions, "jobstatus": 4,
+                  "requestcpus": job.request_cpus}
+            ad.update({k.lower(): classad.literal(v) for k, v in (job.attributes or {}).items()})
+            value = classad.evaluate(tree, ad, {})
+            if value is False:
+                return IDLE
+            return DONE if success else FAILED
+        if not success and job.max_retries is not None and rec.completions <= job.max_retries:
+            return IDLE
+        return DONE if success else FAILED

@@ -1,0 +1,1 @@
+"""The master's logic, free of I/O: the pool, claims, matching and fair share."""

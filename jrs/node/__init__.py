@@ -1,0 +1,1 @@
+"""What runs on a compute node: taskfiles, the executor, the launcher, sandboxes."""

@@ -1,0 +1,603 @@
+"""The node daemon: claims from the master, jobs from submitters, results back.
+
+It keeps no job in memory that is not also in a taskfile, so `kill -9` loses
+nothing: on start it scans the taskfiles, re-adopts live executors, and
+delivers results that arrived while it was down (at least once; the submitter
+deduplicates by job and attempt). The daemon only enforces capacity through
+claims: it never accepts a claim it has no room for, nor runs more than one
+job on a claim.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .. import records
+from ..wire import files as wirefiles
+from ..wire.aio import Channel, ConnectionClosed, Server, connect
+from ..wire.errors import WireError
+from ..wire.messages import error
+from . import sandbox, taskfile
+from .launcher import Launcher
+
+log = logging.getLogger("jrs.node")
+HEARTBEAT = 1.0
+CHECK_EVERY = 1.0
+LAUNCH_GRACE = 10.0
+PEER_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError, OSError)
+
+
+@dataclass
+class Claim:
+    claim: str
+    submitter: str
+    user: str
+    cpus: int
+    memory: int
+    gpus: list
+    job: Optional[str] = None  # task key running on it
+    releasing: bool = False
+
+    def to_json(self) -> dict:
+        return {"claim": self.claim, "submitter": self.submitter, "user": self.user,
+                "cpus": self.cpus, "memory": self.memory, "gpus": self.gpus}
+
+
+@dataclass
+class Task:
+    key: str
+    submitter: str
+    job: str
+    attempt: int
+    claim: str
+    path: str
+    sandbox: str
+    created: float = field(default_factory=time.monotonic)
+    state: Optional[taskfile.TaskState] = None
+    delivering: bool = False
+    kill_requested: bool = False
+
+
+@dataclass
+class Capacity:
+    name: str
+    slots: int
+    memory: int
+    gpus: int
+    attrs: dict
+
+
+class NodeDaemon:
+    def __init__(self, config, capacity: Capacity, state_dir: str, launcher: Launcher,
+                 allow_root_jobs: bool = False) -> None:
+        self.config = config
+        self.cap = capacity
+        self.state_dir = state_dir
+        self.tasks_dir = os.path.join(state_dir, "tasks")
+        self.sandbox_dir = os.path.join(state_dir, "sandbox")
+        self.claims_path = os.path.join(state_dir, "claims.json")
+        self.launcher = launcher
+        self.allow_root = allow_root_jobs
+        self.root = None
+        self.claims: dict[str, Claim] = {}
+        self.tasks: dict[str, Task] = {}
+        self.sessions: dict[str, Channel] = {}
+        self.locks: dict[int, asyncio.Lock] = {}
+        self.master: Optional[Channel] = None
+        self.notify_address = "\0jrs-node-%d-%s" % (os.getpid(), os.urandom(4).hex())
+        self.boot = taskfile.boot_id()
+        self.stopping = asyncio.Event()
+        self._background: set = set()
+
+    def _spawn(self, coro) -> None:
+        """Run `coro` in the background, keeping a reference until it ends."""
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # ----------------------------------------------------------- start-up
+
+    async def run(self, root: bytes, host: str, port: int) -> None:
+        """Serve until SIGTERM or SIGINT."""
+        await self.start(root, host, port)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        await self.stopping.wait()
+        self.stop()
+
+    async def start(self, root: bytes, host: str, port: int) -> tuple:
+        """Recover, listen, and start the master session; return the bound address."""
+        self.root = root
+        for d in (self.tasks_dir, self.sandbox_dir):
+            os.makedirs(d, mode=0o755, exist_ok=True)
+        self._load_claims()
+        self._recover()
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(self.notify_address)
+        sock.setblocking(False)
+        loop.add_reader(sock.fileno(), self._on_notify, sock)
+        self._sock = sock
+        self._server = Server(root, "node", self._serve_submitter,
+                              peer_roles=frozenset({"submit"}))
+        where = await self._server.start(host, port)
+        log.warning("node %s listening on %s:%s with %d slots, %d MiB, %d GPUs; state in %s",
+                    self.cap.name, where[0], where[1], self.cap.slots, self.cap.memory,
+                    self.cap.gpus, self.state_dir)
+        self._tasks = [asyncio.ensure_future(self._master_loop()),
+                       asyncio.ensure_future(self._check_loop())]
+        return where
+
+    def stop(self) -> None:
+        """Stop serving; running jobs keep running under their executors."""
+        for t in self._tasks:
+            t.cancel()
+        self._server.close()
+        asyncio.get_running_loop().remove_reader(self._sock.fileno())
+        self._sock.close()
+        self.launcher.close()
+
+    def _load_claims(self) -> None:
+        try:
+            with open(self.claims_path) as f:
+                saved = json.load(f)
+            for c in saved:
+                self.claims[c["claim"]] = Claim(c["claim"], c["submitter"], c["user"],
+                                                int(c["cpus"]), int(c["memory"]), list(c["gpus"]))
+        except FileNotFoundError:
+            pass
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("%s: unreadable, starting without claims: %s", self.claims_path, exc)
+
+    def _save_claims(self) -> None:
+        tmp = self.claims_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump([c.to_json() for c in self.claims.values()], f)
+        os.replace(tmp, self.claims_path)
+
+    def _recover(self) -> None:
+        """Rebuild the job table from the taskfiles after a restart."""
+        for path in records.iter_dir(self.tasks_dir, taskfile.SUFFIX):
+            try:
+                st = taskfile.load(path)
+            except (ValueError, OSError) as exc:
+                log.warning("%s: set aside: %s", path, exc)
+                os.replace(path, path + ".bad")
+                continue
+            spec = st.spec
+            task = Task(st.key, str(spec.get("submitter", "")), str(spec.get("job", "")),
+                        int(spec.get("attempt", 0)), str(spec.get("claim", "")), path,
+                        str(spec.get("sandbox", "")), state=st)
+            if st.delivered:
+                self._cleanup(task)
+                continue
+            self.tasks[task.key] = task
+            if not st.finished:
+                if st.boot and st.boot != self.boot:
+                    self._mark_lost(task, "the node rebooted while the job ran")
+                elif taskfile.owner_alive(path):
+                    log.info("re-adopted running job %s", task.key)
+                elif st.executor_pid is None:
+                    self.launcher.launch(path)  # we died between writing it and launching
+                else:
+                    self._executor_died(task)
+            claim = self.claims.get(task.claim)
+            if claim is not None and not self._finished(task):
+                claim.job = task.key
+
+    # ----------------------------------------------------------- the master
+
+    async def _master_loop(self) -> None:
+        delay = 0.2
+        ep = self.config.master
+        while True:
+            try:
+                ch = await connect(ep.host, ep.port, self.root, "node",
+                                   peer_roles=frozenset({"master"}))
+            except (OSError, WireError, asyncio.TimeoutError) as exc:
+                log.info("master %s unreachable: %s", ep, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            try:
+                ch.send({"type": "node-hello", "name": self.cap.name, "slots": self.cap.slots,
+                         "memory": self.cap.memory, "gpus": self.cap.gpus,
+                         "attrs": self.cap.attrs,
+                         "claims": [c.to_json() for c in self.claims.values()]})
+                reply = await asyncio.wait_for(ch.recv(), 10)
+                if not isinstance(reply, dict) or reply.get("type") != "welcome":
+                    log.warning("master %s refused this node: %s", ep,
+                                reply.get("message") if isinstance(reply, dict) else reply)
+                    await asyncio.sleep(5.0)
+                    continue
+                delay = 0.2
+                self.master = ch
+                beat = asyncio.ensure_future(self._heartbeat(ch))
+                try:
+                    while True:
+                        msg = await ch.recv()
+                        if isinstance(msg, dict):
+                            self._from_master(ch, msg)
+                finally:
+                    beat.cancel()
+                    self.master = None
+            except (ConnectionClosed, WireError, OSError, asyncio.TimeoutError) as exc:
+                log.info("lost the master %s: %s", ep, exc)
+            finally:
+                ch.close()
+            await asyncio.sleep(delay)
+
+    async def _heartbeat(self, ch: Channel) -> None:
+        while True:
+            running = sum(1 for t in self.tasks.values() if t.state is None or not t.state.finished)
+            ch.send({"type": "node-report", "load": os.getloadavg()[0], "running": running,
+                     "claims": list(self.claims)})
+            await asyncio.sleep(HEARTBEAT)
+
+    def _from_master(self, ch: Channel, msg: dict) -> None:
+        kind = msg["type"]
+        try:
+            if kind == "claim-offer":
+                ch.send(self._offer(msg))
+            elif kind == "claim-drop":
+                self._drop_claim(msg["claim"], kill=True)
+            elif kind == "ping":
+                ch.send({"type": "pong", "seq": msg["seq"]})
+        except PEER_ERRORS as exc:
+            ch.send(error("bad-message", str(exc), kind))
+
+    def _free(self) -> tuple:
+        used_cpus = sum(c.cpus for c in self.claims.values())
+        used_mem = sum(c.memory for c in self.claims.values())
+        used_gpus = {g for c in self.claims.values() for g in c.gpus}
+        free_gpus = [g for g in range(self.cap.gpus) if g not in used_gpus]
+        return self.cap.slots - used_cpus, self.cap.memory - used_mem, free_gpus
+
+    def _offer(self, msg: dict) -> dict:
+        cid = msg["claim"]
+        if cid in self.claims:
+            return {"type": "claim-ok", "claim": cid, "gpu_ids": self.claims[cid].gpus}
+        cpus, mem, gpus = int(msg["cpus"]), int(msg["memory"]), int(msg["gpus"])
+        free_cpus, free_mem, free_gpus = self._free()
+        if cpus < 0 or mem < 0 or gpus < 0 or cpus > free_cpus or mem > free_mem \
+                or gpus > len(free_gpus):
+            return {"type": "claim-refused", "claim": cid,
+                    "reason": f"no room: free {free_cpus} slots, {free_mem} MiB, "
+                              f"{len(free_gpus)} GPUs"}
+        self.claims[cid] = Claim(cid, msg["submitter"], msg["user"], cpus, mem, free_gpus[:gpus])
+        self._save_claims()
+        return {"type": "claim-ok", "claim": cid, "gpu_ids": free_gpus[:gpus]}
+
+    def _drop_claim(self, cid: str, kill: bool) -> None:
+        claim = self.claims.get(cid)
+        if claim is None:
+            return
+        if claim.job and claim.job in self.tasks and not self._finished(self.tasks[claim.job]):
+            claim.releasing = True
+            if kill:
+                self._kill(self.tasks[claim.job])
+            return
+        del self.claims[cid]
+        self._save_claims()
+        if self.master is not None:
+            self.master.send({"type": "claim-released", "claim": cid})
+
+    # ----------------------------------------------------------- submitters
+
+    async def _serve_submitter(self, ch: Channel) -> None:
+        first = await asyncio.wait_for(ch.recv(), 30)
+        if not isinstance(first, dict) or first.get("type") != "attach":
+            ch.send(error("protocol", "the first message must be attach"))
+            return
+        sub = first["submitter"]
+        self.sessions[sub] = ch
+        self.locks[id(ch)] = asyncio.Lock()
+        try:
+            unknown = []
+            for item in first["jobs"]:
+                if not (isinstance(item, list) and len(item) == 2):
+                    continue
+                if self._key(sub, str(item[0]), item[1]) not in self.tasks:
+                    unknown.append(item)
+            ch.send({"type": "attached", "unknown": unknown})
+            for task in list(self.tasks.values()):
+                if task.submitter == sub and self._finished(task):
+                    self._spawn(self._deliver(task))
+            while True:
+                msg = await ch.recv()
+                if not isinstance(msg, dict):
+                    raise WireError("file data outside a transfer")
+                try:
+                    await self._from_submitter(ch, sub, msg)
+                except PEER_ERRORS as exc:
+                    ch.send(error("bad-message", str(exc)[:200], msg.get("type")))
+        finally:
+            if self.sessions.get(sub) is ch:
+                del self.sessions[sub]
+            self.locks.pop(id(ch), None)
+
+    @staticmethod
+    def _key(sub: str, job: str, attempt: object) -> str:
+        return f"{sub[:16]}-{job}.{attempt}"
+
+    async def _from_submitter(self, ch: Channel, sub: str, msg: dict) -> None:
+        kind = msg["type"]
+        if kind == "run":
+            await self._run(ch, sub, msg)
+        elif kind == "ack":
+            task = self.tasks.get(self._key(sub, msg["job"], msg["attempt"]))
+            if task is not None and self._finished(task):
+                await asyncio.get_running_loop().run_in_executor(None, self._delivered, task)
+        elif kind == "kill":
+            task = self.tasks.get(self._key(sub, msg["job"], msg["attempt"]))
+            if task is not None:
+                self._kill(task)
+        elif kind == "release":
+            claim = self.claims.get(msg["claim"])
+            if claim is not None and claim.submitter == sub:
+                self._drop_claim(claim.claim, kill=False)
+        elif kind in ("pong", "error"):
+            pass
+        else:
+            ch.send(error("unexpected", f"a node does not take {kind!r}", kind))
+
+    async def _run(self, ch: Channel, sub: str, msg: dict) -> None:
+        job, attempt, spec = msg["job"], msg["attempt"], msg["spec"]
+        heads = wirefiles.check_headers(msg["files"])
+        key = self._key(sub, job, attempt)
+        claim = self.claims.get(msg["claim"])
+        reason = None
+        if claim is None or claim.submitter != sub:
+            reason = "unknown claim (it may have been dropped)"
+        elif claim.releasing:
+            reason = "claim is being released"
+        elif key in self.tasks:
+            reason = "duplicate"
+        elif claim.job is not None and claim.job in self.tasks \
+                and not self._finished(self.tasks[claim.job]):
+            reason = "the claim is busy with another job"
+        elif int(spec.get("cpus", 1)) > claim.cpus:
+            reason = f"the job asks for {spec.get('cpus')} cpus; the claim has {claim.cpus}"
+        box = os.path.join(self.sandbox_dir, key)
+        if reason is None:
+            try:
+                for h in heads:
+                    sandbox.safe_name(h["name"])
+                os.makedirs(box, mode=0o700)
+            except (sandbox.BadName, OSError) as exc:
+                reason = str(exc)
+
+        def open_file(head: dict):
+            if reason is not None:
+                return None
+            path = os.path.join(box, head["name"])
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, head["mode"] | 0o600)
+            return os.fdopen(fd, "wb")
+
+        try:
+            await wirefiles.receive(ch, heads, open_file)
+        except BaseException:
+            if reason is None:
+                sandbox.remove(box)
+            raise
+        if reason == "duplicate":
+            ch.send({"type": "started", "job": job, "attempt": attempt})
+            return
+        if reason is not None:
+            ch.send({"type": "rejected", "job": job, "attempt": attempt, "reason": reason})
+            return
+        try:
+            tspec = self._task_spec(sub, claim, job, attempt, spec, box)
+        except (sandbox.BadName, KeyError, TypeError, ValueError, OSError) as exc:
+            sandbox.remove(box)
+            ch.send({"type": "rejected", "job": job, "attempt": attempt,
+                     "reason": f"bad job: {exc}"})
+            return
+        path = os.path.join(self.tasks_dir, key + taskfile.SUFFIX)
+        task = Task(key, sub, job, attempt, claim.claim, path, box)
+        self.tasks[key] = task
+        claim.job = key
+        await asyncio.get_running_loop().run_in_executor(None, taskfile.create, path, tspec)
+        self.launcher.launch(path)
+        ch.send({"type": "started", "job": job, "attempt": attempt})
+
+    def _task_spec(self, sub: str, claim: Claim, job: str, attempt: int, spec: dict,
+                   box: str) -> dict:
+        ident = sandbox.identity(claim.user, self.allow_root)
+        shared = bool(spec.get("shared_fs"))
+        exe = str(spec["executable"])
+        if spec.get("transfer_executable") and not shared:
+            exe_name = sandbox.safe_name(os.path.basename(exe))
+            exe = os.path.join(box, exe_name)
+            os.chmod(exe, 0o755)
+        argv = [exe] + [str(a) for a in spec.get("arguments", [])]
+        cwd = str(spec.get("iwd")) if shared else box
+        env = sandbox.job_environment(dict(spec.get("environment", {})),
+                                      dict(spec.get("getenv", {})), box, job,
+                                      claim.cpus, claim.gpus, None)
+        if shared:
+            stdin, stdout, stderr = spec.get("input"), spec.get("output"), spec.get("error")
+        else:
+            stdin = os.path.join(box, sandbox.STDIN) if spec.get("input") else None
+            stdout = os.path.join(box, sandbox.STDOUT)
+            stderr = os.path.join(box, sandbox.STDERR)
+        out = {"job": job, "attempt": attempt, "submitter": sub, "claim": claim.claim,
+               "node": self.cap.name, "argv": argv, "cwd": cwd, "env": env, "stdin": stdin,
+               "stdout": stdout, "stderr": stderr, "sandbox": box, "shared_fs": shared,
+               "transfer_output_files": spec.get("transfer_output_files"),
+               "when_to_transfer_output": spec.get("when_to_transfer_output", "ON_EXIT"),
+               "snapshot": sandbox.snapshot(box), "kill_grace": 5,
+               "notify": self.notify_address, "created": time.time()}
+        if ident is not None:
+            uid, gid, groups, name = ident
+            out.update(uid=uid, gid=gid, groups=groups, run_as=name)
+            env["USER"] = env["LOGNAME"] = name
+            sandbox.chown_tree(box, uid, gid)
+        return out
+
+    # ----------------------------------------------------------- job ends
+
+    def _finished(self, task: Task) -> bool:
+        return task.state is not None and task.state.finished
+
+    def _on_notify(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                data = sock.recv(4096)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            task = self.tasks.get(data.decode(errors="replace"))
+            if task is not None and not self._finished(task):
+                self._reload(task)
+
+    def _reload(self, task: Task) -> None:
+        try:
+            task.state = taskfile.load(task.path)
+        except (OSError, ValueError) as exc:
+            log.warning("%s: unreadable: %s", task.path, exc)
+            return
+        if task.state.finished:
+            self._job_ended(task)
+
+    def _job_ended(self, task: Task) -> None:
+        claim = self.claims.get(task.claim)
+        if claim is not None and claim.job == task.key:
+            claim.job = None
+            if claim.releasing:
+                self._drop_claim(claim.claim, kill=False)
+        self._spawn(self._deliver(task))
+
+    def _mark_lost(self, task: Task, reason: str) -> None:
+        taskfile.append_event(task.path, {"e": "lost", "reason": reason, "t": time.time()})
+        task.state = taskfile.load(task.path)
+        log.warning("job %s lost: %s", task.key, reason)
+
+    def _executor_died(self, task: Task) -> None:
+        st = task.state
+        reason = f"its executor (pid {st.executor_pid}) died"
+        if st.pid and taskfile.same_process(st.pid, st.pid_start):
+            try:
+                os.killpg(st.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            reason += f" while the job's process {st.pid} still ran (killed it)"
+        self._mark_lost(task, reason)
+
+    async def _check_loop(self) -> None:
+        """Once a second: catch executors that ended or died without telling us."""
+        while True:
+            await asyncio.sleep(CHECK_EVERY)
+            for task in list(self.tasks.values()):
+                if self._finished(task):
+                    continue
+                if taskfile.owner_alive(task.path):
+                    if task.kill_requested:
+                        self._kill(task)
+                    continue
+                self._reload(task)
+                st = task.state
+                if st is None or st.finished:
+                    continue
+                if st.executor_pid is None:
+                    if time.monotonic() - task.created > LAUNCH_GRACE:
+                        task.created = time.monotonic()
+                        self.launcher.launch(task.path)
+                    continue
+                self._executor_died(task)
+                self._job_ended(task)
+
+    def _kill(self, task: Task) -> None:
+        task.kill_requested = True
+        try:
+            st = taskfile.load(task.path)
+        except (OSError, ValueError):
+            return
+        if st.finished:
+            return
+        if st.executor_pid is None:
+            taskfile.append_event(task.path, {"e": "killed", "signal": signal.SIGTERM,
+                                              "t": time.time()})
+        elif taskfile.same_process(st.executor_pid, st.executor_start):
+            try:
+                os.kill(st.executor_pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    # ----------------------------------------------------------- delivery
+
+    def _result(self, task: Task) -> tuple:
+        st = task.state
+        spec = st.spec
+        end = st.exit or {}
+        result = {"node": self.cap.name, "exit_code": end.get("code"),
+                  "signal": end.get("signal"), "rusage": end.get("rusage"),
+                  "started": end.get("started", st.running_since), "ended": end.get("ended"),
+                  "removed": st.killed is not None}
+        if end.get("e") == "exec-failed":
+            result["reason"] = end.get("reason")
+            result["errno"] = end.get("errno")
+            result["exec_failed"] = True
+        elif end.get("e") == "lost":
+            result["reason"] = end.get("reason")
+            result["lost"] = True
+        items: list = []
+        if not spec.get("shared_fs") and os.path.isdir(task.sandbox):
+            for name in (sandbox.STDOUT, sandbox.STDERR):
+                path = os.path.join(task.sandbox, name)
+                if os.path.isfile(path):
+                    items.append((name, path))
+            success = end.get("code") == 0
+            if spec.get("when_to_transfer_output") != "ON_SUCCESS" or success:
+                exe = os.path.basename(spec["argv"][0])
+                found, missing = sandbox.outputs(task.sandbox, spec.get("transfer_output_files"),
+                                                 spec.get("snapshot") or {}, {exe})
+                items += found
+                if missing and end.get("e") == "exit":
+                    result["missing"] = missing
+        return result, items
+
+    async def _deliver(self, task: Task) -> None:
+        ch = self.sessions.get(task.submitter)
+        if ch is None or task.delivering:
+            return
+        task.delivering = True
+        try:
+            result, items = self._result(task)
+            heads = wirefiles.describe(items)
+            lock = self.locks.get(id(ch))
+            if lock is None:
+                return
+            async with lock:
+                ch.send({"type": "finished", "job": task.job, "attempt": task.attempt,
+                         "result": result, "files": heads})
+                await wirefiles.send(ch, items, heads)
+        except (ConnectionClosed, OSError, WireError) as exc:
+            log.info("could not deliver %s yet: %s", task.key, exc)
+        finally:
+            task.delivering = False
+
+    def _delivered(self, task: Task) -> None:
+        taskfile.append_event(task.path, {"e": "delivered", "t": time.time()})
+        self._cleanup(task)
+        self.tasks.pop(task.key, None)
+
+    @staticmethod
+    def _cleanup(task: Task) -> None:
+        if task.sandbox:
+            sandbox.remove(task.sandbox)
+        try:
+            os.unlink(task.path)
+        except FileNotFoundError:
+            pass

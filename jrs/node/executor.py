@@ -1,0 +1,169 @@
+"""The executor: owns one job for its whole life and records it in the taskfile.
+
+It holds an exclusive lock on the taskfile while it lives (that is how the
+node daemon knows it is alive, immune to pid reuse), starts the user process
+as its own process group, waits for it, kills whatever the job left behind,
+and appends the outcome. It runs in its own session and ignores hangups, so
+the node daemon may die and come back at any moment.
+
+SIGTERM means "remove this job": the process group gets TERM, then KILL after
+the spec's grace period.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import signal
+import socket
+import subprocess
+import time
+from typing import Optional
+
+from .. import records
+from . import taskfile
+
+
+class TaskBusy(Exception):
+    """Another executor owns this taskfile, or the job already finished."""
+
+
+def _open_locked(path: str) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_APPEND)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise TaskBusy(f"{path}: another executor owns this job")
+        raise
+    return fd
+
+
+def _open_std(path: Optional[str], write: bool) -> int:
+    if not path:
+        return os.open(os.devnull, os.O_RDWR)
+    if write:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    return os.open(path, os.O_RDONLY)
+
+
+def _rusage(ru) -> dict:
+    return {"utime": round(ru.ru_utime, 6), "stime": round(ru.ru_stime, 6),
+            "maxrss_kb": ru.ru_maxrss}
+
+
+def _notify(spec: dict, key: str) -> None:
+    """Tell the node daemon a job ended, if it listens (best effort: it also rescans)."""
+    address = spec.get("notify")
+    if not address:
+        return
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.sendto(key.encode(), address)
+    except OSError:
+        pass
+
+
+class _Killer:
+    """SIGTERM handling: TERM the job's process group, KILL it after the grace period."""
+
+    def __init__(self, fd: int, grace: float) -> None:
+        self.fd = fd
+        self.grace = grace
+        self.pgid: Optional[int] = None
+        self.requested = False
+
+    def on_term(self, signum, frame) -> None:
+        if not self.requested:
+            self.requested = True
+            records.append(self.fd, {"e": "killed", "signal": signal.SIGTERM, "t": time.time()})
+        self._signal(signal.SIGTERM)
+        signal.signal(signal.SIGALRM, self.on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, max(self.grace, 0.01))
+
+    def on_alarm(self, signum, frame) -> None:
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: int) -> None:
+        if self.pgid:
+            try:
+                os.killpg(self.pgid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def run(path: str) -> Optional[dict]:
+    """Run the job of taskfile `path` to its end; return the exit record (None if done)."""
+    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    fd = _open_locked(path)
+    try:
+        state = taskfile.parse(path, *records.decode(os.pread(fd, os.fstat(fd).st_size, 0)))
+        if state.finished:
+            raise TaskBusy(f"{path}: the job already ended")
+        spec = state.spec
+        me = os.getpid()
+        records.append(fd, {"e": "executor", "pid": me, "start": taskfile.process_start(me),
+                            "boot": taskfile.boot_id(), "t": time.time()})
+        if state.killed is not None:  # removed before it could start
+            now = time.time()
+            result = {"e": "exit", "code": None, "signal": int(state.killed), "rusage": None,
+                      "started": now, "ended": now, "t": now}
+            records.append(fd, result, sync=True)
+            _notify(spec, state.key)
+            return result
+        killer = _Killer(fd, float(spec.get("kill_grace", 5)))
+        signal.signal(signal.SIGTERM, killer.on_term)
+        result = _run_user_process(fd, spec, killer)
+        records.append(fd, result, sync=True)
+        _notify(spec, state.key)
+        return result
+    finally:
+        os.close(fd)
+
+
+def _run_user_process(fd: int, spec: dict, killer: _Killer) -> dict:
+    started = time.time()
+    std = []
+    try:
+        std = [_open_std(spec.get("stdin"), False), _open_std(spec.get("stdout"), True),
+               _open_std(spec.get("stderr"), True)]
+        identity = {}
+        if spec.get("uid") is not None:
+            identity = {"user": spec["uid"], "group": spec["gid"],
+                        "extra_groups": spec.get("groups") or []}
+        proc = subprocess.Popen(spec["argv"], cwd=spec.get("cwd") or None, env=spec["env"],
+                                stdin=std[0], stdout=std[1], stderr=std[2],
+                                start_new_session=True, close_fds=True, **identity)
+    except OSError as exc:
+        code = exc.errno or 0
+        return {"e": "exec-failed", "errno": code, "t": time.time(),
+                "reason": f"cannot run {spec['argv'][0]}: {exc.strerror or exc}"}
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        return {"e": "exec-failed", "errno": 0, "t": time.time(),
+                "reason": f"bad job spec: {exc}"}
+    finally:
+        for f in std:
+            os.close(f)
+    killer.pgid = proc.pid
+    records.append(fd, {"e": "running", "pid": proc.pid,
+                        "start": taskfile.process_start(proc.pid), "t": started})
+    if killer.requested:  # a TERM that came before the pid was known
+        killer.on_term(signal.SIGTERM, None)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = status  # keep Popen from trying to reap it again
+    ended = time.time()
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    try:  # whatever the job left running in its group goes with it
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    if os.WIFSIGNALED(status):
+        code, sig = None, os.WTERMSIG(status)
+    else:
+        code, sig = os.waitstatus_to_exitcode(status), None
+    return {"e": "exit", "code": code, "signal": sig, "rusage": _rusage(usage),
+            "started": started, "ended": ended, "t": ended}

@@ -1,0 +1,144 @@
+"""The taskfile: everything known about one job on a node, in one record file.
+
+The first record is the job spec (`kind: "jrs-task"`, format `v`), written
+atomically before the executor starts. The executor then appends events:
+
+    executor   {pid, start, boot}        it owns the job (holds the file's lock)
+    running    {pid, start}              the user process runs
+    exec-failed {errno, reason}          the user process could not start
+    exit       {code, signal, rusage, started, ended}
+    killed     {signal}                  the job was removed (rm, node shutdown)
+    delivered  {}                        the submitter has the result
+
+Unknown fields and unknown events are ignored, so a taskfile written by an
+older jrs (format 1 lacks `gpus`, `kind`, rusage) is still read.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .. import records
+
+FORMAT = 1
+SUFFIX = ".task"
+
+
+def boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def process_start(pid: int) -> Optional[int]:
+    """The start time of `pid` in clock ticks since boot (None if it does not exist)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # the command name may hold spaces and parentheses: split after the last ')'
+    fields = data[data.rfind(b")") + 2:].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+@dataclass
+class TaskState:
+    """A taskfile read back: the spec plus what its events say."""
+
+    path: str
+    spec: dict
+    executor_pid: Optional[int] = None
+    executor_start: Optional[int] = None
+    boot: Optional[str] = None
+    pid: Optional[int] = None
+    pid_start: Optional[int] = None
+    running_since: Optional[float] = None
+    exit: Optional[dict] = None
+    killed: Optional[int] = None
+    delivered: bool = False
+    damaged: int = 0
+    extra: list = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return os.path.basename(self.path)[: -len(SUFFIX)]
+
+    @property
+    def finished(self) -> bool:
+        return self.exit is not None
+
+
+def parse(path: str, recs: list, damaged: int = 0) -> TaskState:
+    if not recs or recs[0].get("kind", "jrs-task") != "jrs-task" or "argv" not in recs[0]:
+        raise ValueError(f"{path}: not a taskfile (no job spec in the first record)")
+    if not isinstance(recs[0].get("v", 1), int) or recs[0].get("v", 1) > FORMAT:
+        raise ValueError(f"{path}: taskfile format {recs[0].get('v')} is newer than this jrs")
+    st = TaskState(path, recs[0], damaged=damaged)
+    for rec in recs[1:]:
+        event = rec.get("e")
+        if event == "executor":
+            st.executor_pid, st.executor_start = rec.get("pid"), rec.get("start")
+            st.boot = rec.get("boot")
+        elif event == "running":
+            st.pid, st.pid_start = rec.get("pid"), rec.get("start")
+            st.running_since = rec.get("t")
+        elif event in ("exit", "exec-failed", "lost"):
+            st.exit = rec
+        elif event == "killed":
+            st.killed = rec.get("signal")
+        elif event == "delivered":
+            st.delivered = True
+        else:
+            st.extra.append(rec)
+    return st
+
+
+def load(path: str) -> TaskState:
+    recs, damaged = records.read(path)
+    return parse(path, recs, damaged)
+
+
+def create(path: str, spec: dict) -> None:
+    """Write a new taskfile holding only the spec (atomic, fsynced)."""
+    records.write_new(path, [dict(spec, kind="jrs-task", v=FORMAT)])
+
+
+def append_event(path: str, event: dict) -> None:
+    """Append an event from outside the executor (the daemon: delivered, lost)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        records.append(fd, event, sync=True)
+    finally:
+        os.close(fd)
+
+
+def owner_alive(path: str) -> bool:
+    """True while an executor holds the taskfile's lock (immune to pid reuse)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return True
+        raise
+    finally:
+        os.close(fd)
+    return False
+
+
+def same_process(pid: Optional[int], start: Optional[int]) -> bool:
+    """Is `pid` still the very process that had start time `start`?"""
+    return bool(pid) and start is not None and process_start(pid) == start

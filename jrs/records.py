@@ -1,0 +1,91 @@
+"""Self-checking append-only record files (taskfiles and submit journals).
+
+Each record is one line: eight hex digits of the CRC-32 of the JSON body, a
+space, the JSON body, a newline. A line whose checksum does not match, or a
+last line without its newline (a write torn by a crash), is detected and
+dropped; everything before it is kept. JSON escapes newlines, so a record can
+never span lines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from typing import Iterator
+
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def encode(record: dict) -> bytes:
+    """One record as its line."""
+    body = _dumps(record).encode()
+    return b"%08x %s\n" % (zlib.crc32(body), body)
+
+
+def decode(data: bytes) -> tuple[list, int]:
+    """(good records, count of damaged lines skipped) from a file's bytes."""
+    records: list = []
+    damaged = 0
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    elif lines:
+        lines.pop()  # torn last line: no newline reached the disk
+        damaged += 1
+    for line in lines:
+        record = _decode_line(line)
+        if record is None:
+            damaged += 1
+        else:
+            records.append(record)
+    return records, damaged
+
+
+def _decode_line(line: bytes):
+    if len(line) < 10 or line[8:9] != b" ":
+        return None
+    body = line[9:]
+    try:
+        if int(line[:8], 16) != zlib.crc32(body):
+            return None
+        record = json.loads(body)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def read(path: str) -> tuple[list, int]:
+    with open(path, "rb") as f:
+        return decode(f.read())
+
+
+def iter_dir(directory: str, suffix: str) -> Iterator[str]:
+    """Paths of the record files in `directory` (none if it does not exist)."""
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return
+    for name in names:
+        if name.endswith(suffix):
+            yield os.path.join(directory, name)
+
+
+def write_new(path: str, records: list, sync: bool = True) -> None:
+    """Create `path` holding `records`, atomically: temp file, fsync, rename."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, b"".join(encode(r) for r in records))
+        if sync:
+            os.fdatasync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def append(fd: int, record: dict, sync: bool = False) -> None:
+    """Append one record to a file opened with O_APPEND (one write: no interleaving)."""
+    os.write(fd, encode(record))
+    if sync:
+        os.fdatasync(fd)

@@ -1,0 +1,82 @@
+"""Files over a channel: a header message lists `{name, size}`, the bytes follow
+as data frames in that order. Memory stays bounded by one chunk plus the
+transport's buffer whatever the file size, because every chunk is drained."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Optional
+
+from .aio import Channel
+from .errors import WireError
+
+CHUNK = 1 << 18
+
+
+def describe(items: list) -> list:
+    """[(name, path)] -> [{name, size, mode}] for a header (sizes fixed now)."""
+    out = []
+    for name, path in items:
+        st = os.stat(path)
+        out.append({"name": name, "size": st.st_size, "mode": st.st_mode & 0o777})
+    return out
+
+
+async def send(ch: Channel, items: list, headers: list, cache: Optional[dict] = None) -> None:
+    """Send the bytes of each (name, path), exactly the size its header promised.
+
+    `cache` maps path -> bytes for small files sent again and again (an
+    executable shared by a whole cluster)."""
+    for (_, path), head in zip(items, headers):
+        size = head["size"]
+        if cache is not None and path in cache:
+            data = cache[path]
+            for i in range(0, size, CHUNK):
+                ch.send_data(data[i:i + CHUNK])
+            await ch.drain()
+            continue
+        with open(path, "rb") as f:
+            left = size
+            while left > 0:
+                chunk = f.read(min(CHUNK, left)) or bytes(min(CHUNK, left))  # shrank: pad
+                ch.send_data(chunk)
+                left -= len(chunk)
+                await ch.drain()
+
+
+async def receive(ch: Channel, headers: list, open_file: Callable[[dict], Optional[object]]
+                  ) -> None:
+    """Receive the data frames for `headers`; `open_file(head)` gives a binary file
+    to write into (closed here) or None to discard the bytes."""
+    for head in headers:
+        left = head["size"]
+        out = open_file(head)
+        try:
+            while left > 0:
+                chunk = await ch.recv()
+                if not isinstance(chunk, bytes) or len(chunk) > left:
+                    raise WireError("file data did not match its header")
+                if out is not None:
+                    out.write(chunk)
+                left -= len(chunk)
+        finally:
+            if out is not None:
+                out.close()
+
+
+def check_headers(files: object, limit: int = 1 << 40) -> list:
+    """Peer-supplied file headers, checked: a list of {name: str, size: int >= 0}."""
+    if not isinstance(files, list) or len(files) > 100_000:
+        raise ValueError("files must be a list")
+    out = []
+    for f in files:
+        if not isinstance(f, dict) or not isinstance(f.get("name"), str):
+            raise ValueError("each file needs a name")
+        size = f.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= limit:
+            raise ValueError(f"bad size for {f['name'][:60]!r}")
+        mode = f.get("mode", 0o644)
+        if not isinstance(mode, int) or isinstance(mode, bool):
+            mode = 0o644
+        out.append({"name": f["name"], "size": size, "mode": mode & 0o777})
+    return out
