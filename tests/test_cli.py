@@ -7,7 +7,7 @@ import pytest
 from jrs import __version__
 from jrs.__main__ import COMMAND_HELP, COMMANDS
 
-from .conftest import run_jrs, write_config
+from .conftest import run_jrs
 
 
 def test_version(pyz):

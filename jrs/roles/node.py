@@ -73,6 +73,22 @@ def _count(value: Optional[str], flag: str) -> Optional[int]:
     return int(value)
 
 
+def _warn_untraversable(state: str) -> None:
+    """A root node runs jobs as other users: they must be able to reach their sandbox."""
+    if os.geteuid() != 0:
+        return
+    path = os.path.abspath(state)
+    while path != "/":
+        if not os.stat(path).st_mode & 0o001:
+            import logging
+
+            logging.getLogger("jrs.node").warning(
+                "%s is not searchable by other users: jobs run as other accounts will fail "
+                "to start (chmod o+x %s, or choose another --state)", path, path)
+            return
+        path = os.path.dirname(path)
+
+
 def main(args: dict) -> int:
     from ..condor.classad import literal
 
@@ -92,6 +108,7 @@ def main(args: dict) -> int:
     state = args["--state"] or default_state(f"node-{entry.endpoint.port}")
     os.makedirs(state, mode=0o755, exist_ok=True)
     setup_logging("node", args["--verbose"])
+    _warn_untraversable(state)
     launcher = Launcher()  # fork now: small, before crypto and sockets exist
     host = entry.endpoint.host
     port = entry.endpoint.port

@@ -36,8 +36,8 @@ def dry_run(path: str, out=None) -> int:
 def check_file(path: str, environ: dict) -> int:
     """Expand the whole file once before anything runs: every mistake is found
     now (exit 2, nothing started), and the count gives progress its total."""
-    from ..condor import SubmitError, classad, expand_file
     from ..client.transfer import check_job
+    from ..condor import SubmitError, classad, expand_file
 
     total = 0
     seen_exprs: set = set()

@@ -1,0 +1,106 @@
+"""A real cluster of jrs.pyz processes on loopback for end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .conftest import run_jrs, write_config
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    def __init__(self, pyz: Path, base: Path, slots: list, attrs: list | None = None,
+                 env: dict | None = None) -> None:
+        self.pyz = pyz
+        self.base = base
+        self.mport = free_port()
+        self.ports = [free_port() for _ in slots]
+        lines = []
+        for i, (port, n) in enumerate(zip(self.ports, slots)):
+            extra = (attrs[i] if attrs else "")
+            lines.append(f"127.0.0.1:{port} slots={n} {extra}".rstrip())
+        self.conf = write_config(base / "conf", master=f"127.0.0.1:{self.mport}",
+                                 nodes="\n".join(lines) + "\n")
+        self.env = dict(os.environ, JRS_NODE_TIMEOUT="3", **(env or {}))
+        self.env.pop("JRS_CONFIG", None)
+        self.master: subprocess.Popen | None = None
+        self.nodes: list = [None] * len(slots)
+
+    def names(self) -> list:
+        return [f"127.0.0.1:{p}" for p in self.ports]
+
+    def _spawn(self, *args: str, log: str) -> subprocess.Popen:
+        out = open(self.base / log, "ab")
+        return subprocess.Popen([sys.executable, str(self.pyz), *args, "-c", str(self.conf), "-v"],
+                                stdout=out, stderr=out, env=self.env, start_new_session=True)
+
+    def start_master(self) -> None:
+        self.master = self._spawn("master", f"--state={self.base / 'master'}", log="master.log")
+
+    def start_node(self, i: int, *extra: str) -> None:
+        # tests run as root and submit as root: let the jobs run as root
+        flags = extra or ("--allow-root-jobs",)
+        self.nodes[i] = self._spawn("node", f"--name=127.0.0.1:{self.ports[i]}", *flags,
+                                    f"--state={self.base / f'node{i}'}", log=f"node{i}.log")
+
+    def start(self) -> Cluster:
+        self.start_master()
+        for i in range(len(self.ports)):
+            self.start_node(i)
+        self.wait_up(len(self.ports))
+        return self
+
+    def status(self) -> dict:
+        r = run_jrs(self.pyz, "status", "--json", "-c", str(self.conf))
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    def wait_up(self, count: int, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            r = run_jrs(self.pyz, "status", "--json", "-c", str(self.conf))
+            if r.returncode == 0:
+                if sum(n["state"] == "up" for n in json.loads(r.stdout)["nodes"]) >= count:
+                    return
+            time.sleep(0.2)
+        raise AssertionError(f"nodes not up: {self.logs()}")
+
+    def submit(self, *args: str, cwd=None, timeout: float = 120, env=None):
+        return subprocess.Popen([sys.executable, str(self.pyz), "submit", "-c", str(self.conf),
+                                 "--no-progress", *args], cwd=cwd, env=dict(self.env, **(env or {})),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def run_submit(self, *args: str, cwd=None, timeout: float = 120, env=None):
+        p = self.submit(*args, cwd=cwd, env=env)
+        out, err = p.communicate(timeout=timeout)
+        return p.returncode, out, err
+
+    def kill9(self, proc: subprocess.Popen) -> None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in self.base.glob("*.log"))
+
+    def stop(self) -> None:
+        for p in [self.master, *self.nodes]:
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in [self.master, *self.nodes]:
+            if p is not None:
+                try:
+                    p.wait(5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
