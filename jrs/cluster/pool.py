@@ -186,11 +186,16 @@ class Pool:
         return out
 
     def submitter_gone(self, sid: str, now: float) -> list:
+        """Its claims go back to the pool as their jobs end (results wait on the nodes
+        for a resumed submitter, which needs no claim to collect them)."""
         sub = self.submitters.get(sid)
+        out = []
         if sub is not None:
             sub.connected, sub.last_seen = False, now
             sub.requests = {}
-        return self.negotiate(now)
+        for c in [c for c in self.claims.values() if c.submitter == sid]:
+            out.append(("node", c.node, {"type": "claim-drop", "claim": c.id, "kill": False}))
+        return out + self.negotiate(now)
 
     def set_demand(self, sid: str, requests: list, now: float) -> list:
         sub = self.submitters[sid]
@@ -247,9 +252,7 @@ class Pool:
                                                    "claims": ids}))
         for sub in list(self.submitters.values()):
             if not sub.connected and now - sub.last_seen > SUBMITTER_LEASE:
-                for c in [c for c in self.claims.values() if c.submitter == sub.id]:
-                    out.append(("node", c.node, {"type": "claim-drop", "claim": c.id}))
-                del self.submitters[sub.id]
+                del self.submitters[sub.id]  # `jrs q` forgets it
         return out + self.negotiate(now)
 
     # ------------------------------------------------------------ matching

@@ -249,7 +249,7 @@ class NodeDaemon:
             if kind == "claim-offer":
                 ch.send(self._offer(msg))
             elif kind == "claim-drop":
-                self._drop_claim(msg["claim"], kill=True)
+                self._drop_claim(msg["claim"], kill=msg.get("kill") is not False)
             elif kind == "ping":
                 ch.send({"type": "pong", "seq": msg["seq"]})
         except PEER_ERRORS as exc:

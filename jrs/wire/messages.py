@@ -18,7 +18,8 @@ Node -> master (the node's session; the master never carries job data):
     claim-released {claim}                                   the submitter let it go
 Master -> node:
     welcome {}                    claim-offer {claim, submitter, user, cpus, memory, gpus}
-    claim-drop {claim}            (its submitter is gone, or the node was declared dead)
+    claim-drop {claim, kill?}     (its submitter left: the running job finishes and its
+                                  result waits; the node was declared dead: kill it)
 
 Submitter -> master:
     submitter-hello {submitter, user, host, pid, claims}     on every (re)connect
@@ -71,7 +72,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple, bool]]] = {
     "claim-ok": {"claim": (_S, True), "gpu_ids": (_L, False)},
     "claim-refused": {"claim": (_S, True), "reason": (_S, True)},
     "claim-released": {"claim": (_S, True)},
-    "claim-drop": {"claim": (_S, True)},
+    "claim-drop": {"claim": (_S, True), "kill": ((bool,), False)},
     # submitter <-> master
     "submitter-hello": {"submitter": (_S, True), "user": (_S, True), "host": (_S, True),
                         "pid": (_I, True), "claims": (_L, True), "clusters": (_L, True)},
@@ -108,7 +109,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple, bool]]] = {
 
 
 def _check(name: str, value: Any, types: tuple) -> None:
-    if isinstance(value, bool) or not isinstance(value, types):
+    if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
         names = {type(None): "null", dict: "an object", list: "a list", float: "number"}
         wanted = " or ".join(names.get(t, t.__name__) for t in types)
         raise MessageError(f"field {name!r} must be {wanted}")

@@ -1,0 +1,167 @@
+"""Nothing lost, nothing run twice: kill -9 of each daemon, Ctrl-C, a node vanishing."""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from jrs.node import taskfile
+
+from .cluster import Cluster
+
+
+def sweep(work: Path, n: int, seconds: float) -> Path:
+    """n jobs that each append their id to a ledger (shared: same machine) and sleep."""
+    work.mkdir(exist_ok=True)
+    ledger = work / "ledger"
+    (work / "job.sh").write_text(f"#!/bin/sh\necho $JRS_JOB_ID >> {ledger}\nsleep {seconds}\n"
+                                 "echo done $JRS_JOB_ID\n")
+    os.chmod(work / "job.sh", 0o755)
+    (work / "c.condor").write_text("executable = job.sh\noutput = out/$(Process)\n"
+                                   f"log = c.log\nqueue {n}\n")
+    return ledger
+
+
+def runs(ledger: Path) -> collections.Counter:
+    return collections.Counter(ledger.read_text().split())
+
+
+def wait_for(pred, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached")
+
+
+def check_outputs(work: Path, n: int) -> None:
+    for i in range(n):
+        text = (work / "out" / str(i)).read_text()
+        assert text.startswith("done ") and text.strip().endswith(f".{i}")
+
+
+@pytest.fixture
+def two_nodes(pyz, tmp_path):
+    c = Cluster(pyz, tmp_path, slots=[2, 2]).start()
+    yield c
+    c.stop()
+
+
+def test_node_kill9_while_starting_running_finishing(two_nodes, tmp_path):
+    work = tmp_path / "w"
+    ledger = sweep(work, 24, 0.4)
+    p = two_nodes.submit("c.condor", cwd=work)
+    for _ in range(3):  # while jobs start, run and finish
+        wait_for(lambda: ledger.exists() and len(runs(ledger)) >= 2)
+        time.sleep(0.3)
+        two_nodes.kill9(two_nodes.nodes[0])
+        time.sleep(0.5)
+        two_nodes.start_node(0)
+    out, err = p.communicate(timeout=90)
+    assert p.returncode == 0, err + two_nodes.logs()
+    counts = runs(ledger)
+    assert len(counts) == 24 and set(counts.values()) == {1}, counts
+    check_outputs(work, 24)
+    # every sandbox and taskfile is gone once results were acknowledged
+    wait_for(lambda: not list((tmp_path / "node0" / "tasks").glob("*.task")))
+    assert not list((tmp_path / "node0" / "sandbox").iterdir())
+
+
+def test_master_kill9_mid_run(two_nodes, tmp_path):
+    work = tmp_path / "w"
+    ledger = sweep(work, 16, 0.5)
+    p = two_nodes.submit("c.condor", cwd=work)
+    wait_for(lambda: ledger.exists() and len(runs(ledger)) >= 4)
+    two_nodes.kill9(two_nodes.master)
+    time.sleep(1.0)
+    two_nodes.start_master()
+    out, err = p.communicate(timeout=90)
+    assert p.returncode == 0, err + two_nodes.logs()
+    counts = runs(ledger)
+    assert len(counts) == 16 and set(counts.values()) == {1}
+    check_outputs(work, 16)
+    # a new cluster gets a new id: the counter survived the kill
+    (work / "d.condor").write_text("executable = /bin/true\nlog = d.log\nqueue\n")
+    code, out, err = two_nodes.run_submit("d.condor", cwd=work)
+    assert code == 0
+    assert "cluster 2:" in err
+
+
+def test_submit_kill9_and_resume(two_nodes, tmp_path):
+    work = tmp_path / "w"
+    ledger = sweep(work, 20, 0.6)
+    p = two_nodes.submit("c.condor", cwd=work)
+    wait_for(lambda: ledger.exists() and len(runs(ledger)) >= 6)
+    time.sleep(0.3)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert (work / ".c.condor.jrs").exists()
+    time.sleep(0.8)  # jobs still running on the nodes finish meanwhile
+    code, out, err = two_nodes.run_submit("c.condor", cwd=work)
+    assert code == 0, err + two_nodes.logs()
+    assert "resuming cluster 1" in err
+    counts = runs(ledger)
+    assert len(counts) == 20 and set(counts.values()) == {1}, counts
+    check_outputs(work, 20)
+    assert not (work / ".c.condor.jrs").exists()
+    # a changed file refuses to resume; --fresh starts over
+    p = two_nodes.submit("c.condor", cwd=work)
+    wait_for(lambda: len(runs(ledger)) >= 22)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    (work / "c.condor").write_text((work / "c.condor").read_text().replace("20", "2"))
+    code, out, err = two_nodes.run_submit("c.condor", cwd=work)
+    assert code == 2 and "--fresh" in err
+    code, out, err = two_nodes.run_submit("--fresh", "c.condor", cwd=work)
+    assert code == 0 and "2 jobs, 2 done" in err
+
+
+def _kill_node_and_jobs(c: Cluster, i: int) -> None:
+    """The machine vanishes: daemon, executors and jobs die at once."""
+    c.kill9(c.nodes[i])
+    for path in (c.base / f"node{i}" / "tasks").glob("*.task"):
+        st = taskfile.load(str(path))
+        for pid in (st.executor_pid, st.pid):
+            if pid:
+                try:
+                    os.killpg(pid, signal.SIGKILL) if pid == st.pid else os.kill(pid,
+                                                                                 signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def test_node_vanishing_jobs_rerun_elsewhere(two_nodes, tmp_path):
+    work = tmp_path / "w"
+    ledger = sweep(work, 8, 2)
+    p = two_nodes.submit("c.condor", cwd=work)
+    wait_for(lambda: ledger.exists() and len(runs(ledger)) >= 4)
+    _kill_node_and_jobs(two_nodes, 0)
+    out, err = p.communicate(timeout=90)
+    assert p.returncode == 0, err + two_nodes.logs()
+    assert "lost" in err
+    counts = runs(ledger)
+    assert len(counts) == 8 and max(counts.values()) == 2  # the lost ones ran again
+    check_outputs(work, 8)
+
+
+def test_ctrl_c_removes_the_jobs(two_nodes, tmp_path):
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / "c.condor").write_text("executable = /bin/sleep\narguments = 37.5\nlog = c.log\n"
+                                   "queue 10\n")
+    p = two_nodes.submit("c.condor", cwd=work)
+    wait_for(lambda: subprocess.run(["pgrep", "-f", "sleep 37.5"],
+                                    capture_output=True).stdout.count(b"\n") == 4)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 1, err
+    assert "removed by Ctrl-C" in err and "10 removed" in err
+    assert subprocess.run(["pgrep", "-f", "sleep 37.5"], capture_output=True).returncode == 1
+    assert not (work / ".c.condor.jrs").exists()
