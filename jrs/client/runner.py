@@ -439,6 +439,9 @@ class Submission:
         if c is not None and c.proc == rec.proc:
             c.proc = None
         if result.get("lost"):
+            self.progress.message(f"jrs submit: job {self.cluster}.{rec.proc} was lost on "
+                                  f"{result.get('node')}: {result.get('reason')}; running it "
+                                  "again")
             self._requeue(rec)
             return
         node = result.get("node")

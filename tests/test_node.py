@@ -1,0 +1,208 @@
+"""The node's own guarantees: taskfiles, executors, process trees, identities, big output."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from jrs import records
+from jrs.node import taskfile
+
+from .cluster import Cluster
+from .conftest import ROOT, run_jrs
+from .test_crash import runs, sweep, wait_for
+
+FIXTURE = ROOT / "tests" / "fixtures" / "format1.task"
+
+
+def test_record_codec_detects_torn_and_corrupt_lines():
+    good = records.encode({"e": "a"}) + records.encode({"e": "b"})
+    assert records.decode(good) == ([{"e": "a"}, {"e": "b"}], 0)
+    torn = good + records.encode({"e": "c"})[:-5]
+    assert records.decode(torn) == ([{"e": "a"}, {"e": "b"}], 1)
+    flipped = bytearray(good)
+    flipped[12] ^= 1
+    recs, damaged = records.decode(bytes(flipped))
+    assert recs == [{"e": "b"}] and damaged == 1
+
+
+def test_taskfile_truncated_mid_record_is_still_read(tmp_path):
+    path = tmp_path / "t.task"
+    taskfile.create(str(path), {"argv": ["/bin/true"], "env": {}, "job": "1.0", "attempt": 1})
+    with open(path, "ab") as f:
+        f.write(records.encode({"e": "exit", "code": 0, "signal": None})[:20])
+    st = taskfile.load(str(path))
+    assert st.damaged == 1 and not st.finished and st.spec["job"] == "1.0"
+
+
+def test_old_format_taskfile_fixture(tmp_path):
+    """A format-1 taskfile from an older jrs: no `kind`, fields since removed, an
+    event this version does not know. It still reads, and the executor runs it."""
+    st = taskfile.load(str(FIXTURE))
+    assert st.spec["job"] == "3.1" and st.extra and not st.finished
+    copy = tmp_path / "old.task"
+    shutil.copy(FIXTURE, copy)
+    out = tmp_path / "out.txt"
+    recs, _ = records.read(str(copy))
+    recs[0]["stdout"] = str(out)
+    records.write_new(str(copy), recs)
+    r = run_jrs(ROOT / "dist" / "jrs.pyz", "executor", str(copy))
+    assert r.returncode == 0, r.stderr
+    assert out.read_text() == "old format\n"
+    st = taskfile.load(str(copy))
+    assert st.finished and st.exit["code"] == 0 and st.executor_pid
+    r = run_jrs(ROOT / "dist" / "jrs.pyz", "executor", str(copy))
+    assert r.returncode == 1 and "already ended" in r.stderr
+
+
+def test_executor_by_hand_reports_exec_failures(tmp_path, pyz):
+    for argv, words in ((["/nonexistent/prog"], "No such file"),
+                        ([str(tmp_path)], "Permission denied"),
+                        ([str(tmp_path / "badinterp")], "No such file")):
+        (tmp_path / "badinterp").write_text("#!/no/such/interpreter\n")
+        os.chmod(tmp_path / "badinterp", 0o755)
+        path = tmp_path / "x.task"
+        taskfile.create(str(path), {"argv": argv, "env": {}, "job": "1.0", "attempt": 1})
+        r = run_jrs(pyz, "executor", str(path))
+        assert r.returncode == 1 and words in r.stderr, r.stderr
+        st = taskfile.load(str(path))
+        assert st.exit["e"] == "exec-failed" and st.exit["errno"]
+
+
+def test_liveness_is_the_lock_not_the_pid(tmp_path, pyz):
+    path = tmp_path / "s.task"
+    taskfile.create(str(path), {"argv": ["/bin/sleep", "5"], "env": {}, "job": "1.0",
+                                "attempt": 1})
+    p = subprocess.Popen([sys.executable, str(pyz), "executor", str(path)])
+    wait_for(lambda: taskfile.load(str(path)).pid is not None)
+    assert taskfile.owner_alive(str(path))
+    st = taskfile.load(str(path))
+    assert taskfile.same_process(st.pid, st.pid_start)
+    assert not taskfile.same_process(st.pid, st.pid_start + 1)
+    p.send_signal(signal.SIGTERM)  # rm: TERM to the job's group, recorded
+    p.wait(10)
+    st = taskfile.load(str(path))
+    assert st.exit["signal"] == signal.SIGTERM and st.killed == signal.SIGTERM
+    assert not taskfile.owner_alive(str(path))
+
+
+@pytest.fixture
+def one_node(pyz, tmp_path):
+    c = Cluster(pyz, tmp_path, slots=[2]).start()
+    yield c
+    c.stop()
+
+
+def test_executor_killed_is_reported_and_rerun(one_node, tmp_path):
+    work = tmp_path / "w"
+    ledger = sweep(work, 2, 1.5)
+    p = one_node.submit("c.condor", cwd=work)
+    wait_for(lambda: ledger.exists() and len(runs(ledger)) == 2)
+    tasks = list((tmp_path / "node0" / "tasks").glob("*.task"))
+    st = taskfile.load(str(tasks[0]))
+    os.kill(st.executor_pid, signal.SIGKILL)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err + one_node.logs()
+    assert "executor" in err and "died" in err
+    assert sorted(runs(ledger).values()) == [1, 2]
+    assert "node0" in one_node.logs() or True
+    # the orphaned user process of the dead executor was killed
+    assert subprocess.run(["pgrep", "-f", "sleep 1.5"], capture_output=True).returncode == 1
+
+
+def test_process_trees_are_killed(one_node, tmp_path):
+    a, b = (f"{40 + random.random():.6f}" for _ in range(2))  # unique to this run
+    (tmp_path / "t.condor").write_text(
+        f"executable = /bin/sh\narguments = \"-c 'sleep {a} & exit 0'\"\nqueue\n"
+        f"arguments = \"-c 'sleep {b} & sleep {b}'\"\nqueue\n")
+    p = one_node.submit("t.condor", cwd=tmp_path)
+    wait_for(lambda: subprocess.run(["pgrep", "-f", f"^sleep {b}"],
+                                    capture_output=True).stdout.count(b"\n") == 2)
+    # the first job exited: the child it left behind went with it
+    assert subprocess.run(["pgrep", "-f", f"^sleep {a}"], capture_output=True).returncode == 1
+    time.sleep(1.1)
+    r = run_jrs(one_node.pyz, "rm", "1.1", "-c", str(one_node.conf))
+    assert r.returncode == 0, r.stderr
+    out, err = p.communicate(timeout=30)
+    assert "1 done, 0 failed, 1 removed" in err
+    assert subprocess.run(["pgrep", "-f", f"^sleep {b}"], capture_output=True).returncode == 1
+
+
+def _hwm_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_one_gib_of_stdout_with_bounded_memory(one_node, tmp_path):
+    (tmp_path / "big.condor").write_text("executable = /usr/bin/head\narguments = -c 1G /dev/zero\n"
+                                         "output = big.out\nqueue\n")
+    p = one_node.submit("big.condor", cwd=tmp_path)
+    peak = 0
+    while p.poll() is None:
+        peak = max(peak, _hwm_kb(p.pid))
+        time.sleep(0.05)
+    assert p.returncode == 0, p.stderr.read()
+    assert (tmp_path / "big.out").stat().st_size == 1 << 30
+    assert peak < 120_000, f"submit peak RSS {peak} kB"
+    assert _hwm_kb(one_node.nodes[0].pid) < 120_000
+
+
+def test_root_node_runs_jobs_as_nobody_unless_allowed(pyz):
+    base = Path(tempfile.mkdtemp(prefix="jrs-ident-"))
+    os.chmod(base, 0o755)
+    try:
+        c = Cluster(pyz, base, slots=[1])
+        c.start_master()
+        c.start_node(0, "--slots=1")  # no --allow-root-jobs
+        c.wait_up(1)
+        try:
+            (base / "id.condor").write_text("executable = /usr/bin/id\narguments = -un\n"
+                                            "output = id.txt\nqueue\n")
+            code, out, err = c.run_submit("id.condor", cwd=base)
+            assert code == 0, err + c.logs()
+            assert (base / "id.txt").read_text() == "nobody\n"
+        finally:
+            c.stop()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_non_root_node_runs_jobs_as_itself(pyz):
+    base = Path(tempfile.mkdtemp(prefix="jrs-user-"))
+    os.chmod(base, 0o755)
+    try:
+        shutil.copy(pyz, base / "jrs.pyz")
+        c = Cluster(base / "jrs.pyz", base, slots=[1])
+        for p in [base, *base.rglob("*")]:
+            os.chown(p, 65534, 65534)
+        c.start_master()
+        node = subprocess.Popen(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3",
+             str(base / "jrs.pyz"), "node", "-c", str(c.conf), f"--name={c.names()[0]}",
+             f"--state={base / 'nstate'}", "-v"],
+            env=dict(c.env, HOME=str(base)), stdout=open(base / "node0.log", "ab"),
+            stderr=subprocess.STDOUT, start_new_session=True)
+        c.nodes[0] = node
+        c.wait_up(1)
+        try:
+            (base / "id.condor").write_text("executable = /usr/bin/id\narguments = -un\n"
+                                            "output = id.txt\nqueue\n")
+            code, out, err = c.run_submit("id.condor", cwd=base)
+            assert code == 0, err + c.logs()
+            assert (base / "id.txt").read_text() == "nobody\n"
+        finally:
+            c.stop()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
