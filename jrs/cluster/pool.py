@@ -290,30 +290,16 @@ class Pool:
             held[c.user] = held.get(c.user, 0) + c.cpus
         return held
 
-    def shares(self) -> dict:
-        """Each user's fair share of the slots of the nodes that are up (water-filled)."""
-        total = sum(n.slots for n in self.nodes.values() if n.state == "up")
-        held = self._held()
-        want: dict = {}
-        weight: dict = {}
-        for sub in self.submitters.values():
-            asks = sum(r.count * r.cpus for r in sub.requests.values() if not r.unmatchable)
-            mine = sum(c.cpus for c in self.claims.values() if c.submitter == sub.id)
-            if asks or mine:
-                want[sub.user] = want.get(sub.user, 0) + asks + mine
-                w = max([r.weight for r in sub.requests.values()] or [1.0])
-                weight[sub.user] = max(weight.get(sub.user, 0), w)
-        for user, amount in held.items():
-            want.setdefault(user, amount)
-            weight.setdefault(user, 1.0)
+    @staticmethod
+    def _water_fill(total: float, want: dict, weight: dict) -> dict:
+        """Split `total` in proportion to `weight`, nobody above its `want`."""
         share = {u: 0.0 for u in want}
-        left, open_users = float(total), set(want)
+        left, open_users = float(total), {u for u in want if want[u] > 0}
         while open_users and left > 1e-9:
             wsum = sum(weight[u] for u in open_users)
             given = 0.0
             for u in list(open_users):
-                part = left * weight[u] / wsum
-                take = min(part, want[u] - share[u])
+                take = min(left * weight[u] / wsum, want[u] - share[u])
                 share[u] += take
                 given += take
                 if share[u] >= want[u] - 1e-9:
@@ -322,6 +308,37 @@ class Pool:
             if given <= 1e-9:
                 break
         return share
+
+    def submitter_shares(self) -> dict:
+        """Each user's share split equally among that user's submitters (water-filled)."""
+        per_user = self.shares()
+        out: dict = {}
+        for user, total in per_user.items():
+            subs = [s for s in self.submitters.values() if s.user == user]
+            want = {s.id: self._sub_want(s) for s in subs}
+            out.update(self._water_fill(total, want, {s.id: 1.0 for s in subs}))
+        return out
+
+    def _sub_want(self, sub: Submitter) -> int:
+        asks = sum(r.count * r.cpus for r in sub.requests.values() if not r.unmatchable)
+        return asks + sum(c.cpus for c in self.claims.values() if c.submitter == sub.id)
+
+    def shares(self) -> dict:
+        """Each user's fair share of the slots of the nodes that are up (water-filled)."""
+        total = sum(n.slots for n in self.nodes.values() if n.state == "up")
+        held = self._held()
+        want: dict = {}
+        weight: dict = {}
+        for sub in self.submitters.values():
+            amount = self._sub_want(sub)
+            if amount:
+                want[sub.user] = want.get(sub.user, 0) + amount
+                w = max([r.weight for r in sub.requests.values()] or [1.0])
+                weight[sub.user] = max(weight.get(sub.user, 0), w)
+        for user, amount in held.items():
+            want.setdefault(user, amount)
+            weight.setdefault(user, 1.0)
+        return self._water_fill(total, want, weight)
 
     def negotiate(self, now: float) -> list:
         out: list = []
@@ -334,8 +351,10 @@ class Pool:
                         out.append(("submitter", sub.id,
                                     {"type": "unmatchable", "key": r.key, "reason": why}))
         up = [n for n in self.nodes.values() if n.state == "up"]
-        share = self.shares()
-        held = self._held()
+        share = self.submitter_shares()
+        held: dict = {}
+        for c in self.claims.values():
+            held[c.submitter] = held.get(c.submitter, 0) + c.cpus
         pending = {(s.id, r.key): r.count - self._pending_for(s.id, r)
                    for s in self.submitters.values() if s.connected
                    for r in s.requests.values() if r.count and not r.unmatchable}
@@ -345,10 +364,8 @@ class Pool:
                     k[0] == n.reserved_for and v > 0 for k, v in pending.items()):
                 n.reserved_for = None
         while True:
-            cands = [(held.get(self.submitters[s].user, 0) / max(share.get(
-                self.submitters[s].user, 0), 1e-9) if share.get(self.submitters[s].user) else
-                held.get(self.submitters[s].user, 0), s, k)
-                for (s, k), left in pending.items() if left > 0 and (s, k) not in blocked]
+            cands = [(held.get(s, 0) / share[s] if share.get(s) else 1e9 + held.get(s, 0), s, k)
+                     for (s, k), left in pending.items() if left > 0 and (s, k) not in blocked]
             if not cands:
                 break
             _, sid, key = min(cands)
@@ -357,14 +374,15 @@ class Pool:
             node = self._pick(up, r, sid)
             if node is None:
                 blocked.add((sid, key))
-                self._reserve(up, r, sid)
+                if held.get(sid, 0) < share.get(sid, 0) - 1e-9:
+                    self._reserve(up, r, sid)  # below its share: hold a node for it
                 continue
             cid = os.urandom(12).hex()
             self.claims[cid] = Claim(cid, node.name, sid, sub.user, r.cpus, r.memory, r.gpus,
                                      key=r.key)
             if node.reserved_for == sid:
                 node.reserved_for = None
-            held[sub.user] = held.get(sub.user, 0) + r.cpus
+            held[sid] = held.get(sid, 0) + r.cpus
             pending[(sid, key)] -= 1
             out.append(("node", node.name, {"type": "claim-offer", "claim": cid,
                                              "submitter": sid, "user": sub.user,
@@ -401,21 +419,17 @@ class Pool:
             n.reserved_for = sid
 
     def _give_back(self, share: dict, held: dict, blocked: set) -> list:
-        starving = [self.submitters[s].user for s, _ in blocked
-                    if held.get(self.submitters[s].user, 0) < math.floor(
-                        share.get(self.submitters[s].user, 0))]
+        """Ask submitters above their share to let claims go at their next job boundary."""
+        starving = {s for s, _ in blocked if held.get(s, 0) < math.floor(share.get(s, 0))}
+        reserved = {n.name: n.reserved_for for n in self.nodes.values() if n.reserved_for}
         out = []
         for sub in self.submitters.values():
             over = 0
-            if starving and sub.user not in starving:
-                over = max(0, math.floor(held.get(sub.user, 0) - math.ceil(share.get(sub.user, 0))))
-                users_subs = [s for s in self.submitters.values() if s.user == sub.user]
-                over = math.ceil(over / max(len(users_subs), 1))
-            reserved = [n.name for n in self.nodes.values()
-                        if n.reserved_for and n.reserved_for != sub.id]
-            if reserved and not over and any(c.submitter == sub.id and c.node in reserved
-                                              for c in self.claims.values()):
-                over = 1
+            if starving and sub.id not in starving:
+                over = max(0, math.floor(held.get(sub.id, 0) - math.ceil(share.get(sub.id, 0))))
+            if not over and any(c.submitter == sub.id and reserved.get(c.node) not in
+                                (None, sub.id) for c in self.claims.values()):
+                over = 1  # it holds a slot on a node kept for a starving big request
             if over != sub.give_back and sub.connected:
                 sub.give_back = over
                 out.append(("submitter", sub.id, {"type": "give-back", "count": over}))

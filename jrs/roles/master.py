@@ -59,6 +59,8 @@ class Master:
 
     def send(self, actions: list) -> None:
         for kind, ident, msg in actions:
+            if msg["type"] in ("give-back", "unmatchable", "node-lost", "claim-drop"):
+                log.info("to %s %s: %s", kind, ident, msg)
             ch = (self.nodes if kind == "node" else self.submitters).get(ident)
             if ch is not None:
                 try:
