@@ -34,6 +34,7 @@ class LocalCluster:
                                     [NodeEntry(self.node_ep, line=1)], self.secret)
 
     async def start(self) -> ClusterConfig:
+        import logging
         import platform
 
         from ..node.daemon import Capacity, NodeDaemon
@@ -42,6 +43,7 @@ class LocalCluster:
         from ..wire.aio import Server
         from ..wire.keys import root_key
 
+        logging.getLogger("jrs.node").setLevel(logging.ERROR)  # its start-up banner is noise here
         root = root_key(self.secret)
         self.master = Master(self.config, ClusterCounter(self.dir))
         self.server = Server(root, "master", self.master.serve,
