@@ -71,15 +71,16 @@ class Cluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             r = run_jrs(self.pyz, "status", "--json", "-c", str(self.conf))
-            if r.returncode == 0:
-                if sum(n["state"] == "up" for n in json.loads(r.stdout)["nodes"]) >= count:
-                    return
+            if r.returncode == 0 and sum(
+                    n["state"] == "up" for n in json.loads(r.stdout)["nodes"]) >= count:
+                return
             time.sleep(0.2)
         raise AssertionError(f"nodes not up: {self.logs()}")
 
     def submit(self, *args: str, cwd=None, timeout: float = 120, env=None):
         return subprocess.Popen([sys.executable, str(self.pyz), "submit", "-c", str(self.conf),
-                                 "--no-progress", *args], cwd=cwd, env=dict(self.env, **(env or {})),
+                                 "--no-progress", *args], cwd=cwd,
+                                env=dict(self.env, **(env or {})),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def run_submit(self, *args: str, cwd=None, timeout: float = 120, env=None):

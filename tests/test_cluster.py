@@ -29,7 +29,7 @@ def test_sweep_of_200_jobs_outputs_byte_for_byte(cluster, tmp_path):
         "executable = job.sh\narguments = $(Cluster) $(Process)\n"
         "output = out/$(Process).out\nerror = out/$(Process).err\nlog = sweep.log\n"
         "queue 200\n")
-    code, out, err = cluster.run_submit("sweep.condor", cwd=work)
+    code, _out, err = cluster.run_submit("sweep.condor", cwd=work)
     assert code == 0, err + cluster.logs()
     cluster_id = None
     for i in range(200):
@@ -65,7 +65,7 @@ def test_files_both_ways(cluster, tmp_path):
     (work / "f.condor").write_text(
         "executable = job.sh\ntransfer_input_files = in.txt, data\ninput = stdin.txt\n"
         "environment = \"FOO=bar\"\nrequest_cpus = 2\noutput = o.txt\nerror = e.txt\nqueue\n")
-    code, out, err = cluster.run_submit("f.condor", cwd=work)
+    code, _out, err = cluster.run_submit("f.condor", cwd=work)
     assert code == 0, err + (work / "e.txt").read_text() + cluster.logs()
     assert (work / "copy.bin").read_bytes() == (work / "in.txt").read_bytes()
     assert (work / "deep.out").read_text() == "deep"
@@ -80,7 +80,7 @@ def test_files_both_ways(cluster, tmp_path):
         "transfer_output_files = b.txt\ninitialdir = g\nqueue\n"
         "transfer_output_files = nothere.txt\nqueue\n")
     (work / "g").mkdir()
-    code, out, err = cluster.run_submit("g.condor", cwd=work)
+    code, _out, err = cluster.run_submit("g.condor", cwd=work)
     assert code == 1
     assert (work / "g" / "b.txt").read_text() == "b\n"
     assert not (work / "g" / "a.txt").exists()
@@ -96,7 +96,7 @@ def test_requirements_route_jobs(pyz, tmp_path):
             "requirements = Rack >= 4 && isUndefined(Gpu)\nqueue 4\n"
             "requirements = Rack > 10\nqueue 2\n"
             "requirements = true\nrequest_cpus = 8\nqueue 1\n")
-        code, out, err = c.run_submit("r.condor", cwd=tmp_path)
+        code, _out, err = c.run_submit("r.condor", cwd=tmp_path)
         assert code == 1, err
         hosts: dict = {}
         for e in htcondor.JobEventLog(str(tmp_path / "r.log")).events(0):
@@ -125,15 +125,15 @@ def test_exit_statuses(cluster, tmp_path, pyz):
         "executable = /bin/sh\narguments = \"-c 'echo x >> tries; exit 3'\"\n"
         "should_transfer_files = NO\nmax_retries = 2\nqueue\n")
     assert cluster.run_submit("ok.condor", cwd=tmp_path)[0] == 0
-    code, out, err = cluster.run_submit("bad.condor", cwd=tmp_path)
+    code, _out, err = cluster.run_submit("bad.condor", cwd=tmp_path)
     assert code == 1
     assert ".1 exit code 1 on 127.0.0.1:" in err and f"stderr: {tmp_path}/e1" in err
     assert ".2 exit code 2" in err and ".0 exit" not in err
-    code, out, err = cluster.run_submit("sig.condor", cwd=tmp_path)
+    code, _out, err = cluster.run_submit("sig.condor", cwd=tmp_path)
     assert code == 1 and "killed by signal 9" in err
-    code, out, err = cluster.run_submit("broken.condor", cwd=tmp_path)
+    code, _out, err = cluster.run_submit("broken.condor", cwd=tmp_path)
     assert code == 2 and "broken.condor:5:" in err
-    code, out, err = cluster.run_submit("retry.condor", cwd=tmp_path)
+    code, _out, err = cluster.run_submit("retry.condor", cwd=tmp_path)
     assert code == 1 and (tmp_path / "tries").read_text() == "x\nx\nx\n"
     # 3: no master there, and a master that does not hold our secret
     other = tmp_path / "other"
@@ -178,7 +178,7 @@ def test_status_q_and_rm(cluster, tmp_path, pyz):
     assert r.returncode == 0 and "removed 1" in r.stdout
     r = run_jrs(pyz, "rm", str(cl["id"]), "-c", str(cluster.conf))
     assert r.returncode == 0 and "removed 7" in r.stdout, r.stdout + r.stderr
-    out, err = p.communicate(timeout=30)
+    _out, err = p.communicate(timeout=30)
     assert p.returncode == 1
     assert "0 done, 0 failed, 8 removed" in err
     events = list(htcondor.JobEventLog(str(tmp_path / "s.log")).events(0))

@@ -64,7 +64,7 @@ def test_node_kill9_while_starting_running_finishing(two_nodes, tmp_path):
         two_nodes.kill9(two_nodes.nodes[0])
         time.sleep(0.5)
         two_nodes.start_node(0)
-    out, err = p.communicate(timeout=90)
+    _out, err = p.communicate(timeout=90)
     assert p.returncode == 0, err + two_nodes.logs()
     counts = runs(ledger)
     assert len(counts) == 24 and set(counts.values()) == {1}, counts
@@ -82,14 +82,14 @@ def test_master_kill9_mid_run(two_nodes, tmp_path):
     two_nodes.kill9(two_nodes.master)
     time.sleep(1.0)
     two_nodes.start_master()
-    out, err = p.communicate(timeout=90)
+    _out, err = p.communicate(timeout=90)
     assert p.returncode == 0, err + two_nodes.logs()
     counts = runs(ledger)
     assert len(counts) == 16 and set(counts.values()) == {1}
     check_outputs(work, 16)
     # a new cluster gets a new id: the counter survived the kill
     (work / "d.condor").write_text("executable = /bin/true\nlog = d.log\nqueue\n")
-    code, out, err = two_nodes.run_submit("d.condor", cwd=work)
+    code, _out, err = two_nodes.run_submit("d.condor", cwd=work)
     assert code == 0
     assert "cluster 2:" in err
 
@@ -104,7 +104,7 @@ def test_submit_kill9_and_resume(two_nodes, tmp_path):
     p.wait()
     assert (work / ".c.condor.jrs").exists()
     time.sleep(0.8)  # jobs still running on the nodes finish meanwhile
-    code, out, err = two_nodes.run_submit("c.condor", cwd=work)
+    code, _out, err = two_nodes.run_submit("c.condor", cwd=work)
     assert code == 0, err + two_nodes.logs()
     assert "resuming cluster 1" in err
     counts = runs(ledger)
@@ -117,9 +117,9 @@ def test_submit_kill9_and_resume(two_nodes, tmp_path):
     p.send_signal(signal.SIGKILL)
     p.wait()
     (work / "c.condor").write_text((work / "c.condor").read_text().replace("20", "2"))
-    code, out, err = two_nodes.run_submit("c.condor", cwd=work)
+    code, _out, err = two_nodes.run_submit("c.condor", cwd=work)
     assert code == 2 and "--fresh" in err
-    code, out, err = two_nodes.run_submit("--fresh", "c.condor", cwd=work)
+    code, _out, err = two_nodes.run_submit("--fresh", "c.condor", cwd=work)
     assert code == 0 and "2 jobs, 2 done" in err
 
 
@@ -143,7 +143,7 @@ def test_node_vanishing_jobs_rerun_elsewhere(two_nodes, tmp_path):
     p = two_nodes.submit("c.condor", cwd=work)
     wait_for(lambda: ledger.exists() and len(runs(ledger)) >= 4)
     _kill_node_and_jobs(two_nodes, 0)
-    out, err = p.communicate(timeout=90)
+    _out, err = p.communicate(timeout=90)
     assert p.returncode == 0, err + two_nodes.logs()
     assert "lost" in err
     counts = runs(ledger)
@@ -160,7 +160,7 @@ def test_ctrl_c_removes_the_jobs(two_nodes, tmp_path):
     wait_for(lambda: subprocess.run(["pgrep", "-f", "sleep 37.5"],
                                     capture_output=True).stdout.count(b"\n") == 4)
     p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=30)
+    _out, err = p.communicate(timeout=30)
     assert p.returncode == 1, err
     assert "removed by Ctrl-C" in err and "10 removed" in err
     assert subprocess.run(["pgrep", "-f", "sleep 37.5"], capture_output=True).returncode == 1

@@ -110,7 +110,7 @@ def test_executor_killed_is_reported_and_rerun(one_node, tmp_path):
     tasks = list((tmp_path / "node0" / "tasks").glob("*.task"))
     st = taskfile.load(str(tasks[0]))
     os.kill(st.executor_pid, signal.SIGKILL)
-    out, err = p.communicate(timeout=60)
+    _out, err = p.communicate(timeout=60)
     assert p.returncode == 0, err + one_node.logs()
     assert "executor" in err and "died" in err
     assert sorted(runs(ledger).values()) == [1, 2]
@@ -132,7 +132,7 @@ def test_process_trees_are_killed(one_node, tmp_path):
     time.sleep(1.1)
     r = run_jrs(one_node.pyz, "rm", "1.1", "-c", str(one_node.conf))
     assert r.returncode == 0, r.stderr
-    out, err = p.communicate(timeout=30)
+    _out, err = p.communicate(timeout=30)
     assert "1 done, 0 failed, 1 removed" in err
     assert subprocess.run(["pgrep", "-f", f"^sleep {b}"], capture_output=True).returncode == 1
 
@@ -170,7 +170,7 @@ def test_root_node_runs_jobs_as_nobody_unless_allowed(pyz):
         try:
             (base / "id.condor").write_text("executable = /usr/bin/id\narguments = -un\n"
                                             "output = id.txt\nqueue\n")
-            code, out, err = c.run_submit("id.condor", cwd=base)
+            code, _out, err = c.run_submit("id.condor", cwd=base)
             assert code == 0, err + c.logs()
             assert (base / "id.txt").read_text() == "nobody\n"
         finally:
@@ -199,7 +199,7 @@ def test_non_root_node_runs_jobs_as_itself(pyz):
         try:
             (base / "id.condor").write_text("executable = /usr/bin/id\narguments = -un\n"
                                             "output = id.txt\nqueue\n")
-            code, out, err = c.run_submit("id.condor", cwd=base)
+            code, _out, err = c.run_submit("id.condor", cwd=base)
             assert code == 0, err + c.logs()
             assert (base / "id.txt").read_text() == "nobody\n"
         finally:

@@ -29,7 +29,7 @@ def _sub(p: Pool, sid: str, user: str, count: int, cpus: int = 1, weight: float 
 
 
 def _accept_all(p: Pool, actions: list) -> None:
-    for kind, node, msg in actions:
+    for _kind, node, msg in actions:
         if msg["type"] == "claim-offer":
             p.claim_answer(node, {"type": "claim-ok", "claim": msg["claim"]}, 1)
 
