@@ -4,12 +4,17 @@
     python3 build_zipapp.py [--output dist/jrs.pyz] [--wheels .cache/wheels]
 
 The file carries:
-  __main__.py             a tiny shim that rejects unsupported interpreters clearly
-  jrs/                    our code (pure Python, imported from the zip)
-  docopt/                 docopt-ng (pure Python, imported from the zip)
+  __main__.py             a tiny shim that rejects unsupported interpreters clearly,
+                          then runs from the unpacked cache (jrs/_native.py)
+  jrs/                    our code (pure Python)
+  docopt/                 docopt-ng (pure Python)
   _native/<tag>/          PyNaCl and cffi's _cffi_backend for one platform, every
-                          CPython (3.9-3.14); extracted to a cache on first use
-  _native/manifest.json   content hash and platform list, read by jrs/_native.py
+                          CPython (3.9-3.14)
+  _native/manifest.json   content hash and platform list
+
+On first use, jrs/, docopt/ and this platform's _native/<tag>/ are extracted to a
+per-user cache named after their content hash, so later starts import cached
+bytecode instead of compiling from the zip.
   licenses/               the licenses of what we bundle
 
 Wheels come from the package registry through `pip download` and are cached, so
@@ -54,6 +59,15 @@ if sys.version_info[:2] < (3, 9) or getattr(sys, "implementation", None) is None
         getattr(getattr(sys, "implementation", None), "name", "python"),
         sys.version_info[0], sys.version_info[1]))
     sys.exit(2)
+import jrs._native
+try:
+    _home = jrs._native.unpack(sys.argv[0], "@HASH@")
+except Exception:  # noqa: BLE001 - run from the zip; crypto roles report why
+    _home = None
+if _home:  # import everything from the unpacked cache, with cached bytecode
+    for _name in [m for m in sys.modules if m == "jrs" or m.startswith("jrs.")]:
+        del sys.modules[_name]
+    sys.path.insert(0, _home)
 from jrs.__main__ import main
 sys.exit(main())
 '''
@@ -139,10 +153,12 @@ def collect(cache: Path) -> dict[str, bytes]:
             suffixes = (".abi3.so", "-gnu.so", "-musl.so")
             if any(a in name for a in wrong) or not name.endswith(suffixes):
                 raise SystemExit(f"build_zipapp: {name} does not belong to {tag}")
-    digest = hashlib.sha256()
-    for name in sorted(native):
-        digest.update(name.encode() + b"\0" + hashlib.sha256(native[name]).digest())
     files.update(native)
+    digest = hashlib.sha256()  # everything unpacked into the cache: our code too
+    for name in sorted(files):
+        if name.startswith(("jrs/", "docopt/", "_native/")):
+            digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+    files["__main__.py"] = ENTRY.replace("@HASH@", digest.hexdigest()).encode()
     files["_native/manifest.json"] = json.dumps(
         {"hash": digest.hexdigest(), "platforms": sorted(PLATFORMS)}, indent=1).encode()
     return files

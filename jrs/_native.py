@@ -1,35 +1,41 @@
-"""Make the bundled native packages (PyNaCl and cffi's backend) importable.
+"""Unpack jrs.pyz once per user into a cache, and run from there.
 
-Extension modules cannot be imported from inside a zip, so when JRS runs as
-`jrs.pyz` the files for this platform are extracted once into a cache
-directory named after the content hash of the bundle, and reused afterwards.
-Two processes extracting at once each write a private temporary directory and
-`rename()` it into place; the loser throws its copy away, so nobody ever sees
-half a directory. Only roles that need crypto call `ensure_native()`.
+Extension modules (PyNaCl, cffi's backend) cannot be imported from inside a
+zip, and Python never caches bytecode for modules it imports from a zip, so a
+cold `jrs.pyz submit` would compile ~10k lines on every start. The zipapp's
+entry shim therefore calls `unpack()` first: our code, docopt and this
+platform's native packages are extracted once into a cache directory named
+after the content hash of the bundle, and every later start imports from there
+(with normal `__pycache__` bytecode). Two processes extracting at once each
+write a private temporary directory and `rename()` it into place; the loser
+throws its copy away, so nobody ever sees half a directory. A cache directory
+anyone else could write to is never used: it could hold planted code.
+
+If no cache can be written the shim runs from the zip itself; roles that need
+crypto then fail in `ensure_native()` with the reason.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import stat
 import sys
-import tempfile
-import zipfile
-from typing import Optional
+from typing import Iterator, Optional
 
 NATIVE_PREFIX = "_native/"
 MANIFEST = NATIVE_PREFIX + "manifest.json"
+PURE_PREFIXES = ("jrs/", "docopt/")
 _ready: Optional[str] = None
 
 
 def archive_path() -> Optional[str]:
-    """Path of the zipapp we run from, or None when running from a source tree."""
+    """Path of the zipapp we run from, or None when not running from inside a zip."""
     pkg_dir = os.path.dirname(os.path.abspath(__file__))
     candidate = os.path.dirname(pkg_dir)
-    if os.path.isfile(candidate) and zipfile.is_zipfile(candidate):
-        return candidate
+    if os.path.isfile(candidate):
+        import zipfile
+        if zipfile.is_zipfile(candidate):
+            return candidate
     return None
 
 
@@ -43,29 +49,29 @@ def platform_tag() -> str:
     return f"{'manylinux' if glibc else 'musllinux'}_{machine}"
 
 
-def _cache_bases() -> list[str]:
-    bases = []
+def _cache_bases() -> Iterator[str]:
     if os.environ.get("JRS_CACHE"):
-        bases.append(os.environ["JRS_CACHE"])
+        yield os.environ["JRS_CACHE"]
     xdg = os.environ.get("XDG_CACHE_HOME")
     home = os.path.expanduser("~")
     if xdg:
-        bases.append(os.path.join(xdg, "jrs"))
+        yield os.path.join(xdg, "jrs")
     elif home and home != "~":
-        bases.append(os.path.join(home, ".cache", "jrs"))
-    bases.append(os.path.join(tempfile.gettempdir(), f"jrs-{os.getuid()}"))
-    return bases
+        yield os.path.join(home, ".cache", "jrs")
+    import tempfile  # only when the usual places failed: it costs a few ms
+    yield os.path.join(tempfile.gettempdir(), f"jrs-{os.getuid()}")
 
 
-def _private_dir(base: str) -> bool:
-    """Create `base` (0700) if needed; True when it is ours and nobody else can write it.
+def _private_dir(base: str, create: bool) -> bool:
+    """True when `base` is a directory that is ours and nobody else can write.
 
-    A cache another user could write into would let them plant code we import.
+    With `create`, make it (0700) first if missing.
     """
-    try:
-        os.makedirs(base, mode=0o700, exist_ok=True)
-    except OSError:
-        pass
+    if create:
+        try:
+            os.makedirs(base, mode=0o700, exist_ok=True)
+        except OSError:
+            pass
     try:
         st = os.lstat(base)
     except OSError:
@@ -74,13 +80,24 @@ def _private_dir(base: str) -> bool:
             and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
 
 
-def _extract(zf: zipfile.ZipFile, prefix: str, base: str, target: str) -> None:
+def _member_target(filename: str, native: str) -> Optional[str]:
+    """Where a zip member goes inside the cache directory, or None to skip it."""
+    if filename.startswith(native):
+        return filename[len(native):]
+    if filename.startswith(PURE_PREFIXES):
+        return filename
+    return None
+
+
+def _extract(zf, native: str, base: str, target: str) -> None:
+    import shutil
+    import tempfile
     tmp = tempfile.mkdtemp(prefix=".extract-", dir=base)
     try:
         for info in zf.infolist():
-            if not info.filename.startswith(prefix) or info.is_dir():
+            rel = _member_target(info.filename, native)
+            if rel is None or info.is_dir():
                 continue
-            rel = info.filename[len(prefix):]
             dest = os.path.join(tmp, rel)
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             with zf.open(info) as src, open(dest, "wb") as out:
@@ -97,36 +114,90 @@ def _extract(zf: zipfile.ZipFile, prefix: str, base: str, target: str) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def ensure_native() -> Optional[str]:
-    """Put this platform's native packages on sys.path; return their directory."""
+def _compile_once(target: str) -> None:
+    """Write bytecode for this interpreter once, even under PYTHONDONTWRITEBYTECODE.
+
+    Python reads `__pycache__` regardless of that setting; it only stops writing.
+    """
+    marker = os.path.join(target, f".compiled-{sys.implementation.cache_tag}")
+    if os.path.exists(marker):
+        return
+    import importlib.util
+    import py_compile
+    try:
+        for top in (*PURE_PREFIXES, "nacl/"):
+            for folder, _dirs, names in os.walk(os.path.join(target, top)):
+                for name in names:
+                    if name.endswith(".py"):
+                        src = os.path.join(folder, name)
+                        py_compile.compile(src, importlib.util.cache_from_source(src),
+                                           doraise=True)
+        with open(marker, "w") as f:
+            f.write("ok\n")
+    except (OSError, py_compile.PyCompileError):
+        pass  # a read-only cache still works, only slower
+
+
+def unpack(archive: str, digest: str) -> str:
+    """The cache directory holding this bundle for this platform, extracting it if needed.
+
+    `digest` is the bundle's content hash, written into the entry shim at build
+    time so the common case (already extracted) opens no zip at all.
+    """
     global _ready
-    if _ready is not None:
-        return _ready
-    archive = archive_path()
-    if archive is None:
-        return None  # source checkout: the packages come from the environment
+    tag = platform_tag()
+    name = f"{digest[:20]}-{tag}"
+    errors = []
+    for base in _cache_bases():
+        target = os.path.join(base, name)
+        if os.path.isfile(os.path.join(target, ".complete")) and _private_dir(base, False):
+            break
+        if not _private_dir(base, True):
+            errors.append(f"{base}: missing, or writable by others")
+            continue
+        try:
+            _extract_bundle(archive, tag, base, target)
+            break
+        except OSError as exc:
+            errors.append(f"{base}: {exc}")
+    else:
+        raise RuntimeError("cannot unpack jrs.pyz: " + "; ".join(errors))
+    _ready = target
+    _compile_once(target)
+    return target
+
+
+def _extract_bundle(archive: str, tag: str, base: str, target: str) -> None:
+    import json
+    import zipfile
     with zipfile.ZipFile(archive) as zf:
         manifest = json.loads(zf.read(MANIFEST))
-        tag = platform_tag()
         if tag not in manifest["platforms"]:
             raise RuntimeError(f"jrs.pyz carries no native packages for {tag} "
                                f"(it has: {', '.join(manifest['platforms'])})")
-        name = f"{manifest['hash'][:20]}-{tag}"
-        errors = []
-        for base in _cache_bases():
-            target = os.path.join(base, name)
-            if not _private_dir(base):
-                errors.append(f"{base}: missing, or writable by others")
-                continue
-            if os.path.isfile(os.path.join(target, ".complete")):
-                break
-            try:
-                _extract(zf, f"{NATIVE_PREFIX}{tag}/", base, target)
-                break
-            except OSError as exc:
-                errors.append(f"{base}: {exc}")
-        else:
-            raise RuntimeError("cannot extract native packages: " + "; ".join(errors))
+        _extract(zf, f"{NATIVE_PREFIX}{tag}/", base, target)
+
+
+def ensure_native() -> Optional[str]:
+    """Make PyNaCl and cffi importable; return the directory they come from.
+
+    Running unpacked (the normal case) they sit beside our code already; from a
+    source checkout they come from the environment.
+    """
+    global _ready
+    if _ready is not None:
+        return _ready
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if os.path.isfile(os.path.join(here, ".complete")):
+        _ready = here
+        return here
+    archive = archive_path()
+    if archive is None:
+        return None
+    import json
+    import zipfile
+    with zipfile.ZipFile(archive) as zf:
+        digest = json.loads(zf.read(MANIFEST))["hash"]
+    target = unpack(archive, digest)
     sys.path.insert(0, target)
-    _ready = target
     return target

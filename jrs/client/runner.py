@@ -258,9 +258,14 @@ class Submission:
     # ------------------------------------------------------------ demand
 
     def schedule_demand(self) -> None:
+        """Tell the master soon: at once the first time, then coalescing changes for 20 ms."""
         if not self._demand_scheduled:
             self._demand_scheduled = True
-            asyncio.get_running_loop().call_later(0.02, self._send_demand)
+            loop = asyncio.get_running_loop()
+            if self._demand_sent is None:
+                loop.call_soon(self._send_demand)
+            else:
+                loop.call_later(0.02, self._send_demand)
 
     def _send_demand(self) -> None:
         self._demand_scheduled = False

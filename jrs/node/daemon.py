@@ -336,7 +336,11 @@ class NodeDaemon:
         elif kind == "ack":
             task = self.tasks.get(self._key(sub, msg["job"], msg["attempt"]))
             if task is not None and self._finished(task):
-                await asyncio.get_running_loop().run_in_executor(None, self._delivered, task)
+                # Forget it now; the files go in the background, off this session's path.
+                # Dying before they are gone only means delivering the result again.
+                del self.tasks[task.key]
+                self._spawn(asyncio.get_running_loop().run_in_executor(
+                    None, self._delivered, task))
         elif kind == "kill":
             task = self.tasks.get(self._key(sub, msg["job"], msg["attempt"]))
             if task is not None:
@@ -589,9 +593,9 @@ class NodeDaemon:
             task.delivering = False
 
     def _delivered(self, task: Task) -> None:
-        taskfile.append_event(task.path, {"e": "delivered", "t": time.time()})
+        # No fsync: the taskfile goes next, and a lost record only means a second delivery.
+        taskfile.append_event(task.path, {"e": "delivered", "t": time.time()}, sync=False)
         self._cleanup(task)
-        self.tasks.pop(task.key, None)
 
     @staticmethod
     def _cleanup(task: Task) -> None:

@@ -17,7 +17,6 @@ import fcntl
 import os
 import signal
 import socket
-import subprocess
 import time
 from typing import Optional
 
@@ -54,12 +53,25 @@ def _rusage(ru) -> dict:
             "maxrss_kb": ru.ru_maxrss}
 
 
+_notify_sock: Optional[socket.socket] = None
+
+
+def prepare() -> None:
+    """Do once in the launcher what every forked executor would otherwise do itself."""
+    global _notify_sock
+    taskfile.boot_id()
+    _notify_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+
+
 def _notify(spec: dict, key: str) -> None:
     """Tell the node daemon a job ended, if it listens (best effort: it also rescans)."""
     address = spec.get("notify")
     if not address:
         return
     try:
+        if _notify_sock is not None:
+            _notify_sock.sendto(key.encode(), address)
+            return
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
             s.sendto(key.encode(), address)
     except OSError:
@@ -94,10 +106,20 @@ class _Killer:
                 pass
 
 
+def _ignore(signum, frame) -> None:
+    """A handler that does nothing. Unlike SIG_IGN it is reset by exec, so the job
+    starts with default dispositions (a shell treats signals ignored at entry as
+    unignorable)."""
+
+
+_RESET = (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE, signal.SIGUSR1, signal.SIGTERM,
+          signal.SIGALRM, signal.SIGCHLD, signal.SIGXFSZ)
+
+
 def run(path: str) -> Optional[dict]:
     """Run the job of taskfile `path` to its end; return the exit record (None if done)."""
     for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE, signal.SIGUSR1):
-        signal.signal(sig, signal.SIG_IGN)
+        signal.signal(sig, _ignore)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     fd = _open_locked(path)
     try:
@@ -125,19 +147,69 @@ def run(path: str) -> Optional[dict]:
         os.close(fd)
 
 
+def _spawn(spec: dict, std: list) -> int:
+    """Start the user process in its own session; return its pid.
+
+    As ourselves, `posix_spawn` (vfork and exec: cheap, and it reports exec
+    failures as OSError); this process is the job's alone, so it may chdir.
+    As another account (a root node), fork, switch identity, and exec.
+    """
+    argv = [str(a) for a in spec["argv"]]
+    env = {str(k): str(v) for k, v in spec["env"].items()}
+    if spec.get("uid") is None:
+        if spec.get("cwd"):
+            os.chdir(spec["cwd"])
+        actions = [(os.POSIX_SPAWN_DUP2, f, i) for i, f in enumerate(std)]
+        return os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True,
+                              setsigdef=_RESET, setsigmask=())
+    return _fork_exec_as(spec, argv, env, std)
+
+
+def _fork_exec_as(spec: dict, argv: list, env: dict, std: list) -> int:
+    """fork, switch to the job's account, exec; an exec failure comes back as OSError.
+
+    The child reports errno through a close-on-exec pipe: EOF means exec worked.
+    """
+    uid, gid = int(spec["uid"]), int(spec["gid"])
+    groups = [int(g) for g in spec.get("groups") or [gid]]
+    cwd = spec.get("cwd")
+    rd, wr = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # the child: only async-signal-safe work until exec
+        try:
+            os.close(rd)
+            os.setsid()
+            for i, f in enumerate(std):
+                os.dup2(f, i)
+            os.setgroups(groups)
+            os.setgid(gid)
+            os.setuid(uid)
+            if cwd:
+                os.chdir(cwd)
+            for sig in _RESET:
+                signal.signal(sig, signal.SIG_DFL)
+            os.execve(argv[0], argv, env)
+        except OSError as exc:
+            os.write(wr, str(exc.errno or 0).encode())
+        finally:
+            os._exit(127)
+    os.close(wr)
+    with os.fdopen(rd, "rb") as r:
+        report = r.read()
+    if report:
+        os.waitpid(pid, 0)
+        code = int(report)
+        raise OSError(code, os.strerror(code), argv[0])
+    return pid
+
+
 def _run_user_process(fd: int, spec: dict, killer: _Killer) -> dict:
     started = time.time()
     std = []
     try:
         std = [_open_std(spec.get("stdin"), False), _open_std(spec.get("stdout"), True),
                _open_std(spec.get("stderr"), True)]
-        identity = {}
-        if spec.get("uid") is not None:
-            identity = {"user": spec["uid"], "group": spec["gid"],
-                        "extra_groups": spec.get("groups") or []}
-        proc = subprocess.Popen(spec["argv"], cwd=spec.get("cwd") or None, env=spec["env"],
-                                stdin=std[0], stdout=std[1], stderr=std[2],
-                                start_new_session=True, close_fds=True, **identity)
+        pid = _spawn(spec, std)
     except OSError as exc:
         code = exc.errno or 0
         return {"e": "exec-failed", "errno": code, "t": time.time(),
@@ -148,17 +220,16 @@ def _run_user_process(fd: int, spec: dict, killer: _Killer) -> dict:
     finally:
         for f in std:
             os.close(f)
-    killer.pgid = proc.pid
-    records.append(fd, {"e": "running", "pid": proc.pid,
-                        "start": taskfile.process_start(proc.pid), "t": started})
+    killer.pgid = pid
+    records.append(fd, {"e": "running", "pid": pid, "start": taskfile.process_start(pid),
+                        "t": started})
     if killer.requested:  # a TERM that came before the pid was known
         killer.on_term(signal.SIGTERM, None)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = status  # keep Popen from trying to reap it again
+    _, status, usage = os.wait4(pid, 0)
     ended = time.time()
     signal.setitimer(signal.ITIMER_REAL, 0)
     try:  # whatever the job left running in its group goes with it
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
     if os.WIFSIGNALED(status):

@@ -1,69 +1,76 @@
 """A small long-lived process that forks one executor per job.
 
-A new interpreter per job costs 10-65 ms; a fork of this small process costs
-about a millisecond. The node daemon forks the launcher at start-up, before it
-loads crypto or opens sockets, and hands it taskfile paths through a pipe.
-Each executor forked from here starts its own session, so it outlives both the
+A new interpreter per job costs 10-65 ms; a fork of a small process costs well
+under a millisecond, and fork cost grows with the size of the process. So the
+node daemon starts the launcher once, as a fresh minimal interpreter (`-I -S`,
+importing only what an executor needs: no asyncio, no crypto, none of the
+daemon's memory or sockets), and hands it taskfile paths through a pipe. Each
+executor forked from here starts its own session, so it outlives both the
 launcher and the daemon. The launcher exits when the daemon goes away (EOF on
 the pipe); the executors it started are adopted by init and keep running.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
 
 from . import executor
 
+_BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
+         "from jrs.node.launcher import serve; serve(0)")
+
+
+def code_home() -> str:
+    """The directory (or zip) our `jrs` package is imported from."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 
 class Launcher:
     """The daemon's handle on its launcher process."""
 
     def __init__(self) -> None:
-        self.pid = 0
-        self.fd = -1
+        self.proc = None
         self.start()
 
     def start(self) -> None:
-        read_end, write_end = os.pipe()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            os.close(write_end)
-            try:
-                _serve(read_end)
-            finally:
-                os._exit(0)
-        os.close(read_end)
-        self.pid, self.fd = pid, write_end
+        import subprocess  # the daemon's side only: the launcher stays small to fork fast
+
+        self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _BOOT, code_home()],
+                                     stdin=subprocess.PIPE, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc else 0
 
     def launch(self, taskfile: str) -> None:
         """Ask for an executor for `taskfile` (restarting the launcher if it died)."""
         line = taskfile.encode() + b"\n"
         try:
-            os.write(self.fd, line)
+            os.write(self.proc.stdin.fileno(), line)
         except BrokenPipeError:
-            os.close(self.fd)
+            self.close()
             self.start()
-            os.write(self.fd, line)
+            os.write(self.proc.stdin.fileno(), line)
 
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-        try:
-            os.waitpid(self.pid, 0)
-        except ChildProcessError:
-            pass
+        if self.proc is not None:
+            try:
+                self.proc.stdin.close()
+            except BrokenPipeError:
+                pass
+            self.proc.wait()
 
 
-def _serve(fd: int) -> None:
-    os.setsid()
+def serve(fd: int) -> None:
+    """The launcher's main loop: one executor per taskfile path read from `fd`."""
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # executors are reaped automatically
+    executor.prepare()
+    gc.freeze()  # keep collections in the children from touching (copying) our pages
     buf = b""
     while True:
         try:

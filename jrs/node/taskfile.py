@@ -28,21 +28,34 @@ FORMAT = 1
 SUFFIX = ".task"
 
 
+_boot: Optional[str] = None
+
+
 def boot_id() -> str:
+    """This boot's id (cached: it cannot change while we run)."""
+    global _boot
+    if _boot is None:
+        _boot = _read("/proc/sys/kernel/random/boot_id").decode().strip()
+    return _boot
+
+
+def _read(path: str) -> bytes:
+    """A small /proc file's content (b"" if it is gone); os-level: executors call it per job."""
     try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
-        return ""
+        return b""
+    try:
+        return os.read(fd, 4096)
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
 
 
 def process_start(pid: int) -> Optional[int]:
     """The start time of `pid` in clock ticks since boot (None if it does not exist)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
+    data = _read(f"/proc/{pid}/stat")
     # the command name may hold spaces and parentheses: split after the last ')'
     fields = data[data.rfind(b")") + 2:].split()
     try:
@@ -113,11 +126,11 @@ def create(path: str, spec: dict) -> None:
     records.write_new(path, [dict(spec, kind="jrs-task", v=FORMAT)])
 
 
-def append_event(path: str, event: dict) -> None:
+def append_event(path: str, event: dict, sync: bool = True) -> None:
     """Append an event from outside the executor (the daemon: delivered, lost)."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND)
     try:
-        records.append(fd, event, sync=True)
+        records.append(fd, event, sync=sync)
     finally:
         os.close(fd)
 

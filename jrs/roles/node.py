@@ -109,7 +109,7 @@ def main(args: dict) -> int:
     os.makedirs(state, mode=0o755, exist_ok=True)
     setup_logging("node", args["--verbose"])
     _warn_untraversable(state)
-    launcher = Launcher()  # fork now: small, before crypto and sockets exist
+    launcher = Launcher()  # a fresh small interpreter that forks executors
     host = entry.endpoint.host
     port = entry.endpoint.port
     if args["--listen"]:

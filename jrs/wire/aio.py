@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 import time
 from collections import deque
 from typing import Awaitable, Callable, Optional, Union
@@ -23,6 +25,13 @@ log = logging.getLogger("jrs.wire")
 READ_SIZE = 1 << 18
 HANDSHAKE_TIMEOUT = 5.0
 MAX_UNAUTHENTICATED = 256
+TRACE = bool(os.environ.get("JRS_TRACE"))  # one stderr line per message, for timing a path
+
+
+def _trace(direction: str, peer: object, body: object) -> None:
+    kind = body.get("type") if isinstance(body, dict) else f"{len(body)} bytes"
+    print(f"{time.monotonic() * 1000:.1f} {os.getpid()} {direction} {peer} {kind}",
+          file=sys.stderr)
 
 
 class ConnectionClosed(Exception):
@@ -44,6 +53,8 @@ class Channel:
         self._closed = False
 
     def send(self, body: dict) -> None:
+        if TRACE:
+            _trace(">", self.peer, body)
         self.writer.write(self.conn.send_message(body))
 
     def send_data(self, chunk: bytes) -> None:
@@ -60,6 +71,8 @@ class Channel:
                 if isinstance(event, Message):
                     if event.body["type"] == "hello":
                         continue
+                    if TRACE:
+                        _trace("<", self.peer, event.body)
                     return event.body
                 if isinstance(event, Data):
                     return event.chunk
