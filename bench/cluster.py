@@ -3,7 +3,8 @@
     python3 bench/cluster.py [--jobs 2000]
 
 1. throughput: N x /bin/true on a master and two nodes with 2 slots each (loopback),
-   against `seq N | xargs -P 2 -n 1 /bin/true` (the local floor);
+   against `seq N | xargs -P 2 -n 1 /bin/true` (the local floor) and, when the
+   `hyperqueue` package is installed, HyperQueue's LocalCluster with one 2-core worker;
 2. latency: one `echo` job from `jrs submit` to its exit, against `python3 -c pass`;
 3. utilization: 100 x `sleep 1` on 4 slots (ideal 25 s).
 """
@@ -29,6 +30,26 @@ def timed(cmd, **kw) -> float:
     return time.perf_counter() - t
 
 
+def hyperqueue_rate(n: int, where: Path) -> float | None:
+    """N x /bin/true through HyperQueue (server and one 2-core worker), or None if absent."""
+    try:
+        from hyperqueue import Job, LocalCluster
+        from hyperqueue.cluster import WorkerConfig
+    except ImportError:
+        return None
+    import logging
+    logging.getLogger().setLevel(logging.WARNING)
+    with LocalCluster(str(where)) as cluster:
+        cluster.start_worker(WorkerConfig(cores=2))
+        client = cluster.client()
+        job = Job()
+        for _ in range(n):
+            job.program(["/bin/true"], stdout=None, stderr=None)
+        t = time.perf_counter()
+        client.wait_for_jobs([client.submit(job)])
+        return n / (time.perf_counter() - t)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=2000)
@@ -49,7 +70,13 @@ def main() -> None:
             ours = time.perf_counter() - t
             assert code == 0, err
             print(f"throughput: {n} x /bin/true: jrs {n / ours:.0f} jobs/s, xargs -P 2 "
-                  f"{n / floor:.0f} jobs/s -> {floor / ours:.2f} of the floor")
+                  f"{n / floor:.0f} jobs/s -> {floor / ours:.2f} of the floor (target >= 0.25)")
+            hq = hyperqueue_rate(n, base / "hq")
+            if hq is None:
+                print("hyperqueue: not installed (pip install hyperqueue) - no comparison")
+            else:
+                print(f"hyperqueue: {hq:.0f} jobs/s -> jrs is {n / ours / hq:.2f} of it "
+                      f"(target >= 1)")
             (base / "e.condor").write_text("executable = /bin/echo\narguments = hi\n"
                                            "output = e.out\nqueue\n")
             bare = min(timed([sys.executable, "-c", "pass"]) for _ in range(5))

@@ -64,6 +64,7 @@ class Task:
     state: Optional[taskfile.TaskState] = None
     delivering: bool = False
     kill_requested: bool = False
+    launched: bool = True  # False while its taskfile is being written
 
 
 @dataclass
@@ -384,7 +385,8 @@ class NodeDaemon:
             if reason is not None:
                 return None
             path = os.path.join(box, head["name"])
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            if "/" in head["name"]:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, head["mode"] | 0o600)
             return os.fdopen(fd, "wb")
 
@@ -408,11 +410,12 @@ class NodeDaemon:
                      "reason": f"bad job: {exc}"})
             return
         path = os.path.join(self.tasks_dir, key + taskfile.SUFFIX)
-        task = Task(key, sub, job, attempt, claim.claim, path, box)
+        task = Task(key, sub, job, attempt, claim.claim, path, box, launched=False)
         self.tasks[key] = task
         claim.job = key
         await asyncio.get_running_loop().run_in_executor(None, taskfile.create, path, tspec)
         self.launcher.launch(path)
+        task.launched = True
         ch.send({"type": "started", "job": job, "attempt": attempt})
 
     def _task_spec(self, sub: str, claim: Claim, job: str, attempt: int, spec: dict,
@@ -432,9 +435,10 @@ class NodeDaemon:
         if shared:
             stdin, stdout, stderr = spec.get("input"), spec.get("output"), spec.get("error")
         else:
+            # no `output`/`error` in the submit file: HTCondor discards the stream, so do we
             stdin = os.path.join(box, sandbox.STDIN) if spec.get("input") else None
-            stdout = os.path.join(box, sandbox.STDOUT)
-            stderr = os.path.join(box, sandbox.STDERR)
+            stdout = os.path.join(box, sandbox.STDOUT) if spec.get("output") else None
+            stderr = os.path.join(box, sandbox.STDERR) if spec.get("error") else None
         out = {"job": job, "attempt": attempt, "submitter": sub, "claim": claim.claim,
                "node": self.cap.name, "argv": argv, "cwd": cwd, "env": env, "stdin": stdin,
                "stdout": stdout, "stderr": stderr, "sandbox": box, "shared_fs": shared,
@@ -504,7 +508,7 @@ class NodeDaemon:
         while True:
             await asyncio.sleep(CHECK_EVERY)
             for task in list(self.tasks.values()):
-                if self._finished(task):
+                if self._finished(task) or not task.launched:
                     continue
                 if taskfile.owner_alive(task.path):
                     if task.kill_requested:
@@ -558,9 +562,9 @@ class NodeDaemon:
             result["lost"] = True
         items: list = []
         if not spec.get("shared_fs") and os.path.isdir(task.sandbox):
-            for name in (sandbox.STDOUT, sandbox.STDERR):
-                path = os.path.join(task.sandbox, name)
-                if os.path.isfile(path):
+            for name, path in ((sandbox.STDOUT, spec.get("stdout")),
+                               (sandbox.STDERR, spec.get("stderr"))):
+                if path and os.path.isfile(path):
                     items.append((name, path))
             success = end.get("code") == 0
             if spec.get("when_to_transfer_output") != "ON_SUCCESS" or success:
