@@ -21,17 +21,28 @@ def free_port() -> int:
 
 
 class Cluster:
+    """A master and nodes. By default all on 127.0.0.1 with free ports; with `hosts`
+    (a NetLab's addresses: master first, then one per node) each runs in its own
+    network namespace on the default ports, as on separate machines."""
+
     def __init__(self, pyz: Path, base: Path, slots: list, attrs: list | None = None,
-                 env: dict | None = None) -> None:
+                 env: dict | None = None, lab=None) -> None:
         self.pyz = pyz
         self.base = base
-        self.mport = free_port()
-        self.ports = [free_port() for _ in slots]
+        self.lab = lab
+        if lab is None:
+            self.hosts = ["127.0.0.1"] * (len(slots) + 1)
+            self.mport = free_port()
+            self.ports = [free_port() for _ in slots]
+        else:
+            self.hosts = lab.addresses[:len(slots) + 1]
+            self.mport = 7083
+            self.ports = [7082] * len(slots)
         lines = []
         for i, (port, n) in enumerate(zip(self.ports, slots)):
             extra = (attrs[i] if attrs else "")
-            lines.append(f"127.0.0.1:{port} slots={n} {extra}".rstrip())
-        self.conf = write_config(base / "conf", master=f"127.0.0.1:{self.mport}",
+            lines.append(f"{self.hosts[i + 1]}:{port} slots={n} {extra}".rstrip())
+        self.conf = write_config(base / "conf", master=f"{self.hosts[0]}:{self.mport}",
                                  nodes="\n".join(lines) + "\n")
         self.env = dict(os.environ, JRS_NODE_TIMEOUT="3", **(env or {}))
         self.env.pop("JRS_CONFIG", None)
@@ -39,20 +50,23 @@ class Cluster:
         self.nodes: list = [None] * len(slots)
 
     def names(self) -> list:
-        return [f"127.0.0.1:{p}" for p in self.ports]
+        return [f"{h}:{p}" for h, p in zip(self.hosts[1:], self.ports)]
 
-    def _spawn(self, *args: str, log: str) -> subprocess.Popen:
+    def _spawn(self, host: int, *args: str, log: str) -> subprocess.Popen:
         out = open(self.base / log, "ab")
-        return subprocess.Popen([sys.executable, str(self.pyz), *args, "-c", str(self.conf), "-v"],
+        where = self.lab.run_in(host) if self.lab is not None else []
+        return subprocess.Popen([*where, sys.executable, str(self.pyz), *args, "-c",
+                                 str(self.conf), "-v"],
                                 stdout=out, stderr=out, env=self.env, start_new_session=True)
 
     def start_master(self) -> None:
-        self.master = self._spawn("master", f"--state={self.base / 'master'}", log="master.log")
+        self.master = self._spawn(0, "master", f"--state={self.base / 'master'}",
+                                  log="master.log")
 
     def start_node(self, i: int, *extra: str) -> None:
         # tests run as root and submit as root: let the jobs run as root
         flags = extra or ("--allow-root-jobs",)
-        self.nodes[i] = self._spawn("node", f"--name=127.0.0.1:{self.ports[i]}", *flags,
+        self.nodes[i] = self._spawn(i + 1, "node", f"--name={self.names()[i]}", *flags,
                                     f"--state={self.base / f'node{i}'}", log=f"node{i}.log")
 
     def start(self) -> Cluster:

@@ -47,6 +47,23 @@ def test_a_newcomer_gets_half_by_give_back_at_job_boundaries():
     assert held == {"alice": 2, "bob": 2}
 
 
+def test_a_node_back_from_a_partition_drops_the_claims_taken_from_it():
+    """Silent past the timeout: its claims go back to the submitter (node-lost). When its
+    reports resume on the old connection still listing them, it is told to drop them."""
+    p = _pool((2, 2))
+    _accept_all(p, _sub(p, "a", "alice", 100))
+    mine = sorted(c.id for c in p.claims.values() if c.node == "h:2")
+    assert len(mine) == 2
+    p.node_report("h:1", {"load": 0, "running": 2,
+                          "claims": [c.id for c in p.claims.values() if c.node == "h:1"]}, 9)
+    out = p.tick(9)
+    assert ("submitter", "a", {"type": "node-lost", "node": "h:2", "claims": mine}) in out
+    out = p.node_report("h:2", {"load": 0, "running": 2, "claims": mine}, 10)
+    drops = [m for k, n, m in out if m["type"] == "claim-drop"]
+    assert drops == [{"type": "claim-drop", "claim": cid} for cid in mine]
+    assert not [c for c in p.claims.values() if c.id in mine]
+
+
 def test_weights_and_water_filling():
     p = _pool((6,))
     _sub(p, "a", "alice", 100, weight=2.0)

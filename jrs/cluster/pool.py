@@ -140,7 +140,11 @@ class Pool:
                 if c.node == name and c.active and cid not in held]
         for cid in gone:
             del self.claims[cid]
-        return self.negotiate(now) if gone else []
+        # A node back from a partition on its old connection still holds claims we took
+        # from it when it went silent; their jobs were rerun elsewhere.
+        out = [("node", name, {"type": "claim-drop", "claim": cid})
+               for cid in sorted(held & self.revoked)]
+        return out + (self.negotiate(now) if gone else [])
 
     def claim_answer(self, name: str, msg: dict, now: float) -> list:
         claim = self.claims.get(str(msg["claim"]))
