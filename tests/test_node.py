@@ -19,7 +19,7 @@ from jrs.node import taskfile
 
 from .cluster import Cluster
 from .conftest import ROOT, run_jrs
-from .test_crash import runs, sweep, wait_for
+from .test_crash import check_outputs, runs, sweep, wait_for
 
 FIXTURE = ROOT / "tests" / "fixtures" / "format1.task"
 
@@ -114,9 +114,58 @@ def test_executor_killed_is_reported_and_rerun(one_node, tmp_path):
     assert p.returncode == 0, err + one_node.logs()
     assert "executor" in err and "died" in err
     assert sorted(runs(ledger).values()) == [1, 2]
-    assert "node0" in one_node.logs() or True
     # the orphaned user process of the dead executor was killed
     assert subprocess.run(["pgrep", "-f", "sleep 1.5"], capture_output=True).returncode == 1
+
+
+def test_reboot_reports_unfinished_jobs_lost_and_they_rerun(one_node, tmp_path):
+    """A reboot: the daemon, executors and jobs all die, and the taskfiles carry the old
+    boot id. The restarted node reports those jobs lost (not failed); they run again."""
+    work = tmp_path / "w"
+    ledger = sweep(work, 2, 2.75)
+    p = one_node.submit("c.condor", cwd=work)
+    wait_for(lambda: ledger.exists() and len(runs(ledger)) == 2)
+    one_node.kill9(one_node.nodes[0])
+    tasks = sorted((tmp_path / "node0" / "tasks").glob("*.task"))
+    assert len(tasks) == 2
+    for t in tasks:  # power gone: executors first (so they record nothing), then the jobs
+        st = taskfile.load(str(t))
+        os.kill(st.executor_pid, signal.SIGKILL)
+        os.killpg(st.pid, signal.SIGKILL)
+    for t in tasks:
+        recs, _ = records.read(str(t))
+        for r in recs:
+            if r.get("e") == "executor":
+                assert r["boot"] == taskfile.boot_id()
+                r["boot"] = "00000000-0000-4000-8000-000000000000"  # the previous boot
+        records.write_new(str(t), recs)
+    one_node.start_node(0)
+    _out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err + one_node.logs()
+    assert err.count("the node rebooted while the job ran") == 2, err
+    assert sorted(runs(ledger).values()) == [2, 2]
+    check_outputs(work, 2)
+
+
+def test_gpus_are_assigned_exclusively(pyz, tmp_path):
+    """A node with gpus=2: two 1-GPU jobs at once see different CUDA_VISIBLE_DEVICES; a
+    2-GPU job sees both; a job with no GPU request sees none."""
+    c = Cluster(pyz, tmp_path, slots=[4], attrs=["gpus=2"]).start()
+    try:
+        (tmp_path / "g.condor").write_text(
+            "executable = /bin/sh\n"
+            "arguments = \"-c 'echo $CUDA_VISIBLE_DEVICES; sleep 1'\"\n"
+            "output = one.$(Process)\nrequest_gpus = 1\nqueue 2\n"
+            "output = two\nrequest_gpus = 2\nqueue\n"
+            "output = none\nrequest_gpus = 0\nqueue\n")
+        code, _out, err = c.run_submit("g.condor", cwd=tmp_path, timeout=60)
+        assert code == 0, err + c.logs()
+        ones = sorted((tmp_path / f"one.{i}").read_text().strip() for i in range(2))
+        assert ones == ["0", "1"]
+        assert (tmp_path / "two").read_text().strip() in ("0,1", "1,0")
+        assert (tmp_path / "none").read_text().strip() == ""
+    finally:
+        c.stop()
 
 
 def test_process_trees_are_killed(one_node, tmp_path):
