@@ -72,6 +72,36 @@ def handshake(client, server):
     return msg1, msg2, hello
 
 
+@pytest.mark.parametrize("size", [0, 1, 4095, 1 << 20])
+def test_frames_are_plain_secretbox(size):
+    """The low-copy frame path is byte-identical to PyNaCl's public secretbox, and a
+    frame sealed by one opens with the other."""
+    from nacl.bindings import crypto_secretbox_easy, crypto_secretbox_open_easy
+    from nacl.exceptions import CryptoError
+
+    from jrs.wire.crypto import open_frame, seal_frame
+    key, nonce, msg = bytes(range(32)), bytes(range(24)), bytes(i % 251 for i in range(size))
+    frame = seal_frame(key, nonce, msg)
+    reference = crypto_secretbox_easy(msg, nonce, key)
+    assert frame == len(reference).to_bytes(4, "big") + reference
+    assert open_frame(key, nonce, memoryview(frame)[4:]) == msg
+    assert crypto_secretbox_open_easy(frame[4:], nonce, key) == msg
+    tampered = bytearray(frame[4:])
+    tampered[-1] ^= 1
+    with pytest.raises(CryptoError, match="failed verification"):
+        open_frame(key, nonce, tampered)
+
+
+def test_frames_without_the_fast_path(monkeypatch):
+    """A PyNaCl without its cffi module falls back to the public API, same bytes."""
+    from jrs.wire import crypto
+    key, nonce = bytes(32), bytes(24)
+    fast = crypto.seal_frame(key, nonce, b"payload", b"D")
+    monkeypatch.setattr(crypto, "_lib", None)
+    assert crypto.seal_frame(key, nonce, b"payload", b"D") == fast
+    assert crypto.open_frame(key, nonce, fast[4:]) == b"Dpayload"
+
+
 def test_handshake_and_messages_both_ways():
     client, server = pair()
     handshake(client, server)

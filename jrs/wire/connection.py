@@ -105,15 +105,15 @@ class Connection:
         return self._msg1
 
     def send_message(self, body: dict) -> bytes:
-        return self._seal(KIND_MESSAGE + json.dumps(body, separators=(",", ":")).encode())
+        return self._seal(json.dumps(body, separators=(",", ":")).encode(), KIND_MESSAGE)
 
     def send_data(self, chunk: bytes) -> bytes:
-        return self._seal(KIND_DATA + chunk)
+        return self._seal(chunk, KIND_DATA)
 
-    def _seal(self, payload: bytes) -> bytes:
+    def _seal(self, payload: bytes, kind: bytes = b"") -> bytes:
         if self._enc is None:
             raise WireError("cannot send before the handshake")
-        return self._enc.seal(payload)
+        return self._enc.seal(payload, kind)
 
     # ------------------------------------------------------------------ input
 
@@ -133,8 +133,8 @@ class Connection:
             events.append(self._event(payload))
         return events
 
-    def _event(self, payload: bytes) -> Event:
-        kind, body = payload[:1], payload[1:]
+    def _event(self, payload: memoryview) -> Event:
+        kind, body = bytes(payload[:1]), bytes(payload[1:])  # the one copy out of the box
         if kind == KIND_DATA:
             return Data(body)
         if kind != KIND_MESSAGE:

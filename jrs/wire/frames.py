@@ -8,12 +8,11 @@ before any byte of the body is buffered.
 
 from __future__ import annotations
 
-from .crypto import CryptoError, box, unbox
+from .crypto import MAC_BYTES, CryptoError, open_frame, seal_frame
 from .errors import WireError
 
 MAX_MESSAGE = 16 << 20  # the largest message or data chunk a caller may send
 MAX_PAYLOAD = MAX_MESSAGE + 1  # plus the frame-kind byte
-MAC_BYTES = 16
 MAX_SEALED = MAX_PAYLOAD + MAC_BYTES
 _ZERO16 = bytes(16)
 
@@ -29,12 +28,14 @@ class FrameEncoder:
         self._key = key
         self._counter = 0
 
-    def seal(self, payload: bytes) -> bytes:
-        if len(payload) > MAX_PAYLOAD:
-            raise WireError(f"frame of {len(payload)} bytes exceeds the {MAX_PAYLOAD}-byte limit")
-        sealed = box(self._key, _nonce(self._counter), payload)
+    def seal(self, payload: bytes, kind: bytes = b"") -> bytes:
+        """The frame carrying `kind + payload` (concatenated inside the box, not here)."""
+        if len(kind) + len(payload) > MAX_PAYLOAD:
+            raise WireError(f"frame of {len(kind) + len(payload)} bytes exceeds the "
+                            f"{MAX_PAYLOAD}-byte limit")
+        frame = seal_frame(self._key, _nonce(self._counter), payload, kind)
         self._counter += 1
-        return len(sealed).to_bytes(4, "big") + sealed
+        return frame
 
 
 class FrameDecoder:
@@ -50,7 +51,7 @@ class FrameDecoder:
     def buffered(self) -> int:
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes) -> list[memoryview]:
         """Add bytes; return every payload now complete (possibly none)."""
         buf = self._buf
         buf += data
@@ -67,15 +68,14 @@ class FrameDecoder:
                 pos += 4
             if len(buf) - pos < self._need:
                 break
-            with memoryview(buf) as view:
-                sealed = bytes(view[pos:pos + self._need])
-            pos += self._need
-            self._need = -1
             try:
-                out.append(unbox(self._key, _nonce(self._counter), sealed))
+                with memoryview(buf) as view, view[pos:pos + self._need] as sealed:
+                    out.append(open_frame(self._key, _nonce(self._counter), sealed))
             except CryptoError:
                 raise WireError("frame failed authentication (tampered, replayed, reordered "
                                 "or from the wrong direction)")
+            pos += self._need
+            self._need = -1
             self._counter += 1
         if pos:
             del buf[:pos]
