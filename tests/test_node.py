@@ -255,3 +255,21 @@ def test_non_root_node_runs_jobs_as_itself(pyz):
             c.stop()
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_small_sandboxes_go_at_once_big_ones_in_the_background(tmp_path):
+    from jrs.node import sandbox
+    small = tmp_path / "small"
+    small.mkdir()
+    for i in range(3):
+        (small / f"f{i}").write_text("x")
+    assert sandbox.remove_if_small(str(small)) and not small.exists()
+    nested = tmp_path / "nested"
+    (nested / "d").mkdir(parents=True)
+    assert not sandbox.remove_if_small(str(nested)) and (nested / "d").is_dir()
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(65):
+        (many / f"f{i}").write_text("x")
+    assert not sandbox.remove_if_small(str(many)) and len(list(many.iterdir())) == 65
+    assert sandbox.remove_if_small(str(tmp_path / "gone"))

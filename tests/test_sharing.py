@@ -56,8 +56,8 @@ def test_a_node_back_from_a_partition_drops_the_claims_taken_from_it():
     assert len(mine) == 2
     p.node_report("h:1", {"load": 0, "running": 2,
                           "claims": [c.id for c in p.claims.values() if c.node == "h:1"]}, 9)
-    out = p.tick(9)
-    assert ("submitter", "a", {"type": "node-lost", "node": "h:2", "claims": mine}) in out
+    lost = [m for k, who, m in p.tick(9) if m["type"] == "node-lost"]
+    assert [(m["node"], sorted(m["claims"])) for m in lost] == [("h:2", mine)]
     out = p.node_report("h:2", {"load": 0, "running": 2, "claims": mine}, 10)
     drops = [m for k, n, m in out if m["type"] == "claim-drop"]
     assert drops == [{"type": "claim-drop", "claim": cid} for cid in mine]

@@ -340,8 +340,13 @@ class NodeDaemon:
                 # Forget it now; the files go in the background, off this session's path.
                 # Dying before they are gone only means delivering the result again.
                 del self.tasks[task.key]
-                self._spawn(asyncio.get_running_loop().run_in_executor(
-                    None, self._delivered, task))
+                taskfile.append_event(task.path, {"e": "delivered", "t": time.time()},
+                                      sync=False)  # the taskfile goes next: no fsync
+                if sandbox.remove_if_small(task.sandbox):
+                    self._unlink_taskfile(task)
+                else:
+                    self._spawn(asyncio.get_running_loop().run_in_executor(
+                        None, self._cleanup, task))
         elif kind == "kill":
             task = self.tasks.get(self._key(sub, msg["job"], msg["attempt"]))
             if task is not None:
@@ -413,7 +418,7 @@ class NodeDaemon:
         task = Task(key, sub, job, attempt, claim.claim, path, box, launched=False)
         self.tasks[key] = task
         claim.job = key
-        await asyncio.get_running_loop().run_in_executor(None, taskfile.create, path, tspec)
+        taskfile.create(path, tspec)
         self.launcher.launch(path)
         task.launched = True
         ch.send({"type": "started", "job": job, "attempt": attempt})
@@ -596,15 +601,14 @@ class NodeDaemon:
         finally:
             task.delivering = False
 
-    def _delivered(self, task: Task) -> None:
-        # No fsync: the taskfile goes next, and a lost record only means a second delivery.
-        taskfile.append_event(task.path, {"e": "delivered", "t": time.time()}, sync=False)
-        self._cleanup(task)
-
-    @staticmethod
-    def _cleanup(task: Task) -> None:
+    @classmethod
+    def _cleanup(cls, task: Task) -> None:
         if task.sandbox:
             sandbox.remove(task.sandbox)
+        cls._unlink_taskfile(task)
+
+    @staticmethod
+    def _unlink_taskfile(task: Task) -> None:
         try:
             os.unlink(task.path)
         except FileNotFoundError:

@@ -124,3 +124,29 @@ def outputs(directory: str, wanted: Optional[list], before: dict,
 
 def remove(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_if_small(path: str, limit: int = 64) -> bool:
+    """Remove a sandbox of at most `limit` plain files right away; False when it is
+    bigger (or holds directories) and should be removed off the event loop."""
+    try:
+        with os.scandir(path) as it:
+            entries = []
+            for entry in it:
+                if len(entries) >= limit or entry.is_dir(follow_symlinks=False):
+                    return False
+                entries.append(entry.path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    for name in entries:
+        try:
+            os.unlink(name)
+        except FileNotFoundError:
+            pass
+    try:
+        os.rmdir(path)
+    except OSError:
+        return False
+    return True
