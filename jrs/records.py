@@ -12,14 +12,27 @@ from __future__ import annotations
 import json
 import os
 import zlib
-from typing import Iterator
+from collections.abc import Iterator
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
+try:  # the C encoder JSONEncoder builds on every call, built once: executors append a
+    # few records each, in a freshly forked process where every Python object touched
+    # costs a page copy
+    _c_encode = json.encoder.c_make_encoder(
+        None, None, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
+except (AttributeError, TypeError):  # pragma: no cover - an interpreter without _json
+    _c_encode = None
 
 
 def encode(record: dict) -> bytes:
     """One record as its line."""
-    body = _dumps(record).encode()
+    if _c_encode is not None:
+        try:
+            body = "".join(_c_encode(record, 0)).encode()
+        except TypeError:  # something JSON-unfriendly: let the full encoder say what
+            body = _dumps(record).encode()
+    else:
+        body = _dumps(record).encode()
     return b"%08x %s\n" % (zlib.crc32(body), body)
 
 

@@ -12,13 +12,13 @@ the spec's grace period.
 
 from __future__ import annotations
 
+import _signal
 import errno
 import fcntl
 import os
 import signal
 import socket
 import time
-from typing import Optional
 
 from .. import records
 from . import taskfile
@@ -40,7 +40,7 @@ def _open_locked(path: str) -> int:
     return fd
 
 
-def _open_std(path: Optional[str], write: bool) -> int:
+def _open_std(path: str | None, write: bool) -> int:
     if not path:
         return os.open(os.devnull, os.O_RDWR)
     if write:
@@ -53,7 +53,7 @@ def _rusage(ru) -> dict:
             "maxrss_kb": ru.ru_maxrss}
 
 
-_notify_sock: Optional[socket.socket] = None
+_notify_sock: socket.socket | None = None
 
 
 def prepare() -> None:
@@ -84,7 +84,7 @@ class _Killer:
     def __init__(self, fd: int, grace: float) -> None:
         self.fd = fd
         self.grace = grace
-        self.pgid: Optional[int] = None
+        self.pgid: int | None = None
         self.requested = False
 
     def on_term(self, signum, frame) -> None:
@@ -116,11 +116,13 @@ _RESET = (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE, signal.SIGUSR1, signal.S
           signal.SIGALRM, signal.SIGCHLD, signal.SIGXFSZ)
 
 
-def run(path: str) -> Optional[dict]:
+def run(path: str) -> dict | None:
     """Run the job of taskfile `path` to its end; return the exit record (None if done)."""
+    # _signal, not signal: the wrapper's enum conversions touch (and so copy) dozens of
+    # pages in a freshly forked executor
     for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE, signal.SIGUSR1):
-        signal.signal(sig, _ignore)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        _signal.signal(sig, _ignore)
+    _signal.signal(signal.SIGCHLD, _signal.SIG_DFL)
     fd = _open_locked(path)
     try:
         state = taskfile.parse(path, *records.decode(os.pread(fd, os.fstat(fd).st_size, 0)))
@@ -138,7 +140,7 @@ def run(path: str) -> Optional[dict]:
             _notify(spec, state.key)
             return result
         killer = _Killer(fd, float(spec.get("kill_grace", 5)))
-        signal.signal(signal.SIGTERM, killer.on_term)
+        _signal.signal(signal.SIGTERM, killer.on_term)
         result = _run_user_process(fd, spec, killer)
         records.append(fd, result, sync=True)
         _notify(spec, state.key)

@@ -19,8 +19,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-from dataclasses import dataclass, field
-from typing import Optional
 
 from .. import records
 
@@ -28,7 +26,7 @@ FORMAT = 1
 SUFFIX = ".task"
 
 
-_boot: Optional[str] = None
+_boot: str | None = None
 
 
 def boot_id() -> str:
@@ -53,34 +51,38 @@ def _read(path: str) -> bytes:
         os.close(fd)
 
 
-def process_start(pid: int) -> Optional[int]:
+def process_start(pid: int) -> int | None:
     """The start time of `pid` in clock ticks since boot (None if it does not exist)."""
     data = _read(f"/proc/{pid}/stat")
     # the command name may hold spaces and parentheses: split after the last ')'
-    fields = data[data.rfind(b")") + 2:].split()
+    fields = data[data.rfind(b")") + 2:].split(None, 20)
     try:
         return int(fields[19])
     except (IndexError, ValueError):
         return None
 
 
-@dataclass
 class TaskState:
-    """A taskfile read back: the spec plus what its events say."""
+    """A taskfile read back: the spec plus what its events say.
 
-    path: str
-    spec: dict
-    executor_pid: Optional[int] = None
-    executor_start: Optional[int] = None
-    boot: Optional[str] = None
-    pid: Optional[int] = None
-    pid_start: Optional[int] = None
-    running_since: Optional[float] = None
-    exit: Optional[dict] = None
-    killed: Optional[int] = None
-    delivered: bool = False
-    damaged: int = 0
-    extra: list = field(default_factory=list)
+    A plain class, not a dataclass: the launcher imports this module, and every
+    module it imports makes each executor fork a little dearer.
+    """
+
+    def __init__(self, path: str, spec: dict, damaged: int = 0) -> None:
+        self.path = path
+        self.spec = spec
+        self.executor_pid: int | None = None
+        self.executor_start: int | None = None
+        self.boot: str | None = None
+        self.pid: int | None = None
+        self.pid_start: int | None = None
+        self.running_since: float | None = None
+        self.exit: dict | None = None
+        self.killed: int | None = None
+        self.delivered = False
+        self.damaged = damaged
+        self.extra: list = []
 
     @property
     def key(self) -> str:
@@ -152,6 +154,6 @@ def owner_alive(path: str) -> bool:
     return False
 
 
-def same_process(pid: Optional[int], start: Optional[int]) -> bool:
+def same_process(pid: int | None, start: int | None) -> bool:
     """Is `pid` still the very process that had start time `start`?"""
     return bool(pid) and start is not None and process_start(pid) == start
