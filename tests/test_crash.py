@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import signal
 import subprocess
 import time
@@ -111,6 +112,11 @@ def test_submit_kill9_and_resume(two_nodes, tmp_path):
     assert len(counts) == 20 and set(counts.values()) == {1}, counts
     check_outputs(work, 20)
     assert not (work / ".c.condor.jrs").exists()
+    # the job log tells each job's story once across both runs: one submit, one end
+    log = (work / "c.log").read_text()
+    for event in ("000", "005"):
+        procs = re.findall(rf"^{event} \(001\.(\d+)\.000\)", log, re.M)
+        assert sorted(map(int, procs)) == list(range(20)), (event, procs)
     # a changed file refuses to resume; --fresh starts over
     p = two_nodes.submit("c.condor", cwd=work)
     wait_for(lambda: len(runs(ledger)) >= 22)

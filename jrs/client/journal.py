@@ -51,6 +51,7 @@ class Previous:
     final: dict = field(default_factory=dict)
     running: dict = field(default_factory=dict)  # proc -> (attempt, node, claim)
     damaged: int = 0
+    submitted_upto: int = -1  # the job log has a submit event for procs up to this
 
 
 def read(path: str) -> Optional[Previous]:
@@ -75,6 +76,8 @@ def read(path: str) -> Optional[Previous]:
                                        r.get("node"), r.get("reason"), r.get("error"))
         elif r.get("e") == "requeue":
             prev.running.pop(proc, None)
+        elif r.get("e") == "submitted":
+            prev.submitted_upto = max(prev.submitted_upto, proc)
     return prev
 
 
@@ -95,6 +98,10 @@ class Journal:
     def run(self, proc: int, attempt: int, node: str, claim: str) -> None:
         records.append(self.fd, {"e": "run", "proc": proc, "attempt": attempt, "node": node,
                                  "claim": claim})
+
+    def submitted(self, upto: int) -> None:
+        """Jobs up to process `upto` have their submit event in the job log."""
+        records.append(self.fd, {"e": "submitted", "proc": upto})
 
     def requeue(self, proc: int) -> None:
         records.append(self.fd, {"e": "requeue", "proc": proc})

@@ -297,8 +297,7 @@ class Submission:
 
     def pump(self) -> None:
         """Put free claims to work, give back or release the ones not needed."""
-        for rec in self.queue.fill():
-            self._submitted(rec)
+        self._materialize()
         for c in list(self.claims.values()):
             if c.proc is not None:
                 continue
@@ -316,8 +315,7 @@ class Submission:
             self.queue.start(rec, c.node, c.id)
             self.journal.run(rec.proc, rec.attempt, c.node, c.id)
             self.spawn(self._send_run(c, rec))
-            for new in self.queue.fill():
-                self._submitted(new)
+            self._materialize()
         self.schedule_demand()
         if self.queue.finished:
             self.done.set()
@@ -343,13 +341,23 @@ class Submission:
                 pass
         self.to_master({"type": "release", "claim": c.id})
 
-    def _submitted(self, rec: Rec) -> None:
-        key = request_key(rec.job)
-        elog = self.logs.get(rec.job.path("log"))
-        if elog is not None and not (self.previous and rec.proc in self.previous.running):
-            elog.submitted(self.cluster, rec.proc, self.host)
-        if key in self.unmatchable:
-            self._final(rec, Summary(HELD, reason=f"no node can run it: {self.unmatchable[key]}"))
+    def _materialize(self) -> None:
+        """Fill the idle window; log each new job's submit event once, across resumes."""
+        new = self.queue.fill()
+        if not new:
+            return
+        prev = self.previous
+        logged = prev.submitted_upto if prev else -1
+        for rec in new:
+            elog = self.logs.get(rec.job.path("log"))
+            if elog is not None and rec.proc > logged and not (prev and rec.proc in prev.running):
+                elog.submitted(self.cluster, rec.proc, self.host)
+        self.journal.submitted(max(rec.proc for rec in new))
+        for rec in new:
+            key = request_key(rec.job)
+            if key in self.unmatchable:
+                self._final(rec, Summary(HELD, reason=f"no node can run it: "
+                                                      f"{self.unmatchable[key]}"))
 
     async def _send_run(self, c: ClaimState, rec: Rec) -> None:
         link = self.links[c.node]
