@@ -37,7 +37,8 @@ class Summary:
 class Rec:
     """A job that has been materialized and is not final yet."""
 
-    __slots__ = ("attempt", "claim", "completions", "job", "node", "proc", "state")
+    __slots__ = ("announced", "attempt", "claim", "completions", "job", "node", "proc",
+                 "state")
 
     def __init__(self, job) -> None:
         self.job = job
@@ -47,6 +48,7 @@ class Rec:
         self.completions = 0
         self.claim: Optional[str] = None
         self.node: Optional[str] = None
+        self.announced = -1  # the attempt whose execute event is in the job log
 
 
 def request_key(job) -> str:

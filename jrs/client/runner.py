@@ -409,9 +409,7 @@ class Submission:
         elif kind == "started":
             rec = self._rec(msg["job"], msg["attempt"])
             if rec is not None:
-                elog = self.logs.get(rec.job.path("log"))
-                if elog is not None:
-                    elog.executing(self.cluster, rec.proc, link.name)
+                self._announce(rec, link.name, None)
                 if rec.proc in self.removing:
                     link.ch.send({"type": "kill", "job": msg["job"], "attempt": rec.attempt})
         elif kind == "rejected":
@@ -444,8 +442,22 @@ class Submission:
             raise
         if rec is not None:
             receiver.commit()
-            self._result(link, rec, rec.attempt, dict(msg["result"], node=link.name))
+            result = msg["result"]
+            if not result.get("lost") and not result.get("exec_failed"):
+                started = result.get("started")  # a short job's only news is its end
+                self._announce(rec, link.name,
+                               float(started) if isinstance(started, (int, float)) else None)
+            self._result(link, rec, rec.attempt, dict(result, node=link.name))
         link.ch.send({"type": "ack", "job": msg["job"], "attempt": msg["attempt"]})
+
+    def _announce(self, rec: Rec, node: str, t: Optional[float]) -> None:
+        """The execute event (001), once per attempt, whichever message brings it."""
+        if rec.announced == rec.attempt:
+            return
+        rec.announced = rec.attempt
+        elog = self.logs.get(rec.job.path("log"))
+        if elog is not None:
+            elog.executing(self.cluster, rec.proc, node, t)
 
     def _result(self, link: NodeLink, rec: Rec, attempt: int, result: dict) -> None:
         c = self.claims.get(rec.claim or "")

@@ -32,6 +32,9 @@ log = logging.getLogger("jrs.node")
 HEARTBEAT = 1.0
 CHECK_EVERY = 1.0
 LAUNCH_GRACE = 10.0
+# "started" goes out only once a job has run this long: a job that ends sooner is
+# announced by its "finished" alone, one message less per short job
+STARTED_AFTER = 0.05
 PEER_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError, OSError)
 
 
@@ -65,6 +68,7 @@ class Task:
     delivering: bool = False
     kill_requested: bool = False
     launched: bool = True  # False while its taskfile is being written
+    started_timer: Optional[asyncio.TimerHandle] = None
 
 
 @dataclass
@@ -421,7 +425,15 @@ class NodeDaemon:
         taskfile.create(path, tspec)
         self.launcher.launch(path)
         task.launched = True
-        ch.send({"type": "started", "job": job, "attempt": attempt})
+        task.started_timer = asyncio.get_running_loop().call_later(
+            STARTED_AFTER, self._announce, task)
+
+    def _announce(self, task: Task) -> None:
+        """Tell the submitter its job is running (if it has not ended already)."""
+        task.started_timer = None
+        ch = self.sessions.get(task.submitter)
+        if ch is not None and not self._finished(task):
+            ch.send({"type": "started", "job": task.job, "attempt": task.attempt})
 
     def _task_spec(self, sub: str, claim: Claim, job: str, attempt: int, spec: dict,
                    box: str) -> dict:
@@ -485,6 +497,9 @@ class NodeDaemon:
             self._job_ended(task)
 
     def _job_ended(self, task: Task) -> None:
+        if task.started_timer is not None:
+            task.started_timer.cancel()  # "finished" says it all
+            task.started_timer = None
         claim = self.claims.get(task.claim)
         if claim is not None and claim.job == task.key:
             claim.job = None
