@@ -245,6 +245,36 @@ def test_silent_peer_is_dropped_by_the_handshake_deadline():
     run(go())
 
 
+def test_a_trickling_peer_is_dropped_at_the_deadline_not_per_byte():
+    """Slowloris proper: a valid handshake's bytes, one every 0.1 s. The deadline covers
+    the whole handshake, so the server closes after it however steady the trickle."""
+    async def go():
+        server, port = await start(handshake_timeout=0.5)
+        hello = Connection(ROOT, "submit", is_client=True).initiate()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        closed_after = None
+        for byte in hello:
+            try:
+                writer.write(bytes([byte]))
+                await writer.drain()
+                chunk = await asyncio.wait_for(reader.read(1), 0.1)
+                if not chunk:
+                    closed_after = loop.time() - t0
+                    break
+            except asyncio.TimeoutError:
+                continue
+            except ConnectionError:
+                closed_after = loop.time() - t0
+                break
+        writer.close()
+        assert closed_after is not None and closed_after < 1.5, closed_after
+        await honest(port)
+        server.close()
+    run(go())
+
+
 def test_idle_authenticated_peer_is_dropped():
     async def go():
         server, port = await start(idle_timeout=0.5)
