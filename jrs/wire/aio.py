@@ -25,6 +25,8 @@ log = logging.getLogger("jrs.wire")
 READ_SIZE = 1 << 18
 HANDSHAKE_TIMEOUT = 5.0
 MAX_UNAUTHENTICATED = 256
+FLUSH_FRAMES = 16  # queued frames that go out at once rather than at the end of the turn
+FLUSH_BYTES = 1 << 16
 TRACE = bool(os.environ.get("JRS_TRACE"))  # one stderr line per message, for timing a path
 
 
@@ -52,6 +54,8 @@ class Channel:
         self._pending: deque = deque()
         self._closed = False
         self._out: list = []
+        self._flush_soon: Optional[asyncio.Handle] = None
+        self._loop = asyncio.get_running_loop()
 
     def send(self, body: dict) -> None:
         """Queue a message. What one turn of the event loop sends leaves in one write:
@@ -65,12 +69,18 @@ class Channel:
         self._queue(self.conn.send_data(chunk))
 
     def _queue(self, frame: bytes) -> None:
-        if not self._out:
-            asyncio.get_running_loop().call_soon(self.flush)
-        self._out.append(frame)
+        out = self._out
+        out.append(frame)
+        if len(out) >= FLUSH_FRAMES or len(frame) >= FLUSH_BYTES:
+            self.flush()  # a burst: let the peer start on it while we seal the rest
+        elif self._flush_soon is None:
+            self._flush_soon = self._loop.call_soon(self.flush)
 
     def flush(self) -> None:
         """Hand the queued frames to the transport now, in order."""
+        if self._flush_soon is not None:
+            self._flush_soon.cancel()
+            self._flush_soon = None
         if self._out:
             out = self._out[0] if len(self._out) == 1 else b"".join(self._out)
             self._out = []
