@@ -43,8 +43,16 @@ Options:
   -h, --help            show this help (`jrs COMMAND --help` for one command)
   --version             show the version
 
+Environment:
+  JRS_CONFIG           the configuration directory (see -c)
+  JRS_CACHE            where jrs.pyz unpacks itself (default ~/.cache/jrs)
+  JRS_CONNECT_TIMEOUT  seconds submit and the tools wait for the master (15)
+  JRS_NODE_TIMEOUT     seconds of silence before the master declares a node dead (6)
+  JRS_DEBUG=1          submit logs what it does; JRS_TRACE=1: every role prints
+                       one timestamped line per message sent or received
+
 Exit status: 0 success, 1 some jobs failed, 2 bad input or configuration,
-3 the cluster cannot be reached or refuses our secret, 4 not available yet.
+3 the cluster cannot be reached or refuses our secret.
 """
 
 from __future__ import annotations

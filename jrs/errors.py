@@ -6,7 +6,6 @@ EXIT_OK = 0
 EXIT_JOBS_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
-EXIT_UNAVAILABLE = 4
 
 
 class JrsError(Exception):

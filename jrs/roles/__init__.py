@@ -10,13 +10,6 @@ import logging
 import os
 import sys
 
-from ..errors import EXIT_UNAVAILABLE, JrsError
-
-
-def unavailable(what: str) -> JrsError:
-    """The honest answer of a role this build does not implement yet."""
-    return JrsError(f"{what} is not available in this version of jrs yet", EXIT_UNAVAILABLE)
-
 
 def setup_logging(role: str, verbose: bool) -> None:
     """Daemons log one line per event to stderr (init scripts redirect it)."""
