@@ -124,8 +124,18 @@ async def jrs_bench(port):
     return rtt, pipe, mbs, hs[len(hs) // 2] * 1e3
 
 
+def pin(cpu: int) -> None:
+    """Client and servers on separate CPUs, the same for both kinds: the scheduler's
+    placement otherwise moves the plaintext baseline between runs by 2-3x."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= 2:
+        os.sched_setaffinity(0, {cpus[cpu % len(cpus)]})
+
+
 def serve(kind: str, ports) -> None:
     """The echo server, in its own process as it would be on another machine."""
+    pin(1)
+
     async def run() -> None:
         if kind == "plain":
             srv = await asyncio.start_server(plain_echo, "127.0.0.1", 0)
@@ -146,6 +156,7 @@ async def main() -> None:
     plain_port = ports.get()
     servers[1].start()
     jrs_port = ports.get()
+    pin(0)
     # alternate the two, three times, and keep each one's median: this machine is shared
     runs = [(await plain_bench(plain_port), await jrs_bench(jrs_port)) for _ in range(3)]
     p = [sorted(r[0][i] for r in runs)[1] for i in range(3)]
