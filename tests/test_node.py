@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import random
 import shutil
 import signal
@@ -64,18 +65,69 @@ def test_old_format_taskfile_fixture(tmp_path):
     assert r.returncode == 1 and "already ended" in r.stderr
 
 
-def test_executor_by_hand_reports_exec_failures(tmp_path, pyz):
-    for argv, words in ((["/nonexistent/prog"], "No such file"),
-                        ([str(tmp_path)], "Permission denied"),
-                        ([str(tmp_path / "badinterp")], "No such file")):
-        (tmp_path / "badinterp").write_text("#!/no/such/interpreter\n")
-        os.chmod(tmp_path / "badinterp", 0o755)
-        path = tmp_path / "x.task"
-        taskfile.create(str(path), {"argv": argv, "env": {}, "job": "1.0", "attempt": 1})
+NOBODY = pwd.getpwnam("nobody")
+
+
+@pytest.fixture
+def open_dir():
+    """A directory every account can reach (pytest's own are 0700, under /tmp/pytest-of-root)."""
+    d = Path(tempfile.mkdtemp(prefix="jrs-open-"))
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _identity(as_nobody: bool) -> dict:
+    return {"uid": NOBODY.pw_uid, "gid": NOBODY.pw_gid, "groups": [NOBODY.pw_gid]} \
+        if as_nobody else {}
+
+
+@pytest.mark.parametrize("as_nobody", [False, True], ids=["as-ourselves", "as-nobody"])
+def test_executor_by_hand_reports_exec_failures(open_dir, pyz, as_nobody):
+    """Both ways of starting a job (posix_spawn as ourselves; fork, switch identity and
+    exec as another account) say which step failed and why."""
+    private = open_dir / "private"
+    private.mkdir(mode=0o700)
+    (private / "prog").write_text("#!/bin/sh\n")
+    os.chmod(private / "prog", 0o755)
+    (open_dir / "badinterp").write_text("#!/no/such/interpreter\n")
+    os.chmod(open_dir / "badinterp", 0o755)
+    cases = [(["/nonexistent/prog"], None, "cannot run /nonexistent/prog: No such file"),
+             ([str(open_dir)], None, f"cannot run {open_dir}: Permission denied"),
+             ([str(open_dir / "badinterp")], None, "badinterp: No such file"),
+             (["/bin/true"], "/nonexistent", "cannot enter the working directory "
+                                             "/nonexistent: No such file")]
+    if as_nobody:  # root may go there; nobody may not
+        cases += [([str(private / "prog")], None, "prog: Permission denied"),
+                  (["/bin/true"], str(private), "working directory "
+                                                f"{private}: Permission denied")]
+    for argv, cwd, words in cases:
+        path = open_dir / "x.task"
+        taskfile.create(str(path), {"argv": argv, "env": {}, "job": "1.0", "attempt": 1,
+                                    "cwd": cwd or str(open_dir), **_identity(as_nobody)})
         r = run_jrs(pyz, "executor", str(path))
-        assert r.returncode == 1 and words in r.stderr, r.stderr
+        assert r.returncode == 1 and words in r.stderr, (argv, cwd, r.stderr)
         st = taskfile.load(str(path))
         assert st.exit["e"] == "exec-failed" and st.exit["errno"]
+
+
+@pytest.mark.parametrize("as_nobody", [False, True], ids=["as-ourselves", "as-nobody"])
+def test_jobs_start_with_default_signal_dispositions(open_dir, pyz, as_nobody):
+    """The executor ignores hangups and interrupts (and Python ignores SIGPIPE and
+    SIGXFSZ); the job must inherit none of that: a shell treats a signal ignored at
+    entry as one it can never trap. (glibc's posix_spawn leaves its two internal
+    real-time signals, 32 and 33, ignored; glibc programs take them back at start.)"""
+    out = open_dir / "status"
+    path = open_dir / "s.task"
+    taskfile.create(str(path), {"argv": ["/bin/cat", "/proc/self/status"], "env": {},
+                                "job": "1.0", "attempt": 1, "cwd": str(open_dir),
+                                "stdout": str(out), **_identity(as_nobody)})
+    r = run_jrs(pyz, "executor", str(path))
+    assert r.returncode == 0, r.stderr
+    fields = dict(line.split(":\t", 1) for line in out.read_text().splitlines() if ":\t" in line)
+    assert int(fields["SigIgn"], 16) & 0x7FFFFFFF == 0, fields["SigIgn"]  # signals 1-31
+    assert int(fields["SigBlk"], 16) == 0, fields["SigBlk"]
+    assert int(fields["Uid"].split()[0]) == (NOBODY.pw_uid if as_nobody else os.getuid())
 
 
 def test_liveness_is_the_lock_not_the_pid(tmp_path, pyz):

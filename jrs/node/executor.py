@@ -149,6 +149,30 @@ def run(path: str) -> dict | None:
         os.close(fd)
 
 
+class StartFailed(Exception):
+    """The job could not be started; `reason` says which step failed and why."""
+
+    def __init__(self, errno_: int, reason: str) -> None:
+        super().__init__(reason)
+        self.errno = errno_
+        self.reason = reason
+
+
+_STEPS = {b"s": "cannot start a session", b"d": "cannot set up stdin/stdout/stderr",
+          b"g": "cannot take on the job's groups", b"G": "cannot take on the job's group",
+          b"u": "cannot take on the job's user id", b"c": "cannot enter the working directory",
+          b"x": "cannot run"}
+
+
+def _failed(step: bytes, code: int, argv0: str, cwd: str | None) -> StartFailed:
+    what = _STEPS.get(step, "cannot start the job")
+    if step == b"x":
+        what += f" {argv0}"
+    elif step == b"c":
+        what += f" {cwd}"
+    return StartFailed(code, f"{what}: {os.strerror(code) if code else 'failed'}")
+
+
 def _spawn(spec: dict, std: list) -> int:
     """Start the user process in its own session; return its pid.
 
@@ -158,19 +182,27 @@ def _spawn(spec: dict, std: list) -> int:
     """
     argv = [str(a) for a in spec["argv"]]
     env = {str(k): str(v) for k, v in spec["env"].items()}
+    cwd = spec.get("cwd") or None
     if spec.get("uid") is None:
-        if spec.get("cwd"):
-            os.chdir(spec["cwd"])
+        if cwd:
+            try:
+                os.chdir(cwd)
+            except OSError as exc:
+                raise _failed(b"c", exc.errno or 0, argv[0], cwd) from None
         actions = [(os.POSIX_SPAWN_DUP2, f, i) for i, f in enumerate(std)]
-        return os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True,
-                              setsigdef=_RESET, setsigmask=())
+        try:
+            return os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True,
+                                  setsigdef=_RESET, setsigmask=())
+        except OSError as exc:
+            raise _failed(b"x", exc.errno or 0, argv[0], cwd) from None
     return _fork_exec_as(spec, argv, env, std)
 
 
 def _fork_exec_as(spec: dict, argv: list, env: dict, std: list) -> int:
-    """fork, switch to the job's account, exec; an exec failure comes back as OSError.
+    """fork, switch to the job's account, exec; a failure comes back as StartFailed.
 
-    The child reports errno through a close-on-exec pipe: EOF means exec worked.
+    The child reports the failed step and errno through a close-on-exec pipe:
+    EOF means exec worked.
     """
     uid, gid = int(spec["uid"]), int(spec["gid"])
     groups = [int(g) for g in spec.get("groups") or [gid]]
@@ -178,21 +210,28 @@ def _fork_exec_as(spec: dict, argv: list, env: dict, std: list) -> int:
     rd, wr = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:  # the child: only async-signal-safe work until exec
+        step = b"s"
         try:
             os.close(rd)
             os.setsid()
+            step = b"d"
             for i, f in enumerate(std):
                 os.dup2(f, i)
+            step = b"g"
             os.setgroups(groups)
+            step = b"G"
             os.setgid(gid)
+            step = b"u"
             os.setuid(uid)
+            step = b"c"
             if cwd:
                 os.chdir(cwd)
             for sig in _RESET:
-                signal.signal(sig, signal.SIG_DFL)
+                _signal.signal(sig, _signal.SIG_DFL)
+            step = b"x"
             os.execve(argv[0], argv, env)
         except OSError as exc:
-            os.write(wr, str(exc.errno or 0).encode())
+            os.write(wr, step + b"%d" % (exc.errno or 0))
         finally:
             os._exit(127)
     os.close(wr)
@@ -200,8 +239,7 @@ def _fork_exec_as(spec: dict, argv: list, env: dict, std: list) -> int:
         report = r.read()
     if report:
         os.waitpid(pid, 0)
-        code = int(report)
-        raise OSError(code, os.strerror(code), argv[0])
+        raise _failed(report[:1], int(report[1:] or 0), argv[0], cwd)
     return pid
 
 
@@ -209,13 +247,15 @@ def _run_user_process(fd: int, spec: dict, killer: _Killer) -> dict:
     started = time.time()
     std = []
     try:
-        std = [_open_std(spec.get("stdin"), False), _open_std(spec.get("stdout"), True),
-               _open_std(spec.get("stderr"), True)]
+        for name, write in (("stdin", False), ("stdout", True), ("stderr", True)):
+            try:
+                std.append(_open_std(spec.get(name), write))
+            except OSError as exc:
+                raise StartFailed(exc.errno or 0, f"cannot open its {name} {spec.get(name)}: "
+                                                  f"{exc.strerror or exc}") from None
         pid = _spawn(spec, std)
-    except OSError as exc:
-        code = exc.errno or 0
-        return {"e": "exec-failed", "errno": code, "t": time.time(),
-                "reason": f"cannot run {spec['argv'][0]}: {exc.strerror or exc}"}
+    except StartFailed as exc:
+        return {"e": "exec-failed", "errno": exc.errno, "t": time.time(), "reason": exc.reason}
     except (ValueError, TypeError, KeyError, IndexError) as exc:
         return {"e": "exec-failed", "errno": 0, "t": time.time(),
                 "reason": f"bad job spec: {exc}"}
