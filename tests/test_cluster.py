@@ -185,3 +185,17 @@ def test_status_q_and_rm(cluster, tmp_path, pyz):
     assert sum(e.type == htcondor.JobEventType.JOB_ABORTED for e in events) == 8
     r = run_jrs(pyz, "rm", "99999", "-c", str(cluster.conf))
     assert r.returncode == 1 and "no such cluster" in r.stderr
+
+
+def test_trace_shows_each_message_with_a_timestamp(cluster, tmp_path):
+    """JRS_TRACE=1: the path of one job, message by message, for timing it."""
+    (tmp_path / "t.condor").write_text("executable = /bin/true\nqueue\n")
+    code, _out, err = cluster.run_submit("t.condor", cwd=tmp_path, env={"JRS_TRACE": "1"})
+    assert code == 0, err
+    lines = [line.split() for line in err.splitlines() if line[:1].isdigit()]
+    kinds = [(parts[2], parts[-1]) for parts in lines]
+    for step in ((">", "submitter-hello"), ("<", "claim"), (">", "run"), ("<", "finished"),
+                 (">", "ack")):
+        assert step in kinds, kinds
+    stamps = [float(parts[0]) for parts in lines]
+    assert stamps == sorted(stamps)

@@ -119,6 +119,30 @@ def test_reuses_the_cache(pyz, tmp_path):
     assert marker.stat().st_mtime_ns == before
 
 
+@pytest.mark.parametrize("python", SUPPORTED, ids=lambda p: p.split("/")[-3])
+def test_later_starts_run_unpacked_with_cached_bytecode(pyz, python, tmp_path):
+    """After the first start, our code is imported from the cache, compiled once per
+    interpreter even under PYTHONDONTWRITEBYTECODE, and no module comes from the zip."""
+    cache = tmp_path / "cache"
+    env = {**os.environ, "JRS_CACHE": str(cache), "PYTHONDONTWRITEBYTECODE": "1"}
+    assert run_jrs(pyz, "--version", python=python, env=env).returncode == 0
+    (entry,) = cache.iterdir()
+    tag = subprocess.run([python, "-c", "import sys; print(sys.implementation.cache_tag)"],
+                         capture_output=True, text=True).stdout.strip()
+    assert (entry / f".compiled-{tag}").is_file()
+    assert (entry / "jrs" / "__pycache__" / f"__main__.{tag}.pyc").is_file()
+    assert (entry / "docopt" / "__pycache__").is_dir()
+    origins = subprocess.run(
+        [python, "-c", "import sys, runpy, atexit; sys.argv = [sys.argv[1], '--version']; "
+         "atexit.register(lambda: print(sorted({m.__file__.split('/jrs/')[0] "
+         "for n, m in list(sys.modules.items()) if n.startswith('jrs') and "
+         "getattr(m, '__file__', None)}), file=sys.stderr)); "
+         "runpy.run_path(sys.argv[0], run_name='__main__')", str(pyz)],
+        capture_output=True, text=True, env=env)
+    assert origins.stdout.startswith("jrs "), origins.stderr
+    assert origins.stderr.strip() == f"['{entry}']", origins.stderr
+
+
 def test_refuses_a_cache_others_can_write(pyz, tmp_path):
     """A group/world-writable cache could hold planted code: skip it, use the next one."""
     shared = tmp_path / "shared"
