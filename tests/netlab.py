@@ -58,6 +58,10 @@ class NetLab:
     def heal(self, i: int) -> None:
         _ip("link", "set", self.links[i], "up")
 
+    def blackhole(self, i: int, address: str) -> None:
+        """Host i can no longer answer `address`; everyone else still reaches it."""
+        _ip("-n", self.names[i], "route", "add", "blackhole", f"{address}/32")
+
     def vanish(self, i: int) -> None:
         """The host is gone: kill everything in it and delete its namespace."""
         _kill_all(self.names[i])

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from jrs.node import taskfile
+
 from .cluster import Cluster
 from .netlab import NetLab
 
@@ -135,3 +137,28 @@ def test_vanished_node_jobs_rerun_elsewhere(cluster, lab, tmp_path):
     _out, err = sub.communicate(timeout=120)
     assert sub.returncode == 0, err + cluster.logs()
     assert check_results(where).count("node0") >= 6  # all but the two it finished first
+
+
+def test_node_the_submitter_cannot_reach_but_the_master_can(cluster, lab, tmp_path):
+    """A one-sided partition: node 1 stays in the pool (the master hears it) but its
+    answers to the submitter vanish, so connections to it hang without a reset. The
+    submitter notices (TCP keepalive and user timeout), gives up on the node, reruns its
+    jobs on the other one, and hands the claims back through the master, so the node
+    stops the abandoned jobs and frees its slots."""
+    where = sweep(tmp_path / "w", 4)
+    sub = cluster.submit("s.condor", cwd=where, timeout=180,
+                         env={"JRS_PEER_TIMEOUT": "3", "JRS_NODE_GIVE_UP": "3"})
+    wait_for(lambda: node_state(cluster, 1)["slots_used"] == 2, 20)
+    lab.blackhole(2, lab.gateway)
+    # while the run goes on elsewhere, the node gets its slots back and stops the jobs
+    wait_for(lambda: node_state(cluster, 1)["slots_used"] == 0, 20)
+    assert sub.poll() is None, "the run should still be going"
+    claims = tmp_path / "node1" / "claims.json"
+    wait_for(lambda: json.loads(claims.read_text()) == [], 10)
+    assert all(taskfile.load(str(t)).finished
+               for t in (tmp_path / "node1" / "tasks").glob("*.task"))
+    _out, err = sub.communicate(timeout=120)
+    assert sub.returncode == 0, err + cluster.logs()
+    assert f"node {cluster.names()[1]} lost (unreachable" in err, err
+    assert check_results(where).count("node0") >= 6
+    assert node_state(cluster, 1)["state"] == "up"  # the master never lost it

@@ -103,7 +103,8 @@ class NodeLink:
             self.failing_since = now
         elif now - self.failing_since > NODE_GIVE_UP:
             self.failing_since = now
-            self.sub.node_lost(self.name, f"unreachable for {NODE_GIVE_UP:.0f}s ({why})")
+            self.sub.node_lost(self.name, f"unreachable for {NODE_GIVE_UP:.0f}s ({why})",
+                               release=True)
 
     def close(self) -> None:
         self.task.cancel()
@@ -505,7 +506,10 @@ class Submission:
         self.journal.end(rec.proc, rec.attempt, s)
         self.removing.discard(rec.proc)
 
-    def node_lost(self, name: str, why: str) -> None:
+    def node_lost(self, name: str, why: str, release: bool = False) -> None:
+        """Rerun the node's jobs elsewhere. When only we cannot reach it (`release`), the
+        master still counts our claims there: hand them back through it, so the node
+        frees the slots and stops the jobs that now run elsewhere."""
         lost = [r for r in self.queue.live.values() if r.state == RUNNING and r.node == name]
         if lost:
             self.progress.message(f"jrs submit: node {name} lost ({why}); "
@@ -514,6 +518,8 @@ class Submission:
             self._requeue(rec)
         for c in [c for c in self.claims.values() if c.node == name]:
             del self.claims[c.id]
+            if release:
+                self.to_master({"type": "release", "claim": c.id})
         self.pump()
 
     # ------------------------------------------------------------ removal

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import sys
 import time
 from collections import deque
@@ -25,6 +26,10 @@ log = logging.getLogger("jrs.wire")
 READ_SIZE = 1 << 18
 HANDSHAKE_TIMEOUT = 5.0
 MAX_UNAUTHENTICATED = 256
+# A peer that vanishes without a reset (a pulled cable, a partition, a powered-off
+# machine) is noticed within this many seconds, whether the connection is idle
+# (TCP keepalive) or has data waiting to be acknowledged (TCP_USER_TIMEOUT).
+PEER_TIMEOUT = float(os.environ.get("JRS_PEER_TIMEOUT", "20"))
 FLUSH_FRAMES = 16  # queued frames that go out at once rather than at the end of the turn
 FLUSH_BYTES = 1 << 16
 TRACE = bool(os.environ.get("JRS_TRACE"))  # one stderr line per message, for timing a path
@@ -38,6 +43,23 @@ def _trace(direction: str, peer: object, body: object) -> None:
 
 class ConnectionClosed(Exception):
     """The peer went away (or we closed)."""
+
+
+def watch_peer(writer: asyncio.StreamWriter, timeout: float = PEER_TIMEOUT) -> None:
+    """Make the kernel give up on a silent peer after about `timeout` seconds."""
+    sock = writer.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    idle = max(1, int(timeout / 2))
+    interval = max(1, int(timeout / 6))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(timeout * 1000))
+    except (OSError, AttributeError):  # not Linux, or not TCP: no early warning, no harm
+        pass
 
 
 class Channel:
@@ -182,6 +204,7 @@ async def connect(host: str, port: int, root: bytes, role: str,
     except BaseException:
         writer.close()
         raise
+    watch_peer(writer)
     channel = Channel(reader, writer, conn)
     channel._pending.extend(events)
     return channel
@@ -260,6 +283,7 @@ class Server:
             return
         finally:
             self.unauthenticated -= 1
+        watch_peer(writer)
         channel = Channel(reader, writer, conn, self.idle_timeout)
         channel._pending.extend(events)
         try:
