@@ -48,6 +48,9 @@ Environment:
   JRS_CACHE            where jrs.pyz unpacks itself (default ~/.cache/jrs)
   JRS_CONNECT_TIMEOUT  seconds submit and the tools wait for the master (15)
   JRS_NODE_TIMEOUT     seconds of silence before the master declares a node dead (6)
+  JRS_PEER_TIMEOUT     seconds before a connection to a vanished peer is given up (20)
+  JRS_NODE_GIVE_UP     seconds submit keeps trying a node it cannot reach before it
+                       reruns that node's jobs elsewhere (20)
   JRS_DEBUG=1          submit logs what it does; JRS_TRACE=1: every role prints
                        one timestamped line per message sent or received
 
