@@ -75,6 +75,19 @@ def test_runs_isolated_with_readonly_home(pyz, python, readonly_home, tmp_path):
     assert len(caches) == 1 and (caches[0] / ".complete").is_file()
 
 
+@pytest.mark.parametrize("python", SUPPORTED, ids=lambda p: p.split("/")[-3])
+def test_every_python_runs_jobs(pyz, python, tmp_path):
+    """Not just start-up: master, node, launcher, executors and submit, on each CPython."""
+    (tmp_path / "t.condor").write_text("executable = /bin/echo\narguments = hi $(Process)\n"
+                                       "output = o.$(Process)\nqueue 3\n")
+    r = subprocess.run([python, str(pyz), "submit", "--local", "--no-progress", "t.condor"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "JRS_CACHE": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stderr
+    assert [(tmp_path / f"o.{i}").read_text() for i in range(3)] == [f"hi {i}\n"
+                                                                     for i in range(3)]
+
+
 @pytest.mark.parametrize("python", TOO_OLD, ids=lambda p: p.split("/")[-3])
 def test_old_interpreter_gets_a_clear_error(pyz, python):
     r = subprocess.run([python, str(pyz), "--version"], capture_output=True, text=True)
