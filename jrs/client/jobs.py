@@ -37,7 +37,7 @@ class Summary:
 class Rec:
     """A job that has been materialized and is not final yet."""
 
-    __slots__ = ("announced", "attempt", "claim", "completions", "job", "node", "proc",
+    __slots__ = ("announced", "attempt", "claim", "completions", "job", "key", "node", "proc",
                  "state")
 
     def __init__(self, job) -> None:
@@ -49,6 +49,7 @@ class Rec:
         self.claim: Optional[str] = None
         self.node: Optional[str] = None
         self.announced = -1  # the attempt whose execute event is in the job log
+        self.key = request_key(job)  # asked for on every demand update: computed once
 
 
 def request_key(job) -> str:
@@ -114,7 +115,7 @@ class Queue:
     def idle_by_key(self) -> dict:
         out: dict = {}
         for rec in self.idle:
-            k = request_key(rec.job)
+            k = rec.key
             out.setdefault(k, [0, rec.job])[0] += 1
         if not self._exhausted and self.idle:
             # not yet materialized jobs wait too; count them against the last key
@@ -124,7 +125,7 @@ class Queue:
 
     def next_for(self, key: str) -> Optional[Rec]:
         for rec in self.idle:
-            if request_key(rec.job) == key:
+            if rec.key == key:
                 self.idle.remove(rec)
                 return rec
         return None

@@ -252,7 +252,7 @@ class Submission:
         self.unmatchable[key] = reason
         self.progress.message(f"jrs submit: no node can ever run jobs of cluster "
                               f"{self.cluster} with request {key}: {reason}")
-        for rec in [r for r in self.queue.idle if request_key(r.job) == key]:
+        for rec in [r for r in self.queue.idle if r.key == key]:
             self._final(rec, Summary(HELD, node=None, reason=f"no node can run it: {reason}"))
         self.pump()
 
@@ -308,7 +308,7 @@ class Submission:
                 continue
             rec = self.queue.next_for(c.key) if c.key else self._any_fitting(c)
             if rec is None:
-                if not any(request_key(r.job) == c.key for r in self.queue.idle) \
+                if not any(r.key == c.key for r in self.queue.idle) \
                         and self.queue.idle_by_key().get(c.key) is None:
                     self._release(c)
                 continue
@@ -355,7 +355,7 @@ class Submission:
                 elog.submitted(self.cluster, rec.proc, self.host)
         self.journal.submitted(max(rec.proc for rec in new))
         for rec in new:
-            key = request_key(rec.job)
+            key = rec.key
             if key in self.unmatchable:
                 self._final(rec, Summary(HELD, reason=f"no node can run it: "
                                                       f"{self.unmatchable[key]}"))
