@@ -355,10 +355,9 @@ class Submission:
                 elog.submitted(self.cluster, rec.proc, self.host)
         self.journal.submitted(max(rec.proc for rec in new))
         for rec in new:
-            key = rec.key
-            if key in self.unmatchable:
+            if rec.key in self.unmatchable:
                 self._final(rec, Summary(HELD, reason=f"no node can run it: "
-                                                      f"{self.unmatchable[key]}"))
+                                                      f"{self.unmatchable[rec.key]}"))
 
     async def _send_run(self, c: ClaimState, rec: Rec) -> None:
         link = self.links[c.node]

@@ -67,7 +67,6 @@ class Task:
     state: Optional[taskfile.TaskState] = None
     delivering: bool = False
     kill_requested: bool = False
-    launched: bool = True  # False while its taskfile is being written
     started_timer: Optional[asyncio.TimerHandle] = None
 
 
@@ -419,12 +418,11 @@ class NodeDaemon:
                      "reason": f"bad job: {exc}"})
             return
         path = os.path.join(self.tasks_dir, key + taskfile.SUFFIX)
-        task = Task(key, sub, job, attempt, claim.claim, path, box, launched=False)
+        task = Task(key, sub, job, attempt, claim.claim, path, box)
         self.tasks[key] = task
         claim.job = key
         taskfile.create(path, tspec)
         self.launcher.launch(path)
-        task.launched = True
         task.started_timer = asyncio.get_running_loop().call_later(
             STARTED_AFTER, self._announce, task)
 
@@ -528,7 +526,7 @@ class NodeDaemon:
         while True:
             await asyncio.sleep(CHECK_EVERY)
             for task in list(self.tasks.values()):
-                if self._finished(task) or not task.launched:
+                if self._finished(task):
                     continue
                 if taskfile.owner_alive(task.path):
                     if task.kill_requested:

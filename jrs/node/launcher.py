@@ -41,10 +41,6 @@ class Launcher:
         self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _BOOT, code_home()],
                                      stdin=subprocess.PIPE, start_new_session=True)
 
-    @property
-    def pid(self) -> int:
-        return self.proc.pid if self.proc else 0
-
     def launch(self, taskfile: str) -> None:
         """Ask for an executor for `taskfile` (restarting the launcher if it died)."""
         line = taskfile.encode() + b"\n"
