@@ -96,6 +96,10 @@ def test_requirements_route_jobs(pyz, tmp_path):
             "requirements = Rack >= 4 && isUndefined(Gpu)\nqueue 4\n"
             "requirements = Rack > 10\nqueue 2\n"
             "requirements = true\nrequest_cpus = 8\nqueue 1\n")
+        attrs = {n["name"]: n["attrs"] for n in c.status()["nodes"]}
+        assert attrs[c.names()[0]]["Gpu"] == "big" and attrs[c.names()[0]]["Rack"] == 3
+        assert attrs[c.names()[1]]["Rack"] == 4 and "Gpu" not in attrs[c.names()[1]]
+        assert attrs[c.names()[1]]["OpSys"] == "LINUX"
         code, _out, err = c.run_submit("r.condor", cwd=tmp_path)
         assert code == 1, err
         hosts: dict = {}

@@ -37,7 +37,8 @@ class Node:
     slots: int = 0
     memory: int = 0
     gpus: int = 0
-    ad: dict = field(default_factory=dict)
+    ad: dict = field(default_factory=dict)  # attribute names lower-cased, for matching
+    attrs: dict = field(default_factory=dict)  # as the node reported them, for display
     state: str = "never"  # never | up | down
     last_seen: float = 0.0
     load: float = 0.0
@@ -115,7 +116,8 @@ class Pool:
             raise KeyError(name)
         node.slots, node.memory, node.gpus = (_int(msg["slots"]), _int(msg["memory"]),
                                               _int(msg["gpus"]))
-        ad = {str(k).lower(): v for k, v in dict(msg["attrs"]).items()}
+        node.attrs = {str(k): v for k, v in dict(msg["attrs"]).items()}
+        ad = {k.lower(): v for k, v in node.attrs.items()}
         ad.update(cpus=node.slots, memory=node.memory, gpus=node.gpus, name=name)
         node.ad = ad
         node.state, node.last_seen = "up", now
@@ -453,7 +455,7 @@ class Pool:
                           "slots": n.slots, "slots_used": cpus, "memory": n.memory,
                           "memory_used": mem, "gpus": n.gpus, "gpus_used": gpus,
                           "load": round(n.load, 2), "running": n.running,
-                          "claims": per, "arch": n.ad.get("arch"),
+                          "claims": per, "arch": n.ad.get("arch"), "attrs": n.attrs,
                           "seen_ago": round(now - n.last_seen, 1) if n.last_seen else None})
         share = self.shares()
         subs = [{"submitter": s.id, "user": s.user, "host": s.host, "pid": s.pid,
