@@ -325,3 +325,64 @@ def test_small_sandboxes_go_at_once_big_ones_in_the_background(tmp_path):
         (many / f"f{i}").write_text("x")
     assert not sandbox.remove_if_small(str(many)) and len(list(many.iterdir())) == 65
     assert sandbox.remove_if_small(str(tmp_path / "gone"))
+
+
+def test_node_survives_a_hostile_submitter(one_node, tmp_path):
+    """A peer holding the secret but no manners: wrong first message, bad job lists,
+    runs without a claim (one naming ../escape), data that does not match its header,
+    unknown messages. Each is refused; nothing lands outside a sandbox; the node keeps
+    serving honest submitters."""
+    import asyncio
+
+    from jrs.wire.aio import ConnectionClosed, connect
+    from jrs.wire.errors import WireError
+    from jrs.wire.keys import root_key
+
+    root = root_key((one_node.conf / "secret").read_bytes())
+    port = one_node.ports[0]
+
+    async def session(*messages, data: bytes = b"", expect: int = 0):
+        ch = await connect("127.0.0.1", port, root, "submit", peer_roles=frozenset({"node"}))
+        replies = []
+        try:
+            for m in messages:
+                ch.send(m)
+            if data:
+                ch.send_data(data)
+            for _ in range(expect or len(messages)):
+                replies.append(await asyncio.wait_for(ch.recv(), 5))
+        except (ConnectionClosed, WireError, asyncio.TimeoutError):
+            replies.append("closed")
+        finally:
+            ch.close()
+        return replies
+
+    async def go():
+        run = {"type": "run", "claim": "nope", "job": "1.0", "attempt": 1,
+               "spec": {"executable": "x"}, "files": [{"name": "../escape", "size": 5}]}
+        first = await session({"type": "ack", "job": "1.0", "attempt": 1})
+        assert first[0]["type"] == "error" and "attach" in first[0]["message"]
+        hello = {"type": "attach", "submitter": "h" * 24, "jobs": [[1, 2, 3], "x", ["9.9", -1]]}
+        replies = await session(hello, run, data=b"12345")
+        assert replies[0] == {"type": "attached", "unknown": [["9.9", -1]]}
+        assert replies[1]["type"] == "rejected" and "unknown claim" in replies[1]["reason"]
+        many = dict(run, files=[{"name": f"f{i}", "size": 0} for i in range(100_001)])
+        replies = await session(hello, many)
+        assert replies[1]["type"] == "error", replies
+        short = dict(run, files=[{"name": "f", "size": 100}])
+        replies = await session(hello, short, {"type": "ack", "job": "1.0", "attempt": 1})
+        assert "closed" in replies  # a message where file data was promised ends it
+        replies = await session(hello, {"type": "nonsense"},
+                                {"type": "kill", "job": "7.7", "attempt": 3},
+                                {"type": "release", "claim": "not-mine"},
+                                {"type": "ack", "job": "7.7", "attempt": 3}, expect=2)
+        assert replies[1]["type"] == "error"  # the rest are ignored without a word
+
+    asyncio.run(go())
+    assert not (tmp_path / "node0" / "escape").exists() and not (tmp_path / "escape").exists()
+    assert one_node.nodes[0].poll() is None
+    (tmp_path / "ok.condor").write_text("executable = /bin/echo\narguments = fine\n"
+                                        "output = ok.out\nqueue\n")
+    code, _out, err = one_node.run_submit("ok.condor", cwd=tmp_path)
+    assert code == 0, err + one_node.logs()
+    assert (tmp_path / "ok.out").read_text() == "fine\n"
