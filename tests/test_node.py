@@ -260,6 +260,15 @@ def test_one_gib_of_stdout_with_bounded_memory(one_node, tmp_path):
     assert _hwm_kb(one_node.nodes[0].pid) < 120_000
 
 
+def _job_runs_as(c: Cluster, base: Path) -> str:
+    """The account a job of this cluster runs as (`id -un` on the node)."""
+    (base / "id.condor").write_text("executable = /usr/bin/id\narguments = -un\n"
+                                    "output = id.txt\nqueue\n")
+    code, _out, err = c.run_submit("id.condor", cwd=base)
+    assert code == 0, err + c.logs()
+    return (base / "id.txt").read_text().strip()
+
+
 def test_root_node_runs_jobs_as_nobody_unless_allowed(pyz):
     base = Path(tempfile.mkdtemp(prefix="jrs-ident-"))
     os.chmod(base, 0o755)
@@ -269,11 +278,7 @@ def test_root_node_runs_jobs_as_nobody_unless_allowed(pyz):
         c.start_node(0, "--slots=1")  # no --allow-root-jobs
         c.wait_up(1)
         try:
-            (base / "id.condor").write_text("executable = /usr/bin/id\narguments = -un\n"
-                                            "output = id.txt\nqueue\n")
-            code, _out, err = c.run_submit("id.condor", cwd=base)
-            assert code == 0, err + c.logs()
-            assert (base / "id.txt").read_text() == "nobody\n"
+            assert _job_runs_as(c, base) == "nobody"
         finally:
             c.stop()
     finally:
@@ -298,11 +303,7 @@ def test_non_root_node_runs_jobs_as_itself(pyz):
         c.nodes[0] = node
         c.wait_up(1)
         try:
-            (base / "id.condor").write_text("executable = /usr/bin/id\narguments = -un\n"
-                                            "output = id.txt\nqueue\n")
-            code, _out, err = c.run_submit("id.condor", cwd=base)
-            assert code == 0, err + c.logs()
-            assert (base / "id.txt").read_text() == "nobody\n"
+            assert _job_runs_as(c, base) == "nobody"
         finally:
             c.stop()
     finally:

@@ -15,6 +15,8 @@ import math
 import re
 from typing import Any, Callable, Optional
 
+from .expr import tokens
+
 
 class _Special:
     def __init__(self, name: str) -> None:
@@ -49,20 +51,9 @@ _KEYWORD_OPS = {"is": "=?=", "isnt": "=!="}
 
 
 def _tokenize(text: str) -> list:
-    out = []
-    pos = 0
-    text = text.rstrip()
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if not m or m.end() == pos:
-            raise ClassAdError(f"unexpected {text[pos:].strip()[:20]!r} in {text!r}")
-        pos = m.end()
-        kind = m.lastgroup or "op"
-        value = m.group(kind)
-        if kind == "name" and value.lower() in _KEYWORD_OPS:
-            kind, value = "op", value.lower()
-        out.append((kind, value))
-    return out
+    return [("op", value.lower()) if kind == "name" and value.lower() in _KEYWORD_OPS
+            else (kind, value)
+            for kind, value in tokens(_TOKEN, text, ClassAdError, f" in {text.rstrip()!r}")]
 
 
 class _Parser:

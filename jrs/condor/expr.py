@@ -26,18 +26,26 @@ class NotConstant(ValueError):
     """The text is not a constant expression we can evaluate."""
 
 
-def _tokens(text: str) -> list[tuple[str, str]]:
+def tokens(pattern: re.Pattern, text: str, error: type, context: str = "") -> list:
+    """[(kind, text)] by `pattern`'s named groups (unnamed: "op"); `error` on junk.
+
+    Shared by the submit language's constant expressions and ClassAd expressions.
+    """
     out: list[tuple[str, str]] = []
     pos = 0
     text = text.rstrip()
     while pos < len(text):
-        m = _TOKEN.match(text, pos)
+        m = pattern.match(text, pos)
         if not m or m.end() == pos:
-            raise NotConstant(f"unexpected {text[pos:].strip()[:20]!r}")
+            raise error(f"unexpected {text[pos:].strip()[:20]!r}{context}")
         pos = m.end()
         kind = m.lastgroup or "op"
         out.append((kind, m.group(kind)))
     return out
+
+
+def _tokens(text: str) -> list[tuple[str, str]]:
+    return tokens(_TOKEN, text, NotConstant)
 
 
 class _Parser:
