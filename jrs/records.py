@@ -9,19 +9,68 @@ never span lines.
 
 from __future__ import annotations
 
-import json
 import os
 import zlib
-from collections.abc import Iterator
 
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
-try:  # the C encoder JSONEncoder builds on every call, built once: executors append a
-    # few records each, in a freshly forked process where every Python object touched
-    # costs a page copy
-    _c_encode = json.encoder.c_make_encoder(
-        None, None, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
-except (AttributeError, TypeError):  # pragma: no cover - an interpreter without _json
-    _c_encode = None
+TYPE_CHECKING = False  # not typing's: importing typing would cost what the below saves
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+# The C halves of `json`, used directly: importing `json` pulls in `re` and
+# `enum`, which would make the executor launcher 1 MB bigger (and every fork of
+# it dearer). `json` itself is imported only to word an error, or where `_json`
+# is missing.
+try:
+    import _json
+except ImportError:  # pragma: no cover - an interpreter without _json
+    _json = None
+
+
+class _ScanContext:
+    """What the C scanner reads from a `json.JSONDecoder`: the defaults."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = {"NaN": float("nan"), "Infinity": float("inf"),
+                      "-Infinity": float("-inf")}.__getitem__
+    memo: dict = {}
+
+
+if _json is not None:
+    # the C encoder JSONEncoder builds on every call, built once: executors append
+    # a few records each, in a freshly forked process where every Python object
+    # touched costs a page copy
+    _c_encode = _json.make_encoder(None, None, _json.encode_basestring_ascii, None,
+                                   ":", ",", False, False, True)
+    _c_scan = _json.make_scanner(_ScanContext())
+else:  # pragma: no cover
+    _c_encode = _c_scan = None
+
+
+def _dumps(record: dict) -> str:
+    """The full encoder: for what the C one cannot take, so its error is the usual one."""
+    import json
+
+    return json.dumps(record, separators=(",", ":"))
+
+
+def _loads(body: bytes):
+    """One JSON document, as `json.loads` would read it (ValueError if it is not)."""
+    if _c_scan is None:  # pragma: no cover
+        import json
+
+        return json.loads(body)
+    text = body.decode().strip(" \t\n\r")
+    try:
+        value, end = _c_scan(text, 0)
+    except StopIteration:
+        raise ValueError("not JSON") from None
+    if end != len(text):
+        raise ValueError("extra data after the JSON value")
+    return value
 
 
 def encode(record: dict) -> bytes:
@@ -31,7 +80,7 @@ def encode(record: dict) -> bytes:
             body = "".join(_c_encode(record, 0)).encode()
         except TypeError:  # something JSON-unfriendly: let the full encoder say what
             body = _dumps(record).encode()
-    else:
+    else:  # pragma: no cover
         body = _dumps(record).encode()
     return b"%08x %s\n" % (zlib.crc32(body), body)
 
@@ -62,15 +111,26 @@ def _decode_line(line: bytes):
     try:
         if int(line[:8], 16) != zlib.crc32(body):
             return None
-        record = json.loads(body)
-    except ValueError:
+        record = _loads(body)
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors too
         return None
     return record if isinstance(record, dict) else None
 
 
 def read(path: str) -> tuple[list, int]:
-    with open(path, "rb") as f:
-        return decode(f.read())
+    """(good records, damaged lines) of the file at `path` (os-level: the node daemon
+    reads a taskfile per job, and `open()` adds four system calls to each read)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return decode(b"".join(chunks))
 
 
 def iter_dir(directory: str, suffix: str) -> Iterator[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import random
@@ -11,12 +12,15 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jrs import records
-from jrs.node import taskfile
+from jrs.node import sandbox, taskfile
 
 from .cluster import Cluster
 from .conftest import ROOT, run_jrs
@@ -34,6 +38,47 @@ def test_record_codec_detects_torn_and_corrupt_lines():
     flipped[12] ^= 1
     recs, damaged = records.decode(bytes(flipped))
     assert recs == [{"e": "b"}] and damaged == 1
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(), kids, max_size=4),
+    max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(), _json_values, max_size=6))
+def test_record_codec_round_trips_like_json(record):
+    """Records are read with json's C scanner directly (the executor launcher does
+    not import json): the same values as json.loads, torn or bad lines dropped."""
+    line = records.encode(record)
+    assert json.loads(line[9:]) == record
+    assert records.decode(line * 2) == ([record, record], 0)
+
+
+@pytest.mark.parametrize("body", [b"{", b"{}x", b"", b"[1]", b"\xff", b'{"a":1}{}', b"nul"])
+def test_record_codec_refuses_what_json_refuses(body):
+    line = b"%08x %s\n" % (zlib.crc32(body), body)
+    assert records.decode(line) == ([], 1)
+
+
+def test_record_codec_reads_json_constants_and_whitespace():
+    body = b' {"a": NaN, "b": -Infinity, "c": [1.5e300, "\\u00e9"]} '
+    recs, damaged = records.decode(b"%08x %s\n" % (zlib.crc32(body), body))
+    assert damaged == 0 and recs[0]["b"] == float("-inf") and recs[0]["c"] == [1.5e300, "\u00e9"]
+    assert recs[0]["a"] != recs[0]["a"]  # NaN
+
+
+def test_account_lookups_are_reused_for_a_while(monkeypatch):
+    if os.geteuid() != 0:
+        pytest.skip("identities are looked up only on a root node")
+    sandbox._identities.clear()
+    first = sandbox.identity("no-such-user-here", False)
+    assert first is not None and first[3] == "nobody"
+    sandbox._identities[("no-such-user-here", False)] = (time.monotonic(), "cached")
+    assert sandbox.identity("no-such-user-here", False) == "cached"
+    monkeypatch.setattr(sandbox, "IDENTITY_TTL", 0.0)
+    assert sandbox.identity("no-such-user-here", False) == first
 
 
 def test_taskfile_truncated_mid_record_is_still_read(tmp_path):

@@ -8,16 +8,20 @@ the node daemon may die and come back at any moment.
 
 SIGTERM means "remove this job": the process group gets TERM, then KILL after
 the spec's grace period.
+
+It uses the C modules `_signal` and `_socket` rather than `signal` and
+`socket`: those wrappers import `enum` (and `socket` also `selectors`), which
+makes the launcher that forks us 1 MB bigger, and their enum conversions touch
+(so copy) dozens of pages in every freshly forked executor.
 """
 
 from __future__ import annotations
 
 import _signal
+import _socket
 import errno
 import fcntl
 import os
-import signal
-import socket
 import time
 
 from .. import records
@@ -53,14 +57,14 @@ def _rusage(ru) -> dict:
             "maxrss_kb": ru.ru_maxrss}
 
 
-_notify_sock: socket.socket | None = None
+_notify_sock: _socket.socket | None = None
 
 
 def prepare() -> None:
     """Do once in the launcher what every forked executor would otherwise do itself."""
     global _notify_sock
     taskfile.boot_id()
-    _notify_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    _notify_sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
 
 
 def _notify(spec: dict, key: str) -> None:
@@ -72,8 +76,11 @@ def _notify(spec: dict, key: str) -> None:
         if _notify_sock is not None:
             _notify_sock.sendto(key.encode(), address)
             return
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+        try:
             s.sendto(key.encode(), address)
+        finally:
+            s.close()
     except OSError:
         pass
 
@@ -90,13 +97,13 @@ class _Killer:
     def on_term(self, signum, frame) -> None:
         if not self.requested:
             self.requested = True
-            records.append(self.fd, {"e": "killed", "signal": signal.SIGTERM, "t": time.time()})
-        self._signal(signal.SIGTERM)
-        signal.signal(signal.SIGALRM, self.on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, max(self.grace, 0.01))
+            records.append(self.fd, {"e": "killed", "signal": _signal.SIGTERM, "t": time.time()})
+        self._signal(_signal.SIGTERM)
+        _signal.signal(_signal.SIGALRM, self.on_alarm)
+        _signal.setitimer(_signal.ITIMER_REAL, max(self.grace, 0.01))
 
     def on_alarm(self, signum, frame) -> None:
-        self._signal(signal.SIGKILL)
+        self._signal(_signal.SIGKILL)
 
     def _signal(self, sig: int) -> None:
         if self.pgid:
@@ -112,17 +119,15 @@ def _ignore(signum, frame) -> None:
     unignorable)."""
 
 
-_RESET = (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE, signal.SIGUSR1, signal.SIGTERM,
-          signal.SIGALRM, signal.SIGCHLD, signal.SIGXFSZ)
+_RESET = (_signal.SIGHUP, _signal.SIGINT, _signal.SIGPIPE, _signal.SIGUSR1, _signal.SIGTERM,
+          _signal.SIGALRM, _signal.SIGCHLD, _signal.SIGXFSZ)
 
 
 def run(path: str) -> dict | None:
     """Run the job of taskfile `path` to its end; return the exit record (None if done)."""
-    # _signal, not signal: the wrapper's enum conversions touch (and so copy) dozens of
-    # pages in a freshly forked executor
-    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE, signal.SIGUSR1):
+    for sig in (_signal.SIGHUP, _signal.SIGINT, _signal.SIGPIPE, _signal.SIGUSR1):
         _signal.signal(sig, _ignore)
-    _signal.signal(signal.SIGCHLD, _signal.SIG_DFL)
+    _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
     fd = _open_locked(path)
     try:
         state = taskfile.parse(path, *records.decode(os.pread(fd, os.fstat(fd).st_size, 0)))
@@ -136,13 +141,16 @@ def run(path: str) -> dict | None:
             now = time.time()
             result = {"e": "exit", "code": None, "signal": int(state.killed), "rusage": None,
                       "started": now, "ended": now, "t": now}
-            records.append(fd, result, sync=True)
+            records.append(fd, result)
             _notify(spec, state.key)
             return result
         killer = _Killer(fd, float(spec.get("kill_grace", 5)))
-        _signal.signal(signal.SIGTERM, killer.on_term)
+        _signal.signal(_signal.SIGTERM, killer.on_term)
         result = _run_user_process(fd, spec, killer)
-        records.append(fd, result, sync=True)
+        # not fsynced: a crash of the daemon or of this process loses nothing the page
+        # cache holds, and after a power loss a job without its exit record is reported
+        # lost and reruns, like every job the reboot interrupted
+        records.append(fd, result)
         _notify(spec, state.key)
         return result
     finally:
@@ -266,12 +274,12 @@ def _run_user_process(fd: int, spec: dict, killer: _Killer) -> dict:
     records.append(fd, {"e": "running", "pid": pid, "start": taskfile.process_start(pid),
                         "t": started})
     if killer.requested:  # a TERM that came before the pid was known
-        killer.on_term(signal.SIGTERM, None)
+        killer.on_term(_signal.SIGTERM, None)
     _, status, usage = os.wait4(pid, 0)
     ended = time.time()
-    signal.setitimer(signal.ITIMER_REAL, 0)
+    _signal.setitimer(_signal.ITIMER_REAL, 0)
     try:  # whatever the job left running in its group goes with it
-        os.killpg(pid, signal.SIGKILL)
+        os.killpg(pid, _signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
     if os.WIFSIGNALED(status):

@@ -12,9 +12,9 @@ the pipe); the executors it started are adopted by init and keep running.
 
 from __future__ import annotations
 
+import _signal
 import gc
 import os
-import signal
 import sys
 
 from . import executor
@@ -62,9 +62,9 @@ class Launcher:
 
 def serve(fd: int) -> None:
     """The launcher's main loop: one executor per taskfile path read from `fd`."""
-    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # executors are reaped automatically
+    for sig in (_signal.SIGINT, _signal.SIGHUP, _signal.SIGTERM):
+        _signal.signal(sig, _signal.SIG_IGN)
+    _signal.signal(_signal.SIGCHLD, _signal.SIG_IGN)  # executors are reaped automatically
     executor.prepare()
     gc.freeze()  # keep collections in the children from touching (copying) our pages
     buf = b""
@@ -94,7 +94,7 @@ def _fork_executor(fd: int, path: str) -> None:
     try:
         os.close(fd)
         os.setsid()
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _signal.signal(_signal.SIGTERM, _signal.SIG_DFL)
         executor.run(path)
     except executor.TaskBusy:
         pass

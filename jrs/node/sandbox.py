@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import time
 from typing import Optional
 
 STDIN, STDOUT, STDERR = "_condor_stdin", "_condor_stdout", "_condor_stderr"
@@ -30,14 +31,32 @@ def safe_name(name: object) -> str:
     return name
 
 
+IDENTITY_TTL = 30.0  # seconds an account lookup is reused: a new account counts soon
+_identities: dict = {}
+
+
 def identity(user: str, allow_root: bool) -> Optional[tuple]:
     """(uid, gid, groups, name) to run a job as, or None to run as ourselves.
 
     A root node runs jobs as the submitting user's account when one of that
     name exists here, else as `nobody`; uid 0 only with --allow-root-jobs.
+    Lookups (the passwd and group databases, maybe over NSS) are reused for
+    IDENTITY_TTL seconds: a node asks once per job.
     """
     if os.geteuid() != 0:
         return None
+    now = time.monotonic()
+    hit = _identities.get((user, allow_root))
+    if hit is not None and now - hit[0] < IDENTITY_TTL:
+        return hit[1]
+    found = _lookup(user, allow_root)
+    if len(_identities) > 1000:
+        _identities.clear()
+    _identities[(user, allow_root)] = (now, found)
+    return found
+
+
+def _lookup(user: str, allow_root: bool) -> Optional[tuple]:
     try:
         pw = pwd.getpwnam(user)
     except (KeyError, TypeError, ValueError):

@@ -10,6 +10,11 @@ atomically before the executor starts. The executor then appends events:
     killed     {signal}                  the job was removed (rm, node shutdown)
     delivered  {}                        the submitter has the result
 
+Only the spec is fsynced. Events need not be: a killed daemon or executor
+loses nothing the page cache holds, and after a power loss (a new boot id) a
+job whose exit record did not reach the disk is reported lost and reruns, like
+any job the reboot interrupted; results are deduplicated by job and attempt.
+
 Unknown fields and unknown events are ignored, so a taskfile written by an
 older jrs (format 1 lacks `gpus`, `kind`, rusage) is still read.
 """
