@@ -206,6 +206,10 @@ def test_executor_killed_is_reported_and_rerun(one_node, tmp_path):
     wait_for(lambda: ledger.exists() and len(runs(ledger)) == 2)
     tasks = list((tmp_path / "node0" / "tasks").glob("*.task"))
     st = taskfile.load(str(tasks[0]))
+    # executors and their launcher go by names of their own in ps, top and pgrep
+    assert Path(f"/proc/{st.executor_pid}/comm").read_text() == "jrs-executor\n"
+    parent = int(Path(f"/proc/{st.executor_pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    assert Path(f"/proc/{parent}/comm").read_text() == "jrs-launcher\n"
     os.kill(st.executor_pid, signal.SIGKILL)
     _out, err = p.communicate(timeout=60)
     assert p.returncode == 0, err + one_node.logs()

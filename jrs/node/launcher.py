@@ -60,8 +60,24 @@ class Launcher:
             self.proc.wait()
 
 
+def name_process(name: bytes) -> None:
+    """Set the name `ps -o comm`, `top` and `pgrep` show (best effort): launcher and
+    executors share the launcher's command line, so this is how to tell them apart."""
+    try:
+        fd = os.open("/proc/self/comm", os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        os.write(fd, name)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def serve(fd: int) -> None:
     """The launcher's main loop: one executor per taskfile path read from `fd`."""
+    name_process(b"jrs-launcher")
     for sig in (_signal.SIGINT, _signal.SIGHUP, _signal.SIGTERM):
         _signal.signal(sig, _signal.SIG_IGN)
     _signal.signal(_signal.SIGCHLD, _signal.SIG_IGN)  # executors are reaped automatically
@@ -93,6 +109,7 @@ def _fork_executor(fd: int, path: str) -> None:
     code = 0
     try:
         os.close(fd)
+        name_process(b"jrs-executor")
         os.setsid()
         _signal.signal(_signal.SIGTERM, _signal.SIG_DFL)
         executor.run(path)
