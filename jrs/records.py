@@ -39,14 +39,14 @@ class _ScanContext:
     memo: dict = {}
 
 
-if _json is not None:
+try:
     # the C encoder JSONEncoder builds on every call, built once: executors append
     # a few records each, in a freshly forked process where every Python object
     # touched costs a page copy
     _c_encode = _json.make_encoder(None, None, _json.encode_basestring_ascii, None,
                                    ":", ",", False, False, True)
     _c_scan = _json.make_scanner(_ScanContext())
-else:  # pragma: no cover
+except (AttributeError, TypeError):  # pragma: no cover - no _json, or another signature
     _c_encode = _c_scan = None
 
 
