@@ -360,7 +360,6 @@ def test_non_root_node_runs_jobs_as_itself(pyz):
 
 
 def test_small_sandboxes_go_at_once_big_ones_in_the_background(tmp_path):
-    from jrs.node import sandbox
     small = tmp_path / "small"
     small.mkdir()
     for i in range(3):
