@@ -79,6 +79,7 @@ def test_account_lookups_are_reused_for_a_while(monkeypatch):
     assert sandbox.identity("no-such-user-here", False) == "cached"
     monkeypatch.setattr(sandbox, "IDENTITY_TTL", 0.0)
     assert sandbox.identity("no-such-user-here", False) == first
+    assert sandbox.identity(["not", "a", "name"], False) == first  # a peer's junk: nobody
 
 
 def test_taskfile_truncated_mid_record_is_still_read(tmp_path):

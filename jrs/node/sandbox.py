@@ -45,6 +45,8 @@ def identity(user: str, allow_root: bool) -> Optional[tuple]:
     """
     if os.geteuid() != 0:
         return None
+    if not isinstance(user, str):  # from a peer: no cache key, and no such account
+        return _lookup(user, allow_root)
     now = time.monotonic()
     hit = _identities.get((user, allow_root))
     if hit is not None and now - hit[0] < IDENTITY_TTL:
