@@ -24,11 +24,15 @@ def main(argv=None) -> int:
                     help="turn a test-only defect on")
     ap.add_argument("-v", "--verbose", action="store_true", help="print the whole trace")
     ap.add_argument("-m", "--messages", action="store_true", help="trace every message")
+    ap.add_argument("--standin", action="store_true",
+                    help="drive the stand-in node and submitter cores, not the real ones")
     args = ap.parse_args(argv)
     bad = 0
     t0 = time.process_time()
     for seed in range(args.seed, args.seed + args.seeds):
-        res = run(seed, args.shape, switches=set(args.switch), trace_messages=args.messages)
+        real = {"node": False, "submit": False} if args.standin else None
+        res = run(seed, args.shape, real=real, switches=set(args.switch),
+                  trace_messages=args.messages)
         if res.ok and args.seeds > 1:
             continue
         print(f"seed {seed} shape {args.shape}: {'ok' if res.ok else 'FAILED'} "
