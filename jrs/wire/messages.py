@@ -75,11 +75,12 @@ SCHEMA: dict[str, dict[str, tuple[tuple, bool]]] = {
     "claim-drop": {"claim": (_S, True), "kill": ((bool,), False)},
     # submitter <-> master
     "submitter-hello": {"submitter": (_S, True), "user": (_S, True), "host": (_S, True),
-                        "pid": (_I, True), "claims": (_L, True), "clusters": (_L, True)},
+                        "pid": (_I, True), "claims": (_L, True), "clusters": (_L, True),
+                        "token": (_S, False)},
     "new-cluster": {},
     "cluster": {"id": (_I, True)},
     "demand": {"requests": (_L, True)},
-    "release": {"claim": (_S, True)},
+    "release": {"claim": (_S, True), "kill": ((bool,), False)},
     "progress": {"clusters": (_L, True)},
     "removed": {"re": (_S, True), "count": (_I, True)},
     "claim": {"claim": (_S, True), "node": (_S, True), "host": (_S, True), "port": (_I, True),
@@ -95,7 +96,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple, bool]]] = {
     "queue-reply": {"clusters": (_L, True)},
     "rm-reply": {"results": (_L, True)},
     # submitter <-> node
-    "attach": {"submitter": (_S, True), "jobs": (_L, True)},
+    "attach": {"submitter": (_S, True), "jobs": (_L, True), "token": (_S, False)},
     "attached": {"unknown": (_L, True)},
     "run": {"claim": (_S, True), "job": (_S, True), "attempt": (_I, True),
             "spec": (_D, True), "files": (_L, True)},
