@@ -609,6 +609,11 @@ class SubmitCore:
         job, attempt = msg["job"], msg["attempt"]
         rec = self._rec(node, job, attempt)
         ref = (node, job, attempt)
+        files = msg["files"]
+        if isinstance(files, list) and len(files) > self.cfg.max_output_files:
+            self._bad_result(node, rec, job, attempt, f"{len(files)} output files exceed the "
+                             f"limit of {self.cfg.max_output_files}", HOLD_OUTPUT_LIMIT)
+            return
         try:
             heads = transfer.check_output_heads(msg["files"], self.cfg.max_output_files)
             result = transfer.check_result(msg["result"])
