@@ -60,7 +60,7 @@ def test_a_node_back_from_a_partition_drops_the_claims_taken_from_it():
     assert [(m["node"], sorted(m["claims"])) for m in lost] == [("h:2", mine)]
     out = p.node_report("h:2", {"load": 0, "running": 2, "claims": mine}, 10)
     drops = [m for k, n, m in out if m["type"] == "claim-drop"]
-    assert drops == [{"type": "claim-drop", "claim": cid} for cid in mine]
+    assert drops == [{"type": "claim-drop", "claim": cid, "kill": True} for cid in mine]
     assert not [c for c in p.claims.values() if c.id in mine]
 
 
