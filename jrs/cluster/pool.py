@@ -180,6 +180,7 @@ class Pool:
         self._heap: list = []  # (used + load, seq, name) of nodes that may take an offer
         self._heap_seq = itertools.count()
         self._reserved: dict[str, str] = {}  # node -> submitter
+        self._reserving: dict[str, str] = {}  # submitter -> node
         self._topology = 0  # bumped when a node's capacity or ad changes
         self.up_slots = 0
 
@@ -642,7 +643,11 @@ class Pool:
         out: dict = {}
         for user, total in self._water_fill(self.up_slots, want, weight).items():
             subs = per_user.get(user, {})
-            out.update(self._water_fill(total, subs, {s: 1.0 for s in subs}))
+            if len(subs) == 1:
+                (sid, amount), = subs.items()
+                out[sid] = min(float(total), float(amount))
+            else:
+                out.update(self._water_fill(total, subs, {s: 1.0 for s in subs}))
         return out
 
     def negotiate(self, now: float) -> list:
@@ -679,11 +684,13 @@ class Pool:
                 continue
             sub = self.submitters[sid]
             r = sub.requests[key]
-            node = self._pick(r, sid)
+            node, fragmented = self._pick(r, sid)
             if node is None:
                 blocked.add((sid, key))
-                if held.get(sid, 0) < share.get(sid, 0) - 1e-9:
-                    self._reserve(r, sid)  # below its share: hold a node for it
+                if fragmented and held.get(sid, 0) < share.get(sid, 0) - 1e-9:
+                    # below its share, and free slots it cannot use exist: hold a node for
+                    # it (a full pool needs none: the next freed slot goes to it anyway)
+                    self._reserve(r, sid)
                 continue
             cid = self.new_id()
             while cid in self.claims or cid in self.dropped:
@@ -702,8 +709,9 @@ class Pool:
                                              "gpus": r.gpus}))
         return out + self._give_back(share, held, blocked)
 
-    def _pick(self, r: Request, sid: str) -> Optional[Node]:
-        """The least busy (used + load) node with room that matches, from the heap."""
+    def _pick(self, r: Request, sid: str) -> tuple:
+        """The least busy (used + load) node with room that matches, from the heap, and
+        whether some node had free slots this request could not use (fragmentation)."""
         heap, nodes = self._heap, self.nodes
         skipped = []
         best = None
@@ -720,17 +728,18 @@ class Pool:
                 break
         for entry in skipped:
             heapq.heappush(heap, entry)
-        return best
+        return best, len(skipped) > (best is not None)
 
     def _unreserve(self, node: Node) -> None:
         if node.reserved_for is not None:
             self._reserved.pop(node.name, None)
+            self._reserving.pop(node.reserved_for, None)
             node.reserved_for = None
 
     def _reserve(self, r: Request, sid: str) -> None:
         """Hold back the best node for a request nothing can take now (anti-starvation).
         O(nodes), but only while `sid` has no node reserved."""
-        if sid in self._reserved.values():
+        if sid in self._reserving:
             return
         best = None
         for n in self.nodes.values():
@@ -741,6 +750,7 @@ class Pool:
         if best is not None and best.slots - best.used_cpus < r.cpus:
             best.reserved_for = sid
             self._reserved[best.name] = sid
+            self._reserving[sid] = best.name
 
     def _give_back(self, share: dict, held: dict, blocked: set) -> list:
         """Ask submitters above their share to let claims go at their next job boundary."""
