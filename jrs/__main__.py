@@ -10,6 +10,7 @@ Usage:
   jrs q       [-c DIR] [--json]
   jrs rm      [-c DIR] JOBID...
   jrs keygen  [-c DIR] [--force]
+  jrs roles   [-c DIR] [--name=NAME] [ROLE]
   jrs selftest
   jrs -h | --help | --version
 
@@ -22,6 +23,7 @@ Commands:
   q          show the clusters being run, like condor_q
   rm         remove clusters (CLUSTER) or single jobs (CLUSTER.PROC)
   keygen     write a new shared secret into the configuration directory
+  roles      show which daemons (master, node) this host runs
   selftest   check that this file runs here (native crypto included)
 
 Options:
@@ -153,6 +155,19 @@ Copy the file to every machine of the cluster; it is the only key to it.
 Example:
   jrs keygen -c /etc/jrs
 """,
+    "roles": """Show which daemons this host runs: master, node, both or none.
+
+Usage: jrs roles [-c DIR] [--name=NAME] [ROLE]
+
+This host is the master when node.master names it, and a node when one line of
+node.list does: an exact match on its host name, FQDN or one of its addresses
+(or on --name). Prints one line per daemon. With ROLE (master or node), exits 0
+when this host runs it and 1 when not; the init script and the systemd units
+ask this before starting anything.
+
+Example:
+  jrs roles -c /etc/jrs node
+""",
     "selftest": """Check that this jrs.pyz works on this machine, native crypto included.
 
 Usage: jrs selftest
@@ -173,6 +188,7 @@ COMMANDS = {
     "q": "jrs.roles.tools:queue",
     "rm": "jrs.roles.tools:remove",
     "keygen": "jrs.roles.tools:keygen",
+    "roles": "jrs.roles.hostroles:main",
     "selftest": "jrs.roles.tools:selftest",
 }
 
