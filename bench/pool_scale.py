@@ -25,8 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from jrs.cluster.pool import Pool  # noqa: E402
-from jrs.config import Endpoint, NodeEntry  # noqa: E402
+from jrs.cluster.pool import Pool
+from jrs.config import Endpoint, NodeEntry
 
 SLOTS = 32
 SUBMITTERS = 100
@@ -65,7 +65,7 @@ def run(n: int, rounds: int, churn: int, seed: int) -> dict:
         now = float(r)
         # the previous round's offers are answered
         t = cpu()
-        for node, cid, freed in pending:
+        for node, cid, _ in pending:
             pool.claim_answer(node, {"type": "claim-ok", "claim": cid}, now)
         t_offer += cpu() - t
         latencies += [r - freed for _, _, freed in pending]
