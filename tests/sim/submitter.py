@@ -28,11 +28,8 @@ DEMAND_DELAY = 0.02
 
 
 def core_module(real: bool):
-    if real:
-        from jrs.client import core
-        return core
-    from . import standin_submit
-    return standin_submit
+    from jrs.client import core
+    return core
 
 
 class _DiskRecords:
@@ -78,7 +75,7 @@ class SubmitterProc(Proc):
         self.cluster = self.previous.cluster if self.previous else 0
         self.handlers = {cls: getattr(self, "_do_" + cls) for cls in (
             "ToMaster", "ToNode", "Connect", "ResetNode", "StartRun", "ReceiveOutputs",
-            "Record", "Event", "Say", "Done")}
+            "Record", "Event", "Say")}
         self._connect_master()
 
     # ------------------------------------------------------------ actions
@@ -88,7 +85,12 @@ class SubmitterProc(Proc):
             if self.exited:
                 return
             self.handlers[type(a).__name__](a)
-        if not self._demand_due and self.core is not None and not self.exited:
+        if self.core is None or self.exited:
+            return
+        if self.core.finished:
+            self._finish()
+            return
+        if not self._demand_due:
             self._demand_due = True
             self.later(DEMAND_DELAY, self._demand)
 
@@ -129,21 +131,19 @@ class SubmitterProc(Proc):
         end = self.links.get(a.node)
         if end is None or not end.open:
             return  # the core sends it again once the link is back
-        job = a.job
-        size = self.world.input_size(self.spec, a.proc)
-        msg = {"type": "run", "claim": a.claim, "job": f"{self.cluster}.{a.proc}",
-               "attempt": a.attempt, "spec": transfer.spec(job, {}),
-               "files": [{"name": "input", "size": size, "mode": 0o644}] if size else []}
-        if hasattr(self.core, "token"):
-            msg["token"] = self.core.token(a.node)
+        proc, attempt = a.job.process, a.msg["attempt"]
+        size = self.world.input_size(self.spec, proc)
+        msg = dict(a.msg, spec=transfer.spec(a.job, {}),
+                   files=[{"name": "input", "size": size, "mode": 0o644}] if size else [])
         try:
-            end.send(msg, size=size)
+            end.send(msg, size=size)  # the run and its data: one unit
         except Closed:
             return
-        self.do(self.core.run_sent(a.node, a.proc, a.attempt))
+        self.do(self.core.run_sent(a.node, proc, attempt))
 
     def _do_ReceiveOutputs(self, a) -> None:
-        self.do(self.core.outputs_done(a.node, a.proc, a.attempt, None, False))
+        """The data came with the `finished` unit; writing it locally cannot fail here."""
+        self.do(self.core.outputs_done(a.ref, None))
 
     def _do_Record(self, a) -> None:
         rec = a.rec
@@ -158,8 +158,11 @@ class SubmitterProc(Proc):
     def _do_Say(self, a) -> None:
         self.world.log(self, a.text)
 
-    def _do_Done(self, a) -> None:
-        """The run is over: links close after what was sent, the journal goes."""
+    def _finish(self) -> None:
+        """Every job is final: the claims go back, links close after what was sent,
+        the journal goes (the runner's end of `run`)."""
+        for a in self.core.finish():
+            self.handlers[type(a).__name__](a)
         self.exited = True
         self.disk.unlink(self.journal)
         for end in [self.master, *list(self.links.values())]:
@@ -179,7 +182,7 @@ class SubmitterProc(Proc):
         end.on_message = lambda msg: self._from_master(end, msg)
         end.on_close = lambda: self._master_closed(end)
         if self.core is not None:
-            end.send(self.core.master_hello())
+            end.send(self.core.hello(1))
         else:
             end.send({"type": "submitter-hello", "submitter": self.spec.sid,
                       "user": self.spec.user, "host": self.spec.host, "pid": 1, "claims": [],
@@ -206,44 +209,29 @@ class SubmitterProc(Proc):
     def _booted(self) -> None:
         if self.core is None:
             self._make_core()
-        self.do(self.core.master_up(self.sim.now))
+        self.do(self.core.master_up())
 
     def _make_core(self) -> None:
         spec, prev = self.spec, self.previous
+        key = prev.key if prev and len(prev.key) == 32 else \
+            self.world.rng.getrandbits(256).to_bytes(32, "big")
         if prev is None:
             self.disk.create(self.journal, [{"e": "cluster", "id": self.cluster,
                                              "submitter": spec.sid, "hash": "sim",
-                                             "total": spec.total}])
+                                             "total": spec.total, "key": key.hex()}])
         jobs = expand_text(spec.text, "/tmp", cluster=self.cluster)
-        queue = Queue(jobs, spec.total, skip=prev.final if prev else None)
+        queue = Queue(jobs, spec.total, skip=prev.final if prev else None,
+                      restore=prev.attempts if prev else None)
+        running = []
         if prev and prev.running:
-            for job in expand_text(spec.text, "/tmp", cluster=self.cluster):
-                info = prev.running.get(job.process)
-                if info is not None:
-                    attempt, node, claim = info
-                    queue.adopt(job, attempt, node, claim)
-        kw = {}
-        if self.mod.__name__.endswith("standin_submit"):
-            kw = self._standin_history()
-        cfg = self.mod.Config(cluster=self.cluster, submitter=spec.sid, user=spec.user,
-                              host=spec.host, total=spec.total,
-                              nodes=dict(self.world.node_addresses), **kw)
+            running = [j for j in expand_text(spec.text, "/tmp", cluster=self.cluster)
+                       if j.process in prev.running]
+        cfg = self.mod.CoreConfig(self.cluster, spec.sid, spec.user, spec.host, key,
+                                  spec.total, give_up=self.world.shape.give_up,
+                                  submit_file=f"/home/{spec.name}/job.condor")
         self.core = self.mod.SubmitCore(cfg, queue, prev)
-        self.do(self.core.start(self.sim.now))
+        self.do(self.core.start(self.sim.now, running))
         self.later(TICK, self._tick)
-
-    def _standin_history(self) -> dict:
-        """What the stand-in core cannot read from `Previous`: attempts and retries used."""
-        attempts: dict = {}
-        retries: dict = {}
-        if self.disk.exists(self.journal):
-            for r in self.disk.records(self.journal):
-                p = r.get("proc")
-                if r.get("e") == "run":
-                    attempts[p] = max(attempts.get(p, 0), r["attempt"])
-                elif r.get("e") == "requeue" and not (r.get("lost") or r.get("refused")):
-                    retries[p] = retries.get(p, 0) + 1
-        return {"attempts": attempts, "completions": retries}
 
     def _tick(self) -> None:
         self.do(self.core.tick(self.sim.now))
@@ -283,4 +271,4 @@ class SubmitterProc(Proc):
     def interrupt(self) -> None:
         """Ctrl-C: remove the cluster's jobs (the runner's first Ctrl-C)."""
         if self.core is not None:
-            self.do(self.core.remove([str(self.cluster)], "removed by Ctrl-C", self.sim.now))
+            self.do(self.core.remove([str(self.cluster)], "removed by Ctrl-C"))
