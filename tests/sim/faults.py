@@ -140,7 +140,7 @@ class Nemesis:
         return f"{host.name} {errno.errorcode[code]} for {seconds:.1f}s"
 
     def _ctrl_c(self) -> str:
-        subs = [p for p in self._live_submitters() if p.core is not None]
+        subs = [p for p in self._live_submitters() if p.started]
         if not subs:
             return ""
         p = self.sim.rng.choice(subs)

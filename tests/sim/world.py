@@ -150,6 +150,7 @@ class World:
         self.fault_log: list = []
         self.last_fault = 0.0
         self.interrupted: set = set()  # submitter names removed by Ctrl-C
+        self.losses: list = []  # (t, sid, node): that submitter lost that node's jobs
         self._ids = 0
         self._make_specs()
 
@@ -269,6 +270,12 @@ class World:
         if e in running:
             running.remove(e)
         self.note(f"exec end {e.sid[:6]} {e.job}.{e.attempt} {how}")
+
+    def lost(self, sid: str, node: str, why: str) -> None:
+        """A submitter's runs on `node` may rerun: the master declared the node lost,
+        the submitter gave up on it, or the node no longer knows them."""
+        self.losses.append((self.sim.now, sid, node))
+        self.note(f"loss {sid[:6]} {node}: {why}")
 
     def submit_done(self, proc: SubmitterProc) -> None:
         self.done[proc.spec.name] = self.sim.now
