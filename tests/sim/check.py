@@ -203,7 +203,7 @@ def _quiet(world) -> None:
     for name, host in sorted(world.hosts.items()):
         d = host.daemon
         if d is not None and d.alive:
-            held = d.core.hello()["claims"]
+            held = d.claims_held()
             if held:
                 world.fail(f"quiet: node {name} still holds claims: "
                            f"{[(c['claim'][:8], c['submitter'][:6]) for c in held]}")

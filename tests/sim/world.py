@@ -196,9 +196,16 @@ class World:
     def start(self) -> None:
         self.master = MasterProc(self, _Host("master", self.disks["master"]))
         for host in self.hosts.values():
-            NodeProc(self, host, self.real["node"])
+            self.new_node(host)
         for spec in self.specs:
             self.sim.after(spec.start, self.start_submitter, spec)
+
+    def new_node(self, host):
+        """A node daemon starts on `host`: the real node core's shell, or the stand-in's."""
+        if self.real["node"]:
+            return NodeProc(self, host)
+        from .standin_node import StandinNodeProc
+        return StandinNodeProc(self, host, False)
 
     def start_submitter(self, spec: SubmitSpec) -> None:
         if spec.name in self.done:
