@@ -168,3 +168,27 @@ class Scratch:
         finally:
             kill_pids(self.ours())
             shutil.rmtree(self.base, ignore_errors=True)
+
+
+def held_job(home: Path) -> Path:
+    """A submit file in `home` whose job writes its pid to home/starts (once per start)
+    and then waits until home/go exists, so a test decides when it ends."""
+    path = home / "job.condor"
+    path.write_text(
+        "executable = /bin/sh\n"
+        f"arguments = \"-c 'echo $$ >> {home}/starts; "
+        f"while [ ! -e {home}/go ]; do sleep 0.1; done; id -un; echo done'\"\n"
+        "output = job.out\nerror = job.err\nqueue\n")
+    return path
+
+
+def job_pid(home: Path) -> Optional[int]:
+    """The held job's pid, as it wrote it when it started."""
+    try:
+        return int((home / "starts").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def alive_as(pid: Optional[int], uid: int) -> bool:
+    return pid is not None and bool(procs(lambda p, argv, u: p == pid and u == uid))
