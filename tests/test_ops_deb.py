@@ -26,6 +26,7 @@ from .ops import (
     NO_REDIRECT,
     PYTHON,
     JobUser,
+    MachineLock,
     alive_as,
     held_job,
     job_pid,
@@ -179,8 +180,13 @@ def test_install_run_upgrade_purge(debs):
     arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True,
                           check=True).stdout.strip()
     assert arch in ("amd64", "arm64")
-    assert not installed(), "jrs is installed on this machine: the test will not touch it"
-    assert not Path("/etc/jrs").exists(), "/etc/jrs exists here: the test will not touch it"
+    with MachineLock("jrs-ops-package-test"):
+        assert not installed(), "jrs is installed on this machine: the test will not touch it"
+        assert not Path("/etc/jrs").exists(), "/etc/jrs exists here: the test will not touch it"
+        install_story(debs, arch)
+
+
+def install_story(debs, arch) -> None:
     base = Path(tempfile.mkdtemp(prefix="jrs-deb-", dir="/tmp"))
     base.chmod(0o755)  # the job's account reaches its submit directory through it
     with PolicyAllowsJrs(), JobUser() as user:
