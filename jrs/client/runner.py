@@ -24,6 +24,7 @@ from ..errors import EXIT_UNREACHABLE, JrsError
 from ..wire import files as wirefiles
 from ..wire.aio import Channel, ConnectionClosed, connect
 from ..wire.errors import WireError
+from ..wire.reconnect import Backoff, keep_connected
 from . import transfer
 from .eventlog import EventLogs
 from .jobs import DONE, FAILED, HELD, IDLE, REMOVED, RUNNING, Queue, Rec, Summary, request_key
@@ -58,44 +59,41 @@ class NodeLink:
         self.name, self.host, self.port = name, host, port
         self.ch: Optional[Channel] = None
         self.ready = asyncio.Event()
-        self.lock = asyncio.Lock()
         self.failing_since: Optional[float] = None
         self.sent: set = set()  # (proc, attempt) whose run reached a connection
         self.task = asyncio.ensure_future(self._loop())
 
     async def _loop(self) -> None:
-        delay = 0.1
-        while True:
-            try:
-                ch = await connect(self.host, self.port, self.sub.root, "submit",
-                                   peer_roles=frozenset({"node"}))
-            except (OSError, WireError, asyncio.TimeoutError) as exc:
-                self._failing(str(exc))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                continue
-            delay = 0.1
-            self.failing_since = None
-            live = self.sub.queue.live
-            self.sent = {(p, a) for p, a in self.sent
-                         if p in live and live[p].state == RUNNING and live[p].attempt == a}
-            jobs = [[f"{self.sub.cluster}.{p}", a] for p, a in sorted(self.sent)]
-            ch.send({"type": "attach", "submitter": self.sub.id, "jobs": jobs})
-            self.ch = ch
-            self.ready.set()
-            try:
-                while True:
-                    msg = await ch.recv()
-                    if not isinstance(msg, dict):
-                        raise WireError("unexpected file data from the node")
-                    await self.sub.from_node(self, msg)
-            except (ConnectionClosed, WireError, OSError) as exc:
-                log.info("lost node %s: %s", self.name, exc)
-            finally:
-                self.ready.clear()
-                self.ch = None
-                ch.close()
-            self._failing("connection lost")
+        await keep_connected(self._open, self._serve, backoff=Backoff(0.1, 2.0),
+                             on_down=lambda exc: self._failing(str(exc) or type(exc).__name__))
+
+    async def _open(self) -> Channel:
+        ch = await connect(self.host, self.port, self.sub.root, "submit",
+                           peer_roles=frozenset({"node"}))
+        self.failing_since = None
+        live = self.sub.queue.live
+        self.sent = {(p, a) for p, a in self.sent
+                     if p in live and live[p].state == RUNNING and live[p].attempt == a}
+        jobs = [[f"{self.sub.cluster}.{p}", a] for p, a in sorted(self.sent)]
+        ch.send({"type": "attach", "submitter": self.sub.id, "jobs": jobs})
+        self.ch = ch
+        self.ready.set()
+        return ch
+
+    async def _serve(self, ch: Channel) -> None:
+        try:
+            while True:
+                msg = await ch.recv()
+                if not isinstance(msg, dict):
+                    raise WireError("unexpected file data from the node")
+                await self.sub.from_node(self, msg)
+        except (ConnectionClosed, WireError, OSError) as exc:
+            log.info("lost node %s: %s", self.name, exc)
+            raise
+        finally:
+            self.ready.clear()
+            self.ch = None
+            ch.close()
 
     def _failing(self, why: str) -> None:
         now = time.monotonic()
@@ -192,25 +190,34 @@ class Submission:
                     await self.from_master(msg)
 
     async def master_loop(self) -> None:
-        ep = self.config.master
-        while True:
+        await keep_connected(self._open_master, self._serve_master, backoff=Backoff(0.5, 2.0),
+                             on_down=lambda exc: log.info("lost the master: %s", exc))
+
+    async def _open_master(self) -> Channel:
+        if self.master is None:  # the first channel comes from connect_master
+            ep = self.config.master
+            self.master = await connect(ep.host, ep.port, self.root, "submit",
+                                        peer_roles=frozenset({"master"}))
             try:
-                if self.master is None:
-                    self.master = await connect(ep.host, ep.port, self.root, "submit",
-                                                peer_roles=frozenset({"master"}))
-                    await self._hello()
-                    self._demand_sent = None
-                    self.schedule_demand()
-                while True:
-                    msg = await self.master.recv()
-                    if isinstance(msg, dict):
-                        await self.from_master(msg)
-            except (ConnectionClosed, WireError, OSError, asyncio.TimeoutError) as exc:
-                log.info("lost the master: %s", exc)
-                if self.master is not None:
-                    self.master.close()
+                await self._hello()
+            except BaseException:
+                self.master.close()
                 self.master = None
-                await asyncio.sleep(0.5)
+                raise
+            self._demand_sent = None
+            self.schedule_demand()
+        return self.master
+
+    async def _serve_master(self, ch: Channel) -> None:
+        try:
+            while True:
+                msg = await ch.recv()
+                if isinstance(msg, dict):
+                    await self.from_master(msg)
+        finally:
+            ch.close()
+            if self.master is ch:
+                self.master = None
 
     def to_master(self, msg: dict) -> None:
         if self.master is not None:
@@ -380,10 +387,9 @@ class Submission:
             await link.ready.wait()
             ch = link.ch
             try:
-                async with link.lock:
-                    ch.send({"type": "run", "claim": c.id, "job": f"{self.cluster}.{rec.proc}",
-                             "attempt": attempt, "spec": spec, "files": heads})
-                    await wirefiles.send(ch, items, heads, self.exe_cache)
+                await ch.send_files({"type": "run", "claim": c.id,
+                                     "job": f"{self.cluster}.{rec.proc}", "attempt": attempt,
+                                     "spec": spec, "files": heads}, items, self.exe_cache)
                 link.sent.add((rec.proc, attempt))
                 return
             except (ConnectionClosed, OSError, WireError, AttributeError):
