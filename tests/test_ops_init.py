@@ -14,7 +14,20 @@ import time
 
 import pytest
 
-from .ops import PYTHON, SCRIPT, JobUser, Scratch, alive_as, held_job, job_pid, procs, wait_for
+from .ops import (
+    PYTHON,
+    SCRIPT,
+    JobUser,
+    Scratch,
+    alive_unprivileged,
+    check_job_output,
+    held_job,
+    job_pid,
+    procs,
+    release,
+    starts,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -191,26 +204,26 @@ def test_jobs_survive_stop_and_are_readopted(scratch, job_user):
         stderr=subprocess.PIPE, text=True)
     try:
         job = wait_for("the job to start", lambda: job_pid(home), 20)
-        assert alive_as(job, job_user.uid)
+        assert alive_unprivileged(job)
         node = scratch.pid("node")
 
         r = scratch.script("stop")
         assert r.returncode == 0, r.stdout + r.stderr
         assert not alive(node) and not alive(scratch.pid("master"))
-        assert alive_as(job, job_user.uid), "stopping the daemons killed the job"
+        assert alive_unprivileged(job), "stopping the daemons killed the job"
 
         r = scratch.script("start")
         assert r.returncode == 0, r.stdout + r.stderr
-        assert alive_as(job, job_user.uid)
-        (home / "go").touch()
+        assert alive_unprivileged(job)
+        release(home)
         _, err = submit.communicate(timeout=60)
     finally:
         if submit.poll() is None:
             submit.kill()
             submit.wait()
     assert submit.returncode == 0, err + scratch.logs()
-    assert (home / "job.out").read_text() == f"{job_user.name}\ndone\n"
-    assert (home / "starts").read_text() == f"{job}\n"  # re-adopted, not run again
+    check_job_output(home)
+    assert starts(home) == [str(job)]  # re-adopted, not run again
 
 
 def test_host_roles_match_exactly_never_a_substring():
