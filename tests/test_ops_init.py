@@ -257,3 +257,27 @@ def test_roles_command(scratch):
     assert scratch.jrs("roles", "-c", str(scratch.conf), "master").returncode == 0
     r = scratch.jrs("roles", "-c", str(scratch.conf), "submitter")
     assert r.returncode == 2 and "unknown role 'submitter'" in r.stderr
+
+
+def test_logs_rotate_while_the_daemons_run(scratch):
+    """The logrotate file rotates /var/log/jrs/*.log under running daemons (copytruncate),
+    and what they log next starts the fresh file (the script opens logs for appending)."""
+    from .conftest import ROOT, write_config
+    from .ops import need
+
+    assert scratch.script("start").returncode == 0
+    conf = scratch.base / "logrotate.conf"
+    conf.write_text((ROOT / "debian/logrotate").read_text()
+                    .replace("/var/log/jrs", str(scratch.base / "log")))
+    r = subprocess.run([need("logrotate"), "-f", "-s", str(scratch.base / "lr.state"),
+                        str(conf)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    log = scratch.base / "log"
+    assert "listening on" in (log / "master.log.1").read_text()
+    assert (log / "master.log").stat().st_size == 0
+    stranger = write_config(scratch.base / "stranger", master=scratch.master,
+                            nodes=scratch.nodes, secret=os.urandom(32).hex().encode())
+    assert scratch.jrs("status", "-c", str(stranger)).returncode == 3
+    wait_for("the refusal in the fresh log", lambda: "does not hold our secret" in
+             (log / "master.log").read_text(), 10)
+    assert (log / "master.log").read_bytes()[:1] != b"\0"  # appended, not written at the old offset
