@@ -87,6 +87,8 @@ class SubmitterProc(Proc):
     # ------------------------------------------------------------ actions
 
     def do(self, actions: list) -> None:
+        if not actions and self.core is not None and not self.core.finished:
+            return  # nothing happened: no demand to coalesce (runner.apply)
         for a in actions or []:
             if self.exited:
                 return
