@@ -96,6 +96,7 @@ class Result:
     faults: list = field(default_factory=list)
     stats: dict = field(default_factory=dict)
     trace: list = field(default_factory=list)
+    fault_kinds: tuple = ()
 
     @property
     def ok(self) -> bool:
@@ -103,7 +104,9 @@ class Result:
 
     def replay(self) -> str:
         sw = "".join(f" --switch {s}" for s in sorted(SWITCHES))
-        return f"python -m tests.sim --seed {self.seed} --shape {self.shape}{sw}"
+        left = [k for k in SHAPES[self.shape].faults if k not in self.fault_kinds]
+        out = f" --without {','.join(left)}" if left else ""
+        return f"python -m tests.sim --seed {self.seed} --shape {self.shape}{out}{sw}"
 
 
 class _DetOs:
@@ -318,7 +321,7 @@ class World:
         res = Result(self.seed, self.shape.name, list(self.failures) + list(self.net.problems),
                      sim.steps, sim.now, self.digest.hexdigest()[:16], list(self.fault_log),
                      {"execs": len(self.execs), "messages": self.net.delivered},
-                     self.trace)
+                     self.trace, tuple(self.shape.faults))
         return res
 
 
