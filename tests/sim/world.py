@@ -155,6 +155,7 @@ class World:
         self.last_fault = 0.0
         self.interrupted: set = set()  # submitter names removed by Ctrl-C
         self.losses: list = []  # (t, sid, node): that submitter lost that node's jobs
+        self.claim_node: dict = {}  # claim -> node, from journals and claim grants
         self._ids = 0
         self._make_specs()
 
@@ -195,6 +196,8 @@ class World:
         def watch(p: str, rec: dict) -> None:
             if p == path:
                 self.journals[sid].append((self.sim.now, rec))
+                if rec.get("e") == "run":
+                    self.claim_node[rec["claim"]] = rec["node"]
         return watch
 
     def start(self) -> None:
