@@ -29,7 +29,8 @@ from .shapes import SHAPES, Shape
 from .submitter import SubmitterProc
 
 LIVENESS = 600.0  # every submit ends within this after the last fault
-QUIET = 60.0  # then the cluster must drop every claim within this (> lease + node timeout)
+QUIET = 60.0  # every submit done and the last fault over: no claim may be left after this
+# (more than the Pool's submitter lease of the shapes plus a node time-out)
 SWITCHES: dict = {}  # test-only defect switches in force for a run (see tests/sim/bugs.py)
 
 
@@ -317,7 +318,7 @@ class World:
             if not self.finished():
                 check.liveness(self, deadline())
             else:
-                sim.run_until(sim.now + QUIET)
+                sim.run_until(max(sim.now, self.last_fault) + QUIET)
                 check.final(self)
         except Exception:
             self.fail("exception inside the simulation:\n" + traceback.format_exc())
