@@ -29,7 +29,7 @@ from .shapes import SHAPES, Shape
 from .submitter import SubmitterProc
 
 LIVENESS = 600.0  # every submit ends within this after the last fault
-QUIET = 60.0  # every submit done and the last fault over: no claim may be left after this
+QUIET = 75.0  # every submit done and the last fault over: no claim may be left after this
 # (more than the Pool's submitter lease of the shapes plus a node time-out)
 SWITCHES: dict = {}  # test-only defect switches in force for a run (see tests/sim/bugs.py)
 
