@@ -1,0 +1,55 @@
+"""The master with real processes on loopback: lost offers do not hang a submit."""
+
+from __future__ import annotations
+
+import time
+
+from .cluster import Cluster
+from .test_crash import check_outputs, runs, sweep, wait_for
+
+
+def test_a_node_killed_and_restarted_while_a_one_job_submit_waits(pyz, tmp_path):
+    """Issue 12: the offer went to the dead node's channel, the Pool kept the claim as
+    pending, the restarted node's hello did not reconcile it, and the submit hung."""
+    c = Cluster(pyz, tmp_path, slots=[1])
+    c.env["JRS_NODE_TIMEOUT"] = "10"  # back well within it, however loaded the machine
+    c.start()
+    try:
+        (tmp_path / "one.condor").write_text("executable = /bin/echo\narguments = done\n"
+                                             "output = out.txt\nqueue 1\n")
+        c.kill9(c.nodes[0])
+        killed = time.monotonic()
+        p = c.submit("one.condor", cwd=tmp_path)
+        # the submitter's demand reached the master while the node was away
+        wait_for(lambda: any(s["idle"] >= 1 or s["claims"]
+                             for s in c.status()["submitters"]), timeout=10)
+        c.start_node(0)
+        assert time.monotonic() - killed < 5
+        out, err = p.communicate(timeout=40)
+        assert p.returncode == 0, (out, err, c.logs())
+        assert (tmp_path / "out.txt").read_text() == "done\n"
+        assert "node-lost" not in (tmp_path / "master.log").read_text()  # a restart, not a loss
+    finally:
+        c.stop()
+
+
+def test_resume_right_after_kill9_reattaches_running_jobs(pyz, tmp_path):
+    """Issue 12: the master re-offered the old claims, the resumed submitter released them,
+    and the release became a claim-drop that killed the 4 running jobs (signal 15)."""
+    c = Cluster(pyz, tmp_path, slots=[2, 2]).start()
+    try:
+        work = tmp_path / "w"
+        ledger = sweep(work, 12, 1.5)
+        p = c.submit("c.condor", cwd=work)
+        wait_for(lambda: ledger.exists() and len(runs(ledger)) >= 9, timeout=30)
+        time.sleep(0.3)  # the last four jobs are mid-run, none is idle: no claim is needed
+        c.kill9(p)
+        time.sleep(0.5)
+        code, _out, err = c.run_submit("c.condor", cwd=work)
+        assert code == 0, err + c.logs()
+        counts = runs(ledger)
+        assert len(counts) == 12 and set(counts.values()) == {1}, counts  # none ran twice
+        check_outputs(work, 12)  # and none was killed: each one said "done"
+        assert "signal" not in (work / "c.log").read_text()
+    finally:
+        c.stop()
