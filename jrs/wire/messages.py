@@ -97,7 +97,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple, bool]]] = {
     "queue-reply": {"clusters": (_L, True)},
     "rm-reply": {"results": (_L, True)},
     # submitter <-> node
-    "attach": {"submitter": (_S, True), "jobs": (_L, True)},
+    "attach": {"submitter": (_S, True), "jobs": (_L, True), "token": (_S, False)},
     "attached": {"unknown": (_L, True)},
     "run": {"claim": (_S, True), "job": (_S, True), "attempt": (_I, True),
             "spec": (_D, True), "files": (_L, True)},
