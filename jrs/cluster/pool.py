@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import hmac
 import itertools
 import math
 from collections import OrderedDict
@@ -459,7 +460,7 @@ class Pool:
                     self.sessions.popitem(last=False)
             return True
         self.sessions.move_to_end(sid)
-        return bound == token_hash
+        return token_hash is not None and hmac.compare_digest(bound, token_hash)
 
     def submitter_hello(self, msg: dict, now: float) -> list:
         sid = payload.ident(msg.get("submitter"), "submitter")
