@@ -25,10 +25,27 @@ def describe(items: list) -> list:
 async def send(ch: Channel, items: list, headers: list, cache: Optional[dict] = None) -> None:
     """Send the bytes of each (name, path), exactly the size its header promised.
 
+    `path` may instead be a callable returning an open fd (or None: send zeros),
+    so a node sends the very descriptor it checked, never a path reopened.
     `cache` maps path -> bytes for small files sent again and again (an
     executable shared by a whole cluster)."""
     for (_, path), head in zip(items, headers):
         size = head["size"]
+        if callable(path):
+            fd = path()
+            f = open(fd, "rb", closefd=True) if fd is not None else None
+            try:
+                left = size
+                while left > 0:
+                    chunk = (f.read(min(CHUNK, left)) if f is not None else b"") \
+                        or bytes(min(CHUNK, left))  # shrank, or refused now: pad
+                    ch.send_data(chunk)
+                    left -= len(chunk)
+                    await ch.drain()
+            finally:
+                if f is not None:
+                    f.close()
+            continue
         if cache is not None and path in cache:
             data = cache[path]
             for i in range(0, size, CHUNK):
