@@ -13,7 +13,7 @@ some). Anything else raises MessageError, which the receiver answers with an
 
 Node -> master (the node's session; the master never carries job data):
     node-hello  {name, slots, memory, gpus, attrs, claims}   on every (re)connect
-    node-report {load, running, claims}                      heartbeat, every second
+    node-report {load, running, claims, waiting?, oldest_wait?}  heartbeat, every second
     claim-ok {claim} | claim-refused {claim, reason}         answers to claim-offer
     claim-released {claim}                                   the submitter let it go
 Master -> node:
@@ -22,10 +22,10 @@ Master -> node:
                                   result waits; the node was declared dead: kill it)
 
 Submitter -> master:
-    submitter-hello {submitter, user, host, pid, claims}     on every (re)connect
+    submitter-hello {submitter, user, host, pid, claims, token?}  on every (re)connect
     new-cluster {} -> cluster {id}
     demand {requests: [{key, count, cpus, memory, gpus, requirements, ad}]}
-    release {claim}               progress {clusters: [{id, idle, running, done, failed}]}
+    release {claim, kill?}        progress {clusters: [{id, idle, running, done, failed}]}
     removed {re, count}           (answer to a forwarded rm)
 Master -> submitter:
     claim {claim, node, host, port, cpus, memory, gpus}      unmatchable {key, reason}
@@ -65,7 +65,8 @@ SCHEMA: dict[str, dict[str, tuple[tuple, bool]]] = {
     # node <-> master
     "node-hello": {"name": (_S, True), "slots": (_I, True), "memory": (_I, True),
                    "gpus": (_I, True), "attrs": (_D, True), "claims": (_L, True)},
-    "node-report": {"load": (_N, True), "running": (_I, True), "claims": (_L, True)},
+    "node-report": {"load": (_N, True), "running": (_I, True), "claims": (_L, True),
+                    "waiting": (_I, False), "oldest_wait": (_N, False)},
     "welcome": {"master": (_S, False)},
     "claim-offer": {"claim": (_S, True), "submitter": (_S, True), "user": (_S, True),
                     "cpus": (_I, True), "memory": (_I, True), "gpus": (_I, True)},
@@ -75,11 +76,12 @@ SCHEMA: dict[str, dict[str, tuple[tuple, bool]]] = {
     "claim-drop": {"claim": (_S, True), "kill": ((bool,), False)},
     # submitter <-> master
     "submitter-hello": {"submitter": (_S, True), "user": (_S, True), "host": (_S, True),
-                        "pid": (_I, True), "claims": (_L, True), "clusters": (_L, True)},
+                        "pid": (_I, True), "claims": (_L, True), "clusters": (_L, True),
+                        "token": (_S, False)},
     "new-cluster": {},
     "cluster": {"id": (_I, True)},
     "demand": {"requests": (_L, True)},
-    "release": {"claim": (_S, True)},
+    "release": {"claim": (_S, True), "kill": ((bool,), False)},
     "progress": {"clusters": (_L, True)},
     "removed": {"re": (_S, True), "count": (_I, True)},
     "claim": {"claim": (_S, True), "node": (_S, True), "host": (_S, True), "port": (_I, True),
@@ -95,7 +97,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple, bool]]] = {
     "queue-reply": {"clusters": (_L, True)},
     "rm-reply": {"results": (_L, True)},
     # submitter <-> node
-    "attach": {"submitter": (_S, True), "jobs": (_L, True)},
+    "attach": {"submitter": (_S, True), "jobs": (_L, True), "token": (_S, False)},
     "attached": {"unknown": (_L, True)},
     "run": {"claim": (_S, True), "job": (_S, True), "attempt": (_I, True),
             "spec": (_D, True), "files": (_L, True)},
