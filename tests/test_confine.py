@@ -11,6 +11,7 @@ in-process with an attacker process of the job's uid.
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import secrets
@@ -252,6 +253,7 @@ def test_race_file_swapped_for_a_link_while_collecting(open_dir, secret_file):
                 os.rename(top / "tmp2", top / "out")
                 (top / "new").write_text("honest")
                 os.rename(top / "new", top / "out")
+                time.sleep(0.0002)  # let the collector see the honest file now and then
             except OSError:
                 pass
 
@@ -481,6 +483,86 @@ def test_shared_fs_stdio_is_opened_as_the_job(node, secret_file):
     assert not Path(f"/etc/cron.d/{name}").exists()
     _no_secret_under(w, token)
     _honest(node, w)
+
+
+def test_outputs_that_point_at_root_files_never_come_back(node, secret_file):
+    """A job that links _condor_stdout and listed outputs to root-only files, lists
+    absolute and `..` names, a FIFO and a link to /: nothing root-only arrives, the
+    node keeps serving, an honest submit succeeds."""
+    d, token = secret_file
+    w = _work(node)
+    script = (f"mkdir dir; echo inner > dir/in; ln -s {d}/flag dir/leak; ln -s {d}/flag link; "
+              f"ln -s {d} linkdir; ln -s / slash; mkfifo fifo; echo out; "
+              f"ln -sf {d}/flag _condor_stdout; ln -sf {d}/flag _condor_stderr")
+    (w / "b.condor").write_text(
+        f"executable = /bin/sh\narguments = \"-c '{script}'\"\noutput = o.txt\nerror = e.txt\n"
+        "transfer_output_files = dir, link, linkdir, slash, fifo\nqueue\n"
+        f"transfer_output_files = {d}/flag, {d}, ../../x\nqueue\n")
+    t0 = time.monotonic()
+    code, _out, err = node.run_submit("b.condor", cwd=w, timeout=60)
+    assert time.monotonic() - t0 < 45
+    assert code != 0, err
+    _no_secret_under(w, token)
+    assert node.nodes[0].poll() is None
+    _honest(node, w)
+
+
+def test_nothing_of_a_jobs_uid_survives_it_not_even_after_rm(node):
+    """setsid children, files in /tmp and /dev/shm, SysV IPC: gone when the job ends
+    (and when it is removed); a fork bomb stops at --job-pids; the node serves on."""
+    w = _work(node)
+    tag = secrets.token_hex(5)
+    shared = Path(tempfile.mkdtemp(prefix="jrs-ids-", dir="/tmp"))
+    os.chmod(shared, 0o777)
+    (w / "c.condor").write_text(
+        "executable = /bin/sh\n"
+        f"arguments = \"-c 'umask 0; id -u >> {shared}/uids; setsid sleep 300 & "
+        f"echo x > /tmp/jrs-c-{tag}; echo y > /dev/shm/jrs-c-{tag}; "
+        "ipcmk -M 4096 >/dev/null; sleep 0.2'\"\nqueue\n"
+        f"arguments = \"-c 'umask 0; id -u >> {shared}/uids; setsid sleep 300 & "
+        "sleep 300'\"\nqueue\n"
+        f"arguments = \"-c 'i=0; while [ $i -lt 1000 ]; do sleep 60 & i=$((i+1)); done; "
+        f"echo $i'\"\noutput = bomb.out\nerror = bomb.err\nqueue\n")
+    p = node.submit("c.condor", cwd=w)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if (shared / "uids").exists() and len((shared / "uids").read_text().split()) == 2:
+            break
+        time.sleep(0.1)
+    time.sleep(1.0)
+    r = run_jrs(node.pyz, "q", "--json", "-c", str(node.conf))
+    cluster = max(c["id"] for c in json.loads(r.stdout)["clusters"])
+    r = run_jrs(node.pyz, "rm", f"{cluster}.1", "-c", str(node.conf))
+    assert r.returncode == 0, r.stderr
+    _out, err = p.communicate(timeout=60)
+    uids = [int(u) for u in (shared / "uids").read_text().split()]
+    assert len(set(uids)) == 2 and "1 removed" in err, err
+    time.sleep(0.5)
+    for uid in uids:
+        assert not _procs_of(uid), uid
+        assert not any(line.split()[7] == str(uid)
+                       for line in Path("/proc/sysvipc/shm").read_text().splitlines()[1:])
+    assert not Path(f"/tmp/jrs-c-{tag}").exists() and not Path(f"/dev/shm/jrs-c-{tag}").exists()
+    assert "fork" in (w / "bomb.err").read_text() or int((w / "bomb.out").read_text()) < 1000
+    shutil.rmtree(shared)
+    _honest(node, w)
+
+
+def test_jobs_cannot_see_each_others_sandboxes(node):
+    w = _work(node)
+    shared = Path(tempfile.mkdtemp(prefix="jrs-peek-", dir="/tmp"))
+    os.chmod(shared, 0o777)
+    (w / "d.condor").write_text(
+        "executable = /bin/sh\n"
+        f"arguments = \"-c 'echo private > mine; pwd > {shared}/where; sleep 3'\"\nqueue\n"
+        f"arguments = \"-c 'while [ ! -s {shared}/where ]; do sleep 0.1; done; "
+        f"ls .. > {shared}/ls 2>&1; cat $(cat {shared}/where)/mine > {shared}/cat 2>&1; "
+        "true'\"\nqueue\n")
+    code, _out, err = node.run_submit("d.condor", cwd=w)
+    assert code == 0, err + node.logs()
+    assert "Permission denied" in (shared / "ls").read_text()
+    assert "Permission denied" in (shared / "cat").read_text()
+    shutil.rmtree(shared)
 
 
 def test_node_refuses_ranges_and_layouts_it_cannot_keep(pyz, tmp_path):
