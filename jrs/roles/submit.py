@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -22,13 +21,21 @@ def dry_run(path: str, out=None) -> int:
     from ..condor import expand_file
 
     out = out or sys.stdout
+    notes: list = []
     with tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY, mode="w+", encoding="utf-8") as spool:
-        dumps = json.JSONEncoder(ensure_ascii=False).encode
-        write = spool.write
-        for job in expand_file(path, cluster=1):
-            write(dumps(job.to_json()))
-            write("\n")
+        lines: list = []
+        for job in expand_file(path, cluster=1, warn=notes.append):
+            lines.append(job.to_json_line())
+            if len(lines) >= 512:
+                lines.append("")
+                spool.write("\n".join(lines))
+                lines = []
+        if lines:
+            lines.append("")
+            spool.write("\n".join(lines))
         spool.seek(0)
+        for note in notes:  # unsupported commands: stderr, never in the JSON stream
+            print(note, file=sys.stderr)
         shutil.copyfileobj(spool, out, 1 << 20)
     return 0
 
