@@ -34,10 +34,16 @@ def dry_run(path: str, out=None) -> int:
             lines.append("")
             spool.write("\n".join(lines))
         spool.seek(0)
-        for note in notes:  # unsupported commands: stderr, never in the JSON stream
-            print(note, file=sys.stderr)
+        warn_unsupported(notes)  # stderr: never in the JSON stream
         shutil.copyfileobj(spool, out, 1 << 20)
     return 0
+
+
+def warn_unsupported(notes: list) -> None:
+    """One `file:line: warning: <command> is not supported; <what happens instead>`
+    per command, once the whole file expanded (a bad file shows only its error)."""
+    for line in notes:
+        print(line, file=sys.stderr, flush=True)
 
 
 def check_file(path: str, environ: dict) -> int:
@@ -49,7 +55,8 @@ def check_file(path: str, environ: dict) -> int:
     total = 0
     seen_exprs: set = set()
     seen_files: set = set()
-    for job in expand_file(path, cluster=1, environ=environ):
+    notes: list = []
+    for job in expand_file(path, cluster=1, environ=environ, warn=notes.append):
         total += 1
         for what in ("requirements", "on_exit_remove"):
             text = getattr(job, what)
@@ -64,6 +71,7 @@ def check_file(path: str, environ: dict) -> int:
         if files not in seen_files:
             check_job(job, path)
             seen_files.add(files)
+    warn_unsupported(notes)
     return total
 
 
