@@ -25,6 +25,7 @@ from ..wire import files as wirefiles
 from ..wire.aio import Channel, ConnectionClosed, Server, connect
 from ..wire.errors import WireError
 from ..wire.messages import error
+from ..wire.reconnect import Backoff, keep_connected
 from . import sandbox, taskfile
 from .launcher import Launcher
 
@@ -94,7 +95,6 @@ class NodeDaemon:
         self.claims: dict[str, Claim] = {}
         self.tasks: dict[str, Task] = {}
         self.sessions: dict[str, Channel] = {}
-        self.locks: dict[int, asyncio.Lock] = {}
         self.master: Optional[Channel] = None
         self.notify_address = "\0jrs-node-%d-%s" % (os.getpid(), os.urandom(4).hex())
         self.boot = taskfile.boot_id()
@@ -201,44 +201,40 @@ class NodeDaemon:
     # ----------------------------------------------------------- the master
 
     async def _master_loop(self) -> None:
-        delay = 0.2
         ep = self.config.master
-        while True:
-            try:
-                ch = await connect(ep.host, ep.port, self.root, "node",
-                                   peer_roles=frozenset({"master"}))
-            except (OSError, WireError, asyncio.TimeoutError) as exc:
-                log.info("master %s unreachable: %s", ep, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            try:
-                ch.send({"type": "node-hello", "name": self.cap.name, "slots": self.cap.slots,
-                         "memory": self.cap.memory, "gpus": self.cap.gpus,
-                         "attrs": self.cap.attrs,
-                         "claims": [c.to_json() for c in self.claims.values()]})
-                reply = await asyncio.wait_for(ch.recv(), 10)
-                if not isinstance(reply, dict) or reply.get("type") != "welcome":
-                    log.warning("master %s refused this node: %s", ep,
-                                reply.get("message") if isinstance(reply, dict) else reply)
-                    await asyncio.sleep(5.0)
-                    continue
-                delay = 0.2
-                self.master = ch
-                beat = asyncio.ensure_future(self._heartbeat(ch))
-                try:
-                    while True:
-                        msg = await ch.recv()
-                        if isinstance(msg, dict):
-                            self._from_master(ch, msg)
-                finally:
-                    beat.cancel()
-                    self.master = None
-            except (ConnectionClosed, WireError, OSError, asyncio.TimeoutError) as exc:
-                log.info("lost the master %s: %s", ep, exc)
-            finally:
-                ch.close()
-            await asyncio.sleep(delay)
+        await keep_connected(self._open_master, self._serve_master, backoff=Backoff(0.2, 5.0),
+                             on_down=lambda exc: log.info("master %s: %s", ep, exc))
+
+    async def _open_master(self) -> Channel:
+        ep = self.config.master
+        ch = await connect(ep.host, ep.port, self.root, "node", peer_roles=frozenset({"master"}))
+        try:
+            ch.send({"type": "node-hello", "name": self.cap.name, "slots": self.cap.slots,
+                     "memory": self.cap.memory, "gpus": self.cap.gpus, "attrs": self.cap.attrs,
+                     "claims": [c.to_json() for c in self.claims.values()]})
+            reply = await asyncio.wait_for(ch.recv(), 10)
+            if not isinstance(reply, dict) or reply.get("type") != "welcome":
+                why = reply.get("message") if isinstance(reply, dict) else reply
+                log.warning("master %s refused this node: %s", ep, why)
+                raise WireError(f"refused: {why!r:.200}")
+        except BaseException:
+            ch.close()
+            raise
+        return ch
+
+    async def _serve_master(self, ch: Channel) -> None:
+        self.master = ch
+        beat = asyncio.ensure_future(self._heartbeat(ch))
+        try:
+            while True:
+                msg = await ch.recv()
+                if isinstance(msg, dict):
+                    self._from_master(ch, msg)
+        finally:
+            beat.cancel()
+            if self.master is ch:
+                self.master = None
+            ch.close()
 
     async def _heartbeat(self, ch: Channel) -> None:
         while True:
@@ -304,7 +300,6 @@ class NodeDaemon:
             return
         sub = first["submitter"]
         self.sessions[sub] = ch
-        self.locks[id(ch)] = asyncio.Lock()
         try:
             unknown = []
             for item in first["jobs"]:
@@ -327,7 +322,6 @@ class NodeDaemon:
         finally:
             if self.sessions.get(sub) is ch:
                 del self.sessions[sub]
-            self.locks.pop(id(ch), None)
 
     @staticmethod
     def _key(sub: str, job: str, attempt: object) -> str:
@@ -602,13 +596,8 @@ class NodeDaemon:
         try:
             result, items = self._result(task)
             heads = wirefiles.describe(items)
-            lock = self.locks.get(id(ch))
-            if lock is None:
-                return
-            async with lock:
-                ch.send({"type": "finished", "job": task.job, "attempt": task.attempt,
-                         "result": result, "files": heads})
-                await wirefiles.send(ch, items, heads)
+            await ch.send_files({"type": "finished", "job": task.job, "attempt": task.attempt,
+                                 "result": result, "files": heads}, items)
         except (ConnectionClosed, OSError, WireError) as exc:
             log.info("could not deliver %s yet: %s", task.key, exc)
         finally:

@@ -9,11 +9,12 @@ some). Anything else raises MessageError, which the receiver answers with an
     hello  {version}                    first frame of every client
     ping   {seq}        pong {seq}      liveness
     echo   {seq, body}                  test and benchmark traffic
+    blob   {size} + data chunks         test and benchmark bulk traffic (a transfer)
     error  {code, message, re?}         the answer to a message we cannot take
 
 Node -> master (the node's session; the master never carries job data):
     node-hello  {name, slots, memory, gpus, attrs, claims}   on every (re)connect
-    node-report {load, running, claims}                      heartbeat, every second
+    node-report {load, running, claims, waiting?, oldest_wait?}  heartbeat, every second
     claim-ok {claim} | claim-refused {claim, reason}         answers to claim-offer
     claim-released {claim}                                   the submitter let it go
 Master -> node:
@@ -22,10 +23,10 @@ Master -> node:
                                   result waits; the node was declared dead: kill it)
 
 Submitter -> master:
-    submitter-hello {submitter, user, host, pid, claims}     on every (re)connect
+    submitter-hello {submitter, user, host, pid, claims, token?}  on every (re)connect
     new-cluster {} -> cluster {id}
     demand {requests: [{key, count, cpus, memory, gpus, requirements, ad}]}
-    release {claim}               progress {clusters: [{id, idle, running, done, failed}]}
+    release {claim, kill?}        progress {clusters: [{id, idle, running, done, failed}]}
     removed {re, count}           (answer to a forwarded rm)
 Master -> submitter:
     claim {claim, node, host, port, cpus, memory, gpus}      unmatchable {key, reason}
@@ -60,12 +61,14 @@ SCHEMA: dict[str, dict[str, tuple[tuple, bool]]] = {
     "ping": {"seq": ((int,), True)},
     "pong": {"seq": ((int,), True)},
     "echo": {"seq": ((int,), True), "body": ((str,), True)},
+    "blob": {"size": ((int,), True)},
     "error": {"code": ((str,), True), "message": ((str,), True),
               "re": ((str, type(None)), False)},
     # node <-> master
     "node-hello": {"name": (_S, True), "slots": (_I, True), "memory": (_I, True),
                    "gpus": (_I, True), "attrs": (_D, True), "claims": (_L, True)},
-    "node-report": {"load": (_N, True), "running": (_I, True), "claims": (_L, True)},
+    "node-report": {"load": (_N, True), "running": (_I, True), "claims": (_L, True),
+                    "waiting": (_I, False), "oldest_wait": (_N, False)},
     "welcome": {"master": (_S, False)},
     "claim-offer": {"claim": (_S, True), "submitter": (_S, True), "user": (_S, True),
                     "cpus": (_I, True), "memory": (_I, True), "gpus": (_I, True)},
@@ -75,11 +78,12 @@ SCHEMA: dict[str, dict[str, tuple[tuple, bool]]] = {
     "claim-drop": {"claim": (_S, True), "kill": ((bool,), False)},
     # submitter <-> master
     "submitter-hello": {"submitter": (_S, True), "user": (_S, True), "host": (_S, True),
-                        "pid": (_I, True), "claims": (_L, True), "clusters": (_L, True)},
+                        "pid": (_I, True), "claims": (_L, True), "clusters": (_L, True),
+                        "token": (_S, False)},
     "new-cluster": {},
     "cluster": {"id": (_I, True)},
     "demand": {"requests": (_L, True)},
-    "release": {"claim": (_S, True)},
+    "release": {"claim": (_S, True), "kill": ((bool,), False)},
     "progress": {"clusters": (_L, True)},
     "removed": {"re": (_S, True), "count": (_I, True)},
     "claim": {"claim": (_S, True), "node": (_S, True), "host": (_S, True), "port": (_I, True),
@@ -95,7 +99,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple, bool]]] = {
     "queue-reply": {"clusters": (_L, True)},
     "rm-reply": {"results": (_L, True)},
     # submitter <-> node
-    "attach": {"submitter": (_S, True), "jobs": (_L, True)},
+    "attach": {"submitter": (_S, True), "jobs": (_L, True), "token": (_S, False)},
     "attached": {"unknown": (_L, True)},
     "run": {"claim": (_S, True), "job": (_S, True), "attempt": (_I, True),
             "spec": (_D, True), "files": (_L, True)},
@@ -138,6 +142,26 @@ def validate(obj: Any) -> dict:
         _check(name, obj[name], types)
         clean[name] = obj[name]
     return clean
+
+
+# Messages whose data frames follow them (a transfer): `run`/`finished` carry
+# `files: [{size}]`, `blob` (tests and benchmarks) a bare `size`.
+TRANSFER_TYPES = frozenset({"run", "finished", "blob"})
+
+
+def transfer_size(body: dict) -> int:
+    """The data bytes that follow a transfer header (ValueError if it does not say)."""
+    try:
+        blob = body["type"] == "blob"
+        sizes = [body["size"]] if blob else [f["size"] for f in body["files"]]
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{body.get('type')!r} does not say how many bytes follow") from exc
+    total = 0
+    for size in sizes:
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ValueError(f"{body.get('type')!r}: bad size {size!r:.40}")
+        total += size
+    return total
 
 
 def error(code: str, message: str, re: str | None = None) -> dict:
