@@ -404,3 +404,11 @@ def test_dry_run_line_is_the_json_object(tmp_path):
     (j,) = jobs(tmp_path, "executable = /bin/echo\narguments = \"'é x' \"\"q\"\"\"\n"
                           "environment = \"A=1 B='x y'\"\n+Tag = \"t\\u00e9\"\nqueue\n")
     assert j.to_json_line() == json.dumps(j.to_json(), ensure_ascii=False)
+
+
+def test_submit_help_explains_the_language_and_the_warnings(pyz):
+    r = subprocess.run([sys.executable, str(pyz), "submit", "--help"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0
+    assert "queue variables named like commands" in r.stdout
+    assert "FILE:LINE: warning:" in r.stdout
