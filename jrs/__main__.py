@@ -127,9 +127,13 @@ Example:
 Usage: jrs submit [-c DIR | --local] [--dry-run] [--no-progress] [--fresh]
                   [--state=DIR] FILE
 
---dry-run prints one JSON object per job (the expansion HTCondor would make)
-without contacting any server. --local runs the jobs on a throw-away cluster
-of this machine alone (all cores).
+--dry-run prints one JSON object per job (the expansion HTCondor 24.0 would
+make: queue variables named like commands set them, an empty expansion is
+unset, HTCondor's spellings, synonyms and predefined macros; see the README,
+"The submit language") without contacting any server. Commands JRS does not
+implement are named on stderr, one line each (FILE:LINE: warning: ...), by a
+dry run and a run alike. --local runs the jobs on a throw-away cluster of this
+machine alone (all cores).
 
 The submit process is the queue of its jobs. It expands FILE once and
 journals the run in --state (default: beside FILE as .FILE.jrs, mode 0600,
