@@ -318,7 +318,8 @@ class World:
             if not self.finished():
                 check.liveness(self, deadline())
             else:
-                sim.run_until(max(sim.now, self.last_fault) + QUIET)
+                while sim.now < self.last_fault + QUIET and sim._heap:  # faults may go on
+                    sim.run_until(self.last_fault + QUIET)
                 check.final(self)
         except Exception:
             self.fail("exception inside the simulation:\n" + traceback.format_exc())
