@@ -355,3 +355,35 @@ def test_output_file_never_writes_through_a_symlink(tmp_path):
         transfer.OutputFile((str(tmp_path / "w"), "d/x"))
     assert list((tmp_path / "elsewhere").iterdir()) == []
     assert [p.name for p in (tmp_path / "w").iterdir() if "jrs-part" in p.name] == []
+
+
+def test_a_node_that_keeps_breaking_the_protocol_is_not_used_again(tmp_path):
+    """A bad transfer header closes the session before the core sees the job: the node
+    would deliver it again and again. After STRIKES such breaks in a minute the run stops
+    using the node, its jobs run elsewhere, and no reconnect loop holds the submit."""
+    core = started_one(tmp_path, "executable = /bin/true\nqueue 2\n")
+    for t in (1.0, 2.0):
+        acts = core.node_down("n1", t, "bad transfer header", protocol=True)
+        assert not of(acts, C.Disconnect)
+        core.node_up("n1", t)
+    acts = core.node_down("n1", 3.0, "bad transfer header", protocol=True)
+    assert of(acts, C.Disconnect) == [C.Disconnect("n1")]
+    assert any("broke the protocol 3 times" in a.text for a in of(acts, C.Say))
+    assert core.queue.counts[RUNNING] == 0 and core.queue.counts[IDLE] == 2
+    # its claims stay unused (no start there), and count for nothing in the demand
+    acts = core.from_master(claim("c2"), 4.0) + core.demand()
+    assert not of(acts, C.StartRun)
+    assert "c1" in core.claims and "c2" in core.claims
+    (demand,) = msgs(core.master_up(), C.ToMaster, "demand")
+    assert demand["requests"][0]["count"] == 2
+    # a healthy node takes the jobs
+    core.from_master(claim("c3", node="n2"), 5.0)
+    assert len(of(core.node_up("n2", 5.0), C.StartRun)) == 1
+    assert not msgs(core.tick(100.0), C.ToMaster, "release")  # no give-up churn for n1
+
+
+def test_protocol_breaks_spread_out_do_not_ban(tmp_path):
+    core = started_one(tmp_path)
+    for t in (0.0, 70.0, 140.0, 210.0):
+        assert not of(core.node_down("n1", t, "x", protocol=True), C.Disconnect)
+        core.node_up("n1", t)

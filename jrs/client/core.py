@@ -36,6 +36,7 @@ from .jobs import DONE, FAILED, HELD, IDLE, REMOVED, RUNNING, Queue, Rec, Summar
 
 MAX_SHOWN_FAILURES = 20
 MAX_REJECTIONS = 5  # a job every node refuses to start is held, not bounced forever
+STRIKES, STRIKE_WINDOW = 3, 60.0  # protocol breaks of one node before we stop using it
 EXCERPT = 120
 HOLD_OUTPUT_LIMIT = 33  # HTCondor's hold code for exceeding MAX_TRANSFER_OUTPUT_MB
 HOLD_TRANSFER_OUTPUT = 12  # HTCondor's TransferOutputError
@@ -73,6 +74,13 @@ class Connect:
     node: str
     host: str
     port: int
+
+
+@dataclass
+class Disconnect:
+    """Stop connecting to this node for the rest of the run."""
+
+    node: str
 
 
 @dataclass
@@ -163,6 +171,8 @@ class NodeState:
     failing_since: Optional[float] = None
     sent: set = field(default_factory=set)  # (proc, attempt) whose run reached the node
     pending: set = field(default_factory=set)  # (proc, attempt) whose run is still to go
+    strikes: list = field(default_factory=list)  # when its sessions broke the protocol
+    banned: bool = False  # kept breaking it: not used for the rest of this run
 
 
 class SubmitCore:
@@ -334,7 +344,7 @@ class SubmitCore:
         else:
             free: dict = {}
             for c in self.claims.values():
-                if c.proc is None:
+                if c.proc is None and self._usable(c):
                     free[c.key] = free.get(c.key, 0) + 1
             requests = []
             for key, (count, job) in self.queue.idle_by_key().items():
@@ -366,6 +376,8 @@ class SubmitCore:
                     self.give_back = max(0, self.give_back - 1)
                 self._release(c)
                 continue
+            if not self._usable(c):
+                continue  # kept unused (given back when asked): a banned node's slots
             rec = self.queue.next_for(c.key) if c.key else self._any_fitting(c)
             if rec is None:
                 if self.queue.idle_by_key().get(c.key) is None:
@@ -465,7 +477,11 @@ class SubmitCore:
         self.pump()
         return self._take()
 
-    def node_down(self, node: str, now: float, why: str) -> list:
+    def node_down(self, node: str, now: float, why: str, protocol: bool = False) -> list:
+        """A link broke or could not be made; `protocol`: the node broke the protocol
+        (a bad transfer header, a result we reset the session for). A node that does so
+        STRIKES times within STRIKE_WINDOW seconds is not used again by this run: its
+        jobs run elsewhere, so no peer can hold the submit in a reconnect loop."""
         ns = self.nodes.get(node)
         if ns is not None:
             ns.up = False
@@ -473,7 +489,29 @@ class SubmitCore:
                 ns.failing_since = now
         for ref in [r for r in self._receiving if r[0] == node]:
             del self._receiving[ref]  # the node delivers it again
+        if protocol and ns is not None and not ns.banned:
+            ns.strikes = [t for t in ns.strikes if now - t < STRIKE_WINDOW] + [now]
+            if len(ns.strikes) >= STRIKES:
+                self._ban(node, ns, why)
+        self.pump()
         return self._take()
+
+    def _ban(self, node: str, ns: NodeState, why: str) -> None:
+        ns.banned = True
+        self._emit(Disconnect(node))
+        lost = [r for r in self.queue.live.values() if r.state == RUNNING and r.node == node]
+        self._emit(Say(f"jrs submit: node {node} broke the protocol {len(ns.strikes)} times "
+                       f"(last: {excerpt(why)}); not using it any more, rerunning its "
+                       f"{len(lost)} jobs elsewhere"))
+        for rec in lost:
+            self._free_claim_of(rec)
+            self._requeue(rec)
+        ns.sent.clear()
+        ns.pending.clear()
+
+    def _usable(self, c: ClaimState) -> bool:
+        ns = self.nodes.get(c.node)
+        return ns is None or not ns.banned
 
     def run_sent(self, node: str, proc: int, attempt: int) -> list:
         ns = self.nodes.get(node)
@@ -496,7 +534,7 @@ class SubmitCore:
     def tick(self, now: float) -> list:
         """Time passes: give up on nodes unreachable too long; progress to the master."""
         for name, ns in list(self.nodes.items()):
-            if not ns.up and ns.failing_since is not None \
+            if not ns.up and not ns.banned and ns.failing_since is not None \
                     and now - ns.failing_since > self.cfg.give_up:
                 ns.failing_since = now
                 self.node_lost(name, f"unreachable for {self.cfg.give_up:.0f}s", release=True)
