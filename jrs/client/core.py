@@ -192,6 +192,7 @@ class SubmitCore:
         self._last_progress = -1e18
         self._receiving: dict = {}  # ref -> (rec or None, result)
         self._out: list = []
+        self._sizes: list = []
         self._logs: set = set()  # every job event log: outputs never land on one
         self._submitted_upto = previous.submitted_upto if previous else -1
         self._was_running = set(previous.running) if previous else set()
@@ -650,6 +651,11 @@ class SubmitCore:
         rec = self._rec(node, job, attempt)
         ref = (node, job, attempt)
         files = msg["files"]
+        try:  # what the wire layer made sure follows (its transfer_size), for a drain
+            self._sizes = [sum(f["size"] for f in files)] if files else []
+        except (TypeError, KeyError):  # not a transfer the wire took: cannot follow it
+            self._emit(ResetNode(node, "a result whose data cannot be followed"))
+            return
         if isinstance(files, list) and len(files) > self.cfg.max_output_files:
             self._bad_result(node, rec, job, attempt, f"{len(files)} output files exceed the "
                              f"limit of {self.cfg.max_output_files}", HOLD_OUTPUT_LIMIT)
@@ -662,10 +668,6 @@ class SubmitCore:
             return
         if rec is None:
             plan = [(h, None) for h in heads]  # stale or repeated: drain, discard, ack
-            if sum(h["size"] for h in heads) > (self.cfg.max_output_bytes or 1 << 62):
-                self._emit(ToNode(node, {"type": "ack", "job": job, "attempt": attempt}))
-                self._emit(ResetNode(node, "an oversized stale result"))
-                return
         else:
             limit = self.cfg.max_output_bytes
             total = sum(h["size"] for h in heads)
@@ -681,16 +683,21 @@ class SubmitCore:
 
     def _bad_result(self, node: str, rec: Optional[Rec], job: str, attempt: int, why: str,
                     code: int, log_excerpt: bool = True) -> None:
-        """Hold the job (if it is one we wait for), acknowledge the result so the node
-        forgets it, and reset the session: its data frames cannot be followed."""
+        """Hold the job (if it is one we wait for), drain and discard the data the wire
+        says follows, then acknowledge, so the node forgets the result. No reset: a
+        closed session would lose the ack (and the node would deliver again), and the
+        job being final, a drain that never ends (sizes announced but never sent) holds
+        up only this node's session, not the submit."""
         self._emit(Say(f"jrs submit: node {node} sent a bad result for {excerpt(job, 40)}: "
                        f"{why if not log_excerpt else excerpt(why)}"))
         if rec is not None:
             self._free_claim_of(rec)
             self._final(rec, Summary(HELD, node=node, reason=f"bad result from {node}: "
                                                              f"{why[:200]}"), code)
-        self._emit(ToNode(node, {"type": "ack", "job": job, "attempt": attempt}))
-        self._emit(ResetNode(node, why[:200]))
+        ref = (node, job, attempt)
+        self._receiving[ref] = (None, {})
+        self._emit(ReceiveOutputs(node, ref, [({"name": "", "size": s}, None)
+                                              for s in self._sizes]))
 
     def outputs_done(self, ref: tuple, error: Optional[str]) -> list:
         """The data of a `finished` went to disk (`error` None), or could not be written
