@@ -344,3 +344,19 @@ def test_jrs_status_shows_waiting_results_and_their_age(monkeypatch, capsys):
     import json
     nodes = json.loads(capsys.readouterr().out)["nodes"]
     assert (nodes[0]["results_waiting"], nodes[0]["oldest_result_age"]) == (3, 7200.0)
+
+
+def test_a_released_claim_a_restarted_node_brings_back_is_dropped():
+    """Found by the simulation (API-H-requests C1, seed small 7): the node released a claim
+    while its disk failed, so its claims.json still listed it after a restart."""
+    p = _pool((2,))
+    (_, offer), = _msgs(_sub(p, "a", 1), "claim-offer")
+    cid = offer["claim"]
+    p.claim_answer("h:1", {"type": "claim-ok", "claim": cid}, 1)
+    p.set_demand("a", [], 2)
+    p.claim_released("h:1", cid, 3)
+    c = {"claim": cid, "submitter": "a", "user": "alice", "cpus": 1, "memory": 0, "gpus": []}
+    out = p.node_hello("h:1", _hello(2, [c]), 4)
+    assert _msgs(out, "claim-drop") == [("h:1", {"type": "claim-drop", "claim": cid,
+                                                 "kill": False})]
+    assert cid not in p.claims and p.nodes["h:1"].used_cpus == 0

@@ -389,7 +389,7 @@ class Pool:
         for c in list(node.claims.values()):
             if c.active:
                 if c.id not in held:  # ended on the node without word to us
-                    self._remove(c.id)
+                    self._remove(c.id, remember=False)
                     freed = True
             elif c.id in held:  # accepted, the claim-ok was lost
                 self._activate(c)
@@ -430,7 +430,7 @@ class Pool:
             return []
         if msg["type"] == "claim-refused":
             if not claim.active:
-                self._remove(cid)
+                self._remove(cid, remember=False)
             return []  # the next tick retries: no offer ping-pong with a node that disagrees
         if claim.active:
             return []
@@ -440,7 +440,9 @@ class Pool:
     def claim_released(self, name: str, cid: str, now: float) -> list:
         claim = self.claims.get(cid)
         if claim is not None and claim.node == name:
-            self._remove(cid)
+            # remembered: a node whose claims.json kept it (a failed write) and that
+            # restarts brings it back in its hello, and is told to drop it
+            self._remove(cid, remember=False)
             return self.negotiate(now)
         return []
 
