@@ -301,3 +301,11 @@ def test_status_and_stop_survive_an_interpreter_upgrade(scratch):
     r = scratch.script("stop")
     assert r.returncode == 0 and r.stdout.count("stopped") == 2, r.stdout + r.stderr
     assert not any(alive(p) for p in pids)
+
+
+def test_not_installed(scratch):
+    scratch.write_defaults(f"JRS_BIN={scratch.base / 'missing.pyz'}\n")
+    r = scratch.script("start")
+    assert r.returncode == 5  # LSB: program is not installed
+    assert f"jrs: {scratch.base / 'missing.pyz'} or {PYTHON} is missing" in r.stderr
+    assert scratch.script("status").returncode == 4
