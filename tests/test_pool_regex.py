@@ -119,3 +119,13 @@ def test_the_pool_reports_a_refused_pattern_as_unmatchable():
     out = p.set_demand("a", [{"key": "k2", "count": 1, "cpus": 1, "memory": 0, "gpus": 0,
                               "requirements": hostile, "ad": {}}], 2)
     assert [m["type"] for _, _, m in out] == ["claim-offer"]  # evaluated, and fast
+
+
+def test_submit_refuses_an_unboundable_pattern_before_anything_runs(pyz, tmp_path):
+    from .conftest import run_jrs
+
+    (tmp_path / "r.condor").write_text('executable = /bin/true\n'
+                                       'requirements = regexp("(a)\\\\1", Machine)\nqueue\n')
+    r = run_jrs(pyz, "submit", "--local", "r.condor", cwd=tmp_path)
+    assert r.returncode == 2 and "r.condor" in r.stderr and "backreferences" in r.stderr, r
+    assert len(r.stderr.strip().splitlines()) == 1
