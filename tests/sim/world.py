@@ -318,8 +318,9 @@ class World:
             if not self.finished():
                 check.liveness(self, deadline())
             else:
-                while sim.now < self.last_fault + QUIET and sim._heap:  # faults may go on
-                    sim.run_until(self.last_fault + QUIET)
+                done = sim.now
+                while sim.now < max(done, self.last_fault) + QUIET and sim._heap:
+                    sim.run_until(max(done, self.last_fault) + QUIET)  # faults may go on
                 check.final(self)
         except Exception:
             self.fail("exception inside the simulation:\n" + traceback.format_exc())
