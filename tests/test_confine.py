@@ -621,3 +621,53 @@ def test_state_dir_is_private_and_fsafe_bounds(tmp_path):
             list(tree.walk(["d"], fsafe.Budget(files=3)))
     finally:
         tree.close()
+
+
+def test_without_cgroups_a_per_job_uid_is_limited_by_rlimit_nproc(open_dir):
+    """No pids cgroup: RLIMIT_NPROC on the per-job uid stops a fork bomb, and the
+    uid's kill loop still ends every process of it."""
+    uid = 1879900007
+    out = open_dir / "bomb.out"
+    out.touch()
+    os.chown(out, uid, uid)
+    bomb = ("import os, time\nn = 0\nfor _ in range(200):\n    try:\n        pid = os.fork()\n"
+            "    except OSError:\n        break\n    if pid == 0:\n        time.sleep(30)\n"
+            "        os._exit(0)\n    n += 1\nprint(n, flush=True)\n")
+    spec = {"argv": ["/usr/bin/python3", "-I", "-S", "-c", bomb],
+            "env": {"PATH": "/usr/bin:/bin"}, "uid": uid, "gid": uid, "per_job_uid": True,
+            "cwd": "/", "stdin": None, "stdout": str(out), "stderr": None}
+    u = unit.Unit({}, "x", uid, uid, True, 25)
+    u.reap()  # whatever an earlier run left
+    try:
+        killer = executor._Killer(-1, 1.0, u)
+        pid = executor._spawn(spec, killer)
+        os.waitpid(pid, 0)
+        assert int(out.read_text()) == 24  # 25 processes of the uid at most: itself and 24
+        assert _procs_of(uid)
+    finally:
+        assert u.reap()["clean"]
+    assert not _procs_of(uid)
+
+
+def test_same_account_without_cgroups_kills_the_group_and_its_descendants():
+    """The fallback unit (a same-named account on a node without cgroups): the
+    process group and every descendant found through /proc, a setsid child too."""
+    p = subprocess.Popen(["/bin/sh", "-c", "setsid sleep 300 & sleep 300 & wait"],
+                         start_new_session=True)
+    time.sleep(0.3)
+    u = unit.Unit({}, "x", None, None, False, 100)
+    u.pgid = p.pid
+    kids = unit.descendants(p.pid)
+    assert len(kids) == 2
+    u.signal(signal.SIGTERM)
+    p.wait(5)
+    time.sleep(0.1)
+    u.kill_all()
+    for k in kids:
+        try:
+            os.waitpid(k, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        state = Path(f"/proc/{k}/stat").read_text().split()[2] if Path(f"/proc/{k}").exists() \
+            else "gone"
+        assert state in ("Z", "gone"), (k, state)

@@ -151,7 +151,8 @@ class PolicyAllowsJrs:
 
 
 def dpkg(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["dpkg", *args], capture_output=True, text=True, timeout=180,
+    return subprocess.run(["dpkg", "--force-confold", *args], capture_output=True, text=True,
+                          timeout=180, stdin=subprocess.DEVNULL,
                           env={**os.environ, **NO_REDIRECT, "DEBIAN_FRONTEND": "noninteractive"})
 
 

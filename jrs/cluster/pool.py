@@ -31,7 +31,9 @@ a match is cached per (request, node) until an attribute it reads changes.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
+import hmac
 import itertools
 import math
 from collections import OrderedDict
@@ -170,7 +172,10 @@ class Pool:
         self.started = now
         # cid -> kill flag of the claim-drop a node gets if it still lists the claim
         self.dropped: OrderedDict = OrderedDict()
-        self.sessions: OrderedDict = OrderedDict()  # submitter id -> sha256(token) or ""
+        self.sessions: OrderedDict = OrderedDict()  # submitter id -> sha256(token)
+        # submitters that hold claims (adopted from a node's hello after a restart) but
+        # have no session: since when. Past the lease their claims are dropped (kill False).
+        self._orphans: dict[str, float] = {}
         self._by_sub: dict[str, dict] = {}
         self._user_held: dict[str, int] = {}
         self._sub_held: dict[str, int] = {}
@@ -354,6 +359,9 @@ class Pool:
             # a master restarted since: the node's word rebuilds the books
             self._add(Claim(cid, name, c["submitter"], c["user"], c["cpus"], c["memory"],
                             c["gpus"], active=True))
+            sub = self.submitters.get(c["submitter"])
+            if sub is None or not sub.connected:  # dropped if it does not come back
+                self._orphans.setdefault(c["submitter"], now)
         for cid in [cid for cid in node.claims if cid not in seen]:
             # offers lost with the old session, or claims the node no longer has
             self._remove(cid, remember=False)
@@ -381,7 +389,7 @@ class Pool:
         for c in list(node.claims.values()):
             if c.active:
                 if c.id not in held:  # ended on the node without word to us
-                    self._remove(c.id)
+                    self._remove(c.id, remember=False)
                     freed = True
             elif c.id in held:  # accepted, the claim-ok was lost
                 self._activate(c)
@@ -422,7 +430,7 @@ class Pool:
             return []
         if msg["type"] == "claim-refused":
             if not claim.active:
-                self._remove(cid)
+                self._remove(cid, remember=False)
             return []  # the next tick retries: no offer ping-pong with a node that disagrees
         if claim.active:
             return []
@@ -432,16 +440,20 @@ class Pool:
     def claim_released(self, name: str, cid: str, now: float) -> list:
         claim = self.claims.get(cid)
         if claim is not None and claim.node == name:
-            self._remove(cid)
+            # remembered: a node whose claims.json kept it (a failed write) and that
+            # restarts brings it back in its hello, and is told to drop it
+            self._remove(cid, remember=False)
             return self.negotiate(now)
         return []
 
     # ------------------------------------------------------------ submitters
 
-    def session_ok(self, sid: str, token_hash: Optional[str]) -> bool:
-        """Bind a submitter id to the hash of its session token at its first hello; later
-        hellos must bring the same. A hello without a token (a submitter from before
+    def session_ok(self, sid: str, token: Optional[str]) -> bool:
+        """Bind a submitter id to sha256 of its session token at its first hello; later
+        hellos must bring the same token. A hello without a token (a submitter from before
         session keys) binds nothing, and cannot take over an id bound to a token."""
+        token_hash = hashlib.sha256(token.encode()).hexdigest() \
+            if isinstance(token, str) and token else None
         bound = self.sessions.get(sid)
         if bound is None:
             if token_hash:
@@ -450,7 +462,7 @@ class Pool:
                     self.sessions.popitem(last=False)
             return True
         self.sessions.move_to_end(sid)
-        return bound == token_hash
+        return token_hash is not None and hmac.compare_digest(bound, token_hash)
 
     def submitter_hello(self, msg: dict, now: float) -> list:
         sid = payload.ident(msg.get("submitter"), "submitter")
@@ -464,6 +476,7 @@ class Pool:
             sub = self.submitters[sid] = Submitter(sid, user, host, pid)
         sub.connected, sub.last_seen, sub.pid = True, now, pid
         sub.clusters = clusters
+        self._orphans.pop(sid, None)
         return [self._grant(c) for c in self.claims_of_submitter(sid).values()
                 if c.active and c.id not in known]  # granted while it was away
 
@@ -547,6 +560,12 @@ class Pool:
         for sub in list(self.submitters.values()):
             if not sub.connected and now - sub.last_seen > self.submitter_lease:
                 del self.submitters[sub.id]  # `jrs q` forgets it
+        for sid, since in list(self._orphans.items()):
+            if now - since > self.submitter_lease:
+                del self._orphans[sid]
+                for c in self.claims_of_submitter(sid).values():
+                    out.append(("node", c.node, {"type": "claim-drop", "claim": c.id,
+                                                 "kill": False}))
         return out + self.negotiate(now)
 
     # ------------------------------------------------------------ matching

@@ -178,11 +178,12 @@ class Unit:
         if self.per_job and self.uid is not None:
             self._as_uid(sig, once=True)
         elif not self.dirs and self.pgid:
+            kids = descendants(self.pgid)  # before the group goes: its orphans move to init
             try:
                 os.killpg(self.pgid, sig)
             except OSError:
                 pass
-            for pid in descendants(self.pgid):
+            for pid in kids:
                 _kill(pid, sig)
 
     def kill_all(self) -> bool:
