@@ -238,6 +238,7 @@ def _expand_statement(st: QueueStatement, submit_dir: str, cluster: int, first: 
             return fixed[0]
 
     encoder = JsonLines(frozenset(f.attr for f in fields)).line if lines else None
+    computed = dict(constants)
     process = first
     cluster_text = str(cluster)
     for index, values in item_rows(spec, st.items, submit_dir):
@@ -251,8 +252,7 @@ def _expand_statement(st: QueueStatement, submit_dir: str, cluster: int, first: 
             per_job["process"] = per_job["procid"] = str(process)
             per_job["step"] = str(step)
             per_job["jobid"] = f"{cluster_text}.{process}"
-            computed = dict(constants)
-            for field in fields:
+            for field in fields:  # _make_job copies what it needs: one dict serves
                 computed[field.attr] = field.value(per_job, dynamic, plain)
             job = _make_job(computed, cluster, process, submit_dir, iwd_of, mode_of,
                             bool(custom))
