@@ -308,8 +308,8 @@ def test_random_event_streams_keep_the_books_straight():
 
 def test_claims_adopted_for_a_submitter_that_never_comes_back_are_dropped():
     """Found by the simulation (API-H-requests C1): after a master restart the nodes' hellos
-    bring claims of a submitter that never says hello again; past the lease they go."""
-    p = Pool([NodeEntry(Endpoint("h", 1))], 0, submitter_lease=30, node_timeout=1000)
+    bring claims of a submitter that never says hello again; past a grace they go."""
+    p = Pool([NodeEntry(Endpoint("h", 1))], 0, orphan_grace=30, node_timeout=1000)
     c = {"claim": "old1", "submitter": "gone", "user": "u", "cpus": 1, "memory": 0,
          "gpus": []}
     p.node_hello("h:1", _hello(2, [c]), 1)
@@ -360,3 +360,23 @@ def test_a_released_claim_a_restarted_node_brings_back_is_dropped():
     assert _msgs(out, "claim-drop") == [("h:1", {"type": "claim-drop", "claim": cid,
                                                  "kill": False})]
     assert cid not in p.claims and p.nodes["h:1"].used_cpus == 0
+
+
+def test_a_drop_sent_while_the_node_was_away_is_sent_again_at_its_hello():
+    """Found with the simulation (large, seed 139): a release reached the master while the
+    claim's node was restarting; the claim-drop went nowhere and the claim stayed forever."""
+    p = _pool((2,))
+    (_, offer), = _msgs(_sub(p, "a", 1), "claim-offer")
+    cid = offer["claim"]
+    p.claim_answer("h:1", {"type": "claim-ok", "claim": cid}, 1)
+    p.node_gone("h:1", 2)
+    assert p.release("a", cid, 3, kill=True)[0][2]["kill"] is True  # to no session
+    c = {"claim": cid, "submitter": "a", "user": "alice", "cpus": 1, "memory": 0, "gpus": []}
+    out = p.node_hello("h:1", _hello(2, [c]), 4)
+    assert _msgs(out, "claim-drop") == [("h:1", {"type": "claim-drop", "claim": cid,
+                                                 "kill": True})]
+    p.submitter_gone("a", 5)  # a later drop without kill does not undo the kill
+    out = p.node_hello("h:1", _hello(2, [c]), 6)
+    assert _msgs(out, "claim-drop")[0][1]["kill"] is True
+    p.claim_released("h:1", cid, 7)
+    assert cid not in p.claims

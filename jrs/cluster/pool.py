@@ -47,6 +47,9 @@ NODE_TIMEOUT = 6.0
 SUBMITTER_LEASE = 300.0
 OFFER_TIMEOUT = 10.0
 UNMATCHABLE_GRACE = 3.0
+# A live submitter is back within its reconnect backoff (5 s at most) plus a connect
+# time-out of a master that restarted; claims nodes bring of one that is not, go.
+ORPHAN_GRACE = 15.0
 OFFER_REPORTS = 2  # node-reports after an offer by which the node has answered it
 MAX_DROPPED = 100_000  # remembered revoked/withdrawn claim ids
 MAX_SESSIONS = 100_000
@@ -124,6 +127,7 @@ class Claim:
     key: str = ""
     offered: float = 0.0
     reports: int = 0  # node-reports seen since the offer
+    drop: Optional[bool] = None  # a claim-drop was sent (its kill flag): again at each hello
 
 
 def _counter_ids() -> Callable[[], str]:
@@ -158,7 +162,8 @@ class Pool:
                  new_id: Optional[Callable[[], str]] = None,
                  node_timeout: float = NODE_TIMEOUT, submitter_lease: float = SUBMITTER_LEASE,
                  offer_timeout: float = OFFER_TIMEOUT,
-                 unmatchable_grace: float = UNMATCHABLE_GRACE) -> None:
+                 unmatchable_grace: float = UNMATCHABLE_GRACE,
+                 orphan_grace: float = ORPHAN_GRACE) -> None:
         self.nodes: dict[str, Node] = {}
         for entry in node_list:
             self.nodes[entry.name] = Node(entry.name, entry.endpoint.host, entry.endpoint.port)
@@ -174,8 +179,10 @@ class Pool:
         self.dropped: OrderedDict = OrderedDict()
         self.sessions: OrderedDict = OrderedDict()  # submitter id -> sha256(token)
         # submitters that hold claims (adopted from a node's hello after a restart) but
-        # have no session: since when. Past the lease their claims are dropped (kill False).
+        # have not said hello to this master: since when. Past `orphan_grace` their claims
+        # are dropped with kill False (a running job finishes, its result waits).
         self._orphans: dict[str, float] = {}
+        self.orphan_grace = orphan_grace
         self._by_sub: dict[str, dict] = {}
         self._user_held: dict[str, int] = {}
         self._sub_held: dict[str, int] = {}
@@ -297,6 +304,11 @@ class Pool:
         self._seen[node.name] = now
         self._seen.move_to_end(node.name)
 
+    def _drop(self, c: Claim, kill: bool) -> tuple:
+        """A claim-drop for its node, remembered until the node lets the claim go."""
+        c.drop = kill or bool(c.drop)
+        return ("node", c.node, {"type": "claim-drop", "claim": c.id, "kill": c.drop})
+
     def _grant(self, c: Claim) -> tuple:
         node = self.nodes[c.node]
         return ("submitter", c.submitter,
@@ -306,8 +318,11 @@ class Pool:
 
     def check(self) -> None:
         """Assert the indexes agree with `claims` (O(claims): for tests and the simulation)."""
+        by_node: dict = {name: [] for name in self.nodes}
+        for c in self.claims.values():
+            by_node[c.node].append(c)
         for node in self.nodes.values():
-            mine = [c for c in self.claims.values() if c.node == node.name]
+            mine = by_node[node.name]
             assert set(node.claims) == {c.id for c in mine}, node.name
             assert node.used() == (sum(c.cpus for c in mine), sum(c.memory for c in mine),
                                    sum(c.gpus for c in mine)), node.name
@@ -348,7 +363,9 @@ class Pool:
             seen.add(cid)
             known = self.claims.get(cid)
             if known is not None and known.node == name:
-                if not known.active:  # accepted; the claim-ok was lost with the old session
+                if known.drop is not None:  # the drop may have gone to a dead session
+                    out.append(self._drop(known, known.drop))
+                elif not known.active:  # accepted; the claim-ok was lost with the old session
                     self._activate(known)
                     out.append(self._grant(known))
                 continue
@@ -494,8 +511,8 @@ class Pool:
         if sub is not None:
             sub.connected, sub.last_seen = False, now
             sub.requests = {}
-        for c in self.claims_of_submitter(sid).values():
-            out.append(("node", c.node, {"type": "claim-drop", "claim": c.id, "kill": False}))
+        for c in list(self.claims_of_submitter(sid).values()):
+            out.append(self._drop(c, False))
         return out + self.negotiate(now)
 
     def set_demand(self, sid: str, requests: list, now: float) -> list:
@@ -532,7 +549,7 @@ class Pool:
         claim = self.claims.get(cid)
         if claim is None or claim.submitter != sid:
             return []
-        return [("node", claim.node, {"type": "claim-drop", "claim": cid, "kill": bool(kill)})]
+        return [self._drop(claim, bool(kill))]
 
     # ------------------------------------------------------------ time
 
@@ -561,11 +578,10 @@ class Pool:
             if not sub.connected and now - sub.last_seen > self.submitter_lease:
                 del self.submitters[sub.id]  # `jrs q` forgets it
         for sid, since in list(self._orphans.items()):
-            if now - since > self.submitter_lease:
+            if now - since > self.orphan_grace:
                 del self._orphans[sid]
-                for c in self.claims_of_submitter(sid).values():
-                    out.append(("node", c.node, {"type": "claim-drop", "claim": c.id,
-                                                 "kill": False}))
+                for c in list(self.claims_of_submitter(sid).values()):
+                    out.append(self._drop(c, False))
         return out + self.negotiate(now)
 
     # ------------------------------------------------------------ matching
