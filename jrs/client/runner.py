@@ -31,7 +31,7 @@ from typing import Callable, Iterator, Optional
 from ..errors import EXIT_UNREACHABLE, JrsError
 from ..wire import files as wirefiles
 from ..wire.aio import Channel, ConnectionClosed, connect
-from ..wire.errors import WireError
+from ..wire.errors import AuthError, HandshakeClosed, WireError
 from . import core as C
 from . import spool, transfer
 from .eventlog import EventLogs
@@ -327,9 +327,13 @@ class Submission:
                                             peer_roles=frozenset({"master"}))
                 await self._greet()
                 return
-            except WireError as exc:
+            except AuthError as exc:
                 raise JrsError(f"the master at {ep} refused us: {exc} (is {self.config.directory}"
                                "/secret the cluster's secret?)", EXIT_UNREACHABLE)
+            except HandshakeClosed as exc:  # busy (a flood fills its handshake slots): retry
+                last = f"{exc} (is the master overloaded?)"
+            except WireError as exc:
+                raise JrsError(f"the master at {ep} refused us: {exc}", EXIT_UNREACHABLE)
             except (OSError, asyncio.TimeoutError, ConnectionClosed) as exc:
                 last = str(exc) or type(exc).__name__
             if time.monotonic() > deadline:
