@@ -62,20 +62,12 @@ def children(pid: int) -> list:
     return [int(p) for p in out.split()]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--jobs", type=int, default=1000)
-    n = ap.parse_args().jobs
-    pyz = Path(os.environ.get("JRS_PYZ") or ROOT / "dist" / "jrs.pyz")
-    m0 = machine_cpu()
-    t = time.perf_counter()
-    for _ in range(n):
-        subprocess.run(["/bin/true"], check=True)
-    baseline = (time.perf_counter() - t) / n
-    baseline_cpu = (machine_cpu() - m0) / n
+def run_cluster(pyz: Path, n: int, legacy: bool, baseline: float, baseline_cpu: float,
+                label: str, idle: bool) -> dict:
+    """One node run of n x /bin/true; prints its figures, returns the main ones."""
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        c = Cluster(pyz, base, slots=[2]).start()
+        c = Cluster(pyz, base, slots=[2], legacy=legacy).start()
         try:
             (base / "t.condor").write_text(f"executable = /bin/true\nqueue {n}\n")
             node = c.nodes[0].pid
@@ -95,23 +87,92 @@ def main() -> None:
             submit = (s1.children_user + s1.children_system
                       - s0.children_user - s0.children_system)
             node_cpu = (m1 - m0 - submit - used["master"]) / n
-            print(f"node: {n} x /bin/true on 2 slots: {n / wall:.0f} jobs/s (target >= 300)")
+            print(f"[{label}] node: {n} x /bin/true on 2 slots: {n / wall:.0f} jobs/s "
+                  "(target >= 300)")
             extra = (node_cpu - baseline_cpu) * 1000
-            print(f"node CPU per job {node_cpu * 1000:.2f} ms, subprocess.run(/bin/true) "
-                  f"{baseline_cpu * 1000:.2f} ms -> overhead +{extra:.2f} ms (target <= 3)")
-            print(f"wall per job per slot {per_slot * 1000:.2f} ms (submitter and master "
-                  f"included), subprocess.run(/bin/true) {baseline * 1000:.2f} ms -> "
+            print(f"[{label}] node CPU per job {node_cpu * 1000:.2f} ms, subprocess.run(/bin/true)"
+                  f" {baseline_cpu * 1000:.2f} ms -> overhead +{extra:.2f} ms (target <= 3)")
+            print(f"[{label}] wall per job per slot {per_slot * 1000:.2f} ms (submitter and "
+                  f"master included), subprocess.run(/bin/true) {baseline * 1000:.2f} ms -> "
                   f"+{(per_slot - baseline) * 1000:.2f} ms")
-            print(f"CPU per job: machine {(m1 - m0) / n * 1000:.2f} ms; submit "
+            print(f"[{label}] CPU per job: machine {(m1 - m0) / n * 1000:.2f} ms; submit "
                   f"{submit / n * 1000:.2f} ms; " +
                   "; ".join(f"{k} {v / n * 1000:.2f} ms" for k, v in used.items()))
-            print(f"node daemon peak RSS {vm_hwm_mb(node):.1f} MB (target <= 40)")
-            time.sleep(2)
-            a = proc_cpu(node)
-            time.sleep(10)
-            print(f"node daemon idle: {(proc_cpu(node) - a) * 1000:.0f} ms CPU in 10 s")
+            print(f"[{label}] node daemon peak RSS {vm_hwm_mb(node):.1f} MB (target <= 40)")
+            if idle:
+                time.sleep(2)
+                a = proc_cpu(node)
+                time.sleep(10)
+                print(f"[{label}] node daemon idle: {(proc_cpu(node) - a) * 1000:.0f} ms CPU "
+                      "in 10 s")
+            return {"rate": n / wall, "node_cpu": node_cpu}
         finally:
             c.stop()
+
+
+def identity_steps(n: int) -> None:
+    """The per-job cost of a root node's confinement steps, in-process: fork, enter
+    the cgroups, switch to a per-job uid, exec /bin/true, wait, reap the uid (kill
+    loop, /tmp /var/tmp /dev/shm scan, IPC, cgroup removal), against fork, exec and
+    wait as ourselves. Wall time per job (one job at a time)."""
+    if os.geteuid() != 0:
+        print("identity steps: not root, skipped (a non-root node runs jobs as itself)")
+        return
+    from jrs.node import executor, unit
+
+    cg = unit.prepare_root("bench-" + str(os.getpid()))
+    spec = {"argv": ["/bin/true"], "env": {}, "uid": 1879999000, "gid": 1879999000,
+            "per_job_uid": True, "cwd": "/", "stdin": None, "stdout": None, "stderr": None}
+    t = time.perf_counter()
+    for _ in range(n):
+        pid = os.posix_spawn("/bin/true", ["/bin/true"], {})
+        os.waitpid(pid, 0)
+    plain = (time.perf_counter() - t) / n
+    parts = {"spawn as the job's uid": 0.0, "reap": 0.0}
+    for i in range(n):
+        u = unit.Unit(cg, f"j{i}", spec["uid"], spec["gid"], True, 4096)
+        killer = executor._Killer(-1, 1.0, u)
+        t0 = time.perf_counter()
+        u.create()
+        pid = executor._spawn(spec, killer)
+        os.waitpid(pid, 0)
+        t1 = time.perf_counter()
+        u.reap()
+        t2 = time.perf_counter()
+        parts["spawn as the job's uid"] += t1 - t0
+        parts["reap"] += t2 - t1
+    for path in cg.values():
+        os.rmdir(path)
+    total = sum(parts.values()) / n
+    print(f"identity steps per job: {total * 1000:.2f} ms vs posix_spawn+wait as ourselves "
+          f"{plain * 1000:.2f} ms -> +{(total - plain) * 1000:.2f} ms (" +
+          "; ".join(f"{k} {v / n * 1000:.2f} ms" for k, v in parts.items()) +
+          f"; cgroups: {', '.join(sorted(cg)) or 'none'})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--jobs", type=int, default=1000)
+    ap.add_argument("--baseline", metavar="PYZ",
+                    help="also run this older jrs.pyz (one from before per-job uids: its "
+                         "node runs jobs as root) and print the ratios")
+    opts = ap.parse_args()
+    n = opts.jobs
+    pyz = Path(os.environ.get("JRS_PYZ") or ROOT / "dist" / "jrs.pyz")
+    m0 = machine_cpu()
+    t = time.perf_counter()
+    for _ in range(n):
+        subprocess.run(["/bin/true"], check=True)
+    baseline = (time.perf_counter() - t) / n
+    baseline_cpu = (machine_cpu() - m0) / n
+    identity_steps(min(n, 500))
+    new = run_cluster(pyz, n, False, baseline, baseline_cpu, "this build", not opts.baseline)
+    if opts.baseline:
+        old = run_cluster(Path(opts.baseline), n, True, baseline, baseline_cpu, "baseline",
+                          False)
+        print(f"this build / baseline: jobs/s {new['rate'] / old['rate']:.2f}, node CPU per "
+              f"job {new['node_cpu'] / old['node_cpu']:.2f} "
+              f"(+{(new['node_cpu'] - old['node_cpu']) * 1000:.2f} ms)")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Usage:
   jrs master  [-c DIR] [--listen=ADDR] [--state=DIR] [-v]
   jrs node    [-c DIR] [--listen=ADDR] [--state=DIR] [--slots=N] [--memory=MB] [--name=NAME]
-              [--allow-root-jobs] [-v]
+              [--execute=DIR] [--job-uids=RANGE] [--same-user-accounts] [--root-groups=LIST]
+              [--job-pids=N] [-v]
   jrs executor TASKFILE
   jrs submit  [-c DIR | --local] [--dry-run] [--no-progress] [--fresh] [--state=DIR] FILE
   jrs status  [-c DIR] [--json]
@@ -34,7 +35,15 @@ Options:
   --slots=N             job slots on this node (default: its CPU count)
   --memory=MB           memory for jobs on this node in MiB (default: MemTotal)
   --name=NAME           this node's entry in node.list (default: found by address)
-  --allow-root-jobs     let a root node run jobs as root for a submitter named root
+  --execute=DIR         where a node makes job sandboxes (default: /var/lib/jrs/execute-PORT
+                        as root, else STATE/sandbox)
+  --job-uids=RANGE      FIRST-LAST: the uids a root node gives jobs, one per job
+                        (default 1879048192-1879113727)
+  --same-user-accounts  run a job as the submitter's same-named account when it is an
+                        ordinary one (trusts every secret holder to be who they say)
+  --root-groups=LIST    groups whose members never run jobs under their own account
+                        (default root,sudo,wheel,adm,docker,lxd,disk,shadow,kvm)
+  --job-pids=N          processes a job may have at once (default 4096)
   --local               run on an embedded one-machine cluster for this submit only
   --dry-run             print the expanded jobs as JSON lines; contact no server
   --no-progress         do not show the live status line
@@ -50,6 +59,9 @@ Environment:
   JRS_CACHE            where jrs.pyz unpacks itself (default ~/.cache/jrs)
   JRS_CONNECT_TIMEOUT  seconds submit and the tools wait for the master (15)
   JRS_NODE_TIMEOUT     seconds of silence before the master declares a node dead (6)
+  JRS_OFFER_TIMEOUT    seconds the master waits for a node to answer a claim offer
+                       before it withdraws the offer and frees the slot (10)
+  JRS_SUBMITTER_LEASE  seconds the master remembers a disconnected submitter (300)
   JRS_PEER_TIMEOUT     seconds before a connection to a vanished peer is given up (20)
   JRS_NODE_GIVE_UP     seconds submit keeps trying a node it cannot reach before it
                        reruns that node's jobs elsewhere (20)
@@ -84,14 +96,19 @@ Example:
     "node": """Run jobs on this machine for submitters holding a claim from the master.
 
 Usage: jrs node [-c DIR] [--listen=ADDR] [--state=DIR] [--slots=N] [--memory=MB]
-                [--name=NAME] [--allow-root-jobs] [-v]
+                [--name=NAME] [--execute=DIR] [--job-uids=RANGE] [--same-user-accounts]
+                [--root-groups=LIST] [--job-pids=N] [-v]
 
 Finds its own node.list entry by --name, else --listen, else this host's names
 and addresses. Jobs survive `kill -9` of this daemon: each has an executor
 process and a taskfile under --state (default /var/lib/jrs/node-PORT as root,
-else ~/.local/state/jrs/node-PORT). Run as root, jobs run as the submitting
-user's account when it exists here, else as nobody; never as root unless
---allow-root-jobs.
+else ~/.local/state/jrs/node-PORT; 0700). Sandboxes live in --execute (0711).
+Run as root, every job runs under a uid of its own from --job-uids (matching
+gid, no groups, USER jrs-UID, HOME its sandbox), reclaimed when nothing of it is
+left; with --same-user-accounts, as the submitter's account of the same name
+when that is not root, not in group 0 or --root-groups, and not a system
+account (uid below UID_MIN). Never as root. Run as another user, jobs run as
+that user.
 
 Example:
   jrs node -c /etc/jrs --state=/var/lib/jrs/node --slots=16
@@ -110,9 +127,13 @@ Example:
 Usage: jrs submit [-c DIR | --local] [--dry-run] [--no-progress] [--fresh]
                   [--state=DIR] FILE
 
---dry-run prints one JSON object per job (the expansion HTCondor would make)
-without contacting any server. --local runs the jobs on a throw-away cluster
-of this machine alone (all cores).
+--dry-run prints one JSON object per job (the expansion HTCondor 24.0 would
+make: queue variables named like commands set them, an empty expansion is
+unset, HTCondor's spellings, synonyms and predefined macros; see the README,
+"The submit language") without contacting any server. Commands JRS does not
+implement are named on stderr, one line each (FILE:LINE: warning: ...), by a
+dry run and a run alike. --local runs the jobs on a throw-away cluster of this
+machine alone (all cores).
 
 The submit process is the queue of its jobs. It expands FILE once and
 journals the run in --state (default: beside FILE as .FILE.jrs, mode 0600,
@@ -132,7 +153,10 @@ Examples:
   jrs submit --local examples/sweep.condor
   jrs submit -c /etc/jrs sweep.condor
 """,
-    "status": """Show the nodes of the pool: state, slots used/total, memory, load, claims.
+    "status": """Show the nodes of the pool: state, slots used/total, memory, load, results
+waiting on the node for their submitter (WAITING) and how long the oldest has waited
+(OLDEST), claims per user. --json has them as results_waiting and oldest_result_age
+(seconds); both are null for a node that does not report them.
 
 Usage: jrs status [-c DIR] [--json]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import random
 import shutil
 import signal
 import subprocess
@@ -23,7 +24,6 @@ from .conftest import ROOT, write_config
 
 SCRIPT = ROOT / "init.d" / "jrs-daemon"
 PYTHON = "/usr/bin/python3"  # what the init script runs jrs with; PATH may hold pyenv shims
-JOB_USER = "jrsopsb"
 # the real machine's LSB redirect to systemctl is off for every script we run
 NO_REDIRECT = {"SYSTEMCTL_SKIP_REDIRECT": "1", "_SYSTEMCTL_SKIP_REDIRECT": "1"}
 
@@ -65,6 +65,33 @@ def kill_pids(pids: list) -> None:
             pass
 
 
+class MachineLock:
+    """Serialize tests that change this machine (install a package) across every test
+    process on it, waiting up to `timeout` seconds for the others."""
+
+    def __init__(self, name: str, timeout: float = 600) -> None:
+        self.path = f"/run/lock/{name}.lock"
+        self.timeout = timeout
+
+    def __enter__(self) -> MachineLock:
+        import fcntl
+
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(self.fd)
+                    raise AssertionError(f"{self.path}: still held after {self.timeout}s")
+                time.sleep(0.5)
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.fd)
+
+
 def wait_for(what: str, check: Callable[[], object], timeout: float, step: float = 0.1):
     deadline = time.monotonic() + timeout
     while True:
@@ -79,15 +106,18 @@ def wait_for(what: str, check: Callable[[], object], timeout: float, step: float
 class JobUser:
     """A local account for jobs (production runs them unprivileged), removed afterwards."""
 
-    def __init__(self, name: str = JOB_USER) -> None:
-        self.name = name
+    def __init__(self, name: Optional[str] = None) -> None:
+        # one per test process: suites of several worktrees may run at once
+        self.name = name or f"jrsops{os.getpid()}"
         self.created = False
 
     def __enter__(self) -> JobUser:
         try:
             pwd.getpwnam(self.name)
         except KeyError:
-            subprocess.run([need("useradd"), "--system", "--no-create-home", "--shell",
+            # an ordinary account (uid >= UID_MIN): a node with --same-user-accounts
+            # runs its jobs as itself, as it never would a system account's
+            subprocess.run([need("useradd"), "--no-create-home", "--shell",
                             "/usr/sbin/nologin", self.name], check=True, capture_output=True)
             self.created = True
         self.uid = pwd.getpwnam(self.name).pw_uid
@@ -116,6 +146,12 @@ class Scratch:
         shutil.copy(pyz, self.pyz)
         self.pyz.chmod(0o755)
         self.defaults = self.base / "defaults"
+        # sandboxes and per-job uids of this tree's own (not /var/lib/jrs, not the
+        # default range another node of this machine may hold); jobs of an ordinary
+        # account run as that account, as the tests expect
+        first = 1879113728 + random.randrange(1_000_000) * 256
+        self.node_args = (f"--execute={self.base / 'execute'} --job-uids={first}-{first + 255} "
+                          "--same-user-accounts")
         self.write_defaults(extra_defaults)
         self.env = {**os.environ, **NO_REDIRECT, "JRS_DEFAULTS": str(self.defaults)}
         self.env.pop("JRS_CONFIG", None)
@@ -125,7 +161,8 @@ class Scratch:
         self.defaults.write_text(
             f"JRS_BIN={self.pyz}\nPYTHON={PYTHON}\nJRS_CONFIG={self.conf}\n"
             f"JRS_STATE={b / 'state'}\nJRS_RUN={b / 'run'}\nJRS_LOG={b / 'log'}\n"
-            f"JRS_CACHE={b / 'cache'}\nJRS_STOP_TIMEOUT=10\n{extra}")
+            f"JRS_CACHE={b / 'cache'}\nJRS_STOP_TIMEOUT=10\n"
+            f"JRS_NODE_ARGS=\"{self.node_args}\"\n{extra}")
 
     def script(self, action: str, timeout: float = 60) -> subprocess.CompletedProcess:
         return subprocess.run([str(SCRIPT), action], capture_output=True, text=True,
@@ -168,3 +205,46 @@ class Scratch:
         finally:
             kill_pids(self.ours())
             shutil.rmtree(self.base, ignore_errors=True)
+
+
+def held_job(home: Path) -> Path:
+    """A submit file in `home` whose job writes its pid to home/flags/starts (once per
+    start) and then waits until home/flags/go exists, so a test decides when it ends.
+    flags/ is world-writable: a root node may run the job under a uid of its own."""
+    flags = home / "flags"
+    flags.mkdir()
+    flags.chmod(0o1777)
+    path = home / "job.condor"
+    path.write_text(
+        "executable = /bin/sh\n"
+        f"arguments = \"-c 'echo $$ >> {flags}/starts; "
+        f"while [ ! -e {flags}/go ]; do sleep 0.1; done; id -u; echo done'\"\n"
+        "output = job.out\nerror = job.err\nqueue\n")
+    return path
+
+
+def release(home: Path) -> None:
+    (home / "flags" / "go").touch()
+
+
+def starts(home: Path) -> list:
+    try:
+        return (home / "flags" / "starts").read_text().split()
+    except OSError:
+        return []
+
+
+def job_pid(home: Path) -> Optional[int]:
+    """The held job's pid, as it wrote it when it started."""
+    found = starts(home)
+    return int(found[0]) if found else None
+
+
+def alive_unprivileged(pid: Optional[int]) -> bool:
+    """`pid` is running, and not as root (the account or a uid of its own, by policy)."""
+    return pid is not None and bool(procs(lambda p, argv, u: p == pid and u != 0))
+
+
+def check_job_output(home: Path) -> None:
+    uid, done = (home / "job.out").read_text().split("\n")[:2]
+    assert uid.isdigit() and int(uid) != 0 and done == "done", (home / "job.out").read_text()

@@ -7,7 +7,6 @@ unprivileged account and run under it on the node.
 from __future__ import annotations
 
 import os
-import random
 import re
 import shutil
 import subprocess
@@ -15,7 +14,20 @@ import time
 
 import pytest
 
-from .ops import PYTHON, SCRIPT, JobUser, Scratch, procs, wait_for
+from .ops import (
+    PYTHON,
+    SCRIPT,
+    JobUser,
+    Scratch,
+    alive_unprivileged,
+    check_job_output,
+    held_job,
+    job_pid,
+    procs,
+    release,
+    starts,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -184,37 +196,34 @@ def test_jobs_survive_stop_and_are_readopted(scratch, job_user):
     shutil.copytree(scratch.conf, home / "conf")
     for p in (home, home / "conf", *(home / "conf").iterdir()):
         os.chown(p, job_user.uid, -1)
-    nap = f"4.{random.randrange(100000):05d}"
-    (home / "job.condor").write_text(
-        "executable = /bin/sh\n"
-        f"arguments = \"-c 'echo started >> {home}/starts; sleep {nap}; id -un; echo done'\"\n"
-        "output = job.out\nerror = job.err\nqueue\n")
+    held_job(home)
     submit = subprocess.Popen(
         ["runuser", "-u", job_user.name, "--", PYTHON, str(scratch.pyz), "submit", "-c",
          str(home / "conf"), "--no-progress", "job.condor"], cwd=home,
         env={**scratch.env, "JRS_CACHE": str(home / "cache")}, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
     try:
-        job = wait_for("the job's sleep", lambda: procs(
-            lambda pid, argv, uid: argv == ["sleep", nap] and uid == job_user.uid), 20)
+        job = wait_for("the job to start", lambda: job_pid(home), 20)
+        assert alive_unprivileged(job)
         node = scratch.pid("node")
 
         r = scratch.script("stop")
         assert r.returncode == 0, r.stdout + r.stderr
         assert not alive(node) and not alive(scratch.pid("master"))
-        assert all(alive(p) for p in job), "stopping the daemons killed the job"
+        assert alive_unprivileged(job), "stopping the daemons killed the job"
 
         r = scratch.script("start")
         assert r.returncode == 0, r.stdout + r.stderr
-        assert all(alive(p) for p in job)
+        assert alive_unprivileged(job)
+        release(home)
         _, err = submit.communicate(timeout=60)
     finally:
         if submit.poll() is None:
             submit.kill()
             submit.wait()
     assert submit.returncode == 0, err + scratch.logs()
-    assert (home / "job.out").read_text() == f"{job_user.name}\ndone\n"
-    assert (home / "starts").read_text() == "started\n"  # re-adopted, not run again
+    check_job_output(home)
+    assert starts(home) == [str(job)]  # re-adopted, not run again
 
 
 def test_host_roles_match_exactly_never_a_substring():
@@ -248,3 +257,55 @@ def test_roles_command(scratch):
     assert scratch.jrs("roles", "-c", str(scratch.conf), "master").returncode == 0
     r = scratch.jrs("roles", "-c", str(scratch.conf), "submitter")
     assert r.returncode == 2 and "unknown role 'submitter'" in r.stderr
+
+
+def test_logs_rotate_while_the_daemons_run(scratch):
+    """The logrotate file rotates /var/log/jrs/*.log under running daemons (copytruncate),
+    and what they log next starts the fresh file (the script opens logs for appending)."""
+    from .conftest import ROOT, write_config
+    from .ops import need
+
+    assert scratch.script("start").returncode == 0
+    conf = scratch.base / "logrotate.conf"
+    conf.write_text((ROOT / "debian/logrotate").read_text()
+                    .replace("/var/log/jrs", str(scratch.base / "log")))
+    r = subprocess.run([need("logrotate"), "-f", "-s", str(scratch.base / "lr.state"),
+                        str(conf)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    log = scratch.base / "log"
+    assert "listening on" in (log / "master.log.1").read_text()
+    assert (log / "master.log").stat().st_size == 0
+    stranger = write_config(scratch.base / "stranger", master=scratch.master,
+                            nodes=scratch.nodes, secret=os.urandom(32).hex().encode())
+    assert scratch.jrs("status", "-c", str(stranger)).returncode == 3
+    wait_for("the refusal in the fresh log", lambda: "does not hold our secret" in
+             (log / "master.log").read_text(), 10)
+    assert (log / "master.log").read_bytes()[:1] != b"\0"  # appended, not written at the old offset
+
+
+def test_status_and_stop_survive_an_interpreter_upgrade(scratch):
+    """A python3 update replaces the interpreter under running daemons: status and stop
+    must still find them (their pid files and command lines, not the executable)."""
+    python = scratch.base / "python3"
+    shutil.copy(os.path.realpath(PYTHON), python)
+    scratch.write_defaults(f"PYTHON={python}\n")
+    r = scratch.script("start")
+    assert r.returncode == 0, r.stdout + r.stderr
+    pids = [scratch.pid("master"), scratch.pid("node")]
+    new = scratch.base / "python3.new"
+    shutil.copy(os.path.realpath(PYTHON), new)
+    os.replace(new, python)  # as dpkg does: the running daemons' executable is now deleted
+    assert os.readlink(f"/proc/{pids[0]}/exe").endswith("(deleted)")
+    assert scratch.script("status").returncode == 0
+    assert scratch.script("start").stdout.count("already running") == 2
+    r = scratch.script("stop")
+    assert r.returncode == 0 and r.stdout.count("stopped") == 2, r.stdout + r.stderr
+    assert not any(alive(p) for p in pids)
+
+
+def test_not_installed(scratch):
+    scratch.write_defaults(f"JRS_BIN={scratch.base / 'missing.pyz'}\n")
+    r = scratch.script("start")
+    assert r.returncode == 5  # LSB: program is not installed
+    assert f"jrs: {scratch.base / 'missing.pyz'} or {PYTHON} is missing" in r.stderr
+    assert scratch.script("status").returncode == 4

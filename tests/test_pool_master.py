@@ -179,3 +179,31 @@ def test_the_ticker_logs_a_failure_and_keeps_ticking(tmp_path, monkeypatch, capl
         assert len(calls) > 5
         assert any("ticker failed" in r.message and r.exc_info for r in caplog.records)
     run(go, tmp_path)
+
+
+def test_session_bindings_survive_a_master_restart(tmp_path):
+    """Else an id seen in `jrs status` could be bound by another in the seconds between
+    the master's restart and its submitter's return."""
+    from jrs.cluster.master import SessionStore
+
+    async def first(env):
+        env.master = Master(env.config, ClusterCounter(str(tmp_path)),
+                            sessions=SessionStore(str(tmp_path)))
+        env.server.handler = env.master.serve
+        ch = await env.open("submit")
+        ch.send(_sub_hello("s1", token="t" * 64))
+        assert (await _recv(ch))["type"] == "welcome"
+    run(first, tmp_path)
+    assert oct((tmp_path / "sessions").stat().st_mode & 0o777) == "0o600"
+
+    async def after_restart(env):
+        env.master = Master(env.config, ClusterCounter(str(tmp_path)),
+                            sessions=SessionStore(str(tmp_path)))
+        env.server.handler = env.master.serve
+        thief = await env.open("submit")
+        thief.send(_sub_hello("s1", token="u" * 64))
+        assert (await _recv(thief))["code"] == "session"
+        real = await env.open("submit")
+        real.send(_sub_hello("s1", token="t" * 64))
+        assert (await _recv(real))["type"] == "welcome"
+    run(after_restart, tmp_path)

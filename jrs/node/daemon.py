@@ -26,7 +26,8 @@ from ..wire.aio import Channel, ConnectionClosed, Server, connect
 from ..wire.errors import WireError
 from ..wire.messages import error
 from ..wire.reconnect import Backoff, keep_connected
-from . import sandbox, taskfile
+from . import identity, sandbox, taskfile, unit
+from .confine import Confinement, make_state_dir
 from .launcher import Launcher
 
 log = logging.getLogger("jrs.node")
@@ -65,6 +66,7 @@ class Task:
     path: str
     sandbox: str
     created: float = field(default_factory=time.monotonic)
+    ident: dict = field(default_factory=dict)  # the spec's identity fields (uid release)
     state: Optional[taskfile.TaskState] = None
     delivering: bool = False
     kill_requested: bool = False
@@ -82,15 +84,16 @@ class Capacity:
 
 class NodeDaemon:
     def __init__(self, config, capacity: Capacity, state_dir: str, launcher: Launcher,
-                 allow_root_jobs: bool = False) -> None:
+                 allow_root_jobs: bool = False, confine: Optional[Confinement] = None) -> None:
         self.config = config
         self.cap = capacity
         self.state_dir = state_dir
         self.tasks_dir = os.path.join(state_dir, "tasks")
-        self.sandbox_dir = os.path.join(state_dir, "sandbox")
+        # no confinement given (`submit --local`): jobs run as whoever runs us
+        self.confine = confine or Confinement.as_self(os.path.join(state_dir, "sandbox"))
+        self.sandbox_dir = self.confine.execute_dir
         self.claims_path = os.path.join(state_dir, "claims.json")
         self.launcher = launcher
-        self.allow_root = allow_root_jobs
         self.root = None
         self.claims: dict[str, Claim] = {}
         self.tasks: dict[str, Task] = {}
@@ -121,8 +124,8 @@ class NodeDaemon:
     async def start(self, root: bytes, host: str, port: int) -> tuple:
         """Recover, listen, and start the master session; return the bound address."""
         self.root = root
-        for d in (self.tasks_dir, self.sandbox_dir):
-            os.makedirs(d, mode=0o755, exist_ok=True)
+        make_state_dir(self.state_dir)
+        make_state_dir(self.tasks_dir)
         self._load_claims()
         self._recover()
         loop = asyncio.get_running_loop()
@@ -180,9 +183,11 @@ class NodeDaemon:
             spec = st.spec
             task = Task(st.key, str(spec.get("submitter", "")), str(spec.get("job", "")),
                         int(spec.get("attempt", 0)), str(spec.get("claim", "")), path,
-                        str(spec.get("sandbox", "")), state=st)
+                        str(spec.get("sandbox", "")), state=st, ident=_ident_fields(spec))
+            self.confine.policy.hold(spec)  # its uid stays taken until the taskfile goes
             if st.delivered:
                 self._cleanup(task)
+                self.confine.policy.release(task.ident)
                 continue
             self.tasks[task.key] = task
             if not st.finished:
@@ -341,9 +346,11 @@ class NodeDaemon:
                                       sync=False)  # the taskfile goes next: no fsync
                 if sandbox.remove_if_small(task.sandbox):
                     self._unlink_taskfile(task)
+                    self.confine.policy.release(task.ident)
                 else:
-                    self._spawn(asyncio.get_running_loop().run_in_executor(
-                        None, self._cleanup, task))
+                    fut = asyncio.get_running_loop().run_in_executor(None, self._cleanup, task)
+                    fut.add_done_callback(lambda _f: self.confine.policy.release(task.ident))
+                    self._spawn(fut)
         elif kind == "kill":
             task = self.tasks.get(self._key(sub, msg["job"], msg["attempt"]))
             if task is not None:
@@ -374,45 +381,50 @@ class NodeDaemon:
             reason = "the claim is busy with another job"
         elif int(spec.get("cpus", 1)) > claim.cpus:
             reason = f"the job asks for {spec.get('cpus')} cpus; the claim has {claim.cpus}"
-        box = os.path.join(self.sandbox_dir, key)
+        box: Optional[sandbox.Box] = None
+        ident: Optional[identity.Identity] = None
         if reason is None:
             try:
                 for h in heads:
                     sandbox.safe_name(h["name"])
-                os.makedirs(box, mode=0o700)
-            except (sandbox.BadName, OSError) as exc:
+                ident = self.confine.policy.identity_for(claim.user)
+                box = sandbox.create(self.sandbox_dir, key, ident.uid, ident.gid)
+            except (sandbox.BadName, identity.NoUids, OSError) as exc:
                 reason = str(exc)
+                if ident is not None:
+                    self.confine.policy.release(ident)
+                    ident = None
 
         def open_file(head: dict):
-            if reason is not None:
+            if reason is not None or box is None:
                 return None
-            path = os.path.join(box, head["name"])
-            if "/" in head["name"]:
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, head["mode"] | 0o600)
-            return os.fdopen(fd, "wb")
+            return box.open_input(head)
 
         try:
             await wirefiles.receive(ch, heads, open_file)
         except BaseException:
-            if reason is None:
-                sandbox.remove(box)
+            if box is not None:
+                box.discard()
+            if ident is not None:
+                self.confine.policy.release(ident)
             raise
         if reason == "duplicate":
             ch.send({"type": "started", "job": job, "attempt": attempt})
             return
-        if reason is not None:
+        if reason is not None or box is None or ident is None:
             ch.send({"type": "rejected", "job": job, "attempt": attempt, "reason": reason})
             return
         try:
-            tspec = self._task_spec(sub, claim, job, attempt, spec, box)
+            tspec = self._task_spec(sub, claim, job, attempt, spec, box, ident, key)
         except (sandbox.BadName, KeyError, TypeError, ValueError, OSError) as exc:
-            sandbox.remove(box)
+            box.discard()
+            self.confine.policy.release(ident)
             ch.send({"type": "rejected", "job": job, "attempt": attempt,
                      "reason": f"bad job: {exc}"})
             return
         path = os.path.join(self.tasks_dir, key + taskfile.SUFFIX)
-        task = Task(key, sub, job, attempt, claim.claim, path, box)
+        task = Task(key, sub, job, attempt, claim.claim, path, box.path,
+                    ident=_ident_fields(tspec))
         self.tasks[key] = task
         claim.job = key
         taskfile.create(path, tspec)
@@ -428,19 +440,21 @@ class NodeDaemon:
             ch.send({"type": "started", "job": task.job, "attempt": task.attempt})
 
     def _task_spec(self, sub: str, claim: Claim, job: str, attempt: int, spec: dict,
-                   box: str) -> dict:
-        ident = sandbox.identity(claim.user, self.allow_root)
+                   handle: sandbox.Box, ident: identity.Identity, key: str) -> dict:
+        box = handle.path
         shared = bool(spec.get("shared_fs"))
         exe = str(spec["executable"])
+        exe_name = None
         if spec.get("transfer_executable") and not shared:
             exe_name = sandbox.safe_name(os.path.basename(exe))
             exe = os.path.join(box, exe_name)
-            os.chmod(exe, 0o755)
+        sandbox.check_output_list(spec.get("transfer_output_files"))
+        snap = handle.hand_over(exe_name)
         argv = [exe] + [str(a) for a in spec.get("arguments", [])]
         cwd = str(spec.get("iwd")) if shared else box
         env = sandbox.job_environment(dict(spec.get("environment", {})),
                                       dict(spec.get("getenv", {})), box, job,
-                                      claim.cpus, claim.gpus, None)
+                                      claim.cpus, claim.gpus, box if ident.per_job else None)
         if shared:
             stdin, stdout, stderr = spec.get("input"), spec.get("output"), spec.get("error")
         else:
@@ -453,13 +467,13 @@ class NodeDaemon:
                "stdout": stdout, "stderr": stderr, "sandbox": box, "shared_fs": shared,
                "transfer_output_files": spec.get("transfer_output_files"),
                "when_to_transfer_output": spec.get("when_to_transfer_output", "ON_EXIT"),
-               "snapshot": sandbox.snapshot(box), "kill_grace": 5,
+               "snapshot": snap, "kill_grace": 5,
                "notify": self.notify_address, "created": time.time()}
-        if ident is not None:
-            uid, gid, groups, name = ident
-            out.update(uid=uid, gid=gid, groups=groups, run_as=name)
-            env["USER"] = env["LOGNAME"] = name
-            sandbox.chown_tree(box, uid, gid)
+        out.update(self.confine.spec_fields(ident, key))
+        if ident.uid is not None:
+            env["USER"] = env["LOGNAME"] = ident.name
+        if ident.note:
+            log.info("job %s: %s; runs as %s", key, ident.note, ident.name)
         return out
 
     # ----------------------------------------------------------- job ends
@@ -507,12 +521,11 @@ class NodeDaemon:
     def _executor_died(self, task: Task) -> None:
         st = task.state
         reason = f"its executor (pid {st.executor_pid}) died"
+        job_unit = unit.Unit.from_spec(st.spec, task.key)
         if st.pid and taskfile.same_process(st.pid, st.pid_start):
-            try:
-                os.killpg(st.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+            job_unit.pgid = st.pid
             reason += f" while the job's process {st.pid} still ran (killed it)"
+        job_unit.reap()  # all of its unit, and a per-job uid's files and IPC
         self._mark_lost(task, reason)
 
     async def _check_loop(self) -> None:
@@ -572,36 +585,38 @@ class NodeDaemon:
         elif end.get("e") == "lost":
             result["reason"] = end.get("reason")
             result["lost"] = True
-        items: list = []
-        if not spec.get("shared_fs") and os.path.isdir(task.sandbox):
-            for name, path in ((sandbox.STDOUT, spec.get("stdout")),
-                               (sandbox.STDERR, spec.get("stderr"))):
-                if path and os.path.isfile(path):
-                    items.append((name, path))
+        plan = None
+        if not spec.get("shared_fs") and spec.get("sandbox"):
             success = end.get("code") == 0
-            if spec.get("when_to_transfer_output") != "ON_SUCCESS" or success:
-                exe = os.path.basename(spec["argv"][0])
-                found, missing = sandbox.outputs(task.sandbox, spec.get("transfer_output_files"),
-                                                 spec.get("snapshot") or {}, {exe})
-                items += found
-                if missing and end.get("e") == "exit":
-                    result["missing"] = missing
-        return result, items
+            exe = os.path.basename(str(spec["argv"][0]))
+            plan = sandbox.collect(spec, spec.get("when_to_transfer_output") != "ON_SUCCESS"
+                                   or success, frozenset({exe}))
+            if plan.missing and end.get("e") == "exit":
+                result["missing"] = plan.missing
+            if plan.refused:
+                result["refused"] = {k: v[:200] for k, v in list(plan.refused.items())[:100]}
+            if plan.over:
+                result["outputs_over_limit"] = plan.over
+        return result, plan
 
     async def _deliver(self, task: Task) -> None:
         ch = self.sessions.get(task.submitter)
         if ch is None or task.delivering:
             return
         task.delivering = True
+        plan = None
         try:
-            result, items = self._result(task)
-            heads = wirefiles.describe(items)
+            result, plan = self._result(task)
+            items = plan.items if plan is not None else []
+            heads = plan.heads if plan is not None else []
             await ch.send_files({"type": "finished", "job": task.job, "attempt": task.attempt,
                                  "result": result, "files": heads}, items)
         except (ConnectionClosed, OSError, WireError) as exc:
             log.info("could not deliver %s yet: %s", task.key, exc)
         finally:
             task.delivering = False
+            if plan is not None:
+                plan.close()
 
     @classmethod
     def _cleanup(cls, task: Task) -> None:
@@ -615,3 +630,7 @@ class NodeDaemon:
             os.unlink(task.path)
         except FileNotFoundError:
             pass
+
+
+def _ident_fields(spec: dict) -> dict:
+    return {"uid": spec.get("uid"), "per_job_uid": bool(spec.get("per_job_uid"))}

@@ -73,6 +73,16 @@ def _table(rows: list, header: list) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
 
 
+def _age(seconds: object) -> str:
+    """How long the oldest unacknowledged result has waited: 45s, 12m, 3h, 2d."""
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
 def status(args: dict) -> int:
     reply = ask_master(args, {"type": "query", "what": "status"})
     reply.pop("type", None)
@@ -81,9 +91,12 @@ def status(args: dict) -> int:
         return 0
     rows = [[n["name"], n["state"], f"{n['slots_used']}/{n['slots']}",
              f"{n['memory_used']}/{n['memory']}", n["load"],
+             "-" if n.get("results_waiting") is None else n["results_waiting"],
+             _age(n.get("oldest_result_age")),
              ",".join(f"{u}:{k}" for u, k in sorted(n["claims"].items())) or "-"]
             for n in reply["nodes"]]
-    print(_table(rows, ["NODE", "STATE", "SLOTS", "MEMORY(MiB)", "LOAD", "CLAIMS"]))
+    print(_table(rows, ["NODE", "STATE", "SLOTS", "MEMORY(MiB)", "LOAD", "WAITING", "OLDEST",
+                        "CLAIMS"]))
     up = [n for n in reply["nodes"] if n["state"] == "up"]
     print(f"\n{len(up)}/{len(reply['nodes'])} nodes up, "
           f"{sum(n['slots_used'] for n in up)}/{sum(n['slots'] for n in up)} slots in use, "
