@@ -109,7 +109,7 @@ JOB_SPEC = Obj({
     "input": (OneOf(PATH, Bool(), Null), False), "output": (OneOf(PATH, Null), False),
     "error": (OneOf(PATH, Null), False),
     "transfer_output_files": (OneOf(ListOf(PATH, MANY), Null), False),
-    "when_to_transfer_output": (Str(64), False), "cpus": (COUNT, False)})
+    "when_to_transfer_output": (OneOf(Str(64), Null), False), "cpus": (COUNT, False)})
 RUSAGE = Obj({"utime": (Num(0), True), "stime": (Num(0), True), "maxrss_kb": (COUNT, True)})
 RESULT = Obj({
     "node": (NAME, True), "exit_code": (OPT_INT, True), "signal": (OPT_INT, True),
