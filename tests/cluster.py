@@ -29,7 +29,7 @@ class Cluster:
     network namespace on the default ports, as on separate machines."""
 
     def __init__(self, pyz: Path, base: Path, slots: list, attrs: list | None = None,
-                 env: dict | None = None, lab=None, legacy: bool = False) -> None:
+                 env: dict | None = None, lab=None, legacy: str = "") -> None:
         self.pyz = pyz
         self.base = base
         self.lab = lab
@@ -77,8 +77,8 @@ class Cluster:
                                   log="master.log")
 
     def node_flags(self, i: int) -> list:
-        if self.legacy:  # a build from before per-job uids (bench/ baselines)
-            return ["--allow-root-jobs"]
+        if self.legacy:  # a build from before per-job uids (bench/ baselines): its jobs
+            return ["--allow-root-jobs"] if self.legacy == "root" else []  # as root/nobody
         return [f"--execute={self.execute / f'node{i}'}", f"--job-uids={self.uid_ranges[i]}"]
 
     def start_node(self, i: int, *extra: str) -> None:

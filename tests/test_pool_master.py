@@ -35,9 +35,11 @@ class _Env:
                              peer_roles=frozenset({"node", "submit", "tool"}))
         await self.server.start("127.0.0.1", self.port)
 
-    async def open(self, role: str):
-        return await connect("127.0.0.1", self.port, self.root, role,
-                             peer_roles=frozenset({"master"}))
+    async def open(self, role: str, hostile: bool = False):
+        ch = await connect("127.0.0.1", self.port, self.root, role,
+                           peer_roles=frozenset({"master"}))
+        ch.conn.strict = not hostile and ch.conn.strict  # a hostile peer breaks the schema
+        return ch
 
     def close(self) -> None:
         self.server.close()
@@ -78,17 +80,17 @@ def run(coro_fn, tmp_path):
 
 def test_hostile_nested_payloads_get_bad_message_and_the_sessions_go_on(tmp_path):
     async def go(env):
-        node = await env.open("node")
+        node = await env.open("node", hostile=True)
         node.send(_node_hello(claims=[{"claim": ["x"]}]))
         assert (await _recv(node))["code"] == "bad-message"  # refused, no traceback
-        node = await env.open("node")
+        node = await env.open("node", hostile=True)
         node.send(_node_hello())
         assert (await _recv(node))["type"] == "welcome"
         for bad in ({"load": 0, "running": 0, "claims": [{"a": 1}]},
                     {"load": 0, "running": 0, "claims": [], "waiting": -3}):
             node.send(dict(bad, type="node-report"))
             assert (await _recv(node))["code"] == "bad-message"
-        sub = await env.open("submit")
+        sub = await env.open("submit", hostile=True)
         sub.send(_sub_hello())
         assert (await _recv(sub))["type"] == "welcome"
         for requests in ([{"key": "k", "count": "many"}], [[]], [{"key": {"x": 1}}],

@@ -318,8 +318,11 @@ class Pool:
 
     def check(self) -> None:
         """Assert the indexes agree with `claims` (O(claims): for tests and the simulation)."""
+        by_node: dict = {name: [] for name in self.nodes}
+        for c in self.claims.values():
+            by_node[c.node].append(c)
         for node in self.nodes.values():
-            mine = [c for c in self.claims.values() if c.node == node.name]
+            mine = by_node[node.name]
             assert set(node.claims) == {c.id for c in mine}, node.name
             assert node.used() == (sum(c.cpus for c in mine), sum(c.memory for c in mine),
                                    sum(c.gpus for c in mine)), node.name

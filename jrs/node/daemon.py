@@ -186,8 +186,9 @@ class NodeDaemon:
                         str(spec.get("sandbox", "")), state=st, ident=_ident_fields(spec))
             self.confine.policy.hold(spec)  # its uid stays taken until the taskfile goes
             if st.delivered:
+                token = self.confine.hold(task.ident, task.path)
                 self._cleanup(task)
-                self.confine.policy.release(task.ident)
+                self.confine.release(token)
                 continue
             self.tasks[task.key] = task
             if not st.finished:
@@ -344,12 +345,13 @@ class NodeDaemon:
                 del self.tasks[task.key]
                 taskfile.append_event(task.path, {"e": "delivered", "t": time.time()},
                                       sync=False)  # the taskfile goes next: no fsync
+                token = self.confine.hold(task.ident, task.path)  # the uid, once all is gone
                 if sandbox.remove_if_small(task.sandbox):
                     self._unlink_taskfile(task)
-                    self.confine.policy.release(task.ident)
+                    self.confine.release(token)
                 else:
                     fut = asyncio.get_running_loop().run_in_executor(None, self._cleanup, task)
-                    fut.add_done_callback(lambda _f: self.confine.policy.release(task.ident))
+                    fut.add_done_callback(lambda _f: self.confine.release(token))
                     self._spawn(fut)
         elif kind == "kill":
             task = self.tasks.get(self._key(sub, msg["job"], msg["attempt"]))
@@ -532,6 +534,7 @@ class NodeDaemon:
         """Once a second: catch executors that ended or died without telling us."""
         while True:
             await asyncio.sleep(CHECK_EVERY)
+            self.confine.poll()  # per-job uids whose executors have finished reaping
             for task in list(self.tasks.values()):
                 if self._finished(task):
                     continue

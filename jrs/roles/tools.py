@@ -30,8 +30,8 @@ def ask_master(args: dict, message: dict, timeout: float = 15.0) -> dict:
     """One request to the master as a `tool`; exit 3 when it cannot be reached."""
     import asyncio
 
-    from ..wire.aio import ConnectionClosed, connect
-    from ..wire.errors import WireError
+    from ..wire.aio import CONNECT_TIMEOUT, ConnectionClosed, connect
+    from ..wire.errors import AuthError, HandshakeClosed, WireError
     from ..wire.keys import root_key
 
     config = load(find_config_dir(args["--config"]))
@@ -39,7 +39,7 @@ def ask_master(args: dict, message: dict, timeout: float = 15.0) -> dict:
 
     async def go() -> dict:
         ch = await connect(ep.host, ep.port, root_key(config.secret), "tool",
-                           peer_roles=frozenset({"master"}))
+                           peer_roles=frozenset({"master"}), retry_for=CONNECT_TIMEOUT)
         try:
             ch.send(message)
             while True:
@@ -51,6 +51,12 @@ def ask_master(args: dict, message: dict, timeout: float = 15.0) -> dict:
 
     try:
         reply = asyncio.run(go())
+    except AuthError as exc:
+        raise JrsError(f"the master at {ep} refused us: {exc} (is {config.directory}/secret "
+                       "the cluster's secret?)", EXIT_UNREACHABLE)
+    except HandshakeClosed as exc:
+        raise JrsError(f"cannot reach the master at {ep}: {exc} (tried for "
+                       f"{CONNECT_TIMEOUT:.0f}s; is it overloaded?)", EXIT_UNREACHABLE)
     except WireError as exc:
         raise JrsError(f"the master at {ep} refused us: {exc}", EXIT_UNREACHABLE)
     except (OSError, asyncio.TimeoutError, ConnectionClosed) as exc:
