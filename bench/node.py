@@ -155,44 +155,62 @@ def run_cluster(pyz: Path, n: int, legacy: str, baseline: float, baseline_cpu: f
                     pass
 
 
-def identity_steps(n: int) -> None:
-    """The per-job cost of a root node's confinement steps, in-process: fork, enter
-    the cgroups, switch to a per-job uid, exec /bin/true, wait, reap the uid (kill
-    loop, /tmp /var/tmp /dev/shm scan, IPC, cgroup removal), against fork, exec and
-    wait as ourselves. Wall time per job (one job at a time)."""
-    if os.geteuid() != 0:
-        print("identity steps: not root, skipped (a non-root node runs jobs as itself)")
-        return
-    from jrs.node import executor, unit
-
-    cg = unit.prepare_root("bench-" + str(os.getpid()))
-    spec = {"argv": ["/bin/true"], "env": {}, "uid": 1879999000, "gid": 1879999000,
-            "per_job_uid": True, "cwd": "/", "stdin": None, "stdout": None, "stderr": None}
-    t = time.perf_counter()
-    for _ in range(n):
-        pid = os.posix_spawn("/bin/true", ["/bin/true"], {})
-        os.waitpid(pid, 0)
-    plain = (time.perf_counter() - t) / n
-    parts = {"spawn as the job's uid": 0.0, "reap": 0.0}
+_STEPS = r"""
+import os, sys, time, resource, shutil
+sys.path.insert(0, sys.argv[1])
+from jrs.node import executor, unit
+n = int(sys.argv[2])
+cg = unit.prepare_root("bench-%d" % os.getpid())
+uid = 1879999000
+spec = {"argv": ["/bin/true"], "env": {}, "uid": uid, "gid": uid, "per_job_uid": True,
+        "cwd": "/", "stdin": None, "stdout": None, "stderr": None}
+def cpu():
+    a = resource.getrusage(resource.RUSAGE_SELF)
+    b = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+def measure(fn):
+    w, c = time.perf_counter(), cpu()
     for i in range(n):
-        u = unit.Unit(cg, f"j{i}", spec["uid"], spec["gid"], True, 4096)
-        killer = executor._Killer(-1, 1.0, u)
-        t0 = time.perf_counter()
+        fn(i)
+    return (time.perf_counter() - w) / n * 1000, (cpu() - c) / n * 1000
+def as_root(i):  # the old root node's way for a nobody job: fork, switch, exec
+    pid = os.fork()
+    if pid == 0:
+        os.setgroups([65534]); os.setgid(65534); os.setuid(65534)
+        os.execve("/bin/true", ["/bin/true"], {})
+    os.waitpid(pid, 0)
+def per_job(dirs):
+    def go(i):
+        u = unit.Unit(dirs, "j%d" % i, uid, uid, True, 4096)
+        k = executor._Killer(-1, 1.0, u)
+        t = time.time()
         u.create()
-        pid = executor._spawn(spec, killer)
-        os.waitpid(pid, 0)
-        t1 = time.perf_counter()
-        u.reap()
-        t2 = time.perf_counter()
-        parts["spawn as the job's uid"] += t1 - t0
-        parts["reap"] += t2 - t1
-    for path in cg.values():
-        os.rmdir(path)
-    total = sum(parts.values()) / n
-    print(f"identity steps per job: {total * 1000:.2f} ms vs posix_spawn+wait as ourselves "
-          f"{plain * 1000:.2f} ms -> +{(total - plain) * 1000:.2f} ms (" +
-          "; ".join(f"{k} {v / n * 1000:.2f} ms" for k, v in parts.items()) +
-          f"; cgroups: {', '.join(sorted(cg)) or 'none'})")
+        os.waitpid(executor._spawn(spec, k), 0)
+        u.kill_all()
+        u.reap(since=t)
+    return go
+out = {"fork, switch to nobody, exec": measure(as_root),
+       "per-job uid, no cgroups": measure(per_job({})),
+       "per-job uid, cgroups " + "+".join(sorted(cg)): measure(per_job(cg))}
+for path in cg.values():
+    os.rmdir(path)
+for k, (w, c) in out.items():
+    print("  %-40s wall %6.2f ms, CPU %5.2f ms" % (k, w, c))
+"""
+
+
+def identity_steps(n: int) -> None:
+    """The per-job cost of a root node's confinement steps, in a small interpreter
+    like the launcher's: the job started under a per-job uid (with and without its
+    cgroups) and the uid reaped afterwards (kill(-1) as the uid, the temporary
+    directories, IPC, cgroup removal), against the old way of running a job as
+    nobody (fork, switch, exec). One job at a time; /bin/true."""
+    if os.geteuid() != 0:
+        print("identity steps: not root (a non-root node runs jobs as itself)")
+        return
+    print(f"identity steps per job ({n} jobs each; this machine's load: "
+          f"{os.getloadavg()[0]:.1f}):")
+    subprocess.run([sys.executable, "-I", "-S", "-c", _STEPS, str(ROOT), str(n)], check=True)
 
 
 def main() -> None:

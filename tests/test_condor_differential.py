@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jrs.condor import SubmitError, expand_text
+from jrs.condor import SubmitError, expand_lines, expand_text
 
 from .conftest import SHARED
 
@@ -435,6 +435,9 @@ def test_every_key_as_htcondor(text, tmp_path_factory, monkeypatch):
             assert not bad, f"{text}\n{bad}"
             # the --dry-run line is exactly the JSON of the object compared
             assert job.to_json_line() == json.dumps(job.to_json(), ensure_ascii=False)
+        (directory / "job.sub").write_text(text)
+        lines = list(expand_lines(str(directory / "job.sub"), environ=ENVIRON))
+        assert lines == [json.dumps(job.to_json(), ensure_ascii=False) for job in jobs]
     finally:
         os.environ.clear()
         os.environ.update(saved)

@@ -386,7 +386,7 @@ def test_reap_kills_every_process_and_removes_tmp_files_and_ipc():
     assert str(uid) in Path("/proc/sysvipc/shm").read_text()
     u = unit.Unit({}, "x", uid, uid, True, 100)
     got = u.reap()
-    assert got["clean"] and got["removed"] >= 5, got
+    assert got["clean"], got
     assert not _procs_of(uid)
     for where in ("/tmp", "/var/tmp", "/dev/shm"):
         assert not Path(f"{where}/jrs-left-{tag}").exists()

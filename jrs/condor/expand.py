@@ -17,7 +17,7 @@ import re
 from typing import Any, Callable, Iterator, Optional
 
 from .errors import SubmitError
-from .job import FIELDS, Job, transfer_mode
+from .job import FIELDS, Job, JsonLines, transfer_mode
 from .macros import Expander, dependents
 from .queue import item_rows, parse_queue
 from .source import QueueStatement, Reader
@@ -58,12 +58,19 @@ def expand_text(text: str, directory: str, cluster: int = 1,
     return _jobs(_TextReader(path, environ, warn, now), cluster, environ)
 
 
-def _jobs(reader: Reader, cluster: int, environ: Optional[dict]) -> Iterator[Job]:
+def expand_lines(path: str, cluster: int = 1, environ: Optional[dict] = None,
+                 warn: Optional[Warn] = None, now: Optional[float] = None) -> Iterator[str]:
+    """The `--dry-run` line (JSON of Job.to_json()) of every job of the file."""
+    return _jobs(Reader(path, environ, warn, now), cluster, environ, lines=True)
+
+
+def _jobs(reader: Reader, cluster: int, environ: Optional[dict],
+          lines: bool = False) -> Iterator:
     process = 0
     for statement in reader.statements():
         try:
             for job in _expand_statement(statement, reader.submit_dir, cluster, process,
-                                         environ, reader.defaults):
+                                         environ, reader.defaults, lines):
                 process += 1
                 yield job
         except SubmitError as exc:
@@ -153,7 +160,8 @@ def _candidates(macros: dict, lookups: tuple, queue_vars: frozenset) -> list:
 
 
 def _expand_statement(st: QueueStatement, submit_dir: str, cluster: int, first: int,
-                      environ: Optional[dict], defaults: dict) -> Iterator[Job]:
+                      environ: Optional[dict], defaults: dict,
+                      lines: bool = False) -> Iterator:
     spec = parse_queue(st.args)
     names = [v.lower() for v in spec.variables] or (["item"] if spec.mode else [])
     queue_vars = frozenset(names)
@@ -229,6 +237,8 @@ def _expand_statement(st: QueueStatement, submit_dir: str, cluster: int, first: 
                 fixed.append(settle(values))
             return fixed[0]
 
+    encoder = JsonLines(frozenset(f.attr for f in fields)).line if lines else None
+    computed = dict(constants)
     process = first
     cluster_text = str(cluster)
     for index, values in item_rows(spec, st.items, submit_dir):
@@ -242,11 +252,11 @@ def _expand_statement(st: QueueStatement, submit_dir: str, cluster: int, first: 
             per_job["process"] = per_job["procid"] = str(process)
             per_job["step"] = str(step)
             per_job["jobid"] = f"{cluster_text}.{process}"
-            computed = dict(constants)
-            for field in fields:
+            for field in fields:  # _make_job copies what it needs: one dict serves
                 computed[field.attr] = field.value(per_job, dynamic, plain)
-            yield _make_job(computed, cluster, process, submit_dir, iwd_of, mode_of,
+            job = _make_job(computed, cluster, process, submit_dir, iwd_of, mode_of,
                             bool(custom))
+            yield job if encoder is None else encoder(job)
             process += 1
 
 

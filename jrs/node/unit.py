@@ -213,13 +213,12 @@ class Unit:
     def reap(self, clean_files: bool = True, since: float = 0.0) -> dict:
         """The job is over: kill everything of it, then (per-job uid) remove its
         files in the shared temporary directories and its IPC objects, as that
-        uid; remove the cgroups. {"clean": bool, "removed": n}. `since`: when the
+        uid; remove the cgroups. {"clean": bool}. `since`: when the
         job started (a temporary directory not modified since is not listed)."""
         clean = self.kill_all()
-        removed = 0
         if self.per_job and self.uid is not None:
-            ok, removed = self._as_uid(_signal.SIGKILL, once=False, clean_files=clean_files,
-                                       since=since)
+            ok, _ = self._as_uid(_signal.SIGKILL, once=False, clean_files=clean_files,
+                                 since=since)
             clean = clean and ok
         for path in self.dirs.values():
             for _ in range(200):
@@ -232,7 +231,7 @@ class Unit:
                     if exc.errno != errno.EBUSY:
                         break
                     time.sleep(0.005)
-        return {"clean": clean, "removed": removed}
+        return {"clean": clean}
 
     def _cgroup_kill(self, path: str) -> bool:
         try:
@@ -266,23 +265,20 @@ class Unit:
     def _as_uid(self, sig: int, once: bool, clean_files: bool = False,
                 since: float = 0.0) -> tuple:
         """Fork a child that becomes the per-job uid and sends `sig` to every
-        process of it (with `once` False: SIGKILL, then the clean-up). (ok, removed).
+        process of it (with `once` False: SIGKILL, then the clean-up). (ok, 0).
         The child is not dumpable (it came from root), so no process of the uid can
-        trace it; one that signals or stops it first only makes us try again."""
+        trace it; one that signals or stops it first only makes us try again. Its
+        exit status is its report (no pipe: one wake-up less per job)."""
         uid, gid = self.uid, self.gid if self.gid is not None else self.uid
         assert uid is not None and gid is not None
         for _attempt in range(3):
-            rd, wr = os.pipe2(os.O_CLOEXEC)
             try:
                 pid = os.fork()
             except OSError:
-                os.close(rd)
-                os.close(wr)
                 return False, 0
             if pid == 0:
                 code = 3
                 try:
-                    os.close(rd)
                     for s in (_signal.SIGTERM, _signal.SIGALRM, _signal.SIGINT, _signal.SIGHUP):
                         _signal.signal(s, _signal.SIG_DFL)
                     ipc = [] if once else find_ipc(uid)
@@ -301,16 +297,15 @@ class Unit:
                         code = 0
                     else:
                         ok = _kill_uid()
-                        n = remove_owned(uid, since=since) + remove_ipc(ipc) \
-                            if (ok and clean_files) else 0
-                        os.write(wr, b"%d" % n)
+                        if ok and clean_files:
+                            remove_owned(uid, since=since)
+                            remove_ipc(ipc)
                         code = 0 if ok else 2
                 except BaseException:
                     code = 3
                 finally:
                     os._exit(code)
-            os.close(wr)
-            while True:  # first the exit: a stopped child would never close the pipe
+            while True:
                 try:
                     _, status = os.waitpid(pid, os.WUNTRACED)
                 except InterruptedError:
@@ -322,14 +317,9 @@ class Unit:
                     _kill(pid, _signal.SIGKILL)
                     continue
                 break
-            try:
-                with os.fdopen(rd, "rb") as r:
-                    report = r.read()
-            except OSError:
-                report = b""
             if os.WIFEXITED(status) and os.WEXITSTATUS(status) in (0, 2):
-                return os.WEXITSTATUS(status) == 0, int(report or 0)
-            # killed or stopped by what it fights (a process of the uid got to it first)
+                return os.WEXITSTATUS(status) == 0, 0
+            # killed by what it fights (a process of the uid got to it first): again
         return False, 0
 
 

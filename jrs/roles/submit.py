@@ -18,14 +18,14 @@ def dry_run(path: str, out=None) -> int:
     Output is spooled (in memory, then a temporary file) until the whole file
     has expanded, so a bad line near the end never leaves half a listing.
     """
-    from ..condor import expand_file
+    from ..condor import expand_lines
 
     out = out or sys.stdout
     notes: list = []
     with tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY, mode="w+", encoding="utf-8") as spool:
         lines: list = []
-        for job in expand_file(path, cluster=1, warn=notes.append):
-            lines.append(job.to_json_line())
+        for line in expand_lines(path, cluster=1, warn=notes.append):
+            lines.append(line)
             if len(lines) >= 512:
                 lines.append("")
                 spool.write("\n".join(lines))
