@@ -24,9 +24,12 @@ from jrs.wire.connection import KIND_MESSAGE
 from jrs.wire.keys import root_key
 
 
-def bad_finished(mode: str, job: str, attempt: int) -> tuple:
-    """(header, raw): raw headers bypass our own sans-IO checks, as an attacker's would."""
-    result = {"exit_code": 0, "signal": None, "rusage": {"utime": 0, "stime": 0},
+def bad_finished(mode: str, job: str, attempt: int, node: str = "evil") -> tuple:
+    """(header, raw): raw headers bypass our own sans-IO checks, as an attacker's would.
+    Apart from the one attack of `mode`, the message is valid (so each mode tests its
+    own attack, not a field the schema misses)."""
+    result = {"node": node, "exit_code": 0, "signal": None,
+              "rusage": {"utime": 0, "stime": 0, "maxrss_kb": 0},
               "started": 1.0, "ended": 2.0, "removed": False}
     files: object = []
     raw = False
@@ -55,7 +58,7 @@ async def main(conf: str, name: str, mode: str, marker: str) -> None:
     runs: dict = {}
 
     async def deliver(ch, job: str, attempt: int) -> None:
-        header, raw = bad_finished(mode, job, attempt)
+        header, raw = bad_finished(mode, job, attempt, name)
         if raw:
             send_raw(ch, header)
         else:

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from jrs.wire.messages import MessageError, validate
+
 from .cluster import Cluster
+from .evil_node import bad_finished
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -25,8 +28,17 @@ def start_evil(c: Cluster, i: int, mode: str, marker: Path) -> subprocess.Popen:
     return p
 
 
-# rusage, files, huge: with the wire's nested schema (F) these hang the submit: open
-@pytest.mark.parametrize("mode", ["header"])
+def test_the_evil_results_break_only_their_own_rule():
+    """Each mode's `finished` fails the schema for its attack alone (a valid baseline)."""
+    for mode, where in [("rusage", "rusage"), ("files", "files"), ("huge", "size")]:
+        header, _raw = bad_finished(mode, "1.0", 1, "127.0.0.1:1")
+        with pytest.raises(MessageError, match=where):
+            validate(header)
+    header, _raw = bad_finished("none", "1.0", 1, "127.0.0.1:1")
+    assert validate(header)["result"]["rusage"]["maxrss_kb"] == 0
+
+
+@pytest.mark.parametrize("mode", ["rusage", "files", "huge", "header"])
 def test_a_malicious_node_cannot_hang_the_submit_and_the_honest_one_works(pyz, tmp_path,
                                                                           mode):
     """Whichever layer refuses the result (the wire's schema or the submitter core),

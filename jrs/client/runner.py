@@ -29,8 +29,9 @@ from typing import Callable, Iterator, Optional
 
 from ..errors import EXIT_UNREACHABLE, JrsError
 from ..wire import files as wirefiles
-from ..wire.aio import Channel, ConnectionClosed, connect
+from ..wire.aio import BadPeerMessage, Channel, ConnectionClosed, connect
 from ..wire.errors import AuthError, HandshakeClosed, WireError
+from ..wire.messages import transfer_size
 from ..wire.reconnect import Backoff, keep_connected
 from . import core as C
 from . import spool, transfer
@@ -55,6 +56,26 @@ def user_name() -> str:
         return str(uid)
 
 
+def refused_result(exc: BadPeerMessage) -> Optional[dict]:
+    """A `finished` the wire's schema refused but whose job, attempt and data size can
+    be told: handed to the core as it came (the core checks every field itself and
+    holds the job with the reason), so the submit neither waits for it for ever nor
+    runs again a job whose result is what it is (120,000 outputs stay 120,000)."""
+    body = exc.body
+    if body is None or body.get("type") != "finished":
+        return None
+    job, attempt = body.get("job"), body.get("attempt")
+    if not isinstance(job, str) or len(job) > 64 or isinstance(attempt, bool) \
+            or not isinstance(attempt, int):
+        return None
+    try:
+        transfer_size(body)
+    except ValueError:
+        return None  # (the wire closed the link already)
+    return {"type": "finished", "job": job, "attempt": attempt,
+            "result": body.get("result"), "files": body.get("files")}
+
+
 class NodeLink:
     """One authenticated connection to a node, re-established when it breaks (the
     wire's one reconnect-with-backoff loop). Every send goes through the Channel,
@@ -76,6 +97,7 @@ class NodeLink:
     async def _open(self) -> Channel:
         ch = await connect(self.host, self.port, self.sub.root, "submit",
                            peer_roles=frozenset({"node"}))
+        ch.raise_bad = True  # a refused `finished` must reach the core, not vanish
         self.ch = ch
         self.sub.apply(self.sub.core.node_up(self.name, time.monotonic()))
         return ch
@@ -83,7 +105,14 @@ class NodeLink:
     async def _serve(self, ch: Channel) -> None:
         try:
             while not self.reset:
-                msg = await ch.recv()  # a bad transfer header raises WireError
+                try:
+                    msg = await ch.recv()  # a bad transfer header raises WireError
+                except BadPeerMessage as exc:
+                    msg = refused_result(exc)  # the core holds its job, drains, acks
+                    log.warning("node %s sent a bad message: %s", self.name,
+                                C.excerpt(exc.reason, 120))
+                    if msg is None:
+                        raise  # any other bad message: the node breaks the protocol
                 if not isinstance(msg, dict):
                     raise WireError("unexpected file data from the node")
                 await self.sub.node_message(self, msg)
@@ -247,13 +276,16 @@ class Submission:
         self.apply(self.core.run_sent(link.name, proc, attempt))
 
     async def node_message(self, link: NodeLink, msg: dict) -> None:
-        for a in self.core.from_node(link.name, msg, time.monotonic()):
+        actions = self.core.from_node(link.name, msg, time.monotonic())
+        # everything else first: a drain that never ends (a bad result announcing 2**60
+        # bytes) must hold up only this link, not the runs and claims the core decided
+        self.apply([a for a in actions if not isinstance(a, C.ReceiveOutputs)])
+        self.schedule_demand()
+        for a in actions:
             if isinstance(a, C.ReceiveOutputs):
                 error = await self._receive(link.ch, a.plan)
                 self.apply(self.core.outputs_done(a.ref, error))
-            else:
-                self.apply([a])
-        self.schedule_demand()
+                self.schedule_demand()
 
     async def _receive(self, ch: Channel, plan: list) -> Optional[str]:
         """Drain a result's data frames into its files; a local write error (permission,

@@ -60,6 +60,18 @@ class ConnectionClosed(Exception):
     """The peer went away (or we closed)."""
 
 
+class BadPeerMessage(WireError):
+    """A message from the peer that fails the schema, raised by `Channel.recv` on a
+    channel whose `raise_bad` is set (it has been answered with `bad-message`). `body`
+    is the message as it came (a dict) or None. A refused transfer header's data
+    frames are then NOT swallowed: the caller either drains them or closes."""
+
+    def __init__(self, reason: str, body: Optional[dict]) -> None:
+        super().__init__(f"bad message: {reason}")
+        self.reason = reason
+        self.body = body
+
+
 def watch_peer(writer: asyncio.StreamWriter, timeout: float = PEER_TIMEOUT) -> None:
     """Make the kernel give up on a silent peer after about `timeout` seconds."""
     sock = writer.get_extra_info("socket")
@@ -120,6 +132,19 @@ class Channel:
         self._transfer_lock = asyncio.Lock()
         self._in_unit = False
         self._deferred: list = []
+        self._raise_bad = False
+
+    @property
+    def raise_bad(self) -> bool:
+        """False (servers): a bad message is answered and skipped. True (a submitter's
+        link to a node, where a dropped `finished` would leave its job running for
+        ever): recv raises BadPeerMessage, so the caller can hold the job or count it."""
+        return self._raise_bad
+
+    @raise_bad.setter
+    def raise_bad(self, value: bool) -> None:
+        self._raise_bad = value
+        self.conn.keep_bad_transfers = value
 
     def send(self, body: dict) -> None:
         """Queue a message. What one turn of the event loop sends leaves in one write:
@@ -220,6 +245,8 @@ class Channel:
                     return event.chunk
                 if isinstance(event, BadMessage):
                     self.send(error("bad-message", event.reason))
+                    if self._raise_bad:
+                        raise BadPeerMessage(event.reason, event.body)
             await self._fill()
 
     async def _fill(self) -> None:

@@ -75,6 +75,7 @@ class BadMessage:
     """An authenticated frame that is not a valid message; answer it with an error."""
 
     reason: str
+    body: Optional[dict] = None  # the refused message as it came, when it is an object
 
 
 Event = Union[Established, Message, Data, BadMessage]
@@ -103,6 +104,9 @@ class Connection:
         self._send_left = 0  # data bytes still owed by the transfer we are sending
         self._recv_left = 0  # data bytes still owed by the transfer we are receiving
         self._discarding = False  # ... of a header refused as a bad message
+        # True: the data of a refused transfer header is handed on as Data (the caller,
+        # given the header in BadMessage.body, drains it) instead of being swallowed
+        self.keep_bad_transfers = False
         self.strict = strict_enabled()  # JRS_STRICT: what we send is checked (tests)
 
     @property
@@ -211,8 +215,8 @@ class Connection:
                     self._recv_left = transfer_size(obj)
                 except ValueError:
                     raise WireError(f"bad transfer header: {exc}")
-                self._discarding = self._recv_left > 0
-            return BadMessage(str(exc))
+                self._discarding = self._recv_left > 0 and not self.keep_bad_transfers
+            return BadMessage(str(exc), obj if isinstance(obj, dict) else None)
         if clean["type"] in TRANSFER_TYPES:
             try:
                 self._recv_left = transfer_size(clean)
