@@ -132,6 +132,33 @@ def test_strict_senders_refuse_a_mismatch(monkeypatch, tmp_path):
     log.write_text("")  # the deliberate mismatch must not fail this test's suite check
 
 
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_refused_transfer_header_comes_with_its_body_and_data_on_request(keep):
+    """A `finished` failing the schema is a BadMessage carrying the message as it came;
+    its data frames are swallowed (servers) or, with keep_bad_transfers (the submitter,
+    which must hold the job and drain), handed on as Data; the stream stays in step."""
+    from jrs.wire.connection import KIND_DATA, KIND_MESSAGE, BadMessage, Connection, Data
+    from jrs.wire.connection import Message as Msg
+    from jrs.wire.keys import root_key
+    root = root_key(b"x" * 32)
+    client = Connection(root, "submit", is_client=True)
+    server = Connection(root, "node", is_client=False)
+    server.receive(client.initiate())
+    client.receive(server.data_to_send())
+    client.keep_bad_transfers = keep
+    bad = dict(GOOD[4], result=dict(RESULT, rusage="lots"), files=[{"name": "o", "size": 3}])
+    wire = (server._seal(json.dumps(bad).encode(), KIND_MESSAGE)
+            + server._seal(b"abc", KIND_DATA)
+            + server._seal(json.dumps({"type": "ping", "seq": 1}).encode(), KIND_MESSAGE))
+    events = [e for e in client.receive(wire) if not isinstance(e, Msg) or
+              e.body["type"] == "ping"]
+    assert isinstance(events[0], BadMessage) and "rusage" in events[0].reason
+    assert events[0].body == bad
+    data = [e.chunk for e in events if isinstance(e, Data)]
+    assert data == ([b"abc"] if keep else [])
+    assert isinstance(events[-1], Msg) and events[-1].body["type"] == "ping"
+
+
 # Every message type the end-to-end run below must exercise (the rest have tests of
 # their own: rm, node-lost, unmatchable, give-back, claim-refused, rejected, ...).
 EXERCISED = {"hello", "node-hello", "node-report", "welcome", "claim-offer", "claim-ok",
