@@ -430,10 +430,115 @@ def test_node_survives_a_hostile_submitter(one_node, tmp_path):
         assert replies[1]["type"] == "error"  # the rest are ignored without a word
 
     asyncio.run(go())
-    assert not (tmp_path / "node0" / "escape").exists() and not (tmp_path / "escape").exists()
+    # `../escape` from a sandbox lands in the execute directory (Cluster.execute), not
+    # under tmp_path: look everywhere the node writes, whatever the name became
+    landed = [p for where in (one_node.execute, tmp_path) for p in where.rglob("*escape*")]
+    assert not landed, landed
     assert one_node.nodes[0].poll() is None
     (tmp_path / "ok.condor").write_text("executable = /bin/echo\narguments = fine\n"
                                         "output = ok.out\nqueue\n")
     code, _out, err = one_node.run_submit("ok.condor", cwd=tmp_path)
     assert code == 0, err + one_node.logs()
     assert (tmp_path / "ok.out").read_text() == "fine\n"
+
+
+def test_another_session_with_the_same_submitter_id_sees_nothing(one_node, tmp_path):
+    """Issue 13 item 7: the submitter id is public (`jrs status --json`). A secret holder
+    attaching to a node with it and no token, or a wrong one, must not receive the
+    submitter's results, nor ack or kill its jobs; the honest submit gets its output."""
+    import asyncio
+
+    from jrs.wire.aio import ConnectionClosed, connect
+    from jrs.wire.keys import root_key
+
+    (tmp_path / "slow.condor").write_text("executable = /bin/sh\n"
+                                          "arguments = \"-c 'sleep 4; echo mine'\"\n"
+                                          "output = slow.out\nqueue\n")
+    p = one_node.submit("slow.condor", cwd=tmp_path)
+    wait_for(lambda: any(s["claims"] for s in one_node.status()["submitters"]), timeout=30)
+    sid = one_node.status()["submitters"][0]["submitter"]
+    root = root_key((one_node.conf / "secret").read_bytes())
+    port = one_node.ports[0]
+
+    async def thief(token):
+        ch = await connect("127.0.0.1", port, root, "submit", peer_roles=frozenset({"node"}))
+        got = []
+        try:
+            hello = {"type": "attach", "submitter": sid, "jobs": []}
+            if token is not None:
+                hello["token"] = token
+            ch.send(hello)
+            deadline = time.monotonic() + 12
+            while time.monotonic() < deadline:
+                try:
+                    msg = await asyncio.wait_for(ch.recv(), deadline - time.monotonic())
+                except asyncio.TimeoutError:
+                    break
+                got.append(msg)
+                if isinstance(msg, dict) and msg.get("type") in ("finished", "started"):
+                    ch.send({"type": "ack", "job": msg["job"], "attempt": msg["attempt"]})
+        except ConnectionClosed:
+            pass
+        finally:
+            ch.close()
+        return got
+
+    async def go():
+        return await asyncio.gather(thief(None), thief("0" * 64))
+
+    stolen = asyncio.run(go())
+    for got in stolen:
+        kinds = [m.get("type") for m in got if isinstance(m, dict)]
+        assert "finished" not in kinds and "started" not in kinds, got
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, (out, err, one_node.logs())
+    assert (tmp_path / "slow.out").read_text() == "mine\n"
+
+
+def test_a_run_on_a_real_claim_with_a_bad_job_id_is_refused(one_node, tmp_path):
+    """Issue 13 item 6: a secret holder gets real claims from the master and sends
+    `run`s whose job is not CLUSTER.PROC (a path, a newline for the log, `..`) or whose
+    attempt is negative. Each is rejected; no taskfile, nothing in /etc; the node serves."""
+    import asyncio
+    import glob
+
+    from jrs.wire.aio import connect
+    from jrs.wire.keys import root_key
+
+    root = root_key((one_node.conf / "secret").read_bytes())
+    tag = os.urandom(4).hex()
+    bad = [(f"/../../../../etc/jrs-{tag}", 1), (f"1.0\n2026-01-01 FAKE {tag}", 1), ("..", 1),
+           ("1.0", -5), ("1", 1), ("1.0.0", 1)]
+
+    async def go():
+        m = await connect("127.0.0.1", one_node.mport, root, "submit",
+                          peer_roles=frozenset({"master"}))
+        sid = "e" * 24
+        m.send({"type": "submitter-hello", "submitter": sid, "user": "nobody", "host": "x",
+                "pid": 1, "claims": [], "clusters": [], "token": "t" * 64})
+        m.send({"type": "demand", "requests": [{"key": "k", "count": 1, "cpus": 1,
+                                                "memory": 1, "gpus": 0}]})
+        while True:
+            msg = await asyncio.wait_for(m.recv(), 20)
+            if msg.get("type") == "claim":
+                break
+        n = await connect(msg["host"], msg["port"], root, "submit",
+                          peer_roles=frozenset({"node"}))
+        n.send({"type": "attach", "submitter": sid, "jobs": [], "token": "n" * 64})
+        assert (await asyncio.wait_for(n.recv(), 10))["type"] == "attached"
+        replies = []
+        for job, attempt in bad:
+            await n.send_files({"type": "run", "claim": msg["claim"], "job": job,
+                                "attempt": attempt, "spec": {"executable": "/bin/true"},
+                                "files": []}, [])
+            replies.append(await asyncio.wait_for(n.recv(), 10))
+        n.close()
+        m.close()
+        return replies
+
+    replies = asyncio.run(go())
+    assert [r["type"] for r in replies] == ["rejected"] * len(bad), replies
+    assert not os.listdir(tmp_path / "node0" / "tasks")
+    assert not glob.glob(f"/etc/jrs-{tag}*")
+    assert tag not in (tmp_path / "node0.log").read_text()
+    assert one_node.nodes[0].poll() is None

@@ -11,9 +11,11 @@ job on a claim.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import time
@@ -37,6 +39,7 @@ LAUNCH_GRACE = 10.0
 # "started" goes out only once a job has run this long: a job that ends sooner is
 # announced by its "finished" alone, one message less per short job
 STARTED_AFTER = 0.05
+_JOB_ID = re.compile(r"[0-9]{1,18}\.[0-9]{1,18}")  # CLUSTER.PROC, as the submitter names jobs
 PEER_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError, OSError)
 
 
@@ -71,6 +74,7 @@ class Task:
     delivering: bool = False
     kill_requested: bool = False
     started_timer: Optional[asyncio.TimerHandle] = None
+    session: str = ""  # sha256 of the attach token of the session that ran it
 
 
 @dataclass
@@ -97,7 +101,7 @@ class NodeDaemon:
         self.root = None
         self.claims: dict[str, Claim] = {}
         self.tasks: dict[str, Task] = {}
-        self.sessions: dict[str, Channel] = {}
+        self.sessions: dict[tuple, Channel] = {}  # (submitter, session hash) -> channel
         self.master: Optional[Channel] = None
         self.notify_address = "\0jrs-node-%d-%s" % (os.getpid(), os.urandom(4).hex())
         self.boot = taskfile.boot_id()
@@ -184,7 +188,8 @@ class NodeDaemon:
             spec = st.spec
             task = Task(st.key, str(spec.get("submitter", "")), str(spec.get("job", "")),
                         int(spec.get("attempt", 0)), str(spec.get("claim", "")), path,
-                        str(spec.get("sandbox", "")), state=st, ident=_ident_fields(spec))
+                        str(spec.get("sandbox", "")), state=st, ident=_ident_fields(spec),
+                        session=str(spec.get("session", "")))
             self.confine.policy.hold(spec)  # its uid stays taken until the taskfile goes
             if st.delivered:
                 token = self.confine.hold(task.ident, task.path)
@@ -306,40 +311,52 @@ class NodeDaemon:
             ch.send(error("protocol", "the first message must be attach"))
             return
         sub = first["submitter"]
-        self.sessions[sub] = ch
+        # The submitter id is public (`jrs status`); the token proves the session. A task
+        # is seen, collected, acked or killed only by a session with the token that ran it.
+        session = session_hash(first.get("token"))
+        me = (sub, session)
+        self.sessions[me] = ch
         try:
             unknown = []
             for item in first["jobs"]:
                 if not (isinstance(item, list) and len(item) == 2):
                     continue
-                if self._key(sub, str(item[0]), item[1]) not in self.tasks:
+                if self._mine(sub, session, str(item[0]), item[1]) is None:
                     unknown.append(item)
             ch.send({"type": "attached", "unknown": unknown})
             for task in list(self.tasks.values()):
-                if task.submitter == sub and self._finished(task):
+                if task.submitter == sub and task.session == session and self._finished(task):
                     self._spawn(self._deliver(task))
             while True:
                 msg = await ch.recv()
                 if not isinstance(msg, dict):
                     raise WireError("file data outside a transfer")
                 try:
-                    await self._from_submitter(ch, sub, msg)
+                    await self._from_submitter(ch, sub, msg, session)
                 except PEER_ERRORS as exc:
                     ch.send(error("bad-message", str(exc)[:200], msg.get("type")))
         finally:
-            if self.sessions.get(sub) is ch:
-                del self.sessions[sub]
+            if self.sessions.get(me) is ch:
+                del self.sessions[me]
 
     @staticmethod
     def _key(sub: str, job: str, attempt: object) -> str:
         return f"{sub[:16]}-{job}.{attempt}"
 
-    async def _from_submitter(self, ch: Channel, sub: str, msg: dict) -> None:
+    def _mine(self, sub: str, session: str, job: str, attempt: object) -> Optional[Task]:
+        """The task of this submitter's session, or None (another session's is not there)."""
+        task = self.tasks.get(self._key(sub, job, attempt))
+        if task is None or task.submitter != sub or task.session != session:
+            return None
+        return task
+
+    async def _from_submitter(self, ch: Channel, sub: str, msg: dict,
+                              session: str = "") -> None:
         kind = msg["type"]
         if kind == "run":
-            await self._run(ch, sub, msg)
+            await self._run(ch, sub, msg, session)
         elif kind == "ack":
-            task = self.tasks.get(self._key(sub, msg["job"], msg["attempt"]))
+            task = self._mine(sub, session, msg["job"], msg["attempt"])
             if task is not None and self._finished(task):
                 # Forget it now; the files go in the background, off this session's path.
                 # Dying before they are gone only means delivering the result again.
@@ -355,7 +372,7 @@ class NodeDaemon:
                     fut.add_done_callback(lambda _f: self.confine.release(token))
                     self._spawn(fut)
         elif kind == "kill":
-            task = self.tasks.get(self._key(sub, msg["job"], msg["attempt"]))
+            task = self._mine(sub, session, msg["job"], msg["attempt"])
             if task is not None:
                 self._kill(task)
         elif kind == "release":
@@ -367,16 +384,20 @@ class NodeDaemon:
         else:
             ch.send(error("unexpected", f"a node does not take {kind!r}", kind))
 
-    async def _run(self, ch: Channel, sub: str, msg: dict) -> None:
+    async def _run(self, ch: Channel, sub: str, msg: dict, session: str = "") -> None:
         job, attempt, spec = msg["job"], msg["attempt"], msg["spec"]
         heads = wirefiles.check_headers(msg["files"])
         key = self._key(sub, job, attempt)
         claim = self.claims.get(msg["claim"])
         reason = None
-        if claim is None or claim.submitter != sub:
+        if not _JOB_ID.fullmatch(str(job)) or not isinstance(attempt, int) or attempt < 0:
+            reason = "bad job id (CLUSTER.PROC and an attempt of 0 or more)"
+        elif claim is None or claim.submitter != sub:
             reason = "unknown claim (it may have been dropped)"
         elif claim.releasing:
             reason = "claim is being released"
+        elif key in self.tasks and self.tasks[key].session != session:
+            reason = "the job belongs to another session"
         elif key in self.tasks:
             reason = "duplicate"
         elif claim.job is not None and claim.job in self.tasks \
@@ -419,6 +440,7 @@ class NodeDaemon:
             return
         try:
             tspec = self._task_spec(sub, claim, job, attempt, spec, box, ident, key)
+            tspec["session"] = session
         except (sandbox.BadName, KeyError, TypeError, ValueError, OSError) as exc:
             box.discard()
             self.confine.policy.release(ident)
@@ -427,7 +449,7 @@ class NodeDaemon:
             return
         path = os.path.join(self.tasks_dir, key + taskfile.SUFFIX)
         task = Task(key, sub, job, attempt, claim.claim, path, box.path,
-                    ident=_ident_fields(tspec))
+                    ident=_ident_fields(tspec), session=session)
         self.tasks[key] = task
         claim.job = key
         taskfile.create(path, tspec)
@@ -438,7 +460,7 @@ class NodeDaemon:
     def _announce(self, task: Task) -> None:
         """Tell the submitter its job is running (if it has not ended already)."""
         task.started_timer = None
-        ch = self.sessions.get(task.submitter)
+        ch = self.sessions.get((task.submitter, task.session))
         if ch is not None and not self._finished(task):
             ch.send({"type": "started", "job": task.job, "attempt": task.attempt})
 
@@ -604,7 +626,7 @@ class NodeDaemon:
         return result, plan
 
     async def _deliver(self, task: Task) -> None:
-        ch = self.sessions.get(task.submitter)
+        ch = self.sessions.get((task.submitter, task.session))
         if ch is None or task.delivering:
             return
         task.delivering = True
@@ -634,6 +656,13 @@ class NodeDaemon:
             os.unlink(task.path)
         except FileNotFoundError:
             pass
+
+
+def session_hash(token: object) -> str:
+    """What a task keeps of its session's attach token: sha256 of it ("" without one)."""
+    if not isinstance(token, str) or not token:
+        return ""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _ident_fields(spec: dict) -> dict:
