@@ -18,7 +18,7 @@ The transcript binds both roles and both ephemerals into every key.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Union
 
 from .crypto import CryptoError, dh, ephemeral
@@ -75,7 +75,7 @@ class BadMessage:
     """An authenticated frame that is not a valid message; answer it with an error."""
 
     reason: str
-    body: Optional[dict] = None  # the refused message as it came, when it is an object
+    body: Optional[dict] = field(default=None, compare=False)  # as it came, if an object
 
 
 Event = Union[Established, Message, Data, BadMessage]
