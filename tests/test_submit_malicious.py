@@ -25,8 +25,7 @@ def start_evil(c: Cluster, i: int, mode: str, marker: Path) -> subprocess.Popen:
     return p
 
 
-# rusage, files, huge: with the wire's nested schema (F) these hang the submit: open
-@pytest.mark.parametrize("mode", ["header"])
+@pytest.mark.parametrize("mode", ["header", "rusage", "files", "huge"])
 def test_a_malicious_node_cannot_hang_the_submit_and_the_honest_one_works(pyz, tmp_path,
                                                                           mode):
     """Whichever layer refuses the result (the wire's schema or the submitter core),

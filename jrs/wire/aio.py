@@ -120,6 +120,10 @@ class Channel:
         self._transfer_lock = asyncio.Lock()
         self._in_unit = False
         self._deferred: list = []
+        # A reader that cannot go on without what the peer meant (the submitter reading a
+        # node's results) sets this: a bad message is answered, then ends the session as a
+        # protocol error instead of being dropped while the peer sends it again forever.
+        self.bad_message_ends = False
 
     def send(self, body: dict) -> None:
         """Queue a message. What one turn of the event loop sends leaves in one write:
@@ -220,6 +224,10 @@ class Channel:
                     return event.chunk
                 if isinstance(event, BadMessage):
                     self.send(error("bad-message", event.reason))
+                    if self.bad_message_ends:
+                        self.flush()
+                        self.close()
+                        raise WireError(f"bad message: {event.reason}")
             await self._fill()
 
     async def _fill(self) -> None:
