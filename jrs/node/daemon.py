@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import time
@@ -38,6 +39,7 @@ LAUNCH_GRACE = 10.0
 # "started" goes out only once a job has run this long: a job that ends sooner is
 # announced by its "finished" alone, one message less per short job
 STARTED_AFTER = 0.05
+_JOB_ID = re.compile(r"[0-9]{1,18}\.[0-9]{1,18}")  # CLUSTER.PROC, as the submitter names jobs
 PEER_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError, OSError)
 
 
@@ -388,7 +390,9 @@ class NodeDaemon:
         key = self._key(sub, job, attempt)
         claim = self.claims.get(msg["claim"])
         reason = None
-        if claim is None or claim.submitter != sub:
+        if not _JOB_ID.fullmatch(str(job)) or not isinstance(attempt, int) or attempt < 0:
+            reason = "bad job id (CLUSTER.PROC and an attempt of 0 or more)"
+        elif claim is None or claim.submitter != sub:
             reason = "unknown claim (it may have been dropped)"
         elif claim.releasing:
             reason = "claim is being released"
