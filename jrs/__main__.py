@@ -3,7 +3,7 @@
 Usage:
   jrs master  [-c DIR] [--listen=ADDR] [--state=DIR] [-v]
   jrs node    [-c DIR] [--listen=ADDR] [--state=DIR] [--slots=N] [--memory=MB] [--name=NAME]
-              [--allow-root-jobs] [-v]
+              [--allow-root-jobs] [--retain=DURATION] [-v]
   jrs executor TASKFILE
   jrs submit  [-c DIR | --local] [--dry-run] [--no-progress] [--fresh] [--state=DIR] FILE
   jrs status  [-c DIR] [--json]
@@ -33,6 +33,8 @@ Options:
   --memory=MB           memory for jobs on this node in MiB (default: MemTotal)
   --name=NAME           this node's entry in node.list (default: found by address)
   --allow-root-jobs     let a root node run jobs as root for a submitter named root
+  --retain=DURATION     keep a result nobody collects this long, then remove it:
+                        7d (the default), 12h, 30m, 5s
   --local               run on an embedded one-machine cluster for this submit only
   --dry-run             print the expanded jobs as JSON lines; contact no server
   --no-progress         do not show the live status line
@@ -81,14 +83,17 @@ Example:
     "node": """Run jobs on this machine for submitters holding a claim from the master.
 
 Usage: jrs node [-c DIR] [--listen=ADDR] [--state=DIR] [--slots=N] [--memory=MB]
-                [--name=NAME] [--allow-root-jobs] [-v]
+                [--name=NAME] [--allow-root-jobs] [--retain=DURATION] [-v]
 
 Finds its own node.list entry by --name, else --listen, else this host's names
 and addresses. Jobs survive `kill -9` of this daemon: each has an executor
 process and a taskfile under --state (default /var/lib/jrs/node-PORT as root,
 else ~/.local/state/jrs/node-PORT). Run as root, jobs run as the submitting
 user's account when it exists here, else as nobody; never as root unless
---allow-root-jobs.
+--allow-root-jobs. A finished job's result (its sandbox and taskfile) waits for
+its submitter to collect it; one not collected within --retain (default 7d;
+also 12h, 30m, 5s) is removed and logged. `jrs status` shows per node how many
+results wait and the oldest one's age.
 
 Example:
   jrs node -c /etc/jrs --state=/var/lib/jrs/node --slots=16

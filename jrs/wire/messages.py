@@ -13,7 +13,9 @@ some). Anything else raises MessageError, which the receiver answers with an
 
 Node -> master (the node's session; the master never carries job data):
     node-hello  {name, slots, memory, gpus, attrs, claims}   on every (re)connect
-    node-report {load, running, claims}                      heartbeat, every second
+    node-report {load, running, claims, waiting?, oldest_wait?}  heartbeat, every second
+                                  (waiting: results not yet acknowledged; oldest_wait:
+                                  seconds the oldest of them has waited)
     claim-ok {claim} | claim-refused {claim, reason}         answers to claim-offer
     claim-released {claim}                                   the submitter let it go
 Master -> node:
@@ -65,7 +67,8 @@ SCHEMA: dict[str, dict[str, tuple[tuple, bool]]] = {
     # node <-> master
     "node-hello": {"name": (_S, True), "slots": (_I, True), "memory": (_I, True),
                    "gpus": (_I, True), "attrs": (_D, True), "claims": (_L, True)},
-    "node-report": {"load": (_N, True), "running": (_I, True), "claims": (_L, True)},
+    "node-report": {"load": (_N, True), "running": (_I, True), "claims": (_L, True),
+                    "waiting": (_I, False), "oldest_wait": (_N, False)},
     "welcome": {"master": (_S, False)},
     "claim-offer": {"claim": (_S, True), "submitter": (_S, True), "user": (_S, True),
                     "cpus": (_I, True), "memory": (_I, True), "gpus": (_I, True)},
@@ -95,7 +98,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple, bool]]] = {
     "queue-reply": {"clusters": (_L, True)},
     "rm-reply": {"results": (_L, True)},
     # submitter <-> node
-    "attach": {"submitter": (_S, True), "jobs": (_L, True)},
+    "attach": {"submitter": (_S, True), "jobs": (_L, True), "token": (_S, False)},
     "attached": {"unknown": (_L, True)},
     "run": {"claim": (_S, True), "job": (_S, True), "attempt": (_I, True),
             "spec": (_D, True), "files": (_L, True)},
