@@ -112,7 +112,7 @@ def test_four_jobs_moving_64_mib_each_way_at_once(pyz, tmp_path):
                     f.write(os.urandom(1 << 20))
         (work / "job.sh").write_text(
             "#!/bin/sh\nset -e\nsha256sum in.$1 | cut -d' ' -f1\n"
-            "head -c 67108864 /dev/urandom > out.$1\nsha256sum out.$1 | cut -d' ' -f1\n")
+            "(echo $1; cat in.$1) | head -c 67108864 > out.$1\nsha256sum out.$1 | cut -d' ' -f1\n")
         os.chmod(work / "job.sh", 0o755)
         (work / "big.condor").write_text(
             "executable = job.sh\narguments = $(Process)\nshould_transfer_files = YES\n"
@@ -182,3 +182,58 @@ def test_bad_retain_is_one_line_and_exit_2(pyz, tmp_path):
         r.stderr
     help_text = run_jrs(pyz, "node", "--help").stdout
     assert "--retain=DURATION" in help_text and "7d" in help_text
+
+
+def test_messages_sent_during_a_transfer_wait_for_its_last_frame(tmp_path):
+    """The node's session outbox over a real loopback channel: while a `finished` and its
+    8 MiB of data go out to a slow reader, `started` messages are sent from elsewhere;
+    the reader must see the header, every data frame, and only then the messages."""
+    from jrs.wire import files as wirefiles
+    from jrs.wire.aio import Server, connect
+    from jrs.wire.keys import root_key
+
+    root = root_key(b"s" * 32)
+    blob = tmp_path / "blob"
+    blob.write_bytes(os.urandom(8 << 20))
+    items = [("blob", str(blob))]
+    received: list = []
+
+    async def node_side(ch) -> None:
+        out = daemon.Outbox(ch)
+        heads = wirefiles.describe(items)
+
+        async def chatter() -> None:
+            for i in range(40):
+                out.send({"type": "started", "job": f"1.{i}", "attempt": 0})
+                await asyncio.sleep(0.005)
+
+        noise = asyncio.ensure_future(chatter())
+        await out.send_files({"type": "finished", "job": "1.0", "attempt": 0, "result": {},
+                              "files": heads}, items)
+        await noise
+        await ch.drain()
+        await asyncio.sleep(0.5)
+
+    async def go() -> None:
+        server = Server(root, "node", node_side, peer_roles=frozenset({"submit"}))
+        host, port = await server.start("127.0.0.1", 0)
+        ch = await connect(host, port, root, "submit", peer_roles=frozenset({"node"}))
+        try:
+            while True:
+                item = await asyncio.wait_for(ch.recv(), 10)
+                received.append(item if isinstance(item, dict) else len(item))
+                await asyncio.sleep(0.0005)  # a slow reader: the node's writes back up
+                if sum(1 for r in received if isinstance(r, dict)) == 41:
+                    break
+        finally:
+            ch.close()
+            server.close()
+
+    asyncio.run(go())
+    assert received[0]["type"] == "finished"
+    sizes = [r for r in received if isinstance(r, int)]
+    assert sum(sizes) == 8 << 20
+    last_data = max(i for i, r in enumerate(received) if isinstance(r, int))
+    first_started = min(i for i, r in enumerate(received) if isinstance(r, dict)
+                        and r["type"] == "started")
+    assert first_started > last_data, "a message landed between a transfer's data frames"
