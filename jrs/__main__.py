@@ -10,6 +10,7 @@ Usage:
   jrs q       [-c DIR] [--json]
   jrs rm      [-c DIR] JOBID...
   jrs keygen  [-c DIR] [--force]
+  jrs roles   [-c DIR] [--name=NAME] [ROLE]
   jrs selftest
   jrs -h | --help | --version
 
@@ -22,6 +23,7 @@ Commands:
   q          show the clusters being run, like condor_q
   rm         remove clusters (CLUSTER) or single jobs (CLUSTER.PROC)
   keygen     write a new shared secret into the configuration directory
+  roles      show which daemons (master, node) this host runs
   selftest   check that this file runs here (native crypto included)
 
 Options:
@@ -53,6 +55,7 @@ Environment:
   JRS_PEER_TIMEOUT     seconds before a connection to a vanished peer is given up (20)
   JRS_NODE_GIVE_UP     seconds submit keeps trying a node it cannot reach before it
                        reruns that node's jobs elsewhere (20)
+  JRS_MAX_TRANSFER_OUTPUT_MB  per-job cap on the bytes a job returns (none)
   JRS_DEBUG=1          submit logs what it does; JRS_TRACE=1: every role prints
                        one timestamped line per message sent or received
 
@@ -116,12 +119,18 @@ Usage: jrs submit [-c DIR | --local] [--dry-run] [--no-progress] [--fresh]
 without contacting any server. --local runs the jobs on a throw-away cluster
 of this machine alone (all cores).
 
-The submit process is the queue of its jobs. It journals them in --state
-(default: beside FILE as .FILE.jrs, else ~/.local/state/jrs/submit); killed
-and run again with the same command it resumes: finished jobs are not rerun
-and jobs still running are collected. --fresh starts over. Ctrl-C removes the
-jobs and exits. Exit status: 0 all succeeded, 1 some failed or were removed,
-2 bad submit file, 3 cluster unreachable.
+The submit process is the queue of its jobs. It expands FILE once and
+journals the run in --state (default: beside FILE as .FILE.jrs, mode 0600,
+else ~/.local/state/jrs/submit); killed (even with kill -9) and run again with
+the same command it resumes: finished jobs are not rerun and jobs still running
+are re-attached and collected. --fresh starts over. Ctrl-C removes the jobs;
+SIGTERM and SIGHUP leave them running and the journal in place (rerun to
+resume). Outputs land only where the job asked for them, never through a
+symlink; over 100,000 files or JRS_MAX_TRANSFER_OUTPUT_MB a job is held.
+
+Exit status: 0 all succeeded, 1 some failed, were held or removed, 2 bad submit
+file, 3 cluster unreachable, 4 internal error (journal kept: rerun to resume),
+129/143 left running on SIGHUP/SIGTERM.
 
 Examples:
   jrs submit --dry-run sweep.condor
@@ -158,6 +167,19 @@ Copy the file to every machine of the cluster; it is the only key to it.
 Example:
   jrs keygen -c /etc/jrs
 """,
+    "roles": """Show which daemons this host runs: master, node, both or none.
+
+Usage: jrs roles [-c DIR] [--name=NAME] [ROLE]
+
+This host is the master when node.master names it, and a node when one line of
+node.list does: an exact match on its host name, FQDN or one of its addresses
+(or on --name). Prints one line per daemon. With ROLE (master or node), exits 0
+when this host runs it and 1 when not; the init script and the systemd units
+ask this before starting anything.
+
+Example:
+  jrs roles -c /etc/jrs node
+""",
     "selftest": """Check that this jrs.pyz works on this machine, native crypto included.
 
 Usage: jrs selftest
@@ -178,6 +200,7 @@ COMMANDS = {
     "q": "jrs.roles.tools:queue",
     "rm": "jrs.roles.tools:remove",
     "keygen": "jrs.roles.tools:keygen",
+    "roles": "jrs.roles.hostroles:main",
     "selftest": "jrs.roles.tools:selftest",
 }
 

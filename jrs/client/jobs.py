@@ -38,7 +38,7 @@ class Rec:
     """A job that has been materialized and is not final yet."""
 
     __slots__ = ("announced", "attempt", "claim", "completions", "job", "key", "node", "proc",
-                 "state")
+                 "rejections", "state")
 
     def __init__(self, job) -> None:
         self.job = job
@@ -49,6 +49,7 @@ class Rec:
         self.claim: Optional[str] = None
         self.node: Optional[str] = None
         self.announced = -1  # the attempt whose execute event is in the job log
+        self.rejections = 0  # nodes that refused to start it (held after MAX_REJECTIONS)
         self.key = request_key(job)  # asked for on every demand update: computed once
 
 
@@ -60,8 +61,12 @@ def request_key(job) -> str:
 
 class Queue:
     def __init__(self, jobs: Iterator, total: int, skip: Optional[dict] = None,
-                 window: Optional[int] = None) -> None:
+                 window: Optional[int] = None, restore: Optional[dict] = None) -> None:
+        """`skip`: proc -> Summary of jobs already final (resume); `restore`: proc ->
+        (last attempt, completions) of jobs that ran before, so a resumed run keeps
+        counting `max_retries` and never reuses an attempt number."""
         self._source = iter(jobs)
+        self._restore = dict(restore or {})
         self.total = total
         self.final: dict[int, Summary] = dict(skip or {})
         self.live: dict[int, Rec] = {}
@@ -91,15 +96,22 @@ class Queue:
                                                  job.max_idle))
             if job.process in self.final or job.process in self.live:
                 continue
-            rec = Rec(job)
+            rec = self._rec(job)
             self.live[rec.proc] = rec
             self.idle.append(rec)
             new.append(rec)
         return new
 
+    def _rec(self, job) -> Rec:
+        rec = Rec(job)
+        before = self._restore.pop(rec.proc, None)
+        if before is not None:
+            rec.attempt, rec.completions = before
+        return rec
+
     def adopt(self, job, attempt: int, node: str, claim: Optional[str]) -> Rec:
         """A job that was running when the submitter was killed (resume)."""
-        rec = self.live.get(job.process) or Rec(job)
+        rec = self.live.get(job.process) or self._rec(job)
         self.live[rec.proc] = rec
         if rec in self.idle:
             self.idle.remove(rec)
@@ -139,14 +151,13 @@ class Queue:
         self.counts[IDLE] -= 1
         self.counts[RUNNING] += 1
 
-    def requeue(self, rec: Rec, count_attempt: bool) -> None:
-        """Back to idle: a lost node (no attempt counted) or a retry."""
+    def requeue(self, rec: Rec) -> None:
+        """Back to idle: a lost node (no completion counted) or a retry (`outcome`
+        counted it)."""
         if rec.state == RUNNING:
             self.counts[RUNNING] -= 1
             self.counts[IDLE] += 1
-        if not count_attempt:
-            rec.attempt = max(0, rec.attempt)  # attempt numbers only grow
-        rec.state, rec.claim = IDLE, None
+        rec.state, rec.claim = IDLE, None  # the attempt number stays: the next one grows
         self.idle.appendleft(rec)
 
     def finish(self, rec: Rec, summary: Summary) -> None:
@@ -160,6 +171,17 @@ class Queue:
         rec.state = summary.state
         self.final[rec.proc] = summary
         self.live.pop(rec.proc, None)
+
+    def remove_procs(self, procs: set, reason: str) -> int:
+        """`jrs rm C.P` of jobs not materialized yet: final now, skipped when reached."""
+        n = 0
+        for p in sorted(procs):
+            if 0 <= p < self.total and p not in self.live and p not in self.final:
+                self.final[p] = Summary(REMOVED, reason=reason)
+                self.counts[IDLE] -= 1
+                self.counts[REMOVED] += 1
+                n += 1
+        return n
 
     def remove_unmaterialized(self, reason: str) -> int:
         """Ctrl-C or rm of a whole cluster: jobs never materialized are removed too."""

@@ -1,9 +1,14 @@
 """The submitter's journal: what a killed `jrs submit` needs to resume.
 
-An append-only record file (see `records`) beside the submit file, or under
-`--state`. Records: `cluster` (id, submitter id, file hash, total) first, then
-`run` (proc, attempt, node, claim) when a job starts and `end` (proc, attempt,
-state, exit code, signal, node, reason) when it is final. Each record is one
+An append-only record file (see `records`), mode 0600, beside the submit file,
+or under `--state`. Records: `cluster` (id, submitter id, file hash, total, the
+session key) first, then `run` (proc, attempt, node, claim, node address) when
+a job starts, `requeue` (proc, attempt, completions) when it goes back to the
+queue, and `end` (proc, attempt, state, exit code, signal, node, reason) when it
+is final. The session key proves to the nodes and the master that a resumed
+run is the same submitter (it is never sent; tokens derived from it are), so
+the journal is readable by its owner only. The jobs themselves, expanded once
+from the submit file, are spooled beside it (`spool_path`). Each record is one
 write(), so a `kill -9` loses nothing already written; a machine crash may
 lose the last few records, and those jobs simply run again.
 
@@ -21,6 +26,29 @@ from typing import Optional
 from .. import records
 from .jobs import FINAL, Summary
 
+# the records the submitter core writes (core.Record): built here, so the reader
+# above and the writers stay side by side
+
+
+def run_record(proc: int, attempt: int, node: str, claim: str, host: str, port: int) -> dict:
+    return {"e": "run", "proc": proc, "attempt": attempt, "node": node, "claim": claim,
+            "host": host, "port": port}
+
+
+def submitted_record(upto: int) -> dict:
+    """Jobs up to process `upto` have their submit event in the job log."""
+    return {"e": "submitted", "proc": upto}
+
+
+def requeue_record(proc: int, attempt: int, completions: int) -> dict:
+    return {"e": "requeue", "proc": proc, "attempt": attempt, "completions": completions}
+
+
+def end_record(proc: int, attempt: int, s: Summary) -> dict:
+    return {"e": "end", "proc": proc, "attempt": attempt, "state": s.state,
+            "code": s.exit_code, "signal": s.signal, "node": s.node, "reason": s.reason,
+            "error": s.error}
+
 
 def default_path(submit_file: str, state_dir: Optional[str]) -> str:
     full = os.path.realpath(submit_file)
@@ -33,6 +61,11 @@ def default_path(submit_file: str, state_dir: Optional[str]) -> str:
     base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
     digest = hashlib.sha1(full.encode()).hexdigest()[:12]
     return os.path.join(base, "jrs", "submit", f"{name}-{digest}.jrs-journal")
+
+
+def spool_path(journal_path: str) -> str:
+    """The expanded jobs of the run the journal records."""
+    return journal_path + "-jobs"
 
 
 def file_hash(path: str) -> str:
@@ -49,7 +82,9 @@ class Previous:
     hash: str
     total: int
     final: dict = field(default_factory=dict)
-    running: dict = field(default_factory=dict)  # proc -> (attempt, node, claim)
+    running: dict = field(default_factory=dict)  # proc -> (attempt, node, claim, host, port)
+    attempts: dict = field(default_factory=dict)  # proc -> (last attempt, completions)
+    key: bytes = b""  # the session key (contract 1); empty in a journal of an older build
     damaged: int = 0
     submitted_upto: int = -1  # the job log has a submit event for procs up to this
 
@@ -62,20 +97,34 @@ def read(path: str) -> Optional[Previous]:
     if not recs or recs[0].get("e") != "cluster":
         return None
     head = recs[0]
+    try:
+        key = bytes.fromhex(str(head.get("key") or ""))
+    except ValueError:
+        key = b""
     prev = Previous(int(head["id"]), str(head["submitter"]), str(head["hash"]),
-                    int(head["total"]), damaged=damaged)
+                    int(head["total"]), key=key, damaged=damaged)
     for r in recs[1:]:
         proc = r.get("proc")
         if not isinstance(proc, int):
             continue
         if r.get("e") == "run":
-            prev.running[proc] = (int(r["attempt"]), str(r["node"]), r.get("claim"))
+            attempt = int(r["attempt"])
+            port = r.get("port")
+            prev.running[proc] = (attempt, str(r["node"]), r.get("claim"), r.get("host"),
+                                  port if isinstance(port, int) else None)
+            done = prev.attempts.get(proc, (0, 0))[1]
+            prev.attempts[proc] = (max(attempt, prev.attempts.get(proc, (0, 0))[0]), done)
         elif r.get("e") == "end" and r.get("state") in FINAL:
             prev.running.pop(proc, None)
+            prev.attempts.pop(proc, None)
             prev.final[proc] = Summary(r["state"], r.get("code"), r.get("signal"),
                                        r.get("node"), r.get("reason"), r.get("error"))
         elif r.get("e") == "requeue":
             prev.running.pop(proc, None)
+            last, done = prev.attempts.get(proc, (0, 0))
+            attempt, completions = r.get("attempt"), r.get("completions")
+            prev.attempts[proc] = (max(last, attempt if isinstance(attempt, int) else 0),
+                                   completions if isinstance(completions, int) else done)
         elif r.get("e") == "submitted":
             prev.submitted_upto = max(prev.submitted_upto, proc)
     return prev
@@ -86,37 +135,27 @@ class Journal:
         self.path = path
         self.fd = -1
 
-    def start(self, cluster: int, submitter: str, hash_: str, total: int) -> None:
+    def start(self, cluster: int, submitter: str, hash_: str, total: int, key: bytes) -> None:
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         records.write_new(self.path, [{"e": "cluster", "id": cluster, "submitter": submitter,
-                                       "hash": hash_, "total": total}])
+                                       "hash": hash_, "total": total, "key": key.hex()}])
         self.reopen()
 
     def reopen(self) -> None:
         self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        os.fchmod(self.fd, 0o600)  # a journal of an older build may be 0644
 
-    def run(self, proc: int, attempt: int, node: str, claim: str) -> None:
-        records.append(self.fd, {"e": "run", "proc": proc, "attempt": attempt, "node": node,
-                                 "claim": claim})
-
-    def submitted(self, upto: int) -> None:
-        """Jobs up to process `upto` have their submit event in the job log."""
-        records.append(self.fd, {"e": "submitted", "proc": upto})
-
-    def requeue(self, proc: int) -> None:
-        records.append(self.fd, {"e": "requeue", "proc": proc})
-
-    def end(self, proc: int, attempt: int, s: Summary) -> None:
-        records.append(self.fd, {"e": "end", "proc": proc, "attempt": attempt,
-                                 "state": s.state, "code": s.exit_code, "signal": s.signal,
-                                 "node": s.node, "reason": s.reason, "error": s.error})
+    def append(self, record: dict) -> None:
+        """One record built by the submitter core (`core.Record`)."""
+        records.append(self.fd, record)
 
     def remove(self) -> None:
         self.close()
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        for path in (self.path, spool_path(self.path)):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
     def close(self) -> None:
         if self.fd >= 0:

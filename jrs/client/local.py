@@ -37,8 +37,8 @@ class LocalCluster:
         import logging
         import platform
 
+        from ..cluster.master import ClusterCounter, Master
         from ..node.daemon import Capacity, NodeDaemon
-        from ..roles.master import ClusterCounter, Master
         from ..roles.node import mem_total_mb
         from ..wire.aio import Server
         from ..wire.keys import root_key

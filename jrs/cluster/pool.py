@@ -1,9 +1,12 @@
 """The pool as the master sees it, and every decision it makes (sans-IO).
 
 Calls describe what happened (a node said hello, a submitter sent demand, a
-second passed); each returns a list of `(peer kind, peer id, message)` for the
-role code to send. Nothing here is persistent except through the peers: a
-restarted master rebuilds this from node and submitter hellos.
+node's channel closed, time passed); each returns a list of
+`(peer kind, peer id, message)` for the shell to send. There is no socket,
+file, clock or randomness in here: `now` comes with every call and claim ids
+from the `new_id` the shell passes, so a simulation can drive the very class
+the master runs. Nothing is persistent except through the peers: a restarted
+master rebuilds this from node and submitter hellos.
 
 Fair share: each user's share of the pool's slots is its weight over the sum
 of weights of users that want slots, water-filled so nobody is given more than
@@ -13,20 +16,38 @@ below its share and nothing is free, users above theirs are asked to give
 claims back, which their submitters do at job boundaries (running jobs are
 never killed). A request that fits no node as things stand gets a node
 reserved for it, so big requests cannot be starved by a stream of small ones.
+
+Offers are claims not yet active. Each is answered (claim-ok/refused), found
+in the node's own list of claims (the answer was lost: taken as accepted),
+missing from that list once the node had time to answer, or unanswered for
+`offer_timeout` seconds: the last two withdraw it, so a lost offer or answer
+never keeps a slot, and never counts as satisfying its submitter's demand.
+
+Cost: claims are indexed by node and by submitter, each node keeps its used
+capacity, and nodes with free slots sit in a heap by (used + load). A node's
+heartbeat costs O(its claims), an offer O(log nodes) plus the nodes it skips,
+a match is cached per (request, node) until an attribute it reads changes.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
-import os
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 from ..condor import classad
+from . import payload
 
-NODE_TIMEOUT = float(os.environ.get("JRS_NODE_TIMEOUT", "6"))
-SUBMITTER_LEASE = float(os.environ.get("JRS_SUBMITTER_LEASE", "300"))
+NODE_TIMEOUT = 6.0
+SUBMITTER_LEASE = 300.0
+OFFER_TIMEOUT = 10.0
 UNMATCHABLE_GRACE = 3.0
+OFFER_REPORTS = 2  # node-reports after an offer by which the node has answered it
+MAX_DROPPED = 100_000  # remembered revoked/withdrawn claim ids
+MAX_SESSIONS = 100_000
 
 
 @dataclass
@@ -40,15 +61,22 @@ class Node:
     ad: dict = field(default_factory=dict)  # attribute names lower-cased, for matching
     attrs: dict = field(default_factory=dict)  # as the node reported them, for display
     state: str = "never"  # never | up | down
+    connected: bool = False  # a session is open: offers may go to it
     last_seen: float = 0.0
     load: float = 0.0
     running: int = 0
+    waiting: Optional[int] = None  # results not yet acknowledged (node-report, optional)
+    oldest_wait: Optional[float] = None
     reserved_for: Optional[str] = None
+    ad_version: int = 0
+    used_cpus: int = 0
+    used_memory: int = 0
+    used_gpus: int = 0
+    claims: dict = field(default_factory=dict)  # cid -> Claim
+    heap_seq: int = -1
 
-    def used(self, claims: dict) -> tuple:
-        mine = [c for c in claims.values() if c.node == self.name]
-        return (sum(c.cpus for c in mine), sum(c.memory for c in mine),
-                sum(c.gpus for c in mine))
+    def used(self, _claims: object = None) -> tuple:
+        return self.used_cpus, self.used_memory, self.used_gpus
 
 
 @dataclass
@@ -63,6 +91,9 @@ class Request:
     ad: dict
     weight: float = 1.0
     unmatchable: Optional[str] = None
+    checked: int = -1  # topology version the unmatchable verdict was taken at
+    refs: tuple = ()  # lower-case attribute names the requirements read from the node
+    cache: dict = field(default_factory=dict)  # node -> (ad_version, key, result)
 
 
 @dataclass
@@ -89,107 +120,358 @@ class Claim:
     gpus: int
     active: bool = False
     key: str = ""
+    offered: float = 0.0
+    reports: int = 0  # node-reports seen since the offer
 
 
+def _counter_ids() -> Callable[[], str]:
+    seq = itertools.count(1)
+    return lambda: f"c{next(seq)}"
 
-def _int(value: object, default: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return default
-    return max(0, int(value))
+
+def _refs(tree: tuple, my: dict) -> tuple:
+    """Attribute names `tree` may read from the node's ad (TARGET or unqualified)."""
+    names: set = set()
+
+    def walk(t: object) -> None:
+        if not isinstance(t, tuple) or not t:
+            return
+        if t[0] == "attr":
+            if t[1] == "target" or (t[1] == "" and t[2] not in my):
+                names.add(t[2])
+            return
+        for part in t[1:]:
+            if isinstance(part, list):
+                for a in part:
+                    walk(a)
+            else:
+                walk(part)
+
+    walk(tree)
+    return tuple(sorted(names))
 
 
 class Pool:
-    def __init__(self, node_list: list, now: float = 0.0) -> None:
+    def __init__(self, node_list: list, now: float = 0.0, *,
+                 new_id: Optional[Callable[[], str]] = None,
+                 node_timeout: float = NODE_TIMEOUT, submitter_lease: float = SUBMITTER_LEASE,
+                 offer_timeout: float = OFFER_TIMEOUT,
+                 unmatchable_grace: float = UNMATCHABLE_GRACE) -> None:
         self.nodes: dict[str, Node] = {}
         for entry in node_list:
             self.nodes[entry.name] = Node(entry.name, entry.endpoint.host, entry.endpoint.port)
         self.submitters: dict[str, Submitter] = {}
         self.claims: dict[str, Claim] = {}
-        self.revoked: set = set()
+        self.new_id = new_id or _counter_ids()
+        self.node_timeout = node_timeout
+        self.submitter_lease = submitter_lease
+        self.offer_timeout = offer_timeout
+        self.unmatchable_grace = unmatchable_grace
         self.started = now
+        # cid -> kill flag of the claim-drop a node gets if it still lists the claim
+        self.dropped: OrderedDict = OrderedDict()
+        self.sessions: OrderedDict = OrderedDict()  # submitter id -> sha256(token) or ""
+        self._by_sub: dict[str, dict] = {}
+        self._user_held: dict[str, int] = {}
+        self._sub_held: dict[str, int] = {}
+        self._sub_pending: dict[tuple, int] = {}  # (sid, key) -> offers not yet answered
+        self._offers: OrderedDict = OrderedDict()  # cid -> offered at (oldest first)
+        self._seen: OrderedDict = OrderedDict()  # up node -> last seen (oldest first)
+        self._heap: list = []  # (used + load, seq, name) of nodes that may take an offer
+        self._heap_seq = itertools.count()
+        self._reserved: dict[str, str] = {}  # node -> submitter
+        self._reserving: dict[str, str] = {}  # submitter -> node
+        self._topology = 0  # bumped when a node's capacity or ad changes
+        self.up_slots = 0
+
+    @property
+    def revoked(self) -> set:
+        """Claims taken from a lost node (their jobs run elsewhere: the node must kill)."""
+        return {cid for cid, kill in self.dropped.items() if kill}
+
+    # ------------------------------------------------------------ books
+
+    def claims_of_node(self, name: str) -> dict:
+        return self.nodes[name].claims
+
+    def claims_of_submitter(self, sid: str) -> dict:
+        return self._by_sub.get(sid, {})
+
+    def _add(self, c: Claim) -> None:
+        self.claims[c.id] = c
+        node = self.nodes[c.node]
+        node.claims[c.id] = c
+        node.used_cpus += c.cpus
+        node.used_memory += c.memory
+        node.used_gpus += c.gpus
+        self._by_sub.setdefault(c.submitter, {})[c.id] = c
+        self._sub_held[c.submitter] = self._sub_held.get(c.submitter, 0) + c.cpus
+        self._user_held[c.user] = self._user_held.get(c.user, 0) + c.cpus
+        if not c.active:
+            k = (c.submitter, c.key)
+            self._sub_pending[k] = self._sub_pending.get(k, 0) + 1
+            self._offers[c.id] = c.offered
+        self._touch(node)
+
+    def _activate(self, c: Claim) -> None:
+        if c.active:
+            return
+        c.active = True
+        self._unpend(c)
+
+    def _unpend(self, c: Claim) -> None:
+        k = (c.submitter, c.key)
+        left = self._sub_pending.get(k, 0) - 1
+        if left > 0:
+            self._sub_pending[k] = left
+        else:
+            self._sub_pending.pop(k, None)
+        self._offers.pop(c.id, None)
+
+    def _remove(self, cid: str, remember: Optional[bool] = None) -> Optional[Claim]:
+        """Take a claim off the books; `remember` = the kill flag of a later claim-drop."""
+        c = self.claims.pop(cid, None)
+        if c is None:
+            return None
+        node = self.nodes[c.node]
+        del node.claims[cid]
+        node.used_cpus -= c.cpus
+        node.used_memory -= c.memory
+        node.used_gpus -= c.gpus
+        mine = self._by_sub[c.submitter]
+        del mine[cid]
+        if not mine:
+            del self._by_sub[c.submitter]
+        for book, who in ((self._sub_held, c.submitter), (self._user_held, c.user)):
+            left = book[who] - c.cpus
+            if left > 0:
+                book[who] = left
+            else:
+                del book[who]
+        if not c.active:
+            self._unpend(c)
+        if remember is not None:
+            self._remember(cid, remember)
+        self._touch(node)
+        return c
+
+    def _remember(self, cid: str, kill: bool) -> None:
+        self.dropped[cid] = kill or self.dropped.get(cid, False)
+        self.dropped.move_to_end(cid)
+        while len(self.dropped) > MAX_DROPPED:
+            self.dropped.popitem(last=False)
+
+    def _eligible(self, node: Node) -> bool:
+        return node.state == "up" and node.connected and node.used_cpus < node.slots
+
+    def _touch(self, node: Node) -> None:
+        """Its score or eligibility may have changed: (re)enter it in the heap."""
+        if not self._eligible(node):
+            node.heap_seq = -1
+            return
+        seq = next(self._heap_seq)
+        node.heap_seq = seq
+        heapq.heappush(self._heap, (node.used_cpus + node.load, seq, node.name))
+        if len(self._heap) > 2 * len(self.nodes) + 64:
+            self._heap = [e for e in self._heap if self.nodes[e[2]].heap_seq == e[1]]
+            heapq.heapify(self._heap)
+
+    def _set_state(self, node: Node, state: str) -> None:
+        if (node.state == "up") != (state == "up"):
+            self.up_slots += node.slots if state == "up" else -node.slots
+        if node.state == "never" and state != "never":
+            self._topology += 1
+        node.state = state
+        if state != "up":
+            self._seen.pop(node.name, None)
+            self._unreserve(node)
+        self._touch(node)
+
+    def _seen_now(self, node: Node, now: float) -> None:
+        node.last_seen = now
+        self._seen[node.name] = now
+        self._seen.move_to_end(node.name)
+
+    def _grant(self, c: Claim) -> tuple:
+        node = self.nodes[c.node]
+        return ("submitter", c.submitter,
+                {"type": "claim", "claim": c.id, "node": c.node, "host": node.host,
+                 "port": node.port, "cpus": c.cpus, "memory": c.memory, "gpus": c.gpus,
+                 "key": c.key})
+
+    def check(self) -> None:
+        """Assert the indexes agree with `claims` (O(claims): for tests and the simulation)."""
+        for node in self.nodes.values():
+            mine = [c for c in self.claims.values() if c.node == node.name]
+            assert set(node.claims) == {c.id for c in mine}, node.name
+            assert node.used() == (sum(c.cpus for c in mine), sum(c.memory for c in mine),
+                                   sum(c.gpus for c in mine)), node.name
+        assert sum(len(v) for v in self._by_sub.values()) == len(self.claims)
+        offers = {c.id for c in self.claims.values() if not c.active}
+        assert set(self._offers) == offers
+        assert sum(self._sub_pending.values()) == len(offers)
+        assert self.up_slots == sum(n.slots for n in self.nodes.values() if n.state == "up")
 
     # ------------------------------------------------------------ nodes
 
     def node_hello(self, name: str, msg: dict, now: float) -> list:
+        """A node (re)connected. Its list of claims is the truth about what it holds."""
         node = self.nodes.get(name)
         if node is None:
             raise KeyError(name)
-        node.slots, node.memory, node.gpus = (_int(msg["slots"]), _int(msg["memory"]),
-                                              _int(msg["gpus"]))
-        node.attrs = {str(k): v for k, v in dict(msg["attrs"]).items()}
-        ad = {k.lower(): v for k, v in node.attrs.items()}
-        ad.update(cpus=node.slots, memory=node.memory, gpus=node.gpus, name=name)
-        node.ad = ad
-        node.state, node.last_seen = "up", now
-        out = [("node", name, {"type": "welcome"})]
-        for c in msg["claims"]:
-            cid = str(c["claim"])
-            if cid in self.revoked:
-                out.append(("node", name, {"type": "claim-drop", "claim": cid}))
+        slots = payload.count(msg.get("slots"), "slots", limit=1 << 20)
+        memory = payload.count(msg.get("memory"), "memory")
+        gpus = payload.count(msg.get("gpus"), "gpus", limit=1 << 16)
+        attrs = payload.attrs(msg.get("attrs"))
+        listed = payload.node_claims(msg.get("claims"))
+        ad = {k.lower(): v for k, v in attrs.items()}
+        ad.update(cpus=slots, memory=memory, gpus=gpus, name=name)
+        if (slots, memory, gpus, ad) != (node.slots, node.memory, node.gpus, node.ad):
+            if node.state == "up":
+                self.up_slots += slots - node.slots
+            node.slots, node.memory, node.gpus, node.ad = slots, memory, gpus, ad
+            node.ad_version += 1
+            self._topology += 1
+        node.attrs = attrs
+        node.connected = True
+        self._set_state(node, "up")
+        self._seen_now(node, now)
+        out: list = [("node", name, {"type": "welcome"})]
+        seen = set()
+        for c in listed:
+            cid = c["claim"]
+            seen.add(cid)
+            known = self.claims.get(cid)
+            if known is not None and known.node == name:
+                if not known.active:  # accepted; the claim-ok was lost with the old session
+                    self._activate(known)
+                    out.append(self._grant(known))
                 continue
-            self.claims[cid] = Claim(cid, name, str(c["submitter"]), str(c["user"]),
-                                     _int(c["cpus"]), _int(c["memory"]),
-                                     len(c.get("gpus") or []), active=True)
+            if cid in self.dropped or known is not None:
+                out.append(("node", name, {"type": "claim-drop", "claim": cid,
+                                           "kill": self.dropped.get(cid, False)}))
+                continue
+            # a master restarted since: the node's word rebuilds the books
+            self._add(Claim(cid, name, c["submitter"], c["user"], c["cpus"], c["memory"],
+                            c["gpus"], active=True))
+        for cid in [cid for cid in node.claims if cid not in seen]:
+            # offers lost with the old session, or claims the node no longer has
+            self._remove(cid, remember=False)
         return out + self.negotiate(now)
 
     def node_report(self, name: str, msg: dict, now: float) -> list:
+        """A heartbeat: costs O(the node's claims), renegotiates only if a claim ended."""
         node = self.nodes[name]
-        node.last_seen, node.state = now, "up"
-        node.load = float(msg["load"])
-        node.running = _int(msg["running"])
-        held = {str(c) for c in msg["claims"]}
-        gone = [cid for cid, c in self.claims.items()
-                if c.node == name and c.active and cid not in held]
-        for cid in gone:
-            del self.claims[cid]
+        load = payload.number(msg.get("load"), "load")
+        running = payload.count(msg.get("running"), "running", 0)
+        held = set(payload.id_list(msg.get("claims"), "claims"))
+        waiting = msg.get("waiting")
+        node.waiting = payload.count(waiting, "waiting") if waiting is not None else None
+        oldest = msg.get("oldest_wait")
+        node.oldest_wait = payload.number(oldest, "oldest_wait") if oldest is not None else None
+        node.running = running
+        self._seen_now(node, now)
+        if node.state != "up":
+            self._set_state(node, "up")
+        if load != node.load:
+            node.load = load
+            self._touch(node)
+        out: list = []
+        freed = False
+        for c in list(node.claims.values()):
+            if c.active:
+                if c.id not in held:  # ended on the node without word to us
+                    self._remove(c.id)
+                    freed = True
+            elif c.id in held:  # accepted, the claim-ok was lost
+                self._activate(c)
+                out.append(self._grant(c))
+            else:
+                c.reports += 1
+                if c.reports >= OFFER_REPORTS:  # it had time to answer: the offer was lost
+                    self._remove(c.id, remember=False)
+                    freed = True
         # A node back from a partition on its old connection still holds claims we took
         # from it when it went silent; their jobs were rerun elsewhere.
-        out = [("node", name, {"type": "claim-drop", "claim": cid})
-               for cid in sorted(held & self.revoked)]
-        return out + (self.negotiate(now) if gone else [])
+        for cid in sorted(held.difference(node.claims)):
+            kill = self.dropped.get(cid)
+            if kill is not None:
+                out.append(("node", name, {"type": "claim-drop", "claim": cid, "kill": kill}))
+        return out + (self.negotiate(now) if freed else [])
+
+    def node_gone(self, name: str, now: float) -> list:
+        """Its session closed. Running jobs go on (it may be back soon); offers sent to it
+        are lost, and none goes to it until its next hello."""
+        node = self.nodes.get(name)
+        if node is None or not node.connected:
+            return []
+        node.connected = False
+        self._touch(node)
+        withdrawn = [c.id for c in node.claims.values() if not c.active]
+        for cid in withdrawn:
+            self._remove(cid, remember=False)
+        return self.negotiate(now) if withdrawn else []
 
     def claim_answer(self, name: str, msg: dict, now: float) -> list:
-        claim = self.claims.get(str(msg["claim"]))
+        cid = payload.ident(msg.get("claim"), "claim")
+        claim = self.claims.get(cid)
         if claim is None or claim.node != name:
-            if msg["type"] == "claim-ok":  # an offer we forgot (restart): let it go
-                return [("node", name, {"type": "claim-drop", "claim": msg["claim"]})]
+            if msg["type"] == "claim-ok":  # an offer we withdrew or forgot: let it go
+                return [("node", name, {"type": "claim-drop", "claim": cid,
+                                        "kill": self.dropped.get(cid, False)})]
             return []
         if msg["type"] == "claim-refused":
-            del self.claims[claim.id]
+            if not claim.active:
+                self._remove(cid)
+            return []  # the next tick retries: no offer ping-pong with a node that disagrees
+        if claim.active:
             return []
-        claim.active = True
-        node = self.nodes[name]
-        return [("submitter", claim.submitter,
-                 {"type": "claim", "claim": claim.id, "node": name, "host": node.host,
-                  "port": node.port, "cpus": claim.cpus, "memory": claim.memory,
-                  "gpus": claim.gpus, "key": claim.key})]
+        self._activate(claim)
+        return [self._grant(claim)]
 
     def claim_released(self, name: str, cid: str, now: float) -> list:
         claim = self.claims.get(cid)
         if claim is not None and claim.node == name:
-            del self.claims[cid]
+            self._remove(cid)
             return self.negotiate(now)
         return []
 
     # ------------------------------------------------------------ submitters
 
+    def session_ok(self, sid: str, token_hash: Optional[str]) -> bool:
+        """Bind a submitter id to the hash of its session token at its first hello; later
+        hellos must bring the same. A hello without a token (a submitter from before
+        session keys) binds nothing, and cannot take over an id bound to a token."""
+        bound = self.sessions.get(sid)
+        if bound is None:
+            if token_hash:
+                self.sessions[sid] = token_hash
+                while len(self.sessions) > MAX_SESSIONS:
+                    self.sessions.popitem(last=False)
+            return True
+        self.sessions.move_to_end(sid)
+        return bound == token_hash
+
     def submitter_hello(self, msg: dict, now: float) -> list:
-        sid = str(msg["submitter"])
+        sid = payload.ident(msg.get("submitter"), "submitter")
+        user = payload.text(msg.get("user"), "user", 256)
+        host = payload.text(msg.get("host"), "host", 256)
+        pid = payload.count(msg.get("pid"), "pid", 0)
+        known = set(payload.id_list(msg.get("claims"), "claims"))
+        clusters = payload.clusters(msg.get("clusters") or [])
         sub = self.submitters.get(sid)
         if sub is None:
-            sub = self.submitters[sid] = Submitter(sid, str(msg["user"]), str(msg["host"]),
-                                                   _int(msg["pid"]))
-        sub.connected, sub.last_seen, sub.pid = True, now, _int(msg["pid"])
-        known = {str(c) for c in msg["claims"]}
-        out = []
-        for c in self.claims.values():  # claims granted while it was away
-            if c.submitter == sid and c.active and c.id not in known:
-                node = self.nodes[c.node]
-                out.append(("submitter", sid, {
-                    "type": "claim", "claim": c.id, "node": c.node, "host": node.host,
-                    "port": node.port, "cpus": c.cpus, "memory": c.memory, "gpus": c.gpus,
-                    "key": c.key}))
-        return out
+            sub = self.submitters[sid] = Submitter(sid, user, host, pid)
+        sub.connected, sub.last_seen, sub.pid = True, now, pid
+        sub.clusters = clusters
+        return [self._grant(c) for c in self.claims_of_submitter(sid).values()
+                if c.active and c.id not in known]  # granted while it was away
+
+    def set_progress(self, sid: str, clusters: list) -> list:
+        sub = self.submitters.get(sid)
+        if sub is not None:
+            sub.clusters = payload.clusters(clusters)
+        return []
 
     def submitter_gone(self, sid: str, now: float) -> list:
         """Its claims go back to the pool as their jobs end (results wait on the nodes
@@ -199,7 +481,7 @@ class Pool:
         if sub is not None:
             sub.connected, sub.last_seen = False, now
             sub.requests = {}
-        for c in [c for c in self.claims.values() if c.submitter == sid]:
+        for c in self.claims_of_submitter(sid).values():
             out.append(("node", c.node, {"type": "claim-drop", "claim": c.id, "kill": False}))
         return out + self.negotiate(now)
 
@@ -207,12 +489,12 @@ class Pool:
         sub = self.submitters[sid]
         previous = sub.requests
         new = {}
-        for r in requests:
-            key = str(r["key"])
-            old = sub.requests.get(key)
-            text = r.get("requirements") or ""
+        for r in payload.requests(requests):
+            key = r["key"]
+            old = previous.get(key)
+            text = r["requirements"]
             if old is not None and old.requirements_text == text:
-                old.count = _int(r["count"])
+                old.count = r["count"]
                 new[key] = old
                 continue
             tree, bad = None, None
@@ -221,43 +503,49 @@ class Pool:
                     tree = classad.parse(text)
                 except classad.ClassAdError as exc:
                     bad = f"requirements: {exc}"
-            ad = {str(k).lower(): v for k, v in dict(r.get("ad") or {}).items()}
-            weight = r.get("weight", 1.0)
-            weight = float(weight) if isinstance(weight, (int, float)) and weight > 0 else 1.0
-            new[key] = Request(key, _int(r["count"]), max(1, _int(r["cpus"], 1)),
-                               _int(r["memory"]), _int(r["gpus"]), tree, text, ad,
-                               weight, unmatchable=None)
-            if bad:
-                new[key].unmatchable = bad
+            ad = {k.lower(): v for k, v in r["ad"].items()}
+            new[key] = Request(key, r["count"], r["cpus"], r["memory"], r["gpus"], tree, text,
+                               ad, r["weight"], unmatchable=bad,
+                               refs=_refs(tree, ad) if tree else ())
         sub.requests = new
         out = [("submitter", sid, {"type": "unmatchable", "key": k, "reason": r.unmatchable})
                for k, r in new.items() if r.unmatchable and k not in previous]
         return out + self.negotiate(now)
 
-    def release(self, sid: str, cid: str, now: float) -> list:
+    def release(self, sid: str, cid: str, now: float, kill: bool = False) -> list:
+        """The submitter lets a claim go. The node ends it once its job is done; the job is
+        killed only when `kill` says so (a resumed submitter releasing old claims must not
+        kill the jobs it is about to re-attach)."""
         claim = self.claims.get(cid)
         if claim is None or claim.submitter != sid:
             return []
-        return [("node", claim.node, {"type": "claim-drop", "claim": cid})]
+        return [("node", claim.node, {"type": "claim-drop", "claim": cid, "kill": bool(kill)})]
 
     # ------------------------------------------------------------ time
 
     def tick(self, now: float) -> list:
         out: list = []
-        for node in self.nodes.values():
-            if node.state == "up" and now - node.last_seen > NODE_TIMEOUT:
-                node.state = "down"
-                lost = [c for c in self.claims.values() if c.node == node.name]
-                by_sub: dict = {}
-                for c in lost:
-                    by_sub.setdefault(c.submitter, []).append(c.id)
-                    self.revoked.add(c.id)
-                    del self.claims[c.id]
-                for sid, ids in by_sub.items():
-                    out.append(("submitter", sid, {"type": "node-lost", "node": node.name,
-                                                   "claims": ids}))
+        while self._seen:
+            name, seen = next(iter(self._seen.items()))
+            if now - seen <= self.node_timeout:
+                break
+            node = self.nodes[name]
+            self._set_state(node, "down")
+            by_sub: dict = {}
+            for cid in list(node.claims):
+                c = self._remove(cid, remember=True)
+                by_sub.setdefault(c.submitter, []).append(cid)
+            for sid, ids in by_sub.items():
+                out.append(("submitter", sid, {"type": "node-lost", "node": name,
+                                               "claims": ids}))
+        while self._offers:
+            cid, offered = next(iter(self._offers.items()))
+            if now - offered <= self.offer_timeout:
+                break
+            c = self._remove(cid, remember=False)
+            out.append(("node", c.node, {"type": "claim-drop", "claim": cid, "kill": False}))
         for sub in list(self.submitters.values()):
-            if not sub.connected and now - sub.last_seen > SUBMITTER_LEASE:
+            if not sub.connected and now - sub.last_seen > self.submitter_lease:
                 del self.submitters[sub.id]  # `jrs q` forgets it
         return out + self.negotiate(now)
 
@@ -267,19 +555,33 @@ class Pool:
         return r.cpus <= node.slots and r.memory <= node.memory and r.gpus <= node.gpus
 
     def _matches(self, node: Node, r: Request) -> bool:
+        """Cached per (request, node); re-evaluated only when an attribute it reads changed."""
         if r.requirements is None:
             return True
-        return classad.matches(r.requirements, r.ad, node.ad)
+        hit = r.cache.get(node.name)
+        if hit is not None and hit[0] == node.ad_version:
+            return hit[2]
+        key = tuple(repr(node.ad.get(a)) for a in r.refs)
+        if hit is not None and hit[1] == key:
+            result = hit[2]
+        else:
+            result = classad.matches(r.requirements, r.ad, node.ad)
+        r.cache[node.name] = (node.ad_version, key, result)
+        return result
 
     def _room(self, node: Node, r: Request) -> bool:
-        cpus, mem, gpus = node.used(self.claims)
-        return (cpus + r.cpus <= node.slots and mem + r.memory <= node.memory
-                and gpus + r.gpus <= node.gpus)
+        return (node.used_cpus + r.cpus <= node.slots
+                and node.used_memory + r.memory <= node.memory
+                and node.used_gpus + r.gpus <= node.gpus)
 
     def _why_never(self, r: Request, now: float) -> Optional[str]:
-        known = [n for n in self.nodes.values() if n.state != "never"]
-        if not known or (len(known) < len(self.nodes) and now - self.started < UNMATCHABLE_GRACE):
+        if r.checked == self._topology:
             return None
+        known = [n for n in self.nodes.values() if n.state != "never"]
+        if not known or (len(known) < len(self.nodes)
+                         and now - self.started < self.unmatchable_grace):
+            return None
+        r.checked = self._topology
         if any(self._fits_ever(n, r) and self._matches(n, r) for n in known):
             return None
         if not any(self._fits_ever(n, r) for n in known):
@@ -289,12 +591,6 @@ class Pool:
                     f"{big.memory} MiB, {big.gpus} GPUs)")
         return (f"requirements ({r.requirements_text}) match none of the "
                 f"{len(known)} nodes")
-
-    def _held(self) -> dict:
-        held: dict = {}
-        for c in self.claims.values():
-            held[c.user] = held.get(c.user, 0) + c.cpus
-        return held
 
     @staticmethod
     def _water_fill(total: float, want: dict, weight: dict) -> dict:
@@ -315,36 +611,44 @@ class Pool:
                 break
         return share
 
-    def submitter_shares(self) -> dict:
-        """Each user's share split equally among that user's submitters (water-filled)."""
-        per_user = self.shares()
-        out: dict = {}
-        for user, total in per_user.items():
-            subs = [s for s in self.submitters.values() if s.user == user]
-            want = {s.id: self._sub_want(s) for s in subs}
-            out.update(self._water_fill(total, want, {s.id: 1.0 for s in subs}))
-        return out
-
     def _sub_want(self, sub: Submitter) -> int:
         asks = sum(r.count * r.cpus for r in sub.requests.values() if not r.unmatchable)
-        return asks + sum(c.cpus for c in self.claims.values() if c.submitter == sub.id)
+        return asks + self._sub_held.get(sub.id, 0)
 
-    def shares(self) -> dict:
-        """Each user's fair share of the slots of the nodes that are up (water-filled)."""
-        total = sum(n.slots for n in self.nodes.values() if n.state == "up")
-        held = self._held()
+    def _wants(self) -> tuple:
+        """Per user: (slots wanted, weight), and per user its submitters' wants."""
         want: dict = {}
         weight: dict = {}
+        per_user: dict = {}
         for sub in self.submitters.values():
             amount = self._sub_want(sub)
+            per_user.setdefault(sub.user, {})[sub.id] = amount
             if amount:
                 want[sub.user] = want.get(sub.user, 0) + amount
                 w = max([r.weight for r in sub.requests.values()] or [1.0])
                 weight[sub.user] = max(weight.get(sub.user, 0), w)
-        for user, amount in held.items():
+        for user, amount in self._user_held.items():
             want.setdefault(user, amount)
             weight.setdefault(user, 1.0)
-        return self._water_fill(total, want, weight)
+        return want, weight, per_user
+
+    def shares(self) -> dict:
+        """Each user's fair share of the slots of the nodes that are up (water-filled)."""
+        want, weight, _ = self._wants()
+        return self._water_fill(self.up_slots, want, weight)
+
+    def submitter_shares(self) -> dict:
+        """Each user's share split equally among that user's submitters (water-filled)."""
+        want, weight, per_user = self._wants()
+        out: dict = {}
+        for user, total in self._water_fill(self.up_slots, want, weight).items():
+            subs = per_user.get(user, {})
+            if len(subs) == 1:
+                (sid, amount), = subs.items()
+                out[sid] = min(float(total), float(amount))
+            else:
+                out.update(self._water_fill(total, subs, {s: 1.0 for s in subs}))
+        return out
 
     def negotiate(self, now: float) -> list:
         out: list = []
@@ -356,86 +660,113 @@ class Pool:
                         r.unmatchable = why
                         out.append(("submitter", sub.id,
                                     {"type": "unmatchable", "key": r.key, "reason": why}))
-        up = [n for n in self.nodes.values() if n.state == "up"]
         share = self.submitter_shares()
-        held: dict = {}
-        for c in self.claims.values():
-            held[c.submitter] = held.get(c.submitter, 0) + c.cpus
-        pending = {(s.id, r.key): r.count - self._pending_for(s.id, r)
+        held = dict(self._sub_held)
+        pending = {(s.id, r.key): r.count - self._sub_pending.get((s.id, r.key), 0)
                    for s in self.submitters.values() if s.connected
                    for r in s.requests.values() if r.count and not r.unmatchable}
+        wanting = {sid for (sid, _), left in pending.items() if left > 0}
+        for name, sid in list(self._reserved.items()):
+            if sid not in wanting:
+                self._unreserve(self.nodes[name])
+
+        def prio(sid: str) -> float:
+            s = share.get(sid)
+            return held.get(sid, 0) / s if s else 1e9 + held.get(sid, 0)
+
+        cands = [(prio(s), s, k) for (s, k), left in pending.items() if left > 0]
+        heapq.heapify(cands)
         blocked: set = set()
-        for n in up:
-            if n.reserved_for and not any(
-                    k[0] == n.reserved_for and v > 0 for k, v in pending.items()):
-                n.reserved_for = None
-        while True:
-            cands = [(held.get(s, 0) / share[s] if share.get(s) else 1e9 + held.get(s, 0), s, k)
-                     for (s, k), left in pending.items() if left > 0 and (s, k) not in blocked]
-            if not cands:
-                break
-            _, sid, key = min(cands)
+        while cands:
+            p, sid, key = heapq.heappop(cands)
+            if p != prio(sid):  # it got a claim for another of its requests meanwhile
+                heapq.heappush(cands, (prio(sid), sid, key))
+                continue
             sub = self.submitters[sid]
             r = sub.requests[key]
-            node = self._pick(up, r, sid)
+            node, fragmented = self._pick(r, sid)
             if node is None:
                 blocked.add((sid, key))
-                if held.get(sid, 0) < share.get(sid, 0) - 1e-9:
-                    self._reserve(up, r, sid)  # below its share: hold a node for it
+                if fragmented and held.get(sid, 0) < share.get(sid, 0) - 1e-9:
+                    # below its share, and free slots it cannot use exist: hold a node for
+                    # it (a full pool needs none: the next freed slot goes to it anyway)
+                    self._reserve(r, sid)
                 continue
-            cid = os.urandom(12).hex()
-            self.claims[cid] = Claim(cid, node.name, sid, sub.user, r.cpus, r.memory, r.gpus,
-                                     key=r.key)
+            cid = self.new_id()
+            while cid in self.claims or cid in self.dropped:
+                cid = self.new_id()
             if node.reserved_for == sid:
-                node.reserved_for = None
+                self._unreserve(node)
+            self._add(Claim(cid, node.name, sid, sub.user, r.cpus, r.memory, r.gpus,
+                            key=r.key, offered=now))
             held[sid] = held.get(sid, 0) + r.cpus
             pending[(sid, key)] -= 1
+            if pending[(sid, key)] > 0:
+                heapq.heappush(cands, (prio(sid), sid, key))
             out.append(("node", node.name, {"type": "claim-offer", "claim": cid,
                                              "submitter": sid, "user": sub.user,
                                              "cpus": r.cpus, "memory": r.memory,
                                              "gpus": r.gpus}))
         return out + self._give_back(share, held, blocked)
 
-    def _pending_for(self, sid: str, r: Request) -> int:
-        """Offers not yet answered by their node count against a request."""
-        return sum(1 for c in self.claims.values()
-                   if c.submitter == sid and not c.active and c.key == r.key)
-
-    def _pick(self, up: list, r: Request, sid: str) -> Optional[Node]:
+    def _pick(self, r: Request, sid: str) -> tuple:
+        """The least busy (used + load) node with room that matches, from the heap, and
+        whether some node had free slots this request could not use (fragmentation)."""
+        heap, nodes = self._heap, self.nodes
+        skipped = []
         best = None
-        for n in up:
-            if n.reserved_for not in (None, sid):
+        while heap:
+            entry = heapq.heappop(heap)
+            node = nodes[entry[2]]
+            if node.heap_seq != entry[1] or not self._eligible(node):
+                continue  # stale
+            skipped.append(entry)
+            if node.reserved_for not in (None, sid):
                 continue
-            if self._room(n, r) and self._matches(n, r) and (
-                    best is None or n.load + n.used(self.claims)[0]
-                    < best.load + best.used(self.claims)[0]):
-                best = n
-        return best
+            if self._room(node, r) and self._matches(node, r):
+                best = node
+                break
+        for entry in skipped:
+            heapq.heappush(heap, entry)
+        return best, len(skipped) > (best is not None)
 
-    def _reserve(self, up: list, r: Request, sid: str) -> None:
-        """Hold back the best node for a request nothing can take now (anti-starvation)."""
-        if any(n.reserved_for == sid for n in up):
+    def _unreserve(self, node: Node) -> None:
+        if node.reserved_for is not None:
+            self._reserved.pop(node.name, None)
+            self._reserving.pop(node.reserved_for, None)
+            node.reserved_for = None
+
+    def _reserve(self, r: Request, sid: str) -> None:
+        """Hold back the best node for a request nothing can take now (anti-starvation).
+        O(nodes), but only while `sid` has no node reserved."""
+        if sid in self._reserving:
             return
-        fits = [n for n in up if n.reserved_for is None and self._fits_ever(n, r)
-                and self._matches(n, r)]
-        if not fits:
-            return
-        n = max(fits, key=lambda n: n.slots - n.used(self.claims)[0])
-        if n.slots - n.used(self.claims)[0] < r.cpus:
-            n.reserved_for = sid
+        best = None
+        for n in self.nodes.values():
+            if n.state == "up" and n.reserved_for is None and self._fits_ever(n, r) \
+                    and (best is None or n.slots - n.used_cpus > best.slots - best.used_cpus) \
+                    and self._matches(n, r):
+                best = n
+        if best is not None and best.slots - best.used_cpus < r.cpus:
+            best.reserved_for = sid
+            self._reserved[best.name] = sid
+            self._reserving[sid] = best.name
 
     def _give_back(self, share: dict, held: dict, blocked: set) -> list:
         """Ask submitters above their share to let claims go at their next job boundary."""
         starving = {s for s, _ in blocked if held.get(s, 0) < math.floor(share.get(s, 0))}
-        reserved = {n.name: n.reserved_for for n in self.nodes.values() if n.reserved_for}
+        in_the_way = set()  # hold a slot on a node kept for a starving big request
+        for name, rsid in self._reserved.items():
+            for c in self.nodes[name].claims.values():
+                if c.submitter != rsid:
+                    in_the_way.add(c.submitter)
         out = []
         for sub in self.submitters.values():
             over = 0
             if starving and sub.id not in starving:
                 over = max(0, math.floor(held.get(sub.id, 0) - math.ceil(share.get(sub.id, 0))))
-            if not over and any(c.submitter == sub.id and reserved.get(c.node) not in
-                                (None, sub.id) for c in self.claims.values()):
-                over = 1  # it holds a slot on a node kept for a starving big request
+            if not over and sub.id in in_the_way:
+                over = 1
             if over != sub.give_back and sub.connected:
                 sub.give_back = over
                 out.append(("submitter", sub.id, {"type": "give-back", "count": over}))
@@ -446,22 +777,25 @@ class Pool:
     def status(self, now: float) -> dict:
         nodes = []
         for n in self.nodes.values():
-            cpus, mem, gpus = n.used(self.claims)
             per: dict = {}
-            for c in self.claims.values():
-                if c.node == n.name:
-                    per[c.user] = per.get(c.user, 0) + 1
+            for c in n.claims.values():
+                per[c.user] = per.get(c.user, 0) + 1
+            age = None
+            if n.waiting and n.oldest_wait is not None:
+                age = round(n.oldest_wait + max(0.0, now - n.last_seen), 1)
             nodes.append({"name": n.name, "address": f"{n.host}:{n.port}", "state": n.state,
-                          "slots": n.slots, "slots_used": cpus, "memory": n.memory,
-                          "memory_used": mem, "gpus": n.gpus, "gpus_used": gpus,
+                          "slots": n.slots, "slots_used": n.used_cpus, "memory": n.memory,
+                          "memory_used": n.used_memory, "gpus": n.gpus,
+                          "gpus_used": n.used_gpus,
                           "load": round(n.load, 2), "running": n.running,
+                          "results_waiting": n.waiting, "oldest_result_age": age,
                           "claims": per, "arch": n.ad.get("arch"), "attrs": n.attrs,
                           "seen_ago": round(now - n.last_seen, 1) if n.last_seen else None})
         share = self.shares()
         subs = [{"submitter": s.id, "user": s.user, "host": s.host, "pid": s.pid,
                  "connected": s.connected,
-                 "claims": sum(1 for c in self.claims.values() if c.submitter == s.id),
-                 "slots": sum(c.cpus for c in self.claims.values() if c.submitter == s.id),
+                 "claims": len(self.claims_of_submitter(s.id)),
+                 "slots": self._sub_held.get(s.id, 0),
                  "idle": sum(r.count for r in s.requests.values()),
                  "share": round(share.get(s.user, 0.0), 2)}
                 for s in self.submitters.values()]

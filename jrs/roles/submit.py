@@ -33,17 +33,16 @@ def dry_run(path: str, out=None) -> int:
     return 0
 
 
-def check_file(path: str, environ: dict) -> int:
-    """Expand the whole file once before anything runs: every mistake is found
-    now (exit 2, nothing started), and the count gives progress its total."""
+def checked_jobs(path: str, cluster: int, environ: dict):
+    """The jobs of the file, expanded once, each checked as it comes: the first
+    mistake raises SubmitError (exit 2) before anything runs. The runner spools
+    what this yields, so the count, the checks and the jobs run are one expansion."""
     from ..client.transfer import check_job
     from ..condor import SubmitError, classad, expand_file
 
-    total = 0
     seen_exprs: set = set()
     seen_files: set = set()
-    for job in expand_file(path, cluster=1, environ=environ):
-        total += 1
+    for job in expand_file(path, cluster=cluster, environ=environ):
         for what in ("requirements", "on_exit_remove"):
             text = getattr(job, what)
             if text and text not in seen_exprs:
@@ -57,7 +56,12 @@ def check_file(path: str, environ: dict) -> int:
         if files not in seen_files:
             check_job(job, path)
             seen_files.add(files)
-    return total
+        yield job
+
+
+def check_file(path: str, environ: dict) -> int:
+    """The number of jobs of a file (expanding it; for tools and tests, not the run)."""
+    return sum(1 for _ in checked_jobs(path, 1, environ))
 
 
 def main(args: dict) -> int:
@@ -84,6 +88,7 @@ def run(args: dict) -> int:
 
 def _run(args: dict, path: str, local, asyncio) -> int:
     from ..client import journal as journal_mod
+    from ..client import transfer
     from ..client.progress import Progress
     from ..client.runner import Submission
     from ..config import find_config_dir, load
@@ -93,7 +98,7 @@ def _run(args: dict, path: str, local, asyncio) -> int:
     environ = dict(os.environ)
     if not os.path.isfile(path):
         raise JrsError(f"{path}: no such submit file")
-    total = check_file(path, environ)
+    transfer.max_output_bytes(environ)  # a bad JRS_MAX_TRANSFER_OUTPUT_MB: exit 2 now
     setup_logging("submit", bool(os.environ.get("JRS_DEBUG")))
     journal_path = journal_mod.default_path(path, args["--state"])
     previous = None if args["--fresh"] else journal_mod.read(journal_path)
@@ -103,6 +108,10 @@ def _run(args: dict, path: str, local, asyncio) -> int:
                        "rerun with --fresh to start over")
     if local is not None and previous is not None:
         previous = None  # a local cluster is gone with its run: nothing to re-attach
+    if previous is not None and not os.path.isfile(journal_mod.spool_path(journal_path)):
+        raise JrsError(f"{journal_path}: the interrupted run's expanded jobs "
+                       f"({journal_mod.spool_path(journal_path)}) are gone; rerun with --fresh "
+                       "to start over")
     progress = Progress(not args["--no-progress"])
     journal = journal_mod.Journal(journal_path)
 
@@ -112,8 +121,9 @@ def _run(args: dict, path: str, local, asyncio) -> int:
         else:
             config = load(find_config_dir(args["--config"]))
         try:
-            sub = Submission(path, config, root_key(config.secret), journal, total, previous,
-                             progress, environ, digest)
+            sub = Submission(path, config, root_key(config.secret), journal, previous,
+                             progress, environ, digest,
+                             lambda cluster: checked_jobs(path, cluster, environ))
             return await sub.run()
         finally:
             if local is not None:

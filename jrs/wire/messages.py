@@ -24,10 +24,10 @@ Master -> node:
                                   result waits; the node was declared dead: kill it)
 
 Submitter -> master:
-    submitter-hello {submitter, user, host, pid, claims}     on every (re)connect
+    submitter-hello {submitter, user, host, pid, claims, token?}  on every (re)connect
     new-cluster {} -> cluster {id}
     demand {requests: [{key, count, cpus, memory, gpus, requirements, ad}]}
-    release {claim}               progress {clusters: [{id, idle, running, done, failed}]}
+    release {claim, kill?}        progress {clusters: [{id, idle, running, done, failed}]}
     removed {re, count}           (answer to a forwarded rm)
 Master -> submitter:
     claim {claim, node, host, port, cpus, memory, gpus}      unmatchable {key, reason}
@@ -78,11 +78,12 @@ SCHEMA: dict[str, dict[str, tuple[tuple, bool]]] = {
     "claim-drop": {"claim": (_S, True), "kill": ((bool,), False)},
     # submitter <-> master
     "submitter-hello": {"submitter": (_S, True), "user": (_S, True), "host": (_S, True),
-                        "pid": (_I, True), "claims": (_L, True), "clusters": (_L, True)},
+                        "pid": (_I, True), "claims": (_L, True), "clusters": (_L, True),
+                        "token": (_S, False)},
     "new-cluster": {},
     "cluster": {"id": (_I, True)},
     "demand": {"requests": (_L, True)},
-    "release": {"claim": (_S, True)},
+    "release": {"claim": (_S, True), "kill": ((bool,), False)},
     "progress": {"clusters": (_L, True)},
     "removed": {"re": (_S, True), "count": (_I, True)},
     "claim": {"claim": (_S, True), "node": (_S, True), "host": (_S, True), "port": (_I, True),

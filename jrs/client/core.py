@@ -1,0 +1,812 @@
+"""The submitter's protocol and policy as a pure state machine.
+
+`SubmitCore` takes events (a message from the master or a node, a link that
+came up or broke, a transfer that ended, a timer with `now` passed in, a remove
+request) and returns actions (send to the master, send to a node, start a
+transfer of a job's inputs, receive a job's outputs, a journal record, a job
+event, a progress line). It reads no clock, opens no file and touches no
+socket, so every decision can be tested by feeding it events (tests/
+test_submit_core.py) and driven by a simulation; `runner.py` is the shell that
+executes the actions. Message handlers are found through one table per peer.
+
+Decisions that live here:
+- claims: a free claim takes the next idle job of its kind, else goes back;
+  a claim whose job was running when an earlier run of this submit was killed
+  is re-attached, never released while its job runs (releasing it could kill the
+  job), and retired after it;
+- node messages are validated here (nested payloads too); a bad one is logged as
+  a bounded excerpt, its job held, the result acknowledged and that node's
+  session reset, and the submit goes on;
+- outputs land only where the job asked for them (`transfer.output_plan`), within
+  the per-job limits (files, bytes), else the job is held (HTCondor's code 33);
+- retry state (attempt numbers, completions) is journaled, so a resumed run
+  keeps counting `max_retries` and never reuses an attempt number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from ..condor import classad
+from . import journal as J
+from . import transfer
+from .jobs import DONE, FAILED, HELD, IDLE, REMOVED, RUNNING, Queue, Rec, Summary, request_key
+
+MAX_SHOWN_FAILURES = 20
+MAX_REJECTIONS = 5  # a job every node refuses to start is held, not bounced forever
+EXCERPT = 120
+HOLD_OUTPUT_LIMIT = 33  # HTCondor's hold code for exceeding MAX_TRANSFER_OUTPUT_MB
+HOLD_TRANSFER_OUTPUT = 12  # HTCondor's TransferOutputError
+
+
+def excerpt(value: object, limit: int = EXCERPT) -> str:
+    """A peer-chosen value for a log line: escaped and bounded."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def token(key: bytes, peer: str) -> str:
+    """Contract 1: what proves to `peer` (a node name, or "master") that we hold `key`."""
+    return hashlib.blake2b(b"jrs-session:" + peer.encode(), key=key, digest_size=32).hexdigest()
+
+
+# ------------------------------------------------------------------ actions
+
+
+@dataclass
+class ToMaster:
+    msg: dict
+
+
+@dataclass
+class ToNode:
+    node: str
+    msg: dict
+
+
+@dataclass
+class Connect:
+    """Keep a link to this node (re-established by the shell when it breaks)."""
+
+    node: str
+    host: str
+    port: int
+
+
+@dataclass
+class ResetNode:
+    """Close this node's session (it sent something we cannot follow); reconnect."""
+
+    node: str
+    why: str
+
+
+@dataclass
+class StartRun:
+    """Read the job's inputs and send `run` plus their data as one unit; then call
+    `run_sent` (or `input_failed`). Dropped by the shell when the link is down: the
+    core sends it again from `node_up`."""
+
+    node: str
+    msg: dict
+    job: Any
+
+
+@dataclass
+class ReceiveOutputs:
+    """The data frames that follow a `finished`: write each head to its destination
+    (None: drain and discard), then call `outputs_done` with the same `ref`."""
+
+    node: str
+    ref: tuple
+    plan: list  # [(head, destination path or None)]
+
+
+@dataclass
+class Record:
+    rec: dict
+
+
+@dataclass
+class Event:
+    """A job event log entry: EventLog method `kind` with `args`, in log `path`."""
+
+    path: str
+    kind: str
+    args: tuple
+
+
+@dataclass
+class Say:
+    text: str
+
+
+# ------------------------------------------------------------------ state
+
+
+@dataclass
+class CoreConfig:
+    cluster: int
+    submitter: str
+    user: str
+    host: str
+    session_key: bytes
+    total: int
+    protected: frozenset = frozenset()  # paths outputs never land on (submit file, journal)
+    max_output_files: int = transfer.MAX_OUTPUT_FILES
+    max_output_bytes: Optional[int] = None
+    give_up: float = 20.0
+    submit_file: str = ""
+
+
+@dataclass
+class ClaimState:
+    id: str
+    node: str
+    host: str
+    port: int
+    cpus: int
+    memory: int
+    gpus: int
+    key: str
+    proc: Optional[int] = None
+    retire: bool = False  # re-attached from an earlier run: released once its job ends
+
+
+@dataclass
+class NodeState:
+    host: str
+    port: int
+    up: bool = False
+    failing_since: Optional[float] = None
+    sent: set = field(default_factory=set)  # (proc, attempt) whose run reached the node
+    pending: set = field(default_factory=set)  # (proc, attempt) whose run is still to go
+
+
+class SubmitCore:
+    def __init__(self, cfg: CoreConfig, queue: Queue, previous: Optional[J.Previous] = None
+                 ) -> None:
+        self.cfg = cfg
+        self.cluster = cfg.cluster
+        self.queue = queue
+        self.previous = previous
+        self.claims: dict[str, ClaimState] = {}
+        self.nodes: dict[str, NodeState] = {}
+        self.unmatchable: dict[str, str] = {}
+        self.give_back = 0
+        self.removing: set = set()
+        self.remove_reason: Optional[str] = None
+        self._demand_sent: Optional[list] = None
+        self._last_progress = -1e18
+        self._receiving: dict = {}  # ref -> (rec or None, result)
+        self._out: list = []
+        self._logs: set = set()  # every job event log: outputs never land on one
+        self._submitted_upto = previous.submitted_upto if previous else -1
+        self._was_running = set(previous.running) if previous else set()
+        self.MASTER: dict[str, Callable[[dict, float], None]] = {
+            "claim": self._claim, "unmatchable": self._unmatchable_msg,
+            "give-back": self._give_back, "node-lost": self._node_lost_msg, "rm": self._rm,
+            "error": self._master_error, "welcome": self._ignore_master,
+            "cluster": self._ignore_master, "pong": self._ignore_master}
+        self.NODE: dict[str, Callable[[str, dict, float], None]] = {
+            "started": self._started, "rejected": self._rejected, "attached": self._attached,
+            "finished": self._finished, "error": self._node_error,
+            "pong": self._ignore_node}
+
+    # ------------------------------------------------------------ helpers
+
+    def _emit(self, action) -> None:
+        self._out.append(action)
+
+    def _take(self) -> list:
+        out, self._out = self._out, []
+        return out
+
+    def token(self, peer: str) -> str:
+        return token(self.cfg.session_key, peer)
+
+    def job_id(self, proc: int) -> str:
+        return f"{self.cluster}.{proc}"
+
+    def _event(self, rec: Rec, kind: str, *args) -> None:
+        path = rec.job.path("log")
+        if path:
+            self._emit(Event(path, kind, (self.cluster, rec.proc, *args)))
+
+    @property
+    def finished(self) -> bool:
+        return self.queue.finished
+
+    # ------------------------------------------------------------ start
+
+    def start(self, now: float, running_jobs: list = ()) -> list:
+        """Re-attach the jobs an interrupted run left running (`running_jobs`: their Job
+        objects, read back from the spool by the shell), then put claims to work."""
+        prev = self.previous
+        if prev and prev.running:
+            adopted = 0
+            for job in running_jobs:
+                info = prev.running.get(job.process)
+                if info is None:
+                    continue
+                attempt, node, claim, host, port = info
+                rec = self.queue.adopt(job, attempt, node, claim)
+                adopted += 1
+                ns = self._node(node, host, port)
+                if ns is None:  # a journal without the node's address: run it again
+                    self._requeue(rec)
+                    continue
+                ns.sent.add((rec.proc, attempt))
+                if claim:
+                    self.claims[claim] = ClaimState(
+                        claim, node, ns.host, ns.port, job.request_cpus,
+                        job.request_memory or 0, job.request_gpus, rec.key, rec.proc,
+                        retire=True)
+            self._emit(Say(f"jrs submit: resuming cluster {self.cluster}: {len(prev.final)} "
+                           f"jobs already final, {adopted} to collect from the nodes"))
+        self.pump()
+        return self._take()
+
+    def _node(self, name: str, host: Optional[str], port: Optional[int]
+              ) -> Optional[NodeState]:
+        ns = self.nodes.get(name)
+        if ns is None:
+            if not host or not isinstance(port, int):
+                return None
+            ns = self.nodes[name] = NodeState(host, port)
+            self._emit(Connect(name, host, port))
+        return ns
+
+    # ------------------------------------------------------------ master
+
+    def hello(self, pid: int) -> dict:
+        return {"type": "submitter-hello", "submitter": self.cfg.submitter,
+                "user": self.cfg.user, "host": self.cfg.host, "pid": pid,
+                "claims": sorted(self.claims), "clusters": [self.cluster_info()],
+                "token": self.token("master")}
+
+    def master_up(self) -> list:
+        self._demand_sent = None
+        self._send_demand()
+        return self._take()
+
+    def from_master(self, msg: dict, now: float) -> list:
+        handler = self.MASTER.get(str(msg.get("type")))
+        if handler is None:
+            self._emit(Say(f"jrs submit: unexpected message from the master: "
+                           f"{excerpt(msg.get('type'))}"))
+        else:
+            handler(msg, now)
+        self.pump()
+        return self._take()
+
+    def _ignore_master(self, msg: dict, now: float) -> None:
+        pass
+
+    def _master_error(self, msg: dict, now: float) -> None:
+        self._emit(Say(f"jrs submit: the master says: {excerpt(msg.get('message'))}"))
+
+    def _claim(self, msg: dict, now: float) -> None:
+        cid = str(msg["claim"])
+        c = self.claims.get(cid)
+        if c is not None:  # re-offered after a reconnect (or one we re-attached): update
+            c.host, c.port = str(msg["host"]), int(msg["port"])
+            c.cpus, c.memory, c.gpus = int(msg["cpus"]), int(msg["memory"]), int(msg["gpus"])
+            return
+        c = ClaimState(cid, str(msg["node"]), str(msg["host"]), int(msg["port"]),
+                       int(msg["cpus"]), int(msg["memory"]), int(msg["gpus"]),
+                       str(msg.get("key") or ""))
+        self.claims[cid] = c
+        self._node(c.node, c.host, c.port)
+
+    def _unmatchable_msg(self, msg: dict, now: float) -> None:
+        key, reason = str(msg["key"]), str(msg["reason"])
+        self.unmatchable[key] = reason
+        self._emit(Say(f"jrs submit: no node can ever run jobs of cluster {self.cluster} "
+                       f"with request {key}: {reason}"))
+        for rec in [r for r in self.queue.idle if r.key == key]:
+            self._final(rec, Summary(HELD, node=None, reason=f"no node can run it: {reason}"))
+
+    def _give_back(self, msg: dict, now: float) -> None:
+        self.give_back = int(msg["count"])
+
+    def _node_lost_msg(self, msg: dict, now: float) -> None:
+        self.node_lost(str(msg["node"]), "the master lost contact with it", release=False)
+
+    def _rm(self, msg: dict, now: float) -> None:
+        count = self._remove(list(msg["ids"]), "via jrs rm")
+        self._emit(ToMaster({"type": "removed", "re": msg.get("re") or "", "count": count}))
+
+    # ------------------------------------------------------------ demand
+
+    def demand(self) -> list:
+        """The demand message if it changed (the shell calls this coalesced)."""
+        self._send_demand()
+        return self._take()
+
+    def _send_demand(self) -> None:
+        if self.remove_reason is not None:
+            requests: list = []
+        else:
+            free: dict = {}
+            for c in self.claims.values():
+                if c.proc is None:
+                    free[c.key] = free.get(c.key, 0) + 1
+            requests = []
+            for key, (count, job) in self.queue.idle_by_key().items():
+                if key in self.unmatchable:
+                    continue
+                want = count - free.get(key, 0)
+                ad = {"RequestCpus": job.request_cpus, "RequestMemory": job.request_memory or 0,
+                      "RequestGpus": job.request_gpus, "Owner": self.cfg.user,
+                      "ClusterId": self.cluster}
+                ad.update({k: classad.literal(v) for k, v in (job.attributes or {}).items()})
+                requests.append({"key": key, "count": max(0, want), "cpus": job.request_cpus,
+                                 "memory": job.request_memory or 0, "gpus": job.request_gpus,
+                                 "requirements": job.requirements or "", "ad": ad,
+                                 "weight": 2.0 ** (job.priority / 10.0)})
+        if requests != self._demand_sent:
+            self._demand_sent = requests
+            self._emit(ToMaster({"type": "demand", "requests": requests}))
+
+    # ------------------------------------------------------------ dispatch
+
+    def pump(self) -> None:
+        """Put free claims to work, give back or release the ones not needed."""
+        self._materialize()
+        for c in list(self.claims.values()):
+            if c.proc is not None:
+                continue
+            if self.give_back > 0 or c.retire or self.remove_reason is not None:
+                if not c.retire:
+                    self.give_back = max(0, self.give_back - 1)
+                self._release(c)
+                continue
+            rec = self.queue.next_for(c.key) if c.key else self._any_fitting(c)
+            if rec is None:
+                if self.queue.idle_by_key().get(c.key) is None:
+                    self._release(c)
+                continue
+            self._start(c, rec)
+            self._materialize()
+
+    def _start(self, c: ClaimState, rec: Rec) -> None:
+        c.proc = rec.proc
+        self.queue.start(rec, c.node, c.id)
+        self._emit(Record(J.run_record(rec.proc, rec.attempt, c.node, c.id, c.host, c.port)))
+        ns = self._node(c.node, c.host, c.port)
+        ns.pending.add((rec.proc, rec.attempt))
+        if ns.up:
+            self._emit(self._run_action(c.node, rec))
+
+    def _run_action(self, node: str, rec: Rec) -> StartRun:
+        return StartRun(node, {"type": "run", "claim": rec.claim, "job": self.job_id(rec.proc),
+                               "attempt": rec.attempt}, rec.job)
+
+    def _any_fitting(self, c: ClaimState) -> Optional[Rec]:
+        for rec in self.queue.idle:
+            j = rec.job
+            if j.request_cpus <= c.cpus and (j.request_memory or 0) <= c.memory \
+                    and j.request_gpus <= c.gpus and not j.requirements:
+                self.queue.idle.remove(rec)
+                c.key = request_key(j)
+                return rec
+        return None
+
+    def _release(self, c: ClaimState, kill: bool = False) -> None:
+        """Give a claim back: through its node when we are connected to it (the quickest
+        way the slot is free again), else through the master. Never kills its job
+        unless `kill` (the job was given up on and runs again elsewhere)."""
+        self.claims.pop(c.id, None)
+        ns = self.nodes.get(c.node)
+        msg = {"type": "release", "claim": c.id, "kill": kill}
+        if ns is not None and ns.up and not kill:
+            self._emit(ToNode(c.node, msg))
+        else:
+            self._emit(ToMaster(msg))
+
+    def _materialize(self) -> None:
+        new = self.queue.fill()
+        if new:
+            self._log_submitted(new)
+
+    def _log_submitted(self, new: list) -> None:
+        """Each new job's submit event once, across resumes; held at once if unmatchable."""
+        if not new:
+            return
+        logged = self._submitted_upto
+        for rec in new:
+            log = rec.job.path("log")
+            if log:
+                self._logs.add(log)
+            if rec.proc > logged and rec.proc not in self._was_running:
+                self._event(rec, "submitted", self.cfg.host)
+        top = max(rec.proc for rec in new)
+        if top > self._submitted_upto:
+            self._submitted_upto = top
+            self._emit(Record(J.submitted_record(top)))
+        for rec in new:
+            if rec.key in self.unmatchable and rec.state == IDLE:
+                self._final(rec, Summary(HELD, reason=f"no node can run it: "
+                                                      f"{self.unmatchable[rec.key]}"))
+
+    # ------------------------------------------------------------ links
+
+    def node_up(self, node: str, now: float) -> list:
+        """A link (re)connected: attach (naming the runs it should know), then send the
+        runs that never reached it and the kills it may have missed."""
+        ns = self.nodes.get(node)
+        if ns is None:
+            return []
+        ns.up, ns.failing_since = True, None
+        live = self.queue.live
+
+        def current(item) -> bool:
+            rec = live.get(item[0])
+            return rec is not None and rec.state == RUNNING and rec.attempt == item[1] \
+                and rec.node == node
+
+        ns.sent = {i for i in ns.sent if current(i)}
+        ns.pending = {i for i in ns.pending if current(i)}
+        self._emit(ToNode(node, {"type": "attach", "submitter": self.cfg.submitter,
+                                 "jobs": [[self.job_id(p), a] for p, a in sorted(ns.sent)],
+                                 "token": self.token(node)}))
+        for p, _a in sorted(ns.pending):
+            self._emit(self._run_action(node, live[p]))
+        for p in sorted(self.removing):
+            rec = live.get(p)
+            if rec is not None and rec.node == node and (p, rec.attempt) in ns.sent:
+                self._emit(ToNode(node, {"type": "kill", "job": self.job_id(p),
+                                         "attempt": rec.attempt}))
+        self.pump()
+        return self._take()
+
+    def node_down(self, node: str, now: float, why: str) -> list:
+        ns = self.nodes.get(node)
+        if ns is not None:
+            ns.up = False
+            if ns.failing_since is None:
+                ns.failing_since = now
+        for ref in [r for r in self._receiving if r[0] == node]:
+            del self._receiving[ref]  # the node delivers it again
+        return self._take()
+
+    def run_sent(self, node: str, proc: int, attempt: int) -> list:
+        ns = self.nodes.get(node)
+        if ns is not None and (proc, attempt) in ns.pending:
+            ns.pending.discard((proc, attempt))
+            ns.sent.add((proc, attempt))
+        return self._take()
+
+    def input_failed(self, node: str, proc: int, attempt: int, reason: str) -> list:
+        rec = self.queue.live.get(proc)
+        ns = self.nodes.get(node)
+        if ns is not None:
+            ns.pending.discard((proc, attempt))
+        if rec is not None and rec.state == RUNNING and rec.attempt == attempt:
+            self._result(rec, {"exec_failed": True, "node": node,
+                               "reason": f"cannot read input: {reason}"})
+        self.pump()
+        return self._take()
+
+    def tick(self, now: float) -> list:
+        """Time passes: give up on nodes unreachable too long; progress to the master."""
+        for name, ns in list(self.nodes.items()):
+            if not ns.up and ns.failing_since is not None \
+                    and now - ns.failing_since > self.cfg.give_up:
+                ns.failing_since = now
+                self.node_lost(name, f"unreachable for {self.cfg.give_up:.0f}s", release=True)
+        if now - self._last_progress >= 1.0:
+            self._last_progress = now
+            self._emit(ToMaster({"type": "progress", "clusters": [self.cluster_info()]}))
+        self.pump()
+        return self._take()
+
+    def node_lost(self, name: str, why: str, release: bool) -> None:
+        """Rerun the node's jobs elsewhere. When only we cannot reach it (`release`), the
+        master still counts our claims there: hand them back through it, killing their
+        jobs (they run again elsewhere)."""
+        lost = [r for r in self.queue.live.values() if r.state == RUNNING and r.node == name]
+        if lost:
+            self._emit(Say(f"jrs submit: node {name} lost ({why}); "
+                           f"rerunning its {len(lost)} jobs elsewhere"))
+        for rec in lost:
+            self._requeue(rec)
+        for c in [c for c in self.claims.values() if c.node == name]:
+            if release:
+                self._release(c, kill=True)
+            else:
+                del self.claims[c.id]
+        ns = self.nodes.get(name)
+        if ns is not None:
+            ns.sent.clear()
+            ns.pending.clear()
+
+    # ------------------------------------------------------------ node messages
+
+    def from_node(self, node: str, msg: dict, now: float) -> list:
+        handler = self.NODE.get(str(msg.get("type")))
+        if handler is None:
+            self._emit(Say(f"jrs submit: node {node} sent an unexpected "
+                           f"{excerpt(msg.get('type'), 40)}"))
+        else:
+            handler(node, msg, now)
+        self.pump()
+        return self._take()
+
+    def _ignore_node(self, node: str, msg: dict, now: float) -> None:
+        pass
+
+    def _node_error(self, node: str, msg: dict, now: float) -> None:
+        self._emit(Say(f"jrs submit: node {node}: {excerpt(msg.get('message'))}"))
+
+    def _rec(self, node: str, job: object, attempt: object) -> Optional[Rec]:
+        """The running job a node's message names, or None (unknown, final, stale)."""
+        if not isinstance(job, str) or not isinstance(attempt, int):
+            return None
+        cluster, _, proc = job.partition(".")
+        if cluster != str(self.cluster) or not proc.isdigit() or len(proc) > 18:
+            return None
+        rec = self.queue.live.get(int(proc))
+        if rec is None or rec.state != RUNNING or rec.attempt != attempt or rec.node != node:
+            return None
+        return rec
+
+    def _started(self, node: str, msg: dict, now: float) -> None:
+        rec = self._rec(node, msg["job"], msg["attempt"])
+        if rec is not None:
+            self._announce(rec, node, None)
+            if rec.proc in self.removing:
+                self._emit(ToNode(node, {"type": "kill", "job": msg["job"],
+                                         "attempt": rec.attempt}))
+
+    def _rejected(self, node: str, msg: dict, now: float) -> None:
+        rec = self._rec(node, msg["job"], msg["attempt"])
+        if rec is None:
+            return
+        reason = str(msg.get("reason") or "")
+        c = self.claims.get(rec.claim or "")
+        if c is not None:
+            c.proc = None
+            self._release(c)  # a claim the node will not run on is of no use to us
+        ns = self.nodes.get(node)
+        if ns is not None:
+            ns.sent.discard((rec.proc, rec.attempt))
+            ns.pending.discard((rec.proc, rec.attempt))
+        rec.rejections += 1
+        if rec.rejections >= MAX_REJECTIONS:
+            self._final(rec, Summary(HELD, node=node, reason=f"refused by the nodes "
+                                                            f"{rec.rejections} times; last: "
+                                                            f"{excerpt(reason)}"))
+        elif rec.proc in self.removing:
+            self._final(rec, Summary(REMOVED, node=node,
+                                     reason=self.remove_reason or "removed"))
+        else:
+            self._requeue(rec)
+
+    def _attached(self, node: str, msg: dict, now: float) -> None:
+        unknown = msg["unknown"]
+        for item in unknown[:len(self.queue.live) + 1]:
+            if not (isinstance(item, list) and len(item) == 2):
+                continue
+            rec = self._rec(node, item[0], item[1])
+            if rec is None:
+                continue
+            ns = self.nodes.get(node)
+            if ns is not None:
+                ns.sent.discard((rec.proc, rec.attempt))
+            c = self.claims.get(rec.claim or "")
+            if c is not None:
+                c.proc = None
+                self._release(c)
+            self._emit(Say(f"jrs submit: node {node} does not know job "
+                           f"{self.job_id(rec.proc)} any more; running it again"))
+            self._requeue(rec)
+
+    def _finished(self, node: str, msg: dict, now: float) -> None:
+        job, attempt = msg["job"], msg["attempt"]
+        rec = self._rec(node, job, attempt)
+        ref = (node, job, attempt)
+        files = msg["files"]
+        if isinstance(files, list) and len(files) > self.cfg.max_output_files:
+            self._bad_result(node, rec, job, attempt, f"{len(files)} output files exceed the "
+                             f"limit of {self.cfg.max_output_files}", HOLD_OUTPUT_LIMIT)
+            return
+        try:
+            heads = transfer.check_output_heads(msg["files"], self.cfg.max_output_files)
+            result = transfer.check_result(msg["result"])
+        except transfer.BadResult as exc:
+            self._bad_result(node, rec, job, attempt, str(exc), HOLD_TRANSFER_OUTPUT)
+            return
+        if rec is None:
+            plan = [(h, None) for h in heads]  # stale or repeated: drain, discard, ack
+            if sum(h["size"] for h in heads) > (self.cfg.max_output_bytes or 1 << 62):
+                self._emit(ToNode(node, {"type": "ack", "job": job, "attempt": attempt}))
+                self._emit(ResetNode(node, "an oversized stale result"))
+                return
+        else:
+            limit = self.cfg.max_output_bytes
+            total = sum(h["size"] for h in heads)
+            if limit is not None and total > limit:
+                self._bad_result(node, rec, job, attempt,
+                                 f"output of {total} bytes exceeds the limit of "
+                                 f"{limit} bytes (JRS_MAX_TRANSFER_OUTPUT_MB)",
+                                 HOLD_OUTPUT_LIMIT, log_excerpt=False)
+                return
+            plan = transfer.output_plan(rec.job, heads, self.cfg.protected | self._logs)
+        self._receiving[ref] = (rec, dict(result, node=node))
+        self._emit(ReceiveOutputs(node, ref, plan))
+
+    def _bad_result(self, node: str, rec: Optional[Rec], job: str, attempt: int, why: str,
+                    code: int, log_excerpt: bool = True) -> None:
+        """Hold the job (if it is one we wait for), acknowledge the result so the node
+        forgets it, and reset the session: its data frames cannot be followed."""
+        self._emit(Say(f"jrs submit: node {node} sent a bad result for {excerpt(job, 40)}: "
+                       f"{why if not log_excerpt else excerpt(why)}"))
+        if rec is not None:
+            self._free_claim_of(rec)
+            self._final(rec, Summary(HELD, node=node, reason=f"bad result from {node}: "
+                                                             f"{why[:200]}"), code)
+        self._emit(ToNode(node, {"type": "ack", "job": job, "attempt": attempt}))
+        self._emit(ResetNode(node, why[:200]))
+
+    def outputs_done(self, ref: tuple, error: Optional[str]) -> list:
+        """The data of a `finished` went to disk (`error` None), or could not be written
+        on this host (a permanent local error: the job is held, no reconnect)."""
+        entry = self._receiving.pop(ref, None)
+        node, job, attempt = ref
+        if entry is not None:
+            rec, result = entry
+            if rec is not None and rec.state == RUNNING and rec.attempt == attempt:
+                if error is not None:
+                    self._free_claim_of(rec)
+                    self._final(rec, Summary(HELD, node=node, reason=f"cannot write its "
+                                                                     f"output: {error}"),
+                                HOLD_TRANSFER_OUTPUT)
+                else:
+                    if not result.get("lost") and not result.get("exec_failed"):
+                        self._announce(rec, node, result.get("started"))
+                    self._result(rec, result)
+            self._emit(ToNode(node, {"type": "ack", "job": job, "attempt": attempt}))
+        self.pump()
+        return self._take()
+
+    def _announce(self, rec: Rec, node: str, t: Optional[float]) -> None:
+        """The execute event (001), once per attempt, whichever message brings it."""
+        if rec.announced == rec.attempt:
+            return
+        rec.announced = rec.attempt
+        self._event(rec, "executing", node, t)
+
+    def _free_claim_of(self, rec: Rec) -> None:
+        c = self.claims.get(rec.claim or "")
+        if c is not None and c.proc == rec.proc:
+            c.proc = None
+
+    def _result(self, rec: Rec, result: dict) -> None:
+        self._free_claim_of(rec)
+        ns = self.nodes.get(rec.node or "")
+        if ns is not None:
+            ns.sent.discard((rec.proc, rec.attempt))
+            ns.pending.discard((rec.proc, rec.attempt))
+        node = result.get("node")
+        if result.get("lost"):
+            self._emit(Say(f"jrs submit: job {self.job_id(rec.proc)} was lost on {node}: "
+                           f"{result.get('reason')}; running it again"))
+            self._requeue(rec)
+            return
+        if rec.proc in self.removing or (result.get("removed") and self.remove_reason):
+            self._final(rec, Summary(REMOVED, result.get("exit_code"), result.get("signal"),
+                                     node, self.remove_reason or "removed"))
+            return
+        state = self.queue.outcome(rec, result)
+        if state == HELD:
+            reason = result.get("reason") or (
+                f"output files not created: {', '.join(result.get('missing') or [])}")
+            self._final(rec, Summary(HELD, None, None, node, reason, rec.job.path("error")))
+            return
+        self._event(rec, "terminated", result)
+        if state == IDLE:
+            self._requeue(rec)
+            return
+        self._final(rec, Summary(state, result.get("exit_code"), result.get("signal"), node,
+                                 None, rec.job.path("error")))
+
+    def _requeue(self, rec: Rec) -> None:
+        self.queue.requeue(rec)
+        self._emit(Record(J.requeue_record(rec.proc, rec.attempt, rec.completions)))
+
+    def _final(self, rec: Rec, s: Summary, code: int = 0) -> None:
+        if s.state == REMOVED:
+            self._event(rec, "aborted", s.reason or "removed")
+        elif s.state == HELD:
+            self._event(rec, "held", s.reason or "held", code)
+        self.queue.finish(rec, s)
+        self._emit(Record(J.end_record(rec.proc, rec.attempt, s)))
+        self.removing.discard(rec.proc)
+
+    # ------------------------------------------------------------ removal
+
+    def remove(self, ids: list, reason: str) -> list:
+        self._remove(ids, reason)
+        self.pump()
+        return self._take()
+
+    def _remove(self, ids: list, reason: str) -> int:
+        count = 0
+        procs: Optional[set] = set()
+        for text in ids:
+            cluster, _, proc = str(text).partition(".")
+            if cluster != str(self.cluster):
+                continue
+            if not proc:
+                procs = None
+                break
+            if proc.isdigit() and len(proc) <= 18:
+                procs.add(int(proc))
+        if procs is not None and not procs:
+            return 0
+        if procs is None:
+            self.remove_reason = reason
+            count += self.queue.remove_unmaterialized(reason)
+        for rec in list(self.queue.live.values()):
+            if procs is not None and rec.proc not in procs:
+                continue
+            count += 1
+            if rec.state == IDLE:
+                self._final(rec, Summary(REMOVED, reason=reason))
+            elif rec.state == RUNNING:
+                self.removing.add(rec.proc)
+                ns = self.nodes.get(rec.node or "")
+                if ns is not None and ns.up:
+                    self._emit(ToNode(rec.node, {"type": "kill", "job": self.job_id(rec.proc),
+                                                 "attempt": rec.attempt}))
+        if procs is not None:
+            count += self.queue.remove_procs(procs, reason)
+        return count
+
+    # ------------------------------------------------------------ the end
+
+    def finish(self) -> list:
+        """Every job is final: give the claims back, say so to the master."""
+        for c in list(self.claims.values()):
+            self._release(c)
+        self._emit(ToMaster({"type": "progress", "clusters": [self.cluster_info()]}))
+        return self._take()
+
+    def leave(self) -> list:
+        """SIGTERM/SIGHUP: jobs keep running; give back only the claims without a job."""
+        for c in [c for c in self.claims.values() if c.proc is None]:
+            self._release(c)
+        return self._take()
+
+    def cluster_info(self) -> dict:
+        counts = self.queue.counts
+        return {"id": self.cluster, "file": self.cfg.submit_file, "total": self.cfg.total,
+                "idle": counts[IDLE], "running": counts[RUNNING], "done": counts[DONE],
+                "failed": counts[FAILED], "held": counts[HELD], "removed": counts[REMOVED]}
+
+    def summary(self, wall: float) -> tuple:
+        """(closing text, exit status)."""
+        q = self.queue
+        c = q.counts
+        total = self.cfg.total
+        bad = [(p, s) for p, s in sorted(q.final.items()) if s.state in (FAILED, HELD)]
+        lines = [f"cluster {self.cluster}: {total} jobs, {c[DONE]} done, "
+                 f"{c[FAILED] + c[HELD]} failed, {c[REMOVED]} removed in {wall:.1f}s"
+                 + (f" ({self.remove_reason})" if self.remove_reason else "")]
+        for p, s in bad[:MAX_SHOWN_FAILURES]:
+            if s.signal:
+                what = f"killed by signal {s.signal}"
+            elif s.state == HELD:
+                what = f"held: {s.reason}"
+            else:
+                what = f"exit code {s.exit_code}"
+            where = f" on {s.node}" if s.node else ""
+            err = f"; stderr: {s.error}" if s.error else ""
+            lines.append(f"  {self.cluster}.{p} {what}{where}{err}")
+        if len(bad) > MAX_SHOWN_FAILURES:
+            lines.append(f"  ... and {len(bad) - MAX_SHOWN_FAILURES} more")
+        return "\n".join(lines), (0 if c[DONE] == total else 1)

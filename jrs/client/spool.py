@@ -1,0 +1,72 @@
+"""The jobs of a run, expanded from the submit file once and spooled to disk.
+
+The submit file is expanded exactly once per cluster: `$RANDOM_INTEGER` counts,
+`queue ... from` files that change and `include command :` would give another
+list on a second pass, so the count, the checks and the jobs that run all come
+from the same expansion. Jobs go to a file beside the journal as they are
+expanded (one JSON line each, 0600: the environment of a job may be private)
+and are read back lazily as the queue fills its window, so memory stays
+bounded by the window, not the cluster. A resumed run reads the same spool and
+never expands again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable, Iterator, Optional
+
+from ..condor import Job
+
+FIELDS = tuple(Job.__slots__)
+TUPLES = ("getenv",)  # fields the expander gives as tuples (JSON turns them into lists)
+
+
+def encode(job: Job) -> str:
+    return json.dumps([getattr(job, f) for f in FIELDS], separators=(",", ":"))
+
+
+def decode(line: str) -> Job:
+    values = json.loads(line)
+    if not isinstance(values, list) or len(values) != len(FIELDS):
+        raise ValueError("not a spooled job of this build")
+    job = Job.__new__(Job)
+    for name, value in zip(FIELDS, values):
+        if name in TUPLES and isinstance(value, list):
+            value = tuple(value)
+        setattr(job, name, value)
+    return job
+
+
+def write(path: str, jobs: Iterator[Job], check: Optional[Callable[[Job], None]] = None) -> int:
+    """Expand `jobs` into `path` (atomically: a temp file renamed when complete);
+    `check(job)` may raise to refuse the file. Returns the count."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    count = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", buffering=1 << 20) as out:
+            for job in jobs:
+                if check is not None:
+                    check(job)
+                out.write(encode(job))
+                out.write("\n")
+                count += 1
+            out.flush()
+            os.fdatasync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return count
+
+
+def read(path: str) -> Iterator[Job]:
+    """The spooled jobs in order, one line at a time."""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            yield decode(line)

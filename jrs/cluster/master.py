@@ -1,0 +1,361 @@
+"""The master server: a thin asyncio shell around `Pool`.
+
+It only moves messages: each one a peer sends goes, through one table per peer
+kind (`NODE`, `SUBMITTER`, `TOOL`: message type -> handler), to a `Pool` event,
+and the actions the pool returns are sent. It carries no job data. Its only
+file is a counter of cluster ids, so ids are never reused; everything else is
+rebuilt from the hellos of nodes and submitters after a restart.
+
+Nothing a peer sends can end a session loop or the ticker with a traceback:
+bad payloads are answered with `bad-message`, our own bugs are logged with
+their traceback and the loop goes on. Log lines about peers carry only bounded,
+escaped excerpts of what they sent, rate-limited per source address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import logging
+import os
+import time
+from typing import Callable
+
+from ..errors import ConfigError
+from ..wire.messages import error
+from .payload import PayloadError
+from .peerlog import PeerLog, excerpt
+from .pool import Pool
+
+log = logging.getLogger("jrs.master")
+PEER_ERRORS = (PayloadError, KeyError, TypeError, ValueError, AttributeError, IndexError)
+PING_TIMEOUT = 2.0  # a live node session must answer within this to keep its place
+TICK = 1.0
+
+
+def _env_seconds(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        raise ConfigError(f"{name}: want a number of seconds")
+
+
+class ClusterCounter:
+    """Cluster ids from a tiny file, written (fsynced) before an id is handed out."""
+
+    def __init__(self, state_dir: str) -> None:
+        self.path = os.path.join(state_dir, "next-cluster")
+        try:
+            with open(self.path) as f:
+                self.next = int(f.read().strip() or 1)
+        except FileNotFoundError:
+            self.next = 1
+        except ValueError:
+            raise ConfigError(f"{self.path}: not a number; fix or remove it")
+
+    def take(self) -> int:
+        value = self.next
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(f"{value + 1}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        self.next = value + 1
+        return value
+
+
+class Master:
+    def __init__(self, config, counter: ClusterCounter,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.clock = clock
+        self.pool = Pool(config.nodes, clock(), new_id=lambda: os.urandom(12).hex(),
+                         node_timeout=_env_seconds("JRS_NODE_TIMEOUT", 6.0),
+                         submitter_lease=_env_seconds("JRS_SUBMITTER_LEASE", 300.0),
+                         offer_timeout=_env_seconds("JRS_OFFER_TIMEOUT", 10.0))
+        self.counter = counter
+        self.nodes: dict = {}
+        self.submitters: dict = {}
+        self.rm_waiters: dict = {}
+        self.pings: dict = {}  # (id(channel), seq) -> future
+        self._seq = itertools.count(1)
+        self.peerlog = PeerLog(log)
+
+    # ------------------------------------------------------------ sending
+
+    def send(self, actions: list) -> None:
+        for kind, ident, msg in actions:
+            if msg["type"] in ("give-back", "unmatchable", "node-lost", "claim-drop"):
+                log.info("to %s %s: %s", kind, excerpt(ident), excerpt(msg, 300))
+            ch = (self.nodes if kind == "node" else self.submitters).get(ident)
+            if ch is None:
+                continue  # the pool learns of it (node_gone, offer time-out, hello)
+            try:
+                ch.send(msg)
+            except Exception as exc:  # a dead transport: the peer's loop cleans up
+                log.info("cannot send to %s %s: %s", kind, excerpt(ident), exc)
+
+    def _bad(self, ch, msg: dict, exc: Exception) -> None:
+        kind = msg.get("type")
+        self.peerlog.warning(ch.peer, "bad %s from %s: %s", excerpt(kind), ch.peer,
+                             excerpt(str(exc)))
+        try:
+            ch.send(error("bad-message", str(exc)[:200], kind if isinstance(kind, str) else None))
+        except Exception:  # the transport is gone; its loop ends
+            pass
+
+    async def _loop(self, ch, table: dict, who: str) -> None:
+        """Read messages and hand each to its handler until the channel closes."""
+        while True:
+            msg = await ch.recv()
+            if not isinstance(msg, dict):
+                continue  # data frames are not for the master
+            handler = table.get(msg["type"])
+            if handler is None:
+                self._bad(ch, msg, ValueError(f"a {ch.peer_role} may not send "
+                                              f"{excerpt(msg['type'])}"))
+                continue
+            try:
+                result = handler(self, ch, who, msg)
+                if asyncio.iscoroutine(result):
+                    await result
+            except PEER_ERRORS as exc:
+                self._bad(ch, msg, exc)
+            except Exception:  # our bug: say where, keep serving
+                self.peerlog.exception(ch.peer, "handling %s from %s", excerpt(msg["type"]),
+                                       ch.peer)
+                try:
+                    ch.send(error("internal", "the master failed on this message",
+                                  msg["type"]))
+                except Exception:
+                    pass
+
+    # ------------------------------------------------------------ sessions
+
+    async def serve(self, ch) -> None:
+        try:
+            first = await asyncio.wait_for(ch.recv(), 30)
+        except asyncio.TimeoutError:
+            return
+        if not isinstance(first, dict):
+            return
+        kind = first["type"]
+        try:
+            if ch.peer_role == "node" and kind == "node-hello":
+                await self._node(ch, first)
+            elif ch.peer_role == "submit" and kind == "submitter-hello":
+                await self._submitter(ch, first)
+            elif ch.peer_role == "tool" and kind in TOOL:
+                await TOOL[kind](self, ch, "", first)
+                await ch.drain()
+            else:
+                ch.send(error("protocol", f"a {ch.peer_role} may not start with "
+                                          f"{excerpt(kind)}"))
+        except PEER_ERRORS as exc:
+            self._bad(ch, first, exc)
+
+    async def _alive(self, ch) -> bool:
+        """Does this (older) node session answer a ping within PING_TIMEOUT?"""
+        seq = next(self._seq)
+        fut = asyncio.get_running_loop().create_future()
+        self.pings[(id(ch), seq)] = fut
+        try:
+            ch.send({"type": "ping", "seq": seq})
+            return bool(await asyncio.wait_for(fut, PING_TIMEOUT))
+        except (asyncio.TimeoutError, Exception):  # closed: not alive
+            return False
+        finally:
+            self.pings.pop((id(ch), seq), None)
+
+    def _fail_pings(self, ch) -> None:
+        for (cid, _), fut in list(self.pings.items()):
+            if cid == id(ch) and not fut.done():
+                fut.set_result(False)
+
+    async def _node(self, ch, hello: dict) -> None:
+        name = hello["name"]
+        if name not in self.pool.nodes:
+            self.peerlog.warning(ch.peer, "refused unknown node %s from %s (not in node.list)",
+                                 excerpt(name), ch.peer)
+            ch.send(error("unknown-node", f"{excerpt(name)} is not in the master's node.list"))
+            return
+        while True:  # a live session keeps its place: a copied name cannot kick it off
+            old = self.nodes.get(name)
+            if old is None or old is ch:
+                break
+            if await self._alive(old):
+                self.peerlog.warning(ch.peer, "refused a second node-hello for %s from %s: "
+                                     "the session from %s answers", name, ch.peer, old.peer)
+                ch.send(error("duplicate-node", f"{name} has a live session"))
+                return
+            if self.nodes.get(name) is old:
+                del self.nodes[name]
+                old.close()
+        self.nodes[name] = ch
+        try:
+            self.send(self.pool.node_hello(name, hello, self.clock()))
+            log.info("node %s up (%s slots)", name, hello["slots"])
+            await self._loop(ch, NODE, name)
+        finally:
+            self._fail_pings(ch)
+            if self.nodes.get(name) is ch:
+                del self.nodes[name]
+                self.send(self.pool.node_gone(name, self.clock()))
+
+    async def _submitter(self, ch, hello: dict) -> None:
+        sid = hello["submitter"]
+        token = hello.get("token")
+        digest = hashlib.sha256(token.encode()).hexdigest() if token else None
+        if not self.pool.session_ok(sid, digest):
+            self.peerlog.warning(ch.peer, "refused submitter %s from %s: not its session",
+                                 excerpt(sid), ch.peer)
+            ch.send(error("session", "this submitter id belongs to another session"))
+            return
+        actions = self.pool.submitter_hello(hello, self.clock())  # checks the payload first
+        old = self.submitters.get(sid)
+        if old is not None:
+            old.close()
+        self.submitters[sid] = ch
+        try:
+            ch.send({"type": "welcome"})
+            self.send(actions)
+            await self._loop(ch, SUBMITTER, sid)
+        finally:
+            if self.submitters.get(sid) is ch:
+                del self.submitters[sid]
+                self.send(self.pool.submitter_gone(sid, self.clock()))
+
+    # ------------------------------------------------------------ node messages
+
+    def _node_report(self, ch, name: str, msg: dict) -> None:
+        self.send(self.pool.node_report(name, msg, self.clock()))
+
+    def _claim_answer(self, ch, name: str, msg: dict) -> None:
+        self.send(self.pool.claim_answer(name, msg, self.clock()))
+
+    def _claim_released(self, ch, name: str, msg: dict) -> None:
+        self.send(self.pool.claim_released(name, msg["claim"], self.clock()))
+
+    def _pong(self, ch, name: str, msg: dict) -> None:
+        fut = self.pings.get((id(ch), msg["seq"]))
+        if fut is not None and not fut.done():
+            fut.set_result(True)
+
+    def _ignore(self, ch, who: str, msg: dict) -> None:
+        if msg["type"] == "error":
+            self.peerlog.info(ch.peer, "%s says: %s", excerpt(who),
+                              excerpt(msg.get("message")))
+
+    # ------------------------------------------------------------ submitter messages
+
+    def _new_cluster(self, ch, sid: str, msg: dict) -> None:
+        ch.send({"type": "cluster", "id": self.counter.take()})
+
+    def _demand(self, ch, sid: str, msg: dict) -> None:
+        self.send(self.pool.set_demand(sid, msg["requests"], self.clock()))
+
+    def _release(self, ch, sid: str, msg: dict) -> None:
+        self.send(self.pool.release(sid, msg["claim"], self.clock(),
+                                    kill=msg.get("kill") is True))
+
+    def _progress(self, ch, sid: str, msg: dict) -> None:
+        self.send(self.pool.set_progress(sid, msg["clusters"]))
+
+    def _removed(self, ch, sid: str, msg: dict) -> None:
+        fut = self.rm_waiters.get(msg["re"])
+        if fut is not None and fut.sid == sid and not fut.done():
+            fut.set_result(msg["count"])
+
+    # ------------------------------------------------------------ tools
+
+    async def _query(self, ch, _who: str, msg: dict) -> None:
+        if msg["what"] == "status":
+            ch.send(dict(self.pool.status(self.clock()), type="status-reply"))
+        elif msg["what"] == "queue":
+            ch.send(dict(self.pool.queue(), type="queue-reply"))
+        else:
+            ch.send(error("unexpected", f"no query {excerpt(msg['what'])}", "query"))
+
+    async def _rm_tool(self, ch, _who: str, msg: dict) -> None:
+        ids = msg["ids"]
+        if len(ids) > 1000:
+            raise ValueError("at most 1000 ids per rm")
+        ch.send({"type": "rm-reply", "results": await self._rm(ids)})
+
+    async def _rm(self, ids: list) -> list:
+        results = []
+        for text in ids:
+            text = str(text)[:64]
+            cluster_text = text.split(".")[0]
+            if not cluster_text.isdigit():
+                results.append({"id": text, "error": "not a CLUSTER or CLUSTER.PROC"})
+                continue
+            owner = self.pool.owner_of(int(cluster_text))
+            ch = self.submitters.get(owner.id) if owner else None
+            if ch is None:
+                results.append({"id": text, "error": "no such cluster (or its submitter "
+                                                     "is not connected)"})
+                continue
+            token = os.urandom(8).hex()
+            fut = _Waiter(owner.id)
+            self.rm_waiters[token] = fut
+            ch.send({"type": "rm", "re": token, "ids": [text]})
+            try:
+                count = await asyncio.wait_for(fut.future, 10)
+                results.append({"id": text, "removed": count})
+            except asyncio.TimeoutError:
+                results.append({"id": text, "error": "the submitter did not answer"})
+            finally:
+                self.rm_waiters.pop(token, None)
+        return results
+
+    # ------------------------------------------------------------ time
+
+    async def ticker(self) -> None:
+        """Time for the pool, every second. An exception is logged with its traceback and
+        the next tick comes anyway: the master never goes on silently doing nothing."""
+        while True:
+            await asyncio.sleep(TICK)
+            try:
+                self.send(self.pool.tick(self.clock()))
+            except Exception:  # our bug; keep the pool's clock running
+                log.exception("the master's ticker failed (continuing)")
+
+
+class _Waiter:
+    """A pending `rm` answer, bound to the submitter that must give it."""
+
+    def __init__(self, sid: str) -> None:
+        self.sid = sid
+        self.future = asyncio.get_running_loop().create_future()
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def set_result(self, value: object) -> None:
+        self.future.set_result(value)
+
+
+NODE: dict = {
+    "node-report": Master._node_report,
+    "claim-ok": Master._claim_answer,
+    "claim-refused": Master._claim_answer,
+    "claim-released": Master._claim_released,
+    "pong": Master._pong,
+    "error": Master._ignore,
+}
+SUBMITTER: dict = {
+    "new-cluster": Master._new_cluster,
+    "demand": Master._demand,
+    "release": Master._release,
+    "progress": Master._progress,
+    "removed": Master._removed,
+    "error": Master._ignore,
+}
+TOOL: dict = {
+    "query": Master._query,
+    "rm": Master._rm_tool,
+}
+

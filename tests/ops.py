@@ -1,0 +1,170 @@
+"""Helpers for the operations tests: a scratch install the init script can run, a job
+account, and a look at processes by id.
+
+Nothing here touches the machine's /etc/jrs, /run/jrs or /var/lib/jrs: the init
+script is pointed at a scratch tree through its defaults file (JRS_DEFAULTS).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from .cluster import free_port
+from .conftest import ROOT, write_config
+
+SCRIPT = ROOT / "init.d" / "jrs-daemon"
+PYTHON = "/usr/bin/python3"  # what the init script runs jrs with; PATH may hold pyenv shims
+JOB_USER = "jrsopsb"
+# the real machine's LSB redirect to systemctl is off for every script we run
+NO_REDIRECT = {"SYSTEMCTL_SKIP_REDIRECT": "1", "_SYSTEMCTL_SKIP_REDIRECT": "1"}
+
+
+def need(tool: str) -> str:
+    """The path of a tool the test needs; fail (never skip) when it is missing."""
+    path = shutil.which(tool) or next((p for p in (f"/usr/sbin/{tool}", f"/sbin/{tool}")
+                                       if os.access(p, os.X_OK)), None)
+    assert path, f"{tool} is not installed; .ci/run installs it (apt-get)"
+    return path
+
+
+def procs(match: Callable[[int, list, int], bool]) -> list:
+    """Pids of live processes whose (pid, argv, uid) satisfy `match`."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+            uid = os.stat(f"/proc/{pid}").st_uid
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    continue
+        except OSError:
+            continue
+        if argv and match(pid, argv, uid):
+            out.append(pid)
+    return out
+
+
+def kill_pids(pids: list) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def wait_for(what: str, check: Callable[[], object], timeout: float, step: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(step)
+
+
+class JobUser:
+    """A local account for jobs (production runs them unprivileged), removed afterwards."""
+
+    def __init__(self, name: str = JOB_USER) -> None:
+        self.name = name
+        self.created = False
+
+    def __enter__(self) -> JobUser:
+        try:
+            pwd.getpwnam(self.name)
+        except KeyError:
+            subprocess.run([need("useradd"), "--system", "--no-create-home", "--shell",
+                            "/usr/sbin/nologin", self.name], check=True, capture_output=True)
+            self.created = True
+        self.uid = pwd.getpwnam(self.name).pw_uid
+        return self
+
+    def __exit__(self, *exc) -> None:
+        kill_pids(procs(lambda pid, argv, uid: uid == self.uid))
+        if self.created:
+            subprocess.run([need("userdel"), self.name], check=False, capture_output=True)
+
+
+class Scratch:
+    """A scratch tree for the init script: config, state, run, log and cache dirs, a
+    copy of jrs.pyz, and a defaults file pointing the script at them."""
+
+    def __init__(self, pyz: Path, master: Optional[str] = None, nodes: Optional[str] = None,
+                 extra_defaults: str = "") -> None:
+        self.base = Path(tempfile.mkdtemp(prefix="jrs-ops-", dir="/tmp"))
+        self.base.chmod(0o755)  # jobs run as another account reach their sandbox through it
+        self.mport, self.nport = free_port(), free_port()
+        self.master = master or f"127.0.0.1:{self.mport}"
+        self.nodes = nodes if nodes is not None else f"127.0.0.1:{self.nport} slots=2\n"
+        self.conf = write_config(self.base / "conf", master=self.master, nodes=self.nodes,
+                                 secret=os.urandom(32).hex().encode() + b"\n")
+        self.pyz = self.base / "jrs.pyz"
+        shutil.copy(pyz, self.pyz)
+        self.pyz.chmod(0o755)
+        self.defaults = self.base / "defaults"
+        self.write_defaults(extra_defaults)
+        self.env = {**os.environ, **NO_REDIRECT, "JRS_DEFAULTS": str(self.defaults)}
+        self.env.pop("JRS_CONFIG", None)
+
+    def write_defaults(self, extra: str = "") -> None:
+        b = self.base
+        self.defaults.write_text(
+            f"JRS_BIN={self.pyz}\nPYTHON={PYTHON}\nJRS_CONFIG={self.conf}\n"
+            f"JRS_STATE={b / 'state'}\nJRS_RUN={b / 'run'}\nJRS_LOG={b / 'log'}\n"
+            f"JRS_CACHE={b / 'cache'}\nJRS_STOP_TIMEOUT=10\n{extra}")
+
+    def script(self, action: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run([str(SCRIPT), action], capture_output=True, text=True,
+                              env=self.env, timeout=timeout)
+
+    def pid(self, role: str) -> Optional[int]:
+        try:
+            return int((self.base / "run" / f"{role}.pid").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def log(self, role: str) -> str:
+        try:
+            return (self.base / "log" / f"{role}.log").read_text()
+        except OSError:
+            return ""
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {r}.log\n{self.log(r)[-3000:]}" for r in ("master", "node"))
+
+    def jrs(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+        return subprocess.run([PYTHON, str(self.pyz), *args], capture_output=True, text=True,
+                              timeout=timeout, env={**self.env, "JRS_CACHE": str(
+                                  self.base / "cache")})
+
+    def nodes_up(self) -> int:
+        r = self.jrs("status", "--json", "-c", str(self.conf))
+        if r.returncode != 0:
+            return 0
+        return sum(n["state"] == "up" for n in json.loads(r.stdout)["nodes"])
+
+    def ours(self) -> list:
+        """Pids of every process started from this tree (daemons, launcher, executors)."""
+        base = str(self.base)
+        return procs(lambda pid, argv, uid: any(base in a for a in argv))
+
+    def cleanup(self) -> None:
+        try:
+            self.script("stop", timeout=30)
+        finally:
+            kill_pids(self.ours())
+            shutil.rmtree(self.base, ignore_errors=True)

@@ -1,0 +1,306 @@
+"""The master's pure core: offers that are lost, answers that are lost, releases that must
+not kill, the indexes that make a heartbeat cost O(its node), and hostile payloads."""
+
+from __future__ import annotations
+
+import ast
+import random
+from pathlib import Path
+
+import pytest
+
+from jrs.cluster import payload
+from jrs.cluster.pool import Pool
+from jrs.condor import classad
+from jrs.config import Endpoint, NodeEntry
+
+
+def _hello(slots: int, claims=(), attrs=None) -> dict:
+    return {"slots": slots, "memory": 1000, "gpus": 0, "attrs": attrs or {},
+            "claims": list(claims)}
+
+
+def _pool(slots=(4,), **kw) -> Pool:
+    p = Pool([NodeEntry(Endpoint("h", i + 1)) for i in range(len(slots))], 0, **kw)
+    for i, n in enumerate(slots):
+        p.node_hello(f"h:{i + 1}", _hello(n), 1)
+    return p
+
+
+def _sub(p: Pool, sid: str, count: int, user: str = "alice", requirements: str = "",
+         now: float = 1) -> list:
+    p.submitter_hello({"submitter": sid, "user": user, "host": "x", "pid": 1, "claims": [],
+                       "clusters": []}, now)
+    return p.set_demand(sid, [{"key": "k", "count": count, "cpus": 1, "memory": 0, "gpus": 0,
+                               "requirements": requirements, "ad": {}}], now)
+
+
+def _msgs(actions: list, kind: str) -> list:
+    return [(who, m) for _, who, m in actions if m["type"] == kind]
+
+
+def _drops_have_kill(actions: list) -> None:
+    for _, _, m in actions:
+        if m["type"] == "claim-drop":
+            assert isinstance(m.get("kill"), bool), m
+
+
+def test_release_never_kills_unless_asked():
+    """Issue 12: a resumed submitter releasing old claims killed their running jobs."""
+    p = _pool((2,))
+    offers = _msgs(_sub(p, "a", 1), "claim-offer")
+    cid = offers[0][1]["claim"]
+    p.claim_answer("h:1", {"type": "claim-ok", "claim": cid}, 1)
+    assert p.release("a", cid, 2) == [("node", "h:1",
+                                       {"type": "claim-drop", "claim": cid, "kill": False})]
+    assert p.release("a", cid, 2, kill=True)[0][2]["kill"] is True
+    assert p.release("b", cid, 2) == []  # not its claim
+
+
+def test_an_offer_to_a_session_that_closed_is_withdrawn_and_made_again():
+    """Issue 12: a node restarted within the timeout; the offer to its old channel was lost
+    and a one-job submit hung because the inactive claim counted as pending forever."""
+    p = _pool((2,))
+    p.node_gone("h:1", 2)
+    assert _msgs(_sub(p, "a", 1, now=2), "claim-offer") == []  # not to a closed session
+    out = p.node_hello("h:1", _hello(2), 3)
+    (who, offer), = _msgs(out, "claim-offer")
+    assert who == "h:1" and offer["submitter"] == "a"
+    p.check()
+
+
+def test_node_gone_withdraws_offers_in_flight():
+    p = _pool((2,))
+    (_, offer), = _msgs(_sub(p, "a", 1), "claim-offer")
+    out = p.node_gone("h:1", 2)
+    assert offer["claim"] not in p.claims and not _msgs(out, "claim-offer")
+    out = p.node_hello("h:1", _hello(2), 3)  # back: a fresh offer, not the lost one
+    (_, again), = _msgs(out, "claim-offer")
+    assert again["claim"] != offer["claim"]
+    # the old session's claim-ok arrives late after all: the node is told to let it go
+    late = p.claim_answer("h:1", {"type": "claim-ok", "claim": offer["claim"]}, 4)
+    assert late == [("node", "h:1", {"type": "claim-drop", "claim": offer["claim"],
+                                     "kill": False})]
+    p.check()
+
+
+def test_a_lost_claim_ok_is_recovered_from_the_nodes_report():
+    p = _pool((2,))
+    (_, offer), = _msgs(_sub(p, "a", 1), "claim-offer")
+    out = p.node_report("h:1", {"load": 0, "running": 0, "claims": [offer["claim"]]}, 2)
+    (who, grant), = _msgs(out, "claim")
+    assert who == "a" and grant["claim"] == offer["claim"] and p.claims[grant["claim"]].active
+
+
+def test_a_lost_claim_ok_is_recovered_from_the_nodes_hello():
+    p = _pool((2,))
+    (_, offer), = _msgs(_sub(p, "a", 1), "claim-offer")
+    c = {"claim": offer["claim"], "submitter": "a", "user": "alice", "cpus": 1, "memory": 0,
+         "gpus": []}
+    out = p.node_hello("h:1", _hello(2, [c]), 2)
+    assert [g["claim"] for _, g in _msgs(out, "claim")] == [offer["claim"]]
+    assert p.claims[offer["claim"]].active
+
+
+def test_an_offer_the_node_never_heard_of_is_dropped_after_two_reports():
+    p = _pool((2,))
+    (_, offer), = _msgs(_sub(p, "a", 1), "claim-offer")
+    assert p.node_report("h:1", {"load": 0, "running": 0, "claims": []}, 2) == []  # in flight
+    out = p.node_report("h:1", {"load": 0, "running": 0, "claims": []}, 3)
+    assert offer["claim"] not in p.claims
+    (_, again), = _msgs(out, "claim-offer")  # offered again at once
+    assert again["claim"] != offer["claim"]
+    p.check()
+
+
+def test_an_unanswered_offer_times_out_and_frees_its_slot():
+    p = _pool((1,), offer_timeout=5)
+    (_, offer), = _msgs(_sub(p, "a", 1), "claim-offer")
+    assert not _msgs(p.tick(5.5), "claim-drop")  # not yet
+    out = p.tick(6.5)
+    assert ("h:1", {"type": "claim-drop", "claim": offer["claim"], "kill": False}) \
+        in _msgs(out, "claim-drop") and offer["claim"] not in p.claims
+    (_, again), = _msgs(out, "claim-offer")  # the slot is offered again
+    assert again["claim"] != offer["claim"]
+    p.check()
+
+
+def test_pending_ignores_offers_that_will_never_be_answered():
+    p = _pool((2, 2))
+    offers = _msgs(_sub(p, "a", 2), "claim-offer")
+    assert sorted(w for w, _ in offers) == ["h:1", "h:2"]
+    out = p.node_gone("h:1", 2)  # its offer is lost: the request wants one more at once
+    (who, _), = _msgs(out, "claim-offer")
+    assert who == "h:2"
+
+
+def test_ids_come_from_the_injected_source():
+    ids = iter(["x1", "x1", "x2"])  # a repeat is skipped
+    p = _pool((2,), new_id=lambda: next(ids))
+    offers = _msgs(_sub(p, "a", 2), "claim-offer")
+    assert [m["claim"] for _, m in offers] == ["x1", "x2"]
+
+
+def test_the_pool_reads_no_clock_randomness_or_system():
+    tree = ast.parse(Path("jrs/cluster/pool.py").read_text())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree)
+                if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+    modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not ({"os", "time", "random", "secrets", "socket", "asyncio"} & (imported | modules))
+
+
+class _NoScan(dict):
+    """A claims table that fails any walk over all claims."""
+
+    def values(self):
+        raise AssertionError("walked every claim")
+
+    def items(self):
+        raise AssertionError("walked every claim")
+
+    def __iter__(self):
+        raise AssertionError("walked every claim")
+
+
+def test_a_heartbeat_and_an_offer_do_not_walk_every_claim():
+    p = _pool((4,) * 50)
+    offers = _msgs(_sub(p, "a", 1000), "claim-offer")
+    for who, m in offers:
+        p.claim_answer(who, {"type": "claim-ok", "claim": m["claim"]}, 1)
+    p.claims = _NoScan(p.claims)
+    mine = list(p.nodes["h:7"].claims)
+    assert p.node_report("h:7", {"load": 1.0, "running": 4, "claims": mine}, 2) == []
+    out = p.node_report("h:7", {"load": 1.0, "running": 3, "claims": mine[1:]}, 3)
+    (who, m), = _msgs(out, "claim-offer")  # the freed slot goes out again
+    assert who == "h:7"
+    p.claim_answer("h:7", {"type": "claim-ok", "claim": m["claim"]}, 3)
+    p.claim_released("h:7", mine[1], 4)
+    p.claims = dict(p.claims)
+    p.check()
+
+
+def test_a_requirement_is_evaluated_once_per_node_until_an_attribute_it_reads_changes(
+        monkeypatch):
+    calls = []
+    real = classad.matches
+    monkeypatch.setattr(classad, "matches", lambda *a: calls.append(1) or real(*a))
+    p = Pool([NodeEntry(Endpoint("h", 1))], 0)
+    p.node_hello("h:1", _hello(1, attrs={"Arch": "X86_64", "Other": 1}), 1)
+    _sub(p, "a", 5, requirements='Arch == "X86_64"')
+    first = len(calls)
+    for t in range(2, 8):
+        p.tick(t)
+    assert len(calls) == first  # nothing it reads changed
+    p.node_hello("h:1", _hello(1, attrs={"Arch": "X86_64", "Other": 2}), 8)
+    p.tick(9)
+    assert len(calls) == first  # Other changed, Arch did not
+    p.node_hello("h:1", _hello(1, attrs={"Arch": "ARM"}), 10)
+    p.tick(11)
+    assert len(calls) > first
+
+
+def test_status_shows_results_waiting_per_node():
+    p = _pool((2, 2))
+    p.node_report("h:1", {"load": 0, "running": 0, "claims": [], "waiting": 3,
+                          "oldest_wait": 40.0}, 5)
+    nodes = {n["name"]: n for n in p.status(7)["nodes"]}
+    assert nodes["h:1"]["results_waiting"] == 3 and nodes["h:1"]["oldest_result_age"] == 42.0
+    assert nodes["h:2"]["results_waiting"] is None
+
+
+def test_a_session_is_bound_to_its_first_token():
+    p = _pool()
+    assert p.session_ok("s1", "aa")
+    assert p.session_ok("s1", "aa") and not p.session_ok("s1", "bb")
+    assert not p.session_ok("s1", None)  # a hello without a token cannot take it either
+    assert p.session_ok("s2", None) and p.session_ok("s2", "cc") and not p.session_ok("s2", None)
+
+
+BAD_VALUES = [None, 1, -1, 1.5, "x", [], {}, [1], {"a": [1]}, True, "a" * 5000, [[[]]]]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_hostile_nested_payloads_raise_payload_errors_only(seed):
+    rnd = random.Random(seed)
+    p = _pool((2, 2))
+    _sub(p, "a", 3)
+    good = {
+        "node_hello": lambda v: p.node_hello("h:1", dict(_hello(2), **v), 2),
+        "node_report": lambda v: p.node_report("h:1", dict(
+            {"load": 0, "running": 0, "claims": []}, **v), 2),
+        "demand": lambda v: p.set_demand("a", [dict({"key": "k", "count": 1, "cpus": 1,
+                                                     "memory": 0, "gpus": 0}, **v)], 2),
+        "hello": lambda v: p.submitter_hello(dict({"submitter": "b", "user": "u",
+                                                   "host": "h", "pid": 1, "claims": [],
+                                                   "clusters": []}, **v), 2),
+        "progress": lambda v: p.set_progress("a", v.get("clusters")),
+        "answer": lambda v: p.claim_answer("h:1", dict({"type": "claim-ok"}, **v), 2),
+    }
+    fields = {"node_hello": ["slots", "attrs", "claims"],
+              "node_report": ["load", "running", "claims", "waiting", "oldest_wait"],
+              "demand": ["key", "count", "cpus", "requirements", "ad", "weight"],
+              "hello": ["submitter", "user", "pid", "claims", "clusters"],
+              "progress": ["clusters"], "answer": ["claim"]}
+    for _ in range(300):
+        event = rnd.choice(sorted(good))
+        name = rnd.choice(fields[event])
+        value = rnd.choice(BAD_VALUES)
+        if rnd.random() < 0.3:
+            value = [value] if rnd.random() < 0.5 else [{"claim": value}]
+        try:
+            actions = good[event]({name: value})
+        except payload.PayloadError:
+            pass
+        else:
+            _drops_have_kill(actions)
+        p.check()
+
+
+def test_random_event_streams_keep_the_books_straight():
+    """Offers, answers (some lost), reports, restarts and time-outs in random order: the
+    indexes agree with the claims, no node is overcommitted, every drop says `kill`."""
+    for seed in range(20):
+        rnd = random.Random(seed)
+        p = _pool((3, 2, 4), offer_timeout=4, node_timeout=5)
+        for s in "abc":
+            _sub(p, s, rnd.randint(1, 8), user=s)
+        now = 2.0
+        inflight: list = []
+        for _ in range(400):
+            now += rnd.random() * 0.5
+            node = rnd.choice(list(p.nodes))
+            r = rnd.random()
+            if r < 0.3 and inflight:
+                who, m = inflight.pop(rnd.randrange(len(inflight)))
+                if rnd.random() < 0.8:
+                    out = p.claim_answer(who, {"type": rnd.choice(["claim-ok", "claim-ok",
+                                                                   "claim-refused"]),
+                                               "claim": m["claim"], "reason": "x"}, now)
+                else:
+                    out = []  # the answer is lost
+            elif r < 0.5:
+                mine = [c for c, cl in p.nodes[node].claims.items()
+                        if cl.active or rnd.random() < 0.3]
+                out = p.node_report(node, {"load": rnd.random(), "running": 0,
+                                           "claims": mine}, now)
+            elif r < 0.6:
+                held = [c for c, cl in p.nodes[node].claims.items() if cl.active]
+                out = p.claim_released(node, rnd.choice(held), now) if held else []
+            elif r < 0.65:
+                out = p.node_gone(node, now)
+            elif r < 0.7:
+                listed = [{"claim": c.id, "submitter": c.submitter, "user": c.user,
+                           "cpus": c.cpus, "memory": c.memory, "gpus": []}
+                          for c in p.nodes[node].claims.values() if c.active]
+                out = p.node_hello(node, _hello(p.nodes[node].slots or 2, listed), now)
+            elif r < 0.75:
+                s = rnd.choice("abc")
+                out = p.set_demand(s, [{"key": "k", "count": rnd.randint(0, 8), "cpus": 1,
+                                        "memory": 0, "gpus": 0}], now)
+            else:
+                out = p.tick(now)
+            _drops_have_kill(out)
+            inflight += _msgs(out, "claim-offer")
+            p.check()
+            for n in p.nodes.values():
+                assert n.used_cpus <= n.slots, (seed, n)

@@ -1,0 +1,179 @@
+"""The master server over real loopback connections (in this process): hostile payloads,
+session binding, node-hello displacement, and a ticker that does not die silently."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from jrs.cluster import master as master_mod
+from jrs.cluster.master import ClusterCounter, Master
+from jrs.config import ClusterConfig, Endpoint, NodeEntry
+from jrs.wire.aio import ConnectionClosed, Server, connect
+from jrs.wire.keys import root_key
+
+from .cluster import free_port
+
+NODE = "127.0.0.1:7"
+
+
+class _Env:
+    def __init__(self, tmp: Path) -> None:
+        self.secret = os.urandom(32).hex().encode()
+        self.root = root_key(self.secret)
+        self.port = free_port()
+        self.config = ClusterConfig(tmp, Endpoint("127.0.0.1", self.port),
+                                    [NodeEntry(Endpoint("127.0.0.1", 7))], self.secret)
+        self.master = Master(self.config, ClusterCounter(str(tmp)))
+
+    async def start(self) -> None:
+        self.server = Server(self.root, "master", self.master.serve,
+                             peer_roles=frozenset({"node", "submit", "tool"}))
+        await self.server.start("127.0.0.1", self.port)
+
+    async def open(self, role: str):
+        return await connect("127.0.0.1", self.port, self.root, role,
+                             peer_roles=frozenset({"master"}))
+
+    def close(self) -> None:
+        self.server.close()
+
+
+async def _recv(ch, timeout: float = 3.0) -> dict:
+    while True:
+        msg = await asyncio.wait_for(ch.recv(), timeout)
+        if isinstance(msg, dict):
+            return msg
+
+
+def _node_hello(claims=None) -> dict:
+    return {"type": "node-hello", "name": NODE, "slots": 2, "memory": 100, "gpus": 0,
+            "attrs": {}, "claims": claims if claims is not None else []}
+
+
+def _sub_hello(sid: str = "s1", token=None) -> dict:
+    m = {"type": "submitter-hello", "submitter": sid, "user": "u", "host": "h", "pid": 1,
+         "claims": [], "clusters": []}
+    if token is not None:
+        m["token"] = token
+    return m
+
+
+def run(coro_fn, tmp_path):
+    env = _Env(tmp_path)
+
+    async def main():
+        await env.start()
+        try:
+            await coro_fn(env)
+        finally:
+            env.close()
+
+    asyncio.run(main())
+
+
+def test_hostile_nested_payloads_get_bad_message_and_the_sessions_go_on(tmp_path):
+    async def go(env):
+        node = await env.open("node")
+        node.send(_node_hello(claims=[{"claim": ["x"]}]))
+        assert (await _recv(node))["code"] == "bad-message"  # refused, no traceback
+        node = await env.open("node")
+        node.send(_node_hello())
+        assert (await _recv(node))["type"] == "welcome"
+        for bad in ({"load": 0, "running": 0, "claims": [{"a": 1}]},
+                    {"load": 0, "running": 0, "claims": [], "waiting": -3}):
+            node.send(dict(bad, type="node-report"))
+            assert (await _recv(node))["code"] == "bad-message"
+        sub = await env.open("submit")
+        sub.send(_sub_hello())
+        assert (await _recv(sub))["type"] == "welcome"
+        for requests in ([{"key": "k", "count": "many"}], [[]], [{"key": {"x": 1}}],
+                         [{"key": "k", "count": 1, "cpus": 1, "ad": {"a": [1, 2]}}]):
+            sub.send({"type": "demand", "requests": requests})
+            assert (await _recv(sub))["code"] == "bad-message"
+        sub.send({"type": "progress", "clusters": [{"id": {"deep": [1]}}]})
+        assert (await _recv(sub))["code"] == "bad-message"
+        sub.send({"type": "new-cluster"})
+        assert (await _recv(sub))["type"] == "cluster"  # still served
+        node.send({"type": "node-report", "load": 0, "running": 0, "claims": []})
+        tool = await env.open("tool")
+        tool.send({"type": "query", "what": "status"})
+        status = await _recv(tool)
+        assert status["nodes"][0]["state"] == "up"
+    run(go, tmp_path)
+
+
+def test_a_submitter_id_is_bound_to_its_session_token(tmp_path):
+    async def go(env):
+        first = await env.open("submit")
+        first.send(_sub_hello("s1", token="t" * 64))
+        assert (await _recv(first))["type"] == "welcome"
+        thief = await env.open("submit")
+        thief.send(_sub_hello("s1", token="u" * 64))
+        reply = await _recv(thief)
+        assert reply["type"] == "error" and reply["code"] == "session"
+        bare = await env.open("submit")
+        bare.send(_sub_hello("s1"))
+        assert (await _recv(bare))["code"] == "session"
+        first.send({"type": "new-cluster"})  # the real one kept its session
+        assert (await _recv(first))["type"] == "cluster"
+        again = await env.open("submit")  # the same token: a resumed submitter
+        again.send(_sub_hello("s1", token="t" * 64))
+        assert (await _recv(again))["type"] == "welcome"
+    run(go, tmp_path)
+
+
+def test_a_second_node_hello_does_not_displace_a_live_session(tmp_path):
+    async def go(env):
+        real = await env.open("node")
+        real.send(_node_hello())
+        assert (await _recv(real))["type"] == "welcome"
+
+        async def answer_pings():
+            while True:
+                msg = await real.recv()
+                if isinstance(msg, dict) and msg["type"] == "ping":
+                    real.send({"type": "pong", "seq": msg["seq"]})
+        pinger = asyncio.ensure_future(answer_pings())
+        fake = await env.open("node")
+        fake.send(_node_hello())
+        reply = await _recv(fake, 5)
+        assert reply["type"] == "error" and reply["code"] == "duplicate-node"
+        assert env.master.nodes[NODE] is not None
+        pinger.cancel()
+        # a session that stops answering (a half-open connection) loses its place in 2 s
+        t0 = asyncio.get_running_loop().time()
+        new = await env.open("node")
+        new.send(_node_hello())
+        assert (await _recv(new, 5))["type"] == "welcome"
+        assert 1.5 < asyncio.get_running_loop().time() - t0 < 4
+        with pytest.raises((ConnectionClosed, asyncio.TimeoutError)):
+            for _ in range(10):
+                await asyncio.wait_for(real.recv(), 2)
+    run(go, tmp_path)
+
+
+def test_the_ticker_logs_a_failure_and_keeps_ticking(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(master_mod, "TICK", 0.01)
+
+    async def go(env):
+        calls = []
+        real = env.master.pool.tick
+
+        def flaky(now):
+            calls.append(now)
+            if len(calls) == 2:
+                raise RuntimeError("boom")
+            return real(now)
+        env.master.pool.tick = flaky
+        with caplog.at_level(logging.ERROR, "jrs.master"):
+            task = asyncio.ensure_future(env.master.ticker())
+            await asyncio.sleep(0.3)
+            task.cancel()
+        assert len(calls) > 5
+        assert any("ticker failed" in r.message and r.exc_info for r in caplog.records)
+    run(go, tmp_path)

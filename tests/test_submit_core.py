@@ -1,0 +1,357 @@
+"""The submitter core (client/core.py) driven by events, no sockets: each defect of
+issues 12 and 13 on the submitter side, pinned."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from jrs.client import core as C
+from jrs.client import journal as J
+from jrs.client import transfer
+from jrs.client.jobs import DONE, HELD, IDLE, RUNNING, Queue, Summary
+from jrs.condor import expand_text
+
+KEY = bytes(range(32))
+
+
+def make(tmp_path, text: str, prev: J.Previous | None = None, **cfg) -> C.SubmitCore:
+    js = list(expand_text(text, str(tmp_path), cluster=7))
+    q = Queue(iter(js), len(js), skip=prev.final if prev else None,
+              restore=prev.attempts if prev else None)
+    conf = C.CoreConfig(7, "sub1", "alice", "submithost", KEY, len(js), **cfg)
+    return C.SubmitCore(conf, q, prev)
+
+
+def claim(cid: str, node: str = "n1", key: str = "1/0/0/") -> dict:
+    return {"type": "claim", "claim": cid, "node": node, "host": "127.0.0.1", "port": 9,
+            "cpus": 1, "memory": 100, "gpus": 0, "key": key}
+
+
+def finished(job: str, attempt: int, files=(), **result) -> dict:
+    res = {"exit_code": 0, "signal": None, "rusage": {"utime": 0.1, "stime": 0.0},
+           "started": 1.0, "ended": 2.0, "removed": False}
+    res.update(result)
+    return {"type": "finished", "job": job, "attempt": attempt, "result": res,
+            "files": list(files)}
+
+
+def of(actions: list, kind) -> list:
+    return [a for a in actions if isinstance(a, kind)]
+
+
+def msgs(actions: list, kind, mtype: str) -> list:
+    return [a.msg for a in of(actions, kind) if a.msg.get("type") == mtype]
+
+
+def collect(core: C.SubmitCore, node: str, msg: dict, error=None) -> list:
+    """A node's `finished`, its data written (or failed with `error`)."""
+    acts = core.from_node(node, msg, 0.0)
+    recv = of(acts, C.ReceiveOutputs)
+    out = list(acts)
+    for r in recv:
+        out += core.outputs_done(r.ref, error)
+    return out
+
+
+def started_one(tmp_path, text="executable = /bin/true\nqueue\n", **cfg):
+    core = make(tmp_path, text, **cfg)
+    core.start(0.0)
+    acts = core.from_master(claim("c1"), 0.0)
+    assert of(acts, C.Connect) == [C.Connect("n1", "127.0.0.1", 9)]
+    assert of(acts, C.StartRun) == []  # the link is not up yet
+    acts = core.node_up("n1", 0.0)
+    (run,) = of(acts, C.StartRun)
+    assert run.msg == {"type": "run", "claim": "c1", "job": "7.0", "attempt": 1}
+    core.run_sent("n1", 0, 1)
+    return core
+
+
+# ------------------------------------------------------------ happy path, journal
+
+
+def test_one_job_start_to_end_and_journal_records(tmp_path):
+    core = make(tmp_path, "executable = /bin/true\nlog = l.log\nqueue\n")
+    acts = core.start(0.0)
+    assert [a.kind for a in of(acts, C.Event)] == ["submitted"]
+    acts = core.from_master(claim("c1"), 0.0) + core.node_up("n1", 0.0)
+    (rec,) = [a.rec for a in of(acts, C.Record) if a.rec["e"] == "run"]
+    assert rec == {"e": "run", "proc": 0, "attempt": 1, "node": "n1", "claim": "c1",
+                   "host": "127.0.0.1", "port": 9}
+    core.run_sent("n1", 0, 1)
+    acts = collect(core, "n1", finished("7.0", 1))
+    assert msgs(acts, C.ToNode, "ack") == [{"type": "ack", "job": "7.0", "attempt": 1}]
+    assert [a.kind for a in of(acts, C.Event)] == ["executing", "terminated"]
+    assert core.finished and core.queue.final[0].state == DONE
+    # no job left: the claim goes back, through the node we are connected to, not killing
+    assert msgs(acts, C.ToNode, "release") == [{"type": "release", "claim": "c1",
+                                                "kill": False}]
+
+
+def test_session_tokens_in_attach_and_hello(tmp_path):
+    core = make(tmp_path, "executable = /bin/true\nqueue\n")
+    core.start(0.0)
+    core.from_master(claim("c1"), 0.0)
+    (attach,) = msgs(core.node_up("n1", 0.0), C.ToNode, "attach")
+    want = hashlib.blake2b(b"jrs-session:n1", key=KEY, digest_size=32).hexdigest()
+    assert attach["token"] == want and attach["submitter"] == "sub1"
+    hello = core.hello(123)
+    assert hello["token"] == C.token(KEY, "master") != want
+    assert KEY.hex() not in repr(hello) + repr(attach)  # the key itself is never sent
+
+
+# ------------------------------------------------------------ issue 12
+
+
+def previous_with_running() -> J.Previous:
+    prev = J.Previous(7, "sub1", "h", 3, key=KEY)
+    prev.final[0] = Summary(DONE)
+    prev.running[1] = (2, "n1", "c1", "127.0.0.1", 9)
+    prev.attempts[1] = (2, 0)
+    return prev
+
+
+def test_resume_reattaches_and_never_releases_a_busy_claim(tmp_path):
+    prev = previous_with_running()
+    core = make(tmp_path, "executable = /bin/true\nqueue 3\n", prev=prev)
+    js = list(expand_text("executable = /bin/true\nqueue 3\n", str(tmp_path), cluster=7))
+    acts = core.start(0.0, [js[1]])
+    assert of(acts, C.Connect) == [C.Connect("n1", "127.0.0.1", 9)]
+    assert core.queue.live[1].state == RUNNING and core.queue.live[1].attempt == 2
+    acts = core.node_up("n1", 0.0)
+    (attach,) = msgs(acts, C.ToNode, "attach")
+    assert attach["jobs"] == [["7.1", 2]]
+    assert of(acts, C.StartRun) == []  # job 7.1 is not sent again
+    # the master re-offers the claim of the running job: it stays bound, nothing released
+    acts = core.from_master(claim("c1"), 0.0) + core.from_master(
+        {"type": "give-back", "count": 1}, 0.0)
+    assert not msgs(acts, C.ToNode, "release") and not msgs(acts, C.ToMaster, "release")
+    assert not [a for a in of(acts, C.StartRun) if a.msg["claim"] == "c1"]
+    acts = collect(core, "n1", finished("7.1", 2))
+    assert core.queue.final[1].state == DONE
+    # once its job ended the re-attached claim is retired, never killing
+    assert {"type": "release", "claim": "c1", "kill": False} in msgs(acts, C.ToNode, "release")
+
+
+def test_rejected_releases_the_claim(tmp_path):
+    core = started_one(tmp_path)
+    acts = core.from_node("n1", {"type": "rejected", "job": "7.0", "attempt": 1,
+                                 "reason": "claim is being released"}, 0.0)
+    assert "c1" not in core.claims
+    assert msgs(acts, C.ToNode, "release") == [{"type": "release", "claim": "c1",
+                                                "kill": False}]
+    assert core.queue.live[0].state == IDLE
+    (req,) = [a.rec for a in of(acts, C.Record) if a.rec["e"] == "requeue"]
+    assert req == {"e": "requeue", "proc": 0, "attempt": 1, "completions": 0}
+
+
+def test_a_job_every_node_rejects_is_held_not_bounced_forever(tmp_path):
+    core = make(tmp_path, "executable = /bin/true\nqueue\n")
+    core.start(0.0)
+    core.node_up("n1", 0.0)
+    for i in range(1, C.MAX_REJECTIONS + 1):
+        core.from_master(claim(f"c{i}"), 0.0)
+        core.node_up("n1", 0.0)
+        core.from_node("n1", {"type": "rejected", "job": "7.0", "attempt": i,
+                              "reason": "bad job: x"}, 0.0)
+    assert core.queue.final[0].state == HELD and "bad job" in core.queue.final[0].reason
+    assert core.claims == {}
+
+
+def test_attached_unknown_releases_the_claim_and_reruns(tmp_path):
+    core = started_one(tmp_path)
+    core.node_down("n1", 1.0, "reset")
+    acts = core.node_up("n1", 2.0)
+    assert msgs(acts, C.ToNode, "attach")[0]["jobs"] == [["7.0", 1]]
+    acts = core.from_node("n1", {"type": "attached", "unknown": [["7.0", 1]]}, 2.0)
+    assert {"type": "release", "claim": "c1", "kill": False} in msgs(acts, C.ToNode, "release")
+    assert "c1" not in core.claims and core.queue.live[0].state == IDLE
+
+
+def test_local_write_error_holds_the_job_and_keeps_the_link(tmp_path):
+    core = started_one(tmp_path, "executable = /bin/true\noutput = o\nqueue\n")
+    acts = collect(core, "n1", finished("7.0", 1, [{"name": "_condor_stdout", "size": 3}]),
+                   error="o: Permission denied")
+    assert core.queue.final[0].state == HELD
+    assert "Permission denied" in core.queue.final[0].reason
+    assert msgs(acts, C.ToNode, "ack")  # the node may forget the result
+    assert not of(acts, C.ResetNode)
+    assert core.nodes["n1"].up and core.nodes["n1"].failing_since is None
+
+
+def test_retry_state_survives_resume_through_the_journal(tmp_path):
+    text = "executable = /bin/true\nmax_retries = 2\nqueue\n"
+    core = started_one(tmp_path, text)
+    path = str(tmp_path / "j")
+    j = J.Journal(path)
+    j.start(7, "sub1", "h", 1, KEY)
+    acts = collect(core, "n1", finished("7.0", 1, exit_code=3))
+    (run,) = of(acts, C.StartRun)  # the claim takes the retry at once
+    assert run.msg["attempt"] == 2
+    for a in of(acts, C.Record):
+        j.append(a.rec)
+    j.close()  # ... and the submitter is killed here
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    prev = J.read(path)
+    assert prev.key == KEY and prev.attempts == {0: (2, 1)}
+    assert prev.running == {0: (2, "n1", "c1", "127.0.0.1", 9)}
+    core2 = make(tmp_path, text, prev=prev)
+    (job,) = expand_text(text, str(tmp_path), cluster=7)
+    core2.start(0.0, [job])
+    core2.node_up("n1", 0.0)
+    acts = collect(core2, "n1", finished("7.0", 2, exit_code=3))
+    assert core2.queue.live[0].completions == 2 and core2.queue.live[0].state == IDLE
+    core2.from_master(claim("c6"), 0.0)
+    (run,) = of(core2.node_up("n1", 0.0), C.StartRun)
+    assert run.msg["attempt"] == 3  # never an attempt an unacked taskfile may still hold
+    core2.run_sent("n1", 0, 3)
+    collect(core2, "n1", finished("7.0", 3, exit_code=3))
+    assert core2.queue.final[0].state == "failed"  # 3 runs in all: max_retries = 2
+
+
+def test_give_up_on_an_unreachable_node_after_the_timeout(tmp_path):
+    core = started_one(tmp_path, give_up=20.0)
+    core.node_down("n1", 100.0, "refused")
+    assert not msgs(core.tick(110.0), C.ToMaster, "release")
+    core.node_down("n1", 115.0, "refused")  # failing again does not reset the timer
+    acts = core.tick(121.0)
+    assert msgs(acts, C.ToMaster, "release") == [{"type": "release", "claim": "c1",
+                                                  "kill": True}]
+    assert core.queue.live[0].state == IDLE
+
+
+def test_remove_a_job_not_yet_materialized(tmp_path):
+    core = make(tmp_path, "executable = /bin/true\nmax_idle = 2\nqueue 5\n")
+    core.start(0.0)
+    acts = core.from_master({"type": "rm", "re": "x", "ids": ["7.4", "8.1"]}, 0.0)
+    assert msgs(acts, C.ToMaster, "removed") == [{"type": "removed", "re": "x", "count": 1}]
+    assert core.queue.final[4].state == "removed"
+
+
+def test_rm_of_a_running_job_kills_it_and_reports_removed(tmp_path):
+    core = started_one(tmp_path)
+    acts = core.remove(["7"], "removed by Ctrl-C")
+    assert msgs(acts, C.ToNode, "kill") == [{"type": "kill", "job": "7.0", "attempt": 1}]
+    collect(core, "n1", finished("7.0", 1, exit_code=None, signal=15, removed=True))
+    assert core.queue.final[0].state == "removed" and core.finished
+
+
+# ------------------------------------------------------------ issue 13: a malicious node
+
+
+@pytest.mark.parametrize("bad", [
+    {"rusage": "lots"}, {"exit_code": "0"}, {"signal": [9]}, {"rusage": {"utime": "x"}},
+    {"missing": [1, 2]}, {"removed": "yes"}, {"started": {}},
+])
+def test_wrong_payload_types_hold_the_job_and_reset_the_session(tmp_path, bad):
+    core = started_one(tmp_path)
+    acts = core.from_node("n1", finished("7.0", 1, **bad), 0.0)
+    assert not of(acts, C.ReceiveOutputs)
+    assert core.queue.final[0].state == HELD and "bad result" in core.queue.final[0].reason
+    assert msgs(acts, C.ToNode, "ack") and of(acts, C.ResetNode)
+    assert all(len(a.text) < 400 for a in of(acts, C.Say))
+
+
+def test_a_result_that_is_not_an_object(tmp_path):
+    core = started_one(tmp_path)
+    msg = finished("7.0", 1)
+    msg["result"] = "x" * 10_000
+    acts = core.from_node("n1", msg, 0.0)
+    assert core.queue.final[0].state == HELD and of(acts, C.ResetNode)
+    assert all(len(a.text) < 400 for a in of(acts, C.Say))
+
+
+def test_too_many_output_files_hold_with_code_33(tmp_path):
+    core = started_one(tmp_path, "executable = /bin/true\nlog = l\nqueue\n")
+    files = [{"name": f"f{i}", "size": 1} for i in range(120_000)]
+    acts = core.from_node("n1", finished("7.0", 1, files), 0.0)
+    assert core.queue.final[0].state == HELD and "120000" in core.queue.final[0].reason
+    (held,) = [a for a in of(acts, C.Event) if a.kind == "held"]
+    assert held.args[-1] == 33
+    assert not of(acts, C.ReceiveOutputs) and of(acts, C.ResetNode)
+
+
+def test_byte_cap_holds_with_code_33(tmp_path):
+    core = started_one(tmp_path, "executable = /bin/true\nlog = l\nqueue\n",
+                       max_output_bytes=1000)
+    acts = core.from_node("n1", finished("7.0", 1, [{"name": "big", "size": 1001}]), 0.0)
+    assert core.queue.final[0].state == HELD and "1001 bytes" in core.queue.final[0].reason
+    (held,) = [a for a in of(acts, C.Event) if a.kind == "held"]
+    assert held.args[-1] == C.HOLD_OUTPUT_LIMIT == 33
+    assert msgs(acts, C.ToNode, "ack") and of(acts, C.ResetNode)
+
+
+def test_absurd_sizes_are_refused(tmp_path):
+    core = started_one(tmp_path)
+    acts = core.from_node("n1", finished("7.0", 1, [{"name": "x", "size": 1 << 60}]), 0.0)
+    assert core.queue.final[0].state == HELD and of(acts, C.ResetNode)
+
+
+def test_another_nodes_result_for_our_job_is_not_taken(tmp_path):
+    core = started_one(tmp_path)
+    acts = collect(core, "n2", finished("7.0", 1))
+    assert core.queue.live[0].state == RUNNING  # still waiting for n1
+    assert msgs(acts, C.ToNode, "ack") == [{"type": "ack", "job": "7.0", "attempt": 1}]
+
+
+# ------------------------------------------------------------ issue 13 item 10: where outputs land
+
+
+def plan_for(tmp_path, text: str, names: list, protected=frozenset()) -> dict:
+    (job,) = expand_text(text, str(tmp_path), cluster=7)
+    heads = [{"name": n, "size": 1} for n in names]
+    return {h["name"]: d for h, d in transfer.output_plan(job, heads, protected)}
+
+
+def test_explicit_outputs_land_by_base_name_only(tmp_path):
+    plan = plan_for(tmp_path, "executable = x\ntransfer_output_files = out/b.txt, res\nqueue\n",
+                    ["b.txt", "res/deep/c", "a.txt", ".bashrc", "../x", "/etc/x", "res/../../x"])
+    w = str(tmp_path)
+    assert plan["b.txt"] == (w, "b.txt") and plan["res/deep/c"] == (w, "res/deep/c")
+    assert plan["a.txt"] is None and plan[".bashrc"] is None
+    assert plan["../x"] is None and plan["/etc/x"] is None and plan["res/../../x"] is None
+
+
+def test_automatic_outputs_are_top_level_only(tmp_path):
+    plan = plan_for(tmp_path, "executable = x\noutput = o.txt\nqueue\n",
+                    ["new.txt", "deep/a/b/c", "_condor_stdout", "_condor_stdin", "."])
+    assert plan["new.txt"] == (str(tmp_path), "new.txt") and plan["deep/a/b/c"] is None
+    assert plan["_condor_stdout"] == (str(tmp_path), "o.txt")
+    assert plan["_condor_stdin"] is None and plan["."] is None
+
+
+def test_outputs_never_land_on_protected_files(tmp_path):
+    sub = os.path.join(str(tmp_path), "s.condor")
+    plan = plan_for(tmp_path, "executable = x\nqueue\n", ["s.condor", "ok"],
+                    frozenset({sub}))
+    assert plan["s.condor"] is None and plan["ok"] is not None
+
+
+def test_job_logs_are_protected_by_the_core(tmp_path):
+    core = started_one(tmp_path, "executable = /bin/true\nlog = job.log\nqueue\n")
+    acts = core.from_node("n1", finished("7.0", 1, [{"name": "job.log", "size": 5},
+                                                    {"name": "fine", "size": 5}]), 0.0)
+    (recv,) = of(acts, C.ReceiveOutputs)
+    assert [d for _h, d in recv.plan] == [None, (str(tmp_path), "fine")]
+
+
+def test_output_file_never_writes_through_a_symlink(tmp_path):
+    target = tmp_path / "secret"
+    target.write_text("keep")
+    (tmp_path / "w").mkdir()
+    os.symlink(target, tmp_path / "w" / "out")
+    f = transfer.OutputFile((str(tmp_path / "w"), "out"))
+    f.write(b"new")
+    f.commit()
+    assert target.read_text() == "keep"
+    assert not os.path.islink(tmp_path / "w" / "out")
+    assert (tmp_path / "w" / "out").read_text() == "new"
+    # a directory component that is a link is refused (ELOOP/ENOTDIR), nothing written
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", tmp_path / "w" / "d")
+    with pytest.raises(OSError):
+        transfer.OutputFile((str(tmp_path / "w"), "d/x"))
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+    assert [p.name for p in (tmp_path / "w").iterdir() if "jrs-part" in p.name] == []
