@@ -7,7 +7,6 @@ import asyncio
 import hashlib
 import logging
 import os
-import signal
 import subprocess
 import threading
 import time
