@@ -82,8 +82,11 @@ async def plain_bench(port):
 async def jrs_echo(channel):
     while True:
         item = await channel.recv()
-        if isinstance(item, bytes):
-            channel.send_data(item)
+        if item["type"] == "blob":  # data comes as a transfer: echo it as one
+            async with channel.transfer(item) as unit:
+                while unit.left:
+                    unit.write(await channel.recv())
+                    await unit.drain()
         else:
             channel.send(item)
         await channel.drain()
@@ -104,11 +107,13 @@ async def jrs_bench(port):
     pipe = PIPE_N / (time.perf_counter() - t)
     bulk = os.urandom(1 << 20)
     async def pump():
-        for _ in range(BULK_N):
-            ch.send_data(bulk)
-            await ch.drain()
+        async with ch.transfer({"type": "blob", "size": BULK_N * len(bulk)}) as unit:
+            for _ in range(BULK_N):
+                unit.write(bulk)
+                await unit.drain()
     t = time.perf_counter()
     sender = asyncio.ensure_future(pump())
+    assert (await ch.recv())["type"] == "blob"
     for _ in range(BULK_N):
         await ch.recv()
     await sender

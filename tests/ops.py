@@ -23,7 +23,6 @@ from .conftest import ROOT, write_config
 
 SCRIPT = ROOT / "init.d" / "jrs-daemon"
 PYTHON = "/usr/bin/python3"  # what the init script runs jrs with; PATH may hold pyenv shims
-JOB_USER = "jrsopsb"
 # the real machine's LSB redirect to systemctl is off for every script we run
 NO_REDIRECT = {"SYSTEMCTL_SKIP_REDIRECT": "1", "_SYSTEMCTL_SKIP_REDIRECT": "1"}
 
@@ -65,6 +64,33 @@ def kill_pids(pids: list) -> None:
             pass
 
 
+class MachineLock:
+    """Serialize tests that change this machine (install a package) across every test
+    process on it, waiting up to `timeout` seconds for the others."""
+
+    def __init__(self, name: str, timeout: float = 600) -> None:
+        self.path = f"/run/lock/{name}.lock"
+        self.timeout = timeout
+
+    def __enter__(self) -> MachineLock:
+        import fcntl
+
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(self.fd)
+                    raise AssertionError(f"{self.path}: still held after {self.timeout}s")
+                time.sleep(0.5)
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.fd)
+
+
 def wait_for(what: str, check: Callable[[], object], timeout: float, step: float = 0.1):
     deadline = time.monotonic() + timeout
     while True:
@@ -79,8 +105,9 @@ def wait_for(what: str, check: Callable[[], object], timeout: float, step: float
 class JobUser:
     """A local account for jobs (production runs them unprivileged), removed afterwards."""
 
-    def __init__(self, name: str = JOB_USER) -> None:
-        self.name = name
+    def __init__(self, name: Optional[str] = None) -> None:
+        # one per test process: suites of several worktrees may run at once
+        self.name = name or f"jrsops{os.getpid()}"
         self.created = False
 
     def __enter__(self) -> JobUser:
@@ -168,3 +195,27 @@ class Scratch:
         finally:
             kill_pids(self.ours())
             shutil.rmtree(self.base, ignore_errors=True)
+
+
+def held_job(home: Path) -> Path:
+    """A submit file in `home` whose job writes its pid to home/starts (once per start)
+    and then waits until home/go exists, so a test decides when it ends."""
+    path = home / "job.condor"
+    path.write_text(
+        "executable = /bin/sh\n"
+        f"arguments = \"-c 'echo $$ >> {home}/starts; "
+        f"while [ ! -e {home}/go ]; do sleep 0.1; done; id -un; echo done'\"\n"
+        "output = job.out\nerror = job.err\nqueue\n")
+    return path
+
+
+def job_pid(home: Path) -> Optional[int]:
+    """The held job's pid, as it wrote it when it started."""
+    try:
+        return int((home / "starts").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def alive_as(pid: Optional[int], uid: int) -> bool:
+    return pid is not None and bool(procs(lambda p, argv, u: p == pid and u == uid))

@@ -395,10 +395,10 @@ def test_node_survives_a_hostile_submitter(one_node, tmp_path):
         ch = await connect("127.0.0.1", port, root, "submit", peer_roles=frozenset({"node"}))
         replies = []
         try:
-            for m in messages:
-                ch.send(m)
+            for m in messages:  # sealed raw: a hostile peer ignores our side's rules
+                ch.writer.write(ch.conn._seal(json.dumps(m).encode(), b"M"))
             if data:
-                ch.send_data(data)
+                ch.writer.write(ch.conn._seal(data, b"D"))
             for _ in range(expect or len(messages)):
                 replies.append(await asyncio.wait_for(ch.recv(), 5))
         except (ConnectionClosed, WireError, asyncio.TimeoutError):

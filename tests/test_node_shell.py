@@ -184,9 +184,10 @@ def test_bad_retain_is_one_line_and_exit_2(pyz, tmp_path):
 
 
 def test_messages_sent_during_a_transfer_wait_for_its_last_frame(tmp_path):
-    """The node's session outbox over a real loopback channel: while a `finished` and its
-    8 MiB of data go out to a slow reader, `started` messages are sent from elsewhere;
-    the reader must see the header, every data frame, and only then the messages."""
+    """How the node sends on a submitter session, over a real loopback channel: while a
+    `finished` and its 8 MiB go out (send_files) to a slow reader, `started` messages
+    are sent from elsewhere (plain send, as the daemon's ToSession does); the reader
+    must see the header, every data frame, and only then the messages."""
     from jrs.wire import files as wirefiles
     from jrs.wire.aio import Server, connect
     from jrs.wire.keys import root_key
@@ -198,17 +199,17 @@ def test_messages_sent_during_a_transfer_wait_for_its_last_frame(tmp_path):
     received: list = []
 
     async def node_side(ch) -> None:
-        out = daemon.Outbox(ch)
         heads = wirefiles.describe(items)
 
         async def chatter() -> None:
             for i in range(40):
-                out.send({"type": "started", "job": f"1.{i}", "attempt": 0})
+                ch.send({"type": "started", "job": f"1.{i}", "attempt": 0})
                 await asyncio.sleep(0.005)
 
         noise = asyncio.ensure_future(chatter())
-        await out.send_files({"type": "finished", "job": "1.0", "attempt": 0, "result": {},
-                              "files": heads}, items)
+        await asyncio.sleep(0)
+        await ch.send_files({"type": "finished", "job": "1.0", "attempt": 0, "result": {},
+                             "files": heads}, items)
         await noise
         await ch.drain()
         await asyncio.sleep(0.5)
@@ -229,10 +230,9 @@ def test_messages_sent_during_a_transfer_wait_for_its_last_frame(tmp_path):
             server.close()
 
     asyncio.run(go())
-    assert received[0]["type"] == "finished"
-    sizes = [r for r in received if isinstance(r, int)]
-    assert sum(sizes) == 8 << 20
-    last_data = max(i for i, r in enumerate(received) if isinstance(r, int))
-    first_started = min(i for i, r in enumerate(received) if isinstance(r, dict)
-                        and r["type"] == "started")
-    assert first_started > last_data, "a message landed between a transfer's data frames"
+    kinds = [r["type"] if isinstance(r, dict) else "data" for r in received]
+    first = kinds.index("finished")
+    last_data = len(kinds) - 1 - kinds[::-1].index("data")
+    assert sum(r for r in received if isinstance(r, int)) == 8 << 20
+    assert set(kinds[first + 1:last_data + 1]) == {"data"}, \
+        "a message landed between a transfer's data frames"

@@ -7,7 +7,6 @@ unprivileged account and run under it on the node.
 from __future__ import annotations
 
 import os
-import random
 import re
 import shutil
 import subprocess
@@ -15,7 +14,7 @@ import time
 
 import pytest
 
-from .ops import PYTHON, SCRIPT, JobUser, Scratch, procs, wait_for
+from .ops import PYTHON, SCRIPT, JobUser, Scratch, alive_as, held_job, job_pid, procs, wait_for
 
 
 @pytest.fixture
@@ -184,29 +183,26 @@ def test_jobs_survive_stop_and_are_readopted(scratch, job_user):
     shutil.copytree(scratch.conf, home / "conf")
     for p in (home, home / "conf", *(home / "conf").iterdir()):
         os.chown(p, job_user.uid, -1)
-    nap = f"4.{random.randrange(100000):05d}"
-    (home / "job.condor").write_text(
-        "executable = /bin/sh\n"
-        f"arguments = \"-c 'echo started >> {home}/starts; sleep {nap}; id -un; echo done'\"\n"
-        "output = job.out\nerror = job.err\nqueue\n")
+    held_job(home)
     submit = subprocess.Popen(
         ["runuser", "-u", job_user.name, "--", PYTHON, str(scratch.pyz), "submit", "-c",
          str(home / "conf"), "--no-progress", "job.condor"], cwd=home,
         env={**scratch.env, "JRS_CACHE": str(home / "cache")}, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
     try:
-        job = wait_for("the job's sleep", lambda: procs(
-            lambda pid, argv, uid: argv == ["sleep", nap] and uid == job_user.uid), 20)
+        job = wait_for("the job to start", lambda: job_pid(home), 20)
+        assert alive_as(job, job_user.uid)
         node = scratch.pid("node")
 
         r = scratch.script("stop")
         assert r.returncode == 0, r.stdout + r.stderr
         assert not alive(node) and not alive(scratch.pid("master"))
-        assert all(alive(p) for p in job), "stopping the daemons killed the job"
+        assert alive_as(job, job_user.uid), "stopping the daemons killed the job"
 
         r = scratch.script("start")
         assert r.returncode == 0, r.stdout + r.stderr
-        assert all(alive(p) for p in job)
+        assert alive_as(job, job_user.uid)
+        (home / "go").touch()
         _, err = submit.communicate(timeout=60)
     finally:
         if submit.poll() is None:
@@ -214,7 +210,7 @@ def test_jobs_survive_stop_and_are_readopted(scratch, job_user):
             submit.wait()
     assert submit.returncode == 0, err + scratch.logs()
     assert (home / "job.out").read_text() == f"{job_user.name}\ndone\n"
-    assert (home / "starts").read_text() == "started\n"  # re-adopted, not run again
+    assert (home / "starts").read_text() == f"{job}\n"  # re-adopted, not run again
 
 
 def test_host_roles_match_exactly_never_a_substring():

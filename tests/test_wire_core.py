@@ -18,7 +18,14 @@ from jrs.wire.connection import (
     Established,
     Message,
 )
-from jrs.wire.errors import MessageError, VersionMismatch, WireError
+from jrs.wire.errors import (
+    AuthError,
+    LocalProtocolError,
+    MessageError,
+    TransferInProgress,
+    VersionMismatch,
+    WireError,
+)
 from jrs.wire.frames import MAX_PAYLOAD, FrameDecoder, FrameEncoder
 from jrs.wire.keys import mac, root_key, session_keys, transcript
 from jrs.wire.messages import validate
@@ -107,7 +114,9 @@ def test_handshake_and_messages_both_ways():
     handshake(client, server)
     wire = client.send_message({"type": "echo", "seq": 1, "body": "hi", "extra": 1})
     assert server.receive(wire) == [Message({"type": "echo", "seq": 1, "body": "hi"})]
-    assert client.receive(server.send_data(b"\x00" * 5)) == [Data(b"\x00" * 5)]
+    blob = server.send_message({"type": "blob", "size": 5})
+    assert client.receive(blob + server.send_data(b"\x00" * 5)) == [
+        Message({"type": "blob", "size": 5}), Data(b"\x00" * 5)]
 
 
 def test_fed_one_byte_at_a_time():
@@ -223,7 +232,8 @@ def test_max_payload_round_trip_and_limit():
     big = bytes(MAX_PAYLOAD)
     assert dec.feed(enc.seal(big)) == [big]
     client, server = established()
-    (event,) = server.receive(client.send_data(bytes(16 << 20)))
+    header = client.send_message({"type": "blob", "size": 16 << 20})
+    (_, event) = server.receive(header + client.send_data(bytes(16 << 20)))
     assert event == Data(bytes(16 << 20))
     with pytest.raises(WireError):
         enc.seal(big + b"x")
@@ -301,3 +311,87 @@ def test_server_handshake_fuzz(data):
         server.receive(data)
     except WireError:
         pass
+
+
+# ---------------------------------------------------------------- transfers (issue 12.4)
+
+RUN = {"type": "run", "claim": "c", "job": "1.0", "attempt": 1, "spec": {"executable": "x"},
+       "files": [{"name": "a", "size": 3, "mode": 0o644}, {"name": "b", "size": 4,
+                                                           "mode": 0o755}]}
+
+
+def test_a_message_inside_a_transfer_is_refused_by_the_sender():
+    client, server = established()
+    frames = [client.send_message(RUN)]
+    assert client.sending_transfer == 7
+    with pytest.raises(TransferInProgress, match="owes 7 bytes"):
+        client.send_message({"type": "ack", "job": "1.0", "attempt": 1})
+    with pytest.raises(LocalProtocolError, match="owes 7"):
+        client.send_data(b"x" * 8)  # more than the header announced
+    frames.append(client.send_data(b"abc"))
+    with pytest.raises(TransferInProgress):
+        client.send_message({"type": "ping", "seq": 1})
+    frames.append(client.send_data(b"defg"))
+    assert client.sending_transfer == 0
+    frames.append(client.send_message({"type": "ping", "seq": 1}))  # the unit is over
+    with pytest.raises(LocalProtocolError, match="outside a transfer"):
+        client.send_data(b"late")
+    events = server.receive(b"".join(frames))
+    assert [type(e).__name__ for e in events] == ["Message", "Data", "Data", "Message"]
+    assert server.receiving_transfer == 0
+
+
+def test_a_transfer_of_nothing_is_no_transfer():
+    client, server = established()
+    empty = dict(RUN, files=[{"name": "a", "size": 0, "mode": 0o644}])
+    wire = client.send_message(empty) + client.send_message({"type": "ping", "seq": 2})
+    assert [type(e).__name__ for e in server.receive(wire)] == ["Message", "Message"]
+
+
+@pytest.mark.parametrize("case", ["data_outside", "message_inside", "too_much_data",
+                                  "bad_header"])
+def test_the_receiver_reports_a_broken_transfer(case):
+    """What a peer that ignores the rule sends is a protocol error: the connection ends."""
+    client, server = established()
+    def raw_message(body):
+        return client._seal(json.dumps(body).encode(), b"M")
+
+    if case == "data_outside":
+        wire, words = client._seal(b"xyz", b"D"), "outside a transfer"
+    elif case == "message_inside":
+        wire = (raw_message(RUN) + client._seal(b"abc", b"D")
+                + raw_message({"type": "ack", "job": "1.0", "attempt": 1}))
+        words = "middle of a transfer"
+    elif case == "too_much_data":
+        wire = raw_message(RUN) + client._seal(b"abcdefgh", b"D")
+        words = "did not match its header"
+    else:
+        wire = raw_message(dict(RUN, files=[{"name": "a", "size": "3"}]))
+        words = "bad transfer header"
+    with pytest.raises(WireError, match=words):
+        server.receive(wire)
+
+
+def test_deep_nesting_is_a_bad_message_not_a_crash():
+    client, server = established()
+    deep = b"M" + b"[" * 100_000 + b"]" * 100_000
+    (event,) = server.receive(client._seal(deep))
+    assert isinstance(event, BadMessage) and "nested too deeply" in event.reason
+    (event,) = server.receive(client.send_message({"type": "ping", "seq": 1}))
+    assert event == Message({"type": "ping", "seq": 1})  # and the connection lives on
+
+
+def test_macs_are_compared_in_constant_time(monkeypatch):
+    """Both handshake tags go through hmac.compare_digest, never `==`."""
+    import hmac
+
+    from jrs.wire import keys
+    calls = []
+    real = hmac.compare_digest
+    monkeypatch.setattr(keys.hmac, "compare_digest",
+                        lambda a, b: calls.append((a, b)) or real(a, b))
+    established()
+    assert len(calls) == 2 and all(len(a) == len(b) == 32 for a, b in calls)
+    client, server = pair(server_secret=b"k" * 32)
+    with pytest.raises(AuthError):
+        server.receive(client.initiate())

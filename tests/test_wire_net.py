@@ -7,6 +7,7 @@ serves an honest client straight afterwards.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import socket
@@ -24,8 +25,11 @@ ROOT = root_key(b"s" * 40)
 async def echo(channel) -> None:
     while True:
         item = await channel.recv()
-        if isinstance(item, bytes):
-            channel.send_data(item)
+        if item["type"] == "blob":  # a transfer: echoed as one
+            async with channel.transfer(item) as unit:
+                while unit.left:
+                    unit.write(await channel.recv())
+                    await unit.drain()
         else:
             channel.send(item)
         await channel.drain()
@@ -74,8 +78,17 @@ def test_data_round_trip_sizes(size):
         server, port = await start()
         channel = await connect("127.0.0.1", port, ROOT, "submit")
         payload = os.urandom(size)
-        channel.send_data(payload)  # written in the background while we read the echo
-        assert await channel.recv() == payload
+
+        async def send():
+            async with channel.transfer({"type": "blob", "size": size}) as unit:
+                if size:
+                    unit.write(payload)
+                await unit.drain()
+        sender = asyncio.ensure_future(send())  # written while we read the echo
+        assert await channel.recv() == {"type": "blob", "size": size}
+        if size:
+            assert await channel.recv() == payload
+        await sender
         await channel.wait_closed()
         server.close()
     run(go())
@@ -338,3 +351,134 @@ def test_failed_handshakes_are_logged_once_per_peer_and_reason(caplog):
     assert lines == ["refused connection from 127.0.0.1: handshake failed: the peer does not "
                      "hold our secret"]
     assert "ssss" not in caplog.text
+
+
+# ---------------------------------------------------------------- transfers (issue 12.4)
+
+class _Sink:
+    """A file object for files.receive that only hashes what it is given."""
+
+    def __init__(self, digest) -> None:
+        self.digest = digest
+
+    def write(self, chunk: bytes) -> None:
+        self.digest.update(chunk)
+
+    def close(self) -> None:
+        pass
+
+
+def _shrink(channel, size: int) -> None:
+    sock = channel.writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
+def _file_header(kind: str, items: list) -> dict:
+    from jrs.wire import files
+    if kind == "run":
+        return {"type": "run", "claim": "c1", "job": "1.0", "attempt": 1,
+                "spec": {"executable": "x"}, "files": files.describe(items)}
+    return {"type": "finished", "job": "1.0", "attempt": 1, "result": {"exit_code": 0},
+            "files": files.describe(items)}
+
+
+async def _receive_stream(channel, expect_units: int, expect_pings: int) -> tuple:
+    """Read until `expect_units` transfers and `expect_pings` pings came; every transfer's
+    data checked against its header (any interleaving would have closed the channel)."""
+    from jrs.wire import files
+    digests, pings = [], []
+    while len(digests) < expect_units or len(pings) < expect_pings:
+        msg = await channel.recv()
+        assert isinstance(msg, dict), "file data outside a transfer reached the caller"
+        if msg["type"] in ("run", "finished"):
+            sink = _Sink(hashlib.sha256())
+            await files.receive(channel, msg["files"], lambda head, sink=sink: sink)
+            digests.append(sink.digest.hexdigest())
+        elif msg["type"] in ("ping", "pong"):
+            pings.append(msg["seq"])
+    return digests, pings
+
+
+async def _chatter(channel, kind: str, count: int, every: float) -> None:
+    """Control messages while a transfer is going out: no lock at the call site."""
+    for seq in range(count):
+        channel.send({"type": kind, "seq": seq})
+        await asyncio.sleep(every)
+
+
+def _both_directions(tmp_path, size: int, buffers: int | None, pings: int, units: int = 2):
+    """Client and server each send `units` transfers of a `size`-byte file while other
+    tasks on the same channels send `pings` control messages; both sides must receive
+    every file intact and every control message, in order, on one connection."""
+    big = tmp_path / "big"
+    with open(big, "wb") as f:
+        for _ in range(size >> 20):
+            f.write(os.urandom(1 << 20))
+    want = hashlib.sha256(big.read_bytes()).hexdigest()
+    items = [("big", str(big))]
+    results: dict = {}
+
+    async def send_units(channel, kind):
+        for _ in range(units):
+            await channel.send_files(_file_header(kind, items), items)
+
+    async def handler(channel):
+        if buffers:
+            _shrink(channel, buffers)
+        out = asyncio.gather(send_units(channel, "finished"),
+                             _chatter(channel, "pong", pings, 0.002))
+        results["server"] = await _receive_stream(channel, units, pings)
+        await out
+        await channel.drain()
+        channel.send({"type": "echo", "seq": 0, "body": "done"})
+        await channel.drain()
+        await asyncio.sleep(5)
+
+    async def go():
+        server = Server(ROOT, "node", handler)
+        port = (await server.start("127.0.0.1", 0))[1]
+        channel = await connect("127.0.0.1", port, ROOT, "submit")
+        if buffers:
+            _shrink(channel, buffers)
+        out = asyncio.gather(send_units(channel, "run"), _chatter(channel, "ping", pings, 0.002))
+        results["client"] = await _receive_stream(channel, units, pings)
+        await out
+        assert (await channel.recv())["body"] == "done"
+        await channel.wait_closed()
+        server.close()
+    run(go())
+    for side in ("client", "server"):
+        digests, seen = results[side]
+        assert digests == [want] * units, side
+        assert seen == list(range(pings)), side  # every control message, in order
+
+
+def test_transfers_are_units_under_small_socket_buffers(tmp_path):
+    """Issue 12: an 8 MiB input under small socket buffers with control messages sent
+    meanwhile used to end in "file data did not match its header"."""
+    _both_directions(tmp_path, 8 << 20, 65536, pings=300)
+
+
+def test_a_64mib_transfer_with_concurrent_control_messages(tmp_path):
+    _both_directions(tmp_path, 64 << 20, None, pings=200, units=1)
+
+
+def test_the_channel_makes_misuse_impossible(tmp_path):
+    """A transfer header cannot go out as a plain message; a transfer block left with
+    bytes owed closes the channel instead of leaving a desynchronised stream."""
+    from jrs.wire.errors import LocalProtocolError
+
+    async def go():
+        server, port = await start()
+        channel = await connect("127.0.0.1", port, ROOT, "submit")
+        with pytest.raises(LocalProtocolError, match="send_files"):
+            channel.send({"type": "blob", "size": 3})
+        with pytest.raises(WireError, match="1 bytes short"):
+            async with channel.transfer({"type": "blob", "size": 3}) as unit:
+                unit.write(b"ab")
+        with pytest.raises(ConnectionClosed):
+            await channel.recv()
+        await honest(port)
+        server.close()
+    run(go())

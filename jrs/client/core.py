@@ -234,6 +234,8 @@ class SubmitCore:
                 attempt, node, claim, host, port = info
                 rec = self.queue.adopt(job, attempt, node, claim)
                 adopted += 1
+                if job.path("log"):
+                    self._logs.add(job.path("log"))
                 ns = self._node(node, host, port)
                 if ns is None:  # a journal without the node's address: run it again
                     self._requeue(rec)

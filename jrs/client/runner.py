@@ -253,8 +253,7 @@ class Submission:
             async with link.unit(ch):
                 if link.ch is not ch:
                     return  # the link broke while we waited: node_up sends it again
-                ch.send(msg)
-                await wirefiles.send(ch, items, heads, self.exe_cache)
+                await ch.send_files(msg, items, self.exe_cache)
         except NET_ERRORS as exc:
             ch.close()  # a unit cut short leaves the stream out of step: start over
             if isinstance(exc, OSError) and link.ch is ch and not isinstance(

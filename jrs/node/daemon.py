@@ -26,6 +26,7 @@ from .. import records
 from ..wire import files as wirefiles
 from ..wire.aio import Channel, ConnectionClosed, Server, connect
 from ..wire.errors import WireError
+from ..wire.reconnect import Backoff, keep_connected
 from . import core as nc
 from . import sandbox, taskfile
 from .core import Capacity, NodeCore
@@ -49,38 +50,6 @@ async def forever(name: str, step: Callable[[], Awaitable[None]], every: float) 
         except Exception:  # anything at all: log it, keep the node working
             log.error("%s failed (continuing):\n%s", name, traceback.format_exc().rstrip())
         await asyncio.sleep(every)
-
-
-class Outbox:
-    """Sends on one submitter session. A `finished` and its data frames are one unit:
-    a message sent meanwhile (`started`, `rejected`, an error) waits until the unit's
-    last frame is queued, so nothing lands between data frames."""
-
-    def __init__(self, ch: Channel) -> None:
-        self.ch = ch
-        self.lock = asyncio.Lock()
-        self.queue: list = []
-
-    def send(self, msg: dict) -> None:
-        if self.lock.locked():
-            self.queue.append(msg)
-        else:
-            self.ch.send(msg)
-
-    async def send_files(self, msg: dict, items: list) -> None:
-        native = getattr(self.ch, "send_files", None)  # the wire's own atomic transfer
-        async with self.lock:
-            try:
-                if native is not None:
-                    await native(msg, items)
-                else:
-                    heads = msg["files"]
-                    self.ch.send(msg)
-                    await wirefiles.send(self.ch, items, heads)
-            finally:
-                queued, self.queue = self.queue, []
-                for m in queued:
-                    self.ch.send(m)
 
 
 class _Sink:
@@ -128,14 +97,12 @@ class NodeDaemon:
         self.notify_address = "\0jrs-node-%d-%s" % (os.getpid(), os.urandom(4).hex())
         self.core = NodeCore(capacity, self.tasks_dir, self.sandbox_dir,
                              boot=taskfile.boot_id(), notify=self.notify_address, retain=retain)
-        self.outboxes: Dict[int, Outbox] = {}
         self.channels: Dict[int, Channel] = {}
         self.master: Optional[Channel] = None
         self.stopping = asyncio.Event()
         self._ids = itertools.count(1)
         self._background: set = set()
         self._tasks: list = []
-        self._master_delay = 0.2
         self._do: Dict[type, Callable] = {
             nc.ToMaster: self._to_master, nc.ToSession: self._to_session,
             nc.CloseSession: self._close_session, nc.SaveClaims: self._save_claims,
@@ -189,8 +156,8 @@ class NodeDaemon:
         log.warning("node %s listening on %s:%s with %d slots, %d MiB, %d GPUs; state in %s",
                     self.cap.name, where[0], where[1], self.cap.slots, self.cap.memory,
                     self.cap.gpus, self.state_dir)
-        self._tasks = [asyncio.ensure_future(forever("the master session", self._master_once,
-                                                     0.2)),
+        self._tasks = [asyncio.ensure_future(forever("the master session", self._master_loop,
+                                                     1.0)),
                        asyncio.ensure_future(forever("the job check", self._check_once,
                                                      CHECK_EVERY))]
         return where
@@ -229,41 +196,41 @@ class NodeDaemon:
 
     # ----------------------------------------------------------- the master
 
-    async def _master_once(self) -> None:
-        """One master session: connect, hello, then serve it until it ends."""
+    async def _master_loop(self) -> None:
         ep = self.config.master
-        try:
-            ch = await connect(ep.host, ep.port, self.root, "node",
-                               peer_roles=frozenset({"master"}))
-        except (OSError, WireError, asyncio.TimeoutError) as exc:
-            log.info("master %s unreachable: %s", ep, exc)
-            await asyncio.sleep(self._master_delay)
-            self._master_delay = min(self._master_delay * 2, 5.0)
-            return
+        await keep_connected(self._open_master, self._serve_master, backoff=Backoff(0.2, 5.0),
+                             on_down=lambda exc: log.info("master %s: %s", ep, exc))
+
+    async def _open_master(self) -> Channel:
+        """Connect to the master and say hello; the channel once it welcomed us."""
+        ep = self.config.master
+        ch = await connect(ep.host, ep.port, self.root, "node", peer_roles=frozenset({"master"}))
         try:
             ch.send(self.core.hello())
             reply = await asyncio.wait_for(ch.recv(), 10)
             if not isinstance(reply, dict) or reply.get("type") != "welcome":
-                log.warning("master %s refused this node: %s", ep,
-                            str(reply.get("message") if isinstance(reply, dict) else reply)[:200])
-                await asyncio.sleep(5.0)
-                return
-            self._master_delay = 0.2
-            self.master = ch
-            self.core.master_up()
-            beat = asyncio.ensure_future(forever("the heartbeat", self._beat, HEARTBEAT))
-            try:
-                while True:
-                    msg = await ch.recv()
-                    if isinstance(msg, dict):
-                        self.execute(self.core.from_master(msg, time.time()))
-            finally:
-                beat.cancel()
+                why = reply.get("message") if isinstance(reply, dict) else reply
+                log.warning("master %s refused this node: %s", ep, str(why)[:200])
+                raise WireError(f"refused: {why!r:.200}")
+        except BaseException:
+            ch.close()
+            raise
+        return ch
+
+    async def _serve_master(self, ch: Channel) -> None:
+        self.master = ch
+        self.core.master_up()
+        beat = asyncio.ensure_future(forever("the heartbeat", self._beat, HEARTBEAT))
+        try:
+            while True:
+                msg = await ch.recv()
+                if isinstance(msg, dict):
+                    self.execute(self.core.from_master(msg, time.time()))
+        finally:
+            beat.cancel()
+            if self.master is ch:
                 self.master = None
                 self.core.master_down()
-        except (ConnectionClosed, WireError, OSError, asyncio.TimeoutError) as exc:
-            log.info("lost the master %s: %s", ep, exc)
-        finally:
             ch.close()
 
     async def _beat(self) -> None:
@@ -292,8 +259,6 @@ class NodeDaemon:
 
     async def _serve_submitter(self, ch: Channel) -> None:
         sid = next(self._ids)
-        out = Outbox(ch)
-        self.outboxes[sid] = out
         self.channels[sid] = ch
         try:
             first = await asyncio.wait_for(ch.recv(), 30)
@@ -310,14 +275,15 @@ class NodeDaemon:
         except asyncio.TimeoutError:
             pass
         finally:
-            self.outboxes.pop(sid, None)
             self.channels.pop(sid, None)
             self.execute(self.core.session_closed(sid))
 
     def _to_session(self, a: nc.ToSession) -> None:
-        out = self.outboxes.get(a.sid)
-        if out is not None:
-            out.send(a.msg)
+        # a plain send never lands inside a transfer: the channel holds it until the
+        # unit's last frame is queued (contract 4)
+        ch = self.channels.get(a.sid)
+        if ch is not None:
+            ch.send(a.msg)
 
     def _close_session(self, a: nc.CloseSession) -> None:
         ch = self.channels.get(a.sid)
@@ -496,13 +462,13 @@ class NodeDaemon:
         ok = False
         try:
             task = self.core.task_of(key)
-            out = self.outboxes.get(sid)
-            if task is None or out is None or task.state is None:
+            ch = self.channels.get(sid)
+            if task is None or ch is None or task.state is None:
                 return
             result, items = self._collect(task.state)
             msg = {"type": "finished", "job": task.job, "attempt": task.attempt,
                    "result": result, "files": wirefiles.describe(items)}
-            await out.send_files(msg, items)
+            await ch.send_files(msg, items)  # the message and its data: one unit
             ok = True
         except (ConnectionClosed, OSError, WireError) as exc:
             log.info("could not deliver %s yet: %s", key, exc)

@@ -10,17 +10,18 @@ and reason per minute, never with key material.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import sys
 import time
 from collections import deque
-from typing import Awaitable, Callable, Optional, Union
+from typing import AsyncIterator, Awaitable, Callable, Optional, Union
 
 from .connection import BadMessage, Connection, Data, Established, Message
-from .errors import WireError
-from .messages import error
+from .errors import LocalProtocolError, WireError
+from .messages import TRANSFER_TYPES, error
 
 log = logging.getLogger("jrs.wire")
 READ_SIZE = 1 << 18
@@ -62,6 +63,30 @@ def watch_peer(writer: asyncio.StreamWriter, timeout: float = PEER_TIMEOUT) -> N
         pass
 
 
+class Transfer:
+    """The open transfer of a `Channel.transfer` block: where its data frames go."""
+
+    def __init__(self, channel: Channel) -> None:
+        self._ch = channel
+
+    @property
+    def left(self) -> int:
+        """Bytes the header announced that have not been written yet."""
+        return self._ch.conn.sending_transfer
+
+    def write(self, chunk: bytes) -> None:
+        """Queue one data frame (at most frames.MAX_MESSAGE bytes)."""
+        if self._ch._closed:
+            raise ConnectionClosed("closed")
+        self._ch._queue(self._ch.conn.send_data(chunk))
+
+    async def drain(self) -> None:
+        """Wait until the transport can take more (memory stays bounded)."""
+        if self._ch._closed:
+            raise ConnectionClosed("closed")
+        await self._ch.drain()
+
+
 class Channel:
     """An established, authenticated connection: send and receive messages and data."""
 
@@ -78,17 +103,70 @@ class Channel:
         self._out: list = []
         self._flush_soon: Optional[asyncio.Handle] = None
         self._loop = asyncio.get_running_loop()
+        self._transfer_lock = asyncio.Lock()
+        self._in_unit = False
+        self._deferred: list = []
 
     def send(self, body: dict) -> None:
         """Queue a message. What one turn of the event loop sends leaves in one write:
         a loopback send() costs tens of microseconds, and a job's run, its executable and
-        the previous job's ack would otherwise be three."""
+        the previous job's ack would otherwise be three.
+
+        While a transfer is going out (from any task) the message waits and is sealed
+        right after the transfer's last data frame: nothing can land inside a transfer,
+        so callers need no lock. A transfer header itself must go through `transfer`."""
+        if body.get("type") in TRANSFER_TYPES:
+            raise LocalProtocolError(f"a {body['type']!r} message carries data: send it "
+                                     "with Channel.send_files or Channel.transfer")
+        if self._in_unit:
+            self._deferred.append(body)
+            return
         if TRACE:
             _trace(">", self.peer, body)
         self._queue(self.conn.send_message(body))
 
-    def send_data(self, chunk: bytes) -> None:
-        self._queue(self.conn.send_data(chunk))
+    @contextlib.asynccontextmanager
+    async def transfer(self, header: dict) -> AsyncIterator[Transfer]:
+        """Send `header` and, inside the block, exactly the data it announces, as one unit:
+        other transfers on this channel wait for it (in order), plain `send`s are queued
+        until its last frame. Leaving the block with bytes still owed closes the channel
+        (the stream cannot be resynchronised) and raises WireError."""
+        async with self._transfer_lock:
+            if self._closed:
+                raise ConnectionClosed("closed")
+            if TRACE:
+                _trace(">", self.peer, header)
+            self._queue(self.conn.send_message(header))
+            self._in_unit = True
+            unit = Transfer(self)
+            try:
+                yield unit
+                if self.conn.sending_transfer:
+                    raise WireError(f"{header['type']!r} transfer ended "
+                                    f"{self.conn.sending_transfer} bytes short")
+            finally:
+                self._in_unit = False
+                if self.conn.sending_transfer:
+                    self._deferred.clear()
+                    self.close()
+                else:
+                    deferred, self._deferred = self._deferred, []
+                    for body in deferred:
+                        self.send(body)
+
+    async def send_files(self, header: dict, items: list, cache: Optional[dict] = None
+                         ) -> None:
+        """Send `header` (a `run` or `finished` whose `files` is
+        `jrs.wire.files.describe(items)`) and the bytes of each (name, path) of `items`,
+        as one unit (see `transfer`). `cache` maps path -> bytes for small files sent
+        again and again (an executable shared by a whole cluster)."""
+        from .files import stream
+
+        heads = header["files"]
+        if len(heads) != len(items):
+            raise LocalProtocolError(f"{len(items)} files for {len(heads)} headers")
+        async with self.transfer(header) as unit:
+            await stream(unit, items, heads, cache)
 
     def _queue(self, frame: bytes) -> None:
         out = self._out

@@ -21,10 +21,17 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 from .crypto import CryptoError, dh, ephemeral
-from .errors import MessageError, VersionMismatch, WireError
+from .errors import (
+    AuthError,
+    LocalProtocolError,
+    MessageError,
+    TransferInProgress,
+    VersionMismatch,
+    WireError,
+)
 from .frames import FrameDecoder, FrameEncoder
-from .keys import SessionKeys, mac, session_keys, transcript
-from .messages import validate
+from .keys import SessionKeys, mac, session_keys, tags_equal, transcript
+from .messages import TRANSFER_TYPES, transfer_size, validate
 
 MAGIC = b"JRS"
 VERSION = 1
@@ -88,6 +95,18 @@ class Connection:
         self._enc: Optional[FrameEncoder] = None
         self._dec: Optional[FrameDecoder] = None
         self._awaiting_first_frame = False
+        self._send_left = 0  # data bytes still owed by the transfer we are sending
+        self._recv_left = 0  # data bytes still owed by the transfer we are receiving
+
+    @property
+    def sending_transfer(self) -> int:
+        """Data bytes our open transfer still owes (0: no transfer open)."""
+        return self._send_left
+
+    @property
+    def receiving_transfer(self) -> int:
+        """Data bytes the peer's open transfer still owes us."""
+        return self._recv_left
 
     # ------------------------------------------------------------------ output
 
@@ -105,10 +124,26 @@ class Connection:
         return self._msg1
 
     def send_message(self, body: dict) -> bytes:
-        return self._seal(json.dumps(body, separators=(",", ":")).encode(), KIND_MESSAGE)
+        """The frame carrying `body`. A transfer header (`run`, `finished`, `blob`) opens a
+        transfer: until its announced bytes have gone out as data frames, no message may
+        be sent (TransferInProgress), so nothing can land between a header and its data."""
+        if self._send_left:
+            raise TransferInProgress(f"cannot send {body.get('type')!r}: a transfer still "
+                                     f"owes {self._send_left} bytes")
+        size = transfer_size(body) if body.get("type") in TRANSFER_TYPES else 0
+        frame = self._seal(json.dumps(body, separators=(",", ":")).encode(), KIND_MESSAGE)
+        self._send_left = size
+        return frame
 
     def send_data(self, chunk: bytes) -> bytes:
-        return self._seal(chunk, KIND_DATA)
+        """A data frame of the open transfer; refused outside one or past its size."""
+        if len(chunk) > self._send_left or not self._send_left:
+            raise LocalProtocolError(
+                f"{len(chunk)} bytes of data but the open transfer owes {self._send_left}"
+                if self._send_left else "data sent outside a transfer")
+        frame = self._seal(chunk, KIND_DATA)
+        self._send_left -= len(chunk)
+        return frame
 
     def _seal(self, payload: bytes, kind: bytes = b"") -> bytes:
         if self._enc is None:
@@ -136,13 +171,35 @@ class Connection:
     def _event(self, payload: memoryview) -> Event:
         kind, body = bytes(payload[:1]), bytes(payload[1:])  # the one copy out of the box
         if kind == KIND_DATA:
+            if len(body) > self._recv_left:
+                raise WireError("file data did not match its header" if self._recv_left
+                                else "file data outside a transfer")
+            self._recv_left -= len(body)
             return Data(body)
+        if self._recv_left:
+            raise WireError(f"a message in the middle of a transfer ({self._recv_left} "
+                            "bytes still owed)")
         if kind != KIND_MESSAGE:
             return BadMessage(f"unknown frame kind {kind!r}")
         try:
-            return Message(validate(json.loads(body)))
-        except (ValueError, MessageError) as exc:
+            obj = json.loads(body)
+        except RecursionError:  # json's C decoder on deep nesting: bounded, not a crash
+            return BadMessage("message nested too deeply")
+        except ValueError as exc:
             return BadMessage(str(exc))
+        try:
+            clean = validate(obj)
+        except MessageError as exc:
+            if isinstance(obj, dict) and obj.get("type") in TRANSFER_TYPES:
+                # its data frames follow and we cannot tell how many: no way to resync
+                raise WireError(f"bad transfer header: {exc}")
+            return BadMessage(str(exc))
+        if clean["type"] in TRANSFER_TYPES:
+            try:
+                self._recv_left = transfer_size(clean)
+            except ValueError as exc:
+                raise WireError(f"bad transfer header: {exc}")
+        return Message(clean)
 
     def _handshake_step(self, events: list) -> bytes:
         """Consume handshake bytes; return what is left over for the frame decoder."""
@@ -170,8 +227,8 @@ class Connection:
             return b""
         msg1, rest = bytes(hs[:MSG1_LEN]), bytes(hs[MSG1_LEN:])
         header, tag = msg1[:-32], msg1[-32:]
-        if mac(self.root, b"msg1", header) != tag:
-            raise WireError("handshake failed: the peer does not hold our secret")
+        if not tags_equal(mac(self.root, b"msg1", header), tag):
+            raise AuthError("handshake failed: the peer does not hold our secret")
         self.peer_role = self._check_role(header[4])
         peer_public = header[5:37]
         header2 = MAGIC + bytes((VERSION, 0, ROLES[self.role])) + self._public
@@ -198,8 +255,8 @@ class Connection:
         self.peer_role = self._check_role(header2[5])
         th = transcript(self._msg1, header2)
         keys = self._derive(th, header2[6:38])
-        if mac(keys.confirm, b"msg2", th) != tag:
-            raise WireError("handshake failed: the server does not hold our secret")
+        if not tags_equal(mac(keys.confirm, b"msg2", th), tag):
+            raise AuthError("handshake failed: the server does not hold our secret")
         self.established = True
         events.append(Established(self.peer_role))
         self._out += self.send_message({"type": "hello", "version": VERSION})

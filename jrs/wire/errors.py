@@ -13,3 +13,21 @@ class VersionMismatch(WireError):
 
 class MessageError(ValueError):
     """A well-sealed frame whose message is not valid: answer with an error, keep going."""
+
+
+class LocalProtocolError(Exception):
+    """We asked the protocol core for something the protocol forbids (a bug on our side,
+    as h11's LocalProtocolError): a message in the middle of a transfer, data outside one."""
+
+
+class TransferInProgress(LocalProtocolError):
+    """A message was sent while a transfer's data frames are still owed."""
+
+
+class AuthError(WireError):
+    """The handshake's proof failed: the peer does not hold our secret (or we not its)."""
+
+
+class HandshakeClosed(WireError):
+    """The peer closed, or stayed silent, during the handshake: busy or gone, not a proof
+    failure; an honest client tries again."""

@@ -1,14 +1,18 @@
 """Files over a channel: a header message lists `{name, size}`, the bytes follow
-as data frames in that order. Memory stays bounded by one chunk plus the
-transport's buffer whatever the file size, because every chunk is drained."""
+as data frames in that order (one transfer: see `Channel.send_files`). Memory
+stays bounded by one chunk plus the transport's buffer whatever the file size,
+because every chunk is drained."""
 
 from __future__ import annotations
 
 import os
 from typing import Callable, Optional
 
-from .aio import Channel
 from .errors import WireError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .aio import Channel, Transfer
 
 CHUNK = 1 << 18
 
@@ -22,26 +26,28 @@ def describe(items: list) -> list:
     return out
 
 
-async def send(ch: Channel, items: list, headers: list, cache: Optional[dict] = None) -> None:
-    """Send the bytes of each (name, path), exactly the size its header promised.
-
-    `cache` maps path -> bytes for small files sent again and again (an
-    executable shared by a whole cluster)."""
+async def stream(unit: Transfer, items: list, headers: list,
+                 cache: Optional[dict] = None) -> None:
+    """Write the bytes of each (name, path) into an open transfer, exactly the size its
+    header promised (a file that shrank since `describe` is padded with zeros; one
+    that grew is cut). Use it through `Channel.send_files`."""
     for (_, path), head in zip(items, headers):
         size = head["size"]
         if cache is not None and path in cache:
             data = cache[path]
+            if len(data) != size:  # the file changed since it was cached: keep the promise
+                data = data[:size].ljust(size, b"\0")
             for i in range(0, size, CHUNK):
-                ch.send_data(data[i:i + CHUNK])
-            await ch.drain()
+                unit.write(data[i:i + CHUNK])
+            await unit.drain()
             continue
         with open(path, "rb") as f:
             left = size
             while left > 0:
                 chunk = f.read(min(CHUNK, left)) or bytes(min(CHUNK, left))  # shrank: pad
-                ch.send_data(chunk)
+                unit.write(chunk)
                 left -= len(chunk)
-                await ch.drain()
+                await unit.drain()
 
 
 async def receive(ch: Channel, headers: list, open_file: Callable[[dict], Optional[object]]

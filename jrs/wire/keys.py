@@ -14,6 +14,7 @@ Only hashlib is needed here; X25519 comes from PyNaCl (see crypto.py).
 from __future__ import annotations
 
 import hashlib
+import hmac
 from dataclasses import dataclass
 
 ROOT_CONTEXT = b"JRS wire v1 root"
@@ -32,6 +33,11 @@ def mac(key: bytes, *parts: bytes) -> bytes:
         h.update(len(part).to_bytes(4, "big"))
         h.update(part)
     return h.digest()
+
+
+def tags_equal(a: bytes, b: bytes) -> bool:
+    """Compare two MACs in constant time (an early-exit `==` leaks how many bytes match)."""
+    return hmac.compare_digest(a, b)
 
 
 def transcript(*messages: bytes) -> bytes:

@@ -9,6 +9,7 @@ some). Anything else raises MessageError, which the receiver answers with an
     hello  {version}                    first frame of every client
     ping   {seq}        pong {seq}      liveness
     echo   {seq, body}                  test and benchmark traffic
+    blob   {size} + data chunks         test and benchmark bulk traffic (a transfer)
     error  {code, message, re?}         the answer to a message we cannot take
 
 Node -> master (the node's session; the master never carries job data):
@@ -62,6 +63,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple, bool]]] = {
     "ping": {"seq": ((int,), True)},
     "pong": {"seq": ((int,), True)},
     "echo": {"seq": ((int,), True), "body": ((str,), True)},
+    "blob": {"size": ((int,), True)},
     "error": {"code": ((str,), True), "message": ((str,), True),
               "re": ((str, type(None)), False)},
     # node <-> master
@@ -142,6 +144,26 @@ def validate(obj: Any) -> dict:
         _check(name, obj[name], types)
         clean[name] = obj[name]
     return clean
+
+
+# Messages whose data frames follow them (a transfer): `run`/`finished` carry
+# `files: [{size}]`, `blob` (tests and benchmarks) a bare `size`.
+TRANSFER_TYPES = frozenset({"run", "finished", "blob"})
+
+
+def transfer_size(body: dict) -> int:
+    """The data bytes that follow a transfer header (ValueError if it does not say)."""
+    try:
+        blob = body["type"] == "blob"
+        sizes = [body["size"]] if blob else [f["size"] for f in body["files"]]
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{body.get('type')!r} does not say how many bytes follow") from exc
+    total = 0
+    for size in sizes:
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ValueError(f"{body.get('type')!r}: bad size {size!r:.40}")
+        total += size
+    return total
 
 
 def error(code: str, message: str, re: str | None = None) -> dict:

@@ -1,0 +1,274 @@
+"""A `jrs submit` in the simulation: the shell of the runner around the submitter core.
+
+What the shell of `jrs/client/runner.py` does, against simulated parts: it
+reads the journal back (with the real `journal.read`), expands the submit text
+with the real expander into the real `jobs.Queue`, asks the master for a
+cluster id on a fresh run, keeps one link per node and one to the master
+(reconnecting with backoff), and executes the core's actions: messages,
+runs sent with their input as one transfer, journal records appended to the
+host's disk. `Done` ends the process as the runner does: the journal is
+removed and the links close after what was sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Optional
+
+from jrs.client import journal as journal_mod
+from jrs.client import transfer
+from jrs.client.jobs import Queue
+from jrs.condor import expand_text
+
+from .clock import Proc
+from .net import Closed, End
+
+TICK = 1.0
+DEMAND_DELAY = 0.02
+
+
+def core_module(real: bool):
+    from jrs.client import core
+    return core
+
+
+class _DiskRecords:
+    """`records.read` over a simulated disk, for the real `journal.read`."""
+
+    def __init__(self, disk) -> None:
+        self.disk = disk
+
+    def read(self, path: str):
+        if not self.disk.exists(path):
+            raise FileNotFoundError(path)
+        return self.disk.records(path), 0
+
+
+@contextlib.contextmanager
+def _journal_on(disk):
+    saved = journal_mod.records
+    journal_mod.records = _DiskRecords(disk)
+    try:
+        yield
+    finally:
+        journal_mod.records = saved
+
+
+class SubmitterProc(Proc):
+    def __init__(self, world, spec, real_core: bool) -> None:
+        super().__init__(world.sim, spec.host, f"submit@{spec.name}")
+        self.world = world
+        self.spec = spec
+        self.disk = world.disks[spec.host]
+        self.journal = f"/home/{spec.name}/.job.condor.jrs"
+        self.mod = core_module(real_core)
+        self.core = None
+        self.master: Optional[End] = None
+        self.welcomed = False
+        self.links: dict = {}  # node -> End or None
+        self.wanted: dict = {}  # node -> (host, port)
+        self.backoff: dict = {}
+        self._demand_due = False
+        self.exited = False
+        with _journal_on(self.disk):
+            self.previous = journal_mod.read(self.journal)
+        self.cluster = self.previous.cluster if self.previous else 0
+        self.handlers = {cls: getattr(self, "_do_" + cls) for cls in (
+            "ToMaster", "ToNode", "Connect", "ResetNode", "StartRun", "ReceiveOutputs",
+            "Record", "Event", "Say")}
+        self._connect_master()
+
+    # ------------------------------------------------------------ actions
+
+    def do(self, actions: list) -> None:
+        for a in actions or []:
+            if self.exited:
+                return
+            self.handlers[type(a).__name__](a)
+        if self.core is None or self.exited:
+            return
+        if self.core.finished:
+            self._finish()
+            return
+        if not self._demand_due:
+            self._demand_due = True
+            self.later(DEMAND_DELAY, self._demand)
+
+    def _demand(self) -> None:
+        self._demand_due = False
+        if self.welcomed:
+            self.do(self.core.demand())
+
+    def _do_ToMaster(self, a) -> None:
+        if self.master is not None and self.welcomed:
+            try:
+                self.master.send(a.msg)
+            except Closed:
+                pass
+
+    def _do_ToNode(self, a) -> None:
+        end = self.links.get(a.node)
+        if end is not None:
+            try:
+                end.send(a.msg)
+            except Closed:
+                pass
+
+    def _do_Connect(self, a) -> None:
+        if a.node not in self.wanted:
+            self.wanted[a.node] = (a.host, a.port)
+            self.links[a.node] = None
+            self.backoff[a.node] = 0.1
+            self._connect_node(a.node)
+
+    def _do_ResetNode(self, a) -> None:
+        end = self.links.get(a.node)
+        if end is not None:
+            end.reset()
+            self._node_closed(a.node, end, "reset by the core")
+
+    def _do_StartRun(self, a) -> None:
+        end = self.links.get(a.node)
+        if end is None or not end.open:
+            return  # the core sends it again once the link is back
+        proc, attempt = a.job.process, a.msg["attempt"]
+        size = self.world.input_size(self.spec, proc)
+        msg = dict(a.msg, spec=transfer.spec(a.job, {}),
+                   files=[{"name": "input", "size": size, "mode": 0o644}] if size else [])
+        try:
+            end.send(msg, size=size)  # the run and its data: one unit
+        except Closed:
+            return
+        self.do(self.core.run_sent(a.node, proc, attempt))
+
+    def _do_ReceiveOutputs(self, a) -> None:
+        """The data came with the `finished` unit; writing it locally cannot fail here."""
+        self.do(self.core.outputs_done(a.ref, None))
+
+    def _do_Record(self, a) -> None:
+        rec = a.rec
+        if rec.get("e") == "cluster" or not self.disk.exists(self.journal):
+            self.disk.create(self.journal, [rec])
+        else:
+            self.disk.append(self.journal, rec)
+
+    def _do_Event(self, a) -> None:
+        pass
+
+    def _do_Say(self, a) -> None:
+        self.world.log(self, a.text)
+
+    def _finish(self) -> None:
+        """Every job is final: the claims go back, links close after what was sent,
+        the journal goes (the runner's end of `run`)."""
+        for a in self.core.finish():
+            self.handlers[type(a).__name__](a)
+        self.exited = True
+        self.disk.unlink(self.journal)
+        for end in [self.master, *list(self.links.values())]:
+            if end is not None:
+                end.close()
+        self.alive = False
+        self.world.submit_done(self)
+
+    # ------------------------------------------------------------ the master
+
+    def _connect_master(self) -> None:
+        self.world.net.connect(self, self.world.master_address, self._master_open,
+                               lambda why: self.later(0.5, self._connect_master))
+
+    def _master_open(self, end: End) -> None:
+        self.master, self.welcomed = end, False
+        end.on_message = lambda msg: self._from_master(end, msg)
+        end.on_close = lambda: self._master_closed(end)
+        if self.core is not None:
+            end.send(self.core.hello(1))
+        else:
+            end.send({"type": "submitter-hello", "submitter": self.spec.sid,
+                      "user": self.spec.user, "host": self.spec.host, "pid": 1, "claims": [],
+                      "clusters": []})
+
+    def _from_master(self, end: End, msg: dict) -> None:
+        if not self.welcomed:
+            if msg["type"] != "welcome":
+                end.close()
+                return
+            self.welcomed = True
+            if self.core is None and not self.cluster:
+                end.send({"type": "new-cluster"})
+                return
+            self._booted()
+            return
+        if self.core is None:
+            if msg["type"] == "cluster":
+                self.cluster = int(msg["id"])
+                self._booted()
+            return
+        self.do(self.core.from_master(msg, self.sim.now))
+
+    def _booted(self) -> None:
+        if self.core is None:
+            self._make_core()
+        self.do(self.core.master_up())
+
+    def _make_core(self) -> None:
+        spec, prev = self.spec, self.previous
+        key = prev.key if prev and len(prev.key) == 32 else \
+            self.world.rng.getrandbits(256).to_bytes(32, "big")
+        if prev is None:
+            self.disk.create(self.journal, [{"e": "cluster", "id": self.cluster,
+                                             "submitter": spec.sid, "hash": "sim",
+                                             "total": spec.total, "key": key.hex()}])
+        jobs = expand_text(spec.text, "/tmp", cluster=self.cluster)
+        queue = Queue(jobs, spec.total, skip=prev.final if prev else None,
+                      restore=prev.attempts if prev else None)
+        running = []
+        if prev and prev.running:
+            running = [j for j in expand_text(spec.text, "/tmp", cluster=self.cluster)
+                       if j.process in prev.running]
+        cfg = self.mod.CoreConfig(self.cluster, spec.sid, spec.user, spec.host, key,
+                                  spec.total, give_up=self.world.shape.give_up,
+                                  submit_file=f"/home/{spec.name}/job.condor")
+        self.core = self.mod.SubmitCore(cfg, queue, prev)
+        self.do(self.core.start(self.sim.now, running))
+        self.later(TICK, self._tick)
+
+    def _tick(self) -> None:
+        self.do(self.core.tick(self.sim.now))
+        self.later(TICK, self._tick)
+
+    def _master_closed(self, end: End) -> None:
+        if self.master is not end:
+            return
+        self.master, self.welcomed = None, False
+        self.later(0.5, self._connect_master)
+
+    # ------------------------------------------------------------ nodes
+
+    def _connect_node(self, node: str) -> None:
+        self.world.net.connect(self, node, lambda end: self._node_open(node, end),
+                               lambda why: self._node_failed(node, why))
+
+    def _node_failed(self, node: str, why: str) -> None:
+        self.do(self.core.node_down(node, self.sim.now, why))
+        delay = self.backoff[node]
+        self.backoff[node] = min(delay * 2, 2.0)
+        self.later(delay, self._connect_node, node)
+
+    def _node_open(self, node: str, end: End) -> None:
+        self.links[node] = end
+        self.backoff[node] = 0.1
+        end.on_message = lambda msg: self.do(self.core.from_node(node, msg, self.sim.now))
+        end.on_close = lambda: self._node_closed(node, end, "connection lost")
+        self.do(self.core.node_up(node, self.sim.now))
+
+    def _node_closed(self, node: str, end: End, why: str) -> None:
+        if self.links.get(node) is not end:
+            return
+        self.links[node] = None
+        self._node_failed(node, why)
+
+    def interrupt(self) -> None:
+        """Ctrl-C: remove the cluster's jobs (the runner's first Ctrl-C)."""
+        if self.core is not None:
+            self.do(self.core.remove([str(self.cluster)], "removed by Ctrl-C"))

@@ -1,0 +1,75 @@
+"""The deterministic cluster simulation (tests/sim) in CI: seeds replay, shares are fair,
+and seeds of the small and large shapes keep every invariant (tests/sim/check.py).
+
+A failing seed prints the command that replays it (`python -m tests.sim --seed N
+--shape S`); tests/test_sim_regressions.py pins the seeds that found bugs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.sim import world
+from tests.sim.shapes import SHAPES
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run_many(shape, seeds) -> list:
+    bad = []
+    for seed in seeds:
+        res = world.run(seed, shape)
+        if not res.ok:
+            bad.append(f"{res.replay()}: " + "; ".join(f[:400] for f in res.failures[:3]))
+    return bad
+
+
+def test_a_seed_replays_exactly_in_this_and_another_process():
+    a = world.run(11, "small")
+    b = world.run(11, "small")
+    assert (a.digest, a.steps, a.sim_time) == (b.digest, b.steps, b.sim_time)
+    assert a.stats["execs"] > 0 and a.faults, "seed 11 should run jobs and inject faults"
+    code = ("from tests.sim import world; r = world.run(11, 'small'); "
+            "print(r.digest, r.steps)")
+    env = dict(os.environ, PYTHONHASHSEED="12345")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, text=True,
+                         capture_output=True, timeout=60, check=True).stdout.split()
+    assert out == [a.digest, str(a.steps)]
+    assert world.run(12, "small").digest != a.digest
+
+
+@pytest.mark.parametrize("shape", ["fair", "fair-weighted"])
+def test_backlogged_users_get_their_weighted_share(shape):
+    assert _run_many(shape, range(1, 4)) == []
+
+
+def test_the_checker_sees_a_submit_that_never_ends():
+    """The liveness check can fail: with no node daemon ever up, nothing runs."""
+    w = world.World(3, dataclasses.replace(SHAPES["small"], faults=()))
+    w.hosts = {}
+    res = w.run()
+    assert any("liveness" in f and "has not ended" in f for f in res.failures), res.failures
+
+
+def test_the_checker_sees_held_jobs():
+    """Jobs no node can ever run end held, and the checker says so."""
+    res = world.run(3, dataclasses.replace(SHAPES["small"], faults=(), nodes=(0, 0)))
+    assert any("held" in f for f in res.failures), res.failures
+
+
+CI_SEEDS = {"small": 300, "large": 100}
+
+
+@pytest.mark.parametrize("name", sorted(CI_SEEDS))
+def test_seeds_keep_every_invariant_without_faults(name):
+    shape = dataclasses.replace(SHAPES[name], faults=())
+    t0 = time.process_time()
+    bad = _run_many(shape, range(1, CI_SEEDS[name] + 1))
+    print(f"{CI_SEEDS[name]} seeds of {name} in {time.process_time() - t0:.1f}s CPU")
+    assert bad == []
