@@ -198,24 +198,43 @@ class Scratch:
 
 
 def held_job(home: Path) -> Path:
-    """A submit file in `home` whose job writes its pid to home/starts (once per start)
-    and then waits until home/go exists, so a test decides when it ends."""
+    """A submit file in `home` whose job writes its pid to home/flags/starts (once per
+    start) and then waits until home/flags/go exists, so a test decides when it ends.
+    flags/ is world-writable: a root node may run the job under a uid of its own."""
+    flags = home / "flags"
+    flags.mkdir()
+    flags.chmod(0o1777)
     path = home / "job.condor"
     path.write_text(
         "executable = /bin/sh\n"
-        f"arguments = \"-c 'echo $$ >> {home}/starts; "
-        f"while [ ! -e {home}/go ]; do sleep 0.1; done; id -un; echo done'\"\n"
+        f"arguments = \"-c 'echo $$ >> {flags}/starts; "
+        f"while [ ! -e {flags}/go ]; do sleep 0.1; done; id -u; echo done'\"\n"
         "output = job.out\nerror = job.err\nqueue\n")
     return path
 
 
+def release(home: Path) -> None:
+    (home / "flags" / "go").touch()
+
+
+def starts(home: Path) -> list:
+    try:
+        return (home / "flags" / "starts").read_text().split()
+    except OSError:
+        return []
+
+
 def job_pid(home: Path) -> Optional[int]:
     """The held job's pid, as it wrote it when it started."""
-    try:
-        return int((home / "starts").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
+    found = starts(home)
+    return int(found[0]) if found else None
 
 
-def alive_as(pid: Optional[int], uid: int) -> bool:
-    return pid is not None and bool(procs(lambda p, argv, u: p == pid and u == uid))
+def alive_unprivileged(pid: Optional[int]) -> bool:
+    """`pid` is running, and not as root (the account or a uid of its own, by policy)."""
+    return pid is not None and bool(procs(lambda p, argv, u: p == pid and u != 0))
+
+
+def check_job_output(home: Path) -> None:
+    uid, done = (home / "job.out").read_text().split("\n")[:2]
+    assert uid.isdigit() and int(uid) != 0 and done == "done", (home / "job.out").read_text()

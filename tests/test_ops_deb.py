@@ -27,12 +27,15 @@ from .ops import (
     PYTHON,
     JobUser,
     MachineLock,
-    alive_as,
+    alive_unprivileged,
+    check_job_output,
     held_job,
     job_pid,
     kill_pids,
     need,
     procs,
+    release,
+    starts,
     wait_for,
 )
 
@@ -249,7 +252,7 @@ def run_package_story(debs, arch, tmp_path, cache, user) -> None:
         r = init("stop")
         assert r.returncode == 0, r.stderr
         assert init("status").returncode == 3
-        assert alive_as(job, user.uid), "stop killed the job"
+        assert alive_unprivileged(job), "stop killed the job"
         assert init("start").returncode == 0
         old_node = pidof("node")
 
@@ -259,16 +262,16 @@ def run_package_story(debs, arch, tmp_path, cache, user) -> None:
                               capture_output=True, text=True).stdout == V2
         assert init("status").returncode == 0
         assert pidof("node") not in (None, old_node), "postinst did not restart the node"
-        assert alive_as(job, user.uid), "the upgrade killed the job"
-        (home / "go").touch()
+        assert alive_unprivileged(job), "the upgrade killed the job"
+        release(home)
         _, err = submit.communicate(timeout=60)
     finally:
         if submit.poll() is None:
             submit.kill()
             submit.wait()
     assert submit.returncode == 0, err + Path("/var/log/jrs/node.log").read_text()[-2000:]
-    assert (home / "job.out").read_text() == f"{user.name}\ndone\n"
-    assert (home / "starts").read_text() == f"{job}\n"  # re-adopted, never rerun
+    check_job_output(home)
+    assert starts(home) == [str(job)]  # re-adopted, never rerun
 
     r = dpkg("--purge", "jrs")
     assert r.returncode == 0, r.stdout + r.stderr

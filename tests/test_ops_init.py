@@ -14,7 +14,20 @@ import time
 
 import pytest
 
-from .ops import PYTHON, SCRIPT, JobUser, Scratch, alive_as, held_job, job_pid, procs, wait_for
+from .ops import (
+    PYTHON,
+    SCRIPT,
+    JobUser,
+    Scratch,
+    alive_unprivileged,
+    check_job_output,
+    held_job,
+    job_pid,
+    procs,
+    release,
+    starts,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -191,26 +204,26 @@ def test_jobs_survive_stop_and_are_readopted(scratch, job_user):
         stderr=subprocess.PIPE, text=True)
     try:
         job = wait_for("the job to start", lambda: job_pid(home), 20)
-        assert alive_as(job, job_user.uid)
+        assert alive_unprivileged(job)
         node = scratch.pid("node")
 
         r = scratch.script("stop")
         assert r.returncode == 0, r.stdout + r.stderr
         assert not alive(node) and not alive(scratch.pid("master"))
-        assert alive_as(job, job_user.uid), "stopping the daemons killed the job"
+        assert alive_unprivileged(job), "stopping the daemons killed the job"
 
         r = scratch.script("start")
         assert r.returncode == 0, r.stdout + r.stderr
-        assert alive_as(job, job_user.uid)
-        (home / "go").touch()
+        assert alive_unprivileged(job)
+        release(home)
         _, err = submit.communicate(timeout=60)
     finally:
         if submit.poll() is None:
             submit.kill()
             submit.wait()
     assert submit.returncode == 0, err + scratch.logs()
-    assert (home / "job.out").read_text() == f"{job_user.name}\ndone\n"
-    assert (home / "starts").read_text() == f"{job}\n"  # re-adopted, not run again
+    check_job_output(home)
+    assert starts(home) == [str(job)]  # re-adopted, not run again
 
 
 def test_host_roles_match_exactly_never_a_substring():
@@ -244,3 +257,27 @@ def test_roles_command(scratch):
     assert scratch.jrs("roles", "-c", str(scratch.conf), "master").returncode == 0
     r = scratch.jrs("roles", "-c", str(scratch.conf), "submitter")
     assert r.returncode == 2 and "unknown role 'submitter'" in r.stderr
+
+
+def test_logs_rotate_while_the_daemons_run(scratch):
+    """The logrotate file rotates /var/log/jrs/*.log under running daemons (copytruncate),
+    and what they log next starts the fresh file (the script opens logs for appending)."""
+    from .conftest import ROOT, write_config
+    from .ops import need
+
+    assert scratch.script("start").returncode == 0
+    conf = scratch.base / "logrotate.conf"
+    conf.write_text((ROOT / "debian/logrotate").read_text()
+                    .replace("/var/log/jrs", str(scratch.base / "log")))
+    r = subprocess.run([need("logrotate"), "-f", "-s", str(scratch.base / "lr.state"),
+                        str(conf)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    log = scratch.base / "log"
+    assert "listening on" in (log / "master.log.1").read_text()
+    assert (log / "master.log").stat().st_size == 0
+    stranger = write_config(scratch.base / "stranger", master=scratch.master,
+                            nodes=scratch.nodes, secret=os.urandom(32).hex().encode())
+    assert scratch.jrs("status", "-c", str(stranger)).returncode == 3
+    wait_for("the refusal in the fresh log", lambda: "does not hold our secret" in
+             (log / "master.log").read_text(), 10)
+    assert (log / "master.log").read_bytes()[:1] != b"\0"  # appended, not written at the old offset
