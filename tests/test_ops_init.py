@@ -281,3 +281,23 @@ def test_logs_rotate_while_the_daemons_run(scratch):
     wait_for("the refusal in the fresh log", lambda: "does not hold our secret" in
              (log / "master.log").read_text(), 10)
     assert (log / "master.log").read_bytes()[:1] != b"\0"  # appended, not written at the old offset
+
+
+def test_status_and_stop_survive_an_interpreter_upgrade(scratch):
+    """A python3 update replaces the interpreter under running daemons: status and stop
+    must still find them (their pid files and command lines, not the executable)."""
+    python = scratch.base / "python3"
+    shutil.copy(os.path.realpath(PYTHON), python)
+    scratch.write_defaults(f"PYTHON={python}\n")
+    r = scratch.script("start")
+    assert r.returncode == 0, r.stdout + r.stderr
+    pids = [scratch.pid("master"), scratch.pid("node")]
+    new = scratch.base / "python3.new"
+    shutil.copy(os.path.realpath(PYTHON), new)
+    os.replace(new, python)  # as dpkg does: the running daemons' executable is now deleted
+    assert os.readlink(f"/proc/{pids[0]}/exe").endswith("(deleted)")
+    assert scratch.script("status").returncode == 0
+    assert scratch.script("start").stdout.count("already running") == 2
+    r = scratch.script("stop")
+    assert r.returncode == 0 and r.stdout.count("stopped") == 2, r.stdout + r.stderr
+    assert not any(alive(p) for p in pids)
