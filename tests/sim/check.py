@@ -9,12 +9,16 @@ the executions as they happened:
 - every job has exactly one final (`end`) record, and nothing follows it;
 - every execution is of a run the journal recorded first, at most one
   execution per (job, attempt), attempts only grow;
-- runs of a job beyond 1 + max_retries are each preceded by a rerun recorded
-  as "node lost" (`requeue` with `lost`), and a job's executions that did not
-  run to their own end (killed, lost with their host) are removals or such
-  reruns: nothing is killed that nobody asked to kill;
+- retries: a job is run again after one of its runs ended on its own at most
+  max_retries times, and never after a run that succeeded; a rerun after a run
+  that never started, did not end on its own (killed, lost with its host) or
+  whose node was lost meanwhile (the master's node-lost for that submitter, the
+  submitter giving up on the node, the node answering `attached` without the
+  job) does not count;
+- nothing is killed that nobody asked to kill: an execution killed is of a job
+  the user removed, or its node was lost while it ran;
 - a final DONE/FAILED result is the exit of an execution of that very attempt
-  that ran to its end; FAILED after retries means the retries were used;
+  that ran to its end; FAILED means max_retries were all used;
 - liveness: every submit ended within LIVENESS simulated seconds of the last
   fault; then, once quiet, no claim is left in the Pool or in any node's book
   and no job runs;
@@ -28,12 +32,6 @@ from __future__ import annotations
 WINDOW = 60.0
 STEP = 5.0
 TOLERANCE = 0.10
-
-
-def _uncounted(rec: dict) -> bool:
-    """A requeue whose run does not count against max_retries: its node was lost, or
-    the node refused the run (it never started)."""
-    return bool(rec.get("lost") or rec.get("refused"))
 
 
 def pool_consistent(world, pool) -> None:
@@ -74,8 +72,9 @@ def final(world) -> None:
 
 
 def _journal(world, spec) -> int:
-    recs = [r for _, r in world.journals[spec.sid]]
-    heads = [r for r in recs if r.get("e") == "cluster"]
+    """Exactly one final record per job, nothing after it, attempts that only grow."""
+    timed = world.journals[spec.sid]
+    heads = [r for _, r in timed if r.get("e") == "cluster"]
     if not heads:
         world.fail(f"{spec.name}: the journal never had its head record")
         return 0
@@ -83,16 +82,16 @@ def _journal(world, spec) -> int:
     if any(int(h["id"]) != cluster for h in heads):
         world.fail(f"{spec.name}: the journal changed cluster ids: {[h['id'] for h in heads]}")
     per: dict = {}
-    for r in recs:
+    for t, r in timed:
         if isinstance(r.get("proc"), int) and r.get("e") in ("run", "requeue", "end"):
-            per.setdefault(r["proc"], []).append(r)
+            per.setdefault(r["proc"], []).append((t, r))
     spec.cluster = cluster
     spec.per_proc = per
     for p in sorted(per):
         if not 0 <= p < spec.total:
             world.fail(f"{spec.name}: journal records for job {p}, not a job of the cluster")
     for p in range(spec.total):
-        seq = per.get(p, [])
+        seq = [r for _, r in per.get(p, [])]
         ends = [r for r in seq if r["e"] == "end"]
         if len(ends) != 1:
             world.fail(f"{spec.name}: job {cluster}.{p} has {len(ends)} final records "
@@ -100,29 +99,19 @@ def _journal(world, spec) -> int:
             continue
         if seq[-1]["e"] != "end":
             world.fail(f"{spec.name}: job {cluster}.{p}: records after its final one: {seq}")
-        last_attempt = -1
-        pending_run = False
-        runs = lost = 0
+        last = -1
         for r in seq:
             if r["e"] == "run":
-                runs += 1
-                if r["attempt"] <= last_attempt:
+                if r["attempt"] <= last:
                     world.fail(f"{spec.name}: job {cluster}.{p} ran attempt {r['attempt']} "
-                               f"after attempt {last_attempt} (attempts must grow)")
-                last_attempt = r["attempt"]
-                if pending_run:
-                    world.fail(f"{spec.name}: job {cluster}.{p} was run again without its "
-                               f"earlier run being requeued or ended: {seq}")
-                pending_run = True
-            elif r["e"] == "requeue":
-                pending_run = False
-                lost += 1 if _uncounted(r) else 0
-        allowed = 1 + (spec.max_retries or 0) + lost
-        if runs > allowed:
-            world.fail(f"{spec.name}: job {cluster}.{p} ran {runs} times; max_retries="
-                       f"{spec.max_retries} and {lost} reruns after a lost node allow "
-                       f"{allowed}: {seq}")
+                               f"after attempt {last} (attempts must grow)")
+                last = r["attempt"]
     return cluster
+
+
+def _lost(world, sid: str, node: str, t0: float, t1: float) -> bool:
+    """Did the submitter lose `node` (or the node lose its jobs) between t0 and t1?"""
+    return any(s == sid and n == node and t0 <= t <= t1 for t, s, n in world.losses)
 
 
 def _executions(world, cluster_of: dict) -> None:
@@ -139,8 +128,8 @@ def _executions(world, cluster_of: dict) -> None:
         if cluster != str(cluster_of[sid]) or not proc.isdigit():
             world.fail(f"{spec.name}: executed {job}, not a job of cluster {cluster_of[sid]}")
             continue
-        seq = spec.per_proc.get(int(proc), [])
-        journaled = {r["attempt"] for r in seq if r["e"] == "run"}
+        journaled = {r["attempt"] for _, r in spec.per_proc.get(int(proc), [])
+                     if r["e"] == "run"}
         seen: set = set()
         for e in execs:
             if e.attempt in seen:
@@ -149,45 +138,60 @@ def _executions(world, cluster_of: dict) -> None:
             if e.attempt not in journaled:
                 world.fail(f"{spec.name}: {job} attempt {e.attempt} executed on {e.node} "
                            f"without a run record in the journal")
-        end = next((r for r in seq if r["e"] == "end"), None)
-        if end is None:
-            continue
-        for e in execs:
-            if e.how in ("killed", "lost") and end["state"] != "removed":
-                later_lost = [r for r in seq if r["e"] == "requeue" and _uncounted(r)]
-                if e.how == "killed" and not later_lost:
-                    world.fail(f"{spec.name}: {job}.{e.attempt} on {e.node} was killed at "
-                               f"t={e.end:.2f} though nobody removed it and its node was "
-                               f"never lost; the job ended {end['state']}")
     for spec in world.specs:
-        for p, seq in sorted(getattr(spec, "per_proc", {}).items()):
-            end = next((r for r in seq if r["e"] == "end"), None)
-            if end is None or end["state"] not in ("done", "failed"):
-                if end is not None and end["state"] == "removed" \
-                        and spec.name not in world.interrupted:
-                    world.fail(f"{spec.name}: job {p} removed though nobody removed it")
-                if end is not None and end["state"] == "held":
-                    world.fail(f"{spec.name}: job {p} held: {end.get('reason')}")
-                continue
-            job = f"{spec.cluster}.{p}"
-            match = [e for e in by_job.get((spec.sid, job), [])
-                     if e.attempt == end["attempt"] and e.how == "completed"
-                     and e.code == end["code"] and e.signal == end["signal"]]
-            if not match:
-                world.fail(f"{spec.name}: job {job} ended {end['state']} (code {end['code']}, "
-                           f"signal {end['signal']}, attempt {end['attempt']}) but no "
-                           f"execution of that attempt ran to such an end: "
-                           f"{_runs(by_job.get((spec.sid, job), []))}")
-            ok = end["code"] == 0 and end["signal"] is None
-            if (end["state"] == "done") != ok:
-                world.fail(f"{spec.name}: job {job} ended {end['state']} with code "
-                           f"{end['code']}, signal {end['signal']}")
-            if end["state"] == "failed":
-                runs = sum(1 for r in seq if r["e"] == "run")
-                lost = sum(1 for r in seq if r["e"] == "requeue" and _uncounted(r))
-                if runs - lost < 1 + (spec.max_retries or 0):
-                    world.fail(f"{spec.name}: job {job} failed after {runs - lost} counted "
-                               f"runs; max_retries={spec.max_retries} allows more: {seq}")
+        for p, timed in sorted(getattr(spec, "per_proc", {}).items()):
+            _policy(world, spec, p, timed, by_job.get((spec.sid, f"{spec.cluster}.{p}"), []))
+
+
+def _policy(world, spec, p: int, timed: list, execs: list) -> None:
+    """Reruns, kills and the final result of one job against what really ran."""
+    job = f"{spec.cluster}.{p}"
+    seq = [r for _, r in timed]
+    end = next((r for r in seq if r["e"] == "end"), None)
+    if end is None:
+        return
+    removed = end["state"] == "removed"
+    if removed and spec.name not in world.interrupted:
+        world.fail(f"{spec.name}: job {job} removed though nobody removed it")
+    if end["state"] == "held":
+        world.fail(f"{spec.name}: job {job} held: {end.get('reason')}")
+    of = {e.attempt: e for e in execs}
+    runs = [(t, r) for t, r in timed if r["e"] == "run"]
+    retries = 0
+    for (t0, r0), (t1, _r1) in zip(runs, runs[1:]):
+        e = of.get(r0["attempt"])
+        if e is None or e.how != "completed" or _lost(world, spec.sid, r0["node"], t0, t1):
+            continue  # it never ran, or did not run to its end, or its node was lost
+        if e.code == 0 and e.signal is None:
+            world.fail(f"{spec.name}: job {job} attempt {e.attempt} succeeded on {e.node} "
+                       f"and the job was run again at t={t1:.2f}: {seq}")
+        retries += 1
+    allowed = spec.max_retries or 0
+    if retries > allowed:
+        world.fail(f"{spec.name}: job {job} was retried {retries} times after runs that "
+                   f"ended on their own; max_retries={spec.max_retries}: {seq} "
+                   f"{_runs(execs)}")
+    for e in execs:
+        if e.how == "killed" and not removed and not _lost(world, spec.sid, e.node, e.start,
+                                                            e.end or world.sim.now):
+            world.fail(f"{spec.name}: {job}.{e.attempt} on {e.node} was killed at "
+                       f"t={e.end:.2f} though nobody removed it and its node was never "
+                       f"lost; the job ended {end['state']}")
+    if end["state"] not in ("done", "failed"):
+        return
+    match = [e for e in execs if e.attempt == end["attempt"] and e.how == "completed"
+             and e.code == end["code"] and e.signal == end["signal"]]
+    if not match:
+        world.fail(f"{spec.name}: job {job} ended {end['state']} (code {end['code']}, "
+                   f"signal {end['signal']}, attempt {end['attempt']}) but no execution of "
+                   f"that attempt ran to such an end: {_runs(execs)}")
+    ok = end["code"] == 0 and end["signal"] is None
+    if (end["state"] == "done") != ok:
+        world.fail(f"{spec.name}: job {job} ended {end['state']} with code {end['code']}, "
+                   f"signal {end['signal']}")
+    if end["state"] == "failed" and retries < allowed:
+        world.fail(f"{spec.name}: job {job} failed after {retries} retries; "
+                   f"max_retries={spec.max_retries}: {seq} {_runs(execs)}")
 
 
 def _quiet(world) -> None:
@@ -199,7 +203,7 @@ def _quiet(world) -> None:
     for name, host in sorted(world.hosts.items()):
         d = host.daemon
         if d is not None and d.alive:
-            held = d.core.hello()["claims"]
+            held = d.claims_held()
             if held:
                 world.fail(f"quiet: node {name} still holds claims: "
                            f"{[(c['claim'][:8], c['submitter'][:6]) for c in held]}")

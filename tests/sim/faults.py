@@ -18,7 +18,6 @@ from __future__ import annotations
 import errno
 
 from .master import MasterProc
-from .node import NodeProc
 
 
 class Nemesis:
@@ -60,7 +59,7 @@ class Nemesis:
 
     def _node_back(self, host) -> None:
         if host.up and host.daemon is None:
-            NodeProc(self.w, host, self.w.real["node"])
+            self.w.new_node(host)
 
     def _node_crash(self) -> str:
         host = self.sim.rng.choice(sorted(self.w.hosts.values(), key=lambda h: h.name))
@@ -74,7 +73,7 @@ class Nemesis:
 
     def _power_on(self, host) -> None:
         host.power_on()
-        NodeProc(self.w, host, self.w.real["node"])
+        self.w.new_node(host)
 
     def _master_kill(self) -> str:
         m = self.w.master
@@ -140,7 +139,7 @@ class Nemesis:
         return f"{host.name} {errno.errorcode[code]} for {seconds:.1f}s"
 
     def _ctrl_c(self) -> str:
-        subs = [p for p in self._live_submitters() if p.core is not None]
+        subs = [p for p in self._live_submitters() if p.started]
         if not subs:
             return ""
         p = self.sim.rng.choice(subs)

@@ -7,6 +7,7 @@ one `tick` a second. Its one file is the cluster-id counter, on its disk.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 from typing import Optional
 
@@ -48,6 +49,8 @@ class MasterProc(Proc):
 
     def send(self, actions: list) -> None:
         for kind, ident, msg in actions:
+            if kind == "submitter" and msg.get("type") == "node-lost":
+                self.world.lost(ident, msg["node"], "the master declared it lost")
             end = (self.nodes if kind == "node" else self.submitters).get(ident)
             if end is not None:
                 try:
@@ -100,9 +103,11 @@ class MasterProc(Proc):
             self.send(self.pool.node_hello(name, msg, now))
         elif kind == "submitter-hello":
             sid = msg["submitter"]
+            token = msg.get("token")
+            digest = hashlib.sha256(token.encode()).hexdigest() if token else None
             check = getattr(self.pool, "session_ok", None)
-            if check is not None and not check(sid, msg.get("token")):
-                end.send(error("session", "another session holds this submitter id"))
+            if check is not None and not check(sid, digest):
+                end.send(error("session", "this submitter id belongs to another session"))
                 end.close()
                 return
             old = self.submitters.get(sid)
@@ -142,7 +147,7 @@ class MasterProc(Proc):
         elif kind == "demand":
             self.send(self.pool.set_demand(sid, msg["requests"], now))
         elif kind == "release":
-            self.send(self.pool.release(sid, msg["claim"], now))
+            self.send(self.pool.release(sid, msg["claim"], now, kill=msg.get("kill") is True))
         elif kind == "progress":
             self._progress(sid, msg["clusters"])
 
@@ -153,3 +158,6 @@ class MasterProc(Proc):
         value = value or 1
         self.disk.replace(COUNTER, value + 1)  # written before the id is handed out
         return value
+
+    def describe(self) -> str:
+        return f"master with {len(self.pool.claims)} claims"

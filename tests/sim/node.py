@@ -10,7 +10,6 @@ host kills them and changes the boot id.
 
 from __future__ import annotations
 
-import errno
 from typing import Optional
 
 from jrs.node import taskfile
@@ -27,9 +26,7 @@ CHECK_EVERY = 1.0
 
 
 def core_module(real: bool):
-    if real:
-        from jrs.node import core
-        return core
+    """The stand-in core (until jrs.node.core is on main)."""
     from . import standin_node
     return standin_node
 
@@ -162,34 +159,40 @@ class Exec:
 
 
 class NodeProc(Proc):
-    """The node daemon's shell around the core."""
+    """The node daemon's shell (jrs/node/daemon.py) around the real `NodeCore`."""
 
-    def __init__(self, world, host: Host, real_core: bool) -> None:
+    def __init__(self, world, host: Host, real_core: bool = True) -> None:
         super().__init__(world.sim, host.name, f"node@{host.name}")
         self.world = world
         self.hostobj = host
         self.disk = host.disk
-        self.mod = core_module(real_core)
-        cap = self.mod.Capacity(host.name, host.slots, host.memory, 0, {})
-        self.core = self.mod.NodeCore(cap, tasks_dir=TASKS, sandbox_dir=BOXES, boot=host.boot)
-        self.sessions: dict = {}
-        self.unsaved: Optional[list] = None
+        from jrs.node import core as nc
+        self.nc = nc
+        cap = nc.Capacity(host.name, host.slots, host.memory, 0, {})
+        self.core = nc.NodeCore(cap, tasks_dir=TASKS, sandbox_dir=BOXES, boot=host.boot,
+                                retain=world.shape.retain)
+        self.sessions: dict = {}  # sid -> End
+        self._sids = 0
+        self.unsaved: Optional[object] = None
         self.master: Optional[End] = None
         self.welcomed = False
         self.backoff = 0.2
         self.handlers = {cls: getattr(self, "_do_" + cls) for cls in (
-            "ToMaster", "ToSession", "SaveClaims", "Prepare", "Launch", "Kill", "MarkLost",
-            "Deliver", "Remove", "RemoveBox", "AnnounceLater", "Log")}
+            "ToMaster", "ToSession", "CloseSession", "SaveClaims", "Prepare", "Launch", "Kill",
+            "MarkLost", "Deliver", "Remove", "RemoveBox", "AnnounceLater", "Log")}
         host.daemon = self
         self._restore()
         world.net.listen(self, host.name, self._accept)
         self._connect_master()
         self.later(CHECK_EVERY, self._check)
 
+    def claims_held(self) -> list:
+        return self.core.hello()["claims"]
+
     # ------------------------------------------------------------ actions
 
-    def do(self, actions: list) -> None:
-        for a in actions:
+    def do(self, actions) -> None:
+        for a in actions or []:
             self.handlers[type(a).__name__](a)
 
     def _do_ToMaster(self, a) -> None:
@@ -207,19 +210,33 @@ class NodeProc(Proc):
             except Closed:
                 pass
 
-    def _do_SaveClaims(self, a) -> None:
-        self.unsaved = a.claims
-        self._save_claims()
+    def _do_CloseSession(self, a) -> None:
+        end = self.sessions.pop(a.sid, None)
+        if end is not None:
+            end.close()
+            self.do(self.core.session_closed(a.sid))
 
-    def _save_claims(self) -> None:
-        """claims.json is rewritten until a write succeeds (retried each check)."""
-        if self.unsaved is None:
-            return
+    def _do_SaveClaims(self, a) -> None:
         try:
-            self.disk.replace(CLAIMS, self.unsaved)
-            self.unsaved = None
+            self.disk.replace(CLAIMS, a.claims)
         except OSError as exc:
-            self.world.log(self, f"cannot save claims: {exc}")
+            self.world.log(self, f"cannot save the claims: {exc}")
+            if a.offered is not None:
+                self.do(self.core.offer_failed(a.offered, str(exc)))
+            else:
+                self.unsaved = a.claims  # written again each second until it succeeds
+            return
+        self.unsaved = None
+        if a.reply is not None:
+            self._do_ToMaster(self.nc.ToMaster(a.reply))
+
+    def _retry_save(self) -> None:
+        if self.unsaved is not None:
+            try:
+                self.disk.replace(CLAIMS, self.unsaved)
+                self.unsaved = None
+            except OSError:
+                pass
 
     def _do_Prepare(self, a) -> None:
         t = a.ticket
@@ -229,7 +246,6 @@ class NodeProc(Proc):
             self.disk.create(t.path, [dict(spec, v=1)])
         except OSError as exc:
             err = str(exc)
-            self.disk.unlink(t.path)
         self.do(self.core.created(t, err, self.sim.now))
 
     def _do_Launch(self, a) -> None:
@@ -240,27 +256,26 @@ class NodeProc(Proc):
 
     def _do_MarkLost(self, a) -> None:
         ex = self.hostobj.execs.get(a.path)
-        if ex is not None and not ex.done:  # an orphaned job process: killed
+        if ex is not None and not ex.done:  # the orphaned job process is killed
             ex.term()
         try:
             self.disk.append(a.path, {"e": "lost", "reason": a.reason, "t": self.sim.now})
         except OSError as exc:
-            self.world.log(self, f"cannot mark {a.key} lost: {exc}")
+            self.world.log(self, f"cannot record {a.key} lost: {exc}")
             return
         self._reload(a.key, a.path)
 
     def _do_Deliver(self, a) -> None:
-        end = self.sessions.get(a.sid)
         ok = False
-        if end is not None and end.open:
-            result = self.core.result_of(a.key)
-            box = f"{BOXES}/{a.key}"
-            size = self.disk.read(f"{box}/.outputs") if self.disk.exists(f"{box}/.outputs") \
-                else 0
+        task = self.core.task_of(a.key)
+        end = self.sessions.get(a.sid)
+        if task is not None and end is not None and end.open and task.state is not None:
+            result = self.nc.result_of(task.state, self.hostobj.name)
+            out = f"{task.sandbox}/.outputs"
+            size = self.disk.read(out) if self.disk.exists(out) else 0
             files = [{"name": "_condor_stdout", "size": size, "mode": 0o644}] if size else []
-            job, _, attempt = a.key.partition("-")[2].rpartition(".")
             try:
-                end.send({"type": "finished", "job": job, "attempt": int(attempt),
+                end.send({"type": "finished", "job": task.job, "attempt": task.attempt,
                           "result": result, "files": files}, size=size)
                 ok = True
             except Closed:
@@ -272,7 +287,7 @@ class NodeProc(Proc):
             try:
                 self.disk.append(a.path, {"e": "delivered", "t": self.sim.now})
             except OSError:
-                pass
+                pass  # dying before the files are gone only means delivering it again
         self.disk.unlink(a.path)
         self._remove_box(a.box)
 
@@ -310,12 +325,11 @@ class NodeProc(Proc):
         self.do(self.core.loaded(key, st, self.sim.now))
 
     def notified(self, path: str) -> None:
-        key = path[len(TASKS) + 1:-len(taskfile.SUFFIX)]
-        self._reload(key, path)
+        self._reload(path[len(TASKS) + 1:-len(taskfile.SUFFIX)], path)
 
     def _check(self) -> None:
         now = self.sim.now
-        self._save_claims()
+        self._retry_save()
         for key, path in list(self.core.checks()):
             alive = self.hostobj.alive(path)
             st = None
@@ -349,7 +363,7 @@ class NodeProc(Proc):
                 return
             self.welcomed = True
             self.backoff = 0.2
-            self.do(self.core.master_up() or [])
+            self.core.master_up()
             self._heartbeat(end)
             return
         self.do(self.core.from_master(msg, self.sim.now))
@@ -358,7 +372,7 @@ class NodeProc(Proc):
         if self.master is not end or not end.open:
             return
         try:
-            end.send(self.core.report(self.sim.now))
+            end.send(self.core.report(self.sim.now, 0.0))
         except Closed:
             return
         self.later(HEARTBEAT, self._heartbeat, end)
@@ -367,36 +381,37 @@ class NodeProc(Proc):
         if self.master is not end:
             return
         self.master, self.welcomed = None, False
-        self.do(self.core.master_down() or [])
+        self.core.master_down()
         self.later(self.backoff, self._connect_master)
 
     # ------------------------------------------------------------ submitters
 
     def _accept(self, end: End) -> None:
-        state = {"sid": None}
+        self._sids += 1
+        sid = self._sids
+        state = {"attached": False}
 
         def on_message(msg: dict) -> None:
-            sid = state["sid"]
-            if sid is None:
-                if msg["type"] != "attach":
-                    end.close()
-                    return
-                sid = state["sid"] = msg["submitter"]
+            if not state["attached"]:
+                state["attached"] = True
                 self.sessions[sid] = end
                 self.do(self.core.attach(sid, msg, self.sim.now))
             elif msg["type"] == "run":
-                ticket = self.core.run_offered(sid, msg)
-                self.do(self.core.run_received(ticket, self.sim.now))
+                t = self.core.run_offered(sid, msg)
+                if t.reason is None:
+                    self.core.box_made(t)  # the data lands in the box with the message
+                    try:
+                        for h in t.heads:
+                            self.disk.replace(f"{t.box}/{h['name']}", h["size"])
+                    except OSError as exc:
+                        self.core.refuse(t, f"cannot write {h['name']!r}: {exc}")
+                self.do(self.core.run_received(t, self.sim.now))
             else:
                 self.do(self.core.from_session(sid, msg, self.sim.now))
 
         def on_close() -> None:
-            sid = state["sid"]
-            if sid is not None and self.sessions.get(sid) is end:
+            if self.sessions.get(sid) is end:
                 del self.sessions[sid]
-                self.do(self.core.session_closed(sid))
+            self.do(self.core.session_closed(sid))
 
         end.on_message, end.on_close = on_message, on_close
-
-
-ENOSPC, EIO = errno.ENOSPC, errno.EIO

@@ -31,6 +31,7 @@ class Shape:
     node_timeout: float = 6.0
     give_up: float = 20.0
     submitter_lease: float = 30.0  # the Pool forgets a submitter gone this long
+    retain: float = 7 * 86400.0  # a node keeps results nobody collects this long
     fairness: bool = False
     extra: dict = field(default_factory=dict)
 

@@ -422,3 +422,254 @@ class NodeCore:
 
     def tick(self, now: float) -> list:
         return []
+
+
+# ---------------------------------------------------------------------- its shell
+
+from jrs.node import taskfile  # noqa: E402
+
+from .clock import Proc  # noqa: E402
+from .net import Closed, End  # noqa: E402
+from .node import BOXES, CHECK_EVERY, CLAIMS, HEARTBEAT, TASKS, Host, core_module  # noqa: E402
+
+
+class StandinNodeProc(Proc):
+    """The shell as it was around the stand-in core (until jrs.node.core is on main)."""
+
+    def __init__(self, world, host: Host, real_core: bool) -> None:
+        super().__init__(world.sim, host.name, f"node@{host.name}")
+        self.world = world
+        self.hostobj = host
+        self.disk = host.disk
+        self.mod = core_module(False)
+        cap = self.mod.Capacity(host.name, host.slots, host.memory, 0, {})
+        self.core = self.mod.NodeCore(cap, tasks_dir=TASKS, sandbox_dir=BOXES, boot=host.boot)
+        self.sessions: dict = {}
+        self.unsaved: Optional[list] = None
+        self.master: Optional[End] = None
+        self.welcomed = False
+        self.backoff = 0.2
+        self.handlers = {cls: getattr(self, "_do_" + cls) for cls in (
+            "ToMaster", "ToSession", "SaveClaims", "Prepare", "Launch", "Kill", "MarkLost",
+            "Deliver", "Remove", "RemoveBox", "AnnounceLater", "Log")}
+        host.daemon = self
+        self._restore()
+        world.net.listen(self, host.name, self._accept)
+        self._connect_master()
+        self.later(CHECK_EVERY, self._check)
+
+    # ------------------------------------------------------------ actions
+
+    def do(self, actions: list) -> None:
+        for a in actions:
+            self.handlers[type(a).__name__](a)
+
+    def _do_ToMaster(self, a) -> None:
+        if self.master is not None and self.welcomed:
+            try:
+                self.master.send(a.msg)
+            except Closed:
+                pass
+
+    def _do_ToSession(self, a) -> None:
+        end = self.sessions.get(a.sid)
+        if end is not None:
+            try:
+                end.send(a.msg)
+            except Closed:
+                pass
+
+    def _do_SaveClaims(self, a) -> None:
+        self.unsaved = a.claims
+        self._save_claims()
+
+    def _save_claims(self) -> None:
+        """claims.json is rewritten until a write succeeds (retried each check)."""
+        if self.unsaved is None:
+            return
+        try:
+            self.disk.replace(CLAIMS, self.unsaved)
+            self.unsaved = None
+        except OSError as exc:
+            self.world.log(self, f"cannot save claims: {exc}")
+
+    def _do_Prepare(self, a) -> None:
+        t = a.ticket
+        err = None
+        try:
+            spec = self.core.task_spec(t, None, {}, self.sim.now)
+            self.disk.create(t.path, [dict(spec, v=1)])
+        except OSError as exc:
+            err = str(exc)
+            self.disk.unlink(t.path)
+        self.do(self.core.created(t, err, self.sim.now))
+
+    def _do_Launch(self, a) -> None:
+        self.hostobj.launch(a.path)
+
+    def _do_Kill(self, a) -> None:
+        self.hostobj.kill(a.path)
+
+    def _do_MarkLost(self, a) -> None:
+        ex = self.hostobj.execs.get(a.path)
+        if ex is not None and not ex.done:  # an orphaned job process: killed
+            ex.term()
+        try:
+            self.disk.append(a.path, {"e": "lost", "reason": a.reason, "t": self.sim.now})
+        except OSError as exc:
+            self.world.log(self, f"cannot mark {a.key} lost: {exc}")
+            return
+        self._reload(a.key, a.path)
+
+    def _do_Deliver(self, a) -> None:
+        end = self.sessions.get(a.sid)
+        ok = False
+        if end is not None and end.open:
+            result = self.core.result_of(a.key)
+            box = f"{BOXES}/{a.key}"
+            size = self.disk.read(f"{box}/.outputs") if self.disk.exists(f"{box}/.outputs") \
+                else 0
+            files = [{"name": "_condor_stdout", "size": size, "mode": 0o644}] if size else []
+            job, _, attempt = a.key.partition("-")[2].rpartition(".")
+            try:
+                end.send({"type": "finished", "job": job, "attempt": int(attempt),
+                          "result": result, "files": files}, size=size)
+                ok = True
+            except Closed:
+                pass
+        self.do(self.core.delivery_done(a.key, a.sid, ok))
+
+    def _do_Remove(self, a) -> None:
+        if a.delivered:
+            try:
+                self.disk.append(a.path, {"e": "delivered", "t": self.sim.now})
+            except OSError:
+                pass
+        self.disk.unlink(a.path)
+        self._remove_box(a.box)
+
+    def _do_RemoveBox(self, a) -> None:
+        self._remove_box(a.box)
+
+    def _remove_box(self, box: str) -> None:
+        for p in self.disk.listdir(box + "/"):
+            self.disk.unlink(p)
+
+    def _do_AnnounceLater(self, a) -> None:
+        self.later(a.delay, lambda: self.do(self.core.announce(a.key)))
+
+    def _do_Log(self, a) -> None:
+        self.world.log(self, f"{a.level}: {a.text}")
+
+    # ------------------------------------------------------------ start-up
+
+    def _restore(self) -> None:
+        saved = self.disk.read(CLAIMS) if self.disk.exists(CLAIMS) else []
+        for warning in self.core.restore_claims(saved) or []:
+            self.world.log(self, str(warning))
+        for path in self.disk.listdir(TASKS + "/", ".task"):
+            try:
+                st = taskfile.parse(path, self.disk.records(path))
+            except ValueError:
+                self.disk.unlink(path)
+                continue
+            self.do(self.core.recover(st, self.hostobj.alive(path), self.sim.now))
+
+    def _reload(self, key: str, path: str) -> None:
+        if not self.disk.exists(path):
+            return
+        st = taskfile.parse(path, self.disk.records(path))
+        self.do(self.core.loaded(key, st, self.sim.now))
+
+    def notified(self, path: str) -> None:
+        key = path[len(TASKS) + 1:-len(taskfile.SUFFIX)]
+        self._reload(key, path)
+
+    def _check(self) -> None:
+        now = self.sim.now
+        self._save_claims()
+        for key, path in list(self.core.checks()):
+            alive = self.hostobj.alive(path)
+            st = None
+            if not alive and self.disk.exists(path):
+                st = taskfile.parse(path, self.disk.records(path))
+            self.do(self.core.probe(key, alive, st, now))
+        self.do(self.core.tick(now))
+        self.later(CHECK_EVERY, self._check)
+
+    # ------------------------------------------------------------ the master
+
+    def _connect_master(self) -> None:
+        self.world.net.connect(self, self.world.master_address, self._master_open,
+                               self._master_failed)
+
+    def _master_failed(self, why: str) -> None:
+        self.later(self.backoff, self._connect_master)
+        self.backoff = min(self.backoff * 2, 5.0)
+
+    def _master_open(self, end: End) -> None:
+        self.master, self.welcomed = end, False
+        end.on_message = lambda msg: self._from_master(end, msg)
+        end.on_close = lambda: self._master_closed(end)
+        end.send(self.core.hello())
+
+    def _from_master(self, end: End, msg: dict) -> None:
+        if not self.welcomed:
+            if msg["type"] != "welcome":
+                end.close()
+                self._master_closed(end)
+                return
+            self.welcomed = True
+            self.backoff = 0.2
+            self.do(self.core.master_up() or [])
+            self._heartbeat(end)
+            return
+        self.do(self.core.from_master(msg, self.sim.now))
+
+    def _heartbeat(self, end: End) -> None:
+        if self.master is not end or not end.open:
+            return
+        try:
+            end.send(self.core.report(self.sim.now))
+        except Closed:
+            return
+        self.later(HEARTBEAT, self._heartbeat, end)
+
+    def _master_closed(self, end: End) -> None:
+        if self.master is not end:
+            return
+        self.master, self.welcomed = None, False
+        self.do(self.core.master_down() or [])
+        self.later(self.backoff, self._connect_master)
+
+    # ------------------------------------------------------------ submitters
+
+    def _accept(self, end: End) -> None:
+        state = {"sid": None}
+
+        def on_message(msg: dict) -> None:
+            sid = state["sid"]
+            if sid is None:
+                if msg["type"] != "attach":
+                    end.close()
+                    return
+                sid = state["sid"] = msg["submitter"]
+                self.sessions[sid] = end
+                self.do(self.core.attach(sid, msg, self.sim.now))
+            elif msg["type"] == "run":
+                ticket = self.core.run_offered(sid, msg)
+                self.do(self.core.run_received(ticket, self.sim.now))
+            else:
+                self.do(self.core.from_session(sid, msg, self.sim.now))
+
+        def on_close() -> None:
+            sid = state["sid"]
+            if sid is not None and self.sessions.get(sid) is end:
+                del self.sessions[sid]
+                self.do(self.core.session_closed(sid))
+
+        end.on_message, end.on_close = on_message, on_close
+
+
+    def claims_held(self) -> list:
+        return self.core.hello()["claims"]

@@ -70,12 +70,18 @@ class SubmitterProc(Proc):
         self.backoff: dict = {}
         self._demand_due = False
         self.exited = False
+        self.claim_node: dict = {}  # claim -> node, to see what a kill-release gives up
+        self._started: Optional[tuple] = None
         with _journal_on(self.disk):
             self.previous = journal_mod.read(self.journal)
+        self.key = self.previous.key if self.previous and len(self.previous.key) == 32 \
+            else world.rng.getrandbits(256).to_bytes(32, "big")
         self.cluster = self.previous.cluster if self.previous else 0
         self.handlers = {cls: getattr(self, "_do_" + cls) for cls in (
             "ToMaster", "ToNode", "Connect", "ResetNode", "StartRun", "ReceiveOutputs",
             "Record", "Event", "Say")}
+        if self.previous is not None:  # resumed: the core first, so the hello has its token
+            self._make_core()
         self._connect_master()
 
     # ------------------------------------------------------------ actions
@@ -100,6 +106,9 @@ class SubmitterProc(Proc):
             self.do(self.core.demand())
 
     def _do_ToMaster(self, a) -> None:
+        msg = a.msg
+        if msg.get("type") == "release" and msg.get("kill") and msg["claim"] in self.claim_node:
+            self.world.lost(self.spec.sid, self.claim_node[msg["claim"]], "given up")
         if self.master is not None and self.welcomed:
             try:
                 self.master.send(a.msg)
@@ -147,6 +156,8 @@ class SubmitterProc(Proc):
 
     def _do_Record(self, a) -> None:
         rec = a.rec
+        if rec.get("e") == "run":
+            self.claim_node[rec["claim"]] = rec["node"]
         if rec.get("e") == "cluster" or not self.disk.exists(self.journal):
             self.disk.create(self.journal, [rec])
         else:
@@ -183,10 +194,10 @@ class SubmitterProc(Proc):
         end.on_close = lambda: self._master_closed(end)
         if self.core is not None:
             end.send(self.core.hello(1))
-        else:
+        else:  # a fresh run asks for its cluster id first (runner._hello without a core)
             end.send({"type": "submitter-hello", "submitter": self.spec.sid,
                       "user": self.spec.user, "host": self.spec.host, "pid": 1, "claims": [],
-                      "clusters": []})
+                      "clusters": [], "token": self.mod.token(self.key, "master")})
 
     def _from_master(self, end: End, msg: dict) -> None:
         if not self.welcomed:
@@ -204,17 +215,22 @@ class SubmitterProc(Proc):
                 self.cluster = int(msg["id"])
                 self._booted()
             return
+        if msg["type"] == "claim":
+            self.claim_node[msg["claim"]] = msg["node"]
         self.do(self.core.from_master(msg, self.sim.now))
 
     def _booted(self) -> None:
         if self.core is None:
             self._make_core()
+        if self._started is not None:  # the runner starts the core once the master is up
+            running, self._started = self._started[0], None
+            self.do(self.core.start(self.sim.now, running))
+            self.later(TICK, self._tick)
         self.do(self.core.master_up())
 
     def _make_core(self) -> None:
         spec, prev = self.spec, self.previous
-        key = prev.key if prev and len(prev.key) == 32 else \
-            self.world.rng.getrandbits(256).to_bytes(32, "big")
+        key = self.key
         if prev is None:
             self.disk.create(self.journal, [{"e": "cluster", "id": self.cluster,
                                              "submitter": spec.sid, "hash": "sim",
@@ -230,8 +246,7 @@ class SubmitterProc(Proc):
                                   spec.total, give_up=self.world.shape.give_up,
                                   submit_file=f"/home/{spec.name}/job.condor")
         self.core = self.mod.SubmitCore(cfg, queue, prev)
-        self.do(self.core.start(self.sim.now, running))
-        self.later(TICK, self._tick)
+        self._started = (running,)
 
     def _tick(self) -> None:
         self.do(self.core.tick(self.sim.now))
@@ -258,9 +273,14 @@ class SubmitterProc(Proc):
     def _node_open(self, node: str, end: End) -> None:
         self.links[node] = end
         self.backoff[node] = 0.1
-        end.on_message = lambda msg: self.do(self.core.from_node(node, msg, self.sim.now))
+        end.on_message = lambda msg: self._from_node(node, msg)
         end.on_close = lambda: self._node_closed(node, end, "connection lost")
         self.do(self.core.node_up(node, self.sim.now))
+
+    def _from_node(self, node: str, msg: dict) -> None:
+        if msg["type"] == "attached" and msg["unknown"]:
+            self.world.lost(self.spec.sid, node, "the node does not know some runs")
+        self.do(self.core.from_node(node, msg, self.sim.now))
 
     def _node_closed(self, node: str, end: End, why: str) -> None:
         if self.links.get(node) is not end:
@@ -268,7 +288,12 @@ class SubmitterProc(Proc):
         self.links[node] = None
         self._node_failed(node, why)
 
+    @property
+    def started(self) -> bool:
+        """The runner takes Ctrl-C as "remove" only once its core has started."""
+        return self.core is not None and self._started is None
+
     def interrupt(self) -> None:
         """Ctrl-C: remove the cluster's jobs (the runner's first Ctrl-C)."""
-        if self.core is not None:
+        if self.started:
             self.do(self.core.remove([str(self.cluster)], "removed by Ctrl-C"))

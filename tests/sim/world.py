@@ -150,6 +150,7 @@ class World:
         self.fault_log: list = []
         self.last_fault = 0.0
         self.interrupted: set = set()  # submitter names removed by Ctrl-C
+        self.losses: list = []  # (t, sid, node): that submitter lost that node's jobs
         self._ids = 0
         self._make_specs()
 
@@ -195,9 +196,16 @@ class World:
     def start(self) -> None:
         self.master = MasterProc(self, _Host("master", self.disks["master"]))
         for host in self.hosts.values():
-            NodeProc(self, host, self.real["node"])
+            self.new_node(host)
         for spec in self.specs:
             self.sim.after(spec.start, self.start_submitter, spec)
+
+    def new_node(self, host):
+        """A node daemon starts on `host`: the real node core's shell, or the stand-in's."""
+        if self.real["node"]:
+            return NodeProc(self, host)
+        from .standin_node import StandinNodeProc
+        return StandinNodeProc(self, host, False)
 
     def start_submitter(self, spec: SubmitSpec) -> None:
         if spec.name in self.done:
@@ -269,6 +277,12 @@ class World:
         if e in running:
             running.remove(e)
         self.note(f"exec end {e.sid[:6]} {e.job}.{e.attempt} {how}")
+
+    def lost(self, sid: str, node: str, why: str) -> None:
+        """A submitter's runs on `node` may rerun: the master declared the node lost,
+        the submitter gave up on it, or the node no longer knows them."""
+        self.losses.append((self.sim.now, sid, node))
+        self.note(f"loss {sid[:6]} {node}: {why}")
 
     def submit_done(self, proc: SubmitterProc) -> None:
         self.done[proc.spec.name] = self.sim.now
