@@ -3,7 +3,8 @@
 Usage:
   jrs master  [-c DIR] [--listen=ADDR] [--state=DIR] [-v]
   jrs node    [-c DIR] [--listen=ADDR] [--state=DIR] [--slots=N] [--memory=MB] [--name=NAME]
-              [--allow-root-jobs] [--retain=DURATION] [-v]
+              [--execute=DIR] [--job-uids=RANGE] [--same-user-accounts] [--root-groups=LIST]
+              [--job-pids=N] [--retain=DURATION] [-v]
   jrs executor TASKFILE
   jrs submit  [-c DIR | --local] [--dry-run] [--no-progress] [--fresh] [--state=DIR] FILE
   jrs status  [-c DIR] [--json]
@@ -34,7 +35,15 @@ Options:
   --slots=N             job slots on this node (default: its CPU count)
   --memory=MB           memory for jobs on this node in MiB (default: MemTotal)
   --name=NAME           this node's entry in node.list (default: found by address)
-  --allow-root-jobs     let a root node run jobs as root for a submitter named root
+  --execute=DIR         where a node makes job sandboxes (default: /var/lib/jrs/execute-PORT
+                        as root, else STATE/sandbox)
+  --job-uids=RANGE      FIRST-LAST: the uids a root node gives jobs, one per job
+                        (default 1879048192-1879113727)
+  --same-user-accounts  run a job as the submitter's same-named account when it is an
+                        ordinary one (trusts every secret holder to be who they say)
+  --root-groups=LIST    groups whose members never run jobs under their own account
+                        (default root,sudo,wheel,adm,docker,lxd,disk,shadow,kvm)
+  --job-pids=N          processes a job may have at once (default 4096)
   --retain=DURATION     keep a result nobody collects this long, then remove it:
                         7d (the default), 12h, 30m, 5s
   --local               run on an embedded one-machine cluster for this submit only
@@ -86,17 +95,23 @@ Example:
     "node": """Run jobs on this machine for submitters holding a claim from the master.
 
 Usage: jrs node [-c DIR] [--listen=ADDR] [--state=DIR] [--slots=N] [--memory=MB]
-                [--name=NAME] [--allow-root-jobs] [--retain=DURATION] [-v]
+                [--name=NAME] [--execute=DIR] [--job-uids=RANGE] [--same-user-accounts]
+                [--root-groups=LIST] [--job-pids=N] [--retain=DURATION] [-v]
 
 Finds its own node.list entry by --name, else --listen, else this host's names
 and addresses. Jobs survive `kill -9` of this daemon: each has an executor
 process and a taskfile under --state (default /var/lib/jrs/node-PORT as root,
-else ~/.local/state/jrs/node-PORT). Run as root, jobs run as the submitting
-user's account when it exists here, else as nobody; never as root unless
---allow-root-jobs. A finished job's result (its sandbox and taskfile) waits for
-its submitter to collect it; one not collected within --retain (default 7d;
-also 12h, 30m, 5s) is removed and logged. `jrs status` shows per node how many
-results wait and the oldest one's age.
+else ~/.local/state/jrs/node-PORT; 0700). Sandboxes live in --execute (0711).
+Run as root, every job runs under a uid of its own from --job-uids (matching
+gid, no groups, USER jrs-UID, HOME its sandbox), reclaimed when nothing of it is
+left; with --same-user-accounts, as the submitter's account of the same name
+when that is not root, not in group 0 or --root-groups, and not a system
+account (uid below UID_MIN). Never as root. Run as another user, jobs run as
+that user.
+A finished job's result (its sandbox and taskfile) waits for its submitter
+to collect it; one not collected within --retain (default 7d; also 12h, 30m,
+5s) is removed and logged. `jrs status` shows per node how many results wait
+and the oldest one's age.
 
 Example:
   jrs node -c /etc/jrs --state=/var/lib/jrs/node --slots=16

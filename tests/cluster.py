@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,6 +51,15 @@ class Cluster:
         self.env.pop("JRS_CONFIG", None)
         self.master: subprocess.Popen | None = None
         self.nodes: list = [None] * len(slots)
+        # root nodes as in production: a per-job uid each, from a block of this node's
+        # own (nodes on one machine may not share one), sandboxes in an execute
+        # directory job identities can reach (pytest's tmp_path is 0700)
+        self.execute = Path(tempfile.mkdtemp(prefix="jrs-exec-", dir="/tmp"))
+        os.chmod(self.execute, 0o711)
+        self.uid_ranges = []
+        for _ in slots:
+            first = 1879113728 + random.randrange(1_000_000) * 256
+            self.uid_ranges.append(f"{first}-{first + 255}")
 
     def names(self) -> list:
         return [f"{h}:{p}" for h, p in zip(self.hosts[1:], self.ports)]
@@ -63,10 +75,12 @@ class Cluster:
         self.master = self._spawn(0, "master", f"--state={self.base / 'master'}",
                                   log="master.log")
 
+    def node_flags(self, i: int) -> list:
+        return [f"--execute={self.execute / f'node{i}'}", f"--job-uids={self.uid_ranges[i]}"]
+
     def start_node(self, i: int, *extra: str) -> None:
-        # tests run as root and submit as root: let the jobs run as root
-        flags = extra or ("--allow-root-jobs",)
-        self.nodes[i] = self._spawn(i + 1, "node", f"--name={self.names()[i]}", *flags,
+        self.nodes[i] = self._spawn(i + 1, "node", f"--name={self.names()[i]}",
+                                    *self.node_flags(i), *extra,
                                     f"--state={self.base / f'node{i}'}", log=f"node{i}.log")
 
     def start(self) -> Cluster:
@@ -119,3 +133,4 @@ class Cluster:
                     p.wait(5)
                 except subprocess.TimeoutExpired:
                     p.kill()
+        shutil.rmtree(self.execute, ignore_errors=True)

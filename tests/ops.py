@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import random
 import shutil
 import signal
 import subprocess
@@ -114,7 +115,9 @@ class JobUser:
         try:
             pwd.getpwnam(self.name)
         except KeyError:
-            subprocess.run([need("useradd"), "--system", "--no-create-home", "--shell",
+            # an ordinary account (uid >= UID_MIN): a node with --same-user-accounts
+            # runs its jobs as itself, as it never would a system account's
+            subprocess.run([need("useradd"), "--no-create-home", "--shell",
                             "/usr/sbin/nologin", self.name], check=True, capture_output=True)
             self.created = True
         self.uid = pwd.getpwnam(self.name).pw_uid
@@ -143,6 +146,12 @@ class Scratch:
         shutil.copy(pyz, self.pyz)
         self.pyz.chmod(0o755)
         self.defaults = self.base / "defaults"
+        # sandboxes and per-job uids of this tree's own (not /var/lib/jrs, not the
+        # default range another node of this machine may hold); jobs of an ordinary
+        # account run as that account, as the tests expect
+        first = 1879113728 + random.randrange(1_000_000) * 256
+        self.node_args = (f"--execute={self.base / 'execute'} --job-uids={first}-{first + 255} "
+                          "--same-user-accounts")
         self.write_defaults(extra_defaults)
         self.env = {**os.environ, **NO_REDIRECT, "JRS_DEFAULTS": str(self.defaults)}
         self.env.pop("JRS_CONFIG", None)
@@ -152,7 +161,8 @@ class Scratch:
         self.defaults.write_text(
             f"JRS_BIN={self.pyz}\nPYTHON={PYTHON}\nJRS_CONFIG={self.conf}\n"
             f"JRS_STATE={b / 'state'}\nJRS_RUN={b / 'run'}\nJRS_LOG={b / 'log'}\n"
-            f"JRS_CACHE={b / 'cache'}\nJRS_STOP_TIMEOUT=10\n{extra}")
+            f"JRS_CACHE={b / 'cache'}\nJRS_STOP_TIMEOUT=10\n"
+            f"JRS_NODE_ARGS=\"{self.node_args}\"\n{extra}")
 
     def script(self, action: str, timeout: float = 60) -> subprocess.CompletedProcess:
         return subprocess.run([str(SCRIPT), action], capture_output=True, text=True,

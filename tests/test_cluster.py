@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import htcondor
 import pytest
@@ -125,9 +128,12 @@ def test_exit_statuses(cluster, tmp_path, pyz):
         "executable = /bin/sh\narguments = \"-c 'kill -9 $$'\"\nqueue\n")
     (tmp_path / "broken.condor").write_text("executable = /bin/true\nqueue 2\nfoo = $INT(x)\n"
                                             "arguments = $INT(nope)\nqueue\n")
+    # a shared-filesystem job runs in iwd under its per-job uid: an iwd it may write
+    shared = Path(tempfile.mkdtemp(prefix="jrs-shared-", dir="/tmp"))
+    os.chmod(shared, 0o777)
     (tmp_path / "retry.condor").write_text(
-        "executable = /bin/sh\narguments = \"-c 'echo x >> tries; exit 3'\"\n"
-        "should_transfer_files = NO\nmax_retries = 2\nqueue\n")
+        "executable = /bin/sh\narguments = \"-c 'umask 0; echo x >> tries; exit 3'\"\n"
+        f"iwd = {shared}\nshould_transfer_files = NO\nmax_retries = 2\nqueue\n")
     assert cluster.run_submit("ok.condor", cwd=tmp_path)[0] == 0
     code, _out, err = cluster.run_submit("bad.condor", cwd=tmp_path)
     assert code == 1
@@ -138,7 +144,9 @@ def test_exit_statuses(cluster, tmp_path, pyz):
     code, _out, err = cluster.run_submit("broken.condor", cwd=tmp_path)
     assert code == 2 and "broken.condor:5:" in err
     code, _out, err = cluster.run_submit("retry.condor", cwd=tmp_path)
-    assert code == 1 and (tmp_path / "tries").read_text() == "x\nx\nx\n"
+    assert code == 1 and (shared / "tries").exists(), err
+    assert (shared / "tries").read_text() == "x\nx\nx\n"
+    shutil.rmtree(shared)
     # 3: no master there, and a master that does not hold our secret
     other = tmp_path / "other"
     from .conftest import write_config

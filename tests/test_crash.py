@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,9 +19,14 @@ from .cluster import Cluster
 
 
 def sweep(work: Path, n: int, seconds: float) -> Path:
-    """n jobs that each append their id to a ledger (shared: same machine) and sleep."""
+    """n jobs that each append their id to a ledger (shared: same machine) and sleep.
+    The jobs run under per-job uids: the ledger is in a directory they can reach."""
     work.mkdir(exist_ok=True)
-    ledger = work / "ledger"
+    shared = Path(tempfile.mkdtemp(prefix="jrs-ledger-", dir="/tmp"))
+    os.chmod(shared, 0o755)
+    ledger = shared / "ledger"
+    ledger.touch()
+    os.chmod(ledger, 0o666)
     (work / "job.sh").write_text(f"#!/bin/sh\necho $JRS_JOB_ID >> {ledger}\nsleep {seconds}\n"
                                  "echo done $JRS_JOB_ID\n")
     os.chmod(work / "job.sh", 0o755)
@@ -72,7 +78,7 @@ def test_node_kill9_while_starting_running_finishing(two_nodes, tmp_path):
     check_outputs(work, 24)
     # every sandbox and taskfile is gone once results were acknowledged
     wait_for(lambda: not list((tmp_path / "node0" / "tasks").glob("*.task")))
-    assert not list((tmp_path / "node0" / "sandbox").iterdir())
+    assert not list((two_nodes.execute / "node0").iterdir())
 
 
 def test_master_kill9_mid_run(two_nodes, tmp_path):

@@ -69,19 +69,6 @@ def test_record_codec_reads_json_constants_and_whitespace():
     assert recs[0]["a"] != recs[0]["a"]  # NaN
 
 
-def test_account_lookups_are_reused_for_a_while(monkeypatch):
-    if os.geteuid() != 0:
-        pytest.skip("identities are looked up only on a root node")
-    sandbox._identities.clear()
-    first = sandbox.identity("no-such-user-here", False)
-    assert first is not None and first[3] == "nobody"
-    sandbox._identities[("no-such-user-here", False)] = (time.monotonic(), "cached")
-    assert sandbox.identity("no-such-user-here", False) == "cached"
-    monkeypatch.setattr(sandbox, "IDENTITY_TTL", 0.0)
-    assert sandbox.identity("no-such-user-here", False) == first
-    assert sandbox.identity(["not", "a", "name"], False) == first  # a peer's junk: nobody
-
-
 def test_taskfile_truncated_mid_record_is_still_read(tmp_path):
     path = tmp_path / "t.task"
     taskfile.create(str(path), {"argv": ["/bin/true"], "env": {}, "job": "1.0", "attempt": 1})
@@ -164,6 +151,8 @@ def test_jobs_start_with_default_signal_dispositions(open_dir, pyz, as_nobody):
     entry as one it can never trap. (glibc's posix_spawn leaves its two internal
     real-time signals, 32 and 33, ignored; glibc programs take them back at start.)"""
     out = open_dir / "status"
+    out.touch()  # the job opens its stdout itself, with its own rights
+    os.chown(out, NOBODY.pw_uid, NOBODY.pw_gid)
     path = open_dir / "s.task"
     taskfile.create(str(path), {"argv": ["/bin/cat", "/proc/self/status"], "env": {},
                                 "job": "1.0", "attempt": 1, "cwd": str(open_dir),
@@ -319,16 +308,28 @@ def _job_runs_as(c: Cluster, base: Path) -> str:
     return (base / "id.txt").read_text().strip()
 
 
-def test_root_node_runs_jobs_as_nobody_unless_allowed(pyz):
+def test_root_node_runs_each_job_under_a_uid_of_its_own(pyz):
+    """No --same-user-accounts: a root submitter's jobs get a per-job uid from the
+    node's range, the matching gid, no other groups, USER/LOGNAME jrs-UID, HOME and
+    the working directory its sandbox."""
     base = Path(tempfile.mkdtemp(prefix="jrs-ident-"))
     os.chmod(base, 0o755)
     try:
         c = Cluster(pyz, base, slots=[1])
         c.start_master()
-        c.start_node(0, "--slots=1")  # no --allow-root-jobs
+        c.start_node(0, "--slots=1")
         c.wait_up(1)
         try:
-            assert _job_runs_as(c, base) == "nobody"
+            (base / "id.condor").write_text(
+                "executable = /bin/sh\narguments = \"-c 'id -u; id -g; id -G; "
+                "echo $USER $LOGNAME $HOME; pwd'\"\noutput = id.txt\nqueue 2\n")
+            code, _out, err = c.run_submit("id.condor", cwd=base)
+            assert code == 0, err + c.logs()
+            uid, gid, groups, names, cwd = (base / "id.txt").read_text().splitlines()
+            first, last = (int(x) for x in c.uid_ranges[0].split("-"))
+            assert first <= int(uid) <= last and gid == uid and groups == gid
+            assert names.split() == [f"jrs-{uid}", f"jrs-{uid}", cwd]
+            assert cwd.startswith(str(c.execute / "node0") + "/")
         finally:
             c.stop()
     finally:

@@ -469,7 +469,8 @@ def test_recovery_after_a_restart():
     assert isinstance(lost, nc.MarkLost) and "rebooted" in lost.reason
     done = state(task, {"e": "delivered"})
     assert make().recover(done, alive=False, now=T0) == [
-        nc.Remove("k", "/state/tasks/k.task", "/b/k", delivered=False)]
+        nc.Remove("k", "/state/tasks/k.task", "/b/k", delivered=False,
+                  ident={"uid": None, "per_job_uid": False})]
 
 
 def test_probes_relaunch_detect_deaths_and_repeat_kills_rarely():
@@ -555,13 +556,38 @@ def test_results_from_taskfile_states():
     lost = state(task, {"e": "lost", "reason": "gone"})
     assert nc.result_of(lost, "n1")["lost"]
     plan = nc.output_plan(st)
-    assert plan.std == [("_condor_stdout", "/b/k/_condor_stdout")] and plan.wanted is None
-    assert plan.skip == {"true"} and plan.report_missing
+    assert plan.transfer and plan.skip == {"true"} and plan.report_missing
     on_success = exited(task, code=1)
     on_success.spec["when_to_transfer_output"] = "ON_SUCCESS"
-    assert nc.output_plan(on_success).wanted == []
+    assert not nc.output_plan(on_success).transfer
+    assert not nc.output_plan(failed).report_missing
     shared = state(task, spec={"shared_fs": True})
     assert nc.output_plan(shared) is None
+    r = nc.add_outputs({}, plan, ["a", "b"], {"c": "a symbolic link"}, "over 100000 files")
+    assert r == {"missing": ["a", "b"], "refused": {"c": "a symbolic link"},
+                 "outputs_over_limit": "over 100000 files"}
+
+
+def test_a_per_job_uid_is_released_only_with_its_task():
+    c = make()
+    offer(c, 1)
+    attach(c, 1)
+    t = c.run_offered(1, run_msg())
+    c.box_made(t)
+    t.ident = {"uid": 5000, "per_job_uid": True}
+    refused = c.from_master({"type": "claim-drop", "claim": claim_id(1)}, T0)
+    assert refused  # the claim went while the data arrived: the box goes with its uid
+    assert nc.RemoveBox(t.box, t.ident) in c.run_received(t, T0)
+    offer(c, 2)
+    t = c.run_offered(1, run_msg(2))
+    c.box_made(t)
+    t.ident = {"uid": 5001, "per_job_uid": True}
+    (prep,) = of(c.run_received(t, T0), nc.Prepare)
+    c.created(prep.ticket, None, T0)
+    task = c.tasks[t.key]
+    finish(c, task)
+    acts = c.from_session(1, {"type": "ack", "job": "1.0", "attempt": 0}, T0)
+    assert of(acts, nc.Remove)[0].ident == {"uid": 5001, "per_job_uid": True}
 
 
 def test_the_task_spec_of_an_admitted_run():
@@ -570,8 +596,11 @@ def test_the_task_spec_of_an_admitted_run():
     attach(c, 1)
     t = c.run_offered(1, run_msg(output="out", error=None, input=True,
                                  environment={"A": "1"}))
-    spec = c.task_spec(t, (1234, 1234, [1234], "alice"), {"in.txt": [3, 1]}, T0)
-    assert spec["uid"] == 1234 and spec["run_as"] == "alice" and spec["env"]["USER"] == "alice"
+    ident = {"uid": 1234, "gid": 1234, "groups": [], "run_as": "jrs-1234", "per_job_uid": True}
+    spec = c.task_spec(t, ident, {"in.txt": [3, 1]}, T0, home=t.box)
+    assert spec["uid"] == 1234 and spec["run_as"] == "jrs-1234" and spec["per_job_uid"]
+    assert spec["env"]["USER"] == spec["env"]["LOGNAME"] == "jrs-1234"
+    assert spec["env"]["HOME"] == t.box
     assert spec["stdin"] == t.box + "/_condor_stdin" and spec["stderr"] is None
     assert spec["env"]["A"] == "1" and spec["env"]["CUDA_VISIBLE_DEVICES"] == "0"
     assert spec["sandbox"] == t.box and t.box.startswith("/state/sandbox/")

@@ -136,7 +136,7 @@ def test_an_abandoned_result_is_removed_after_its_retention_time(pyz, tmp_path):
     (3 s here), shown by `jrs status`, then its taskfile and sandbox go, logged."""
     c = Cluster(pyz, tmp_path, slots=[1])
     c.start_master()
-    c.start_node(0, "--allow-root-jobs", "--retain=3s")
+    c.start_node(0, "--retain=3s")
     c.wait_up(1)
     try:
         work = tmp_path / "w"

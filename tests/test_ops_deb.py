@@ -216,7 +216,10 @@ def run_package_story(debs, arch, tmp_path, cache, user) -> None:
     r = init("start")
     assert r.returncode == 6 and "no secret in /etc/jrs/secret" in r.stderr
 
-    # finish the set-up as the README says: the pool's files, a secret, start
+    # finish the set-up as the README says: the pool's files, a secret, start; this
+    # test's job checks it ran as its submitter's ordinary account: the node opt-in
+    with open("/etc/default/jrs", "a") as f:
+        f.write('JRS_NODE_ARGS="--same-user-accounts"\n')
     mport, nport = free_port(), free_port()
     Path("/etc/jrs/node.master").write_text(f"127.0.0.1:{mport}\n")
     Path("/etc/jrs/node.list").write_text(f"127.0.0.1:{nport} slots=2\n")

@@ -25,13 +25,13 @@ import pwd
 import signal
 import socket
 import time
-from contextlib import asynccontextmanager
 from typing import Callable, Iterator, Optional
 
 from ..errors import EXIT_UNREACHABLE, JrsError
 from ..wire import files as wirefiles
 from ..wire.aio import Channel, ConnectionClosed, connect
-from ..wire.errors import WireError
+from ..wire.errors import AuthError, WireError
+from ..wire.reconnect import Backoff, keep_connected
 from . import core as C
 from . import spool, transfer
 from .eventlog import EventLogs
@@ -56,69 +56,45 @@ def user_name() -> str:
 
 
 class NodeLink:
-    """One authenticated connection to a node, re-established when it breaks.
-
-    Every send goes through `send`: while a `run` and its data frames go out as one
-    unit (`unit`), other messages wait in `backlog` and follow the unit's last frame,
-    so no control message lands between data frames."""
+    """One authenticated connection to a node, re-established when it breaks (the
+    wire's one reconnect-with-backoff loop). Every send goes through the Channel,
+    which keeps a `run` and its data frames one unit: a control message sent
+    meanwhile (ack, kill, release) follows the unit's last frame."""
 
     def __init__(self, sub: Submission, name: str, host: str, port: int) -> None:
         self.sub = sub
         self.name, self.host, self.port = name, host, port
         self.ch: Optional[Channel] = None
-        self.lock = asyncio.Lock()
-        self.in_unit = False
-        self.backlog: list = []
         self.reset = False
-        self.task = sub.spawn(f"the link to node {name}", self._loop())
+        self.task = sub.spawn(f"the link to node {name}", keep_connected(
+            self._open, self._serve, backoff=Backoff(0.1, 2.0), on_down=self._down))
 
     def send(self, msg: dict) -> None:
-        if self.in_unit:
-            self.backlog.append(msg)
-        elif self.ch is not None:
+        if self.ch is not None:
             self.ch.send(msg)
 
-    @asynccontextmanager
-    async def unit(self, ch: Channel):
-        async with self.lock:
-            self.in_unit = True
-            try:
-                yield
-            finally:
-                self.in_unit = False
-                backlog, self.backlog = self.backlog, []
-                if self.ch is ch:
-                    for msg in backlog:
-                        ch.send(msg)
+    async def _open(self) -> Channel:
+        ch = await connect(self.host, self.port, self.sub.root, "submit",
+                           peer_roles=frozenset({"node"}))
+        self.ch, self.reset = ch, False
+        self.sub.apply(self.sub.core.node_up(self.name, time.monotonic()))
+        return ch
 
-    async def _loop(self) -> None:
-        sub = self.sub
-        delay = 0.1
-        while True:
-            try:
-                ch = await connect(self.host, self.port, sub.root, "submit",
-                                   peer_roles=frozenset({"node"}))
-            except (OSError, WireError, asyncio.TimeoutError) as exc:
-                sub.apply(sub.core.node_down(self.name, time.monotonic(), str(exc)))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                continue
-            delay = 0.1
-            self.ch, self.reset = ch, False
-            sub.apply(sub.core.node_up(self.name, time.monotonic()))
-            try:
-                while not self.reset:
-                    msg = await ch.recv()
-                    if not isinstance(msg, dict):
-                        raise WireError("unexpected file data from the node")
-                    await sub.node_message(self, msg)
-            except NET_ERRORS as exc:
-                log.info("lost node %s: %s", self.name, exc)
-            finally:
-                self.ch = None
-                ch.close()
-            sub.apply(sub.core.node_down(self.name, time.monotonic(), "connection lost"))
-            await asyncio.sleep(0.05)
+    async def _serve(self, ch: Channel) -> None:
+        try:
+            while not self.reset:
+                msg = await ch.recv()
+                if not isinstance(msg, dict):
+                    raise WireError("unexpected file data from the node")
+                await self.sub.node_message(self, msg)
+        finally:
+            self.ch = None
+            ch.close()
+
+    def _down(self, exc: BaseException) -> None:
+        log.info("lost node %s: %s", self.name, exc)
+        self.sub.apply(self.sub.core.node_down(self.name, time.monotonic(),
+                                               str(exc) or type(exc).__name__))
 
     def close(self) -> None:
         self.task.cancel()
@@ -250,10 +226,9 @@ class Submission:
             return
         msg = dict(a.msg, spec=spec, files=heads)
         try:
-            async with link.unit(ch):
-                if link.ch is not ch:
-                    return  # the link broke while we waited: node_up sends it again
-                await ch.send_files(msg, items, self.exe_cache)
+            if link.ch is not ch:
+                return  # the link broke meanwhile: node_up sends it again
+            await ch.send_files(msg, items, self.exe_cache)
         except NET_ERRORS as exc:
             ch.close()  # a unit cut short leaves the stream out of step: start over
             if isinstance(exc, OSError) and link.ch is ch and not isinstance(
@@ -325,12 +300,20 @@ class Submission:
             try:
                 self.master = await connect(ep.host, ep.port, self.root, "submit",
                                             peer_roles=frozenset({"master"}))
-                await self._greet()
+                try:
+                    await self._greet()
+                except BaseException:
+                    self.master.close()
+                    self.master = None
+                    raise
                 return
-            except WireError as exc:
+            except AuthError as exc:
                 raise JrsError(f"the master at {ep} refused us: {exc} (is {self.config.directory}"
                                "/secret the cluster's secret?)", EXIT_UNREACHABLE)
-            except (OSError, asyncio.TimeoutError, ConnectionClosed) as exc:
+            except WireError as exc:  # HandshakeClosed: busy, or it does not hold our secret
+                last = (f"{exc}: every handshake was refused (is {self.config.directory}"
+                        "/secret the cluster's secret, or is the master overloaded?)")
+            except NET_ERRORS as exc:
                 last = str(exc) or type(exc).__name__
             if time.monotonic() > deadline:
                 raise JrsError(f"cannot reach the master at {ep} after {CONNECT_TIMEOUT:.0f}s: "
@@ -353,24 +336,33 @@ class Submission:
                     break
 
     async def master_loop(self) -> None:
-        ep = self.config.master
-        while True:
+        await keep_connected(self._open_master, self._serve_master, backoff=Backoff(0.5, 2.0),
+                             on_down=lambda exc: log.info("lost the master: %s", exc))
+
+    async def _open_master(self) -> Channel:
+        if self.master is None:  # the first channel comes from connect_master
+            ep = self.config.master
+            self.master = await connect(ep.host, ep.port, self.root, "submit",
+                                        peer_roles=frozenset({"master"}))
             try:
-                if self.master is None:
-                    self.master = await connect(ep.host, ep.port, self.root, "submit",
-                                                peer_roles=frozenset({"master"}))
-                    await self._greet()
-                self.apply(self.core.master_up())
-                while True:
-                    msg = await self.master.recv()
-                    if isinstance(msg, dict):
-                        self.apply(self.core.from_master(msg, time.monotonic()))
-            except NET_ERRORS as exc:
-                log.info("lost the master: %s", exc)
-                if self.master is not None:
-                    self.master.close()
+                await self._greet()
+            except BaseException:
+                self.master.close()
                 self.master = None
-                await asyncio.sleep(0.5)
+                raise
+        self.apply(self.core.master_up())
+        return self.master
+
+    async def _serve_master(self, ch: Channel) -> None:
+        try:
+            while True:
+                msg = await ch.recv()
+                if isinstance(msg, dict):
+                    self.apply(self.core.from_master(msg, time.monotonic()))
+        finally:
+            ch.close()
+            if self.master is ch:
+                self.master = None
 
     def schedule_demand(self) -> None:
         """Tell the master soon: at once the first time, then coalescing changes for 20 ms."""

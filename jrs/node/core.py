@@ -258,13 +258,15 @@ class Kill:
 
 @dataclass
 class MarkLost:
-    """Record the job lost (killing its process if it is still that process), re-read
-    the taskfile, and call `loaded`."""
+    """Record the job lost (killing its process if it is still that process, and with
+    `reap` whatever else of its containment unit is left), re-read the taskfile, and
+    call `loaded`."""
     key: str
     path: str
     reason: str
     pid: Optional[int]
     pid_start: Optional[int]
+    reap: bool = False
 
 
 @dataclass
@@ -277,16 +279,20 @@ class Deliver:
 
 @dataclass
 class Remove:
-    """Remove a task's sandbox and taskfile (after recording `delivered` when acked)."""
+    """Remove a task's sandbox and taskfile (after recording `delivered` when acked);
+    then its identity (`ident`: the spec's uid fields) may be reused."""
     key: str
     path: str
     box: str
     delivered: bool
+    ident: Optional[dict] = None
 
 
 @dataclass
 class RemoveBox:
+    """Remove the sandbox of a run that did not become a task; then release `ident`."""
     box: str
+    ident: Optional[dict] = None
 
 
 @dataclass
@@ -343,6 +349,7 @@ class Task:
     sandbox: str
     created: float
     state: Any = None  # the last taskfile.TaskState read (None: not read since written)
+    ident: Optional[dict] = None  # the spec's identity fields (uid, per_job_uid)
     finished_at: Optional[float] = None
     delivering: Optional[int] = None  # the session a delivery is under way on
     kill_at: Optional[float] = None
@@ -378,6 +385,8 @@ class RunTicket:
     box: str = ""
     path: str = ""
     made_box: bool = False
+    ident: Optional[dict] = None  # the identity the shell gave it (uid, per_job_uid)
+    shell: Any = None  # the shell's own handles (the sandbox being filled)
 
     @property
     def exe_in_box(self) -> Optional[str]:
@@ -449,9 +458,9 @@ class NodeCore:
         task = Task(key, str(spec.get("submitter", "")), spec.get("session"),
                     str(spec.get("job", "")), _int(spec.get("attempt")),
                     str(spec.get("claim", "")), st.path, str(spec.get("sandbox", "")),
-                    created=now, state=st)
+                    created=now, state=st, ident=ident_fields(spec))
         if st.delivered:
-            return [Remove(key, st.path, task.sandbox, delivered=False)]
+            return [Remove(key, st.path, task.sandbox, delivered=False, ident=task.ident)]
         self.tasks[key] = task
         actions: List[Action] = []
         if st.finished:
@@ -643,7 +652,7 @@ class NodeCore:
             return []
         # Forget it now; dying before the files are gone only means delivering it again.
         del self.tasks[task.key]
-        return [Remove(task.key, task.path, task.sandbox, delivered=True)]
+        return [Remove(task.key, task.path, task.sandbox, delivered=True, ident=task.ident)]
 
     def _kill_msg(self, s: Session, msg: dict, now: float) -> List[Action]:
         task = self._own_task(s, msg)
@@ -720,7 +729,7 @@ class NodeCore:
     def run_aborted(self, t: RunTicket) -> List[Action]:
         """The session ended while the run's data was arriving."""
         self.receiving.discard(t.key)
-        return [RemoveBox(t.box)] if t.made_box else []
+        return [RemoveBox(t.box, t.ident)] if t.made_box else []
 
     def run_received(self, t: RunTicket, now: float) -> List[Action]:
         """All of the run's data arrived (into the sandbox, or dropped if refused)."""
@@ -740,7 +749,7 @@ class NodeCore:
         return [Prepare(t)]
 
     def _reject(self, t: RunTicket, reason: str) -> List[Action]:
-        out: List[Action] = [RemoveBox(t.box)] if t.made_box else []
+        out: List[Action] = [RemoveBox(t.box, t.ident)] if t.made_box else []
         out.append(self._rejected(t, reason))
         return out
 
@@ -748,9 +757,10 @@ class NodeCore:
         return ToSession(t.sid, {"type": "rejected", "job": t.job, "attempt": t.attempt,
                                  "reason": reason})
 
-    def task_spec(self, t: RunTicket, ident: Optional[tuple], snapshot: dict,
-                  now: float) -> dict:
-        """The taskfile spec of an admitted run (`ident`: (uid, gid, groups, name) or None)."""
+    def task_spec(self, t: RunTicket, ident: Optional[dict], snapshot: dict, now: float,
+                  home: Optional[str] = None) -> dict:
+        """The taskfile spec of an admitted run. `ident`: the identity and containment
+        fields for the executor (uid, gid, groups, run_as, ...; None: run as the node)."""
         spec, box = t.spec, t.box
         claim = self.claims.get(t.claim)
         gpus = claim.gpus if claim is not None else []
@@ -759,7 +769,7 @@ class NodeCore:
         exe = t.exe_in_box or spec["executable"]
         cwd = spec["iwd"] if shared else box
         env = sandbox.job_environment(spec["environment"], spec["getenv"], box, t.job,
-                                      cpus, gpus, None)
+                                      cpus, gpus, home)
         if shared:
             stdin = spec["input"] if isinstance(spec["input"], str) else None
             stdout, stderr = spec["output"], spec["error"]
@@ -776,22 +786,23 @@ class NodeCore:
                "when_to_transfer_output": spec["when_to_transfer_output"],
                "snapshot": snapshot, "kill_grace": 5, "notify": self.notify, "created": now}
         if ident is not None:
-            uid, gid, groups, name = ident
-            out.update(uid=uid, gid=gid, groups=groups, run_as=name)
-            env["USER"] = env["LOGNAME"] = name
+            out.update(ident)
+            if ident.get("uid") is not None and ident.get("run_as"):
+                env["USER"] = env["LOGNAME"] = str(ident["run_as"])
         return out
 
     def created(self, t: RunTicket, err: Optional[str], now: float) -> List[Action]:
         """The shell did (or failed) the `Prepare` I/O; on success the run becomes a task."""
         if err is not None:
             return [Log("warning", f"job {t.key} refused: {err}"),
-                    Remove(t.key, t.path, t.box, delivered=False),
+                    Remove(t.key, t.path, t.box, delivered=False, ident=t.ident),
                     self._rejected(t, f"the node cannot take the job: {err}")]
         reason = self._admit(t)
         if reason is not None:  # another session took the claim meanwhile
-            return [Remove(t.key, t.path, t.box, delivered=False), self._rejected(t, reason)]
+            return [Remove(t.key, t.path, t.box, delivered=False, ident=t.ident),
+                    self._rejected(t, reason)]
         task = Task(t.key, t.submitter, t.session, t.job, t.attempt, t.claim, t.path, t.box,
-                    created=now, announce=True)
+                    created=now, announce=True, ident=t.ident)
         self.tasks[t.key] = task
         self.claims[t.claim].job = t.key
         return [Launch(t.key, t.path), AnnounceLater(t.key, STARTED_AFTER)]
@@ -802,7 +813,8 @@ class NodeCore:
         if task is None:
             return []
         out: List[Action] = [Log("warning", f"job {key} could not be launched: {err}"),
-                             Remove(key, task.path, task.sandbox, delivered=False)]
+                             Remove(key, task.path, task.sandbox, delivered=False,
+                                    ident=task.ident)]
         out += self._free_claim(task, now)
         sid = self.bound.get((task.submitter, task.session))
         if sid is not None:
@@ -851,7 +863,7 @@ class NodeCore:
     def _died(self, task: Task) -> MarkLost:
         st = task.state
         return MarkLost(task.key, task.path, f"its executor (pid {st.executor_pid}) died",
-                        st.pid, st.pid_start)
+                        st.pid, st.pid_start, reap=True)
 
     def loaded(self, key: str, st: Any, now: float) -> List[Action]:
         """The taskfile was read again (an executor's notice, or after MarkLost)."""
@@ -911,7 +923,8 @@ class NodeCore:
                 out.append(Log("warning", f"result of job {task.job} attempt {task.attempt} "
                                           f"(submitter {task.submitter}) was not collected "
                                           f"within {_duration(self.retain)}: removed"))
-                out.append(Remove(task.key, task.path, task.sandbox, delivered=False))
+                out.append(Remove(task.key, task.path, task.sandbox, delivered=False,
+                                  ident=task.ident))
         return out
 
     def task_of(self, key: str) -> Optional[Task]:
@@ -938,28 +951,39 @@ def result_of(st: Any, node: str) -> dict:
 
 @dataclass
 class OutputPlan:
-    """Which files of a finished job go back: the std streams (if they exist), then
-    what sandbox.outputs finds for `wanted` (None: new or changed top-level files)."""
-    std: list
-    wanted: Optional[list]
-    snapshot: dict
-    skip: set
+    """Which files of a finished job go back (sandbox.collect does the finding): the
+    std streams it has, and, when `transfer`, its outputs (all but `skip`)."""
+    transfer: bool
+    skip: frozenset
     report_missing: bool
 
 
 def output_plan(st: Any) -> Optional[OutputPlan]:
     """None: nothing comes back from the sandbox (shared file system)."""
     spec = st.spec
-    if spec.get("shared_fs"):
+    if spec.get("shared_fs") or not spec.get("sandbox"):
         return None
     end = st.exit or {}
-    std = [(name, path) for name, path in ((sandbox.STDOUT, spec.get("stdout")),
-                                           (sandbox.STDERR, spec.get("stderr"))) if path]
-    if spec.get("when_to_transfer_output") == "ON_SUCCESS" and end.get("code") != 0:
-        return OutputPlan(std, [], {}, set(), False)
+    transfer = spec.get("when_to_transfer_output") != "ON_SUCCESS" or end.get("code") == 0
     exe = os.path.basename(str((spec.get("argv") or [""])[0]))
-    return OutputPlan(std, spec.get("transfer_output_files"), spec.get("snapshot") or {},
-                      {exe}, end.get("e") == "exit")
+    return OutputPlan(transfer, frozenset({exe}), end.get("e") == "exit")
+
+
+def add_outputs(result: dict, plan: OutputPlan, missing: list, refused: dict,
+                over: Optional[str]) -> dict:
+    """What the output collection found wrong, in the result (bounded)."""
+    if missing and plan.report_missing:
+        result["missing"] = [str(m)[:200] for m in missing[:1000]]
+    if refused:
+        result["refused"] = {str(k)[:200]: str(v)[:200] for k, v in list(refused.items())[:100]}
+    if over:
+        result["outputs_over_limit"] = str(over)[:200]
+    return result
+
+
+def ident_fields(spec: dict) -> dict:
+    """The identity fields of a taskfile spec (to release a per-job uid)."""
+    return {"uid": spec.get("uid"), "per_job_uid": bool(spec.get("per_job_uid"))}
 
 
 def _ended_at(st: Any, now: float) -> float:

@@ -28,7 +28,8 @@ from ..wire.aio import Channel, ConnectionClosed, Server, connect
 from ..wire.errors import WireError
 from ..wire.reconnect import Backoff, keep_connected
 from . import core as nc
-from . import sandbox, taskfile
+from . import identity, sandbox, taskfile, unit
+from .confine import Confinement, make_state_dir
 from .core import Capacity, NodeCore
 from .launcher import Launcher
 
@@ -84,15 +85,17 @@ def _why(exc: BaseException) -> str:
 
 class NodeDaemon:
     def __init__(self, config, capacity: Capacity, state_dir: str, launcher: Launcher,
-                 allow_root_jobs: bool = False, retain: float = nc.DEFAULT_RETAIN) -> None:
+                 confine: Optional[Confinement] = None,
+                 retain: float = nc.DEFAULT_RETAIN) -> None:
         self.config = config
         self.cap = capacity
         self.state_dir = state_dir
         self.tasks_dir = os.path.join(state_dir, "tasks")
-        self.sandbox_dir = os.path.join(state_dir, "sandbox")
+        # no confinement given (`submit --local`): jobs run as whoever runs us
+        self.confine = confine or Confinement.as_self(os.path.join(state_dir, "sandbox"))
+        self.sandbox_dir = self.confine.execute_dir
         self.claims_path = os.path.join(state_dir, "claims.json")
         self.launcher = launcher
-        self.allow_root = allow_root_jobs
         self.root = None
         self.notify_address = "\0jrs-node-%d-%s" % (os.getpid(), os.urandom(4).hex())
         self.core = NodeCore(capacity, self.tasks_dir, self.sandbox_dir,
@@ -140,8 +143,8 @@ class NodeDaemon:
     async def start(self, root: bytes, host: str, port: int) -> tuple:
         """Recover, listen, and start the master session; return the bound address."""
         self.root = root
-        for d in (self.tasks_dir, self.sandbox_dir):
-            os.makedirs(d, mode=0o755, exist_ok=True)
+        make_state_dir(self.state_dir)
+        make_state_dir(self.tasks_dir)
         self._load_claims()
         self._recover()
         loop = asyncio.get_running_loop()
@@ -192,6 +195,7 @@ class NodeDaemon:
                 log.warning("%s: set aside: %s", path, exc)
                 os.replace(path, path + ".bad")
                 continue
+            self.confine.policy.hold(st.spec)  # its uid stays taken until the taskfile goes
             self.execute(self.core.recover(st, taskfile.owner_alive(path), time.time()))
 
     # ----------------------------------------------------------- the master
@@ -315,43 +319,62 @@ class NodeDaemon:
         try:
             await wirefiles.receive(ch, t.heads, open_file)
         except BaseException:
+            self._close_box(t)
             self.execute(self.core.run_aborted(t))
             raise
         for sink in sinks:
             if sink.error is not None:
                 self.core.refuse(t, sink.error)
                 break
-        self.execute(self.core.run_received(t, time.time()))
+        if t.reason is not None:
+            self._close_box(t)
+        try:
+            self.execute(self.core.run_received(t, time.time()))
+        finally:
+            self._close_box(t)  # handed over already if it became a task
 
     # sandbox operations: contract 5, they go through sandbox.py
 
     def _make_box(self, t: nc.RunTicket) -> None:
-        os.makedirs(t.box, mode=0o700)
+        """The job's identity, and its sandbox owned by it from the start."""
+        try:
+            ident = self.confine.policy.identity_for(t.user)
+        except identity.NoUids as exc:
+            raise OSError(str(exc)) from None
+        try:
+            box = sandbox.create(self.sandbox_dir, t.key, ident.uid, ident.gid)
+        except BaseException:
+            self.confine.policy.release(ident)
+            raise
+        t.shell = (box, ident)
+        t.ident = nc.ident_fields(ident.to_spec())
         self.core.box_made(t)
 
     def _open_input(self, t: nc.RunTicket, head: dict):
-        path = os.path.join(t.box, head["name"])
-        if "/" in head["name"]:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW,
-                     head["mode"] | 0o600)
-        return os.fdopen(fd, "wb")
+        return t.shell[0].open_input(head)
+
+    @staticmethod
+    def _close_box(t: nc.RunTicket) -> None:
+        if t.shell is not None:
+            t.shell[0].close()
 
     def _prepare(self, a: nc.Prepare) -> None:
         """The I/O that makes a run a task; any failure refuses the run."""
         t = a.ticket
+        box, ident = t.shell
         err = None
         try:
-            ident = sandbox.identity(t.user, self.allow_root)
             exe = t.exe_in_box
-            if exe is not None:
-                os.chmod(exe, 0o755)
-            if ident is not None:
-                sandbox.chown_tree(t.box, ident[0], ident[1])
-            spec = self.core.task_spec(t, ident, sandbox.snapshot(t.box), time.time())
+            snap = box.hand_over(os.path.basename(exe) if exe else None)
+            fields = self.confine.spec_fields(ident, t.key)
+            spec = self.core.task_spec(t, fields, snap, time.time(),
+                                       home=box.path if ident.per_job else None)
+            if ident.note:
+                log.info("job %s: %s; runs as %s", t.key, ident.note, ident.name)
             taskfile.create(t.path, spec)
         except (OSError, ValueError) as exc:
             err = _why(exc)
+            box.close()
         self.execute(self.core.created(t, err, time.time()))
 
     def _launch(self, a: nc.Launch) -> None:
@@ -405,12 +428,18 @@ class NodeDaemon:
 
     def _mark_lost(self, a: nc.MarkLost) -> None:
         reason = a.reason
-        if a.pid and taskfile.same_process(a.pid, a.pid_start):
-            try:
-                os.killpg(a.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        alive = bool(a.pid) and taskfile.same_process(a.pid, a.pid_start)
+        if alive:
             reason += f" while the job's process {a.pid} still ran (killed it)"
+        if a.reap or alive:
+            try:
+                spec = taskfile.load(a.path).spec
+            except (OSError, ValueError):
+                spec = {}
+            job_unit = unit.Unit.from_spec(spec, a.key)
+            if alive:
+                job_unit.pgid = a.pid
+            job_unit.reap()  # all of its unit, and a per-job uid's files and IPC
         try:
             taskfile.append_event(a.path, {"e": "lost", "reason": reason, "t": time.time()})
         except OSError as exc:
@@ -441,38 +470,38 @@ class NodeDaemon:
     # ----------------------------------------------------------- delivery
 
     def _collect(self, st) -> tuple:
-        """(result, [(name, path)]) of a finished job: the core's result, the sandbox's files."""
+        """(result, outputs) of a finished job: the core's result, the sandbox's checked
+        files (sandbox.collect: through directory fds, no links; close it after)."""
         result = nc.result_of(st, self.cap.name)
         plan = nc.output_plan(st)
-        items: list = []
-        box = st.spec.get("sandbox")
-        if plan is not None and box and os.path.isdir(box):
-            items = [(name, path) for name, path in plan.std if os.path.isfile(path)]
-            if plan.wanted != []:
-                found, missing = sandbox.outputs(box, plan.wanted, plan.snapshot, plan.skip)
-                items += found
-                if missing and plan.report_missing:
-                    result["missing"] = missing
-        return result, items
+        if plan is None:
+            return result, None
+        found = sandbox.collect(st.spec, plan.transfer, plan.skip)
+        nc.add_outputs(result, plan, found.missing, found.refused, found.over)
+        return result, found
 
     def _deliver(self, a: nc.Deliver) -> None:
         self._spawn(self._deliver_now(a.sid, a.key))
 
     async def _deliver_now(self, sid: int, key: str) -> None:
         ok = False
+        found = None
         try:
             task = self.core.task_of(key)
             ch = self.channels.get(sid)
             if task is None or ch is None or task.state is None:
                 return
-            result, items = self._collect(task.state)
+            result, found = self._collect(task.state)
+            items = found.items if found is not None else []
             msg = {"type": "finished", "job": task.job, "attempt": task.attempt,
-                   "result": result, "files": wirefiles.describe(items)}
+                   "result": result, "files": found.heads if found is not None else []}
             await ch.send_files(msg, items)  # the message and its data: one unit
             ok = True
         except (ConnectionClosed, OSError, WireError) as exc:
             log.info("could not deliver %s yet: %s", key, exc)
         finally:
+            if found is not None:
+                found.close()
             self.execute(self.core.delivery_done(key, sid, ok))
 
     def _remove(self, a: nc.Remove) -> None:
@@ -483,12 +512,21 @@ class NodeDaemon:
                 pass  # dying before the files are gone only means delivering it again
             if sandbox.remove_if_small(a.box):
                 self._unlink(a.path)
+                self._release(a.ident)
                 return
-        self._spawn(asyncio.get_running_loop().run_in_executor(
-            None, self._remove_files, a.box, a.path))
+        fut = asyncio.get_running_loop().run_in_executor(None, self._remove_files, a.box,
+                                                         a.path)
+        fut.add_done_callback(lambda _f: self._release(a.ident))
+        self._spawn(fut)
 
     def _remove_box(self, a: nc.RemoveBox) -> None:
         sandbox.remove(a.box)
+        self._release(a.ident)
+
+    def _release(self, ident: Optional[dict]) -> None:
+        """A job's sandbox and taskfile are gone: its per-job uid may be reused."""
+        if ident:
+            self.confine.policy.release(ident)
 
     @classmethod
     def _remove_files(cls, box: str, path: str) -> None:

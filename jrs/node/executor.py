@@ -2,12 +2,14 @@
 
 It holds an exclusive lock on the taskfile while it lives (that is how the
 node daemon knows it is alive, immune to pid reuse), starts the user process
-as its own process group, waits for it, kills whatever the job left behind,
-and appends the outcome. It runs in its own session and ignores hangups, so
-the node daemon may die and come back at any moment.
+in the job's containment unit (its cgroup, its per-job uid, its process group:
+see unit.py), waits for it, kills whatever the job left behind, reaps the
+per-job uid (processes, temporary files, IPC), and appends the outcome. It
+runs in its own session and ignores hangups, so the node daemon may die and
+come back at any moment.
 
-SIGTERM means "remove this job": the process group gets TERM, then KILL after
-the spec's grace period.
+SIGTERM means "remove this job": the unit gets TERM, then KILL after the
+spec's grace period.
 
 It uses the C modules `_signal` and `_socket` rather than `signal` and
 `socket`: those wrappers import `enum` (and `socket` also `selectors`), which
@@ -20,10 +22,11 @@ from __future__ import annotations
 import _signal
 import _socket
 import os
+import resource
 import time
 
 from .. import records
-from . import taskfile
+from . import taskfile, unit
 
 
 class TaskBusy(Exception):
@@ -43,12 +46,17 @@ def _open_locked(path: str) -> int:
     return fd
 
 
-def _open_std(path: str | None, write: bool) -> int:
+def _open_std(path: str | None, write: bool, nofollow: bool) -> int:
+    """Open one of the job's standard streams. On a root node this runs in the
+    job's child after the identity switch, so the job's rights decide what it
+    may open (`output = /etc/cron.d/x` is refused by the kernel, not by us);
+    sandbox streams are never opened through a symbolic link."""
     if not path:
         return os.open(os.devnull, os.O_RDWR)
+    flags = os.O_NOFOLLOW if nofollow else 0
     if write:
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    return os.open(path, os.O_RDONLY)
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | flags, 0o644)
+    return os.open(path, os.O_RDONLY | flags)
 
 
 def _rusage(ru) -> dict:
@@ -62,6 +70,8 @@ _notify_sock: _socket.socket | None = None
 def prepare() -> None:
     """Do once in the launcher what every forked executor would otherwise do itself."""
     global _notify_sock
+    import shutil  # noqa: F401  (a per-job uid's clean-up needs it after the identity switch)
+
     taskfile.boot_id()
     _notify_sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
 
@@ -87,10 +97,11 @@ def _notify(spec: dict, key: str) -> None:
 class _Killer:
     """SIGTERM handling: TERM the job's process group, KILL it after the grace period."""
 
-    def __init__(self, fd: int, grace: float) -> None:
+    def __init__(self, fd: int, grace: float, job_unit: unit.Unit) -> None:
         self.fd = fd
         self.grace = grace
-        self.pgid: int | None = None
+        self.unit = job_unit
+        self.started = False
         self.requested = False
 
     def on_term(self, signum, frame) -> None:
@@ -105,11 +116,8 @@ class _Killer:
         self._signal(_signal.SIGKILL)
 
     def _signal(self, sig: int) -> None:
-        if self.pgid:
-            try:
-                os.killpg(self.pgid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
+        if self.started:
+            self.unit.signal(sig)
 
 
 def _ignore(signum, frame) -> None:
@@ -143,7 +151,8 @@ def run(path: str) -> dict | None:
             records.append(fd, result)
             _notify(spec, state.key)
             return result
-        killer = _Killer(fd, float(spec.get("kill_grace", 5)))
+        killer = _Killer(fd, float(spec.get("kill_grace", 5)),
+                         unit.Unit.from_spec(spec, state.key))
         _signal.signal(_signal.SIGTERM, killer.on_term)
         result = _run_user_process(fd, spec, killer)
         # not fsynced: a crash of the daemon or of this process loses nothing the page
@@ -168,68 +177,118 @@ class StartFailed(Exception):
 _STEPS = {b"s": "cannot start a session", b"d": "cannot set up stdin/stdout/stderr",
           b"g": "cannot take on the job's groups", b"G": "cannot take on the job's group",
           b"u": "cannot take on the job's user id", b"c": "cannot enter the working directory",
-          b"x": "cannot run"}
+          b"x": "cannot run", b"0": "cannot open its stdin", b"1": "cannot open its stdout",
+          b"2": "cannot open its stderr", b"j": "cannot enter the job's cgroup",
+          b"l": "cannot set the job's process limit"}
 
 
-def _failed(step: bytes, code: int, argv0: str, cwd: str | None) -> StartFailed:
+def _failed(step: bytes, code: int, argv0: str, cwd: str | None,
+            std: tuple = ()) -> StartFailed:
     what = _STEPS.get(step, "cannot start the job")
     if step == b"x":
         what += f" {argv0}"
     elif step == b"c":
         what += f" {cwd}"
+    elif step in (b"0", b"1", b"2") and std:
+        what += f" {std[int(step)]}"
     return StartFailed(code, f"{what}: {os.strerror(code) if code else 'failed'}")
 
 
-def _spawn(spec: dict, std: list) -> int:
-    """Start the user process in its own session; return its pid.
+def _std_paths(spec: dict) -> tuple:
+    return tuple(spec.get(n) or None for n in ("stdin", "stdout", "stderr"))
 
-    As ourselves, `posix_spawn` (vfork and exec: cheap, and it reports exec
-    failures as OSError); this process is the job's alone, so it may chdir.
-    As another account (a root node), fork, switch identity, and exec.
+
+def _open_all_std(spec: dict) -> list:
+    """The job's three streams (as whoever we are now); raises StartFailed."""
+    std: list = []
+    nofollow = not spec.get("shared_fs")
+    try:
+        for i, path in enumerate(_std_paths(spec)):
+            try:
+                std.append(_open_std(path, i > 0, nofollow))
+            except OSError as exc:
+                raise _failed(b"%d" % i, exc.errno or 0, "", None, _std_paths(spec)) from None
+    except BaseException:
+        for f in std:
+            os.close(f)
+        raise
+    return std
+
+
+def _spawn(spec: dict, killer: _Killer) -> int:
+    """Start the user process in its own session and unit; return its pid.
+
+    As ourselves (a non-root node), `posix_spawn` (vfork and exec: cheap, and it
+    reports exec failures as OSError); this process is the job's alone, so it
+    may chdir. As another identity (a root node), fork, enter the cgroup, switch
+    identity, open the streams as the job, and exec.
     """
     argv = [str(a) for a in spec["argv"]]
     env = {str(k): str(v) for k, v in spec["env"].items()}
     cwd = spec.get("cwd") or None
     if spec.get("uid") is None:
-        if cwd:
-            try:
-                os.chdir(cwd)
-            except OSError as exc:
-                raise _failed(b"c", exc.errno or 0, argv[0], cwd) from None
-        actions = [(os.POSIX_SPAWN_DUP2, f, i) for i, f in enumerate(std)]
+        std = _open_all_std(spec)
         try:
-            return os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True,
-                                  setsigdef=_RESET, setsigmask=())
-        except OSError as exc:
-            raise _failed(b"x", exc.errno or 0, argv[0], cwd) from None
-    return _fork_exec_as(spec, argv, env, std)
+            if cwd:
+                try:
+                    os.chdir(cwd)
+                except OSError as exc:
+                    raise _failed(b"c", exc.errno or 0, argv[0], cwd) from None
+            actions = [(os.POSIX_SPAWN_DUP2, f, i) for i, f in enumerate(std)]
+            try:
+                pid = os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True,
+                                     setsigdef=_RESET, setsigmask=())
+            except OSError as exc:
+                raise _failed(b"x", exc.errno or 0, argv[0], cwd) from None
+        finally:
+            for f in std:
+                os.close(f)
+        killer.unit.pgid = pid
+        killer.started = True
+        return pid
+    return _fork_exec_as(spec, argv, env, killer)
 
 
-def _fork_exec_as(spec: dict, argv: list, env: dict, std: list) -> int:
-    """fork, switch to the job's account, exec; a failure comes back as StartFailed.
+def _fork_exec_as(spec: dict, argv: list, env: dict, killer: _Killer) -> int:
+    """fork, enter the unit, switch to the job's identity, open its streams, exec;
+    a failure comes back as StartFailed.
 
     The child reports the failed step and errno through a close-on-exec pipe:
-    EOF means exec worked.
+    EOF means exec worked. The streams are opened after the switch: a path the
+    job names is opened with the job's rights, never root's.
     """
     uid, gid = int(spec["uid"]), int(spec["gid"])
-    groups = [int(g) for g in spec.get("groups") or [gid]]
+    per_job = bool(spec.get("per_job_uid"))
+    groups = [] if per_job else [int(g) for g in spec.get("groups") or [gid]]
     cwd = spec.get("cwd")
+    job_unit = killer.unit
+    nproc = None if job_unit.pids_limited or not per_job else job_unit.pids_max
+    paths = _std_paths(spec)
+    nofollow = not spec.get("shared_fs")
     rd, wr = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
-    if pid == 0:  # the child: only async-signal-safe work until exec
+    if pid == 0:  # the child
         step = b"s"
         try:
             os.close(rd)
             os.setsid()
-            step = b"d"
-            for i, f in enumerate(std):
-                os.dup2(f, i)
+            step = b"j"
+            job_unit.join_self()
+            step = b"l"
+            if nproc is not None:  # no pids cgroup: the per-job uid's process count
+                resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
             step = b"g"
             os.setgroups(groups)
             step = b"G"
-            os.setgid(gid)
+            os.setresgid(gid, gid, gid)
             step = b"u"
-            os.setuid(uid)
+            os.setresuid(uid, uid, uid)
+            for i, path in enumerate(paths):
+                step = b"%d" % i
+                f = _open_std(path, i > 0, nofollow)
+                if f != i:
+                    os.dup2(f, i)
+                    os.close(f)
             step = b"c"
             if cwd:
                 os.chdir(cwd)
@@ -242,34 +301,31 @@ def _fork_exec_as(spec: dict, argv: list, env: dict, std: list) -> int:
         finally:
             os._exit(127)
     os.close(wr)
+    job_unit.pgid = pid
+    killer.started = True
     with os.fdopen(rd, "rb") as r:
         report = r.read()
     if report:
         os.waitpid(pid, 0)
-        raise _failed(report[:1], int(report[1:] or 0), argv[0], cwd)
+        job_unit.kill_all()
+        raise _failed(report[:1], int(report[1:] or 0), argv[0], cwd, paths)
     return pid
 
 
 def _run_user_process(fd: int, spec: dict, killer: _Killer) -> dict:
     started = time.time()
-    std = []
+    job_unit = killer.unit
+    job_unit.create()
     try:
-        for name, write in (("stdin", False), ("stdout", True), ("stderr", True)):
-            try:
-                std.append(_open_std(spec.get(name), write))
-            except OSError as exc:
-                raise StartFailed(exc.errno or 0, f"cannot open its {name} {spec.get(name)}: "
-                                                  f"{exc.strerror or exc}") from None
-        pid = _spawn(spec, std)
+        pid = _spawn(spec, killer)
     except StartFailed as exc:
-        return {"e": "exec-failed", "errno": exc.errno, "t": time.time(), "reason": exc.reason}
+        reaped = job_unit.reap()
+        return {"e": "exec-failed", "errno": exc.errno, "t": time.time(), "reason": exc.reason,
+                "clean": reaped["clean"]}
     except (ValueError, TypeError, KeyError, IndexError) as exc:
+        job_unit.reap()
         return {"e": "exec-failed", "errno": 0, "t": time.time(),
                 "reason": f"bad job spec: {exc}"}
-    finally:
-        for f in std:
-            os.close(f)
-    killer.pgid = pid
     records.append(fd, {"e": "running", "pid": pid, "start": taskfile.process_start(pid),
                         "t": started})
     if killer.requested:  # a TERM that came before the pid was known
@@ -277,13 +333,11 @@ def _run_user_process(fd: int, spec: dict, killer: _Killer) -> dict:
     _, status, usage = os.wait4(pid, 0)
     ended = time.time()
     _signal.setitimer(_signal.ITIMER_REAL, 0)
-    try:  # whatever the job left running in its group goes with it
-        os.killpg(pid, _signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    # whatever the job left running in its unit goes with it; a per-job uid is reaped
+    reaped = job_unit.reap()
     if os.WIFSIGNALED(status):
         code, sig = None, os.WTERMSIG(status)
     else:
         code, sig = os.waitstatus_to_exitcode(status), None
     return {"e": "exit", "code": code, "signal": sig, "rusage": _rusage(usage),
-            "started": started, "ended": ended, "t": ended}
+            "started": started, "ended": ended, "t": ended, "clean": reaped["clean"]}

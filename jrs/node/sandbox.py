@@ -1,16 +1,28 @@
-"""A job's sandbox on the node: safe file names, identity, environment, outputs.
+"""A job's sandbox on the node: safe file names, creation, environment, outputs.
 
 Names come from the peer, so every one is checked before it touches the disk:
 relative, no `..`, no empty or hidden-trick components.
+
+Nothing a job or a peer names is opened, stat'ed or walked by path with root's
+rights. A sandbox is made as `EXECUTE/KEY` (0700) and stays root's while its
+input files are written (so nothing else can get in), each file and directory
+created through a directory fd with O_NOFOLLOW and handed to the job's
+identity at once (`fchown` on the fd); the top directory is handed over last.
+Outputs are read the same way: from the sandbox's fd, one O_NOFOLLOW component
+at a time, refusing anything but regular files and directories, files not
+owned by the job, and files with other hard links; the bytes sent come from
+the descriptor that was checked. (A symbolic-link swap, a FIFO, a link to `/`
+or to a root-only file, a hard link to one: all refused, none followed.)
 """
 
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
-import time
+import stat
 from typing import Optional
+
+from . import fsafe
 
 STDIN, STDOUT, STDERR = "_condor_stdin", "_condor_stdout", "_condor_stderr"
 RESERVED = {STDIN, STDOUT, STDERR}
@@ -29,58 +41,6 @@ def safe_name(name: object) -> str:
     if name.startswith("/") or any(p in ("", ".", "..") for p in parts):
         raise BadName(f"file name {name[:60]!r} must be relative, without '..'")
     return name
-
-
-IDENTITY_TTL = 30.0  # seconds an account lookup is reused: a new account counts soon
-_identities: dict = {}
-
-
-def identity(user: str, allow_root: bool) -> Optional[tuple]:
-    """(uid, gid, groups, name) to run a job as, or None to run as ourselves.
-
-    A root node runs jobs as the submitting user's account when one of that
-    name exists here, else as `nobody`; uid 0 only with --allow-root-jobs.
-    Lookups (the passwd and group databases, maybe over NSS) are reused for
-    IDENTITY_TTL seconds: a node asks once per job.
-    """
-    if os.geteuid() != 0:
-        return None
-    if not isinstance(user, str):  # from a peer: no cache key, and no such account
-        return _lookup(user, allow_root)
-    now = time.monotonic()
-    hit = _identities.get((user, allow_root))
-    if hit is not None and now - hit[0] < IDENTITY_TTL:
-        return hit[1]
-    found = _lookup(user, allow_root)
-    if len(_identities) > 1000:
-        _identities.clear()
-    _identities[(user, allow_root)] = (now, found)
-    return found
-
-
-def _lookup(user: str, allow_root: bool) -> Optional[tuple]:
-    try:
-        pw = pwd.getpwnam(user)
-    except (KeyError, TypeError, ValueError):
-        pw = None
-    if pw is not None and pw.pw_uid == 0 and not allow_root:
-        pw = None
-    if pw is None:
-        pw = pwd.getpwnam("nobody")
-    if pw.pw_uid == 0:
-        return None
-    try:
-        groups = os.getgrouplist(pw.pw_name, pw.pw_gid)
-    except OSError:
-        groups = [pw.pw_gid]
-    return pw.pw_uid, pw.pw_gid, groups, pw.pw_name
-
-
-def chown_tree(path: str, uid: int, gid: int) -> None:
-    os.chown(path, uid, gid)
-    for top, dirs, files in os.walk(path):
-        for n in dirs + files:
-            os.lchown(os.path.join(top, n), uid, gid)
 
 
 def job_environment(spec_env: dict, getenv: dict, scratch: str, job: str, cpus: int,
@@ -104,46 +64,224 @@ def job_environment(spec_env: dict, getenv: dict, scratch: str, job: str, cpus: 
     return env
 
 
+class Box:
+    """A sandbox being set up by the node: root's until `hand_over`."""
+
+    def __init__(self, path: str, fd: int, uid: Optional[int], gid: Optional[int]) -> None:
+        self.path = path
+        self.fd = fd
+        self.uid = uid
+        self.gid = gid
+
+    def _own(self, fd: int) -> None:
+        if self.uid is not None:
+            os.fchown(fd, self.uid, self.gid if self.gid is not None else self.uid)
+
+    def open_input(self, head: dict):
+        """A binary file to write input `head["name"]` into (created, owned by the job)."""
+        parts = safe_name(head["name"]).split("/")
+        mode = (int(head.get("mode", 0o644)) | 0o600) & 0o777
+        dfd = self.fd
+        opened = []
+        try:
+            for part in parts[:-1]:
+                try:
+                    os.mkdir(part, 0o755, dir_fd=dfd)
+                    made = True
+                except FileExistsError:
+                    made = False
+                dfd = os.open(part, fsafe.DIR_FLAGS, dir_fd=dfd)
+                opened.append(dfd)
+                if made:
+                    self._own(dfd)
+            fd = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+                         | os.O_CLOEXEC | os.O_NONBLOCK, mode, dir_fd=dfd)
+        finally:
+            for d in opened:
+                os.close(d)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(f"{head['name']}: not a regular file")
+            self._own(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return os.fdopen(fd, "wb")
+
+    def hand_over(self, executable: Optional[str] = None) -> dict:
+        """Make `executable` (a top-level name) executable, take the snapshot of the
+        top-level files (to spot new or changed outputs), and give the sandbox to the
+        job. Returns the snapshot."""
+        if executable is not None:
+            fd = os.open(safe_name(executable), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+                         | os.O_NONBLOCK, dir_fd=self.fd)
+            try:
+                if stat.S_ISREG(os.fstat(fd).st_mode):
+                    os.fchmod(fd, 0o755)
+            finally:
+                os.close(fd)
+        snap = _snapshot_fd(self.fd)
+        self._own(self.fd)
+        self.close()
+        return snap
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def discard(self) -> None:
+        self.close()
+        remove(self.path)
+
+
+def check_key(key: object) -> str:
+    """A task key used as one directory name: one component, no tricks."""
+    if not isinstance(key, str) or not key or "/" in key or "\0" in key \
+            or key in (".", "..") or len(key) > 200:
+        raise BadName(f"bad task key {str(key)[:60]!r}")
+    return key
+
+
+def create(execute_dir: str, key: str, uid: Optional[int] = None,
+           gid: Optional[int] = None) -> Box:
+    """Make the sandbox `execute_dir/key` (0700, root's until Box.hand_over)."""
+    check_key(key)
+    top = os.open(execute_dir, fsafe.DIR_FLAGS & ~os.O_NOFOLLOW)
+    try:
+        os.mkdir(key, 0o700, dir_fd=top)
+        fd = os.open(key, fsafe.DIR_FLAGS, dir_fd=top)
+    finally:
+        os.close(top)
+    return Box(os.path.join(execute_dir, key), fd, uid, gid)
+
+
 def snapshot(directory: str) -> dict:
-    """{name: [size, mtime_ns]} of the top-level regular files (to spot new or changed)."""
+    """{name: [size, mtime_ns]} of the top-level regular files of a directory."""
+    fd = os.open(directory, fsafe.DIR_FLAGS)
+    try:
+        return _snapshot_fd(fd)
+    finally:
+        os.close(fd)
+
+
+def _snapshot_fd(fd: int) -> dict:
     out = {}
-    with os.scandir(directory) as it:
+    with os.scandir(fd) as it:
         for e in it:
-            if e.is_file(follow_symlinks=False):
-                st = e.stat(follow_symlinks=False)
+            st = e.stat(follow_symlinks=False)
+            if stat.S_ISREG(st.st_mode):
                 out[e.name] = [st.st_size, st.st_mtime_ns]
     return out
 
 
-def outputs(directory: str, wanted: Optional[list], before: dict,
-            skip: set) -> tuple[list, list]:
-    """([(name, path)] to send back, [missing names]) for a finished job.
+def check_output_list(names: object) -> Optional[list]:
+    """transfer_output_files from a peer: None, or a list of safe relative names."""
+    if names is None:
+        return None
+    if not isinstance(names, list) or len(names) > fsafe.MAX_FILES:
+        raise BadName("transfer_output_files must be a list of names")
+    return [safe_name(n.rstrip("/") if isinstance(n, str) else n) for n in names]
 
-    `wanted` is transfer_output_files (None: every new or changed top-level file).
-    """
-    found, missing = [], []
+
+MAX_OUTPUT_FILES = fsafe.MAX_FILES
+
+
+class Collected:
+    """The outputs of a finished job, checked: what to send, what is missing or refused.
+
+    `items` are (name, opener) pairs for wire.files.send: each opener reopens its
+    file from the sandbox's fd, one O_NOFOLLOW component at a time, checks the
+    descriptor (regular, owned by the job, one link, the very inode seen when
+    collecting) and returns it, so the bytes sent are the ones checked."""
+
+    def __init__(self) -> None:
+        self.items: list = []
+        self.heads: list = []
+        self.missing: list = []
+        self.refused: dict = {}
+        self.over: Optional[str] = None
+        self.tree: Optional[fsafe.Tree] = None
+
+    def close(self) -> None:
+        if self.tree is not None:
+            self.tree.close()
+            self.tree = None
+
+    def _add(self, name: str, found: fsafe.Found) -> None:
+        assert self.tree is not None
+        self.items.append((name, self.tree.opener(found)))
+        self.heads.append({"name": name, "size": found.size, "mode": found.mode & 0o777})
+
+
+def collect(spec: dict, transfer: bool = True, skip: frozenset = frozenset()) -> Collected:
+    """The files of a finished job's sandbox to send back.
+
+    `_condor_stdout`/`_condor_stderr` when the job has them, then (when `transfer`)
+    transfer_output_files (a directory: every regular file below it, named from
+    the directory's own name down) or, without a list, every new or changed
+    top-level regular file except `skip`. Owner: the job's uid (ourselves on a
+    non-root node)."""
+    out = Collected()
+    uid = spec.get("uid")
+    owner = uid if isinstance(uid, int) else os.geteuid()
+    try:
+        out.tree = fsafe.Tree.open(str(spec["sandbox"]), owner)
+    except OSError as exc:
+        out.refused["."] = f"sandbox unusable: {exc.strerror or exc}"
+        return out
+    tree = out.tree
+    budget = fsafe.Budget()
+    for name, key in ((STDOUT, "stdout"), (STDERR, "stderr")):
+        if spec.get(key):
+            try:
+                out._add(name, tree.file([name]))
+            except fsafe.Refused as exc:
+                if not exc.missing:
+                    out.refused[name] = exc.reason
+    if not transfer:
+        return out
+    wanted = spec.get("transfer_output_files")
     if wanted is not None:
-        for name in wanted:
-            path = os.path.join(directory, name)
-            if os.path.isfile(path):
-                found.append((os.path.basename(name.rstrip("/")), path))
-            elif os.path.isdir(path):
-                for top, _, files in os.walk(path):
-                    for f in sorted(files):
-                        full = os.path.join(top, f)
-                        found.append((os.path.relpath(full, os.path.dirname(path)), full))
-            else:
-                missing.append(name)
-        return found, missing
-    for name, stamp in sorted(snapshot(directory).items()):
-        if name in RESERVED or name in skip:
-            continue
-        if before.get(name) != stamp:
-            found.append((name, os.path.join(directory, name)))
-    return found, missing
+        try:
+            names = check_output_list(wanted)
+        except BadName as exc:
+            out.refused["transfer_output_files"] = str(exc)
+            out.missing = [str(n)[:200] for n in wanted] if isinstance(wanted, list) else []
+            return out
+        assert names is not None
+        for name in names:
+            parts = name.split("/")
+            try:
+                found = tree.entry(parts)
+                if found.is_dir:
+                    for rel, f in tree.walk(parts, budget):
+                        out._add("/".join([parts[-1], *rel]), f)
+                else:
+                    out._add(parts[-1], found)
+            except fsafe.Refused as exc:
+                out.missing.append(name)
+                if not exc.missing:
+                    out.refused[name] = exc.reason
+            except fsafe.OverLimit as exc:
+                out.over = str(exc)
+                break
+        return out
+    before = spec.get("snapshot") or {}
+    try:
+        for entry, found in tree.top_files(budget):
+            if entry in RESERVED or entry in skip:
+                continue
+            if before.get(entry) != [found.size, found.mtime_ns]:
+                out._add(entry, found)
+    except fsafe.OverLimit as exc:
+        out.over = str(exc)
+    return out
 
 
 def remove(path: str) -> None:
+    """Remove a sandbox: shutil's rmtree works through directory fds and never
+    follows a symbolic link (`rmtree.avoids_symlink_attacks`)."""
     shutil.rmtree(path, ignore_errors=True)
 
 

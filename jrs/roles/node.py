@@ -85,20 +85,19 @@ def _retain(value: Optional[str]) -> float:
         raise ConfigError(f"--retain={value}: {exc}") from None
 
 
-def _warn_untraversable(state: str) -> None:
-    """A root node runs jobs as other users: they must be able to reach their sandbox."""
-    if os.geteuid() != 0:
-        return
-    path = os.path.abspath(state)
-    while path != "/":
-        if not os.stat(path).st_mode & 0o001:
-            import logging
+def confinement(args: dict, state: str, port: int):
+    """The node's confinement from its options (ConfigError naming what is wrong)."""
+    from ..node import confine, identity, unit
 
-            logging.getLogger("jrs.node").warning(
-                "%s is not searchable by other users: jobs run as other accounts will fail "
-                "to start (chmod o+x %s, or choose another --state)", path, path)
-            return
-        path = os.path.dirname(path)
+    if os.geteuid() == 0:
+        default = os.path.join("/var/lib/jrs", f"execute-{port}")
+    else:
+        default = os.path.join(state, "sandbox")
+    pids = _count(args.get("--job-pids"), "--job-pids") or unit.DEFAULT_PIDS
+    return confine.setup(os.path.abspath(args.get("--execute") or default),
+                         mode="account" if args.get("--same-user-accounts") else "job",
+                         job_uids=args.get("--job-uids") or identity.DEFAULT_RANGE,
+                         root_groups=args.get("--root-groups"), pids_max=pids)
 
 
 def main(args: dict) -> int:
@@ -119,9 +118,11 @@ def main(args: dict) -> int:
     from ..node.launcher import Launcher
 
     state = args["--state"] or default_state(f"node-{entry.endpoint.port}")
-    os.makedirs(state, mode=0o755, exist_ok=True)
+    from ..node.confine import make_state_dir
+
+    make_state_dir(state)
+    confine = confinement(args, state, entry.endpoint.port)
     setup_logging("node", args["--verbose"])
-    _warn_untraversable(state)
     launcher = Launcher()  # a fresh small interpreter that forks executors
     host = entry.endpoint.host
     port = entry.endpoint.port
@@ -129,7 +130,7 @@ def main(args: dict) -> int:
         ep = parse_endpoint(args["--listen"], port, "--listen")
         host, port = ep.host, ep.port
     daemon = NodeDaemon(config, Capacity(entry.name, slots, memory, gpus, attrs), state,
-                        launcher, allow_root_jobs=args["--allow-root-jobs"], retain=retain)
+                        launcher, confine=confine, retain=retain)
     from ..wire.keys import root_key
 
     try:

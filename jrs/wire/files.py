@@ -30,9 +30,27 @@ async def stream(unit: Transfer, items: list, headers: list,
                  cache: Optional[dict] = None) -> None:
     """Write the bytes of each (name, path) into an open transfer, exactly the size its
     header promised (a file that shrank since `describe` is padded with zeros; one
-    that grew is cut). Use it through `Channel.send_files`."""
+    that grew is cut). Use it through `Channel.send_files`.
+
+    `path` may instead be a callable returning an open fd (or None: send zeros),
+    so a node sends the very descriptor it checked, never a path reopened."""
     for (_, path), head in zip(items, headers):
         size = head["size"]
+        if callable(path):
+            fd = path()
+            f = open(fd, "rb", closefd=True) if fd is not None else None
+            try:
+                left = size
+                while left > 0:
+                    chunk = (f.read(min(CHUNK, left)) if f is not None else b"") \
+                        or bytes(min(CHUNK, left))  # shrank, or refused now: pad
+                    unit.write(chunk)
+                    left -= len(chunk)
+                    await unit.drain()
+            finally:
+                if f is not None:
+                    f.close()
+            continue
         if cache is not None and path in cache:
             data = cache[path]
             if len(data) != size:  # the file changed since it was cached: keep the promise

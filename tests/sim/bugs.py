@@ -10,6 +10,7 @@ one; until then it is applied here, around the core's method, and says so.
 from __future__ import annotations
 
 import contextlib
+import functools
 
 SWITCHES: dict = {}
 
@@ -43,15 +44,97 @@ def _patched(obj, attr: str, make):
         setattr(obj, attr, saved)
 
 
-@switch("release-kills", "Pool.release sends a claim-drop that kills the running job "
-                         "(issue 12: resume kills the jobs it should re-attach)")
+@switch("release-kills", "issue 12: resume kills the jobs it should re-attach. The resumed "
+                         "submitter does not know the claims of the jobs it re-attaches (the "
+                         "master's re-offer looks like a new free claim it releases), and a "
+                         "release kills the job on it")
 def _release_kills():
+    from jrs.client.core import SubmitCore
     from jrs.cluster.pool import Pool
 
-    def make(orig):
-        def release(self, sid, cid, now, *a, **kw):
-            out = orig(self, sid, cid, now, *a, **kw)
-            return [(k, p, dict(m, kill=True) if m.get("type") == "claim-drop" else m)
-                    for k, p, m in out]
-        return release
-    return _patched(Pool, "release", make)
+    def release(orig):
+        @functools.wraps(orig)
+        def wrapped(self, sid, cid, now, kill=False):
+            return orig(self, sid, cid, now, kill=True)
+        return wrapped
+
+    def start(orig):
+        @functools.wraps(orig)
+        def wrapped(self, now, running_jobs=()):
+            out = orig(self, now, running_jobs)
+            for cid in [c.id for c in self.claims.values() if c.retire]:
+                del self.claims[cid]
+            return out
+        return wrapped
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(_patched(Pool, "release", release))
+    stack.enter_context(_patched(SubmitCore, "start", start))
+    return stack
+
+
+@switch("offer-lost", "issue 12: a lost claim offer blocks a slot forever. An offer the node "
+                      "never answered stays in the Pool: no offer time-out, and neither "
+                      "node_hello, node_report nor node_gone withdraws it")
+def _offer_lost():
+    from jrs.cluster.pool import Pool
+
+    def init(orig):
+        @functools.wraps(orig)
+        def wrapped(self, *a, **kw):
+            orig(self, *a, **kw)
+            self.offer_timeout = float("inf")
+        return wrapped
+
+    def remove(orig):
+        @functools.wraps(orig)
+        def wrapped(self, cid, remember=None):
+            c = self.claims.get(cid)
+            if c is not None and not c.active and remember is False:
+                return c  # a withdrawal: kept, as before the fix
+            return orig(self, cid, remember)
+        return wrapped
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(_patched(Pool, "__init__", init))
+    stack.enter_context(_patched(Pool, "_remove", remove))
+    return stack
+
+
+@switch("retries-forgotten", "issue 12: retry state is lost across resume: a resumed queue "
+                             "starts attempts and completions at 0 again (max_retries restarts, "
+                             "attempt numbers collide with unacknowledged old taskfiles)")
+def _retries_forgotten():
+    from jrs.client.jobs import Queue
+
+    def init(orig):
+        @functools.wraps(orig)
+        def wrapped(self, jobs, total, skip=None, window=None, restore=None):
+            orig(self, jobs, total, skip=skip, window=window, restore=None)
+        return wrapped
+
+    return _patched(Queue, "__init__", init)
+
+
+@switch("task-before-io", "issue 12: the node changes state before I/O that can fail: the task "
+                          "and the claim's job are registered before the taskfile is written; "
+                          "when that fails the submitter only gets an error and the claim stays "
+                          "busy (needs the real node core)")
+def _task_before_io():
+    from jrs.node import core as nc
+
+    def created(orig):
+        @functools.wraps(orig)
+        def wrapped(self, t, err, now):
+            if err is None:
+                return orig(self, t, err, now)
+            claim = self.claims.get(t.claim)
+            self.tasks[t.key] = nc.Task(t.key, t.submitter, t.session, t.job, t.attempt,
+                                        t.claim, t.path, t.box, created=now)
+            if claim is not None:
+                claim.job = t.key
+            return [nc.ToSession(t.sid, {"type": "error", "code": "bad-message",
+                                         "message": err, "re": "run"})]
+        return wrapped
+
+    return _patched(nc.NodeCore, "created", created)

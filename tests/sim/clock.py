@@ -112,11 +112,15 @@ class Proc:
     def stall(self, seconds: float) -> None:
         self.stalled_until = max(self.stalled_until, self.sim.now + seconds)
 
-    def die(self) -> None:
-        """kill -9: timers gone, connections reset by the kernel."""
+    def die(self, silent: bool = False) -> None:
+        """kill -9: timers gone, connections reset by the kernel. `silent` (the host lost
+        power): no kernel is left to reset them; the peers' ends stay half-open."""
         if not self.alive:
             return
         self.alive = False
         for end in list(self.ends):
-            end.reset()
+            if silent:
+                end.ghost()
+            else:
+                end.reset()
         self.ends = []

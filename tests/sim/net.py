@@ -44,6 +44,8 @@ class End:
         self.open = True
         self.on_message: Callable[[dict], None] = lambda msg: None
         self.on_close: Callable[[], None] = lambda: None
+        self.proc_host = proc.host
+        self.dead_host: Optional[str] = None  # set: a ghost of a process on that host
         self._out: deque = deque()
         self._last = 0.0
         self._busy = False
@@ -76,6 +78,16 @@ class End:
         """Both directions lost; the peer notices shortly after."""
         self.conn.reset(notify_self=False, origin=self)
 
+    def ghost(self) -> None:
+        """Its process vanished with its host: what arrives here is lost, and the peer
+        learns of it only from a reset (the host answers again) or its keepalive."""
+        self._drop_from_proc()
+        self.proc = self.net.ghost
+        self.dead_host = self.proc_host
+        self.on_message = lambda msg: None
+        self.on_close = lambda: None
+        self._out.clear()
+
     def _drop_from_proc(self) -> None:
         if self in self.proc.ends:
             self.proc.ends.remove(self)
@@ -95,6 +107,11 @@ class End:
         if hold is not None:
             self._busy = True
             net.sim.at(hold, self._deliver, owner=peer.proc)
+            return
+        if peer.dead_host is not None:  # into the void, or a reset from the rebooted host
+            self._out.clear()
+            if net.host_up(peer.dead_host):
+                self.conn.reset()
             return
         _, body = self._out.popleft()
         if self._out:
@@ -159,6 +176,8 @@ class Network:
         self.sent = 0
         self.delivered = 0
         self.tracer: Optional[Callable[[str], None]] = None
+        self.ghost = Proc(sim, "", "(gone)")  # owns what is sent to a vanished process
+        self.host_up: Callable[[str], bool] = lambda host: True
 
     def delay(self) -> float:
         lo, hi = self.latency
@@ -212,6 +231,14 @@ class Network:
         for conn in list(self.conns):
             if frozenset(conn.hosts()) == key:
                 conn.reset()
+
+    def host_lost(self, host: str) -> None:
+        """After the keepalive timeout the peers of a vanished host give up on it."""
+        def give_up() -> None:
+            for conn in list(self.conns):
+                if host in (conn.a.dead_host, conn.b.dead_host):
+                    conn.reset()
+        self.sim.after(PEER_TIMEOUT, give_up)
 
     def reset_random(self) -> Optional[str]:
         if not self.conns:

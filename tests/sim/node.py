@@ -88,8 +88,9 @@ class Host:
     def crash(self) -> None:
         """Power loss: daemon and jobs die, the disk stays, the boot id changes."""
         if self.daemon is not None:
-            self.daemon.die()
+            self.daemon.die(silent=True)
             self.daemon = None
+        self.world.net.host_lost(self.name)
         self.jobs.die()
         for ex in self.execs.values():
             if not ex.done:

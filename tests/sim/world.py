@@ -139,6 +139,7 @@ class World:
         for n, slots in zip(names, shape.nodes):
             self.hosts[n] = Host(self, n, slots, 1 << 20, self._disk(n))
         self._disk("master")
+        self.net.host_up = lambda h: self.hosts[h].up if h in self.hosts else True
         self.master: Optional[MasterProc] = None
         self.specs: list = []
         self.subs: dict = {}  # name -> SubmitterProc (the current one)

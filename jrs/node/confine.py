@@ -1,0 +1,122 @@
+"""A node's confinement settings, checked once at start: who jobs run as, where
+their sandboxes live, which cgroups hold them.
+
+Layout: the state directory (taskfiles, claims.json) is 0700; sandboxes live in
+a separate execute directory (0711: job identities may pass through it, not
+list it), each sandbox 0700 and owned by its job. A root node whose execute
+directory a job identity cannot reach refuses to start, naming the directory
+and the chmod that fixes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from typing import Optional
+
+from ..errors import ConfigError
+from . import identity, unit
+
+
+class Confinement:
+    def __init__(self, policy: identity.Policy, execute_dir: str, cgroups: dict,
+                 pids_max: int, tag: str) -> None:
+        self.policy = policy
+        self.execute_dir = execute_dir
+        self.cgroups = cgroups
+        self.pids_max = pids_max
+        self.tag = tag
+        self.range_lock: Optional[int] = None
+
+    @classmethod
+    def as_self(cls, execute_dir: str) -> Confinement:
+        """Jobs run as the node's own account (a non-root node, `submit --local`)."""
+        os.makedirs(execute_dir, mode=0o700, exist_ok=True)
+        return cls(identity.Policy("self", self_name=_self_name()), execute_dir, {},
+                   unit.DEFAULT_PIDS, _tag(execute_dir))
+
+    def spec_fields(self, ident: identity.Identity, key: str) -> dict:
+        """What the taskfile spec carries for the executor: identity and unit."""
+        out = ident.to_spec()
+        out.update(cgroup=dict(self.cgroups), cgroup_leaf=unit.leaf_name(key),
+                   pids_max=self.pids_max)
+        return out
+
+    def close(self) -> None:
+        if self.range_lock is not None:
+            os.close(self.range_lock)
+            self.range_lock = None
+
+
+def _self_name() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
+def _tag(execute_dir: str) -> str:
+    """A name for this node's cgroups, unique per execute directory."""
+    return "n" + hashlib.sha256(os.path.realpath(execute_dir).encode()).hexdigest()[:12]
+
+
+def check_reachable(path: str) -> None:
+    """Every directory from / down to `path` must be searchable by others."""
+    path = os.path.abspath(path)
+    parts = []
+    p = path
+    while True:
+        parts.append(p)
+        if p == "/":
+            break
+        p = os.path.dirname(p)
+    for p in reversed(parts):
+        st = os.stat(p)
+        if not st.st_mode & stat.S_IXOTH:
+            raise ConfigError(f"--execute={path}: {p} is not searchable by job identities "
+                              f"(mode {stat.S_IMODE(st.st_mode):04o}); run `chmod o+x {p}` "
+                              "or choose another --execute")
+
+
+def make_state_dir(path: str) -> None:
+    """The state directory: 0700 (made so, or tightened if it was looser)."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    st = os.stat(path)
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        os.chmod(path, 0o700)
+
+
+def setup(execute_dir: str, mode: str = "job", job_uids: str = identity.DEFAULT_RANGE,
+          root_groups: Optional[str] = None, pids_max: int = unit.DEFAULT_PIDS) -> Confinement:
+    """The confinement of a node starting now (ConfigError when it cannot be had).
+
+    A root node: per-job uids (mode "job") or same-named accounts when allowed
+    (mode "account"); the range is checked against the id files and locked for
+    this node; the execute directory is made 0711 and must be reachable. A
+    non-root node runs every job as itself (it cannot switch identities) and
+    reads outputs the same hardened way.
+    """
+    if os.geteuid() != 0:
+        conf = Confinement.as_self(execute_dir)
+        return conf
+    r = identity.parse_range(job_uids)
+    identity.check_range(r)
+    groups = identity.DEFAULT_ROOT_GROUPS if root_groups is None else \
+        tuple(g for g in root_groups.replace(",", " ").split() if g)
+    policy = identity.Policy(mode, identity.UidPool(r), uid_min=identity.login_uid_min(),
+                             root_groups=frozenset(groups), lookup=identity.CachedLookup(),
+                             self_name="root")
+    os.makedirs(execute_dir, mode=0o711, exist_ok=True)
+    st = os.lstat(execute_dir)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0:
+        raise ConfigError(f"--execute={execute_dir}: must be a directory owned by root")
+    if stat.S_IMODE(st.st_mode) != 0o711:
+        os.chmod(execute_dir, 0o711)
+    check_reachable(execute_dir)
+    tag = _tag(execute_dir)
+    conf = Confinement(policy, execute_dir, unit.prepare_root(tag), pids_max, tag)
+    conf.range_lock = identity.lock_range(r)
+    return conf

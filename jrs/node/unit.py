@@ -1,0 +1,482 @@
+"""A job's containment unit: what "kill the job" and "nothing of it survives" mean.
+
+The unit is the job's cgroup where the node has one (v2, or v1's pids
+hierarchy), plus its per-job uid when it has one, else its process group and
+the descendants found through /proc. Killing a job (rm, a lost node, a time
+limit) is TERM to everything in the unit, a grace period, then KILL until
+nothing is left. A `setsid` child is in the same cgroup and has the same uid,
+so it goes too.
+
+A per-job uid is reaped at the end of every job by a child of the executor
+that takes on that uid alone (no groups) and:
+- sends SIGKILL to every process it may signal (`kill(-1)`: those of the uid)
+  until there is none (no /proc walk needed, and it works without cgroups);
+- removes what the uid owns in /tmp, /var/tmp, /dev/shm and /dev/mqueue (and in
+  the sticky world-writable directories below them), as that uid: nothing is
+  followed or removed with root's rights;
+- removes its SysV IPC objects.
+Only after that (and after the sandbox is gone) is the uid handed out again.
+
+The cgroup is created per job under `<hierarchy>/jrs/<node>/<leaf>`, so that
+memory and time limits can be written into it later.
+"""
+
+from __future__ import annotations
+
+import _signal
+import errno
+import os
+import time
+from typing import Optional
+
+CGROUP = "/sys/fs/cgroup"
+TMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/dev/mqueue")
+DEFAULT_PIDS = 4096
+
+
+def _write(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _read(path: str) -> str:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    try:
+        out = b""
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return out.decode(errors="replace")
+            out += chunk
+    except OSError:
+        return out.decode(errors="replace")
+    finally:
+        os.close(fd)
+
+
+def hierarchies() -> dict:
+    """{"v2": mount or None, "pids": v1 pids mount or None} of this machine."""
+    if os.path.exists(os.path.join(CGROUP, "cgroup.controllers")):
+        return {"v2": CGROUP, "pids": None}
+    v2 = os.path.join(CGROUP, "unified")
+    pids = os.path.join(CGROUP, "pids")
+    return {"v2": v2 if os.path.exists(os.path.join(v2, "cgroup.procs")) else None,
+            "pids": pids if os.path.exists(os.path.join(pids, "cgroup.procs")) else None}
+
+
+def prepare_root(name: str) -> dict:
+    """At node start: make `jrs/<name>` in each hierarchy we can write; return
+    {"v2": dir, "pids": dir} (missing keys: not available). A v2 hierarchy gets
+    the pids (and memory) controllers enabled down to it when it has them."""
+    out = {}
+    found = hierarchies()
+    for kind, mount in found.items():
+        if mount is None:
+            continue
+        path = mount
+        try:
+            for part in ("jrs", name):
+                if kind == "v2" and mount == CGROUP:
+                    _enable(path, ("pids", "memory"))
+                path = os.path.join(path, part)
+                try:
+                    os.mkdir(path, 0o755)
+                except FileExistsError:
+                    pass
+            if kind == "v2" and mount == CGROUP:
+                _enable(path, ("pids", "memory"))
+        except OSError:
+            continue
+        out[kind] = path
+    return out
+
+
+def _enable(path: str, controllers: tuple) -> None:
+    have = _read(os.path.join(path, "cgroup.controllers")).split()
+    want = " ".join("+" + c for c in controllers if c in have)
+    if want:
+        try:
+            _write(os.path.join(path, "cgroup.subtree_control"), want)
+        except OSError:
+            pass
+
+
+def leaf_name(key: str) -> str:
+    """A cgroup directory name for a task key (only [A-Za-z0-9._-], short)."""
+    ok = all(c.isascii() and (c.isalnum() or c in "._-") for c in key)
+    if ok and key not in (".", "..") and 0 < len(key) <= 200:
+        return key
+    import hashlib
+
+    return "h" + hashlib.sha256(key.encode(errors="replace")).hexdigest()[:32]
+
+
+class Unit:
+    """The containment unit of one job, rebuilt from its spec wherever needed."""
+
+    def __init__(self, cgroups: dict, leaf: str, uid: Optional[int], gid: Optional[int],
+                 per_job: bool, pids_max: int) -> None:
+        self.dirs = {k: os.path.join(v, leaf) for k, v in cgroups.items() if v}
+        self.uid = uid
+        self.gid = gid
+        self.per_job = per_job
+        self.pids_max = pids_max
+        self.pgid: Optional[int] = None
+
+    @classmethod
+    def from_spec(cls, spec: dict, key: str = "") -> Unit:
+        cg = spec.get("cgroup") or {}
+        leaf = leaf_name(str(spec.get("cgroup_leaf") or key or "job"))
+        uid = spec.get("uid")
+        return cls(cg if isinstance(cg, dict) else {}, leaf,
+                   uid if isinstance(uid, int) else None,
+                   spec.get("gid") if isinstance(spec.get("gid"), int) else None,
+                   bool(spec.get("per_job_uid")) and isinstance(uid, int),
+                   int(spec.get("pids_max") or DEFAULT_PIDS))
+
+    # ------------------------------------------------------------- setting up
+
+    def create(self) -> None:
+        """Make the job's cgroups (before the fork); drop those we cannot make."""
+        for kind, path in list(self.dirs.items()):
+            try:
+                try:
+                    os.mkdir(path, 0o755)
+                except FileExistsError:  # left by a crash: empty it, reuse it
+                    self._kill_cgroup(path, kind)
+                limit = os.path.join(path, "pids.max")
+                if os.path.exists(limit):
+                    _write(limit, str(self.pids_max))
+            except OSError:
+                del self.dirs[kind]
+
+    @property
+    def pids_limited(self) -> bool:
+        return any(os.path.exists(os.path.join(p, "pids.max")) for p in self.dirs.values())
+
+    def join_self(self) -> None:
+        """In the forked child, before the identity switch: enter the cgroups."""
+        me = str(os.getpid())
+        for path in self.dirs.values():
+            _write(os.path.join(path, "cgroup.procs"), me)
+
+    # ------------------------------------------------------------- killing
+
+    def signal(self, sig: int) -> None:
+        """`sig` to everything in the unit (best effort, never raises)."""
+        for kind, path in self.dirs.items():
+            if sig == _signal.SIGKILL and kind == "v2" and self._cgroup_kill(path):
+                continue
+            for pid in self._procs(path):
+                _kill(pid, sig)
+        if self.per_job and self.uid is not None:
+            self._as_uid(sig, once=True)
+        elif not self.dirs and self.pgid:
+            try:
+                os.killpg(self.pgid, sig)
+            except OSError:
+                pass
+            for pid in descendants(self.pgid):
+                _kill(pid, sig)
+
+    def kill_all(self) -> bool:
+        """KILL until nothing of the unit is left; True when that was reached."""
+        clean = True
+        for kind, path in self.dirs.items():
+            clean = self._kill_cgroup(path, kind) and clean
+        if not self.dirs and self.pgid and not self.per_job:
+            for _ in range(100):
+                left = descendants(self.pgid)
+                try:
+                    os.killpg(self.pgid, _signal.SIGKILL)
+                except OSError:
+                    pass
+                if not left:
+                    break
+                for pid in left:
+                    _kill(pid, _signal.SIGKILL)
+                time.sleep(0.001)
+        return clean
+
+    def reap(self, clean_files: bool = True) -> dict:
+        """The job is over: kill everything of it, then (per-job uid) remove its
+        files in the shared temporary directories and its IPC objects, as that
+        uid; remove the cgroups. {"clean": bool, "removed": n}."""
+        clean = self.kill_all()
+        removed = 0
+        if self.per_job and self.uid is not None:
+            ok, removed = self._as_uid(_signal.SIGKILL, once=False, clean_files=clean_files)
+            clean = clean and ok
+        for path in self.dirs.values():
+            for _ in range(200):
+                try:
+                    os.rmdir(path)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as exc:
+                    if exc.errno != errno.EBUSY:
+                        break
+                    time.sleep(0.005)
+        return {"clean": clean, "removed": removed}
+
+    def _cgroup_kill(self, path: str) -> bool:
+        try:
+            _write(os.path.join(path, "cgroup.kill"), "1")
+            return True
+        except OSError:
+            return False
+
+    @staticmethod
+    def _procs(path: str) -> list:
+        return [int(p) for p in _read(os.path.join(path, "cgroup.procs")).split()
+                if p.isdigit()]
+
+    def _kill_cgroup(self, path: str, kind: str) -> bool:
+        """KILL every process of a cgroup until it is empty (bounded: 5 s)."""
+        deadline = time.monotonic() + 5.0
+        while True:
+            events = _read(os.path.join(path, "cgroup.events")) if kind == "v2" else ""
+            if "populated 0" in events:
+                return True
+            procs = self._procs(path)
+            if not procs and "populated 1" not in events:
+                return True
+            if kind != "v2" or not self._cgroup_kill(path):
+                for pid in procs:
+                    _kill(pid, _signal.SIGKILL)
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.001)
+
+    def _as_uid(self, sig: int, once: bool, clean_files: bool = False) -> tuple:
+        """Fork a child that becomes the per-job uid and signals (and with
+        `once` False: kills until none is left, then cleans up). (ok, removed)."""
+        uid, gid = self.uid, self.gid if self.gid is not None else self.uid
+        assert uid is not None and gid is not None
+        for _attempt in range(3):
+            rd, wr = os.pipe2(os.O_CLOEXEC)
+            try:
+                pid = os.fork()
+            except OSError:
+                os.close(rd)
+                os.close(wr)
+                return False, 0
+            if pid == 0:
+                code = 3
+                try:
+                    os.close(rd)
+                    for s in (_signal.SIGTERM, _signal.SIGALRM, _signal.SIGINT, _signal.SIGHUP):
+                        _signal.signal(s, _signal.SIG_DFL)
+                    ipc = [] if once else find_ipc(uid)
+                    if ipc or not once:  # modules may be unreadable once we are the job
+                        import shutil  # noqa: F401  (the launcher has it already)
+                    if ipc:
+                        import ctypes  # noqa: F401
+                    os.setgroups([])
+                    os.setresgid(gid, gid, gid)
+                    os.setresuid(uid, uid, uid)
+                    if once:
+                        try:
+                            os.kill(-1, sig)
+                        except OSError:
+                            pass
+                        code = 0
+                    else:
+                        ok = _kill_uid_loop()
+                        n = remove_owned(uid) + remove_ipc(ipc) if (ok and clean_files) else 0
+                        os.write(wr, b"%d" % n)
+                        code = 0 if ok else 2
+                except BaseException:
+                    code = 3
+                finally:
+                    os._exit(code)
+            os.close(wr)
+            try:
+                with os.fdopen(rd, "rb") as r:
+                    report = r.read()
+            except OSError:
+                report = b""
+            while True:
+                try:
+                    _, status = os.waitpid(pid, 0)
+                    break
+                except InterruptedError:
+                    continue
+                except ChildProcessError:
+                    status = 0
+                    break
+            if os.WIFEXITED(status) and os.WEXITSTATUS(status) in (0, 2):
+                return os.WEXITSTATUS(status) == 0, int(report or 0)
+            # killed or stopped by what it fights (a process of the uid got to it first)
+        return False, 0
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except OSError:
+        pass
+
+
+def _kill_uid_loop(limit: float = 5.0) -> bool:
+    """As the per-job uid: SIGKILL everything we may signal until kill(-1) finds
+    nothing (ESRCH), up to `limit` seconds. A zombie still counts for kill(-1)
+    until its parent reaps it (and some inits never do), so after a few rounds
+    the processes left are looked up: only zombies of ours left means done."""
+    deadline = time.monotonic() + limit
+    pause = 0.0005
+    rounds = 0
+    while True:
+        try:
+            os.kill(-1, _signal.SIGKILL)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False
+        rounds += 1
+        if rounds >= 4 and only_zombies(os.getuid()):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
+def only_zombies(uid: int) -> bool:
+    """Are all processes of `uid` (real or saved) other than us zombies?"""
+    me = os.getpid()
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return False
+    for name in names:
+        if not name.isdigit() or int(name) == me:
+            continue
+        state, uids = "", []
+        for line in _read(f"/proc/{name}/status").splitlines():
+            if line.startswith("State:"):
+                state = line.split()[1] if len(line.split()) > 1 else ""
+            elif line.startswith("Uid:"):
+                uids = [int(x) for x in line.split()[1:] if x.isdigit()]
+                break
+        if uids and uid in (uids[0], uids[2] if len(uids) > 2 else -1) and state != "Z":
+            return False
+    return True
+
+
+def remove_owned(uid: int, roots: tuple = TMP_DIRS, budget: int = 100_000) -> int:
+    """As `uid`: remove what it owns in `roots` and in the sticky world-writable
+    directories below them (temporary directories like /tmp/.X11-unix); n removed.
+    A plain 0777 directory is someone's deliberate shared place (a shared-FS job's
+    output directory): what the job wrote there stays."""
+    import stat
+
+    def rmtree(path: str) -> None:
+        import shutil  # imported before the identity switch
+
+        try:
+            shutil.rmtree(path)
+        except OSError:  # a directory the job made unreadable: it is ours, open it up
+            for top, dirs, _files in os.walk(path):
+                for d in dirs:
+                    try:
+                        os.chmod(os.path.join(top, d), 0o700, follow_symlinks=False)
+                    except (OSError, NotImplementedError):
+                        pass
+            for top, dirs, _files in os.walk(path):  # now readable: the next level too
+                for d in dirs:
+                    try:
+                        os.chmod(os.path.join(top, d), 0o700)
+                    except OSError:
+                        pass
+            shutil.rmtree(path, ignore_errors=True)
+
+    removed = 0
+    stack = [(r, 0) for r in roots]
+    while stack and budget > 0:
+        top, depth = stack.pop()
+        try:
+            with os.scandir(top) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        for e in entries:
+            budget -= 1
+            try:
+                st = e.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if st.st_uid == uid:
+                try:
+                    if stat.S_ISDIR(st.st_mode):
+                        rmtree(e.path)
+                    else:
+                        os.unlink(e.path)
+                    removed += 1
+                except OSError:
+                    pass
+            elif stat.S_ISDIR(st.st_mode) and st.st_mode & 0o1002 == 0o1002 and depth < 8:
+                stack.append((e.path, depth + 1))
+    return removed
+
+
+_IPC = (("/proc/sysvipc/shm", "shmctl", 1, (7, 9)), ("/proc/sysvipc/msg", "msgctl", 1, (7, 9)),
+        ("/proc/sysvipc/sem", "semctl", 1, (4, 6)))
+
+
+def find_ipc(uid: int) -> list:
+    """[(call, id)] of the SysV IPC objects `uid` owns or created (/proc/sysvipc)."""
+    found = []
+    for path, call, id_col, (uid_col, cuid_col) in _IPC:
+        for line in _read(path).splitlines()[1:]:
+            f = line.split()
+            try:
+                if int(f[uid_col]) == uid or int(f[cuid_col]) == uid:
+                    found.append((call, int(f[id_col])))
+            except (IndexError, ValueError):
+                continue
+    return found
+
+
+def remove_ipc(found: list) -> int:
+    """As their owner: remove the IPC objects `find_ipc` listed; n removed."""
+    if not found:
+        return 0
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    n = 0
+    for call, ident in found:
+        fn = getattr(libc, call)
+        rc = fn(ident, 0, 0) if call == "semctl" else fn(ident, 0, None)  # IPC_RMID
+        n += rc == 0
+    return n
+
+
+def descendants(pid: int) -> list:
+    """Every live descendant of `pid` (through /proc/*/stat ppid links)."""
+    parent = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    for name in names:
+        if not name.isdigit():
+            continue
+        data = _read(f"/proc/{name}/stat")
+        fields = data[data.rfind(")") + 2:].split()
+        if len(fields) > 1 and fields[1].isdigit():
+            parent[int(name)] = int(fields[1])
+    out, frontier = [], {pid}
+    while frontier:
+        kids = {p for p, pp in parent.items() if pp in frontier and p not in out}
+        out.extend(kids)
+        frontier = kids
+    return out
