@@ -85,8 +85,10 @@ def _why(exc: BaseException) -> str:
 
 class NodeDaemon:
     def __init__(self, config, capacity: Capacity, state_dir: str, launcher: Launcher,
-                 confine: Optional[Confinement] = None,
+                 allow_root_jobs: bool = False, confine: Optional[Confinement] = None,
                  retain: float = nc.DEFAULT_RETAIN) -> None:
+        # allow_root_jobs: kept for callers (`submit --local`); without a confinement
+        # every job runs as whoever runs the daemon anyway
         self.config = config
         self.cap = capacity
         self.state_dir = state_dir
