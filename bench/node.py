@@ -62,23 +62,49 @@ def children(pid: int) -> list:
     return [int(p) for p in out.split()]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--jobs", type=int, default=1000)
-    n = ap.parse_args().jobs
-    pyz = Path(os.environ.get("JRS_PYZ") or ROOT / "dist" / "jrs.pyz")
-    m0 = machine_cpu()
-    t = time.perf_counter()
-    for _ in range(n):
-        subprocess.run(["/bin/true"], check=True)
-    baseline = (time.perf_counter() - t) / n
-    baseline_cpu = (machine_cpu() - m0) / n
+UNIFIED = next((p for p in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup")
+                if os.path.exists(os.path.join(p, "cgroup.procs"))), None)
+
+
+def cg_usage(path: Path) -> float:
+    """CPU seconds used so far by a v2 cgroup and its descendants (removed ones too)."""
+    try:
+        for line in (path / "cpu.stat").read_text().splitlines():
+            if line.startswith("usage_usec "):
+                return int(line.split()[1]) / 1e6
+    except OSError:
+        pass
+    return 0.0
+
+
+def node_cgroups(c: Cluster, label: str) -> list:
+    """Put the node daemon and its launcher (so every executor, and an old build's
+    jobs) in a cgroup of their own; return it and the new build's job cgroup root:
+    their CPU is the node's own, whatever else loads the machine."""
+    if UNIFIED is None or os.geteuid() != 0:
+        return []
+    own = Path(UNIFIED) / f"jrs-bench-{os.getpid()}-{label.replace(' ', '-')}"
+    own.mkdir(exist_ok=True)
+    node = c.nodes[0].pid
+    for pid in [node, *children(node)]:
+        (own / "cgroup.procs").write_text(str(pid))
+    from jrs.node.confine import _tag
+
+    return [own, Path(UNIFIED) / "jrs" / _tag(str(c.execute / "node0"))]
+
+
+def run_cluster(pyz: Path, n: int, legacy: str, baseline: float, baseline_cpu: float,
+                label: str, idle: bool) -> dict:
+    """One node run of n x /bin/true; prints its figures, returns the main ones."""
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        c = Cluster(pyz, base, slots=[2]).start()
+        os.chmod(base, 0o755)  # an old build keeps sandboxes under --state: jobs pass here
+        c = Cluster(pyz, base, slots=[2], legacy=legacy).start()
         try:
             (base / "t.condor").write_text(f"executable = /bin/true\nqueue {n}\n")
             node = c.nodes[0].pid
+            groups = node_cgroups(c, label)
+            g0 = sum(cg_usage(g) for g in groups)
             procs = {"node daemon": node, "master": c.master.pid}
             procs.update((f"launcher {p}", p) for p in children(node))
             before = {k: proc_cpu(p) for k, p in procs.items()}
@@ -90,28 +116,133 @@ def main() -> None:
             s1 = os.times()
             assert code == 0, err
             m1 = machine_cpu()
+            own = (sum(cg_usage(g) for g in groups) - g0) / n if groups else None
             used = {k: proc_cpu(p) - before[k] for k, p in procs.items()}
             per_slot = 2 * wall / n
             submit = (s1.children_user + s1.children_system
                       - s0.children_user - s0.children_system)
             node_cpu = (m1 - m0 - submit - used["master"]) / n
-            print(f"node: {n} x /bin/true on 2 slots: {n / wall:.0f} jobs/s (target >= 300)")
+            print(f"[{label}] node: {n} x /bin/true on 2 slots: {n / wall:.0f} jobs/s "
+                  "(target >= 300)")
             extra = (node_cpu - baseline_cpu) * 1000
-            print(f"node CPU per job {node_cpu * 1000:.2f} ms, subprocess.run(/bin/true) "
-                  f"{baseline_cpu * 1000:.2f} ms -> overhead +{extra:.2f} ms (target <= 3)")
-            print(f"wall per job per slot {per_slot * 1000:.2f} ms (submitter and master "
-                  f"included), subprocess.run(/bin/true) {baseline * 1000:.2f} ms -> "
+            print(f"[{label}] node CPU per job {node_cpu * 1000:.2f} ms, subprocess.run(/bin/true)"
+                  f" {baseline_cpu * 1000:.2f} ms -> overhead +{extra:.2f} ms (target <= 3)")
+            print(f"[{label}] wall per job per slot {per_slot * 1000:.2f} ms (submitter and "
+                  f"master included), subprocess.run(/bin/true) {baseline * 1000:.2f} ms -> "
                   f"+{(per_slot - baseline) * 1000:.2f} ms")
-            print(f"CPU per job: machine {(m1 - m0) / n * 1000:.2f} ms; submit "
+            print(f"[{label}] CPU per job: machine {(m1 - m0) / n * 1000:.2f} ms; submit "
                   f"{submit / n * 1000:.2f} ms; " +
                   "; ".join(f"{k} {v / n * 1000:.2f} ms" for k, v in used.items()))
-            print(f"node daemon peak RSS {vm_hwm_mb(node):.1f} MB (target <= 40)")
-            time.sleep(2)
-            a = proc_cpu(node)
-            time.sleep(10)
-            print(f"node daemon idle: {(proc_cpu(node) - a) * 1000:.0f} ms CPU in 10 s")
+            if own is not None:
+                print(f"[{label}] node's own CPU per job (its cgroups: daemon, launcher, "
+                      f"executors, jobs) {own * 1000:.2f} ms")
+            print(f"[{label}] node daemon peak RSS {vm_hwm_mb(node):.1f} MB (target <= 40)")
+            if idle:
+                time.sleep(2)
+                a = proc_cpu(node)
+                time.sleep(10)
+                print(f"[{label}] node daemon idle: {(proc_cpu(node) - a) * 1000:.0f} ms CPU "
+                      "in 10 s")
+            return {"rate": n / wall, "node_cpu": node_cpu, "own": own}
         finally:
             c.stop()
+            if groups:
+                try:
+                    for pid in (groups[0] / "cgroup.procs").read_text().split():
+                        (Path(UNIFIED) / "cgroup.procs").write_text(pid)
+                    groups[0].rmdir()
+                except OSError:
+                    pass
+
+
+_STEPS = r"""
+import os, sys, time, resource, shutil
+sys.path.insert(0, sys.argv[1])
+from jrs.node import executor, unit
+n = int(sys.argv[2])
+cg = unit.prepare_root("bench-%d" % os.getpid())
+uid = 1879999000
+spec = {"argv": ["/bin/true"], "env": {}, "uid": uid, "gid": uid, "per_job_uid": True,
+        "cwd": "/", "stdin": None, "stdout": None, "stderr": None}
+def cpu():
+    a = resource.getrusage(resource.RUSAGE_SELF)
+    b = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+def measure(fn):
+    w, c = time.perf_counter(), cpu()
+    for i in range(n):
+        fn(i)
+    return (time.perf_counter() - w) / n * 1000, (cpu() - c) / n * 1000
+def as_root(i):  # the old root node's way for a nobody job: fork, switch, exec
+    pid = os.fork()
+    if pid == 0:
+        os.setgroups([65534]); os.setgid(65534); os.setuid(65534)
+        os.execve("/bin/true", ["/bin/true"], {})
+    os.waitpid(pid, 0)
+def per_job(dirs):
+    def go(i):
+        u = unit.Unit(dirs, "j%d" % i, uid, uid, True, 4096)
+        k = executor._Killer(-1, 1.0, u)
+        t = time.time()
+        u.create()
+        os.waitpid(executor._spawn(spec, k), 0)
+        u.kill_all()
+        u.reap(since=t)
+    return go
+out = {"fork, switch to nobody, exec": measure(as_root),
+       "per-job uid, no cgroups": measure(per_job({})),
+       "per-job uid, cgroups " + "+".join(sorted(cg)): measure(per_job(cg))}
+for path in cg.values():
+    os.rmdir(path)
+for k, (w, c) in out.items():
+    print("  %-40s wall %6.2f ms, CPU %5.2f ms" % (k, w, c))
+"""
+
+
+def identity_steps(n: int) -> None:
+    """The per-job cost of a root node's confinement steps, in a small interpreter
+    like the launcher's: the job started under a per-job uid (with and without its
+    cgroups) and the uid reaped afterwards (kill(-1) as the uid, the temporary
+    directories, IPC, cgroup removal), against the old way of running a job as
+    nobody (fork, switch, exec). One job at a time; /bin/true."""
+    if os.geteuid() != 0:
+        print("identity steps: not root (a non-root node runs jobs as itself)")
+        return
+    print(f"identity steps per job ({n} jobs each; this machine's load: "
+          f"{os.getloadavg()[0]:.1f}):")
+    subprocess.run([sys.executable, "-I", "-S", "-c", _STEPS, str(ROOT), str(n)], check=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--jobs", type=int, default=1000)
+    ap.add_argument("--baseline", metavar="PYZ",
+                    help="also run this older jrs.pyz (one from before per-job uids) and "
+                         "print the ratios")
+    opts = ap.parse_args()
+    n = opts.jobs
+    pyz = Path(os.environ.get("JRS_PYZ") or ROOT / "dist" / "jrs.pyz")
+    m0 = machine_cpu()
+    t = time.perf_counter()
+    for _ in range(n):
+        subprocess.run(["/bin/true"], check=True)
+    baseline = (time.perf_counter() - t) / n
+    baseline_cpu = (machine_cpu() - m0) / n
+    identity_steps(min(n, 500))
+    new = run_cluster(pyz, n, "", baseline, baseline_cpu, "this build", not opts.baseline)
+    if opts.baseline:
+        # the old build's root node ran a root submitter's jobs as nobody (fork, switch,
+        # exec: production) or, with --allow-root-jobs, as root (posix_spawn)
+        for mode in ("nobody", "root"):
+            old = run_cluster(Path(opts.baseline), n, mode, baseline, baseline_cpu,
+                              f"baseline, jobs as {mode}", False)
+            print(f"this build / baseline (jobs as {mode}): jobs/s "
+                  f"{new['rate'] / old['rate']:.2f}, node CPU per job "
+                  f"{new['node_cpu'] / old['node_cpu']:.2f} "
+                  f"({(new['node_cpu'] - old['node_cpu']) * 1000:+.2f} ms)" +
+                  (f", node's own CPU per job {new['own'] / old['own']:.2f} "
+                   f"({(new['own'] - old['own']) * 1000:+.2f} ms)"
+                   if new["own"] and old["own"] else ""))
 
 
 if __name__ == "__main__":

@@ -61,6 +61,9 @@ Environment:
   JRS_CACHE            where jrs.pyz unpacks itself (default ~/.cache/jrs)
   JRS_CONNECT_TIMEOUT  seconds submit and the tools wait for the master (15)
   JRS_NODE_TIMEOUT     seconds of silence before the master declares a node dead (6)
+  JRS_OFFER_TIMEOUT    seconds the master waits for a node to answer a claim offer
+                       before it withdraws the offer and frees the slot (10)
+  JRS_SUBMITTER_LEASE  seconds the master remembers a disconnected submitter (300)
   JRS_PEER_TIMEOUT     seconds before a connection to a vanished peer is given up (20)
   JRS_NODE_GIVE_UP     seconds submit keeps trying a node it cannot reach before it
                        reruns that node's jobs elsewhere (20)
@@ -130,9 +133,13 @@ Example:
 Usage: jrs submit [-c DIR | --local] [--dry-run] [--no-progress] [--fresh]
                   [--state=DIR] FILE
 
---dry-run prints one JSON object per job (the expansion HTCondor would make)
-without contacting any server. --local runs the jobs on a throw-away cluster
-of this machine alone (all cores).
+--dry-run prints one JSON object per job (the expansion HTCondor 24.0 would
+make: queue variables named like commands set them, an empty expansion is
+unset, HTCondor's spellings, synonyms and predefined macros; see the README,
+"The submit language") without contacting any server. Commands JRS does not
+implement are named on stderr, one line each (FILE:LINE: warning: ...), by a
+dry run and a run alike. --local runs the jobs on a throw-away cluster of this
+machine alone (all cores).
 
 The submit process is the queue of its jobs. It expands FILE once and
 journals the run in --state (default: beside FILE as .FILE.jrs, mode 0600,
@@ -152,7 +159,10 @@ Examples:
   jrs submit --local examples/sweep.condor
   jrs submit -c /etc/jrs sweep.condor
 """,
-    "status": """Show the nodes of the pool: state, slots used/total, memory, load, claims.
+    "status": """Show the nodes of the pool: state, slots used/total, memory, load, results
+waiting on the node for their submitter (WAITING) and how long the oldest has waited
+(OLDEST), claims per user. --json has them as results_waiting and oldest_result_age
+(seconds); both are null for a node that does not report them.
 
 Usage: jrs status [-c DIR] [--json]
 

@@ -49,29 +49,51 @@ def platform_tag() -> str:
     return f"{'manylinux' if glibc else 'musllinux'}_{machine}"
 
 
-def _cache_bases() -> Iterator[str]:
+def _cache_bases() -> Iterator[tuple]:
+    """(cache directory, the existing directory it may be created in) in order of choice.
+
+    Only what lies below the anchor is ever created: never a missing HOME (a root run
+    with HOME=/nonexistent must not make /nonexistent/.cache/jrs), nor the parents of a
+    missing XDG_CACHE_HOME or JRS_CACHE; such a place is skipped, as an unwritable one."""
     if os.environ.get("JRS_CACHE"):
-        yield os.environ["JRS_CACHE"]
+        base = os.environ["JRS_CACHE"]
+        yield base, os.path.dirname(os.path.abspath(base))
     xdg = os.environ.get("XDG_CACHE_HOME")
     home = os.path.expanduser("~")
     if xdg:
-        yield os.path.join(xdg, "jrs")
+        yield os.path.join(xdg, "jrs"), os.path.dirname(os.path.abspath(xdg))
     elif home and home != "~":
-        yield os.path.join(home, ".cache", "jrs")
+        yield os.path.join(home, ".cache", "jrs"), home
     import tempfile  # only when the usual places failed: it costs a few ms
-    yield os.path.join(tempfile.gettempdir(), f"jrs-{os.getuid()}")
+    tmp = tempfile.gettempdir()
+    yield os.path.join(tmp, f"jrs-{os.getuid()}"), tmp
 
 
-def _private_dir(base: str, create: bool) -> bool:
+def _create_below(anchor: str, base: str) -> None:
+    """mkdir (0700) each missing component of `base` below `anchor`, which must exist."""
+    anchor, base = os.path.abspath(anchor), os.path.abspath(base)
+    if not os.path.isdir(anchor) or os.path.commonpath([anchor, base]) != anchor:
+        return
+    path = anchor
+    for part in os.path.relpath(base, anchor).split(os.sep):
+        if part in ("", "."):
+            continue
+        path = os.path.join(path, part)
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        except OSError:
+            return
+
+
+def _private_dir(base: str, create: bool, anchor: Optional[str] = None) -> bool:
     """True when `base` is a directory that is ours and nobody else can write.
 
-    With `create`, make it (0700) first if missing.
+    With `create`, make it (0700) first if missing, but only below `anchor`.
     """
-    if create:
-        try:
-            os.makedirs(base, mode=0o700, exist_ok=True)
-        except OSError:
-            pass
+    if create and anchor is not None:
+        _create_below(anchor, base)
     try:
         st = os.lstat(base)
     except OSError:
@@ -148,11 +170,11 @@ def unpack(archive: str, digest: str) -> str:
     tag = platform_tag()
     name = f"{digest[:20]}-{tag}"
     errors = []
-    for base in _cache_bases():
+    for base, anchor in _cache_bases():
         target = os.path.join(base, name)
         if os.path.isfile(os.path.join(target, ".complete")) and _private_dir(base, False):
             break
-        if not _private_dir(base, True):
+        if not _private_dir(base, True, anchor):
             errors.append(f"{base}: missing, or writable by others")
             continue
         try:

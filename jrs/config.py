@@ -191,22 +191,37 @@ def load_node_list(path: Path, resolver: Optional[Resolver] = resolve) -> list[N
 
 
 def load_secret(path: Path) -> bytes:
-    """The shared secret: refuse a world-accessible or short file."""
+    """The shared secret: refuse a short file, or one others may read or anyone but its
+    owner may change. Group-readable (0640) stays allowed: a `jrs` group of submitters
+    can share it. The check is made on the opened file, so it is the file read."""
     try:
-        st = path.stat()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise ConfigError(f"{path}: missing; create one with `jrs keygen -c {path.parent}`")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}")
-    if st.st_mode & (stat.S_IRWXO | stat.S_IWGRP):
-        mode = stat.S_IMODE(st.st_mode)
-        raise ConfigError(f"{path}: permissions {mode:04o} let others read or change the "
-                          f"secret; run: chmod 600 {path}")
     try:
-        data = path.read_bytes()
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{path}: not a regular file")
+        if st.st_mode & (stat.S_IRWXO | stat.S_IWGRP):
+            mode = stat.S_IMODE(st.st_mode)
+            raise ConfigError(f"{path}: permissions {mode:04o} let others read or change the "
+                              f"secret; run: chmod 600 {path} (or chmod 640 for a group of "
+                              "submitters)")
+        chunks = []
+        while True:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if sum(map(len, chunks)) > 1 << 20:
+                raise ConfigError(f"{path}: too large for a secret")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}")
-    data = data.rstrip(b" \t\r\n")
+    finally:
+        os.close(fd)
+    data = b"".join(chunks).rstrip(b" \t\r\n")
     if len(data) < MIN_SECRET_BYTES:
         raise ConfigError(located(str(path), 1, f"secret is {len(data)} bytes; at least "
                                                 f"{MIN_SECRET_BYTES} are needed (`jrs keygen "

@@ -29,7 +29,7 @@ class Cluster:
     network namespace on the default ports, as on separate machines."""
 
     def __init__(self, pyz: Path, base: Path, slots: list, attrs: list | None = None,
-                 env: dict | None = None, lab=None) -> None:
+                 env: dict | None = None, lab=None, legacy: str = "") -> None:
         self.pyz = pyz
         self.base = base
         self.lab = lab
@@ -56,6 +56,7 @@ class Cluster:
         # directory job identities can reach (pytest's tmp_path is 0700)
         self.execute = Path(tempfile.mkdtemp(prefix="jrs-exec-", dir="/tmp"))
         os.chmod(self.execute, 0o711)
+        self.legacy = legacy
         self.uid_ranges = []
         for _ in slots:
             first = 1879113728 + random.randrange(1_000_000) * 256
@@ -76,6 +77,8 @@ class Cluster:
                                   log="master.log")
 
     def node_flags(self, i: int) -> list:
+        if self.legacy:  # a build from before per-job uids (bench/ baselines): its jobs
+            return ["--allow-root-jobs"] if self.legacy == "root" else []  # as root/nobody
         return [f"--execute={self.execute / f'node{i}'}", f"--job-uids={self.uid_ranges[i]}"]
 
     def start_node(self, i: int, *extra: str) -> None:

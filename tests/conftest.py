@@ -13,6 +13,26 @@ ROOT = Path(__file__).resolve().parents[1]
 PYZ = ROOT / "dist" / "jrs.pyz"
 SHARED = ROOT.parent / "shared"
 
+# Every message any jrs process of the suite sends (this one and every child) is held
+# to jrs/wire/messages.py's SCHEMA, nested payloads included (jrs/wire/strict.py); a
+# mismatch leaves a BAD line in this file and fails the test during which it happened.
+STRICT_LOG = Path(os.environ.setdefault(
+    "JRS_STRICT_LOG", f"/tmp/jrs-strict-{os.getpid()}.log"))
+os.environ["JRS_STRICT"] = "1"
+
+
+@pytest.fixture(autouse=True)
+def _schema_holds():
+    """Fail a test during which some jrs process sent a message SCHEMA does not describe."""
+    start = STRICT_LOG.stat().st_size if STRICT_LOG.exists() else 0
+    yield
+    if STRICT_LOG.exists():
+        with open(STRICT_LOG, "rb") as f:
+            f.seek(start)
+            bad = [line for line in f.read().decode(errors="replace").splitlines()
+                   if " BAD " in line]
+        assert not bad, "messages that do not match the schema:\n" + "\n".join(bad[:20])
+
 
 @pytest.fixture(scope="session")
 def pyz() -> Path:

@@ -155,6 +155,7 @@ class Scratch:
         self.write_defaults(extra_defaults)
         self.env = {**os.environ, **NO_REDIRECT, "JRS_DEFAULTS": str(self.defaults)}
         self.env.pop("JRS_CONFIG", None)
+        self.prefix: list = []  # e.g. a NetLab's `ip netns exec HOST`: run "on" that host
 
     def write_defaults(self, extra: str = "") -> None:
         b = self.base
@@ -165,7 +166,7 @@ class Scratch:
             f"JRS_NODE_ARGS=\"{self.node_args}\"\n{extra}")
 
     def script(self, action: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run([str(SCRIPT), action], capture_output=True, text=True,
+        return subprocess.run([*self.prefix, str(SCRIPT), action], capture_output=True, text=True,
                               env=self.env, timeout=timeout)
 
     def pid(self, role: str) -> Optional[int]:
@@ -184,7 +185,8 @@ class Scratch:
         return "\n".join(f"--- {r}.log\n{self.log(r)[-3000:]}" for r in ("master", "node"))
 
     def jrs(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-        return subprocess.run([PYTHON, str(self.pyz), *args], capture_output=True, text=True,
+        return subprocess.run([*self.prefix, PYTHON, str(self.pyz), *args], capture_output=True,
+                              text=True,
                               timeout=timeout, env={**self.env, "JRS_CACHE": str(
                                   self.base / "cache")})
 

@@ -1,9 +1,19 @@
-"""HTCondor's own expansions (../shared/condor-conformance) against `jrs.pyz submit --dry-run`."""
+"""HTCondor's own expansions against `jrs.pyz submit --dry-run`.
+
+Two corpora in the same format: the shared one (../shared/condor-conformance)
+and ours (tests/conformance/cases: files as people really write them, issue
+14), whose expected outputs condor_oracle.py made with the htcondor 24.0.24
+bindings:
+
+    ORACLE_PYTHON=.venv/bin/python python3 ../shared/condor-conformance/condor_oracle.py \
+        tests/conformance/cases/NAME
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +21,8 @@ from .conftest import SHARED
 
 CORPUS = SHARED / "condor-conformance"
 CASES = sorted(p.parent.name for p in (CORPUS / "cases").glob("*/job.sub"))
+OURS = Path(__file__).resolve().parent / "conformance" / "cases"
+OUR_CASES = sorted(p.parent.name for p in OURS.glob("*/job.sub"))
 
 
 def _compare_module():
@@ -22,6 +34,7 @@ def _compare_module():
 
 def test_corpus_is_present():
     assert len(CASES) >= 40, f"expected the conformance corpus at {CORPUS}"
+    assert len(OUR_CASES) >= 20, f"expected our conformance cases at {OURS}"
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -29,6 +42,14 @@ def test_case(pyz, case):
     compare = _compare_module()
     diff = compare.check_case(str(CORPUS / "cases" / case),
                               [sys.executable, str(pyz), "submit", "--dry-run"])
+    assert diff is None, diff
+
+
+@pytest.mark.parametrize("case", OUR_CASES)
+def test_our_case(pyz, case):
+    compare = _compare_module()
+    diff = compare.check_case(str(OURS / case), [sys.executable, str(pyz), "submit",
+                                                 "--dry-run"])
     assert diff is None, diff
 
 

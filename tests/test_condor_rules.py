@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import re
 import subprocess
 import sys
 
@@ -236,3 +238,177 @@ def test_dry_run_has_the_contract_keys(pyz, tmp_path):
                 "error", "log", "request_cpus", "request_memory", "request_disk",
                 "transfer_input_files", "transfer_output_files", "max_retries"):
         assert key in lines[0]
+
+
+# ---------------------------------------------------------------- issue 14
+
+
+def test_unsupported_commands_warn_once_at_their_first_line(tmp_path):
+    notes: list = []
+    text = ("executable = /bin/echo\nnotification = never\nnotify_user = me@x\n"
+            "+JobFlavour = \"tomorrow\"\nperiodic_remove = JobStatus == 5\n"
+            "if false\n rank = Memory\nendif\n+SingularityImage = \"/img.sif\"\n"
+            "Periodic_Remove = false\nstream_output = true\nqueue 2\n"
+            "transfer_output_remaps = \"a=b\"\nqueue\n")
+    jobs_ = list(expand_text(text, str(tmp_path), environ={}, warn=notes.append))
+    where = f"{tmp_path}/<submit>"
+    assert notes == [
+        f"{where}:5: warning: periodic_remove is not supported; it is never evaluated",
+        f"{where}:9: warning: +SingularityImage is not supported; the job runs directly on "
+        "the node, in no container",
+        f"{where}:11: warning: stream_output is not supported; stdout arrives when the job "
+        "ends",
+        f"{where}:13: warning: transfer_output_remaps is not supported; outputs land under "
+        "their own names in iwd"]
+    # silent commands stay; +Attr ones are kept as attributes
+    assert jobs_[0].attributes == {"jobflavour": '"tomorrow"', "singularityimage": '"/img.sif"'}
+
+
+def test_dry_run_keeps_warnings_out_of_the_json_stream(pyz, tmp_path):
+    sub = tmp_path / "job.sub"
+    sub.write_text("executable = /bin/echo\nhold = true\nrequire_gpus = Capability > 7\n"
+                   "queue 2\n")
+    r = subprocess.run([sys.executable, str(pyz), "submit", "--dry-run", str(sub)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0
+    assert [json.loads(line)["process"] for line in r.stdout.splitlines()] == [0, 1]
+    assert r.stderr.splitlines() == [
+        f"{sub}:2: warning: hold is not supported; jobs are never submitted on hold",
+        f"{sub}:3: warning: require_gpus is not supported; any node with enough GPUs is used"]
+    # a bad file shows its one-line error only
+    sub.write_text("executable = /bin/echo\nhold = true\nrequest_memory = 4 GiB\nqueue\n")
+    r = subprocess.run([sys.executable, str(pyz), "submit", "--dry-run", str(sub)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stdout == ""
+    assert len(r.stderr.splitlines()) == 1 and "Parse error" in r.stderr
+
+
+def test_a_run_names_unsupported_commands(pyz, tmp_path):
+    (tmp_path / "t.sub").write_text("executable = /bin/echo\narguments = hi\noutput = o\n"
+                                    "allowed_job_duration = 60\nqueue\n")
+    r = subprocess.run([sys.executable, str(pyz), "submit", "--local", "--no-progress",
+                        "t.sub"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "t.sub:4: warning: allowed_job_duration is not supported; jobs run without a " \
+           "time limit\n" in r.stderr
+    assert (tmp_path / "o").read_text() == "hi\n"
+
+
+def test_predefined_macros_by_shape(tmp_path):
+    import time
+
+    now = time.mktime((2026, 3, 4, 12, 0, 0, 0, 0, -1))
+    (j,) = list(expand_text(
+        "executable = /bin/echo\narguments = $(SUBMIT_TIME) $(Year) $(Month) $(Day) $(ARCH) "
+        "$(OPSYS) $(OPSYSANDVER) $(OPSYSMAJORVER) $(OPSYSVER) $(IsLinux) $(IsWindows) "
+        "$(SUBMIT_FILE) [$(Node)] $(JobId)\nqueue\n", str(tmp_path), environ={}, now=now))
+    stamp, year, month, day, arch, opsys, andver, major, ver, linux, windows, name, node, \
+        jobid = j.arguments
+    assert (stamp, year, month, day) == (str(int(now)), "2026", "03", "04")
+    assert arch == {"x86_64": "X86_64", "aarch64": "aarch64"}.get(os.uname().machine, arch)
+    assert (opsys, linux, windows) == ("LINUX", "1", "0")
+    assert andver.endswith(major) and major.isdigit() and ver.isdigit()
+    assert int(ver) // 100 == int(major)
+    assert (name, node, jobid) == (f"{tmp_path}/<submit>", "[]", "1.0")
+    # a file's own definition wins; `defined` sees the predefined ones
+    (j,) = jobs(tmp_path, "executable = /bin/echo\nARCH = mine\nif defined OPSYS\n"
+                          "arguments = $(ARCH) $(Process)\nendif\nqueue\n")
+    assert j.arguments == ["mine", "0"]
+
+
+def test_host_description_from_issue_files():
+    from jrs.condor.predefined import machine
+
+    assert machine("Linux", "x86_64", ["Ubuntu 22.04.3 LTS \\n \\l\n"]) == {
+        "arch": "X86_64", "opsys": "LINUX", "opsysver": "2204", "opsysandver": "Ubuntu22",
+        "opsysmajorver": "22", "islinux": "1", "iswindows": "0"}
+    assert machine("Linux", "aarch64", ["\\S\n", "Rocky Linux release 9.3 (Blue Onyx)\n"])[
+        "opsysandver"] == "Rocky9"
+    assert machine("Linux", "i686", [])["arch"] == "INTEL"
+    assert machine("Linux", "x86_64", [])["opsysandver"] == "Unknown0"
+
+
+def test_queue_variables_named_like_commands(tmp_path):
+    (tmp_path / "a").mkdir()
+    got = jobs(tmp_path, "executable = /bin/echo\narguments = ignored\ninput = in.txt\n"
+                         "queue initialdir, arguments from (\n  a, -x 1\n  . -y 2\n)\n")
+    assert [(j.arguments, j.iwd) for j in got] == [(["-x", "1"], str(tmp_path / "a")),
+                                                   (["-y", "2"], str(tmp_path))]
+    # HTCondor looks the command up first: a queue variable with an alternate
+    # name does not override a command that is set
+    got = jobs(tmp_path, "executable = /bin/echo\ninput = zz\nqueue stdin in (a, b)\n")
+    assert [j.input for j in got] == ["zz", "zz"]
+    got = jobs(tmp_path, "executable = /bin/echo\nqueue request_memory in (1G, 300)\n")
+    assert [j.request_memory for j in got] == [1024, 300]
+
+
+def test_empty_expansions_are_unset(tmp_path):
+    typed = ["request_memory", "request_disk", "request_cpus", "request_gpus", "max_retries",
+             "priority", "should_transfer_files", "when_to_transfer_output",
+             "transfer_executable", "universe", "transfer_output_files", "max_idle",
+             "success_exit_code", "getenv", "initialdir"]
+    text = "executable = /bin/echo\n" + "".join(f"{c} = $(EMPTY)\n" for c in typed) + "queue\n"
+    (j,) = jobs(tmp_path, text)
+    assert (j.request_memory, j.request_disk, j.request_cpus, j.request_gpus) == (
+        None, None, 1, 0)
+    assert (j.max_retries, j.priority, j.should_transfer_files, j.when_to_transfer_output,
+            j.transfer_executable, j.universe, j.transfer_output_files) == (
+        None, 0, "IF_NEEDED", "ON_EXIT", True, "vanilla", None)
+
+
+def test_transfer_settings_as_htcondor_settles_them(tmp_path):
+    def mode(lines):
+        (j,) = jobs(tmp_path, "executable = /bin/echo\n" + lines + "queue\n")
+        return j.should_transfer_files, j.when_to_transfer_output, j.transfer_executable
+    assert mode("") == ("IF_NEEDED", "ON_EXIT", True)
+    assert mode("ShouldTransferFiles = always\n") == ("YES", "ON_EXIT", True)
+    assert mode("should_transfer_files = never\n") == ("NO", None, True)
+    assert mode("should_transfer_files = NO\nwhen_to_transfer_output = none\n") == (
+        "NO", None, True)
+    assert mode("when_to_transfer_output = always\n") == ("YES", "ON_EXIT_OR_EVICT", True)
+    assert mode("WhenToTransferOutput = onsuccess\n") == ("IF_NEEDED", "ON_SUCCESS", True)
+    assert mode("transfer_executable = no\n")[2] is True  # only f... means false
+    assert mode("TransferExecutable = False\n")[2] is False
+    for bad, message in [
+            ("should_transfer_files = y\n", "invalid value (y) for ShouldTransferFiles"),
+            ("should_transfer_files = NO\ntransfer_output_files = \"\"\n",
+             "but you disabled should_transfer_files"),
+            ("should_transfer_files = NO\nwhen_to_transfer_output = ON_EXIT\n",
+             "contradiction"),
+            ("when_to_transfer_output = NONE\n", "contradiction"),
+            ("should_transfer_files = IF_NEEDED\nwhen_to_transfer_output = ALWAYS\n",
+             "are incompatible"),
+            ("should_transfer_files = NO\ntransfer_executable = yes\n",
+             "must eval to a boolean")]:
+        with pytest.raises(SubmitError, match=re.escape(message)):
+            mode(bad)
+
+
+def test_quoted_file_lists(tmp_path):
+    def lists(value):
+        (j,) = jobs(tmp_path, f"executable = /bin/echo\ntransfer_input_files = {value}\n"
+                              f"transfer_output_files = {value}\nqueue\n")
+        return j.transfer_input_files, j.transfer_output_files
+    assert lists('""') == ([], [])
+    assert lists('"a, b"') == (['"a', 'b"'], ['"a', 'b"'])
+    assert lists("$(NOTHING)") == ([], None)
+
+
+def test_int_and_real_of_per_job_bodies(tmp_path):
+    got = args_of(tmp_path, "base = 100\nseed = $(base) + $(Process) * 7\nhalf = $(Step) / 2.0\n"
+                            "arguments = $INT(seed) $REAL(half) $INT(seed,%05d)\nqueue 3\n")
+    assert got == [["100", "0", "00100"], ["107", "0.5", "00107"], ["114", "1", "00114"]]
+
+
+def test_dry_run_line_is_the_json_object(tmp_path):
+    (j,) = jobs(tmp_path, "executable = /bin/echo\narguments = \"'é x' \"\"q\"\"\"\n"
+                          "environment = \"A=1 B='x y'\"\n+Tag = \"t\\u00e9\"\nqueue\n")
+    assert j.to_json_line() == json.dumps(j.to_json(), ensure_ascii=False)
+
+
+def test_submit_help_explains_the_language_and_the_warnings(pyz):
+    r = subprocess.run([sys.executable, str(pyz), "submit", "--help"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0
+    assert "queue variables named like commands" in r.stdout
+    assert "FILE:LINE: warning:" in r.stdout

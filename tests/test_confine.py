@@ -386,7 +386,7 @@ def test_reap_kills_every_process_and_removes_tmp_files_and_ipc():
     assert str(uid) in Path("/proc/sysvipc/shm").read_text()
     u = unit.Unit({}, "x", uid, uid, True, 100)
     got = u.reap()
-    assert got["clean"] and got["removed"] >= 5, got
+    assert got["clean"], got
     assert not _procs_of(uid)
     for where in ("/tmp", "/var/tmp", "/dev/shm"):
         assert not Path(f"{where}/jrs-left-{tag}").exists()
@@ -621,3 +621,133 @@ def test_state_dir_is_private_and_fsafe_bounds(tmp_path):
             list(tree.walk(["d"], fsafe.Budget(files=3)))
     finally:
         tree.close()
+
+
+def test_without_cgroups_a_per_job_uid_is_limited_by_rlimit_nproc(open_dir):
+    """No pids cgroup: RLIMIT_NPROC on the per-job uid stops a fork bomb, and the
+    uid's kill loop still ends every process of it."""
+    uid = 1879900007
+    out = open_dir / "bomb.out"
+    out.touch()
+    os.chown(out, uid, uid)
+    bomb = ("import os, time\nn = 0\nfor _ in range(200):\n    try:\n        pid = os.fork()\n"
+            "    except OSError:\n        break\n    if pid == 0:\n        time.sleep(30)\n"
+            "        os._exit(0)\n    n += 1\nprint(n, flush=True)\n")
+    spec = {"argv": ["/usr/bin/python3", "-I", "-S", "-c", bomb],
+            "env": {"PATH": "/usr/bin:/bin"}, "uid": uid, "gid": uid, "per_job_uid": True,
+            "cwd": "/", "stdin": None, "stdout": str(out), "stderr": None}
+    u = unit.Unit({}, "x", uid, uid, True, 25)
+    u.reap()  # whatever an earlier run left
+    try:
+        killer = executor._Killer(-1, 1.0, u)
+        pid = executor._spawn(spec, killer)
+        os.waitpid(pid, 0)
+        assert int(out.read_text()) == 24  # 25 processes of the uid at most: itself and 24
+        assert _procs_of(uid)
+    finally:
+        assert u.reap()["clean"]
+    assert not _procs_of(uid)
+
+
+def test_same_account_without_cgroups_kills_the_group_and_its_descendants():
+    """The fallback unit (a same-named account on a node without cgroups): the
+    process group and every descendant found through /proc, a setsid child too."""
+    p = subprocess.Popen(["/bin/sh", "-c", "setsid sleep 300 & sleep 300 & wait"],
+                         start_new_session=True)
+    time.sleep(0.3)
+    u = unit.Unit({}, "x", None, None, False, 100)
+    u.pgid = p.pid
+    kids = unit.descendants(p.pid)
+    assert len(kids) == 2
+    u.signal(signal.SIGTERM)
+    p.wait(5)
+    time.sleep(0.1)
+    u.kill_all()
+    for k in kids:
+        try:
+            os.waitpid(k, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        state = Path(f"/proc/{k}/stat").read_text().split()[2] if Path(f"/proc/{k}").exists() \
+            else "gone"
+        assert state in ("Z", "gone"), (k, state)
+
+
+def test_same_user_accounts_only_for_ordinary_accounts(pyz):
+    """--same-user-accounts: an ordinary account's job runs as that account; one whose
+    primary group is 0 (like `operator`) and root get a per-job uid instead."""
+    base = Path(tempfile.mkdtemp(prefix="jrs-accounts-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    tag = secrets.token_hex(3)
+    plain, gid0 = f"jrsa{tag}", f"jrsz{tag}"
+    subprocess.run(["useradd", "-M", "-s", "/bin/sh", plain], check=True, capture_output=True)
+    subprocess.run(["useradd", "-M", "-s", "/bin/sh", "-g", "0", gid0], check=True,
+                   capture_output=True)
+    c = Cluster(pyz, base, slots=[2])
+    try:
+        c.start_master()
+        c.start_node(0, "--same-user-accounts")
+        c.wait_up(1)
+        seen = {}
+        for who in (plain, gid0, "root"):
+            home = base / who
+            home.mkdir()
+            shutil.copytree(c.conf, home / "conf")
+            pw = pwd.getpwnam(who)
+            for p in (home, home / "conf", *(home / "conf").iterdir()):
+                os.chown(p, pw.pw_uid, pw.pw_gid)
+            (home / "id.condor").write_text("executable = /bin/sh\narguments = \"-c 'id -u; "
+                                            "id -g; id -G'\"\noutput = id.txt\nqueue\n")
+            r = subprocess.run(["runuser", "-u", who, "--", "/usr/bin/python3", str(c.pyz),
+                                "submit", "-c", str(home / "conf"), "--no-progress",
+                                "id.condor"], cwd=home, capture_output=True, text=True,
+                               timeout=60, env=dict(c.env, JRS_CACHE=str(home / "cache")))
+            assert r.returncode == 0, r.stderr + c.logs()
+            seen[who] = [line.split() for line in (home / "id.txt").read_text().splitlines()]
+        pw = pwd.getpwnam(plain)
+        assert seen[plain][:2] == [[str(pw.pw_uid)], [str(pw.pw_gid)]]
+        first, last = (int(x) for x in c.uid_ranges[0].split("-"))
+        for who in (gid0, "root"):
+            uid, gid, groups = seen[who]
+            assert first <= int(uid[0]) <= last and gid == uid and groups == uid, seen
+        assert "group 0" in c.logs() and "uid 0" in c.logs()
+    finally:
+        c.stop()
+        for who in (plain, gid0):
+            subprocess.run(["userdel", who], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_uid_comes_back_only_once_its_executor_has_exited(tmp_path):
+    """The executor reaps a per-job uid after sending the result; the daemon hands the
+    uid out again only when the sandbox is gone and that executor has exited (its
+    lock on the taskfile), never while it may still be killing or cleaning up."""
+    import fcntl
+
+    from jrs.node.confine import Confinement
+
+    pool = identity.UidPool(identity.UidRange(90000, 90000))
+    conf = Confinement(identity.Policy("job", pool), str(tmp_path), {}, 10, "t")
+    ident = conf.policy.identity_for("x")
+    assert pool.allocate() is None
+    task = tmp_path / "a.task"
+    task.write_text("x")
+    rd, wr = os.pipe()  # child -> us: it holds the lock
+    go_rd, go_wr = os.pipe()  # us -> child: exit now
+    pid = os.fork()
+    if pid == 0:  # the executor: holds the lock while it reaps
+        fd = os.open(task, os.O_RDWR)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(wr, b"locked")
+        os.read(go_rd, 1)
+        os._exit(0)
+    assert os.read(rd, 6) == b"locked"
+    token = conf.hold({"uid": ident.uid, "per_job_uid": True}, str(task))
+    task.unlink()
+    conf.release(token)
+    conf.poll()
+    assert pool.allocate() is None  # its executor still runs
+    os.write(go_wr, b"x")
+    os.waitpid(pid, 0)
+    conf.poll()
+    assert pool.allocate() == 90000 and conf.pending == []

@@ -29,10 +29,16 @@ def run(q: Queue, result: dict) -> str:
 
 
 def test_success_exit_code_decides_done():
-    q = queue("executable = /bin/true\nsuccess_exit_code = 3\nqueue 2\n")
+    q = queue("executable = /bin/true\nsuccess_exit_code = 3\nmax_retries = 0\nqueue 2\n")
     assert run(q, {"exit_code": 3}) == DONE
     assert run(q, {"exit_code": 0}) == FAILED
     assert q.counts[DONE] == 1 and q.counts[FAILED] == 1 and q.finished
+
+
+def test_success_exit_code_alone_retries_twice():
+    # HTCondor: success_exit_code without max_retries means JobMaxRetries = 2
+    q = queue("executable = /bin/true\nsuccess_exit_code = 3\nqueue\n")
+    assert [run(q, {"exit_code": 0}) for _ in range(3)] == [IDLE, IDLE, FAILED]
 
 
 def test_a_signal_is_never_success():

@@ -304,3 +304,79 @@ def test_random_event_streams_keep_the_books_straight():
             p.check()
             for n in p.nodes.values():
                 assert n.used_cpus <= n.slots, (seed, n)
+
+
+def test_claims_adopted_for_a_submitter_that_never_comes_back_are_dropped():
+    """Found by the simulation (API-H-requests C1): after a master restart the nodes' hellos
+    bring claims of a submitter that never says hello again; past a grace they go."""
+    p = Pool([NodeEntry(Endpoint("h", 1))], 0, orphan_grace=30, node_timeout=1000)
+    c = {"claim": "old1", "submitter": "gone", "user": "u", "cpus": 1, "memory": 0,
+         "gpus": []}
+    p.node_hello("h:1", _hello(2, [c]), 1)
+    assert not _msgs(p.tick(30), "claim-drop")
+    assert _msgs(p.tick(32), "claim-drop") == [("h:1", {"type": "claim-drop", "claim": "old1",
+                                                        "kill": False})]
+    assert not _msgs(p.tick(40), "claim-drop")  # once
+    p.claim_released("h:1", "old1", 41)
+    assert not p.claims
+    # one that does come back keeps its claims
+    c2 = dict(c, claim="old2", submitter="back")
+    p.node_hello("h:1", _hello(2, [c2]), 50)
+    p.submitter_hello({"submitter": "back", "user": "u", "host": "x", "pid": 1,
+                       "claims": ["old2"], "clusters": []}, 55)
+    assert not _msgs(p.tick(100), "claim-drop") and "old2" in p.claims
+
+
+def test_jrs_status_shows_waiting_results_and_their_age(monkeypatch, capsys):
+    from jrs.roles import tools
+
+    p = _pool((2, 2))
+    p.node_report("h:1", {"load": 0, "running": 0, "claims": [], "waiting": 3,
+                          "oldest_wait": 7200.0}, 5)
+    monkeypatch.setattr(tools, "ask_master", lambda args, msg: dict(p.status(5),
+                                                                    type="status-reply"))
+    assert tools.status({"--json": False, "--config": None}) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["NODE", "STATE", "SLOTS", "MEMORY(MiB)", "LOAD", "WAITING",
+                                "OLDEST", "CLAIMS"]
+    assert lines[1].split()[5:7] == ["3", "2h"] and lines[2].split()[5:7] == ["-", "-"]
+    assert tools.status({"--json": True, "--config": None}) == 0
+    import json
+    nodes = json.loads(capsys.readouterr().out)["nodes"]
+    assert (nodes[0]["results_waiting"], nodes[0]["oldest_result_age"]) == (3, 7200.0)
+
+
+def test_a_released_claim_a_restarted_node_brings_back_is_dropped():
+    """Found by the simulation (API-H-requests C1, seed small 7): the node released a claim
+    while its disk failed, so its claims.json still listed it after a restart."""
+    p = _pool((2,))
+    (_, offer), = _msgs(_sub(p, "a", 1), "claim-offer")
+    cid = offer["claim"]
+    p.claim_answer("h:1", {"type": "claim-ok", "claim": cid}, 1)
+    p.set_demand("a", [], 2)
+    p.claim_released("h:1", cid, 3)
+    c = {"claim": cid, "submitter": "a", "user": "alice", "cpus": 1, "memory": 0, "gpus": []}
+    out = p.node_hello("h:1", _hello(2, [c]), 4)
+    assert _msgs(out, "claim-drop") == [("h:1", {"type": "claim-drop", "claim": cid,
+                                                 "kill": False})]
+    assert cid not in p.claims and p.nodes["h:1"].used_cpus == 0
+
+
+def test_a_drop_sent_while_the_node_was_away_is_sent_again_at_its_hello():
+    """Found with the simulation (large, seed 139): a release reached the master while the
+    claim's node was restarting; the claim-drop went nowhere and the claim stayed forever."""
+    p = _pool((2,))
+    (_, offer), = _msgs(_sub(p, "a", 1), "claim-offer")
+    cid = offer["claim"]
+    p.claim_answer("h:1", {"type": "claim-ok", "claim": cid}, 1)
+    p.node_gone("h:1", 2)
+    assert p.release("a", cid, 3, kill=True)[0][2]["kill"] is True  # to no session
+    c = {"claim": cid, "submitter": "a", "user": "alice", "cpus": 1, "memory": 0, "gpus": []}
+    out = p.node_hello("h:1", _hello(2, [c]), 4)
+    assert _msgs(out, "claim-drop") == [("h:1", {"type": "claim-drop", "claim": cid,
+                                                 "kill": True})]
+    p.submitter_gone("a", 5)  # a later drop without kill does not undo the kill
+    out = p.node_hello("h:1", _hello(2, [c]), 6)
+    assert _msgs(out, "claim-drop")[0][1]["kill"] is True
+    p.claim_released("h:1", cid, 7)
+    assert cid not in p.claims

@@ -35,9 +35,11 @@ class _Env:
                              peer_roles=frozenset({"node", "submit", "tool"}))
         await self.server.start("127.0.0.1", self.port)
 
-    async def open(self, role: str):
-        return await connect("127.0.0.1", self.port, self.root, role,
-                             peer_roles=frozenset({"master"}))
+    async def open(self, role: str, hostile: bool = False):
+        ch = await connect("127.0.0.1", self.port, self.root, role,
+                           peer_roles=frozenset({"master"}))
+        ch.conn.strict = not hostile and ch.conn.strict  # a hostile peer breaks the schema
+        return ch
 
     def close(self) -> None:
         self.server.close()
@@ -78,17 +80,17 @@ def run(coro_fn, tmp_path):
 
 def test_hostile_nested_payloads_get_bad_message_and_the_sessions_go_on(tmp_path):
     async def go(env):
-        node = await env.open("node")
+        node = await env.open("node", hostile=True)
         node.send(_node_hello(claims=[{"claim": ["x"]}]))
         assert (await _recv(node))["code"] == "bad-message"  # refused, no traceback
-        node = await env.open("node")
+        node = await env.open("node", hostile=True)
         node.send(_node_hello())
         assert (await _recv(node))["type"] == "welcome"
         for bad in ({"load": 0, "running": 0, "claims": [{"a": 1}]},
                     {"load": 0, "running": 0, "claims": [], "waiting": -3}):
             node.send(dict(bad, type="node-report"))
             assert (await _recv(node))["code"] == "bad-message"
-        sub = await env.open("submit")
+        sub = await env.open("submit", hostile=True)
         sub.send(_sub_hello())
         assert (await _recv(sub))["type"] == "welcome"
         for requests in ([{"key": "k", "count": "many"}], [[]], [{"key": {"x": 1}}],
@@ -177,3 +179,31 @@ def test_the_ticker_logs_a_failure_and_keeps_ticking(tmp_path, monkeypatch, capl
         assert len(calls) > 5
         assert any("ticker failed" in r.message and r.exc_info for r in caplog.records)
     run(go, tmp_path)
+
+
+def test_session_bindings_survive_a_master_restart(tmp_path):
+    """Else an id seen in `jrs status` could be bound by another in the seconds between
+    the master's restart and its submitter's return."""
+    from jrs.cluster.master import SessionStore
+
+    async def first(env):
+        env.master = Master(env.config, ClusterCounter(str(tmp_path)),
+                            sessions=SessionStore(str(tmp_path)))
+        env.server.handler = env.master.serve
+        ch = await env.open("submit")
+        ch.send(_sub_hello("s1", token="t" * 64))
+        assert (await _recv(ch))["type"] == "welcome"
+    run(first, tmp_path)
+    assert oct((tmp_path / "sessions").stat().st_mode & 0o777) == "0o600"
+
+    async def after_restart(env):
+        env.master = Master(env.config, ClusterCounter(str(tmp_path)),
+                            sessions=SessionStore(str(tmp_path)))
+        env.server.handler = env.master.serve
+        thief = await env.open("submit")
+        thief.send(_sub_hello("s1", token="u" * 64))
+        assert (await _recv(thief))["code"] == "session"
+        real = await env.open("submit")
+        real.send(_sub_hello("s1", token="t" * 64))
+        assert (await _recv(real))["type"] == "welcome"
+    run(after_restart, tmp_path)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 from jrs.cluster.pool import Pool
@@ -10,7 +9,6 @@ from jrs.condor import classad
 from jrs.config import Endpoint, NodeEntry
 
 from .cluster import Cluster
-from .conftest import run_jrs
 from .test_crash import wait_for
 
 
@@ -108,6 +106,12 @@ def test_classad_undefined_semantics():
     assert ev("7 / 2 == 3 && -7 % 3 == -1 && 1.0 * 3 == 3") is True
 
 
+def _queue(conf) -> dict:
+    from jrs.roles.tools import ask_master
+
+    return ask_master({"--config": str(conf)}, {"type": "query", "what": "queue"})
+
+
 def test_two_submitters_share_the_pool_measured(pyz, tmp_path):
     c = Cluster(pyz, tmp_path, slots=[2, 2]).start()
     try:
@@ -120,7 +124,7 @@ def test_two_submitters_share_the_pool_measured(pyz, tmp_path):
         samples = []
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and pa.poll() is None and pb.poll() is None:
-            q = json.loads(run_jrs(pyz, "q", "--json", "-c", str(c.conf)).stdout)
+            q = _queue(c.conf)  # in-process: a `jrs q` process per sample is too slow
             running = sorted((cl["id"], cl["running"]) for cl in q["clusters"])
             if len(running) == 2:
                 samples.append([r for _, r in running])

@@ -67,7 +67,7 @@ def test_byte_cap_holds_the_job_with_code_33(one_node, tmp_path):
         "arguments = \"-c 'head -c 3000000 /dev/zero > big.bin'\"\nlog = c.log\nqueue\n"
         "arguments = \"-c 'echo small > small.txt'\"\nqueue\n")
     code, _out, err = one_node.run_submit("c.condor", cwd=work,
-                                          env={"JRS_MAX_TRANSFER_OUTPUT_MB": "1"})
+                                          env={"JRS_MAX_TRANSFER_OUTPUT_MB": "1"}, timeout=60)
     assert code == 1, err
     assert "2 jobs, 1 done, 1 failed" in err and "exceeds the limit" in err
     assert not (work / "big.bin").exists() and (work / "small.txt").read_text() == "small\n"

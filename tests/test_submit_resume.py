@@ -7,6 +7,7 @@ import collections
 import os
 import re
 import signal
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,9 +16,20 @@ import pytest
 from .cluster import Cluster
 
 
+def shared_ledger() -> Path:
+    """A ledger the jobs can append to: they run under per-job uids, and pytest's
+    tmp_path is 0700."""
+    shared = Path(tempfile.mkdtemp(prefix="jrs-ledger-", dir="/tmp"))
+    os.chmod(shared, 0o755)
+    ledger = shared / "ledger"
+    ledger.touch()
+    os.chmod(ledger, 0o666)
+    return ledger
+
+
 def sweep(work: Path, n: int, seconds: float) -> Path:
     work.mkdir(exist_ok=True)
-    ledger = work / "ledger"
+    ledger = shared_ledger()
     (work / "job.sh").write_text(f"#!/bin/sh\necho $JRS_JOB_ID >> {ledger}\nsleep {seconds}\n"
                                  "echo done $JRS_JOB_ID\n")
     os.chmod(work / "job.sh", 0o755)
@@ -108,14 +120,13 @@ def test_a_random_queue_count_is_expanded_once(two_nodes, tmp_path):
     """Issue 12: the count comes from the one expansion that runs, whatever it draws."""
     work = tmp_path / "w"
     work.mkdir()
-    ledger = work / "ledger"
+    ledger = shared_ledger()
     (work / "r.condor").write_text(
         "executable = /bin/sh\n"
         f"arguments = \"-c 'echo $(Process) >> {ledger}'\"\n"
         "log = r.log\nN = $RANDOM_INTEGER(3,30)\nqueue $(N)\n")
     for _ in range(3):
-        if ledger.exists():
-            ledger.unlink()
+        ledger.write_text("")
         code, _out, err = two_nodes.run_submit("r.condor", cwd=work, timeout=90)
         assert code == 0, err + two_nodes.logs()
         done = runs(ledger)

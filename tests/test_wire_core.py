@@ -112,6 +112,7 @@ def test_frames_without_the_fast_path(monkeypatch):
 def test_handshake_and_messages_both_ways():
     client, server = pair()
     handshake(client, server)
+    client.strict = False  # play a newer peer: an extra field the receiver drops
     wire = client.send_message({"type": "echo", "seq": 1, "body": "hi", "extra": 1})
     assert server.receive(wire) == [Message({"type": "echo", "seq": 1, "body": "hi"})]
     blob = server.send_message({"type": "blob", "size": 5})
@@ -267,6 +268,7 @@ def test_bad_message_is_an_event_not_a_crash():
     sealed = client._seal(b"M" + b"{not json")
     (event,) = server.receive(sealed)
     assert isinstance(event, BadMessage)
+    client.strict = False  # a peer that sends what the schema does not know
     (event,) = server.receive(client.send_message({"type": "launch-missiles"}))
     assert event == BadMessage("unknown message type 'launch-missiles'")
 
@@ -370,6 +372,18 @@ def test_the_receiver_reports_a_broken_transfer(case):
         words = "bad transfer header"
     with pytest.raises(WireError, match=words):
         server.receive(wire)
+
+
+def test_a_refused_transfer_header_is_answered_and_its_data_swallowed():
+    """A header that fails the schema but says how many bytes follow: a bad message (the
+    receiver answers it), its data is consumed by the core, the stream stays in step."""
+    client, server = established()
+    bad = dict(RUN, spec={"executable": 7})
+    wire = client._seal(json.dumps(bad).encode(), b"M") + client._seal(b"abcdefg", b"D")
+    wire += client._seal(json.dumps({"type": "ping", "seq": 4}).encode(), b"M")
+    events = server.receive(wire)
+    assert isinstance(events[0], BadMessage) and "spec.executable" in events[0].reason
+    assert events[1:] == [Message({"type": "ping", "seq": 4})]
 
 
 def test_deep_nesting_is_a_bad_message_not_a_crash():

@@ -132,6 +132,7 @@ def test_unknown_message_type_is_answered_with_an_error():
         server = Server(ROOT, "node", answering)
         port = (await server.start("127.0.0.1", 0))[1]
         channel = await connect("127.0.0.1", port, ROOT, "submit")
+        channel.conn.strict = False  # a peer sending what our schema does not know
         channel.writer.write(channel.conn.send_message({"type": "rm-rf"}))
         channel.send({"type": "ping", "seq": 9})
         first = await channel.recv()
@@ -379,7 +380,9 @@ def _file_header(kind: str, items: list) -> dict:
     if kind == "run":
         return {"type": "run", "claim": "c1", "job": "1.0", "attempt": 1,
                 "spec": {"executable": "x"}, "files": files.describe(items)}
-    return {"type": "finished", "job": "1.0", "attempt": 1, "result": {"exit_code": 0},
+    result = {"node": "n1", "exit_code": 0, "signal": None, "started": 1.0, "ended": 2.0,
+              "rusage": {"utime": 0.1, "stime": 0.0, "maxrss_kb": 1024}, "removed": False}
+    return {"type": "finished", "job": "1.0", "attempt": 1, "result": result,
             "files": files.describe(items)}
 
 
@@ -482,3 +485,138 @@ def test_the_channel_makes_misuse_impossible(tmp_path):
         await honest(port)
         server.close()
     run(go())
+
+
+# ---------------------------------------------------------------- pre-auth limits (13.8)
+
+async def _silent(port: int, n: int) -> list:
+    return [await asyncio.open_connection("127.0.0.1", port) for _ in range(n)]
+
+
+async def _closed_now(pair, wait: float = 0.5) -> bool:
+    try:
+        return await asyncio.wait_for(pair[0].read(100), wait) == b""
+    except asyncio.TimeoutError:
+        return False
+    except ConnectionError:
+        return True
+
+
+def test_a_silent_flood_from_one_address_sheds_its_oldest_not_the_honest():
+    """Slots per source address: the 5th..12th silent connection each push out the one
+    idle the longest; an honest client still gets through; the newest silent ones
+    stay until their deadline."""
+    async def go():
+        server, port = await start(per_address=4, max_unauthenticated=100,
+                                   handshake_timeout=5.0)
+        flood = await _silent(port, 12)
+        await asyncio.sleep(0.2)
+        assert server.unauthenticated == 4 and server.dropped == 8
+        assert all([await _closed_now(p) for p in flood[:8]])  # the oldest went first
+        assert not any([await _closed_now(p, 0.05) for p in flood[8:]])
+        await honest(port)  # drops one more silent one to make room
+        assert server.dropped == 9
+        for _, w in flood:
+            w.close()
+        server.close()
+    run(go())
+
+
+def test_the_overall_cap_sheds_the_longest_idle_whatever_its_address():
+    async def go():
+        server, port = await start(per_address=100, max_unauthenticated=5,
+                                   handshake_timeout=5.0)
+        early = await _silent(port, 3)
+        await asyncio.sleep(0.05)
+        late = await _silent(port, 2)
+        for _, w in early[:1]:  # the first one speaks up (half a msg1): no longer idle
+            w.write(Connection(ROOT, "submit", is_client=True).initiate()[:10])
+        await asyncio.sleep(0.1)
+        more = await _silent(port, 1)
+        await asyncio.sleep(0.1)
+        assert server.unauthenticated == 5
+        assert await _closed_now(early[1])  # idle the longest, not the one that spoke
+        assert not await _closed_now(early[0], 0.05)
+        for _, w in early + late + more:
+            w.close()
+        server.close()
+    run(go())
+
+
+def test_wrong_secret_and_a_busy_server_are_told_apart():
+    """A failed proof is AuthError at once (the server says so); a server that closes
+    during the handshake is HandshakeClosed, retried within retry_for, never AuthError."""
+    from jrs.wire.errors import AuthError, HandshakeClosed
+
+    async def go():
+        server, port = await start()
+        with pytest.raises(AuthError, match="we do not hold its secret"):
+            await connect("127.0.0.1", port, root_key(b"t" * 40), "submit", retry_for=5)
+        attempts = []
+
+        def hang_up(reader, writer):
+            attempts.append(1)
+            writer.close()
+        closer = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+        cport = closer.sockets[0].getsockname()[1]
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        with pytest.raises(HandshakeClosed) as info:
+            await connect("127.0.0.1", cport, ROOT, "submit", retry_for=1.0)
+        assert not isinstance(info.value, AuthError)
+        assert 0.2 < loop.time() - t0 < 3 and len(attempts) >= 3  # retried with backoff
+        closer.close()
+        server.close()
+    run(go())
+
+
+def test_a_dropped_handshake_is_retried_and_gets_through():
+    """The first two connections are closed by a front door during the handshake; the
+    third is passed on to the real server: connect() with retry_for succeeds."""
+    async def go():
+        server, port = await start()
+        seen = []
+
+        async def front(reader, writer):
+            seen.append(1)
+            if len(seen) <= 2:
+                writer.close()
+                return
+            up_r, up_w = await asyncio.open_connection("127.0.0.1", port)
+
+            async def pipe(r, w):
+                try:
+                    while True:
+                        data = await r.read(65536)
+                        if not data:
+                            break
+                        w.write(data)
+                finally:
+                    w.close()
+            await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
+        door = await asyncio.start_server(front, "127.0.0.1", 0)
+        dport = door.sockets[0].getsockname()[1]
+        channel = await connect("127.0.0.1", dport, ROOT, "submit", retry_for=10)
+        channel.send({"type": "echo", "seq": 5, "body": "through"})
+        assert await channel.recv() == {"type": "echo", "seq": 5, "body": "through"}
+        assert len(seen) == 3
+        channel.close()
+        door.close()
+        server.close()
+    run(go())
+
+
+def test_refused_connection_lines_are_rate_limited_per_address_whatever_the_text(caplog):
+    """2,000 distinct reasons from one address: a few lines, each one bounded and escaped;
+    another address still gets its line."""
+    from jrs.wire.aio import FailureLog
+    failures = FailureLog()
+    with caplog.at_level(logging.WARNING, logger="jrs.wire"):
+        for i in range(2000):
+            failures.report(("10.0.0.1", 5000 + i), f"reason {i}\nFAKE LINE" + "x" * 500)
+        failures.report(("10.0.0.2", 1), "another peer")
+    lines = [r.getMessage() for r in caplog.records]
+    from_first = [line for line in lines if "10.0.0.1" in line]
+    assert 1 <= len(from_first) <= 20
+    assert all("\n" not in line and len(line) < 300 for line in lines)
+    assert any("10.0.0.2" in line for line in lines)

@@ -36,6 +36,7 @@ from .jobs import DONE, FAILED, HELD, IDLE, REMOVED, RUNNING, Queue, Rec, Summar
 
 MAX_SHOWN_FAILURES = 20
 MAX_REJECTIONS = 5  # a job every node refuses to start is held, not bounced forever
+STRIKES, STRIKE_WINDOW = 3, 60.0  # protocol breaks of one node before we stop using it
 EXCERPT = 120
 HOLD_OUTPUT_LIMIT = 33  # HTCondor's hold code for exceeding MAX_TRANSFER_OUTPUT_MB
 HOLD_TRANSFER_OUTPUT = 12  # HTCondor's TransferOutputError
@@ -73,6 +74,13 @@ class Connect:
     node: str
     host: str
     port: int
+
+
+@dataclass
+class Disconnect:
+    """Stop connecting to this node for the rest of the run."""
+
+    node: str
 
 
 @dataclass
@@ -163,6 +171,8 @@ class NodeState:
     failing_since: Optional[float] = None
     sent: set = field(default_factory=set)  # (proc, attempt) whose run reached the node
     pending: set = field(default_factory=set)  # (proc, attempt) whose run is still to go
+    strikes: list = field(default_factory=list)  # when its sessions broke the protocol
+    banned: bool = False  # kept breaking it: not used for the rest of this run
 
 
 class SubmitCore:
@@ -182,6 +192,7 @@ class SubmitCore:
         self._last_progress = -1e18
         self._receiving: dict = {}  # ref -> (rec or None, result)
         self._out: list = []
+        self._sizes: list = []
         self._logs: set = set()  # every job event log: outputs never land on one
         self._submitted_upto = previous.submitted_upto if previous else -1
         self._was_running = set(previous.running) if previous else set()
@@ -334,7 +345,7 @@ class SubmitCore:
         else:
             free: dict = {}
             for c in self.claims.values():
-                if c.proc is None:
+                if c.proc is None and self._usable(c):
                     free[c.key] = free.get(c.key, 0) + 1
             requests = []
             for key, (count, job) in self.queue.idle_by_key().items():
@@ -366,6 +377,8 @@ class SubmitCore:
                     self.give_back = max(0, self.give_back - 1)
                 self._release(c)
                 continue
+            if not self._usable(c):
+                continue  # kept unused (given back when asked): a banned node's slots
             rec = self.queue.next_for(c.key) if c.key else self._any_fitting(c)
             if rec is None:
                 if self.queue.idle_by_key().get(c.key) is None:
@@ -465,7 +478,11 @@ class SubmitCore:
         self.pump()
         return self._take()
 
-    def node_down(self, node: str, now: float, why: str) -> list:
+    def node_down(self, node: str, now: float, why: str, protocol: bool = False) -> list:
+        """A link broke or could not be made; `protocol`: the node broke the protocol
+        (a bad transfer header, a result we reset the session for). A node that does so
+        STRIKES times within STRIKE_WINDOW seconds is not used again by this run: its
+        jobs run elsewhere, so no peer can hold the submit in a reconnect loop."""
         ns = self.nodes.get(node)
         if ns is not None:
             ns.up = False
@@ -473,7 +490,29 @@ class SubmitCore:
                 ns.failing_since = now
         for ref in [r for r in self._receiving if r[0] == node]:
             del self._receiving[ref]  # the node delivers it again
+        if protocol and ns is not None and not ns.banned:
+            ns.strikes = [t for t in ns.strikes if now - t < STRIKE_WINDOW] + [now]
+            if len(ns.strikes) >= STRIKES:
+                self._ban(node, ns, why)
+        self.pump()
         return self._take()
+
+    def _ban(self, node: str, ns: NodeState, why: str) -> None:
+        ns.banned = True
+        self._emit(Disconnect(node))
+        lost = [r for r in self.queue.live.values() if r.state == RUNNING and r.node == node]
+        self._emit(Say(f"jrs submit: node {node} broke the protocol {len(ns.strikes)} times "
+                       f"(last: {excerpt(why)}); not using it any more, rerunning its "
+                       f"{len(lost)} jobs elsewhere"))
+        for rec in lost:
+            self._free_claim_of(rec)
+            self._requeue(rec)
+        ns.sent.clear()
+        ns.pending.clear()
+
+    def _usable(self, c: ClaimState) -> bool:
+        ns = self.nodes.get(c.node)
+        return ns is None or not ns.banned
 
     def run_sent(self, node: str, proc: int, attempt: int) -> list:
         ns = self.nodes.get(node)
@@ -496,7 +535,7 @@ class SubmitCore:
     def tick(self, now: float) -> list:
         """Time passes: give up on nodes unreachable too long; progress to the master."""
         for name, ns in list(self.nodes.items()):
-            if not ns.up and ns.failing_since is not None \
+            if not ns.up and not ns.banned and ns.failing_since is not None \
                     and now - ns.failing_since > self.cfg.give_up:
                 ns.failing_since = now
                 self.node_lost(name, f"unreachable for {self.cfg.give_up:.0f}s", release=True)
@@ -612,6 +651,11 @@ class SubmitCore:
         rec = self._rec(node, job, attempt)
         ref = (node, job, attempt)
         files = msg["files"]
+        try:  # what the wire layer made sure follows (its transfer_size), for a drain
+            self._sizes = [sum(f["size"] for f in files)] if files else []
+        except (TypeError, KeyError):  # not a transfer the wire took: cannot follow it
+            self._emit(ResetNode(node, "a result whose data cannot be followed"))
+            return
         if isinstance(files, list) and len(files) > self.cfg.max_output_files:
             self._bad_result(node, rec, job, attempt, f"{len(files)} output files exceed the "
                              f"limit of {self.cfg.max_output_files}", HOLD_OUTPUT_LIMIT)
@@ -624,10 +668,6 @@ class SubmitCore:
             return
         if rec is None:
             plan = [(h, None) for h in heads]  # stale or repeated: drain, discard, ack
-            if sum(h["size"] for h in heads) > (self.cfg.max_output_bytes or 1 << 62):
-                self._emit(ToNode(node, {"type": "ack", "job": job, "attempt": attempt}))
-                self._emit(ResetNode(node, "an oversized stale result"))
-                return
         else:
             limit = self.cfg.max_output_bytes
             total = sum(h["size"] for h in heads)
@@ -643,16 +683,21 @@ class SubmitCore:
 
     def _bad_result(self, node: str, rec: Optional[Rec], job: str, attempt: int, why: str,
                     code: int, log_excerpt: bool = True) -> None:
-        """Hold the job (if it is one we wait for), acknowledge the result so the node
-        forgets it, and reset the session: its data frames cannot be followed."""
+        """Hold the job (if it is one we wait for), drain and discard the data the wire
+        says follows, then acknowledge, so the node forgets the result. No reset: a
+        closed session would lose the ack (and the node would deliver again), and the
+        job being final, a drain that never ends (sizes announced but never sent) holds
+        up only this node's session, not the submit."""
         self._emit(Say(f"jrs submit: node {node} sent a bad result for {excerpt(job, 40)}: "
                        f"{why if not log_excerpt else excerpt(why)}"))
         if rec is not None:
             self._free_claim_of(rec)
             self._final(rec, Summary(HELD, node=node, reason=f"bad result from {node}: "
                                                              f"{why[:200]}"), code)
-        self._emit(ToNode(node, {"type": "ack", "job": job, "attempt": attempt}))
-        self._emit(ResetNode(node, why[:200]))
+        ref = (node, job, attempt)
+        self._receiving[ref] = (None, {})
+        self._emit(ReceiveOutputs(node, ref, [({"name": "", "size": s}, None)
+                                              for s in self._sizes]))
 
     def outputs_done(self, ref: tuple, error: Optional[str]) -> list:
         """The data of a `finished` went to disk (`error` None), or could not be written

@@ -30,7 +30,7 @@ from typing import Callable, Iterator, Optional
 from ..errors import EXIT_UNREACHABLE, JrsError
 from ..wire import files as wirefiles
 from ..wire.aio import Channel, ConnectionClosed, connect
-from ..wire.errors import AuthError, WireError
+from ..wire.errors import AuthError, HandshakeClosed, WireError
 from ..wire.reconnect import Backoff, keep_connected
 from . import core as C
 from . import spool, transfer
@@ -76,14 +76,14 @@ class NodeLink:
     async def _open(self) -> Channel:
         ch = await connect(self.host, self.port, self.sub.root, "submit",
                            peer_roles=frozenset({"node"}))
-        self.ch, self.reset = ch, False
+        self.ch = ch
         self.sub.apply(self.sub.core.node_up(self.name, time.monotonic()))
         return ch
 
     async def _serve(self, ch: Channel) -> None:
         try:
             while not self.reset:
-                msg = await ch.recv()
+                msg = await ch.recv()  # a bad transfer header raises WireError
                 if not isinstance(msg, dict):
                     raise WireError("unexpected file data from the node")
                 await self.sub.node_message(self, msg)
@@ -93,8 +93,11 @@ class NodeLink:
 
     def _down(self, exc: BaseException) -> None:
         log.info("lost node %s: %s", self.name, exc)
+        protocol = self.reset or (isinstance(exc, WireError)
+                                  and not isinstance(exc, HandshakeClosed))
+        self.reset = False
         self.sub.apply(self.sub.core.node_down(self.name, time.monotonic(),
-                                               str(exc) or type(exc).__name__))
+                                               str(exc) or type(exc).__name__, protocol))
 
     def close(self) -> None:
         self.task.cancel()
@@ -135,6 +138,7 @@ class Submission:
         self.interrupts = 0
         self.EXEC = {C.ToMaster: self._x_master, C.ToNode: self._x_node,
                      C.Connect: self._x_connect, C.ResetNode: self._x_reset,
+                     C.Disconnect: self._x_disconnect,
                      C.StartRun: self._x_start_run, C.Record: self._x_record,
                      C.Event: self._x_event, C.Say: self._x_say}
 
@@ -190,6 +194,11 @@ class Submission:
         if link is not None and link.ch is not None:
             link.reset = True
             link.ch.close()
+
+    def _x_disconnect(self, a: C.Disconnect) -> None:
+        link = self.links.get(a.node)
+        if link is not None:
+            link.close()
 
     def _x_start_run(self, a: C.StartRun) -> None:
         link = self.links.get(a.node)

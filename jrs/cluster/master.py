@@ -2,9 +2,10 @@
 
 It only moves messages: each one a peer sends goes, through one table per peer
 kind (`NODE`, `SUBMITTER`, `TOOL`: message type -> handler), to a `Pool` event,
-and the actions the pool returns are sent. It carries no job data. Its only
-file is a counter of cluster ids, so ids are never reused; everything else is
-rebuilt from the hellos of nodes and submitters after a restart.
+and the actions the pool returns are sent. It carries no job data. Its files
+are a counter of cluster ids, so ids are never reused, and the submitters'
+session bindings; everything else is rebuilt from the hellos of nodes and
+submitters after a restart.
 
 Nothing a peer sends can end a session loop or the ticker with a traceback:
 bad payloads are answered with `bad-message`, our own bugs are logged with
@@ -15,18 +16,19 @@ escaped excerpts of what they sent, rate-limited per source address.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import logging
 import os
 import time
-from typing import Callable
+from collections import OrderedDict
+from typing import Callable, Optional
 
+from .. import records
 from ..errors import ConfigError
 from ..wire.messages import error
 from .payload import PayloadError
 from .peerlog import PeerLog, excerpt
-from .pool import Pool
+from .pool import MAX_SESSIONS, Pool
 
 log = logging.getLogger("jrs.master")
 PEER_ERRORS = (PayloadError, KeyError, TypeError, ValueError, AttributeError, IndexError)
@@ -66,15 +68,51 @@ class ClusterCounter:
         return value
 
 
+class SessionStore:
+    """Submitter session bindings (id -> sha256 of its token) kept across master restarts:
+    otherwise an id seen in `jrs status` could be bound by someone else in the seconds
+    between a master's restart and its submitter's return. Append-only records, 0600,
+    not fsynced (a binding lost with a power cut is made again at the next hello)."""
+
+    def __init__(self, state_dir: str) -> None:
+        self.path = os.path.join(state_dir, "sessions")
+        try:
+            recs, _damaged = records.read(self.path)
+        except FileNotFoundError:
+            recs = []
+        self.loaded: OrderedDict = OrderedDict()
+        for r in recs:
+            sid, digest = r.get("s"), r.get("h")
+            if isinstance(sid, str) and isinstance(digest, str):
+                self.loaded.pop(sid, None)
+                self.loaded[sid] = digest
+        while len(self.loaded) > MAX_SESSIONS:
+            self.loaded.popitem(last=False)
+        if len(recs) > 2 * len(self.loaded) + 1000:  # compact
+            records.write_new(self.path, [{"s": k, "h": v} for k, v in self.loaded.items()])
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                          0o600)
+
+    def add(self, sid: str, digest: str) -> None:
+        try:
+            records.append(self.fd, {"s": sid, "h": digest})
+        except OSError as exc:  # a full disk must not refuse the submitter
+            log.warning("cannot record the session of %s in %s: %s", sid, self.path, exc)
+
+
 class Master:
     def __init__(self, config, counter: ClusterCounter,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 sessions: Optional[SessionStore] = None) -> None:
         self.config = config
         self.clock = clock
         self.pool = Pool(config.nodes, clock(), new_id=lambda: os.urandom(12).hex(),
                          node_timeout=_env_seconds("JRS_NODE_TIMEOUT", 6.0),
                          submitter_lease=_env_seconds("JRS_SUBMITTER_LEASE", 300.0),
                          offer_timeout=_env_seconds("JRS_OFFER_TIMEOUT", 10.0))
+        self.store = sessions
+        if sessions is not None:
+            self.pool.sessions.update(sessions.loaded)
         self.counter = counter
         self.nodes: dict = {}
         self.submitters: dict = {}
@@ -206,13 +244,14 @@ class Master:
 
     async def _submitter(self, ch, hello: dict) -> None:
         sid = hello["submitter"]
-        token = hello.get("token")
-        digest = hashlib.sha256(token.encode()).hexdigest() if token else None
-        if not self.pool.session_ok(sid, digest):
+        bound = sid in self.pool.sessions
+        if not self.pool.session_ok(sid, hello.get("token")):
             self.peerlog.warning(ch.peer, "refused submitter %s from %s: not its session",
                                  excerpt(sid), ch.peer)
             ch.send(error("session", "this submitter id belongs to another session"))
             return
+        if not bound and self.store is not None and sid in self.pool.sessions:
+            self.store.add(sid, self.pool.sessions[sid])
         actions = self.pool.submitter_hello(hello, self.clock())  # checks the payload first
         old = self.submitters.get(sid)
         if old is not None:

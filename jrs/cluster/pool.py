@@ -31,7 +31,9 @@ a match is cached per (request, node) until an attribute it reads changes.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
+import hmac
 import itertools
 import math
 from collections import OrderedDict
@@ -45,6 +47,9 @@ NODE_TIMEOUT = 6.0
 SUBMITTER_LEASE = 300.0
 OFFER_TIMEOUT = 10.0
 UNMATCHABLE_GRACE = 3.0
+# A live submitter is back within its reconnect backoff (5 s at most) plus a connect
+# time-out of a master that restarted; claims nodes bring of one that is not, go.
+ORPHAN_GRACE = 15.0
 OFFER_REPORTS = 2  # node-reports after an offer by which the node has answered it
 MAX_DROPPED = 100_000  # remembered revoked/withdrawn claim ids
 MAX_SESSIONS = 100_000
@@ -122,6 +127,7 @@ class Claim:
     key: str = ""
     offered: float = 0.0
     reports: int = 0  # node-reports seen since the offer
+    drop: Optional[bool] = None  # a claim-drop was sent (its kill flag): again at each hello
 
 
 def _counter_ids() -> Callable[[], str]:
@@ -156,7 +162,8 @@ class Pool:
                  new_id: Optional[Callable[[], str]] = None,
                  node_timeout: float = NODE_TIMEOUT, submitter_lease: float = SUBMITTER_LEASE,
                  offer_timeout: float = OFFER_TIMEOUT,
-                 unmatchable_grace: float = UNMATCHABLE_GRACE) -> None:
+                 unmatchable_grace: float = UNMATCHABLE_GRACE,
+                 orphan_grace: float = ORPHAN_GRACE) -> None:
         self.nodes: dict[str, Node] = {}
         for entry in node_list:
             self.nodes[entry.name] = Node(entry.name, entry.endpoint.host, entry.endpoint.port)
@@ -170,7 +177,12 @@ class Pool:
         self.started = now
         # cid -> kill flag of the claim-drop a node gets if it still lists the claim
         self.dropped: OrderedDict = OrderedDict()
-        self.sessions: OrderedDict = OrderedDict()  # submitter id -> sha256(token) or ""
+        self.sessions: OrderedDict = OrderedDict()  # submitter id -> sha256(token)
+        # submitters that hold claims (adopted from a node's hello after a restart) but
+        # have not said hello to this master: since when. Past `orphan_grace` their claims
+        # are dropped with kill False (a running job finishes, its result waits).
+        self._orphans: dict[str, float] = {}
+        self.orphan_grace = orphan_grace
         self._by_sub: dict[str, dict] = {}
         self._user_held: dict[str, int] = {}
         self._sub_held: dict[str, int] = {}
@@ -292,6 +304,11 @@ class Pool:
         self._seen[node.name] = now
         self._seen.move_to_end(node.name)
 
+    def _drop(self, c: Claim, kill: bool) -> tuple:
+        """A claim-drop for its node, remembered until the node lets the claim go."""
+        c.drop = kill or bool(c.drop)
+        return ("node", c.node, {"type": "claim-drop", "claim": c.id, "kill": c.drop})
+
     def _grant(self, c: Claim) -> tuple:
         node = self.nodes[c.node]
         return ("submitter", c.submitter,
@@ -301,8 +318,11 @@ class Pool:
 
     def check(self) -> None:
         """Assert the indexes agree with `claims` (O(claims): for tests and the simulation)."""
+        by_node: dict = {name: [] for name in self.nodes}
+        for c in self.claims.values():
+            by_node[c.node].append(c)
         for node in self.nodes.values():
-            mine = [c for c in self.claims.values() if c.node == node.name]
+            mine = by_node[node.name]
             assert set(node.claims) == {c.id for c in mine}, node.name
             assert node.used() == (sum(c.cpus for c in mine), sum(c.memory for c in mine),
                                    sum(c.gpus for c in mine)), node.name
@@ -343,7 +363,9 @@ class Pool:
             seen.add(cid)
             known = self.claims.get(cid)
             if known is not None and known.node == name:
-                if not known.active:  # accepted; the claim-ok was lost with the old session
+                if known.drop is not None:  # the drop may have gone to a dead session
+                    out.append(self._drop(known, known.drop))
+                elif not known.active:  # accepted; the claim-ok was lost with the old session
                     self._activate(known)
                     out.append(self._grant(known))
                 continue
@@ -354,6 +376,9 @@ class Pool:
             # a master restarted since: the node's word rebuilds the books
             self._add(Claim(cid, name, c["submitter"], c["user"], c["cpus"], c["memory"],
                             c["gpus"], active=True))
+            sub = self.submitters.get(c["submitter"])
+            if sub is None or not sub.connected:  # dropped if it does not come back
+                self._orphans.setdefault(c["submitter"], now)
         for cid in [cid for cid in node.claims if cid not in seen]:
             # offers lost with the old session, or claims the node no longer has
             self._remove(cid, remember=False)
@@ -381,7 +406,7 @@ class Pool:
         for c in list(node.claims.values()):
             if c.active:
                 if c.id not in held:  # ended on the node without word to us
-                    self._remove(c.id)
+                    self._remove(c.id, remember=False)
                     freed = True
             elif c.id in held:  # accepted, the claim-ok was lost
                 self._activate(c)
@@ -422,7 +447,7 @@ class Pool:
             return []
         if msg["type"] == "claim-refused":
             if not claim.active:
-                self._remove(cid)
+                self._remove(cid, remember=False)
             return []  # the next tick retries: no offer ping-pong with a node that disagrees
         if claim.active:
             return []
@@ -432,16 +457,20 @@ class Pool:
     def claim_released(self, name: str, cid: str, now: float) -> list:
         claim = self.claims.get(cid)
         if claim is not None and claim.node == name:
-            self._remove(cid)
+            # remembered: a node whose claims.json kept it (a failed write) and that
+            # restarts brings it back in its hello, and is told to drop it
+            self._remove(cid, remember=False)
             return self.negotiate(now)
         return []
 
     # ------------------------------------------------------------ submitters
 
-    def session_ok(self, sid: str, token_hash: Optional[str]) -> bool:
-        """Bind a submitter id to the hash of its session token at its first hello; later
-        hellos must bring the same. A hello without a token (a submitter from before
+    def session_ok(self, sid: str, token: Optional[str]) -> bool:
+        """Bind a submitter id to sha256 of its session token at its first hello; later
+        hellos must bring the same token. A hello without a token (a submitter from before
         session keys) binds nothing, and cannot take over an id bound to a token."""
+        token_hash = hashlib.sha256(token.encode()).hexdigest() \
+            if isinstance(token, str) and token else None
         bound = self.sessions.get(sid)
         if bound is None:
             if token_hash:
@@ -450,7 +479,7 @@ class Pool:
                     self.sessions.popitem(last=False)
             return True
         self.sessions.move_to_end(sid)
-        return bound == token_hash
+        return token_hash is not None and hmac.compare_digest(bound, token_hash)
 
     def submitter_hello(self, msg: dict, now: float) -> list:
         sid = payload.ident(msg.get("submitter"), "submitter")
@@ -464,6 +493,7 @@ class Pool:
             sub = self.submitters[sid] = Submitter(sid, user, host, pid)
         sub.connected, sub.last_seen, sub.pid = True, now, pid
         sub.clusters = clusters
+        self._orphans.pop(sid, None)
         return [self._grant(c) for c in self.claims_of_submitter(sid).values()
                 if c.active and c.id not in known]  # granted while it was away
 
@@ -481,8 +511,8 @@ class Pool:
         if sub is not None:
             sub.connected, sub.last_seen = False, now
             sub.requests = {}
-        for c in self.claims_of_submitter(sid).values():
-            out.append(("node", c.node, {"type": "claim-drop", "claim": c.id, "kill": False}))
+        for c in list(self.claims_of_submitter(sid).values()):
+            out.append(self._drop(c, False))
         return out + self.negotiate(now)
 
     def set_demand(self, sid: str, requests: list, now: float) -> list:
@@ -519,7 +549,7 @@ class Pool:
         claim = self.claims.get(cid)
         if claim is None or claim.submitter != sid:
             return []
-        return [("node", claim.node, {"type": "claim-drop", "claim": cid, "kill": bool(kill)})]
+        return [self._drop(claim, bool(kill))]
 
     # ------------------------------------------------------------ time
 
@@ -547,6 +577,11 @@ class Pool:
         for sub in list(self.submitters.values()):
             if not sub.connected and now - sub.last_seen > self.submitter_lease:
                 del self.submitters[sub.id]  # `jrs q` forgets it
+        for sid, since in list(self._orphans.items()):
+            if now - since > self.orphan_grace:
+                del self._orphans[sid]
+                for c in list(self.claims_of_submitter(sid).values()):
+                    out.append(self._drop(c, False))
         return out + self.negotiate(now)
 
     # ------------------------------------------------------------ matching

@@ -6,7 +6,7 @@ million-job cluster is never held in memory. Every problem is a
 """
 
 from .errors import SubmitError
-from .expand import expand_file, expand_text
+from .expand import expand_file, expand_lines, expand_text
 from .job import Job
 
-__all__ = ["Job", "SubmitError", "expand_file", "expand_text"]
+__all__ = ["Job", "SubmitError", "expand_file", "expand_lines", "expand_text"]

@@ -15,6 +15,7 @@ import math
 import re
 from typing import Any, Callable, Optional
 
+from . import regex_bounded
 from .expr import tokens
 
 
@@ -129,6 +130,8 @@ class _Parser:
                 self.expect(")")
                 if low not in FUNCTIONS:
                     raise ClassAdError(f"unknown function {value}() in {self.text!r}")
+                if low == "regexp":
+                    self._check_regexp(args)
                 return ("call", low, args)
             if low in ("true", "false"):
                 return ("lit", low == "true")
@@ -145,6 +148,16 @@ class _Parser:
             self.expect(")")
             return inner
         raise ClassAdError(f"unexpected {value!r} in {self.text!r}")
+
+
+    def _check_regexp(self, args: list) -> None:
+        """A literal pattern the bounded engine refuses is an error now, not at the master."""
+        if args and args[0][0] == "lit" and isinstance(args[0][1], str):
+            options = args[2][1] if len(args) == 3 and args[2][0] == "lit" else ""
+            try:
+                regex_bounded.compile(args[0][1], options if isinstance(options, str) else "")
+            except regex_bounded.RegexError as exc:
+                raise ClassAdError(f"regexp({args[0][1]!r}): {exc} in {self.text!r}")
 
 
 def _unescape(body: str) -> str:
@@ -392,11 +405,16 @@ def _string_list_member(item: Any, lst: Any, delims: str = " ,") -> Any:
     return item in parts
 
 
-def _regexp(pattern: Any, target: Any, options: str = "") -> Any:
-    if not isinstance(pattern, str) or not isinstance(target, str):
+def _regexp(pattern: Any, target: Any, options: Any = "") -> Any:
+    """Bounded (regex_bounded: a Pike VM with a step budget), never backtracking: a
+    submit file's requirements run at the master against every node."""
+    if not isinstance(pattern, str) or not isinstance(target, str) \
+            or not isinstance(options, str):
         return ERROR
-    flags = re.I if "i" in options.lower() else 0
-    return re.search(pattern, target, flags) is not None
+    try:
+        return regex_bounded.compile(pattern, options).search(target)
+    except regex_bounded.RegexError:
+        return ERROR
 
 
 def _strcat(*values: Any) -> str:

@@ -122,13 +122,19 @@ class Expander:
         self.cwd = cwd
         self.environ = os.environ if environ is None else environ
 
-    def expand(self, text: str, defer: Optional[frozenset] = None) -> str:
-        """Full expansion; names in `defer` (lower case) are left untouched."""
+    def expand(self, text: str, defer: Optional[frozenset] = None,
+               deep: Optional[frozenset] = None) -> str:
+        """Full expansion; references to names in `defer` (lower case) are left
+        untouched, and so are functions ($INT, $CHOICE...) whose arguments name
+        a macro of `deep` (the macros whose values depend on a deferred name):
+        `$INT(seed)` with `seed = $(Process) * 7` must wait for the job."""
         if "$" not in text:
             return text
         if defer:
+            deep = deep or defer
+
             def skip(kind: str, body: str) -> bool:
-                return _is_dollar(kind, body) or _mentions(kind, body, defer)
+                return _is_dollar(kind, body) or _mentions(kind, body, defer, deep)
         else:
             skip = _is_dollar
         count = 0
@@ -180,13 +186,38 @@ class Expander:
             raise SubmitError(f"${kind}({body}): {exc}")
 
 
-def _mentions(kind: str, body: str, names: frozenset) -> bool:
+def _mentions(kind: str, body: str, names: frozenset, deep: frozenset) -> bool:
     """Whether a reference depends on one of `names` (so it must wait for a job)."""
     if kind == "":
         return body.partition(":")[0].lower() in names
     if kind == "ENV":
         return False
-    return any(word.lower() in names for word in re.split(r"[^A-Za-z0-9_.]+", body) if word)
+    return any(word.lower() in deep for word in _WORD_SPLIT.split(body) if word)
+
+
+_WORD_SPLIT = re.compile(r"[^A-Za-z0-9_.]+")
+_BODIES = re.compile(r"\$[A-Za-z]*\(([^)]*)\)")
+
+
+def dependents(table: dict, names: frozenset) -> frozenset:
+    """`names` plus every macro of `table` whose raw value refers, directly or
+    through other macros, to one of them."""
+    refs: dict = {}
+    for key, raw in table.items():
+        if "$" in raw:
+            words = {w.lower() for body in _BODIES.findall(raw)
+                     for w in _WORD_SPLIT.split(body) if w}
+            if words:
+                refs[key] = words
+    found = set(names)
+    changed = True
+    while changed:
+        changed = False
+        for key, words in refs.items():
+            if key not in found and not words.isdisjoint(found):
+                found.add(key)
+                changed = True
+    return frozenset(found)
 
 
 _DOLLAR = re.compile(r"\$\(DOLLAR\)", re.I)

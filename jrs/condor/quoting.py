@@ -79,6 +79,8 @@ def parse_arguments(value: str) -> list[str]:
     """The argv (without argv[0]) that `arguments = value` gives the program."""
     if value.startswith('"'):
         return split_v2(_unquote_v2(value, "arguments"), "arguments")
+    if '"' not in value:
+        return value.split()  # old syntax without quotes: nothing to undo
     out = []
     i, n = 0, len(value)
     while i < n:

@@ -12,11 +12,13 @@ import os
 import re
 import subprocess
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 from .errors import SubmitError
 from .expr import NotConstant, evaluate
 from .macros import Expander, expand_self
+from .predefined import predefined
+from .unsupported import UNSUPPORTED, warning
 
 MAX_INCLUDE_DEPTH = 20
 _INCLUDE = re.compile(r"^include\s*(?P<mode>\w+)?\s*:\s*(?P<arg>.*)$", re.I)
@@ -65,11 +67,21 @@ def logical_lines(text: str) -> Iterator[tuple[int, str]]:
 class Reader:
     """Walks a submit file (and its includes), keeping the macro table current."""
 
-    def __init__(self, path: str, environ: Optional[dict] = None) -> None:
+    def __init__(self, path: str, environ: Optional[dict] = None,
+                 warn: Optional[Callable[[str], None]] = None,
+                 now: Optional[float] = None) -> None:
         self.path = path
         self.submit_dir = os.path.dirname(os.path.abspath(path))
         self.macros: dict = {}
-        self.expander = Expander(self.macros.get, self.submit_dir, environ)
+        self.defaults = predefined(path, now)
+        self.warn = warn
+        self.warned: set = set()
+        self.expander = Expander(self.lookup, self.submit_dir, environ)
+
+    def lookup(self, name: str) -> Optional[str]:
+        """A macro as the file has set it so far, else HTCondor's predefined value."""
+        value = self.macros.get(name)
+        return self.defaults.get(name) if value is None else value
 
     def read_text(self, path: str) -> str:
         try:
@@ -114,7 +126,7 @@ class Reader:
                 if inc:
                     yield from self._include(inc.group("mode"), inc.group("arg"), path, depth)
                     continue
-                self._assign(line)
+                self._assign(line, path, number)
             except SubmitError as exc:
                 raise exc.at(path, number)
         if stack:
@@ -194,7 +206,7 @@ class Reader:
         m = re.match(r"^defined\s+(.+)$", text, re.I)
         if m:
             name = self.expander.expand(m.group(1)).strip()
-            result = bool(self.macros.get(name.lower()))
+            result = bool(self.lookup(name.lower()))
         else:
             expanded = self.expander.expand(text).strip()
             low = expanded.lower()
@@ -214,19 +226,23 @@ class Reader:
                 result = bool(value)
         return result != negate
 
-    def _assign(self, line: str) -> None:
+    def _assign(self, line: str, path: str, number: int) -> None:
         name, eq, value = line.partition("=")
         name = name.strip()
         if not eq or not name:
             raise SubmitError(f"expected `name = value` or a queue statement, got: {line}")
         if not _NAME.match(name):
             raise SubmitError(f"invalid command name {name!r}")
+        written = name
         if name.startswith("+"):
             name = "MY." + name[1:]
         key = name.lower()
+        if key in UNSUPPORTED and key not in self.warned and self.warn is not None:
+            self.warned.add(key)
+            self.warn(warning(written, path, number))
         value = value.strip()
         if "$" in value:
-            value = expand_self(value, key, self.macros.get(key))
+            value = expand_self(value, key, self.lookup(key))
         self.macros[key] = value
 
 

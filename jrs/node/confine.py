@@ -28,6 +28,43 @@ class Confinement:
         self.pids_max = pids_max
         self.tag = tag
         self.range_lock: Optional[int] = None
+        self.pending: list = []  # [(fd or None, identity fields)] waiting for an executor
+
+    def hold(self, fields: dict, path: str):
+        """Before a task's taskfile goes: a token for `release`. Its per-job uid may
+        be handed out again only when the sandbox is gone and the executor, which
+        reaps the uid after sending the result, has exited (its lock on the file)."""
+        if not (fields.get("per_job_uid") and isinstance(fields.get("uid"), int)):
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            fd = None
+        return fd, fields
+
+    def release(self, token) -> None:
+        """The sandbox is gone: release the uid now or once its executor has exited."""
+        if token is not None:
+            self.pending.append(token)
+            self.poll()
+
+    def poll(self) -> None:
+        """Release the uids whose executors have exited (the daemon calls this every
+        second)."""
+        from . import taskfile
+
+        left = []
+        for fd, fields in self.pending:
+            if fd is not None:
+                try:
+                    if taskfile.held(fd):  # tested without taking a lock (taskfile.lock)
+                        left.append((fd, fields))
+                        continue
+                except OSError:
+                    pass
+                os.close(fd)
+            self.policy.release(fields)
+        self.pending = left
 
     @classmethod
     def as_self(cls, execute_dir: str) -> Confinement:

@@ -417,6 +417,7 @@ class NodeDaemon:
 
     async def _check_once(self) -> None:
         """Catch executors that ended or died without telling us; expire old results."""
+        self.confine.poll()  # per-job uids whose executors have finished reaping
         for key, path in self.core.checks():
             alive = taskfile.owner_alive(path)
             st = None
@@ -512,13 +513,16 @@ class NodeDaemon:
                 taskfile.append_event(a.path, {"e": "delivered", "t": time.time()}, sync=False)
             except OSError:
                 pass  # dying before the files are gone only means delivering it again
-            if sandbox.remove_if_small(a.box):
-                self._unlink(a.path)
-                self._release(a.ident)
-                return
+        # the uid goes back once the sandbox is gone and the executor (which reaps the
+        # uid after the result went out) has exited
+        token = self.confine.hold(a.ident, a.path) if a.ident else None
+        if a.delivered and sandbox.remove_if_small(a.box):
+            self._unlink(a.path)
+            self.confine.release(token)
+            return
         fut = asyncio.get_running_loop().run_in_executor(None, self._remove_files, a.box,
                                                          a.path)
-        fut.add_done_callback(lambda _f: self._release(a.ident))
+        fut.add_done_callback(lambda _f: self.confine.release(token))
         self._spawn(fut)
 
     def _remove_box(self, a: nc.RemoveBox) -> None:
@@ -526,7 +530,7 @@ class NodeDaemon:
         self._release(a.ident)
 
     def _release(self, ident: Optional[dict]) -> None:
-        """A job's sandbox and taskfile are gone: its per-job uid may be reused."""
+        """A run's sandbox is gone (it never had an executor): its uid may be reused."""
         if ident:
             self.confine.policy.release(ident)
 

@@ -154,12 +154,21 @@ def run(path: str) -> dict | None:
         killer = _Killer(fd, float(spec.get("kill_grace", 5)),
                          unit.Unit.from_spec(spec, state.key))
         _signal.signal(_signal.SIGTERM, killer.on_term)
+        begun = time.time()
         result = _run_user_process(fd, spec, killer)
         # not fsynced: a crash of the daemon or of this process loses nothing the page
         # cache holds, and after a power loss a job without its exit record is reported
         # lost and reruns, like every job the reboot interrupted
         records.append(fd, result)
         _notify(spec, state.key)
+        # The unit is dead already (its cgroup emptied: nothing can touch the sandbox
+        # while the node collects it); reaping a per-job uid (its stray processes, its
+        # temporary files and IPC) and removing the cgroups happen after the result is
+        # out. The uid is handed out again only once we are gone (the daemon waits for
+        # our lock on the taskfile).
+        reaped = killer.unit.reap(since=begun)
+        if not reaped["clean"]:
+            records.append(fd, {"e": "reaped", "clean": False, "t": time.time()})
         return result
     finally:
         os.close(fd)
@@ -319,11 +328,10 @@ def _run_user_process(fd: int, spec: dict, killer: _Killer) -> dict:
     try:
         pid = _spawn(spec, killer)
     except StartFailed as exc:
-        reaped = job_unit.reap()
-        return {"e": "exec-failed", "errno": exc.errno, "t": time.time(), "reason": exc.reason,
-                "clean": reaped["clean"]}
+        job_unit.kill_all()
+        return {"e": "exec-failed", "errno": exc.errno, "t": time.time(), "reason": exc.reason}
     except (ValueError, TypeError, KeyError, IndexError) as exc:
-        job_unit.reap()
+        job_unit.kill_all()
         return {"e": "exec-failed", "errno": 0, "t": time.time(),
                 "reason": f"bad job spec: {exc}"}
     records.append(fd, {"e": "running", "pid": pid, "start": taskfile.process_start(pid),
@@ -333,11 +341,10 @@ def _run_user_process(fd: int, spec: dict, killer: _Killer) -> dict:
     _, status, usage = os.wait4(pid, 0)
     ended = time.time()
     _signal.setitimer(_signal.ITIMER_REAL, 0)
-    # whatever the job left running in its unit goes with it; a per-job uid is reaped
-    reaped = job_unit.reap()
+    job_unit.kill_all()  # whatever the job left running in its unit goes with it
     if os.WIFSIGNALED(status):
         code, sig = None, os.WTERMSIG(status)
     else:
         code, sig = os.waitstatus_to_exitcode(status), None
     return {"e": "exit", "code": code, "signal": sig, "rusage": _rusage(usage),
-            "started": started, "ended": ended, "t": ended, "clean": reaped["clean"]}
+            "started": started, "ended": ended, "t": ended}

@@ -176,11 +176,17 @@ def owner_alive(path: str) -> bool:
     except FileNotFoundError:
         return False
     try:
-        probe = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
-        held = struct.unpack(_FLOCK, fcntl.fcntl(fd, _F_OFD_GETLK, probe))[0] != fcntl.F_UNLCK
-        return held or _old_owner(fd)
+        return held(fd)
     finally:
         os.close(fd)
+
+
+def held(fd: int) -> bool:
+    """Does an executor hold the lock of the taskfile open on `fd`? (No lock taken.)"""
+    probe = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+    if struct.unpack(_FLOCK, fcntl.fcntl(fd, _F_OFD_GETLK, probe))[0] != fcntl.F_UNLCK:
+        return True
+    return _old_owner(fd)
 
 
 def _old_owner(fd: int) -> bool:

@@ -9,8 +9,8 @@ so it goes too.
 
 A per-job uid is reaped at the end of every job by a child of the executor
 that takes on that uid alone (no groups) and:
-- sends SIGKILL to every process it may signal (`kill(-1)`: those of the uid)
-  until there is none (no /proc walk needed, and it works without cgroups);
+- sends SIGKILL to every process it may signal (`kill(-1)`: those of the uid;
+  no /proc walk needed, and it works without cgroups);
 - removes what the uid owns in /tmp, /var/tmp, /dev/shm and /dev/mqueue (and in
   the sticky world-writable directories below them), as that uid: nothing is
   followed or removed with root's rights;
@@ -178,11 +178,12 @@ class Unit:
         if self.per_job and self.uid is not None:
             self._as_uid(sig, once=True)
         elif not self.dirs and self.pgid:
+            kids = descendants(self.pgid)  # before the group goes: its orphans move to init
             try:
                 os.killpg(self.pgid, sig)
             except OSError:
                 pass
-            for pid in descendants(self.pgid):
+            for pid in kids:
                 _kill(pid, sig)
 
     def kill_all(self) -> bool:
@@ -190,6 +191,11 @@ class Unit:
         clean = True
         for kind, path in self.dirs.items():
             clean = self._kill_cgroup(path, kind) and clean
+        if not self.dirs and self.pgid and self.per_job:  # a first cut: reap() does the rest
+            try:
+                os.killpg(self.pgid, _signal.SIGKILL)
+            except OSError:
+                pass
         if not self.dirs and self.pgid and not self.per_job:
             for _ in range(100):
                 left = descendants(self.pgid)
@@ -204,14 +210,15 @@ class Unit:
                 time.sleep(0.001)
         return clean
 
-    def reap(self, clean_files: bool = True) -> dict:
+    def reap(self, clean_files: bool = True, since: float = 0.0) -> dict:
         """The job is over: kill everything of it, then (per-job uid) remove its
         files in the shared temporary directories and its IPC objects, as that
-        uid; remove the cgroups. {"clean": bool, "removed": n}."""
+        uid; remove the cgroups. {"clean": bool}. `since`: when the
+        job started (a temporary directory not modified since is not listed)."""
         clean = self.kill_all()
-        removed = 0
         if self.per_job and self.uid is not None:
-            ok, removed = self._as_uid(_signal.SIGKILL, once=False, clean_files=clean_files)
+            ok, _ = self._as_uid(_signal.SIGKILL, once=False, clean_files=clean_files,
+                                 since=since)
             clean = clean and ok
         for path in self.dirs.values():
             for _ in range(200):
@@ -224,7 +231,7 @@ class Unit:
                     if exc.errno != errno.EBUSY:
                         break
                     time.sleep(0.005)
-        return {"clean": clean, "removed": removed}
+        return {"clean": clean}
 
     def _cgroup_kill(self, path: str) -> bool:
         try:
@@ -255,23 +262,23 @@ class Unit:
                 return False
             time.sleep(0.001)
 
-    def _as_uid(self, sig: int, once: bool, clean_files: bool = False) -> tuple:
-        """Fork a child that becomes the per-job uid and signals (and with
-        `once` False: kills until none is left, then cleans up). (ok, removed)."""
+    def _as_uid(self, sig: int, once: bool, clean_files: bool = False,
+                since: float = 0.0) -> tuple:
+        """Fork a child that becomes the per-job uid and sends `sig` to every
+        process of it (with `once` False: SIGKILL, then the clean-up). (ok, 0).
+        The child is not dumpable (it came from root), so no process of the uid can
+        trace it; one that signals or stops it first only makes us try again. Its
+        exit status is its report (no pipe: one wake-up less per job)."""
         uid, gid = self.uid, self.gid if self.gid is not None else self.uid
         assert uid is not None and gid is not None
         for _attempt in range(3):
-            rd, wr = os.pipe2(os.O_CLOEXEC)
             try:
                 pid = os.fork()
             except OSError:
-                os.close(rd)
-                os.close(wr)
                 return False, 0
             if pid == 0:
                 code = 3
                 try:
-                    os.close(rd)
                     for s in (_signal.SIGTERM, _signal.SIGALRM, _signal.SIGINT, _signal.SIGHUP):
                         _signal.signal(s, _signal.SIG_DFL)
                     ipc = [] if once else find_ipc(uid)
@@ -289,32 +296,30 @@ class Unit:
                             pass
                         code = 0
                     else:
-                        ok = _kill_uid_loop()
-                        n = remove_owned(uid) + remove_ipc(ipc) if (ok and clean_files) else 0
-                        os.write(wr, b"%d" % n)
+                        ok = _kill_uid()
+                        if ok and clean_files:
+                            remove_owned(uid, since=since)
+                            remove_ipc(ipc)
                         code = 0 if ok else 2
                 except BaseException:
                     code = 3
                 finally:
                     os._exit(code)
-            os.close(wr)
-            try:
-                with os.fdopen(rd, "rb") as r:
-                    report = r.read()
-            except OSError:
-                report = b""
             while True:
                 try:
-                    _, status = os.waitpid(pid, 0)
-                    break
+                    _, status = os.waitpid(pid, os.WUNTRACED)
                 except InterruptedError:
                     continue
                 except ChildProcessError:
                     status = 0
                     break
+                if os.WIFSTOPPED(status):  # a process of the uid stopped it: root ends it
+                    _kill(pid, _signal.SIGKILL)
+                    continue
+                break
             if os.WIFEXITED(status) and os.WEXITSTATUS(status) in (0, 2):
-                return os.WEXITSTATUS(status) == 0, int(report or 0)
-            # killed or stopped by what it fights (a process of the uid got to it first)
+                return os.WEXITSTATUS(status) == 0, 0
+            # killed by what it fights (a process of the uid got to it first): again
         return False, 0
 
 
@@ -325,57 +330,37 @@ def _kill(pid: int, sig: int) -> None:
         pass
 
 
-def _kill_uid_loop(limit: float = 5.0) -> bool:
-    """As the per-job uid: SIGKILL everything we may signal until kill(-1) finds
-    nothing (ESRCH), up to `limit` seconds. A zombie still counts for kill(-1)
-    until its parent reaps it (and some inits never do), so after a few rounds
-    the processes left are looked up: only zombies of ours left means done."""
-    deadline = time.monotonic() + limit
-    pause = 0.0005
-    rounds = 0
-    while True:
-        try:
-            os.kill(-1, _signal.SIGKILL)
-        except ProcessLookupError:
-            return True
-        except OSError:
-            return False
-        rounds += 1
-        if rounds >= 4 and only_zombies(os.getuid()):
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(pause)
-        pause = min(pause * 2, 0.05)
-
-
-def only_zombies(uid: int) -> bool:
-    """Are all processes of `uid` (real or saved) other than us zombies?"""
-    me = os.getpid()
+def _kill_uid() -> bool:
+    """As the per-job uid: SIGKILL every process we may signal, that is every one
+    of the uid. One call is enough: the kernel signals them all under the task
+    list lock, so none can fork in between, and a fork that was under way when
+    its parent got the signal is aborted. (kill(-1) reports success whenever any
+    other process exists, EPERM or not: its result says nothing more.)"""
     try:
-        names = os.listdir("/proc")
+        os.kill(-1, _signal.SIGKILL)
+    except ProcessLookupError:
+        pass
     except OSError:
         return False
-    for name in names:
-        if not name.isdigit() or int(name) == me:
-            continue
-        state, uids = "", []
-        for line in _read(f"/proc/{name}/status").splitlines():
-            if line.startswith("State:"):
-                state = line.split()[1] if len(line.split()) > 1 else ""
-            elif line.startswith("Uid:"):
-                uids = [int(x) for x in line.split()[1:] if x.isdigit()]
-                break
-        if uids and uid in (uids[0], uids[2] if len(uids) > 2 else -1) and state != "Z":
-            return False
     return True
 
 
-def remove_owned(uid: int, roots: tuple = TMP_DIRS, budget: int = 100_000) -> int:
+# sticky world-writable directories systems make in /tmp: checked by name when /tmp
+# itself was not modified during the job (a job cannot make a new one unnoticed)
+KNOWN_STICKY = (".X11-unix", ".ICE-unix", ".XIM-unix", ".font-unix", ".Test-unix")
+
+
+def remove_owned(uid: int, roots: tuple = TMP_DIRS, budget: int = 100_000,
+                 since: float = 0.0) -> int:
     """As `uid`: remove what it owns in `roots` and in the sticky world-writable
     directories below them (temporary directories like /tmp/.X11-unix); n removed.
     A plain 0777 directory is someone's deliberate shared place (a shared-FS job's
-    output directory): what the job wrote there stays."""
+    output directory): what the job wrote there stays.
+
+    A directory whose mtime is older than `since` (less a second, for coarse file
+    system clocks) gained no entry during the job, so it is not listed: a job
+    cannot set a directory's mtime back (only its owner can choose the time).
+    """
     import stat
 
     def rmtree(path: str) -> None:
@@ -398,8 +383,20 @@ def remove_owned(uid: int, roots: tuple = TMP_DIRS, budget: int = 100_000) -> in
                         pass
             shutil.rmtree(path, ignore_errors=True)
 
+    def changed(path: str) -> bool:
+        try:
+            return os.stat(path).st_mtime >= since - 1.0
+        except OSError:
+            return False
+
     removed = 0
-    stack = [(r, 0) for r in roots]
+    stack = []
+    for r in roots:
+        if changed(r):
+            stack.append((r, 0))
+        else:
+            stack.extend((os.path.join(r, k), 1) for k in KNOWN_STICKY
+                         if changed(os.path.join(r, k)))
     while stack and budget > 0:
         top, depth = stack.pop()
         try:
@@ -422,7 +419,8 @@ def remove_owned(uid: int, roots: tuple = TMP_DIRS, budget: int = 100_000) -> in
                     removed += 1
                 except OSError:
                     pass
-            elif stat.S_ISDIR(st.st_mode) and st.st_mode & 0o1002 == 0o1002 and depth < 8:
+            elif stat.S_ISDIR(st.st_mode) and st.st_mode & 0o1002 == 0o1002 and depth < 8 \
+                    and st.st_mtime >= since - 1.0:
                 stack.append((e.path, depth + 1))
     return removed
 

@@ -1,4 +1,6 @@
-"""`jrs master`: read the configuration, listen, and run the master of jrs.cluster."""
+"""`jrs master`: read the configuration, listen, and run the master of jrs.cluster.
+
+Its state directory holds the cluster-id counter and the submitters' session bindings."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import logging
 import os
 import signal
 
-from ..cluster.master import ClusterCounter, Master
+from ..cluster.master import ClusterCounter, Master, SessionStore
 from ..config import find_config_dir, load, parse_endpoint
 from ..errors import ConfigError
 from . import default_state, setup_logging
@@ -19,7 +21,7 @@ async def _run(config, host: str, port: int, state: str) -> None:
     from ..wire.aio import Server
     from ..wire.keys import root_key
 
-    master = Master(config, ClusterCounter(state))
+    master = Master(config, ClusterCounter(state), sessions=SessionStore(state))
     server = Server(root_key(config.secret), "master", master.serve,
                     peer_roles=frozenset({"node", "submit", "tool"}))
     where = await server.start(host, port)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -19,18 +18,32 @@ def dry_run(path: str, out=None) -> int:
     Output is spooled (in memory, then a temporary file) until the whole file
     has expanded, so a bad line near the end never leaves half a listing.
     """
-    from ..condor import expand_file
+    from ..condor import expand_lines
 
     out = out or sys.stdout
+    notes: list = []
     with tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY, mode="w+", encoding="utf-8") as spool:
-        dumps = json.JSONEncoder(ensure_ascii=False).encode
-        write = spool.write
-        for job in expand_file(path, cluster=1):
-            write(dumps(job.to_json()))
-            write("\n")
+        lines: list = []
+        for line in expand_lines(path, cluster=1, warn=notes.append):
+            lines.append(line)
+            if len(lines) >= 512:
+                lines.append("")
+                spool.write("\n".join(lines))
+                lines = []
+        if lines:
+            lines.append("")
+            spool.write("\n".join(lines))
         spool.seek(0)
+        warn_unsupported(notes)  # stderr: never in the JSON stream
         shutil.copyfileobj(spool, out, 1 << 20)
     return 0
+
+
+def warn_unsupported(notes: list) -> None:
+    """One `file:line: warning: <command> is not supported; <what happens instead>`
+    per command, once the whole file expanded (a bad file shows only its error)."""
+    for line in notes:
+        print(line, file=sys.stderr, flush=True)
 
 
 def checked_jobs(path: str, cluster: int, environ: dict):
@@ -42,7 +55,8 @@ def checked_jobs(path: str, cluster: int, environ: dict):
 
     seen_exprs: set = set()
     seen_files: set = set()
-    for job in expand_file(path, cluster=cluster, environ=environ):
+    notes: list = []
+    for job in expand_file(path, cluster=cluster, environ=environ, warn=notes.append):
         for what in ("requirements", "on_exit_remove"):
             text = getattr(job, what)
             if text and text not in seen_exprs:
@@ -57,6 +71,7 @@ def checked_jobs(path: str, cluster: int, environ: dict):
             check_job(job, path)
             seen_files.add(files)
         yield job
+    warn_unsupported(notes)
 
 
 def check_file(path: str, environ: dict) -> int:

@@ -30,8 +30,8 @@ def ask_master(args: dict, message: dict, timeout: float = 15.0) -> dict:
     """One request to the master as a `tool`; exit 3 when it cannot be reached."""
     import asyncio
 
-    from ..wire.aio import ConnectionClosed, connect
-    from ..wire.errors import WireError
+    from ..wire.aio import CONNECT_TIMEOUT, ConnectionClosed, connect
+    from ..wire.errors import AuthError, HandshakeClosed, WireError
     from ..wire.keys import root_key
 
     config = load(find_config_dir(args["--config"]))
@@ -39,7 +39,7 @@ def ask_master(args: dict, message: dict, timeout: float = 15.0) -> dict:
 
     async def go() -> dict:
         ch = await connect(ep.host, ep.port, root_key(config.secret), "tool",
-                           peer_roles=frozenset({"master"}))
+                           peer_roles=frozenset({"master"}), retry_for=CONNECT_TIMEOUT)
         try:
             ch.send(message)
             while True:
@@ -51,6 +51,12 @@ def ask_master(args: dict, message: dict, timeout: float = 15.0) -> dict:
 
     try:
         reply = asyncio.run(go())
+    except AuthError as exc:
+        raise JrsError(f"the master at {ep} refused us: {exc} (is {config.directory}/secret "
+                       "the cluster's secret?)", EXIT_UNREACHABLE)
+    except HandshakeClosed as exc:
+        raise JrsError(f"cannot reach the master at {ep}: {exc} (tried for "
+                       f"{CONNECT_TIMEOUT:.0f}s; is it overloaded?)", EXIT_UNREACHABLE)
     except WireError as exc:
         raise JrsError(f"the master at {ep} refused us: {exc}", EXIT_UNREACHABLE)
     except (OSError, asyncio.TimeoutError, ConnectionClosed) as exc:
@@ -67,6 +73,16 @@ def _table(rows: list, header: list) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
 
 
+def _age(seconds: object) -> str:
+    """How long the oldest unacknowledged result has waited: 45s, 12m, 3h, 2d."""
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
 def status(args: dict) -> int:
     reply = ask_master(args, {"type": "query", "what": "status"})
     reply.pop("type", None)
@@ -75,9 +91,12 @@ def status(args: dict) -> int:
         return 0
     rows = [[n["name"], n["state"], f"{n['slots_used']}/{n['slots']}",
              f"{n['memory_used']}/{n['memory']}", n["load"],
+             "-" if n.get("results_waiting") is None else n["results_waiting"],
+             _age(n.get("oldest_result_age")),
              ",".join(f"{u}:{k}" for u, k in sorted(n["claims"].items())) or "-"]
             for n in reply["nodes"]]
-    print(_table(rows, ["NODE", "STATE", "SLOTS", "MEMORY(MiB)", "LOAD", "CLAIMS"]))
+    print(_table(rows, ["NODE", "STATE", "SLOTS", "MEMORY(MiB)", "LOAD", "WAITING", "OLDEST",
+                        "CLAIMS"]))
     up = [n for n in reply["nodes"] if n["state"] == "up"]
     print(f"\n{len(up)}/{len(reply['nodes'])} nodes up, "
           f"{sum(n['slots_used'] for n in up)}/{sum(n['slots'] for n in up)} slots in use, "

@@ -16,21 +16,35 @@ import os
 import socket
 import sys
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from typing import AsyncIterator, Awaitable, Callable, Optional, Union
 
-from .connection import BadMessage, Connection, Data, Established, Message
-from .errors import LocalProtocolError, WireError
+from .connection import (
+    MAGIC,
+    STATUS_AUTH_FAILED,
+    VERSION,
+    BadMessage,
+    Connection,
+    Data,
+    Established,
+    Message,
+)
+from .errors import AuthError, HandshakeClosed, LocalProtocolError, WireError
 from .messages import TRANSFER_TYPES, error
+from .peerlog import PeerLog, excerpt
 
 log = logging.getLogger("jrs.wire")
 READ_SIZE = 1 << 18
-HANDSHAKE_TIMEOUT = 5.0
-MAX_UNAUTHENTICATED = 256
+HANDSHAKE_TIMEOUT = 5.0  # a client's wait for one handshake attempt
+SERVER_HANDSHAKE_TIMEOUT = 3.0  # how long a server gives a connection to authenticate
+MAX_UNAUTHENTICATED = 1024  # connections in their handshake, in all ...
+PER_ADDRESS = 32  # ... and from one source address
 # A peer that vanishes without a reset (a pulled cable, a partition, a powered-off
 # machine) is noticed within this many seconds, whether the connection is idle
 # (TCP keepalive) or has data waiting to be acknowledged (TCP_USER_TIMEOUT).
 PEER_TIMEOUT = float(os.environ.get("JRS_PEER_TIMEOUT", "20"))
+# how long submit and the tools keep trying to reach the master (busy handshakes included)
+CONNECT_TIMEOUT = float(os.environ.get("JRS_CONNECT_TIMEOUT", "15"))
 FLUSH_FRAMES = 16  # queued frames that go out at once rather than at the end of the turn
 FLUSH_BYTES = 1 << 16
 TRACE = bool(os.environ.get("JRS_TRACE"))  # one stderr line per message, for timing a path
@@ -248,19 +262,25 @@ class Channel:
             pass
 
 
-async def _handshake(reader, writer, conn: Connection, deadline: float) -> deque:
-    """Run the handshake to completion; return events that arrived with it."""
+async def _handshake(reader, writer, conn: Connection, deadline: float,
+                     activity: Optional[Callable[[], None]] = None) -> deque:
+    """Run the handshake to completion; return events that arrived with it. A peer that
+    closes or stays silent raises HandshakeClosed, a failed proof AuthError."""
     events: deque = deque()
     while not conn.established:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise WireError("handshake timed out")
+            raise HandshakeClosed("handshake timed out")
         try:
             data = await asyncio.wait_for(reader.read(READ_SIZE), remaining)
         except asyncio.TimeoutError:
-            raise WireError("handshake timed out")
+            raise HandshakeClosed("handshake timed out")
+        except ConnectionError as exc:
+            raise HandshakeClosed(f"connection lost during the handshake: {exc}")
         if not data:
-            raise WireError("peer closed during the handshake")
+            raise HandshakeClosed("peer closed during the handshake")
+        if activity is not None:
+            activity()
         try:
             events.extend(e for e in conn.receive(data) if not isinstance(e, Established))
         finally:
@@ -270,10 +290,10 @@ async def _handshake(reader, writer, conn: Connection, deadline: float) -> deque
     return events
 
 
-async def connect(host: str, port: int, root: bytes, role: str,
-                  peer_roles: Optional[frozenset] = None,
-                  timeout: float = HANDSHAKE_TIMEOUT) -> Channel:
-    """Open an authenticated channel to a JRS server (raises OSError or WireError)."""
+async def connect_once(host: str, port: int, root: bytes, role: str,
+                       peer_roles: Optional[frozenset] = None,
+                       timeout: float = HANDSHAKE_TIMEOUT) -> Channel:
+    """One attempt (raises OSError, AuthError, HandshakeClosed or another WireError)."""
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
     conn = Connection(root, role, is_client=True, peer_roles=peer_roles)
     writer.write(conn.initiate())
@@ -288,13 +308,39 @@ async def connect(host: str, port: int, root: bytes, role: str,
     return channel
 
 
+async def connect(host: str, port: int, root: bytes, role: str,
+                  peer_roles: Optional[frozenset] = None,
+                  timeout: float = HANDSHAKE_TIMEOUT, retry_for: float = 0.0) -> Channel:
+    """Open an authenticated channel to a JRS server (raises OSError or WireError).
+
+    A handshake the server closed or let time out (it sheds the oldest idle handshakes
+    when a flood fills its slots) is tried again with backoff for up to `retry_for`
+    seconds: that is a busy server, not a wrong secret. AuthError is never retried."""
+    from .reconnect import Backoff
+
+    deadline = time.monotonic() + retry_for
+    backoff = Backoff(first=0.05, cap=1.0)
+    while True:
+        try:
+            return await connect_once(host, port, root, role, peer_roles,
+                                      max(0.5, min(timeout, deadline - time.monotonic()))
+                                      if retry_for else timeout)
+        except HandshakeClosed:
+            delay = backoff.next()
+            if time.monotonic() + delay >= deadline:
+                raise
+            await asyncio.sleep(delay)
+
+
 class FailureLog:
-    """Log a failed handshake once per (peer host, reason) per interval."""
+    """Log a failed handshake once per (peer host, reason) per interval, and at most a
+    few lines a minute per address whatever the reasons (jrs/wire/peerlog.py)."""
 
     def __init__(self, interval: float = 60.0, limit: int = 10_000) -> None:
         self.interval = interval
         self.limit = limit
         self._seen: dict = {}
+        self.peerlog = PeerLog(log)
 
     def report(self, peer, reason: str) -> bool:
         host = peer[0] if isinstance(peer, tuple) else str(peer)
@@ -306,21 +352,41 @@ class FailureLog:
         if len(self._seen) >= self.limit:
             self._seen.clear()
         self._seen[key] = now
-        log.warning("refused connection from %s: %s", host, reason)
+        self.peerlog.warning(host, "refused connection from %s: %s", excerpt(host, 64),
+                             excerpt(reason, 200))
         return True
 
 
 Handler = Callable[[Channel], Awaitable[None]]
 
 
+class _Handshaking:
+    """A connection still in its handshake: what the slot accounting needs."""
+
+    __slots__ = ("dropped", "host", "writer")
+
+    def __init__(self, host: str, writer: asyncio.StreamWriter) -> None:
+        self.host = host
+        self.writer = writer
+        self.dropped = False
+
+
 class Server:
-    """Accepts connections, authenticates them, hands channels to `handler`."""
+    """Accepts connections, authenticates them, hands channels to `handler`.
+
+    Pre-authentication work is bounded: at most `per_address` connections from one
+    source address and `max_unauthenticated` in all may be in their handshake, each
+    for at most `handshake_timeout` seconds. When a new connection finds the slots
+    full, the handshake idle the longest (no bytes for the longest time) is dropped
+    to make room: a flood of silent connections cannot lock honest clients out, and
+    an honest client whose handshake was dropped tries again (see `connect`)."""
 
     def __init__(self, root: bytes, role: str, handler: Handler,
                  peer_roles: Optional[frozenset] = None,
-                 handshake_timeout: float = HANDSHAKE_TIMEOUT,
+                 handshake_timeout: float = SERVER_HANDSHAKE_TIMEOUT,
                  idle_timeout: Optional[float] = None,
-                 max_unauthenticated: int = MAX_UNAUTHENTICATED) -> None:
+                 max_unauthenticated: int = MAX_UNAUTHENTICATED,
+                 per_address: int = PER_ADDRESS) -> None:
         self.root = root
         self.role = role
         self.handler = handler
@@ -328,39 +394,81 @@ class Server:
         self.handshake_timeout = handshake_timeout
         self.idle_timeout = idle_timeout
         self.max_unauthenticated = max_unauthenticated
-        self.unauthenticated = 0
+        self.per_address = per_address
+        self._handshaking: OrderedDict = OrderedDict()  # least recently active first
+        self._by_host: dict = {}  # host -> OrderedDict of its handshakes, same order
         self.failures = FailureLog()
         self.refused = 0
+        self.dropped = 0
         self._server: Optional[asyncio.AbstractServer] = None
+
+    @property
+    def unauthenticated(self) -> int:
+        """Connections in their handshake now."""
+        return len(self._handshaking)
 
     async def start(self, host: str, port: int) -> tuple:
         self._server = await asyncio.start_server(self._accept, host, port, limit=READ_SIZE,
                                                   backlog=1024)
         return self._server.sockets[0].getsockname()
 
+    def _drop_oldest(self, among: OrderedDict, why: str) -> None:
+        victim = next(iter(among))
+        self._forget(victim)
+        victim.dropped = True
+        self.dropped += 1
+        self.failures.report(victim.host, why)
+        victim.writer.close()
+
+    def _forget(self, hs: _Handshaking) -> None:
+        self._handshaking.pop(hs, None)
+        mine = self._by_host.get(hs.host)
+        if mine is not None:
+            mine.pop(hs, None)
+            if not mine:
+                del self._by_host[hs.host]
+
+    def _touch(self, hs: _Handshaking) -> None:
+        if not hs.dropped:
+            self._handshaking.move_to_end(hs)
+            self._by_host[hs.host].move_to_end(hs)
+
     async def _accept(self, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
-        if self.unauthenticated >= self.max_unauthenticated:
-            self.refused += 1
-            self.failures.report(peer, "too many connections still in their handshake")
-            writer.close()
-            return
-        self.unauthenticated += 1
+        host = peer[0] if isinstance(peer, tuple) and peer else str(peer)
+        mine = self._by_host.get(host)
+        if mine is not None and len(mine) >= self.per_address:
+            self._drop_oldest(mine, f"more than {self.per_address} handshakes from one "
+                                    "address: dropped the one idle the longest")
+        if len(self._handshaking) >= self.max_unauthenticated:
+            self._drop_oldest(self._handshaking, f"more than {self.max_unauthenticated} "
+                                                 "handshakes: dropped the one idle the longest")
+        hs = _Handshaking(host, writer)
+        self._handshaking[hs] = None
+        self._by_host.setdefault(host, OrderedDict())[hs] = None
         conn = Connection(self.root, self.role, is_client=False, peer_roles=self.peer_roles)
         try:
             events = await _handshake(reader, writer, conn,
-                                      time.monotonic() + self.handshake_timeout)
+                                      time.monotonic() + self.handshake_timeout,
+                                      lambda: self._touch(hs))
         except asyncio.CancelledError:
+            writer.close()
+            return
+        except AuthError as exc:
+            self.refused += 1
+            self.failures.report(peer, str(exc))
+            writer.write(MAGIC + bytes((VERSION, STATUS_AUTH_FAILED)))  # "wrong secret"
             writer.close()
             return
         except (WireError, OSError) as exc:
             self.refused += 1
-            self.failures.report(peer, str(exc))
+            if not hs.dropped:
+                self.failures.report(peer, str(exc))
             writer.close()
             return
         finally:
-            self.unauthenticated -= 1
+            self._forget(hs)
         watch_peer(writer)
         channel = Channel(reader, writer, conn, self.idle_timeout)
         channel._pending.extend(events)

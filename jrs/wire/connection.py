@@ -5,6 +5,7 @@ Handshake (modelled on Noise NNpsk0: `-> psk, e` / `<- e, ee`):
     msg1  C->S  "JRS" ver role_c e_c  mac(root, header)            69 bytes
     msg2  S->C  "JRS" ver 0 role_s e_s mac(confirm, th)            70 bytes
           S->C  "JRS" ver 1                                          5 bytes  (version refused)
+          S->C  "JRS" ver 2                                          5 bytes  (proof failed)
     then  C->S  first sealed frame (a `hello` message)
 
 mac(root, ...) proves the client holds the secret; the server's tag is keyed
@@ -32,6 +33,8 @@ from .errors import (
 from .frames import FrameDecoder, FrameEncoder
 from .keys import SessionKeys, mac, session_keys, tags_equal, transcript
 from .messages import TRANSFER_TYPES, transfer_size, validate
+from .strict import check_sent
+from .strict import enabled as strict_enabled
 
 MAGIC = b"JRS"
 VERSION = 1
@@ -40,6 +43,8 @@ ROLE_NAMES = {v: k for k, v in ROLES.items()}
 MSG1_LEN = 3 + 1 + 1 + 32 + 32
 MSG2_LEN = 3 + 1 + 1 + 1 + 32 + 32
 REJECT_LEN = 5
+STATUS_OK, STATUS_VERSION, STATUS_AUTH_FAILED = 0, 1, 2  # msg2's status byte; a refusal
+# (version, proof) is the 5-byte header alone, then the server closes
 KIND_MESSAGE = b"M"
 KIND_DATA = b"D"
 
@@ -97,6 +102,8 @@ class Connection:
         self._awaiting_first_frame = False
         self._send_left = 0  # data bytes still owed by the transfer we are sending
         self._recv_left = 0  # data bytes still owed by the transfer we are receiving
+        self._discarding = False  # ... of a header refused as a bad message
+        self.strict = strict_enabled()  # JRS_STRICT: what we send is checked (tests)
 
     @property
     def sending_transfer(self) -> int:
@@ -130,6 +137,8 @@ class Connection:
         if self._send_left:
             raise TransferInProgress(f"cannot send {body.get('type')!r}: a transfer still "
                                      f"owes {self._send_left} bytes")
+        if self.strict:
+            check_sent(body, self.role)
         size = transfer_size(body) if body.get("type") in TRANSFER_TYPES else 0
         frame = self._seal(json.dumps(body, separators=(",", ":")).encode(), KIND_MESSAGE)
         self._send_left = size
@@ -165,16 +174,21 @@ class Connection:
                 self._awaiting_first_frame = False
                 self.established = True
                 events.append(Established(self.peer_role or ""))
-            events.append(self._event(payload))
+            event = self._event(payload)
+            if event is not None:
+                events.append(event)
         return events
 
-    def _event(self, payload: memoryview) -> Event:
+    def _event(self, payload: memoryview) -> Optional[Event]:
         kind, body = bytes(payload[:1]), bytes(payload[1:])  # the one copy out of the box
         if kind == KIND_DATA:
             if len(body) > self._recv_left:
                 raise WireError("file data did not match its header" if self._recv_left
                                 else "file data outside a transfer")
             self._recv_left -= len(body)
+            if self._discarding:
+                self._discarding = self._recv_left > 0
+                return None  # the data of a header we refused: swallowed, stream in step
             return Data(body)
         if self._recv_left:
             raise WireError(f"a message in the middle of a transfer ({self._recv_left} "
@@ -191,8 +205,13 @@ class Connection:
             clean = validate(obj)
         except MessageError as exc:
             if isinstance(obj, dict) and obj.get("type") in TRANSFER_TYPES:
-                # its data frames follow and we cannot tell how many: no way to resync
-                raise WireError(f"bad transfer header: {exc}")
+                # its data frames follow: swallow them if we can tell how many, else
+                # there is no way to stay in step with the stream
+                try:
+                    self._recv_left = transfer_size(obj)
+                except ValueError:
+                    raise WireError(f"bad transfer header: {exc}")
+                self._discarding = self._recv_left > 0
             return BadMessage(str(exc))
         if clean["type"] in TRANSFER_TYPES:
             try:
@@ -240,7 +259,9 @@ class Connection:
 
     def _client_step(self, events: list) -> bytes:
         hs = self._hs
-        if len(hs) >= 5 and hs[4] == 1:
+        if len(hs) >= 5 and hs[4] == STATUS_AUTH_FAILED and hs[3] == VERSION:
+            raise AuthError("handshake failed: the server says we do not hold its secret")
+        if len(hs) >= 5 and hs[4] == STATUS_VERSION:
             raise VersionMismatch(f"server speaks JRS wire version {hs[3]}; this jrs speaks "
                                   f"version {VERSION}")
         if len(hs) >= 4 and hs[3] != VERSION:

@@ -51,98 +51,185 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import MessageError
+from .schema import (
+    MAX_INT,
+    MAX_TEXT,
+    Bool,
+    Int,
+    ListOf,
+    MapOf,
+    Null,
+    Num,
+    Obj,
+    OneOf,
+    Str,
+    Tuple,
+    check_fields,
+    spec,
+)
 
-MAX_INT = 2 ** 53
-MAX_TEXT = 1 << 20
+__all__ = ["MAX_INT", "MAX_TEXT", "SCHEMA", "TRANSFER_TYPES", "error", "transfer_size",
+           "validate"]
 
-_S, _I, _N, _D, _L = (str,), (int,), (int, float), (dict,), (list,)
+# ---------------------------------------------------------------- value shapes
 
-# field spec: (python types accepted, required?)
-SCHEMA: dict[str, dict[str, tuple[tuple, bool]]] = {
+ID = Str(256)            # claim, submitter and job ids, node and user names (the cores
+NAME = Str(1024)         # check their exact shape; here only the size is bounded)
+PATH = Str(4096)
+REASON = Str(1 << 16)
+COUNT = Int(0, MAX_INT)
+MANY = 100_000           # files of one job, claims of one node, requests of one submitter
+
+_S, _I, _N, _D, _L = (str,), (int,), (int, float), (dict,), (list,)  # the older shorthand
+OPT_STR = OneOf(Str(), Null)
+OPT_INT = OneOf(Int(), Null)
+OPT_NUM = OneOf(Num(), Null)
+AD_VALUE = OneOf(Str(), Int(), Num(), Bool(), Null)           # a ClassAd literal
+ATTRS = MapOf(Str(256), AD_VALUE, 1000)               # a node's ad: Cpus, Arch, +Attr=value
+FILES = ListOf(Obj({"name": (PATH, True), "size": (Int(0, 1 << 40), True),
+                    "mode": (Int(0, 0o7777), False)}), MANY)
+JOB_REF = Tuple(ID, Int())                                     # [job, attempt]
+CLAIM = Obj({"claim": (ID, True), "submitter": (ID, True), "user": (ID, True),
+             "cpus": (COUNT, True), "memory": (COUNT, True),
+             "gpus": (ListOf(Int(0, 1 << 16), 1 << 16), True)})
+CLUSTER_FIELDS = {"id": (Int(), True), "file": (OPT_STR, False), "total": (COUNT, False),
+                  "idle": (COUNT, False), "running": (COUNT, False), "done": (COUNT, False),
+                  "failed": (COUNT, False), "held": (COUNT, False), "removed": (COUNT, False)}
+CLUSTER = Obj(CLUSTER_FIELDS)                                  # a submitter's cluster_info
+QUEUE_CLUSTER = Obj(dict(CLUSTER_FIELDS, submitter=(ID, True), user=(ID, True),
+                         host=(NAME, True), connected=(Bool(), True)))
+REQUEST = Obj({"key": (Str(4096), True), "count": (COUNT, True), "cpus": (COUNT, False),
+               "memory": (COUNT, False), "gpus": (COUNT, False),
+               "requirements": (Str(), False), "ad": (MapOf(Str(256), AD_VALUE), False),
+               "weight": (Num(0), False)})
+JOB_SPEC = Obj({
+    "executable": (PATH, True), "transfer_executable": (Bool(), False),
+    "arguments": (ListOf(Str(), MANY), False),
+    "environment": (MapOf(Str(4096), Str()), False),
+    "getenv": (MapOf(Str(4096), Str()), False),
+    "iwd": (PATH, False), "shared_fs": (Bool(), False),
+    "input": (OneOf(PATH, Bool(), Null), False), "output": (OneOf(PATH, Null), False),
+    "error": (OneOf(PATH, Null), False),
+    "transfer_output_files": (OneOf(ListOf(PATH, MANY), Null), False),
+    "when_to_transfer_output": (OneOf(Str(64), Null), False), "cpus": (COUNT, False)})
+RUSAGE = Obj({"utime": (Num(0), True), "stime": (Num(0), True), "maxrss_kb": (COUNT, True)})
+RESULT = Obj({
+    "node": (NAME, True), "exit_code": (OPT_INT, True), "signal": (OPT_INT, True),
+    "rusage": (OneOf(RUSAGE, Null), True), "started": (OPT_NUM, True),
+    "ended": (OPT_NUM, True), "removed": (Bool(), True), "reason": (OPT_STR, False),
+    "errno": (OPT_INT, False), "exec_failed": (Bool(), False), "lost": (Bool(), False),
+    "missing": (ListOf(PATH, MANY), False),
+    "refused": (MapOf(PATH, REASON, MANY), False),  # outputs not sent back, and why
+    "outputs_over_limit": (OPT_STR, False)})  # the output collection hit its bound
+NODE_STATUS = Obj({
+    "name": (NAME, True), "address": (NAME, True), "state": (ID, True),
+    "slots": (COUNT, True), "slots_used": (Int(), True), "memory": (COUNT, True),
+    "memory_used": (Int(), True), "gpus": (COUNT, True), "gpus_used": (Int(), True),
+    "load": (Num(), True), "running": (Int(), True), "claims": (MapOf(ID, Int()), True),
+    "arch": (OPT_STR, True), "attrs": (ATTRS, True), "seen_ago": (OPT_NUM, True),
+    "results_waiting": (OPT_INT, False), "oldest_result_age": (OPT_NUM, False)})
+SUBMITTER_STATUS = Obj({
+    "submitter": (ID, True), "user": (ID, True), "host": (NAME, True), "pid": (Int(), True),
+    "connected": (Bool(), True), "claims": (COUNT, True), "slots": (COUNT, True),
+    "idle": (COUNT, True), "share": (Num(), True)})
+RM_RESULT = Obj({"id": (ID, True), "error": (REASON, False), "removed": (COUNT, False)})
+
+# ---------------------------------------------------------------- the messages
+
+# {type: {field: (spec, required?)}}; a spec is a jrs.wire.schema Spec or a tuple of
+# Python types (scalars). Describe every nested payload: under JRS_STRICT what we send
+# must match exactly, nested fields included.
+SCHEMA: dict = {
     "hello": {"version": ((int,), True)},
     "ping": {"seq": ((int,), True)},
     "pong": {"seq": ((int,), True)},
     "echo": {"seq": ((int,), True), "body": ((str,), True)},
-    "blob": {"size": ((int,), True)},
-    "error": {"code": ((str,), True), "message": ((str,), True),
-              "re": ((str, type(None)), False)},
+    "blob": {"size": (Int(0, 1 << 48), True)},
+    "error": {"code": (ID, True), "message": (REASON, True), "re": (OneOf(ID, Null), False)},
     # node <-> master
-    "node-hello": {"name": (_S, True), "slots": (_I, True), "memory": (_I, True),
-                   "gpus": (_I, True), "attrs": (_D, True), "claims": (_L, True)},
-    "node-report": {"load": (_N, True), "running": (_I, True), "claims": (_L, True),
-                    "waiting": (_I, False), "oldest_wait": (_N, False)},
+    "node-hello": {"name": (NAME, True), "slots": (COUNT, True), "memory": (COUNT, True),
+                   "gpus": (COUNT, True), "attrs": (ATTRS, True),
+                   "claims": (ListOf(CLAIM, MANY), True)},
+    "node-report": {"load": (Num(), True), "running": (COUNT, True),
+                    "claims": (ListOf(ID, MANY), True),
+                    "waiting": (COUNT, False), "oldest_wait": (Num(0), False)},
     "welcome": {"master": (_S, False)},
-    "claim-offer": {"claim": (_S, True), "submitter": (_S, True), "user": (_S, True),
+    "claim-offer": {"claim": (ID, True), "submitter": (ID, True), "user": (ID, True),
                     "cpus": (_I, True), "memory": (_I, True), "gpus": (_I, True)},
-    "claim-ok": {"claim": (_S, True), "gpu_ids": (_L, False)},
-    "claim-refused": {"claim": (_S, True), "reason": (_S, True)},
-    "claim-released": {"claim": (_S, True)},
-    "claim-drop": {"claim": (_S, True), "kill": ((bool,), False)},
+    "claim-ok": {"claim": (ID, True), "gpu_ids": (ListOf(Int(0, 1 << 16), 1 << 16), False)},
+    "claim-refused": {"claim": (ID, True), "reason": (REASON, True)},
+    "claim-released": {"claim": (ID, True)},
+    "claim-drop": {"claim": (ID, True), "kill": ((bool,), False)},
     # submitter <-> master
-    "submitter-hello": {"submitter": (_S, True), "user": (_S, True), "host": (_S, True),
-                        "pid": (_I, True), "claims": (_L, True), "clusters": (_L, True),
-                        "token": (_S, False)},
+    "submitter-hello": {"submitter": (ID, True), "user": (ID, True), "host": (NAME, True),
+                        "pid": (_I, True), "claims": (ListOf(ID, MANY), True),
+                        "clusters": (ListOf(CLUSTER, 10_000), True),
+                        "token": (Str(128), False)},
     "new-cluster": {},
     "cluster": {"id": (_I, True)},
-    "demand": {"requests": (_L, True)},
-    "release": {"claim": (_S, True), "kill": ((bool,), False)},
-    "progress": {"clusters": (_L, True)},
-    "removed": {"re": (_S, True), "count": (_I, True)},
-    "claim": {"claim": (_S, True), "node": (_S, True), "host": (_S, True), "port": (_I, True),
-              "cpus": (_I, True), "memory": (_I, True), "gpus": (_I, True),
-              "key": (_S, False)},
-    "unmatchable": {"key": (_S, True), "reason": (_S, True)},
+    "demand": {"requests": (ListOf(REQUEST, MANY), True)},
+    "release": {"claim": (ID, True), "kill": ((bool,), False)},
+    "progress": {"clusters": (ListOf(CLUSTER, 10_000), True)},
+    "removed": {"re": (ID, True), "count": (_I, True)},
+    "claim": {"claim": (ID, True), "node": (NAME, True), "host": (NAME, True),
+              "port": (Int(0, 65535), True), "cpus": (_I, True), "memory": (_I, True),
+              "gpus": (_I, True), "key": (Str(4096), False)},
+    "unmatchable": {"key": (Str(4096), True), "reason": (REASON, True)},
     "give-back": {"count": (_I, True)},
-    "node-lost": {"node": (_S, True), "claims": (_L, True)},
-    "rm": {"ids": (_L, True), "re": (_S, False)},
+    "node-lost": {"node": (NAME, True), "claims": (ListOf(ID, MANY), True)},
+    "rm": {"ids": (ListOf(ID, 10_000), True), "re": (ID, False)},
     # tools <-> master
-    "query": {"what": (_S, True)},
-    "status-reply": {"nodes": (_L, True), "submitters": (_L, True)},
-    "queue-reply": {"clusters": (_L, True)},
-    "rm-reply": {"results": (_L, True)},
+    "query": {"what": (ID, True)},
+    "status-reply": {"nodes": (ListOf(NODE_STATUS, MANY), True),
+                     "submitters": (ListOf(SUBMITTER_STATUS, MANY), True)},
+    "queue-reply": {"clusters": (ListOf(QUEUE_CLUSTER, MANY), True)},
+    "rm-reply": {"results": (ListOf(RM_RESULT, 10_000), True)},
     # submitter <-> node
-    "attach": {"submitter": (_S, True), "jobs": (_L, True), "token": (_S, False)},
-    "attached": {"unknown": (_L, True)},
-    "run": {"claim": (_S, True), "job": (_S, True), "attempt": (_I, True),
-            "spec": (_D, True), "files": (_L, True)},
-    "kill": {"job": (_S, True), "attempt": (_I, True)},
-    "ack": {"job": (_S, True), "attempt": (_I, True)},
-    "started": {"job": (_S, True), "attempt": (_I, True)},
-    "rejected": {"job": (_S, True), "attempt": (_I, True), "reason": (_S, True)},
-    "finished": {"job": (_S, True), "attempt": (_I, True), "result": (_D, True),
-                 "files": (_L, True)},
+    "attach": {"submitter": (ID, True), "jobs": (ListOf(JOB_REF, MANY, drop_bad=True), True),
+               "token": (Str(128), False)},
+    "attached": {"unknown": (ListOf(JOB_REF, MANY, drop_bad=True), True)},
+    "run": {"claim": (ID, True), "job": (ID, True), "attempt": (_I, True),
+            "spec": (JOB_SPEC, True), "files": (FILES, True)},
+    "kill": {"job": (ID, True), "attempt": (_I, True)},
+    "ack": {"job": (ID, True), "attempt": (_I, True)},
+    "started": {"job": (ID, True), "attempt": (_I, True)},
+    "rejected": {"job": (ID, True), "attempt": (_I, True), "reason": (REASON, True)},
+    "finished": {"job": (ID, True), "attempt": (_I, True), "result": (RESULT, True),
+                 "files": (FILES, True)},
 }
 
-
-def _check(name: str, value: Any, types: tuple) -> None:
-    if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
-        names = {type(None): "null", dict: "an object", list: "a list", float: "number"}
-        wanted = " or ".join(names.get(t, t.__name__) for t in types)
-        raise MessageError(f"field {name!r} must be {wanted}")
-    if isinstance(value, (int, float)) and not -MAX_INT <= value <= MAX_INT:
-        raise MessageError(f"field {name!r} is out of range")
-    if isinstance(value, str) and len(value) > MAX_TEXT:
-        raise MessageError(f"field {name!r} is too long")
+_compiled: dict = {}
 
 
-def validate(obj: Any) -> dict:
-    """The checked message, or MessageError saying what is wrong."""
+def _fields(kind: str) -> Any:
+    """[(name, spec, required)] and the known names of a type (compiled once)."""
+    entry = _compiled.get(kind)
+    if entry is None:
+        fields = SCHEMA.get(kind)
+        if fields is None:
+            return None
+        entry = _compiled[kind] = (
+            [(name, spec(s), bool(req)) for name, (s, req) in fields.items()],
+            frozenset(fields) | {"type"})
+    return entry
+
+
+def validate(obj: Any, strict: bool = False) -> dict:
+    """The checked message, or MessageError saying what is wrong. `strict` (for what we
+    send): unknown fields at any level are errors, not dropped."""
     if not isinstance(obj, dict):
         raise MessageError("a message must be a JSON object")
     kind = obj.get("type")
     if not isinstance(kind, str):
         raise MessageError("a message needs a string `type`")
-    fields = SCHEMA.get(kind)
-    if fields is None:
+    entry = _fields(kind)
+    if entry is None:
         raise MessageError(f"unknown message type {kind[:40]!r}")
-    clean = {"type": kind}
-    for name, (types, required) in fields.items():
-        if name not in obj:
-            if required:
-                raise MessageError(f"{kind}: missing field {name!r}")
-            continue
-        _check(name, obj[name], types)
-        clean[name] = obj[name]
+    try:
+        clean = check_fields(obj, entry[0], entry[1], None, strict)
+    except MessageError as exc:
+        raise MessageError(f"{kind}: {exc}") from None
+    clean["type"] = kind
     return clean
 
 

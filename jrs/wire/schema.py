@@ -1,0 +1,246 @@
+"""Value specs for the message schema: nested payloads described, bounded, checked.
+
+Each spec checks one JSON value and returns a clean copy. Received messages
+are checked leniently (unknown object keys are dropped, so a newer peer may
+add some; a list marked `drop_bad` loses the items that do not fit); with
+`strict` (what we send, under JRS_STRICT) an unknown key or a bad item is an
+error, so the schema is held to what the code really sends. Every string has
+a maximum length, every list and map a maximum count, and the nesting depth
+is that of the schema itself: nothing a peer sends can make the checker (or
+the handler after it) recurse, allocate or loop without bound.
+
+A spec is a `Spec` instance, or (the older shorthand) a tuple of Python
+types for a scalar field: `(int,)`, `(str, type(None))`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from .errors import MessageError
+
+MAX_INT = 2 ** 53
+MAX_TEXT = 1 << 20
+
+
+class Spec:
+    """One JSON value's shape. `what` names it in error messages."""
+
+    what = "a value"
+
+    def check(self, value: Any, where: str, strict: bool) -> Any:
+        raise NotImplementedError
+
+
+def _fail(where: str, text: str) -> MessageError:
+    return MessageError(f"field {where!r} {text}")
+
+
+class Int(Spec):
+    what = "int"
+
+    def __init__(self, lo: int = -MAX_INT, hi: int = MAX_INT) -> None:
+        self.lo, self.hi = lo, hi
+
+    def check(self, value: Any, where: str, strict: bool) -> Any:
+        if type(value) is not int:  # bool is an int subclass: refused
+            raise _fail(where, "must be int")
+        if not self.lo <= value <= self.hi:
+            raise _fail(where, "is out of range")
+        return value
+
+
+class Num(Spec):
+    what = "number"
+
+    def __init__(self, lo: float = -MAX_INT, hi: float = MAX_INT) -> None:
+        self.lo, self.hi = lo, hi
+
+    def check(self, value: Any, where: str, strict: bool) -> Any:
+        if type(value) not in (int, float):
+            raise _fail(where, "must be number")
+        if not self.lo <= value <= self.hi:  # NaN fails this too
+            raise _fail(where, "is out of range")
+        return value
+
+
+class Str(Spec):
+    what = "str"
+
+    def __init__(self, max_len: int = MAX_TEXT) -> None:
+        self.max_len = max_len
+
+    def check(self, value: Any, where: str, strict: bool) -> Any:
+        if type(value) is not str:
+            raise _fail(where, "must be str")
+        if len(value) > self.max_len:
+            raise _fail(where, f"is too long (over {self.max_len} characters)")
+        return value
+
+
+class Bool(Spec):
+    what = "bool"
+
+    def check(self, value: Any, where: str, strict: bool) -> Any:
+        if type(value) is not bool:
+            raise _fail(where, "must be bool")
+        return value
+
+
+class _Null(Spec):
+    what = "null"
+
+    def check(self, value: Any, where: str, strict: bool) -> Any:
+        if value is not None:
+            raise _fail(where, "must be null")
+        return None
+
+
+Null = _Null()
+
+
+class OneOf(Spec):
+    """The first alternative that accepts the value."""
+
+    def __init__(self, *options: Any) -> None:
+        self.options = [spec(o) for o in options]
+        self.what = " or ".join(o.what for o in self.options)
+
+    def check(self, value: Any, where: str, strict: bool) -> Any:
+        for option in self.options:
+            try:
+                return option.check(value, where, strict)
+            except MessageError:
+                continue
+        raise _fail(where, f"must be {self.what}")
+
+
+class ListOf(Spec):
+    """A list of at most `max_items` items of one spec. With `drop_bad`, a received item
+    that does not fit is left out (for lists whose items are taken one by one)."""
+
+    what = "a list"
+
+    def __init__(self, item: Any, max_items: int = 100_000, drop_bad: bool = False) -> None:
+        self.item = spec(item)
+        self.max_items = max_items
+        self.drop_bad = drop_bad
+
+    def check(self, value: Any, where: str, strict: bool) -> Any:
+        if type(value) is not list:
+            raise _fail(where, "must be a list")
+        if len(value) > self.max_items:
+            raise _fail(where, f"has more than {self.max_items} items")
+        check = self.item.check
+        if self.drop_bad and not strict:
+            out = []
+            for i, v in enumerate(value):
+                try:
+                    out.append(check(v, f"{where}[{i}]", strict))
+                except MessageError:
+                    pass
+            return out
+        return [check(v, f"{where}[{i}]", strict) for i, v in enumerate(value)]
+
+
+class Tuple(Spec):
+    """A list of fixed length, one spec per position (`[job, attempt]`)."""
+
+    what = "a list"
+
+    def __init__(self, *items: Any) -> None:
+        self.items = [spec(i) for i in items]
+
+    def check(self, value: Any, where: str, strict: bool) -> Any:
+        if type(value) is not list or len(value) != len(self.items):
+            raise _fail(where, f"must be a list of {len(self.items)}")
+        return [s.check(v, f"{where}[{i}]", strict)
+                for i, (s, v) in enumerate(zip(self.items, value))]
+
+
+class Obj(Spec):
+    """An object with known fields: {name: (spec, required)}."""
+
+    what = "an object"
+
+    def __init__(self, fields: dict) -> None:
+        self.fields = [(name, spec(s), bool(req)) for name, (s, req) in fields.items()]
+        self.names = frozenset(fields)
+
+    def check(self, value: Any, where: str, strict: bool) -> Any:
+        if type(value) is not dict:
+            raise _fail(where, "must be an object")
+        return check_fields(value, self.fields, self.names, where, strict)
+
+
+class MapOf(Spec):
+    """An object used as a map: any keys of `key` shape, values of one spec."""
+
+    what = "an object"
+
+    def __init__(self, key: Spec, value: Any, max_items: int = 10_000) -> None:
+        self.key = key
+        self.value = spec(value)
+        self.max_items = max_items
+
+    def check(self, value: Any, where: str, strict: bool) -> Any:
+        if type(value) is not dict:
+            raise _fail(where, "must be an object")
+        if len(value) > self.max_items:
+            raise _fail(where, f"has more than {self.max_items} entries")
+        out = {}
+        for k, v in value.items():
+            self.key.check(k, f"{where} key", strict)
+            out[k] = self.value.check(v, f"{where}.{k[:40]}", strict)
+        return out
+
+
+class _Types(Spec):
+    """The older shorthand: a tuple of Python types for a scalar (or opaque) field."""
+
+    _NAMES = {type(None): "null", dict: "an object", list: "a list", float: "number"}
+
+    def __init__(self, types: tuple) -> None:
+        self.types = types
+        self.allow_bool = bool in types
+        self.what = " or ".join(self._NAMES.get(t, t.__name__) for t in types)
+
+    def check(self, value: Any, where: str, strict: bool) -> Any:
+        if (isinstance(value, bool) and not self.allow_bool) \
+                or not isinstance(value, self.types):
+            raise _fail(where, f"must be {self.what}")
+        if isinstance(value, (int, float)) and not -MAX_INT <= value <= MAX_INT:
+            raise _fail(where, "is out of range")
+        if isinstance(value, str) and len(value) > MAX_TEXT:
+            raise _fail(where, "is too long")
+        if isinstance(value, (dict, list)) and strict:
+            raise _fail(where, "has no described shape (give it a Spec in SCHEMA)")
+        return value
+
+
+def spec(s: Any) -> Spec:
+    """A Spec from a Spec or the tuple-of-types shorthand."""
+    if isinstance(s, Spec):
+        return s
+    if isinstance(s, type):
+        s = (s,)
+    if isinstance(s, tuple) and all(isinstance(t, type) for t in s):
+        return _Types(s)
+    raise TypeError(f"not a value spec: {s!r}")
+
+
+def check_fields(value: dict, fields: list, names: frozenset, where: Optional[str],
+                 strict: bool) -> dict:
+    """Check an object against [(name, spec, required)]; the clean copy."""
+    out = {}
+    for name, s, required in fields:
+        if name in value:
+            out[name] = s.check(value[name], f"{where}.{name}" if where else name, strict)
+        elif required:
+            raise MessageError(f"{where + ': ' if where else ''}missing field {name!r}")
+    if strict:
+        extra = sorted(k for k in value if k not in names)
+        if extra:
+            raise MessageError(f"{where + ': ' if where else ''}fields not in the schema: "
+                               f"{', '.join(map(str, extra))[:200]}")
+    return out
