@@ -208,7 +208,9 @@ def test_messages_sent_during_a_transfer_wait_for_its_last_frame(tmp_path):
 
         noise = asyncio.ensure_future(chatter())
         await asyncio.sleep(0)
-        await ch.send_files({"type": "finished", "job": "1.0", "attempt": 0, "result": {},
+        result = {"node": "n", "exit_code": 0, "signal": None, "rusage": None, "started": 1.0,
+                  "ended": 2.0, "removed": False}
+        await ch.send_files({"type": "finished", "job": "1.0", "attempt": 0, "result": result,
                              "files": heads}, items)
         await noise
         await ch.drain()
