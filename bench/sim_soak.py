@@ -31,6 +31,7 @@ def signature(failure: str) -> str:
     """A failure's kind: its text without times, ids, counts and job numbers."""
     text = failure.split("\n", 1)[0]
     text = re.sub(r"t=[0-9.]+:?", "", text)
+    text = re.sub(r"\b(alice|bob|carol)\d+", "USER", text)
     text = re.sub(r"[0-9a-f]{6,}", "ID", text)
     text = re.sub(r"\d+(\.\d+)?", "N", text)
     text = re.sub(r"\[.*", "[...]", text)

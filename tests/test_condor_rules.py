@@ -83,6 +83,9 @@ def test_int_real_choice(tmp_path):
     ("queue five\n", "Invalid Queue count expression"),
     ("queue -3\n", "Queue count out of range"),
     ("if true\nqueue\n", "`if` without `endif`"),
+    ("if 1 > 0\nqueue\nendif\n", "complex conditionals are not supported"),
+    ("if on\nqueue\nendif\n", "complex conditionals are not supported"),
+    ("if version > 8\nqueue\nendif\n", "bad version test"),
     ("endif\n", "`endif` without `if`"),
     ("this is not a command\n", "expected `name = value`"),
     ("A = $(B)\nB = $(A)\narguments = $(A)\nqueue\n", "does not end"),
@@ -179,7 +182,7 @@ def test_process_numbers_run_on_and_macros_change_between_queues(tmp_path):
 def test_if_elif_else_nested(tmp_path):
     text = ("executable = /bin/echo\nA = 1\n"
             "if defined B\n arguments = b\nelif defined A\n"
-            "  if $(A) > 0\n   arguments = a-positive\n  else\n   arguments = a-zero\n  endif\n"
+            "  if $(A)\n   arguments = a-positive\n  else\n   arguments = a-zero\n  endif\n"
             "else\n arguments = none\nendif\n"
             "if version >= 8.9\n output = new\nendif\nif ! defined A\n output = nope\nendif\n"
             "queue\n")
@@ -412,3 +415,13 @@ def test_submit_help_explains_the_language_and_the_warnings(pyz):
     assert r.returncode == 0
     assert "queue variables named like commands" in r.stdout
     assert "FILE:LINE: warning:" in r.stdout
+
+
+@pytest.mark.parametrize("condition, taken", [
+    ("yes", True), ("T", True), ("f", False), ("nO", False), ("2", True), ("0.0", False),
+    ("-1", True), ("1e3", True), ("$(EMPTY)", False), ("! t", False), ("defined", False),
+    ("version >= 8.9", True), ("version == 24.0", True)])
+def test_if_conditions_as_htcondor_reads_them(tmp_path, condition, taken):
+    (j,) = jobs(tmp_path, f"executable = /bin/echo\nif {condition}\narguments = in\nelse\n"
+                          "arguments = out\nendif\nqueue\n")
+    assert j.arguments == (["in"] if taken else ["out"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -145,21 +146,30 @@ def systemd_is_pid1() -> bool:
     return Path("/proc/1/comm").read_text().strip() == "systemd"
 
 
-def test_real_start_where_systemd_runs(scratch):
-    """Needs systemd as PID 1. This machine (the CI container, too) is not such a
-    host: there the units are checked by the tests above only."""
+def test_real_start_where_systemd_runs(scratch, tmp_path):
+    """Test copies of the units pointed at a scratch tree: verified everywhere, started
+    for real where systemd is PID 1. This machine (the CI container, too) is not such
+    a host, so here they are only verified."""
+    names = [n.replace("jrs-", "jrs-test-") for n in NAMES]
+    for name, new in zip(NAMES, names):
+        text = render((UNITS / name).read_text(), scratch)
+        for unit, test_unit in zip(NAMES, names):
+            text = text.replace(unit, test_unit)
+        # the scratch tree lives in /tmp: no private /tmp or read-only system for the
+        # test copies, no /etc/default/jrs of this host, no /var/lib or /var/cache dirs
+        text = text.replace("EnvironmentFile=-/etc/default/jrs",
+                            f'Environment="JRS_NODE_ARGS={scratch.node_args}"')
+        text = "\n".join(line for line in text.splitlines() if not line.startswith(
+            ("StateDirectory", "CacheDirectory", "PrivateTmp", "ProtectSystem"))) + "\n"
+        (tmp_path / new).write_text(text)
+    r = verify([tmp_path / n for n in names])
+    assert r.returncode == 0 and r.stderr == "", r.stderr
     if not systemd_is_pid1():
         return  # not such a host: nothing here could start a unit
     runtime = Path("/run/systemd/system")
-    names = [n.replace("jrs-", "jrs-test-") for n in NAMES]
     try:
-        for name, new in zip(NAMES, names):
-            text = render((UNITS / name).read_text(), scratch)
-            for unit, test_unit in zip(NAMES, names):
-                text = text.replace(unit, test_unit)
-            text = "\n".join(line for line in text.splitlines()
-                             if not line.startswith(("StateDirectory", "CacheDirectory")))
-            (runtime / new).write_text(text)
+        for name in names:
+            shutil.copy(tmp_path / name, runtime / name)
         subprocess.run(["systemctl", "daemon-reload"], check=True)
         subprocess.run(["systemctl", "start", names[0]], check=True, timeout=60)
         wait_for("the node up", lambda: scratch.nodes_up() == 1, 10)

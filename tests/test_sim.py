@@ -63,13 +63,29 @@ def test_the_checker_sees_held_jobs():
     assert any("held" in f for f in res.failures), res.failures
 
 
-CI_SEEDS = {"small": 300, "large": 100}
+CI_SEEDS = {"small": 1500, "large": 500}  # 2,000 seeds with faults, about a minute of CPU
+# Left out of CI until findings D1, D3, D4 (ctrl-c, disk) and C2/D5 (stall) are fixed
+# (README "The cluster simulation"); bench/sim_soak.py runs every kind.
+CI_WITHOUT = ("ctrl-c", "disk", "stall")
+# Seeds of the CI set that fail for an open finding (its id in README): reported, not
+# counted. Each leaves this list for tests/test_sim_regressions.py once it is fixed.
+KNOWN_OPEN: dict = {}  # e.g. {("small", 237): "C3"} while C3 was open
 
 
 @pytest.mark.parametrize("name", sorted(CI_SEEDS))
-def test_seeds_keep_every_invariant_without_faults(name):
-    shape = dataclasses.replace(SHAPES[name], faults=())
+def test_seeds_keep_every_invariant_under_faults(name):
+    base = SHAPES[name]
+    shape = dataclasses.replace(base, faults=tuple(k for k in base.faults
+                                                   if k not in CI_WITHOUT))
     t0 = time.process_time()
-    bad = _run_many(shape, range(1, CI_SEEDS[name] + 1))
-    print(f"{CI_SEEDS[name]} seeds of {name} in {time.process_time() - t0:.1f}s CPU")
+    known = [s for (n, s) in KNOWN_OPEN if n == name]
+    bad = _run_many(shape, [s for s in range(1, CI_SEEDS[name] + 1) if s not in known])
+    print(f"{CI_SEEDS[name]} seeds of {name} in {time.process_time() - t0:.1f}s CPU; "
+          f"open findings not counted: {known}")
     assert bad == []
+
+
+def test_fault_free_seeds_keep_every_invariant():
+    for name in ("small", "large"):
+        shape = dataclasses.replace(SHAPES[name], faults=())
+        assert _run_many(shape, range(1, 51)) == []

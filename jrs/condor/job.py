@@ -411,13 +411,24 @@ class JsonLines:
         parts = self.parts
         if parts is None:
             values = job.to_json()
-            parts = self.parts = [_key(k) + _encode(v) for k, v in values.items()]
+            first = [_key(k) + _encode(v) for k, v in values.items()]
+            # constant runs joined once: the line is `{` + chunks and slots joined by ", "
+            parts = self.parts = []
+            run: list = []
             for index, key in enumerate(values):
                 if self.varies(key):
+                    if run:
+                        parts.append(", ".join(run))
+                        run = []
                     getter = ((lambda j, n=key: j.path(n)) if key in _PATHS
                               else (lambda j, n=key: getattr(j, n)))
-                    self.slots.append((index, _key(key), getter))
-            return "{" + ", ".join(parts) + "}"
+                    self.slots.append((len(parts), _key(key), getter))
+                    parts.append("")
+                else:
+                    run.append(first[index])
+            if run:
+                parts.append(", ".join(run))
+            return "{" + ", ".join(first) + "}"
         for index, key_text, getter in self.slots:
             parts[index] = key_text + _encode(getter(job))
         return "{" + ", ".join(parts) + "}"

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
 from .errors import SubmitError
-from .expr import NotConstant, evaluate
 from .macros import Expander, expand_self
 from .predefined import predefined
 from .unsupported import UNSUPPORTED, warning
@@ -23,6 +22,7 @@ from .unsupported import UNSUPPORTED, warning
 MAX_INCLUDE_DEPTH = 20
 _INCLUDE = re.compile(r"^include\s*(?P<mode>\w+)?\s*:\s*(?P<arg>.*)$", re.I)
 _KEYWORD = re.compile(r"^(?P<kw>if|elif|else|endif|queue)(?:\s+(?P<rest>.*))?$", re.I | re.S)
+_NUMBER = re.compile(r"^-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$")
 _NAME = re.compile(r"^[+]?[A-Za-z_][A-Za-z0-9_.]*$")
 
 
@@ -198,7 +198,9 @@ class Reader:
             frame[1] = frame[1] or value
 
     def _truth(self, condition: str) -> bool:
-        """`defined NAME`, `version op x.y`, a boolean, a number or a constant expression."""
+        """HTCondor's `if`: `defined NAME`, `version op x.y`, a boolean (true/yes/t,
+        false/no/f) or a number; `!` negates. Anything else, comparisons included,
+        is an error in HTCondor 24.0 ("complex conditionals are not supported")."""
         negate = False
         text = condition.strip()
         while text.startswith("!"):
@@ -210,20 +212,17 @@ class Reader:
         else:
             expanded = self.expander.expand(text).strip()
             low = expanded.lower()
-            if low in ("true", "yes"):
+            if low in ("true", "yes", "t"):
                 result = True
-            elif low in ("false", "no", ""):
+            elif low in ("false", "no", "f", "", "defined"):
                 result = False
             elif low.startswith("version"):
                 result = _version_test(expanded[7:].strip())
+            elif _NUMBER.match(expanded):
+                result = float(expanded) != 0
             else:
-                try:
-                    value = evaluate(expanded)
-                except NotConstant:
-                    raise SubmitError(f"cannot evaluate `if` condition: {condition}")
-                if isinstance(value, str):
-                    raise SubmitError(f"`if` condition is a string: {condition}")
-                result = bool(value)
+                raise SubmitError(f"{condition} is not a valid if condition because complex "
+                                  "conditionals are not supported")
         return result != negate
 
     def _assign(self, line: str, path: str, number: int) -> None:
@@ -248,7 +247,7 @@ class Reader:
 
 def _version_test(rest: str) -> bool:
     """`if version >= 8.9`: compare against the HTCondor version we follow (24.0)."""
-    m = re.match(r"^(==|!=|>=|<=|>|<)?\s*([\d.]+)$", rest)
+    m = re.match(r"^(==|!=|>=|<=|>|<)?\s*(\d+\.\d+(?:\.\d+)?)$", rest)
     if not m:
         raise SubmitError(f"bad version test: version {rest}")
     op = m.group(1) or "=="

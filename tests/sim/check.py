@@ -16,7 +16,8 @@ the executions as they happened:
   submitter giving up on the node, the node answering `attached` without the
   job) does not count;
 - nothing is killed that nobody asked to kill: an execution killed is of a job
-  the user removed, or its node was lost while it ran;
+  the user removed, or its node was lost after the run was sent;
+- nothing runs twice: no attempt starts after a later attempt of its job was sent;
 - a final DONE/FAILED result is the exit of an execution of that very attempt
   that ran to its end; FAILED means max_retries were all used;
 - liveness: every submit ended within LIVENESS simulated seconds of the last
@@ -171,9 +172,15 @@ def _policy(world, spec, p: int, timed: list, execs: list) -> None:
         world.fail(f"{spec.name}: job {job} was retried {retries} times after runs that "
                    f"ended on their own; max_retries={spec.max_retries}: {seq} "
                    f"{_runs(execs)}")
+    sent = {r["attempt"]: t for t, r in runs}
     for e in execs:
-        if e.how == "killed" and not removed and not _lost(world, spec.sid, e.node, e.start,
-                                                            e.end or world.sim.now):
+        later = [a for a, t in sent.items() if a > e.attempt and t < e.start]
+        if later:
+            world.fail(f"{spec.name}: {job}.{e.attempt} started on {e.node} at t={e.start:.2f}, "
+                       f"after attempt {min(later)} of the job had been sent at "
+                       f"t={sent[min(later)]:.2f}: the job ran twice")
+        if e.how == "killed" and not removed and not _lost(
+                world, spec.sid, e.node, sent.get(e.attempt, e.start), e.end or world.sim.now):
             world.fail(f"{spec.name}: {job}.{e.attempt} on {e.node} was killed at "
                        f"t={e.end:.2f} though nobody removed it and its node was never "
                        f"lost; the job ended {end['state']}")

@@ -30,7 +30,7 @@ class Shape:
     fault_window: float = 40.0  # faults happen in [1, fault_window]
     node_timeout: float = 6.0
     give_up: float = 20.0
-    submitter_lease: float = 30.0  # the Pool forgets a submitter gone this long
+    submitter_lease: float = 20.0  # the Pool forgets a submitter gone this long
     retain: float = 7 * 86400.0  # a node keeps results nobody collects this long
     fairness: bool = False
     extra: dict = field(default_factory=dict)

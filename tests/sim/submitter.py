@@ -70,7 +70,6 @@ class SubmitterProc(Proc):
         self.backoff: dict = {}
         self._demand_due = False
         self.exited = False
-        self.claim_node: dict = {}  # claim -> node, to see what a kill-release gives up
         self._started: Optional[tuple] = None
         with _journal_on(self.disk):
             self.previous = journal_mod.read(self.journal)
@@ -87,6 +86,8 @@ class SubmitterProc(Proc):
     # ------------------------------------------------------------ actions
 
     def do(self, actions: list) -> None:
+        if not actions and self.core is not None and not self.core.finished:
+            return  # nothing happened: no demand to coalesce (runner.apply)
         for a in actions or []:
             if self.exited:
                 return
@@ -107,8 +108,9 @@ class SubmitterProc(Proc):
 
     def _do_ToMaster(self, a) -> None:
         msg = a.msg
-        if msg.get("type") == "release" and msg.get("kill") and msg["claim"] in self.claim_node:
-            self.world.lost(self.spec.sid, self.claim_node[msg["claim"]], "given up")
+        node = self.world.claim_node.get(msg.get("claim"))
+        if msg.get("type") == "release" and msg.get("kill") and node is not None:
+            self.world.lost(self.spec.sid, node, "given up")
         if self.master is not None and self.welcomed:
             try:
                 self.master.send(a.msg)
@@ -156,8 +158,6 @@ class SubmitterProc(Proc):
 
     def _do_Record(self, a) -> None:
         rec = a.rec
-        if rec.get("e") == "run":
-            self.claim_node[rec["claim"]] = rec["node"]
         if rec.get("e") == "cluster" or not self.disk.exists(self.journal):
             self.disk.create(self.journal, [rec])
         else:
@@ -216,7 +216,7 @@ class SubmitterProc(Proc):
                 self._booted()
             return
         if msg["type"] == "claim":
-            self.claim_node[msg["claim"]] = msg["node"]
+            self.world.claim_node[msg["claim"]] = msg["node"]
         self.do(self.core.from_master(msg, self.sim.now))
 
     def _booted(self) -> None:

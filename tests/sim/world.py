@@ -29,7 +29,8 @@ from .shapes import SHAPES, Shape
 from .submitter import SubmitterProc
 
 LIVENESS = 600.0  # every submit ends within this after the last fault
-QUIET = 60.0  # then the cluster must drop every claim within this (> lease + node timeout)
+QUIET = 75.0  # every submit done and the last fault over: no claim may be left after this
+# (more than the Pool's submitter lease of the shapes plus a node time-out)
 SWITCHES: dict = {}  # test-only defect switches in force for a run (see tests/sim/bugs.py)
 
 
@@ -96,6 +97,7 @@ class Result:
     faults: list = field(default_factory=list)
     stats: dict = field(default_factory=dict)
     trace: list = field(default_factory=list)
+    fault_kinds: tuple = ()
 
     @property
     def ok(self) -> bool:
@@ -103,7 +105,9 @@ class Result:
 
     def replay(self) -> str:
         sw = "".join(f" --switch {s}" for s in sorted(SWITCHES))
-        return f"python -m tests.sim --seed {self.seed} --shape {self.shape}{sw}"
+        left = [k for k in SHAPES[self.shape].faults if k not in self.fault_kinds]
+        out = f" --without {','.join(left)}" if left else ""
+        return f"python -m tests.sim --seed {self.seed} --shape {self.shape}{out}{sw}"
 
 
 class _DetOs:
@@ -152,6 +156,7 @@ class World:
         self.last_fault = 0.0
         self.interrupted: set = set()  # submitter names removed by Ctrl-C
         self.losses: list = []  # (t, sid, node): that submitter lost that node's jobs
+        self.claim_node: dict = {}  # claim -> node, from journals and claim grants
         self._ids = 0
         self._make_specs()
 
@@ -192,6 +197,8 @@ class World:
         def watch(p: str, rec: dict) -> None:
             if p == path:
                 self.journals[sid].append((self.sim.now, rec))
+                if rec.get("e") == "run":
+                    self.claim_node[rec["claim"]] = rec["node"]
         return watch
 
     def start(self) -> None:
@@ -311,14 +318,16 @@ class World:
             if not self.finished():
                 check.liveness(self, deadline())
             else:
-                sim.run_until(sim.now + QUIET)
+                done = sim.now
+                while sim.now < max(done, self.last_fault) + QUIET and sim._heap:
+                    sim.run_until(max(done, self.last_fault) + QUIET)  # faults may go on
                 check.final(self)
         except Exception:
             self.fail("exception inside the simulation:\n" + traceback.format_exc())
         res = Result(self.seed, self.shape.name, list(self.failures) + list(self.net.problems),
                      sim.steps, sim.now, self.digest.hexdigest()[:16], list(self.fault_log),
                      {"execs": len(self.execs), "messages": self.net.delivered},
-                     self.trace)
+                     self.trace, tuple(self.shape.faults))
         return res
 
 

@@ -1,0 +1,39 @@
+"""Seeds of the cluster simulation that found bugs, pinned: each must now run clean.
+
+Each entry: the seed and shape that showed the bug (with the fault kinds left out, if
+any), whose code it was in, and what happened. Replay one with
+`python -m tests.sim --seed N --shape S [--without KINDS] -m -v`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from tests.sim import world
+from tests.sim.shapes import SHAPES
+
+FOUND = [
+    # (seed, shape, fault kinds left out, owner, what it found)
+    (141, "small", "", "Pool (C1)",
+     "a submitter partitioned from the master finished; the master restarted and adopted the "
+     "claims the nodes still listed for it; nothing ever dropped them"),
+    (393, "small", "", "Pool (C1)", "the same, three claims on two nodes"),
+    (7, "small", "", "Pool (C1)",
+     "a claim released while the node's disk failed came back from a stale claims.json "
+     "after a node restart and was adopted for a finished submitter"),
+    (171, "small", "", "Pool (C1)", "claims adopted for a submitter that had gone"),
+    (108, "large", "ctrl-c,disk", "Pool (C1)",
+     "a claim revoked before two master restarts came back with its node's hello"),
+]
+
+
+@pytest.mark.parametrize("seed,shape,without,owner,what", FOUND,
+                         ids=[f"{s}-{sh}" for s, sh, *_ in FOUND])
+def test_pinned_seed_runs_clean(seed, shape, without, owner, what):
+    base = SHAPES[shape]
+    out = set(without.split(",")) if without else set()
+    res = world.run(seed, dataclasses.replace(
+        base, faults=tuple(k for k in base.faults if k not in out)))
+    assert res.ok, f"{owner}: {what}\n{res.replay()}\n" + "\n".join(res.failures[:5])
