@@ -465,7 +465,9 @@ class NodeCore:
         actions: List[Action] = []
         if st.finished:
             task.finished_at = _ended_at(st, now)
-        elif st.boot and st.boot != self.boot:
+        elif (st.boot or spec.get("boot")) and (st.boot or spec.get("boot")) != self.boot:
+            # an executor of an earlier boot (or none yet: the taskfile was written
+            # before the reboot, so its submitter may have run the job elsewhere)
             actions.append(MarkLost(key, st.path, "the node rebooted while the job ran",
                                     None, None))
         elif alive:
@@ -784,7 +786,8 @@ class NodeCore:
                "stdout": stdout, "stderr": stderr, "sandbox": box, "shared_fs": shared,
                "transfer_output_files": spec["transfer_output_files"],
                "when_to_transfer_output": spec["when_to_transfer_output"],
-               "snapshot": snapshot, "kill_grace": 5, "notify": self.notify, "created": now}
+               "snapshot": snapshot, "kill_grace": 5, "notify": self.notify, "created": now,
+               "boot": self.boot}
         if ident is not None:
             out.update(ident)
             if ident.get("uid") is not None and ident.get("run_as"):
