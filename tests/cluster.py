@@ -51,6 +51,7 @@ class Cluster:
         self.env.pop("JRS_CONFIG", None)
         self.master: subprocess.Popen | None = None
         self.nodes: list = [None] * len(slots)
+        self._submits: list = []
         # root nodes as in production: a per-job uid each, from a block of this node's
         # own (nodes on one machine may not share one), sandboxes in an execute
         # directory job identities can reach (pytest's tmp_path is 0700)
@@ -109,10 +110,12 @@ class Cluster:
         raise AssertionError(f"nodes not up: {self.logs()}")
 
     def submit(self, *args: str, cwd=None, timeout: float = 120, env=None):
-        return subprocess.Popen([sys.executable, str(self.pyz), "submit", "-c", str(self.conf),
+        p = subprocess.Popen([sys.executable, str(self.pyz), "submit", "-c", str(self.conf),
                                  "--no-progress", *args], cwd=cwd,
                                 env=dict(self.env, **(env or {})),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self._submits.append(p)
+        return p
 
     def run_submit(self, *args: str, cwd=None, timeout: float = 120, env=None):
         p = self.submit(*args, cwd=cwd, env=env)
@@ -127,6 +130,11 @@ class Cluster:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in self.base.glob("*.log"))
 
     def stop(self) -> None:
+        # a submit a failed test left waiting would otherwise retry the master for ever
+        for p in self._submits:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
         for p in [self.master, *self.nodes]:
             if p is not None and p.poll() is None:
                 p.send_signal(signal.SIGTERM)

@@ -65,9 +65,8 @@ async def main(conf: str, name: str, mode: str, marker: str) -> None:
     async def serve(ch) -> None:
         first = await ch.recv()
         ch.send({"type": "attached", "unknown": []})
-        if mode == "header":  # a real node re-delivers what was not acknowledged
-            for job, attempt in list(runs.items()):
-                await deliver(ch, job, attempt)
+        for job, attempt in list(runs.items()):  # as a real node re-delivers unacked ones
+            await deliver(ch, job, attempt)
         while True:
             msg = await ch.recv()
             if isinstance(msg, dict) and msg.get("type") == "run":

@@ -449,3 +449,56 @@ def test_node_survives_a_hostile_submitter(one_node, tmp_path):
     code, _out, err = one_node.run_submit("ok.condor", cwd=tmp_path)
     assert code == 0, err + one_node.logs()
     assert (tmp_path / "ok.out").read_text() == "fine\n"
+
+
+def test_another_session_with_the_same_submitter_id_sees_nothing(one_node, tmp_path):
+    """Issue 13 item 7: the submitter id is public (`jrs status --json`). A secret holder
+    attaching to a node with it and no token, or a wrong one, must not receive the
+    submitter's results, nor ack or kill its jobs; the honest submit gets its output."""
+    import asyncio
+
+    from jrs.wire.aio import ConnectionClosed, connect
+    from jrs.wire.keys import root_key
+
+    (tmp_path / "slow.condor").write_text("executable = /bin/sh\n"
+                                          "arguments = \"-c 'sleep 4; echo mine'\"\n"
+                                          "output = slow.out\nqueue\n")
+    p = one_node.submit("slow.condor", cwd=tmp_path)
+    wait_for(lambda: any(s["claims"] for s in one_node.status()["submitters"]), timeout=30)
+    sid = one_node.status()["submitters"][0]["submitter"]
+    root = root_key((one_node.conf / "secret").read_bytes())
+    port = one_node.ports[0]
+
+    async def thief(token):
+        ch = await connect("127.0.0.1", port, root, "submit", peer_roles=frozenset({"node"}))
+        got = []
+        try:
+            hello = {"type": "attach", "submitter": sid, "jobs": []}
+            if token is not None:
+                hello["token"] = token
+            ch.send(hello)
+            deadline = time.monotonic() + 12
+            while time.monotonic() < deadline:
+                try:
+                    msg = await asyncio.wait_for(ch.recv(), deadline - time.monotonic())
+                except asyncio.TimeoutError:
+                    break
+                got.append(msg)
+                if isinstance(msg, dict) and msg.get("type") in ("finished", "started"):
+                    ch.send({"type": "ack", "job": msg["job"], "attempt": msg["attempt"]})
+        except ConnectionClosed:
+            pass
+        finally:
+            ch.close()
+        return got
+
+    async def go():
+        return await asyncio.gather(thief(None), thief("0" * 64))
+
+    stolen = asyncio.run(go())
+    for got in stolen:
+        kinds = [m.get("type") for m in got if isinstance(m, dict)]
+        assert "finished" not in kinds and "started" not in kinds, got
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, (out, err, one_node.logs())
+    assert (tmp_path / "slow.out").read_text() == "mine\n"

@@ -380,3 +380,23 @@ def test_a_drop_sent_while_the_node_was_away_is_sent_again_at_its_hello():
     assert _msgs(out, "claim-drop")[0][1]["kill"] is True
     p.claim_released("h:1", cid, 7)
     assert cid not in p.claims
+
+
+def test_a_node_the_submitter_gave_up_on_is_not_offered_to_it_for_a_while():
+    """A one-sided partition: the master hears the node, the submitter cannot reach it and
+    releases its claims there with kill. Re-offering that node at once made a loop that
+    kept the node's slots busy with claims nobody could use."""
+    p = _pool((2, 2), node_timeout=1000)
+    offers = _msgs(_sub(p, "a", 10), "claim-offer")
+    for who, m in offers:
+        p.claim_answer(who, {"type": "claim-ok", "claim": m["claim"]}, 1)
+    lost = [c.id for c in p.nodes["h:2"].claims.values()]
+    out = []
+    for cid in lost:
+        assert p.release("a", cid, 2, kill=True)[0][2]["kill"] is True
+        out += p.claim_released("h:2", cid, 2)
+    assert not _msgs(out, "claim-offer") and p.nodes["h:2"].used_cpus == 0
+    out = _sub(p, "b", 1, user="bob", now=3)  # others may use it
+    assert [w for w, _ in _msgs(out, "claim-offer")] == ["h:2"]
+    later = _msgs(p.tick(40), "claim-offer")  # and to "a" again, later
+    assert [w for w, m in later if m["submitter"] == "a"] == ["h:2"]

@@ -50,6 +50,9 @@ UNMATCHABLE_GRACE = 3.0
 # A live submitter is back within its reconnect backoff (5 s at most) plus a connect
 # time-out of a master that restarted; claims nodes bring of one that is not, go.
 ORPHAN_GRACE = 15.0
+# A submitter that gave up on a node (it released a claim there with kill: it cannot
+# reach the node, though the master can) is offered no slot there for this long.
+AVOID_FOR = 30.0
 OFFER_REPORTS = 2  # node-reports after an offer by which the node has answered it
 MAX_DROPPED = 100_000  # remembered revoked/withdrawn claim ids
 MAX_SESSIONS = 100_000
@@ -112,6 +115,7 @@ class Submitter:
     requests: dict = field(default_factory=dict)
     clusters: list = field(default_factory=list)
     give_back: int = 0
+    avoid: dict = field(default_factory=dict)  # node it gave up on -> until when
 
 
 @dataclass
@@ -549,6 +553,9 @@ class Pool:
         claim = self.claims.get(cid)
         if claim is None or claim.submitter != sid:
             return []
+        sub = self.submitters.get(sid)
+        if kill and sub is not None:  # it gave up on the node: no new claim there for a while
+            sub.avoid[claim.node] = now + AVOID_FOR
         return [self._drop(claim, bool(kill))]
 
     # ------------------------------------------------------------ time
@@ -719,7 +726,7 @@ class Pool:
                 continue
             sub = self.submitters[sid]
             r = sub.requests[key]
-            node, fragmented = self._pick(r, sid)
+            node, fragmented = self._pick(r, sub, now)
             if node is None:
                 blocked.add((sid, key))
                 if fragmented and held.get(sid, 0) < share.get(sid, 0) - 1e-9:
@@ -744,10 +751,11 @@ class Pool:
                                              "gpus": r.gpus}))
         return out + self._give_back(share, held, blocked)
 
-    def _pick(self, r: Request, sid: str) -> tuple:
+    def _pick(self, r: Request, sub: Submitter, now: float) -> tuple:
         """The least busy (used + load) node with room that matches, from the heap, and
         whether some node had free slots this request could not use (fragmentation)."""
         heap, nodes = self._heap, self.nodes
+        sid, avoid = sub.id, sub.avoid
         skipped = []
         best = None
         while heap:
@@ -758,6 +766,10 @@ class Pool:
             skipped.append(entry)
             if node.reserved_for not in (None, sid):
                 continue
+            if avoid and node.name in avoid:
+                if avoid[node.name] > now:
+                    continue
+                del avoid[node.name]
             if self._room(node, r) and self._matches(node, r):
                 best = node
                 break

@@ -81,6 +81,13 @@ class Confinement:
         return out
 
     def close(self) -> None:
+        """The node stops: its cgroup roots go if no job is left in them (best
+        effort: running jobs keep theirs, and the next start reuses the roots)."""
+        for path in self.cgroups.values():
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass
         if self.range_lock is not None:
             os.close(self.range_lock)
             self.range_lock = None

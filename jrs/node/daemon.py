@@ -175,6 +175,7 @@ class NodeDaemon:
         asyncio.get_running_loop().remove_reader(self._sock.fileno())
         self._sock.close()
         self.launcher.close()
+        self.confine.close()
 
     def _load_claims(self) -> None:
         try:

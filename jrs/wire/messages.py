@@ -120,7 +120,7 @@ RESULT = Obj({
     "errno": (OPT_INT, False), "exec_failed": (Bool(), False), "lost": (Bool(), False),
     "missing": (ListOf(PATH, MANY), False),
     "refused": (MapOf(PATH, REASON, MANY), False),  # outputs not sent back, and why
-    "outputs_over_limit": (OPT_STR, False)})  # the output collection hit its bound
+    "outputs_over_limit": (OPT_STR, False)})  # the node stopped collecting: too many files
 NODE_STATUS = Obj({
     "name": (NAME, True), "address": (NAME, True), "state": (ID, True),
     "slots": (COUNT, True), "slots_used": (Int(), True), "memory": (COUNT, True),

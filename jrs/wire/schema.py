@@ -24,20 +24,46 @@ MAX_TEXT = 1 << 20
 
 
 class Spec:
-    """One JSON value's shape. `what` names it in error messages."""
+    """One JSON value's shape. `what` names it in error messages; `accepts` lists the
+    JSON types it may take (OneOf picks its option by it, without trying each)."""
 
     what = "a value"
+    accepts: tuple = (int, float, str, bool, type(None), list, dict)
 
     def check(self, value: Any, where: str, strict: bool) -> Any:
         raise NotImplementedError
 
 
+class _Bad(MessageError):
+    """A value that does not fit: `text` says why; `path` is filled in on the way out,
+    so the happy path formats no names at all."""
+
+    def __init__(self, text: str, path: str = "") -> None:
+        super().__init__(text)
+        self.text = text
+        self.path = path
+
+    def within(self, segment: str) -> _Bad:
+        if not self.path:
+            self.path = segment
+        elif self.path.startswith("["):
+            self.path = segment + self.path
+        else:
+            self.path = f"{segment}.{self.path}"
+        if self.text.startswith(("missing field", "fields not")):  # about the object
+            self.args = (f"{self.path}: {self.text}",)
+        else:
+            self.args = (f"field {self.path!r} {self.text}",)
+        return self
+
+
 def _fail(where: str, text: str) -> MessageError:
-    return MessageError(f"field {where!r} {text}")
+    return _Bad(text)
 
 
 class Int(Spec):
     what = "int"
+    accepts = (int,)
 
     def __init__(self, lo: int = -MAX_INT, hi: int = MAX_INT) -> None:
         self.lo, self.hi = lo, hi
@@ -52,6 +78,7 @@ class Int(Spec):
 
 class Num(Spec):
     what = "number"
+    accepts = (int, float)
 
     def __init__(self, lo: float = -MAX_INT, hi: float = MAX_INT) -> None:
         self.lo, self.hi = lo, hi
@@ -66,6 +93,7 @@ class Num(Spec):
 
 class Str(Spec):
     what = "str"
+    accepts = (str,)
 
     def __init__(self, max_len: int = MAX_TEXT) -> None:
         self.max_len = max_len
@@ -80,6 +108,7 @@ class Str(Spec):
 
 class Bool(Spec):
     what = "bool"
+    accepts = (bool,)
 
     def check(self, value: Any, where: str, strict: bool) -> Any:
         if type(value) is not bool:
@@ -89,6 +118,7 @@ class Bool(Spec):
 
 class _Null(Spec):
     what = "null"
+    accepts = (type(None),)
 
     def check(self, value: Any, where: str, strict: bool) -> Any:
         if value is not None:
@@ -107,11 +137,10 @@ class OneOf(Spec):
         self.what = " or ".join(o.what for o in self.options)
 
     def check(self, value: Any, where: str, strict: bool) -> Any:
+        kind = type(value)
         for option in self.options:
-            try:
+            if kind in option.accepts:
                 return option.check(value, where, strict)
-            except MessageError:
-                continue
         raise _fail(where, f"must be {self.what}")
 
 
@@ -120,6 +149,7 @@ class ListOf(Spec):
     that does not fit is left out (for lists whose items are taken one by one)."""
 
     what = "a list"
+    accepts = (list,)
 
     def __init__(self, item: Any, max_items: int = 100_000, drop_bad: bool = False) -> None:
         self.item = spec(item)
@@ -134,19 +164,26 @@ class ListOf(Spec):
         check = self.item.check
         if self.drop_bad and not strict:
             out = []
-            for i, v in enumerate(value):
+            for v in value:
                 try:
-                    out.append(check(v, f"{where}[{i}]", strict))
+                    out.append(check(v, "", strict))
                 except MessageError:
                     pass
             return out
-        return [check(v, f"{where}[{i}]", strict) for i, v in enumerate(value)]
+        out = []
+        for i, v in enumerate(value):
+            try:
+                out.append(check(v, "", strict))
+            except _Bad as exc:
+                raise exc.within(f"[{i}]") from None
+        return out
 
 
 class Tuple(Spec):
     """A list of fixed length, one spec per position (`[job, attempt]`)."""
 
     what = "a list"
+    accepts = (list,)
 
     def __init__(self, *items: Any) -> None:
         self.items = [spec(i) for i in items]
@@ -154,14 +191,20 @@ class Tuple(Spec):
     def check(self, value: Any, where: str, strict: bool) -> Any:
         if type(value) is not list or len(value) != len(self.items):
             raise _fail(where, f"must be a list of {len(self.items)}")
-        return [s.check(v, f"{where}[{i}]", strict)
-                for i, (s, v) in enumerate(zip(self.items, value))]
+        out = []
+        for i, (s, v) in enumerate(zip(self.items, value)):
+            try:
+                out.append(s.check(v, "", strict))
+            except _Bad as exc:
+                raise exc.within(f"[{i}]") from None
+        return out
 
 
 class Obj(Spec):
     """An object with known fields: {name: (spec, required)}."""
 
     what = "an object"
+    accepts = (dict,)
 
     def __init__(self, fields: dict) -> None:
         self.fields = [(name, spec(s), bool(req)) for name, (s, req) in fields.items()]
@@ -170,13 +213,14 @@ class Obj(Spec):
     def check(self, value: Any, where: str, strict: bool) -> Any:
         if type(value) is not dict:
             raise _fail(where, "must be an object")
-        return check_fields(value, self.fields, self.names, where, strict)
+        return check_fields(value, self.fields, self.names, "", strict)
 
 
 class MapOf(Spec):
     """An object used as a map: any keys of `key` shape, values of one spec."""
 
     what = "an object"
+    accepts = (dict,)
 
     def __init__(self, key: Spec, value: Any, max_items: int = 10_000) -> None:
         self.key = key
@@ -190,8 +234,11 @@ class MapOf(Spec):
             raise _fail(where, f"has more than {self.max_items} entries")
         out = {}
         for k, v in value.items():
-            self.key.check(k, f"{where} key", strict)
-            out[k] = self.value.check(v, f"{where}.{k[:40]}", strict)
+            try:
+                self.key.check(k, "", strict)
+                out[k] = self.value.check(v, "", strict)
+            except _Bad as exc:
+                raise exc.within(str(k)[:40]) from None
         return out
 
 
@@ -202,6 +249,7 @@ class _Types(Spec):
 
     def __init__(self, types: tuple) -> None:
         self.types = types
+        self.accepts = tuple(t for t in Spec.accepts if issubclass(t, types))
         self.allow_bool = bool in types
         self.what = " or ".join(self._NAMES.get(t, t.__name__) for t in types)
 
@@ -225,7 +273,8 @@ def spec(s: Any) -> Spec:
     if isinstance(s, type):
         s = (s,)
     if isinstance(s, tuple) and all(isinstance(t, type) for t in s):
-        return _Types(s)
+        fast = {(int,): Int, (str,): Str, (bool,): Bool}.get(s)
+        return fast() if fast is not None else _Types(s)
     raise TypeError(f"not a value spec: {s!r}")
 
 
@@ -235,12 +284,16 @@ def check_fields(value: dict, fields: list, names: frozenset, where: Optional[st
     out = {}
     for name, s, required in fields:
         if name in value:
-            out[name] = s.check(value[name], f"{where}.{name}" if where else name, strict)
+            try:
+                out[name] = s.check(value[name], name, strict)
+            except _Bad as exc:
+                raise exc.within(name) from None
         elif required:
-            raise MessageError(f"{where + ': ' if where else ''}missing field {name!r}")
+            raise _Bad(f"missing field {name!r}") if where is not None else \
+                MessageError(f"missing field {name!r}")
     if strict:
         extra = sorted(k for k in value if k not in names)
         if extra:
-            raise MessageError(f"{where + ': ' if where else ''}fields not in the schema: "
-                               f"{', '.join(map(str, extra))[:200]}")
+            text = f"fields not in the schema: {', '.join(map(str, extra))[:200]}"
+            raise _Bad(text) if where is not None else MessageError(text)
     return out

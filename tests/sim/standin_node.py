@@ -415,7 +415,8 @@ class NodeCore:
         st = self.tasks[key].state
         end = st.exit or {}
         result = {"node": self.cap.name, "exit_code": end.get("code"),
-                  "signal": end.get("signal"), "started": end.get("started"),
+                  "signal": end.get("signal"), "rusage": end.get("rusage"),
+                  "started": end.get("started"),
                   "ended": end.get("ended"), "removed": st.killed is not None}
         if end.get("e") == "lost":
             result["reason"] = end.get("reason")

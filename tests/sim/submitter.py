@@ -73,8 +73,12 @@ class SubmitterProc(Proc):
         self._started: Optional[tuple] = None
         with _journal_on(self.disk):
             self.previous = journal_mod.read(self.journal)
+        # A rerun before the journal was written is a fresh run: the runner would draw a new
+        # id and key; here the spec keeps one id, so it keeps one key too (same effect).
+        if spec.key is None:
+            spec.key = world.rng.getrandbits(256).to_bytes(32, "big")
         self.key = self.previous.key if self.previous and len(self.previous.key) == 32 \
-            else world.rng.getrandbits(256).to_bytes(32, "big")
+            else spec.key
         self.cluster = self.previous.cluster if self.previous else 0
         self.handlers = {cls: getattr(self, "_do_" + cls) for cls in (
             "ToMaster", "ToNode", "Connect", "ResetNode", "StartRun", "ReceiveOutputs",

@@ -70,6 +70,7 @@ class SubmitSpec:
     cpus: int
     priority: int
     start: float
+    key: Optional[bytes] = None  # the session key of a run not journaled yet
 
 
 @dataclass
