@@ -441,7 +441,10 @@ def test_node_survives_a_hostile_submitter(one_node, tmp_path):
         assert replies[1]["type"] == "error"  # the rest are ignored without a word
 
     asyncio.run(go())
-    assert not (tmp_path / "node0" / "escape").exists() and not (tmp_path / "escape").exists()
+    # `../escape` from a sandbox lands in the execute directory (Cluster.execute), not
+    # under tmp_path: look everywhere the node writes, whatever the name became
+    landed = [p for where in (one_node.execute, tmp_path) for p in where.rglob("*escape*")]
+    assert not landed, landed
     assert not Path("/etc/jrs-escape").exists() and not Path("/etc/jrs-escape.task").exists()
     assert one_node.nodes[0].poll() is None
     (tmp_path / "ok.condor").write_text("executable = /bin/echo\narguments = fine\n"
