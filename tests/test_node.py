@@ -505,3 +505,52 @@ def test_another_session_with_the_same_submitter_id_sees_nothing(one_node, tmp_p
     out, err = p.communicate(timeout=60)
     assert p.returncode == 0, (out, err, one_node.logs())
     assert (tmp_path / "slow.out").read_text() == "mine\n"
+
+
+def test_a_run_on_a_real_claim_with_a_bad_job_id_is_refused(one_node, tmp_path):
+    """Issue 13 item 6: a secret holder gets real claims from the master and sends
+    `run`s whose job is not CLUSTER.PROC (a path, a newline for the log, `..`) or whose
+    attempt is negative. Each is rejected; no taskfile, nothing in /etc; the node serves."""
+    import asyncio
+    import glob
+
+    from jrs.wire.aio import connect
+    from jrs.wire.keys import root_key
+
+    root = root_key((one_node.conf / "secret").read_bytes())
+    tag = os.urandom(4).hex()
+    bad = [(f"/../../../../etc/jrs-{tag}", 1), (f"1.0\n2026-01-01 FAKE {tag}", 1), ("..", 1),
+           ("1.0", -5), ("1", 1), ("1.0.0", 1)]
+
+    async def go():
+        m = await connect("127.0.0.1", one_node.mport, root, "submit",
+                          peer_roles=frozenset({"master"}))
+        sid = "e" * 24
+        m.send({"type": "submitter-hello", "submitter": sid, "user": "nobody", "host": "x",
+                "pid": 1, "claims": [], "clusters": [], "token": "t" * 64})
+        m.send({"type": "demand", "requests": [{"key": "k", "count": 1, "cpus": 1,
+                                                "memory": 1, "gpus": 0}]})
+        while True:
+            msg = await asyncio.wait_for(m.recv(), 20)
+            if msg.get("type") == "claim":
+                break
+        n = await connect(msg["host"], msg["port"], root, "submit",
+                          peer_roles=frozenset({"node"}))
+        n.send({"type": "attach", "submitter": sid, "jobs": [], "token": "n" * 64})
+        assert (await asyncio.wait_for(n.recv(), 10))["type"] == "attached"
+        replies = []
+        for job, attempt in bad:
+            await n.send_files({"type": "run", "claim": msg["claim"], "job": job,
+                                "attempt": attempt, "spec": {"executable": "/bin/true"},
+                                "files": []}, [])
+            replies.append(await asyncio.wait_for(n.recv(), 10))
+        n.close()
+        m.close()
+        return replies
+
+    replies = asyncio.run(go())
+    assert [r["type"] for r in replies] == ["rejected"] * len(bad), replies
+    assert not os.listdir(tmp_path / "node0" / "tasks")
+    assert not glob.glob(f"/etc/jrs-{tag}*")
+    assert tag not in (tmp_path / "node0.log").read_text()
+    assert one_node.nodes[0].poll() is None
