@@ -527,7 +527,7 @@ def test_a_run_on_a_real_claim_with_a_bad_job_id_is_refused(one_node, tmp_path):
                           peer_roles=frozenset({"master"}))
         sid = "e" * 24
         m.send({"type": "submitter-hello", "submitter": sid, "user": "nobody", "host": "x",
-                "pid": 1, "claims": [], "clusters": [], "token": "t" * 64})
+                "pid": 1, "claims": [], "clusters": [], "token": "cd" * 32})
         m.send({"type": "demand", "requests": [{"key": "k", "count": 1, "cpus": 1,
                                                 "memory": 1, "gpus": 0}]})
         while True:
@@ -536,7 +536,7 @@ def test_a_run_on_a_real_claim_with_a_bad_job_id_is_refused(one_node, tmp_path):
                 break
         n = await connect(msg["host"], msg["port"], root, "submit",
                           peer_roles=frozenset({"node"}))
-        n.send({"type": "attach", "submitter": sid, "jobs": [], "token": "n" * 64})
+        n.send({"type": "attach", "submitter": sid, "jobs": [], "token": "ab" * 32})
         assert (await asyncio.wait_for(n.recv(), 10))["type"] == "attached"
         replies = []
         for job, attempt in bad:
