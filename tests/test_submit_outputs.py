@@ -85,3 +85,20 @@ def test_an_output_that_cannot_be_written_holds_the_job_without_a_hang(one_node,
     assert code == 1, err
     assert "held: cannot write its output: /proc/jrs-cannot-write-here" in err, err
     assert (work / "fine.out").read_text() == "hi\n"
+
+
+def test_outputs_never_land_on_the_submit_file_through_an_aliased_iwd(one_node, tmp_path):
+    """iwd spelled through a symlink to the submit directory: a job writing `a.condor`
+    must not overwrite the submit file (it was compared by spelling only)."""
+    work = tmp_path / "w"
+    work.mkdir()
+    alias = tmp_path / "alias"
+    os.symlink(work, alias)
+    (work / "a.condor").write_text(
+        f"iwd = {alias}\nexecutable = /bin/sh\n"
+        "arguments = \"-c 'echo evil > a.condor; echo fine > fine.txt'\"\nqueue\n")
+    before = (work / "a.condor").read_text()
+    code, _out, err = one_node.run_submit("a.condor", cwd=work)
+    assert code == 0, err + one_node.logs()
+    assert (work / "a.condor").read_text() == before
+    assert (work / "fine.txt").read_text() == "fine\n"

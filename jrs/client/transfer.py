@@ -128,6 +128,9 @@ def output_plan(job, heads: list, protected: frozenset) -> list:
         bases = {os.path.basename(e.rstrip("/")) for e in explicit}
     seen: set = set()
     plan = []
+    # An iwd spelled through a symlink names the submit file by another path: compare
+    # the real paths too (the submit host's own view of its own files).
+    guard = set(protected) | {os.path.realpath(p) for p in protected}
     for head in heads:
         name = head["name"]
         dest = None
@@ -142,7 +145,7 @@ def output_plan(job, heads: list, protected: frozenset) -> list:
                 dest = (job.iwd, name)
         if dest is not None:
             full = os.path.normpath(os.path.join(*dest))
-            if full in protected or full in seen:
+            if full in guard or os.path.realpath(full) in guard or full in seen:
                 dest = None
             else:
                 seen.add(full)
