@@ -413,10 +413,21 @@ def test_node_survives_a_hostile_submitter(one_node, tmp_path):
                "spec": {"executable": "x"}, "files": [{"name": "../escape", "size": 5}]}
         first = await session({"type": "ack", "job": "1.0", "attempt": 1})
         assert first[0]["type"] == "error" and "attach" in first[0]["message"]
-        hello = {"type": "attach", "submitter": "h" * 24, "jobs": [[1, 2, 3], "x", ["9.9", -1]]}
+        hello = {"type": "attach", "submitter": "ab" * 12,
+                 "jobs": [[1, 2, 3], "x", ["9.9", -1], ["../9", 1], ["9.9", 2]]}
         replies = await session(hello, run, data=b"12345")
-        assert replies[0] == {"type": "attached", "unknown": [["9.9", -1]]}
+        assert replies[0] == {"type": "attached", "unknown": [["9.9", 2]]}
+        assert replies[1]["type"] == "error" and "relative" in replies[1]["message"]
+        fine = dict(run, claim="ef" * 12, files=[{"name": "in", "size": 5}])
+        replies = await session(hello, fine, data=b"12345")
         assert replies[1]["type"] == "rejected" and "unknown claim" in replies[1]["reason"]
+        crafted = dict(fine, job="/../../../../etc/jrs-escape", claim="cd" * 12)
+        replies = await session(hello, crafted, data=b"12345")
+        assert replies[1]["type"] == "rejected" and "bad job id" in replies[1]["reason"]
+        for bad in ({"type": "attach", "submitter": "h" * 24, "jobs": []},
+                    {"type": "attach", "submitter": "ab" * 12, "jobs": [], "token": "x"}):
+            replies = await session(bad, {"type": "ack", "job": "1.0", "attempt": 1})
+            assert replies[0]["type"] == "error" and replies[1] == "closed", replies
         many = dict(run, files=[{"name": f"f{i}", "size": 0} for i in range(100_001)])
         replies = await session(hello, many)
         assert replies[1]["type"] == "error", replies
@@ -434,6 +445,7 @@ def test_node_survives_a_hostile_submitter(one_node, tmp_path):
     # under tmp_path: look everywhere the node writes, whatever the name became
     landed = [p for where in (one_node.execute, tmp_path) for p in where.rglob("*escape*")]
     assert not landed, landed
+    assert not Path("/etc/jrs-escape").exists() and not Path("/etc/jrs-escape.task").exists()
     assert one_node.nodes[0].poll() is None
     (tmp_path / "ok.condor").write_text("executable = /bin/echo\narguments = fine\n"
                                         "output = ok.out\nqueue\n")
@@ -515,7 +527,7 @@ def test_a_run_on_a_real_claim_with_a_bad_job_id_is_refused(one_node, tmp_path):
                           peer_roles=frozenset({"master"}))
         sid = "e" * 24
         m.send({"type": "submitter-hello", "submitter": sid, "user": "nobody", "host": "x",
-                "pid": 1, "claims": [], "clusters": [], "token": "t" * 64})
+                "pid": 1, "claims": [], "clusters": [], "token": "cd" * 32})
         m.send({"type": "demand", "requests": [{"key": "k", "count": 1, "cpus": 1,
                                                 "memory": 1, "gpus": 0}]})
         while True:
@@ -524,7 +536,7 @@ def test_a_run_on_a_real_claim_with_a_bad_job_id_is_refused(one_node, tmp_path):
                 break
         n = await connect(msg["host"], msg["port"], root, "submit",
                           peer_roles=frozenset({"node"}))
-        n.send({"type": "attach", "submitter": sid, "jobs": [], "token": "n" * 64})
+        n.send({"type": "attach", "submitter": sid, "jobs": [], "token": "ab" * 32})
         assert (await asyncio.wait_for(n.recv(), 10))["type"] == "attached"
         replies = []
         for job, attempt in bad:

@@ -38,7 +38,7 @@ def test_the_evil_results_break_only_their_own_rule():
     assert validate(header)["result"]["rusage"]["maxrss_kb"] == 0
 
 
-@pytest.mark.parametrize("mode", ["rusage", "files", "huge", "header"])
+@pytest.mark.parametrize("mode", ["header", "rusage", "files", "huge"])
 def test_a_malicious_node_cannot_hang_the_submit_and_the_honest_one_works(pyz, tmp_path,
                                                                           mode):
     """Whichever layer refuses the result (the wire's schema or the submitter core),

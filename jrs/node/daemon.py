@@ -1,94 +1,94 @@
-"""The node daemon: claims from the master, jobs from submitters, results back.
+"""The node daemon: the shell around `NodeCore` (sockets, files, the launcher).
 
-It keeps no job in memory that is not also in a taskfile, so `kill -9` loses
-nothing: on start it scans the taskfiles, re-adopts live executors, and
-delivers results that arrived while it was down (at least once; the submitter
-deduplicates by job and attempt). The daemon only enforces capacity through
-claims: it never accepts a claim it has no room for, nor runs more than one
-job on a claim.
+All policy (claims, admission, task states, what to deliver and when) is in
+`core.py`; this module feeds it events and executes the actions it returns,
+through a table from action type to method. It keeps no job in memory that is
+not also in a taskfile, so `kill -9` loses nothing: on start it scans the
+taskfiles, re-adopts live executors, and delivers results that arrived while it
+was down (at least once; the submitter deduplicates by job and attempt).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import contextlib
+import itertools
 import json
 import logging
 import os
-import re
 import signal
 import socket
 import time
-from dataclasses import dataclass, field
-from typing import Optional
+import traceback
+from typing import Awaitable, Callable, Dict, Optional
 
 from .. import records
 from ..wire import files as wirefiles
 from ..wire.aio import Channel, ConnectionClosed, Server, connect
 from ..wire.errors import WireError
-from ..wire.messages import error
 from ..wire.reconnect import Backoff, keep_connected
+from . import core as nc
 from . import identity, sandbox, taskfile, unit
 from .confine import Confinement, make_state_dir
+from .core import Capacity, NodeCore
 from .launcher import Launcher
+
+__all__ = ["Capacity", "NodeDaemon"]
 
 log = logging.getLogger("jrs.node")
 HEARTBEAT = 1.0
 CHECK_EVERY = 1.0
-LAUNCH_GRACE = 10.0
-# "started" goes out only once a job has run this long: a job that ends sooner is
-# announced by its "finished" alone, one message less per short job
-STARTED_AFTER = 0.05
-_JOB_ID = re.compile(r"[0-9]{1,18}\.[0-9]{1,18}")  # CLUSTER.PROC, as the submitter names jobs
-PEER_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError, OSError)
 
 
-@dataclass
-class Claim:
-    claim: str
-    submitter: str
-    user: str
-    cpus: int
-    memory: int
-    gpus: list
-    job: Optional[str] = None  # task key running on it
-    releasing: bool = False
-
-    def to_json(self) -> dict:
-        return {"claim": self.claim, "submitter": self.submitter, "user": self.user,
-                "cpus": self.cpus, "memory": self.memory, "gpus": self.gpus}
+async def forever(name: str, step: Callable[[], Awaitable[None]], every: float) -> None:
+    """Run `step` every `every` seconds for good: a step that raises is logged with its
+    traceback and the loop goes on (a background loop must never die silently)."""
+    while True:
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # anything at all: log it, keep the node working
+            log.error("%s failed (continuing):\n%s", name, traceback.format_exc().rstrip())
+        await asyncio.sleep(every)
 
 
-@dataclass
-class Task:
-    key: str
-    submitter: str
-    job: str
-    attempt: int
-    claim: str
-    path: str
-    sandbox: str
-    created: float = field(default_factory=time.monotonic)
-    ident: dict = field(default_factory=dict)  # the spec's identity fields (uid release)
-    state: Optional[taskfile.TaskState] = None
-    delivering: bool = False
-    kill_requested: bool = False
-    started_timer: Optional[asyncio.TimerHandle] = None
-    session: str = ""  # sha256 of the attach token of the session that ran it
+class _Sink:
+    """An input file being received: a write error is kept (and the rest of the data
+    dropped) instead of killing the session, so the run can be refused cleanly."""
+
+    def __init__(self, f, name: str) -> None:
+        self.f = f
+        self.name = name
+        self.error: Optional[str] = None
+
+    def write(self, chunk: bytes) -> None:
+        if self.error is None:
+            try:
+                self.f.write(chunk)
+            except OSError as exc:
+                self.error = f"cannot write {self.name[:60]!r}: {exc.strerror or exc}"
+
+    def close(self) -> None:
+        try:
+            self.f.close()
+        except OSError as exc:
+            if self.error is None:
+                self.error = f"cannot write {self.name[:60]!r}: {exc.strerror or exc}"
 
 
-@dataclass
-class Capacity:
-    name: str
-    slots: int
-    memory: int
-    gpus: int
-    attrs: dict
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror + (f": {exc.filename}" if exc.filename else "")
+    return str(exc) or type(exc).__name__
 
 
 class NodeDaemon:
     def __init__(self, config, capacity: Capacity, state_dir: str, launcher: Launcher,
-                 allow_root_jobs: bool = False, confine: Optional[Confinement] = None) -> None:
+                 allow_root_jobs: bool = False, confine: Optional[Confinement] = None,
+                 retain: float = nc.DEFAULT_RETAIN) -> None:
+        # allow_root_jobs: kept for callers (`submit --local`); without a confinement
+        # every job runs as whoever runs the daemon anyway
         self.config = config
         self.cap = capacity
         self.state_dir = state_dir
@@ -99,14 +99,31 @@ class NodeDaemon:
         self.claims_path = os.path.join(state_dir, "claims.json")
         self.launcher = launcher
         self.root = None
-        self.claims: dict[str, Claim] = {}
-        self.tasks: dict[str, Task] = {}
-        self.sessions: dict[tuple, Channel] = {}  # (submitter, session hash) -> channel
-        self.master: Optional[Channel] = None
         self.notify_address = "\0jrs-node-%d-%s" % (os.getpid(), os.urandom(4).hex())
-        self.boot = taskfile.boot_id()
+        self.core = NodeCore(capacity, self.tasks_dir, self.sandbox_dir,
+                             boot=taskfile.boot_id(), notify=self.notify_address, retain=retain)
+        self.channels: Dict[int, Channel] = {}
+        self.master: Optional[Channel] = None
         self.stopping = asyncio.Event()
+        self._ids = itertools.count(1)
         self._background: set = set()
+        self._tasks: list = []
+        self._do: Dict[type, Callable] = {
+            nc.ToMaster: self._to_master, nc.ToSession: self._to_session,
+            nc.CloseSession: self._close_session, nc.SaveClaims: self._save_claims,
+            nc.Prepare: self._prepare, nc.Launch: self._launch, nc.Kill: self._kill,
+            nc.MarkLost: self._mark_lost, nc.Deliver: self._deliver, nc.Remove: self._remove,
+            nc.RemoveBox: self._remove_box, nc.AnnounceLater: self._announce_later,
+            nc.Log: self._log,
+        }
+        # what a submitter session may send; everything but `run` (which carries data)
+        # goes straight to the core
+        self._session_handlers: Dict[str, Callable] = {"run": self._on_run}
+
+    def execute(self, actions: list) -> None:
+        """Carry out the core's actions, in order."""
+        for action in actions:
+            self._do[type(action)](action)
 
     def _spawn(self, coro) -> None:
         """Run `coro` in the background, keeping a reference until it ends."""
@@ -144,8 +161,10 @@ class NodeDaemon:
         log.warning("node %s listening on %s:%s with %d slots, %d MiB, %d GPUs; state in %s",
                     self.cap.name, where[0], where[1], self.cap.slots, self.cap.memory,
                     self.cap.gpus, self.state_dir)
-        self._tasks = [asyncio.ensure_future(self._master_loop()),
-                       asyncio.ensure_future(self._check_loop())]
+        self._tasks = [asyncio.ensure_future(forever("the master session", self._master_loop,
+                                                     1.0)),
+                       asyncio.ensure_future(forever("the job check", self._check_once,
+                                                     CHECK_EVERY))]
         return where
 
     def stop(self) -> None:
@@ -162,19 +181,13 @@ class NodeDaemon:
         try:
             with open(self.claims_path) as f:
                 saved = json.load(f)
-            for c in saved:
-                self.claims[c["claim"]] = Claim(c["claim"], c["submitter"], c["user"],
-                                                int(c["cpus"]), int(c["memory"]), list(c["gpus"]))
         except FileNotFoundError:
-            pass
-        except (ValueError, KeyError, TypeError) as exc:
+            return
+        except (ValueError, OSError) as exc:
             log.warning("%s: unreadable, starting without claims: %s", self.claims_path, exc)
-
-    def _save_claims(self) -> None:
-        tmp = self.claims_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump([c.to_json() for c in self.claims.values()], f)
-        os.replace(tmp, self.claims_path)
+            return
+        for warning in self.core.restore_claims(saved):
+            log.warning("%s: %s", self.claims_path, warning)
 
     def _recover(self) -> None:
         """Rebuild the job table from the taskfiles after a restart."""
@@ -185,30 +198,8 @@ class NodeDaemon:
                 log.warning("%s: set aside: %s", path, exc)
                 os.replace(path, path + ".bad")
                 continue
-            spec = st.spec
-            task = Task(st.key, str(spec.get("submitter", "")), str(spec.get("job", "")),
-                        int(spec.get("attempt", 0)), str(spec.get("claim", "")), path,
-                        str(spec.get("sandbox", "")), state=st, ident=_ident_fields(spec),
-                        session=str(spec.get("session", "")))
-            self.confine.policy.hold(spec)  # its uid stays taken until the taskfile goes
-            if st.delivered:
-                token = self.confine.hold(task.ident, task.path)
-                self._cleanup(task)
-                self.confine.release(token)
-                continue
-            self.tasks[task.key] = task
-            if not st.finished:
-                if st.boot and st.boot != self.boot:
-                    self._mark_lost(task, "the node rebooted while the job ran")
-                elif taskfile.owner_alive(path):
-                    log.info("re-adopted running job %s", task.key)
-                elif st.executor_pid is None:
-                    self.launcher.launch(path)  # we died between writing it and launching
-                else:
-                    self._executor_died(task)
-            claim = self.claims.get(task.claim)
-            if claim is not None and not self._finished(task):
-                claim.job = task.key
+            self.confine.policy.hold(st.spec)  # its uid stays taken until the taskfile goes
+            self.execute(self.core.recover(st, taskfile.owner_alive(path), time.time()))
 
     # ----------------------------------------------------------- the master
 
@@ -218,16 +209,15 @@ class NodeDaemon:
                              on_down=lambda exc: log.info("master %s: %s", ep, exc))
 
     async def _open_master(self) -> Channel:
+        """Connect to the master and say hello; the channel once it welcomed us."""
         ep = self.config.master
         ch = await connect(ep.host, ep.port, self.root, "node", peer_roles=frozenset({"master"}))
         try:
-            ch.send({"type": "node-hello", "name": self.cap.name, "slots": self.cap.slots,
-                     "memory": self.cap.memory, "gpus": self.cap.gpus, "attrs": self.cap.attrs,
-                     "claims": [c.to_json() for c in self.claims.values()]})
+            ch.send(self.core.hello())
             reply = await asyncio.wait_for(ch.recv(), 10)
             if not isinstance(reply, dict) or reply.get("type") != "welcome":
                 why = reply.get("message") if isinstance(reply, dict) else reply
-                log.warning("master %s refused this node: %s", ep, why)
+                log.warning("master %s refused this node: %s", ep, str(why)[:200])
                 raise WireError(f"refused: {why!r:.200}")
         except BaseException:
             ch.close()
@@ -236,358 +226,245 @@ class NodeDaemon:
 
     async def _serve_master(self, ch: Channel) -> None:
         self.master = ch
-        beat = asyncio.ensure_future(self._heartbeat(ch))
+        self.core.master_up()
+        beat = asyncio.ensure_future(forever("the heartbeat", self._beat, HEARTBEAT))
         try:
             while True:
                 msg = await ch.recv()
                 if isinstance(msg, dict):
-                    self._from_master(ch, msg)
+                    self.execute(self.core.from_master(msg, time.time()))
         finally:
             beat.cancel()
             if self.master is ch:
                 self.master = None
+                self.core.master_down()
             ch.close()
 
-    async def _heartbeat(self, ch: Channel) -> None:
-        while True:
-            running = sum(1 for t in self.tasks.values() if t.state is None or not t.state.finished)
-            ch.send({"type": "node-report", "load": os.getloadavg()[0], "running": running,
-                     "claims": list(self.claims)})
-            await asyncio.sleep(HEARTBEAT)
-
-    def _from_master(self, ch: Channel, msg: dict) -> None:
-        kind = msg["type"]
-        try:
-            if kind == "claim-offer":
-                ch.send(self._offer(msg))
-            elif kind == "claim-drop":
-                self._drop_claim(msg["claim"], kill=msg.get("kill") is not False)
-            elif kind == "ping":
-                ch.send({"type": "pong", "seq": msg["seq"]})
-        except PEER_ERRORS as exc:
-            ch.send(error("bad-message", str(exc), kind))
-
-    def _free(self) -> tuple:
-        used_cpus = sum(c.cpus for c in self.claims.values())
-        used_mem = sum(c.memory for c in self.claims.values())
-        used_gpus = {g for c in self.claims.values() for g in c.gpus}
-        free_gpus = [g for g in range(self.cap.gpus) if g not in used_gpus]
-        return self.cap.slots - used_cpus, self.cap.memory - used_mem, free_gpus
-
-    def _offer(self, msg: dict) -> dict:
-        cid = msg["claim"]
-        if cid in self.claims:
-            return {"type": "claim-ok", "claim": cid, "gpu_ids": self.claims[cid].gpus}
-        cpus, mem, gpus = int(msg["cpus"]), int(msg["memory"]), int(msg["gpus"])
-        free_cpus, free_mem, free_gpus = self._free()
-        if cpus < 0 or mem < 0 or gpus < 0 or cpus > free_cpus or mem > free_mem \
-                or gpus > len(free_gpus):
-            return {"type": "claim-refused", "claim": cid,
-                    "reason": f"no room: free {free_cpus} slots, {free_mem} MiB, "
-                              f"{len(free_gpus)} GPUs"}
-        self.claims[cid] = Claim(cid, msg["submitter"], msg["user"], cpus, mem, free_gpus[:gpus])
-        self._save_claims()
-        return {"type": "claim-ok", "claim": cid, "gpu_ids": free_gpus[:gpus]}
-
-    def _drop_claim(self, cid: str, kill: bool) -> None:
-        claim = self.claims.get(cid)
-        if claim is None:
-            return
-        if claim.job and claim.job in self.tasks and not self._finished(self.tasks[claim.job]):
-            claim.releasing = True
-            if kill:
-                self._kill(self.tasks[claim.job])
-            return
-        del self.claims[cid]
-        self._save_claims()
+    async def _beat(self) -> None:
         if self.master is not None:
-            self.master.send({"type": "claim-released", "claim": cid})
+            self.master.send(self.core.report(time.time(), os.getloadavg()[0]))
+
+    def _to_master(self, a: nc.ToMaster) -> None:
+        if self.master is not None:
+            self.master.send(a.msg)
+
+    def _save_claims(self, a: nc.SaveClaims) -> None:
+        tmp = self.claims_path + ".tmp"
+        try:
+            with open(tmp, "w") as f:
+                json.dump(a.claims, f)
+            os.replace(tmp, self.claims_path)
+        except OSError as exc:
+            log.warning("%s: cannot save the claims: %s", self.claims_path, _why(exc))
+            if a.offered is not None:
+                self.execute(self.core.offer_failed(a.offered, _why(exc)))
+            return
+        if a.reply is not None and self.master is not None:
+            self.master.send(a.reply)
 
     # ----------------------------------------------------------- submitters
 
     async def _serve_submitter(self, ch: Channel) -> None:
-        first = await asyncio.wait_for(ch.recv(), 30)
-        if not isinstance(first, dict) or first.get("type") != "attach":
-            ch.send(error("protocol", "the first message must be attach"))
-            return
-        sub = first["submitter"]
-        # The submitter id is public (`jrs status`); the token proves the session. A task
-        # is seen, collected, acked or killed only by a session with the token that ran it.
-        session = session_hash(first.get("token"))
-        me = (sub, session)
-        self.sessions[me] = ch
+        sid = next(self._ids)
+        self.channels[sid] = ch
         try:
-            unknown = []
-            for item in first["jobs"]:
-                if not (isinstance(item, list) and len(item) == 2):
-                    continue
-                if self._mine(sub, session, str(item[0]), item[1]) is None:
-                    unknown.append(item)
-            ch.send({"type": "attached", "unknown": unknown})
-            for task in list(self.tasks.values()):
-                if task.submitter == sub and task.session == session and self._finished(task):
-                    self._spawn(self._deliver(task))
-            while True:
+            first = await asyncio.wait_for(ch.recv(), 30)
+            self.execute(self.core.attach(sid, first, time.time()))
+            while sid in self.core.sessions:
                 msg = await ch.recv()
                 if not isinstance(msg, dict):
                     raise WireError("file data outside a transfer")
-                try:
-                    await self._from_submitter(ch, sub, msg, session)
-                except PEER_ERRORS as exc:
-                    ch.send(error("bad-message", str(exc)[:200], msg.get("type")))
-        finally:
-            if self.sessions.get(me) is ch:
-                del self.sessions[me]
-
-    @staticmethod
-    def _key(sub: str, job: str, attempt: object) -> str:
-        return f"{sub[:16]}-{job}.{attempt}"
-
-    def _mine(self, sub: str, session: str, job: str, attempt: object) -> Optional[Task]:
-        """The task of this submitter's session, or None (another session's is not there)."""
-        task = self.tasks.get(self._key(sub, job, attempt))
-        if task is None or task.submitter != sub or task.session != session:
-            return None
-        return task
-
-    async def _from_submitter(self, ch: Channel, sub: str, msg: dict,
-                              session: str = "") -> None:
-        kind = msg["type"]
-        if kind == "run":
-            await self._run(ch, sub, msg, session)
-        elif kind == "ack":
-            task = self._mine(sub, session, msg["job"], msg["attempt"])
-            if task is not None and self._finished(task):
-                # Forget it now; the files go in the background, off this session's path.
-                # Dying before they are gone only means delivering the result again.
-                del self.tasks[task.key]
-                taskfile.append_event(task.path, {"e": "delivered", "t": time.time()},
-                                      sync=False)  # the taskfile goes next: no fsync
-                token = self.confine.hold(task.ident, task.path)  # the uid, once all is gone
-                if sandbox.remove_if_small(task.sandbox):
-                    self._unlink_taskfile(task)
-                    self.confine.release(token)
+                handler = self._session_handlers.get(msg["type"])
+                if handler is not None:
+                    await handler(sid, ch, msg)
                 else:
-                    fut = asyncio.get_running_loop().run_in_executor(None, self._cleanup, task)
-                    fut.add_done_callback(lambda _f: self.confine.release(token))
-                    self._spawn(fut)
-        elif kind == "kill":
-            task = self._mine(sub, session, msg["job"], msg["attempt"])
-            if task is not None:
-                self._kill(task)
-        elif kind == "release":
-            claim = self.claims.get(msg["claim"])
-            if claim is not None and claim.submitter == sub:
-                self._drop_claim(claim.claim, kill=False)
-        elif kind in ("pong", "error"):
+                    self.execute(self.core.from_session(sid, msg, time.time()))
+        except asyncio.TimeoutError:
             pass
-        else:
-            ch.send(error("unexpected", f"a node does not take {kind!r}", kind))
+        finally:
+            self.channels.pop(sid, None)
+            self.execute(self.core.session_closed(sid))
 
-    async def _run(self, ch: Channel, sub: str, msg: dict, session: str = "") -> None:
-        job, attempt, spec = msg["job"], msg["attempt"], msg["spec"]
-        heads = wirefiles.check_headers(msg["files"])
-        key = self._key(sub, job, attempt)
-        claim = self.claims.get(msg["claim"])
-        reason = None
-        if not _JOB_ID.fullmatch(str(job)) or not isinstance(attempt, int) or attempt < 0:
-            reason = "bad job id (CLUSTER.PROC and an attempt of 0 or more)"
-        elif claim is None or claim.submitter != sub:
-            reason = "unknown claim (it may have been dropped)"
-        elif claim.releasing:
-            reason = "claim is being released"
-        elif key in self.tasks and self.tasks[key].session != session:
-            reason = "the job belongs to another session"
-        elif key in self.tasks:
-            reason = "duplicate"
-        elif claim.job is not None and claim.job in self.tasks \
-                and not self._finished(self.tasks[claim.job]):
-            reason = "the claim is busy with another job"
-        elif int(spec.get("cpus", 1)) > claim.cpus:
-            reason = f"the job asks for {spec.get('cpus')} cpus; the claim has {claim.cpus}"
-        box: Optional[sandbox.Box] = None
-        ident: Optional[identity.Identity] = None
-        if reason is None:
+    def _to_session(self, a: nc.ToSession) -> None:
+        # a plain send never lands inside a transfer: the channel holds it until the
+        # unit's last frame is queued (contract 4)
+        ch = self.channels.get(a.sid)
+        if ch is not None:
+            ch.send(a.msg)
+
+    def _close_session(self, a: nc.CloseSession) -> None:
+        ch = self.channels.get(a.sid)
+        if ch is not None:
+            ch.close()
+
+    async def _on_run(self, sid: int, ch: Channel, msg: dict) -> None:
+        """A run: its data goes into a fresh sandbox (or nowhere, if refused), then the
+        core decides; the task exists only once its taskfile does."""
+        t = self.core.run_offered(sid, msg)
+        if t.reason is None:
             try:
-                for h in heads:
-                    sandbox.safe_name(h["name"])
-                ident = self.confine.policy.identity_for(claim.user)
-                box = sandbox.create(self.sandbox_dir, key, ident.uid, ident.gid)
-            except (sandbox.BadName, identity.NoUids, OSError) as exc:
-                reason = str(exc)
-                if ident is not None:
-                    self.confine.policy.release(ident)
-                    ident = None
+                self._make_box(t)
+            except (OSError, ValueError) as exc:
+                self.core.refuse(t, f"cannot make the sandbox: {_why(exc)}")
+        sinks: list = []
 
         def open_file(head: dict):
-            if reason is not None or box is None:
+            if t.reason is not None:
                 return None
-            return box.open_input(head)
+            try:
+                sink = _Sink(self._open_input(t, head), head["name"])
+            except (OSError, ValueError) as exc:
+                self.core.refuse(t, f"cannot write {head['name'][:60]!r}: {_why(exc)}")
+                return None
+            sinks.append(sink)
+            return sink
 
         try:
-            await wirefiles.receive(ch, heads, open_file)
+            await wirefiles.receive(ch, t.heads, open_file)
         except BaseException:
-            if box is not None:
-                box.discard()
-            if ident is not None:
-                self.confine.policy.release(ident)
+            self._close_box(t)
+            self.execute(self.core.run_aborted(t))
             raise
-        if reason == "duplicate":
-            ch.send({"type": "started", "job": job, "attempt": attempt})
-            return
-        if reason is not None or box is None or ident is None:
-            ch.send({"type": "rejected", "job": job, "attempt": attempt, "reason": reason})
-            return
+        for sink in sinks:
+            if sink.error is not None:
+                self.core.refuse(t, sink.error)
+                break
+        if t.reason is not None:
+            self._close_box(t)
         try:
-            tspec = self._task_spec(sub, claim, job, attempt, spec, box, ident, key)
-            tspec["session"] = session
-        except (sandbox.BadName, KeyError, TypeError, ValueError, OSError) as exc:
-            box.discard()
+            self.execute(self.core.run_received(t, time.time()))
+        finally:
+            self._close_box(t)  # handed over already if it became a task
+
+    # sandbox operations: contract 5, they go through sandbox.py
+
+    def _make_box(self, t: nc.RunTicket) -> None:
+        """The job's identity, and its sandbox owned by it from the start."""
+        try:
+            ident = self.confine.policy.identity_for(t.user)
+        except identity.NoUids as exc:
+            raise OSError(str(exc)) from None
+        try:
+            box = sandbox.create(self.sandbox_dir, t.key, ident.uid, ident.gid)
+        except BaseException:
             self.confine.policy.release(ident)
-            ch.send({"type": "rejected", "job": job, "attempt": attempt,
-                     "reason": f"bad job: {exc}"})
-            return
-        path = os.path.join(self.tasks_dir, key + taskfile.SUFFIX)
-        task = Task(key, sub, job, attempt, claim.claim, path, box.path,
-                    ident=_ident_fields(tspec), session=session)
-        self.tasks[key] = task
-        claim.job = key
-        taskfile.create(path, tspec)
-        self.launcher.launch(path)
-        task.started_timer = asyncio.get_running_loop().call_later(
-            STARTED_AFTER, self._announce, task)
+            raise
+        t.shell = (box, ident)
+        t.ident = nc.ident_fields(ident.to_spec())
+        self.core.box_made(t)
 
-    def _announce(self, task: Task) -> None:
-        """Tell the submitter its job is running (if it has not ended already)."""
-        task.started_timer = None
-        ch = self.sessions.get((task.submitter, task.session))
-        if ch is not None and not self._finished(task):
-            ch.send({"type": "started", "job": task.job, "attempt": task.attempt})
+    def _open_input(self, t: nc.RunTicket, head: dict):
+        return t.shell[0].open_input(head)
 
-    def _task_spec(self, sub: str, claim: Claim, job: str, attempt: int, spec: dict,
-                   handle: sandbox.Box, ident: identity.Identity, key: str) -> dict:
-        box = handle.path
-        shared = bool(spec.get("shared_fs"))
-        exe = str(spec["executable"])
-        exe_name = None
-        if spec.get("transfer_executable") and not shared:
-            exe_name = sandbox.safe_name(os.path.basename(exe))
-            exe = os.path.join(box, exe_name)
-        sandbox.check_output_list(spec.get("transfer_output_files"))
-        snap = handle.hand_over(exe_name)
-        argv = [exe] + [str(a) for a in spec.get("arguments", [])]
-        cwd = str(spec.get("iwd")) if shared else box
-        env = sandbox.job_environment(dict(spec.get("environment", {})),
-                                      dict(spec.get("getenv", {})), box, job,
-                                      claim.cpus, claim.gpus, box if ident.per_job else None)
-        if shared:
-            stdin, stdout, stderr = spec.get("input"), spec.get("output"), spec.get("error")
-        else:
-            # no `output`/`error` in the submit file: HTCondor discards the stream, so do we
-            stdin = os.path.join(box, sandbox.STDIN) if spec.get("input") else None
-            stdout = os.path.join(box, sandbox.STDOUT) if spec.get("output") else None
-            stderr = os.path.join(box, sandbox.STDERR) if spec.get("error") else None
-        out = {"job": job, "attempt": attempt, "submitter": sub, "claim": claim.claim,
-               "node": self.cap.name, "argv": argv, "cwd": cwd, "env": env, "stdin": stdin,
-               "stdout": stdout, "stderr": stderr, "sandbox": box, "shared_fs": shared,
-               "transfer_output_files": spec.get("transfer_output_files"),
-               "when_to_transfer_output": spec.get("when_to_transfer_output", "ON_EXIT"),
-               "snapshot": snap, "kill_grace": 5,
-               "notify": self.notify_address, "created": time.time()}
-        out.update(self.confine.spec_fields(ident, key))
-        if ident.uid is not None:
-            env["USER"] = env["LOGNAME"] = ident.name
-        if ident.note:
-            log.info("job %s: %s; runs as %s", key, ident.note, ident.name)
-        return out
+    @staticmethod
+    def _close_box(t: nc.RunTicket) -> None:
+        if t.shell is not None:
+            t.shell[0].close()
+
+    def _prepare(self, a: nc.Prepare) -> None:
+        """The I/O that makes a run a task; any failure refuses the run."""
+        t = a.ticket
+        box, ident = t.shell
+        err = None
+        try:
+            exe = t.exe_in_box
+            snap = box.hand_over(os.path.basename(exe) if exe else None)
+            fields = self.confine.spec_fields(ident, t.key)
+            spec = self.core.task_spec(t, fields, snap, time.time(),
+                                       home=box.path if ident.per_job else None)
+            if ident.note:
+                log.info("job %s: %s; runs as %s", t.key, ident.note, ident.name)
+            taskfile.create(t.path, spec)
+        except (OSError, ValueError) as exc:
+            err = _why(exc)
+            box.close()
+        self.execute(self.core.created(t, err, time.time()))
+
+    def _launch(self, a: nc.Launch) -> None:
+        try:
+            self.launcher.launch(a.path)
+        except (OSError, ValueError) as exc:
+            self.execute(self.core.launch_failed(a.key, _why(exc), time.time()))
+
+    def _announce_later(self, a: nc.AnnounceLater) -> None:
+        asyncio.get_running_loop().call_later(
+            a.delay, lambda: self.execute(self.core.announce(a.key)))
+
+    def _log(self, a: nc.Log) -> None:
+        (log.warning if a.level == "warning" else log.info)("%s", a.text)
 
     # ----------------------------------------------------------- job ends
-
-    def _finished(self, task: Task) -> bool:
-        return task.state is not None and task.state.finished
 
     def _on_notify(self, sock: socket.socket) -> None:
         while True:
             try:
                 data = sock.recv(4096)
-            except (BlockingIOError, InterruptedError):
+            except OSError:  # drained (BlockingIOError) or gone
                 return
-            except OSError:
-                return
-            task = self.tasks.get(data.decode(errors="replace"))
-            if task is not None and not self._finished(task):
-                self._reload(task)
+            key = data.decode(errors="replace")
+            if self.core.task_of(key) is not None:
+                self._reload(key)
 
-    def _reload(self, task: Task) -> None:
+    def _reload(self, key: str) -> None:
+        task = self.core.task_of(key)
+        if task is None:
+            return
         try:
-            task.state = taskfile.load(task.path)
+            st = taskfile.load(task.path)
         except (OSError, ValueError) as exc:
             log.warning("%s: unreadable: %s", task.path, exc)
             return
-        if task.state.finished:
-            self._job_ended(task)
+        self.execute(self.core.loaded(key, st, time.time()))
 
-    def _job_ended(self, task: Task) -> None:
-        if task.started_timer is not None:
-            task.started_timer.cancel()  # "finished" says it all
-            task.started_timer = None
-        claim = self.claims.get(task.claim)
-        if claim is not None and claim.job == task.key:
-            claim.job = None
-            if claim.releasing:
-                self._drop_claim(claim.claim, kill=False)
-        self._spawn(self._deliver(task))
+    async def _check_once(self) -> None:
+        """Catch executors that ended or died without telling us; expire old results."""
+        self.confine.poll()  # per-job uids whose executors have finished reaping
+        for key, path in self.core.checks():
+            alive = taskfile.owner_alive(path)
+            st = None
+            if not alive:
+                try:
+                    st = taskfile.load(path)
+                except (OSError, ValueError) as exc:
+                    log.warning("%s: unreadable: %s", path, exc)
+            self.execute(self.core.probe(key, alive, st, time.time()))
+        self.execute(self.core.tick(time.time()))
 
-    def _mark_lost(self, task: Task, reason: str) -> None:
-        taskfile.append_event(task.path, {"e": "lost", "reason": reason, "t": time.time()})
-        task.state = taskfile.load(task.path)
-        log.warning("job %s lost: %s", task.key, reason)
-
-    def _executor_died(self, task: Task) -> None:
-        st = task.state
-        reason = f"its executor (pid {st.executor_pid}) died"
-        job_unit = unit.Unit.from_spec(st.spec, task.key)
-        if st.pid and taskfile.same_process(st.pid, st.pid_start):
-            job_unit.pgid = st.pid
-            reason += f" while the job's process {st.pid} still ran (killed it)"
-        job_unit.reap()  # all of its unit, and a per-job uid's files and IPC
-        self._mark_lost(task, reason)
-
-    async def _check_loop(self) -> None:
-        """Once a second: catch executors that ended or died without telling us."""
-        while True:
-            await asyncio.sleep(CHECK_EVERY)
-            self.confine.poll()  # per-job uids whose executors have finished reaping
-            for task in list(self.tasks.values()):
-                if self._finished(task):
-                    continue
-                if taskfile.owner_alive(task.path):
-                    if task.kill_requested:
-                        self._kill(task)
-                    continue
-                self._reload(task)
-                st = task.state
-                if st is None or st.finished:
-                    continue
-                if st.executor_pid is None:
-                    if time.monotonic() - task.created > LAUNCH_GRACE:
-                        task.created = time.monotonic()
-                        self.launcher.launch(task.path)
-                    continue
-                self._executor_died(task)
-                self._job_ended(task)
-
-    def _kill(self, task: Task) -> None:
-        task.kill_requested = True
+    def _mark_lost(self, a: nc.MarkLost) -> None:
+        reason = a.reason
+        alive = bool(a.pid) and taskfile.same_process(a.pid, a.pid_start)
+        if alive:
+            reason += f" while the job's process {a.pid} still ran (killed it)"
+        if a.reap or alive:
+            try:
+                spec = taskfile.load(a.path).spec
+            except (OSError, ValueError):
+                spec = {}
+            job_unit = unit.Unit.from_spec(spec, a.key)
+            if alive:
+                job_unit.pgid = a.pid
+            job_unit.reap()  # all of its unit, and a per-job uid's files and IPC
         try:
-            st = taskfile.load(task.path)
+            taskfile.append_event(a.path, {"e": "lost", "reason": reason, "t": time.time()})
+        except OSError as exc:
+            log.warning("%s: cannot record the job lost: %s", a.path, _why(exc))
+            return
+        log.warning("job %s lost: %s", a.key, reason)
+        self._reload(a.key)
+
+    def _kill(self, a: nc.Kill) -> None:
+        try:
+            st = taskfile.load(a.path)
         except (OSError, ValueError):
             return
         if st.finished:
             return
         if st.executor_pid is None:
-            taskfile.append_event(task.path, {"e": "killed", "signal": signal.SIGTERM,
-                                              "t": time.time()})
+            try:
+                taskfile.append_event(a.path, {"e": "killed", "signal": signal.SIGTERM,
+                                               "t": time.time()})
+            except OSError as exc:
+                log.warning("%s: cannot record the kill: %s", a.path, _why(exc))
         elif taskfile.same_process(st.executor_pid, st.executor_start):
             try:
                 os.kill(st.executor_pid, signal.SIGTERM)
@@ -596,74 +473,75 @@ class NodeDaemon:
 
     # ----------------------------------------------------------- delivery
 
-    def _result(self, task: Task) -> tuple:
-        st = task.state
-        spec = st.spec
-        end = st.exit or {}
-        result = {"node": self.cap.name, "exit_code": end.get("code"),
-                  "signal": end.get("signal"), "rusage": end.get("rusage"),
-                  "started": end.get("started", st.running_since), "ended": end.get("ended"),
-                  "removed": st.killed is not None}
-        if end.get("e") == "exec-failed":
-            result["reason"] = end.get("reason")
-            result["errno"] = end.get("errno")
-            result["exec_failed"] = True
-        elif end.get("e") == "lost":
-            result["reason"] = end.get("reason")
-            result["lost"] = True
-        plan = None
-        if not spec.get("shared_fs") and spec.get("sandbox"):
-            success = end.get("code") == 0
-            exe = os.path.basename(str(spec["argv"][0]))
-            plan = sandbox.collect(spec, spec.get("when_to_transfer_output") != "ON_SUCCESS"
-                                   or success, frozenset({exe}))
-            if plan.missing and end.get("e") == "exit":
-                result["missing"] = plan.missing
-            if plan.refused:
-                result["refused"] = {k: v[:200] for k, v in list(plan.refused.items())[:100]}
-            if plan.over:
-                result["outputs_over_limit"] = plan.over
-        return result, plan
+    def _collect(self, st) -> tuple:
+        """(result, outputs) of a finished job: the core's result, the sandbox's checked
+        files (sandbox.collect: through directory fds, no links; close it after)."""
+        result = nc.result_of(st, self.cap.name)
+        plan = nc.output_plan(st)
+        if plan is None:
+            return result, None
+        found = sandbox.collect(st.spec, plan.transfer, plan.skip)
+        nc.add_outputs(result, plan, found.missing, found.refused, found.over)
+        return result, found
 
-    async def _deliver(self, task: Task) -> None:
-        ch = self.sessions.get((task.submitter, task.session))
-        if ch is None or task.delivering:
-            return
-        task.delivering = True
-        plan = None
+    def _deliver(self, a: nc.Deliver) -> None:
+        self._spawn(self._deliver_now(a.sid, a.key))
+
+    async def _deliver_now(self, sid: int, key: str) -> None:
+        ok = False
+        found = None
         try:
-            result, plan = self._result(task)
-            items = plan.items if plan is not None else []
-            heads = plan.heads if plan is not None else []
-            await ch.send_files({"type": "finished", "job": task.job, "attempt": task.attempt,
-                                 "result": result, "files": heads}, items)
+            task = self.core.task_of(key)
+            ch = self.channels.get(sid)
+            if task is None or ch is None or task.state is None:
+                return
+            result, found = self._collect(task.state)
+            items = found.items if found is not None else []
+            msg = {"type": "finished", "job": task.job, "attempt": task.attempt,
+                   "result": result, "files": found.heads if found is not None else []}
+            await ch.send_files(msg, items)  # the message and its data: one unit
+            ok = True
         except (ConnectionClosed, OSError, WireError) as exc:
-            log.info("could not deliver %s yet: %s", task.key, exc)
+            log.info("could not deliver %s yet: %s", key, exc)
         finally:
-            task.delivering = False
-            if plan is not None:
-                plan.close()
+            if found is not None:
+                found.close()
+            self.execute(self.core.delivery_done(key, sid, ok))
+
+    def _remove(self, a: nc.Remove) -> None:
+        if a.delivered:
+            try:  # the taskfile goes next: no fsync
+                taskfile.append_event(a.path, {"e": "delivered", "t": time.time()}, sync=False)
+            except OSError:
+                pass  # dying before the files are gone only means delivering it again
+        # the uid goes back once the sandbox is gone and the executor (which reaps the
+        # uid after the result went out) has exited
+        token = self.confine.hold(a.ident, a.path) if a.ident else None
+        if a.delivered and sandbox.remove_if_small(a.box):
+            self._unlink(a.path)
+            self.confine.release(token)
+            return
+        fut = asyncio.get_running_loop().run_in_executor(None, self._remove_files, a.box,
+                                                         a.path)
+        fut.add_done_callback(lambda _f: self.confine.release(token))
+        self._spawn(fut)
+
+    def _remove_box(self, a: nc.RemoveBox) -> None:
+        sandbox.remove(a.box)
+        self._release(a.ident)
+
+    def _release(self, ident: Optional[dict]) -> None:
+        """A run's sandbox is gone (it never had an executor): its uid may be reused."""
+        if ident:
+            self.confine.policy.release(ident)
 
     @classmethod
-    def _cleanup(cls, task: Task) -> None:
-        if task.sandbox:
-            sandbox.remove(task.sandbox)
-        cls._unlink_taskfile(task)
+    def _remove_files(cls, box: str, path: str) -> None:
+        if box:
+            sandbox.remove(box)
+        cls._unlink(path)
 
     @staticmethod
-    def _unlink_taskfile(task: Task) -> None:
-        try:
-            os.unlink(task.path)
-        except FileNotFoundError:
-            pass
-
-
-def session_hash(token: object) -> str:
-    """What a task keeps of its session's attach token: sha256 of it ("" without one)."""
-    if not isinstance(token, str) or not token:
-        return ""
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _ident_fields(spec: dict) -> dict:
-    return {"uid": spec.get("uid"), "per_job_uid": bool(spec.get("per_job_uid"))}
+    def _unlink(path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import _signal
 import _socket
-import errno
-import fcntl
 import os
 import resource
 import time
@@ -38,11 +36,12 @@ class TaskBusy(Exception):
 def _open_locked(path: str) -> int:
     fd = os.open(path, os.O_RDWR | os.O_APPEND)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
+        taskfile.lock(fd)  # a lock the daemon's liveness probe tests without taking
+    except taskfile.Locked:
         os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            raise TaskBusy(f"{path}: another executor owns this job")
+        raise TaskBusy(f"{path}: another executor owns this job") from None
+    except OSError:
+        os.close(fd)
         raise
     return fd
 

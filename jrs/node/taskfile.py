@@ -24,6 +24,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import struct
 
 from .. import records
 
@@ -142,20 +143,61 @@ def append_event(path: str, event: dict, sync: bool = True) -> None:
         os.close(fd)
 
 
+# The executor's hold on its taskfile is an open-file-description (OFD) write lock
+# on the whole file: tied to the executor's open file (so to its life, immune to pid
+# reuse), and one that can be *tested* without taking any lock (F_OFD_GETLK). The old
+# probe took a shared flock for an instant, and an executor starting in that instant
+# found its lock taken, gave up, and its job started 10 s late.
+_F_OFD_GETLK = getattr(fcntl, "F_OFD_GETLK", 36)
+_F_OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", 37)
+_FLOCK = "hhxxxxqqi4x"  # struct flock on 64-bit Linux: type, whence, start, len, pid
+
+
+class Locked(OSError):
+    """Another executor holds this taskfile."""
+
+
+def lock(fd: int) -> None:
+    """Take the taskfile's owner lock on `fd` (an O_RDWR descriptor), or raise Locked."""
+    arg = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+    try:
+        fcntl.fcntl(fd, _F_OFD_SETLK, arg)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise Locked(exc.errno, "another executor owns this job") from None
+        raise
+
+
 def owner_alive(path: str) -> bool:
-    """True while an executor holds the taskfile's lock (immune to pid reuse)."""
+    """True while an executor holds the taskfile's lock. Takes no lock itself, so it
+    can never make a starting executor fail to take its own."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return False
+    try:
+        return held(fd)
+    finally:
+        os.close(fd)
+
+
+def held(fd: int) -> bool:
+    """Does an executor hold the lock of the taskfile open on `fd`? (No lock taken.)"""
+    probe = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+    if struct.unpack(_FLOCK, fcntl.fcntl(fd, _F_OFD_GETLK, probe))[0] != fcntl.F_UNLCK:
+        return True
+    return _old_owner(fd)
+
+
+def _old_owner(fd: int) -> bool:
+    """An executor of an older jrs (still running across an upgrade) holds a flock.
+    Testing for it cannot race a new executor: new executors take no flock."""
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError as exc:
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
             return True
         raise
-    finally:
-        os.close(fd)
     return False
 
 

@@ -73,6 +73,18 @@ def _count(value: Optional[str], flag: str) -> Optional[int]:
     return int(value)
 
 
+def _retain(value: Optional[str]) -> float:
+    """--retain=DURATION in seconds (7 days when not given)."""
+    from ..node.core import DEFAULT_RETAIN, parse_duration
+
+    if value is None:
+        return DEFAULT_RETAIN
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise ConfigError(f"--retain={value}: {exc}") from None
+
+
 def confinement(args: dict, state: str, port: int):
     """The node's confinement from its options (ConfigError naming what is wrong)."""
     from ..node import confine, identity, unit
@@ -94,6 +106,7 @@ def main(args: dict) -> int:
     config = load(find_config_dir(args["--config"]))
     entry = find_entry(config.nodes, args["--name"], args["--listen"],
                        str(config.directory / "node.list"))
+    retain = _retain(args.get("--retain"))
     slots = _count(args["--slots"], "--slots") or entry.slots or os.cpu_count() or 1
     memory = _count(args["--memory"], "--memory") or entry.memory or mem_total_mb()
     gpus = entry.gpus or 0
@@ -117,7 +130,7 @@ def main(args: dict) -> int:
         ep = parse_endpoint(args["--listen"], port, "--listen")
         host, port = ep.host, ep.port
     daemon = NodeDaemon(config, Capacity(entry.name, slots, memory, gpus, attrs), state,
-                        launcher, confine=confine)
+                        launcher, confine=confine, retain=retain)
     from ..wire.keys import root_key
 
     try:

@@ -15,6 +15,8 @@ some). Anything else raises MessageError, which the receiver answers with an
 Node -> master (the node's session; the master never carries job data):
     node-hello  {name, slots, memory, gpus, attrs, claims}   on every (re)connect
     node-report {load, running, claims, waiting?, oldest_wait?}  heartbeat, every second
+                                  (waiting: results not yet acknowledged; oldest_wait:
+                                  seconds the oldest of them has waited)
     claim-ok {claim} | claim-refused {claim, reason}         answers to claim-offer
     claim-released {claim}                                   the submitter let it go
 Master -> node:

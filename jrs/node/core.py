@@ -1,0 +1,1020 @@
+"""The node's policy, pure: the claims book, admission, task states, result building.
+
+`NodeCore` takes events (a message from the master or a submitter, a probe of
+an executor, a taskfile read back, the I/O the shell did for it) and returns
+actions (send this, write that, start the job of taskfile X). Nothing in here
+touches a socket, a file, the clock or randomness: `now` (wall-clock seconds)
+comes in with the events that need it. So `daemon.py` is only the shell that
+moves bytes and executes actions, and tests and the cluster simulation drive
+this class directly.
+
+Admission is the one place where what a peer sends is checked: job ids are
+`CLUSTER.PROC`, attempts non-negative integers, claim and submitter ids and
+session tokens of a fixed shape, file names plain relative paths inside the
+sandbox, every field of a job spec typed. Whatever a peer sends, the answer is
+a refusal or an `error` message, never an exception.
+
+State changes only once the I/O that can fail has succeeded: a run becomes a
+task (and its claim busy) when its taskfile exists; a failed write or launch
+turns into `rejected` with the reason, and the sandbox goes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from ..wire.messages import error
+from . import sandbox
+
+LAUNCH_GRACE = 10.0  # seconds a written taskfile may wait for its executor before a relaunch
+# "started" goes out only once a job has run this long: a job that ends sooner is
+# announced by its "finished" alone, one message less per short job
+STARTED_AFTER = 0.05
+REKILL_EVERY = 10.0  # a kill is repeated this often while the executor lives (a lost TERM)
+DEFAULT_RETAIN = 7 * 86400.0
+
+_JOB = re.compile(r"[0-9]{1,18}\.[0-9]{1,18}\Z")
+_ID = re.compile(r"[0-9a-f]{24}\Z")  # claim and submitter ids: os.urandom(12).hex()
+_TOKEN = re.compile(r"[0-9a-f]{64}\Z")  # a session token: a 32-byte BLAKE2b digest in hex
+MAX_ARGS = 100_000
+MAX_ENV = 10_000
+MAX_OUTPUTS = 100_000
+MAX_PATH = 4096
+
+
+class Refused(ValueError):
+    """What a peer sent breaks a rule; the text says which (and is safe to log)."""
+
+
+def _excerpt(value: object, limit: int = 60) -> str:
+    return repr(value)[:limit]
+
+
+# ------------------------------------------------------------------ validation
+
+def check_job(value: object) -> str:
+    if not isinstance(value, str) or not _JOB.match(value):
+        raise Refused(f"bad job id {_excerpt(value)}: want CLUSTER.PROC")
+    return value
+
+
+def check_attempt(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 31:
+        raise Refused(f"bad attempt {_excerpt(value)}: want a whole number >= 0")
+    return value
+
+
+def check_id(value: object, what: str) -> str:
+    if not isinstance(value, str) or not _ID.match(value):
+        raise Refused(f"bad {what} id {_excerpt(value)}: want 24 lowercase hex digits")
+    return value
+
+
+def check_token(value: object) -> str:
+    if not isinstance(value, str) or not _TOKEN.match(value):
+        raise Refused("bad session token: want 64 lowercase hex digits")
+    return value
+
+
+def check_count(value: object, what: str, low: int = 0, high: int = 1 << 31) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value < high:
+        raise Refused(f"bad {what} {_excerpt(value)}")
+    return value
+
+
+def check_user(value: object) -> str:
+    """The submitter's account name (looked up, never used as a path)."""
+    if not isinstance(value, str) or not 0 < len(value) <= 256 or "\0" in value \
+            or "/" in value:
+        raise Refused(f"bad user name {_excerpt(value)}")
+    return value
+
+
+def _text(value: object, what: str, limit: int = MAX_PATH, empty: bool = True) -> str:
+    if not isinstance(value, str) or len(value) > limit or "\0" in value \
+            or (not empty and not value):
+        raise Refused(f"bad {what} {_excerpt(value)}")
+    return value
+
+
+def _opt_text(value: object, what: str) -> Optional[str]:
+    return None if value is None else _text(value, what)
+
+
+def _flag(value: object, what: str) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise Refused(f"bad {what} {_excerpt(value)}: want true or false")
+    return value
+
+
+def _str_map(value: object, what: str) -> Dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > MAX_ENV:
+        raise Refused(f"bad {what}: want an object of strings")
+    for k, v in value.items():
+        if not isinstance(k, str) or not isinstance(v, str) or len(k) + len(v) > 1 << 17:
+            raise Refused(f"bad {what} entry {_excerpt(k)}")
+    return dict(value)
+
+
+def check_name(value: object) -> str:
+    """A file name inside the sandbox: a plain relative path (sandbox.safe_name)."""
+    try:
+        return sandbox.safe_name(value)
+    except sandbox.BadName as exc:
+        raise Refused(str(exc)) from None
+
+
+def check_outputs(value: object) -> Optional[List[str]]:
+    """transfer_output_files: None (automatic) or plain relative paths (a trailing
+    `/` names a directory's content, as in HTCondor)."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) > MAX_OUTPUTS:
+        raise Refused("transfer_output_files must be a list of names")
+    out = []
+    for name in value:
+        if not isinstance(name, str):
+            raise Refused(f"bad output name {_excerpt(name)}")
+        check_name(name[:-1] if name.endswith("/") and len(name) > 1 else name)
+        out.append(name)
+    return out
+
+
+def check_spec(spec: object) -> dict:
+    """A run's job spec with every field typed (unknown fields dropped)."""
+    if not isinstance(spec, dict):
+        raise Refused("the job spec must be an object")
+    shared = _flag(spec.get("shared_fs"), "shared_fs")
+    exe = _text(spec.get("executable"), "executable", empty=False)
+    transfer_exe = _flag(spec.get("transfer_executable"), "transfer_executable") and not shared
+    if transfer_exe:
+        check_name(os.path.basename(exe))
+    args = spec.get("arguments", [])
+    if args is None:
+        args = []
+    if not isinstance(args, list) or len(args) > MAX_ARGS \
+            or not all(isinstance(a, str) and "\0" not in a for a in args):
+        raise Refused("arguments must be a list of strings")
+    stdin = spec.get("input")
+    if not (stdin is None or isinstance(stdin, bool)):
+        stdin = _text(stdin, "input")
+    when = spec.get("when_to_transfer_output", "ON_EXIT")
+    if when is None:
+        when = "ON_EXIT"
+    when = _text(when, "when_to_transfer_output", 40).upper()
+    return {
+        "executable": exe, "transfer_executable": transfer_exe, "arguments": list(args),
+        "environment": _str_map(spec.get("environment"), "environment"),
+        "getenv": _str_map(spec.get("getenv"), "getenv"),
+        "iwd": _opt_text(spec.get("iwd"), "iwd"), "shared_fs": shared, "input": stdin,
+        "output": _opt_text(spec.get("output"), "output"),
+        "error": _opt_text(spec.get("error"), "error"),
+        "transfer_output_files": check_outputs(spec.get("transfer_output_files")),
+        "when_to_transfer_output": when,
+        "cpus": check_count(spec.get("cpus", 1), "cpus", 0),
+    }
+
+
+def check_headers(files: object) -> List[dict]:
+    """A run's file headers: [{name, size, mode}] with names inside the sandbox."""
+    if not isinstance(files, list) or len(files) > MAX_OUTPUTS:
+        raise Refused("files must be a list of at most 100000 headers")
+    out = []
+    seen = set()
+    for f in files:
+        if not isinstance(f, dict):
+            raise Refused("each file header must be an object")
+        name = check_name(f.get("name"))
+        if name in seen:
+            raise Refused(f"file {name[:60]!r} is sent twice")
+        seen.add(name)
+        size = check_count(f.get("size"), f"size of {name[:60]!r}", 0, 1 << 40)
+        mode = f.get("mode", 0o644)
+        if not isinstance(mode, int) or isinstance(mode, bool):
+            mode = 0o644
+        out.append({"name": name, "size": size, "mode": mode & 0o777})
+    return out
+
+
+def session_hash(token: Optional[str]) -> Optional[str]:
+    """What a task stores of the token of the session that ran it (None: no token)."""
+    return None if token is None else hashlib.sha256(token.encode()).hexdigest()
+
+
+# ------------------------------------------------------------------ actions
+
+@dataclass
+class ToMaster:
+    msg: dict
+
+
+@dataclass
+class ToSession:
+    sid: int
+    msg: dict
+
+
+@dataclass
+class CloseSession:
+    sid: int
+
+
+@dataclass
+class SaveClaims:
+    """Write claims.json; then send `reply` to the master, or, if the write failed and
+    `offered` names a new claim, call `offer_failed(offered, error)`."""
+    claims: list
+    offered: Optional[str] = None
+    reply: Optional[dict] = None
+
+
+@dataclass
+class Prepare:
+    """Make the task of `ticket`: identity, ownership, snapshot, `task_spec`, the
+    taskfile. Then call `created(ticket, error)`."""
+    ticket: RunTicket
+
+
+@dataclass
+class Launch:
+    """Start the job of taskfile `path` (a fresh executor today, an idle one later)."""
+    key: str
+    path: str
+
+
+@dataclass
+class Kill:
+    key: str
+    path: str
+
+
+@dataclass
+class MarkLost:
+    """Record the job lost (killing its process if it is still that process, and with
+    `reap` whatever else of its containment unit is left), re-read the taskfile, and
+    call `loaded`."""
+    key: str
+    path: str
+    reason: str
+    pid: Optional[int]
+    pid_start: Optional[int]
+    reap: bool = False
+
+
+@dataclass
+class Deliver:
+    """Send `finished` with the result and its files on session `sid` as one transfer,
+    then call `delivery_done(key, sid, ok)`."""
+    sid: int
+    key: str
+
+
+@dataclass
+class Remove:
+    """Remove a task's sandbox and taskfile (after recording `delivered` when acked);
+    then its identity (`ident`: the spec's uid fields) may be reused."""
+    key: str
+    path: str
+    box: str
+    delivered: bool
+    ident: Optional[dict] = None
+
+
+@dataclass
+class RemoveBox:
+    """Remove the sandbox of a run that did not become a task; then release `ident`."""
+    box: str
+    ident: Optional[dict] = None
+
+
+@dataclass
+class AnnounceLater:
+    key: str
+    delay: float
+
+
+@dataclass
+class Log:
+    level: str  # "info" or "warning"
+    text: str
+
+
+Action = Any
+
+
+# ------------------------------------------------------------------ state
+
+@dataclass
+class Capacity:
+    name: str
+    slots: int
+    memory: int
+    gpus: int
+    attrs: dict
+
+
+@dataclass
+class Claim:
+    claim: str
+    submitter: str
+    user: str
+    cpus: int
+    memory: int
+    gpus: list
+    job: Optional[str] = None  # key of the task running on it
+    releasing: bool = False
+
+    def to_json(self) -> dict:
+        return {"claim": self.claim, "submitter": self.submitter, "user": self.user,
+                "cpus": self.cpus, "memory": self.memory, "gpus": self.gpus}
+
+
+@dataclass
+class Task:
+    key: str
+    submitter: str
+    session: Optional[str]  # sha256 of the token of the session that ran it
+    job: str
+    attempt: int
+    claim: str
+    path: str
+    sandbox: str
+    created: float
+    state: Any = None  # the last taskfile.TaskState read (None: not read since written)
+    ident: Optional[dict] = None  # the spec's identity fields (uid, per_job_uid)
+    finished_at: Optional[float] = None
+    delivering: Optional[int] = None  # the session a delivery is under way on
+    kill_at: Optional[float] = None
+    announce: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.state is not None and self.state.finished
+
+
+@dataclass
+class Session:
+    sid: int
+    submitter: str
+    session: Optional[str]
+
+
+@dataclass
+class RunTicket:
+    """A `run` between its header and its task: what the shell receives into and makes."""
+    sid: int
+    job: str
+    attempt: int
+    reason: Optional[str] = None  # set: refuse (the data is read and dropped)
+    fatal: bool = False  # the headers themselves are bad: answer `error`, not `rejected`
+    heads: list = field(default_factory=list)
+    key: str = ""
+    submitter: str = ""
+    session: Optional[str] = None
+    claim: str = ""
+    user: str = ""
+    spec: dict = field(default_factory=dict)
+    box: str = ""
+    path: str = ""
+    made_box: bool = False
+    ident: Optional[dict] = None  # the identity the shell gave it (uid, per_job_uid)
+    shell: Any = None  # the shell's own handles (the sandbox being filled)
+
+    @property
+    def exe_in_box(self) -> Optional[str]:
+        """The sandbox path of a transferred executable (the shell makes it executable)."""
+        if self.spec.get("transfer_executable") and not self.spec.get("shared_fs"):
+            return os.path.join(self.box, os.path.basename(self.spec["executable"]))
+        return None
+
+
+def task_key(submitter: str, job: str, attempt: int) -> str:
+    return f"{submitter[:16]}-{job}.{attempt}"
+
+
+class NodeCore:
+    """The node's claims, tasks and sessions; events in, actions out."""
+
+    def __init__(self, cap: Capacity, tasks_dir: str, sandbox_dir: str, boot: str = "",
+                 notify: str = "", retain: float = DEFAULT_RETAIN) -> None:
+        self.cap = cap
+        self.tasks_dir = tasks_dir
+        self.sandbox_dir = sandbox_dir
+        self.boot = boot
+        self.notify = notify
+        self.retain = retain
+        self.claims: Dict[str, Claim] = {}
+        self.tasks: Dict[str, Task] = {}
+        self.sessions: Dict[int, Session] = {}
+        self.bound: Dict[Tuple[str, Optional[str]], int] = {}  # (submitter, hash) -> sid
+        self.receiving: set = set()  # task keys whose run data is arriving
+        self.master = False
+        self._from_master: Dict[str, Callable[[dict, float], list]] = {
+            "claim-offer": self._offer, "claim-drop": self._claim_drop, "ping": self._ping,
+            "welcome": self._ignore, "pong": self._ignore, "error": self._ignore,
+        }
+        self._from_session: Dict[str, Callable[[Session, dict, float], list]] = {
+            "ack": self._ack, "kill": self._kill_msg, "release": self._release,
+            "pong": self._ignore_s, "error": self._ignore_s,
+        }
+
+    # ---------------------------------------------------------- start-up
+
+    def restore_claims(self, saved: object) -> List[str]:
+        """Take the claims saved in claims.json; return a warning per one set aside."""
+        warnings = []
+        if not isinstance(saved, list):
+            return ["claims.json is not a list: starting without claims"]
+        for c in saved:
+            try:
+                if not isinstance(c, dict):
+                    raise Refused("not an object")
+                gpus = c.get("gpus", [])
+                if not isinstance(gpus, list) or not all(
+                        isinstance(g, int) and not isinstance(g, bool) for g in gpus):
+                    raise Refused("bad gpus")
+                claim = Claim(check_id(c.get("claim"), "claim"),
+                              check_id(c.get("submitter"), "submitter"),
+                              check_user(c.get("user")), check_count(c.get("cpus"), "cpus"),
+                              check_count(c.get("memory"), "memory"), list(gpus))
+            except Refused as exc:
+                warnings.append(f"saved claim {_excerpt(c, 80)} set aside: {exc}")
+                continue
+            self.claims[claim.claim] = claim
+        return warnings
+
+    def recover(self, st: Any, alive: bool, now: float) -> List[Action]:
+        """A taskfile read back at start (`alive`: an executor holds it)."""
+        spec = st.spec
+        key = st.key
+        task = Task(key, str(spec.get("submitter", "")), spec.get("session"),
+                    str(spec.get("job", "")), _int(spec.get("attempt")),
+                    str(spec.get("claim", "")), st.path, str(spec.get("sandbox", "")),
+                    created=now, state=st, ident=ident_fields(spec))
+        if st.delivered:
+            return [Remove(key, st.path, task.sandbox, delivered=False, ident=task.ident)]
+        self.tasks[key] = task
+        actions: List[Action] = []
+        if st.finished:
+            task.finished_at = _ended_at(st, now)
+        elif (st.boot or spec.get("boot")) and (st.boot or spec.get("boot")) != self.boot:
+            # an executor of an earlier boot (or none yet: the taskfile was written
+            # before the reboot, so its submitter may have run the job elsewhere)
+            actions.append(MarkLost(key, st.path, "the node rebooted while the job ran",
+                                    None, None))
+        elif alive:
+            actions.append(Log("info", f"re-adopted running job {key}"))
+        elif st.executor_pid is None:
+            actions.append(Launch(key, st.path))  # we died between writing it and launching
+        else:
+            actions.append(self._died(task))
+        claim = self.claims.get(task.claim)
+        if claim is not None and not st.finished:
+            claim.job = key
+        return actions
+
+    # ---------------------------------------------------------- the master
+
+    def hello(self) -> dict:
+        cap = self.cap
+        return {"type": "node-hello", "name": cap.name, "slots": cap.slots,
+                "memory": cap.memory, "gpus": cap.gpus, "attrs": cap.attrs,
+                "claims": [c.to_json() for c in self.claims.values()]}
+
+    def report(self, now: float, load: float) -> dict:
+        running = 0
+        waiting = 0
+        oldest: Optional[float] = None
+        for t in self.tasks.values():
+            if not t.finished:
+                running += 1
+            else:
+                waiting += 1
+                if t.finished_at is not None and (oldest is None or t.finished_at < oldest):
+                    oldest = t.finished_at
+        return {"type": "node-report", "load": load, "running": running,
+                "claims": list(self.claims), "waiting": waiting,
+                "oldest_wait": round(max(0.0, now - oldest), 3) if oldest is not None else 0}
+
+    def master_up(self) -> None:
+        self.master = True
+
+    def master_down(self) -> None:
+        self.master = False
+
+    def from_master(self, msg: dict, now: float) -> List[Action]:
+        kind = msg.get("type")
+        handler = self._from_master.get(kind) if isinstance(kind, str) else None
+        if handler is None:
+            return [ToMaster(error("unexpected", f"a node does not take {_excerpt(kind)}",
+                                   kind if isinstance(kind, str) else None))]
+        try:
+            return handler(msg, now)
+        except Refused as exc:
+            return [ToMaster(error("bad-message", str(exc), kind))]
+
+    def _ignore(self, msg: dict, now: float) -> List[Action]:
+        return []
+
+    def _ping(self, msg: dict, now: float) -> List[Action]:
+        return [ToMaster({"type": "pong", "seq": msg.get("seq")})]
+
+    def free(self) -> Tuple[int, int, List[int]]:
+        used_gpus = {g for c in self.claims.values() for g in c.gpus}
+        return (self.cap.slots - sum(c.cpus for c in self.claims.values()),
+                self.cap.memory - sum(c.memory for c in self.claims.values()),
+                [g for g in range(self.cap.gpus) if g not in used_gpus])
+
+    def _offer(self, msg: dict, now: float) -> List[Action]:
+        cid = check_id(msg.get("claim"), "claim")
+        if cid in self.claims:
+            return [ToMaster({"type": "claim-ok", "claim": cid,
+                              "gpu_ids": self.claims[cid].gpus})]
+        sub = check_id(msg.get("submitter"), "submitter")
+        user = check_user(msg.get("user"))
+        cpus, mem = check_count(msg.get("cpus"), "cpus"), check_count(msg.get("memory"), "memory")
+        gpus = check_count(msg.get("gpus"), "gpus")
+        free_cpus, free_mem, free_gpus = self.free()
+        if cpus > free_cpus or mem > free_mem or gpus > len(free_gpus):
+            return [ToMaster({"type": "claim-refused", "claim": cid,
+                              "reason": f"no room: free {free_cpus} slots, {free_mem} MiB, "
+                                        f"{len(free_gpus)} GPUs"})]
+        self.claims[cid] = Claim(cid, sub, user, cpus, mem, free_gpus[:gpus])
+        # claim-ok goes only once claims.json holds the claim (see offer_failed)
+        return [SaveClaims(self._claims_json(), cid,
+                           {"type": "claim-ok", "claim": cid, "gpu_ids": free_gpus[:gpus]})]
+
+    def offer_failed(self, cid: str, err: str) -> List[Action]:
+        """claims.json could not be written for a new claim: refuse it after all."""
+        self.claims.pop(cid, None)
+        return [Log("warning", f"claim {cid} refused: cannot save it: {err}"),
+                ToMaster({"type": "claim-refused", "claim": cid,
+                          "reason": f"the node cannot save its claims: {err}"})]
+
+    def _claim_drop(self, msg: dict, now: float) -> List[Action]:
+        # contract 3: a drop kills only when it says so
+        return self.drop_claim(check_id(msg.get("claim"), "claim"), msg.get("kill") is True, now)
+
+    def _claims_json(self) -> list:
+        return [c.to_json() for c in self.claims.values()]
+
+    def _save(self) -> SaveClaims:
+        return SaveClaims(self._claims_json())
+
+    def drop_claim(self, cid: str, kill: bool, now: float) -> List[Action]:
+        claim = self.claims.get(cid)
+        if claim is None:
+            return []
+        task = self.tasks.get(claim.job) if claim.job else None
+        if task is not None and not task.finished:
+            claim.releasing = True
+            return self._kill(task, now) if kill else []
+        del self.claims[cid]
+        out: List[Action] = [self._save()]
+        if self.master:
+            out.append(ToMaster({"type": "claim-released", "claim": cid}))
+        return out
+
+    # ---------------------------------------------------------- submitter sessions
+
+    def _visible(self, s: Session, task: Optional[Task]) -> bool:
+        return task is not None and task.submitter == s.submitter and task.session == s.session
+
+    def attach(self, sid: int, msg: dict, now: float) -> List[Action]:
+        """The first message of a submitter session."""
+        if not isinstance(msg, dict) or msg.get("type") != "attach":
+            return [ToSession(sid, error("protocol", "the first message must be attach")),
+                    CloseSession(sid)]
+        try:
+            sub = check_id(msg.get("submitter"), "submitter")
+            token = msg.get("token")
+            s = Session(sid, sub, session_hash(None if token is None else check_token(token)))
+            jobs = msg.get("jobs")
+            if not isinstance(jobs, list):
+                raise Refused("jobs must be a list")
+        except Refused as exc:
+            return [ToSession(sid, error("bad-message", str(exc), "attach")), CloseSession(sid)]
+        self.sessions[sid] = s
+        self.bound[(s.submitter, s.session)] = sid
+        unknown = []
+        for item in jobs:
+            if not (isinstance(item, list) and len(item) == 2):
+                continue
+            try:
+                key = task_key(sub, check_job(item[0]), check_attempt(item[1]))
+            except Refused:
+                continue
+            if not self._visible(s, self.tasks.get(key)):
+                unknown.append(item)
+        out: List[Action] = [ToSession(sid, {"type": "attached", "unknown": unknown})]
+        for task in self.tasks.values():
+            if self._visible(s, task) and task.finished and task.delivering is None:
+                out.append(self._deliver(task, sid))
+        return out
+
+    def session_closed(self, sid: int) -> List[Action]:
+        s = self.sessions.pop(sid, None)
+        if s is not None and self.bound.get((s.submitter, s.session)) == sid:
+            del self.bound[(s.submitter, s.session)]
+        return []
+
+    def from_session(self, sid: int, msg: dict, now: float) -> List[Action]:
+        s = self.sessions.get(sid)
+        if s is None:
+            return []
+        kind = msg.get("type")
+        handler = self._from_session.get(kind) if isinstance(kind, str) else None
+        if handler is None:
+            return [ToSession(sid, error("unexpected", f"a node does not take {_excerpt(kind)}",
+                                         kind if isinstance(kind, str) else None))]
+        try:
+            return handler(s, msg, now)
+        except Refused as exc:
+            return [ToSession(sid, error("bad-message", str(exc), kind))]
+
+    def _ignore_s(self, s: Session, msg: dict, now: float) -> List[Action]:
+        return []
+
+    def _own_task(self, s: Session, msg: dict) -> Optional[Task]:
+        key = task_key(s.submitter, check_job(msg.get("job")), check_attempt(msg.get("attempt")))
+        task = self.tasks.get(key)
+        return task if self._visible(s, task) else None
+
+    def _ack(self, s: Session, msg: dict, now: float) -> List[Action]:
+        task = self._own_task(s, msg)
+        if task is None or not task.finished:
+            return []
+        # Forget it now; dying before the files are gone only means delivering it again.
+        del self.tasks[task.key]
+        return [Remove(task.key, task.path, task.sandbox, delivered=True, ident=task.ident)]
+
+    def _kill_msg(self, s: Session, msg: dict, now: float) -> List[Action]:
+        task = self._own_task(s, msg)
+        return self._kill(task, now) if task is not None and not task.finished else []
+
+    def _release(self, s: Session, msg: dict, now: float) -> List[Action]:
+        claim = self.claims.get(check_id(msg.get("claim"), "claim"))
+        if claim is None or claim.submitter != s.submitter:
+            return []
+        return self.drop_claim(claim.claim, False, now)
+
+    # ---------------------------------------------------------- runs
+
+    def run_offered(self, sid: int, msg: dict) -> RunTicket:
+        """A `run` header: admit it or say why not (its data is read either way)."""
+        job = msg.get("job")
+        attempt = msg.get("attempt")
+        t = RunTicket(sid, job[:64] if isinstance(job, str) else "",
+                      attempt if isinstance(attempt, int) else 0)
+        try:
+            t.heads = check_headers(msg.get("files"))
+        except Refused as exc:
+            t.reason, t.fatal = str(exc), True
+            return t
+        s = self.sessions.get(sid)
+        if s is None:
+            t.reason = "no attach on this session"
+            return t
+        try:
+            t.job, t.attempt = check_job(job), check_attempt(attempt)
+            t.claim = check_id(msg.get("claim"), "claim")
+            t.spec = check_spec(msg.get("spec"))
+        except Refused as exc:
+            t.reason = f"bad job: {exc}"
+            return t
+        t.submitter, t.session = s.submitter, s.session
+        t.key = task_key(s.submitter, t.job, t.attempt)
+        t.box = os.path.join(self.sandbox_dir, t.key)
+        t.path = os.path.join(self.tasks_dir, t.key + ".task")
+        t.reason = self._admit(t)
+        if t.reason is None:
+            if t.key in self.receiving:
+                t.reason = "this job's input is already arriving on another session"
+            else:
+                self.receiving.add(t.key)
+        return t
+
+    def _admit(self, t: RunTicket) -> Optional[str]:
+        """Why this run cannot go on its claim now (None: it can)."""
+        claim = self.claims.get(t.claim)
+        if claim is None or claim.submitter != t.submitter:
+            return "unknown claim (it may have been dropped)"
+        if claim.releasing:
+            return "claim is being released"
+        if t.key in self.tasks:
+            return "duplicate"
+        busy = self.tasks.get(claim.job) if claim.job else None
+        if busy is not None and not busy.finished:
+            return "the claim is busy with another job"
+        if t.spec["cpus"] > claim.cpus:
+            return f"the job asks for {t.spec['cpus']} cpus; the claim has {claim.cpus}"
+        t.user = claim.user
+        return None
+
+    def box_made(self, t: RunTicket) -> None:
+        """The shell made the ticket's sandbox directory."""
+        t.made_box = True
+
+    def refuse(self, t: RunTicket, reason: str) -> None:
+        """The shell could not receive the run (mkdir, a write): refuse it with `reason`."""
+        if t.reason is None:
+            t.reason = reason
+
+    def run_aborted(self, t: RunTicket) -> List[Action]:
+        """The session ended while the run's data was arriving."""
+        self.receiving.discard(t.key)
+        return [RemoveBox(t.box, t.ident)] if t.made_box else []
+
+    def run_received(self, t: RunTicket, now: float) -> List[Action]:
+        """All of the run's data arrived (into the sandbox, or dropped if refused)."""
+        if t.fatal:
+            return [ToSession(t.sid, error("bad-message", t.reason or "bad run", "run"))]
+        if t.reason is None:
+            self.receiving.discard(t.key)
+            t.reason = self._admit(t)  # the claim may have gone while the data arrived
+        elif t.reason == "duplicate":  # a run sent again (a resumed submitter): it runs
+            s = self.sessions.get(t.sid)
+            if s is not None and self._visible(s, self.tasks.get(t.key)):
+                return [ToSession(t.sid, {"type": "started", "job": t.job,
+                                          "attempt": t.attempt})]
+            t.reason = "refused"
+        if t.reason is not None:
+            return self._reject(t, t.reason)
+        return [Prepare(t)]
+
+    def _reject(self, t: RunTicket, reason: str) -> List[Action]:
+        out: List[Action] = [RemoveBox(t.box, t.ident)] if t.made_box else []
+        out.append(self._rejected(t, reason))
+        return out
+
+    def _rejected(self, t: RunTicket, reason: str) -> ToSession:
+        return ToSession(t.sid, {"type": "rejected", "job": t.job, "attempt": t.attempt,
+                                 "reason": reason})
+
+    def task_spec(self, t: RunTicket, ident: Optional[dict], snapshot: dict, now: float,
+                  home: Optional[str] = None) -> dict:
+        """The taskfile spec of an admitted run. `ident`: the identity and containment
+        fields for the executor (uid, gid, groups, run_as, ...; None: run as the node)."""
+        spec, box = t.spec, t.box
+        claim = self.claims.get(t.claim)
+        gpus = claim.gpus if claim is not None else []
+        cpus = claim.cpus if claim is not None else 1
+        shared = spec["shared_fs"]
+        exe = t.exe_in_box or spec["executable"]
+        cwd = spec["iwd"] if shared else box
+        env = sandbox.job_environment(spec["environment"], spec["getenv"], box, t.job,
+                                      cpus, gpus, home)
+        if shared:
+            stdin = spec["input"] if isinstance(spec["input"], str) else None
+            stdout, stderr = spec["output"], spec["error"]
+        else:
+            # no `output`/`error` in the submit file: HTCondor discards the stream, so do we
+            stdin = os.path.join(box, sandbox.STDIN) if spec["input"] else None
+            stdout = os.path.join(box, sandbox.STDOUT) if spec["output"] else None
+            stderr = os.path.join(box, sandbox.STDERR) if spec["error"] else None
+        out = {"job": t.job, "attempt": t.attempt, "submitter": t.submitter,
+               "session": t.session, "claim": t.claim, "node": self.cap.name,
+               "argv": [exe] + spec["arguments"], "cwd": cwd, "env": env, "stdin": stdin,
+               "stdout": stdout, "stderr": stderr, "sandbox": box, "shared_fs": shared,
+               "transfer_output_files": spec["transfer_output_files"],
+               "when_to_transfer_output": spec["when_to_transfer_output"],
+               "snapshot": snapshot, "kill_grace": 5, "notify": self.notify, "created": now,
+               "boot": self.boot}
+        if ident is not None:
+            out.update(ident)
+            if ident.get("uid") is not None and ident.get("run_as"):
+                env["USER"] = env["LOGNAME"] = str(ident["run_as"])
+        return out
+
+    def created(self, t: RunTicket, err: Optional[str], now: float) -> List[Action]:
+        """The shell did (or failed) the `Prepare` I/O; on success the run becomes a task."""
+        if err is not None:
+            return [Log("warning", f"job {t.key} refused: {err}"),
+                    Remove(t.key, t.path, t.box, delivered=False, ident=t.ident),
+                    self._rejected(t, f"the node cannot take the job: {err}")]
+        reason = self._admit(t)
+        if reason is not None:  # another session took the claim meanwhile
+            return [Remove(t.key, t.path, t.box, delivered=False, ident=t.ident),
+                    self._rejected(t, reason)]
+        task = Task(t.key, t.submitter, t.session, t.job, t.attempt, t.claim, t.path, t.box,
+                    created=now, announce=True, ident=t.ident)
+        self.tasks[t.key] = task
+        self.claims[t.claim].job = t.key
+        return [Launch(t.key, t.path), AnnounceLater(t.key, STARTED_AFTER)]
+
+    def launch_failed(self, key: str, err: str, now: float) -> List[Action]:
+        """`Launch` could not be done: the run is refused and its claim free again."""
+        task = self.tasks.pop(key, None)
+        if task is None:
+            return []
+        out: List[Action] = [Log("warning", f"job {key} could not be launched: {err}"),
+                             Remove(key, task.path, task.sandbox, delivered=False,
+                                    ident=task.ident)]
+        out += self._free_claim(task, now)
+        sid = self.bound.get((task.submitter, task.session))
+        if sid is not None:
+            out.append(ToSession(sid, {"type": "rejected", "job": task.job,
+                                       "attempt": task.attempt,
+                                       "reason": f"the node cannot start the job: {err}"}))
+        return out
+
+    def announce(self, key: str) -> List[Action]:
+        task = self.tasks.get(key)
+        if task is None or not task.announce or task.finished:
+            return []
+        task.announce = False
+        sid = self.bound.get((task.submitter, task.session))
+        if sid is None:
+            return []
+        return [ToSession(sid, {"type": "started", "job": task.job, "attempt": task.attempt})]
+
+    # ---------------------------------------------------------- job lifetimes
+
+    def checks(self) -> List[Tuple[str, str]]:
+        """(key, taskfile) of every job not known to have ended: probe these."""
+        return [(t.key, t.path) for t in self.tasks.values() if not t.finished]
+
+    def probe(self, key: str, alive: bool, st: Any, now: float) -> List[Action]:
+        """A liveness probe of the job's executor; `st` is the taskfile read when not alive."""
+        task = self.tasks.get(key)
+        if task is None or task.finished:
+            return []
+        if alive:
+            if task.kill_at is not None and now - task.kill_at >= REKILL_EVERY:
+                return self._kill(task, now)
+            return []
+        if st is None:
+            return []
+        task.state = st
+        if st.finished:
+            return self._ended(task, now)
+        if st.executor_pid is None:
+            if now - task.created > LAUNCH_GRACE:
+                task.created = now
+                return [Launch(key, task.path)]
+            return []
+        return [self._died(task)]
+
+    def _died(self, task: Task) -> MarkLost:
+        st = task.state
+        return MarkLost(task.key, task.path, f"its executor (pid {st.executor_pid}) died",
+                        st.pid, st.pid_start, reap=True)
+
+    def loaded(self, key: str, st: Any, now: float) -> List[Action]:
+        """The taskfile was read again (an executor's notice, or after MarkLost)."""
+        task = self.tasks.get(key)
+        if task is None or task.finished:
+            return []
+        task.state = st
+        return self._ended(task, now) if st.finished else []
+
+    def _ended(self, task: Task, now: float) -> List[Action]:
+        task.announce = False  # "finished" says it all
+        task.finished_at = _ended_at(task.state, now)
+        out = self._free_claim(task, now)
+        sid = self.bound.get((task.submitter, task.session))
+        if sid is not None and task.delivering is None:
+            out.append(self._deliver(task, sid))
+        return out
+
+    def _free_claim(self, task: Task, now: float) -> List[Action]:
+        claim = self.claims.get(task.claim)
+        if claim is None or claim.job != task.key:
+            return []
+        claim.job = None
+        return self.drop_claim(claim.claim, False, now) if claim.releasing else []
+
+    def _kill(self, task: Task, now: float) -> List[Action]:
+        task.kill_at = now
+        return [Kill(task.key, task.path)]
+
+    # ---------------------------------------------------------- delivery
+
+    def _deliver(self, task: Task, sid: int) -> Deliver:
+        task.delivering = sid
+        return Deliver(sid, task.key)
+
+    def delivery_done(self, key: str, sid: int, ok: bool) -> List[Action]:
+        """A delivery ended. If another session took over meanwhile (the old one was
+        half-open and drained slowly), deliver again there."""
+        task = self.tasks.get(key)
+        if task is None or task.delivering != sid:
+            return []
+        task.delivering = None
+        current = self.bound.get((task.submitter, task.session))
+        if current is not None and current != sid and task.finished:
+            return [self._deliver(task, current)]
+        return []
+
+    def tick(self, now: float) -> List[Action]:
+        """Once a second: results nobody came for within the retention time go."""
+        out: List[Action] = []
+        for task in list(self.tasks.values()):
+            if not task.finished or task.delivering is not None or task.finished_at is None:
+                continue
+            age = now - task.finished_at
+            if age > self.retain:
+                del self.tasks[task.key]
+                out.append(Log("warning", f"result of job {task.job} attempt {task.attempt} "
+                                          f"(submitter {task.submitter}) was not collected "
+                                          f"within {_duration(self.retain)}: removed"))
+                out.append(Remove(task.key, task.path, task.sandbox, delivered=False,
+                                  ident=task.ident))
+        return out
+
+    def task_of(self, key: str) -> Optional[Task]:
+        return self.tasks.get(key)
+
+
+# ------------------------------------------------------------------ results
+
+def result_of(st: Any, node: str) -> dict:
+    """The `finished` result of a finished taskfile state (files aside)."""
+    end = st.exit or {}
+    result = {"node": node, "exit_code": end.get("code"), "signal": end.get("signal"),
+              "rusage": end.get("rusage"), "started": end.get("started", st.running_since),
+              "ended": end.get("ended"), "removed": st.killed is not None}
+    if end.get("e") == "exec-failed":
+        result["reason"] = end.get("reason")
+        result["errno"] = end.get("errno")
+        result["exec_failed"] = True
+    elif end.get("e") == "lost":
+        result["reason"] = end.get("reason")
+        result["lost"] = True
+    return result
+
+
+@dataclass
+class OutputPlan:
+    """Which files of a finished job go back (sandbox.collect does the finding): the
+    std streams it has, and, when `transfer`, its outputs (all but `skip`)."""
+    transfer: bool
+    skip: frozenset
+    report_missing: bool
+
+
+def output_plan(st: Any) -> Optional[OutputPlan]:
+    """None: nothing comes back from the sandbox (shared file system)."""
+    spec = st.spec
+    if spec.get("shared_fs") or not spec.get("sandbox"):
+        return None
+    end = st.exit or {}
+    transfer = spec.get("when_to_transfer_output") != "ON_SUCCESS" or end.get("code") == 0
+    exe = os.path.basename(str((spec.get("argv") or [""])[0]))
+    return OutputPlan(transfer, frozenset({exe}), end.get("e") == "exit")
+
+
+def add_outputs(result: dict, plan: OutputPlan, missing: list, refused: dict,
+                over: Optional[str]) -> dict:
+    """What the output collection found wrong, in the result (bounded)."""
+    if missing and plan.report_missing:
+        result["missing"] = [str(m)[:200] for m in missing[:1000]]
+    if refused:
+        result["refused"] = {str(k)[:200]: str(v)[:200] for k, v in list(refused.items())[:100]}
+    if over:
+        result["outputs_over_limit"] = str(over)[:200]
+    return result
+
+
+def ident_fields(spec: dict) -> dict:
+    """The identity fields of a taskfile spec (to release a per-job uid)."""
+    return {"uid": spec.get("uid"), "per_job_uid": bool(spec.get("per_job_uid"))}
+
+
+def _ended_at(st: Any, now: float) -> float:
+    end = st.exit or {}
+    for k in ("ended", "t"):
+        v = end.get(k)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
+    return now
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def parse_duration(text: str) -> float:
+    """`7d`, `12h`, `30m`, `5s` or plain seconds -> seconds (ValueError if not)."""
+    m = re.match(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)\s*\Z", text or "")
+    if not m:
+        raise ValueError("want a duration like 7d, 12h, 30m or 5s")
+    value = float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    if value <= 0:
+        raise ValueError("want a duration above 0")
+    return value
