@@ -555,6 +555,14 @@ def test_results_from_taskfile_states():
     assert r["exec_failed"] and r["errno"] == 2 and r["reason"] == "cannot run x"
     lost = state(task, {"e": "lost", "reason": "gone"})
     assert nc.result_of(lost, "n1")["lost"]
+    # a "lost" a restarting daemon appended after the executor's exit (it read the job
+    # running, then found the lock gone as the job ended) must not undo the exit: the
+    # job would be reported lost and run a second time
+    late = state(task, {"e": "executor", "pid": 10, "start": 1, "boot": "boot-1"},
+                 {"e": "exit", "code": 0, "signal": None, "started": T0, "ended": T0 + 1},
+                 {"e": "lost", "reason": "its executor (pid 10) died"})
+    r = nc.result_of(late, "n1")
+    assert late.finished and r["exit_code"] == 0 and "lost" not in r
     plan = nc.output_plan(st)
     assert plan.transfer and plan.skip == {"true"} and plan.report_missing
     on_success = exited(task, code=1)

@@ -192,6 +192,10 @@ class NodeDaemon:
     def _recover(self) -> None:
         """Rebuild the job table from the taskfiles after a restart."""
         for path in records.iter_dir(self.tasks_dir, taskfile.SUFFIX):
+            # probe before reading: an executor appends its exit record before it lets
+            # go of its lock, so "not alive" then "not finished" means it really died
+            # (read first, a job ending in between looked dead and was run again)
+            alive = taskfile.owner_alive(path)
             try:
                 st = taskfile.load(path)
             except (ValueError, OSError) as exc:
@@ -199,7 +203,7 @@ class NodeDaemon:
                 os.replace(path, path + ".bad")
                 continue
             self.confine.policy.hold(st.spec)  # its uid stays taken until the taskfile goes
-            self.execute(self.core.recover(st, taskfile.owner_alive(path), time.time()))
+            self.execute(self.core.recover(st, alive, time.time()))
 
     # ----------------------------------------------------------- the master
 
@@ -431,6 +435,15 @@ class NodeDaemon:
         self.execute(self.core.tick(time.time()))
 
     def _mark_lost(self, a: nc.MarkLost) -> None:
+        if taskfile.owner_alive(a.path):  # an executor took it meanwhile: not lost
+            self._reload(a.key)
+            return
+        try:
+            if taskfile.load(a.path).finished:  # it ended meanwhile: its result stands
+                self._reload(a.key)
+                return
+        except (OSError, ValueError):
+            pass
         reason = a.reason
         alive = bool(a.pid) and taskfile.same_process(a.pid, a.pid_start)
         if alive:

@@ -114,7 +114,11 @@ def parse(path: str, recs: list, damaged: int = 0) -> TaskState:
             st.pid, st.pid_start = rec.get("pid"), rec.get("start")
             st.running_since = rec.get("t")
         elif event in ("exit", "exec-failed", "lost"):
-            st.exit = rec
+            # the first end is the job's end: a "lost" a daemon appended after the
+            # executor's exit record (it saw the job running, then its lock gone)
+            # must not turn a finished job into one to run again
+            if st.exit is None:
+                st.exit = rec
         elif event == "killed":
             st.killed = rec.get("signal")
         elif event == "delivered":
