@@ -17,10 +17,23 @@ from pathlib import Path
 from .conftest import run_jrs, write_config
 
 
+def free_ports(count: int) -> list:
+    """`count` distinct free ports: the sockets stay bound until all are taken, since
+    a port closed at once may be handed out again by the next bind."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 class Cluster:
@@ -35,8 +48,7 @@ class Cluster:
         self.lab = lab
         if lab is None:
             self.hosts = ["127.0.0.1"] * (len(slots) + 1)
-            self.mport = free_port()
-            self.ports = [free_port() for _ in slots]
+            self.mport, *self.ports = free_ports(len(slots) + 1)
         else:
             self.hosts = lab.addresses[:len(slots) + 1]
             self.mport = 7083

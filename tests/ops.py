@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from .cluster import free_port
+from .cluster import free_ports
 from .conftest import ROOT, write_config
 
 SCRIPT = ROOT / "init.d" / "jrs-daemon"
@@ -152,7 +152,7 @@ class Scratch:
                  extra_defaults: str = "") -> None:
         self.base = Path(tempfile.mkdtemp(prefix="jrs-ops-", dir="/tmp"))
         self.base.chmod(0o755)  # jobs run as another account reach their sandbox through it
-        self.mport, self.nport = free_port(), free_port()
+        self.mport, self.nport = free_ports(2)
         self.master = master or f"127.0.0.1:{self.mport}"
         self.nodes = nodes if nodes is not None else f"127.0.0.1:{self.nport} slots=2\n"
         self.conf = write_config(self.base / "conf", master=self.master, nodes=self.nodes,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from .cluster import free_port
+from .cluster import free_ports
 from .conftest import ROOT
 from .ops import (
     NO_REDIRECT,
@@ -225,7 +225,7 @@ def run_package_story(debs, arch, tmp_path, cache, user) -> None:
     # test's job checks it ran as its submitter's ordinary account: the node opt-in
     with open("/etc/default/jrs", "a") as f:
         f.write('JRS_NODE_ARGS="--same-user-accounts"\n')
-    mport, nport = free_port(), free_port()
+    mport, nport = free_ports(2)
     Path("/etc/jrs/node.master").write_text(f"127.0.0.1:{mport}\n")
     Path("/etc/jrs/node.list").write_text(f"127.0.0.1:{nport} slots=2\n")
     env = {**os.environ, "JRS_CACHE": str(cache)}
