@@ -109,7 +109,8 @@ class Master:
         self.pool = Pool(config.nodes, clock(), new_id=lambda: os.urandom(12).hex(),
                          node_timeout=_env_seconds("JRS_NODE_TIMEOUT", 6.0),
                          submitter_lease=_env_seconds("JRS_SUBMITTER_LEASE", 300.0),
-                         offer_timeout=_env_seconds("JRS_OFFER_TIMEOUT", 10.0))
+                         offer_timeout=_env_seconds("JRS_OFFER_TIMEOUT", 10.0),
+                         tick_period=TICK)
         self.store = sessions
         if sessions is not None:
             self.pool.sessions.update(sessions.loaded)
