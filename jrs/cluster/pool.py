@@ -486,19 +486,20 @@ class Pool:
 
     def session_ok(self, sid: str, token: Optional[str]) -> bool:
         """Bind a submitter id to sha256 of its session token at its first hello; later
-        hellos must bring the same token. A hello without a token (a submitter from before
-        session keys) binds nothing, and cannot take over an id bound to a token."""
-        token_hash = hashlib.sha256(token.encode()).hexdigest() \
-            if isinstance(token, str) and token else None
+        hellos must bring the same token. A hello without a token is refused (contract 8):
+        an id it could use unbound would be one `jrs status` shows, free to take before
+        its submitter's first hello, or after a master lost its session records."""
+        if not isinstance(token, str) or not token:
+            return False
+        token_hash = hashlib.sha256(token.encode()).hexdigest()
         bound = self.sessions.get(sid)
         if bound is None:
-            if token_hash:
-                self.sessions[sid] = token_hash
-                while len(self.sessions) > MAX_SESSIONS:
-                    self.sessions.popitem(last=False)
+            self.sessions[sid] = token_hash
+            while len(self.sessions) > MAX_SESSIONS:
+                self.sessions.popitem(last=False)
             return True
         self.sessions.move_to_end(sid)
-        return token_hash is not None and hmac.compare_digest(bound, token_hash)
+        return hmac.compare_digest(bound, token_hash)
 
     def submitter_hello(self, msg: dict, now: float) -> list:
         sid = payload.ident(msg.get("submitter"), "submitter")
