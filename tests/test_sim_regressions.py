@@ -26,6 +26,13 @@ FOUND = [
     (171, "small", "", "Pool (C1)", "claims adopted for a submitter that had gone"),
     (108, "large", "ctrl-c,disk", "Pool (C1)",
      "a claim revoked before two master restarts came back with its node's hello"),
+    (1164, "small", "ctrl-c,disk", "Pool (C2)",
+     "a master back from an 8 s stall ticked before reading the queued reports, declared "
+     "live nodes lost and revoked their claims with kill"),
+    (2399, "small", "ctrl-c,disk", "sim checker",
+     "a run's result reached the submitter, which counted it as a retry; a later loss of "
+     "the node made the checker discount it: 'failed after 0 retries'"),
+    (345, "large", "ctrl-c,disk,stall", "sim checker", "the same, on the large shape"),
 ]
 
 
