@@ -667,6 +667,7 @@ def test_a_claim_is_bound_to_the_first_session_that_runs_on_it():
     (save,) = of(acts, nc.SaveClaims)  # the binding is persisted with the claim
     mine = hashlib.sha256(TOKEN.encode()).hexdigest()
     assert save.claims[0]["session"] == mine and c.claims[claim_id(1)].session == mine
+    assert "session" not in c.hello()["claims"][0]  # the master never learns it
     task = c.tasks[t.key]
 
     def book() -> tuple:

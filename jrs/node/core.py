@@ -340,8 +340,13 @@ class Claim:
     session: Optional[str] = None
 
     def to_json(self) -> dict:
-        out = {"claim": self.claim, "submitter": self.submitter, "user": self.user,
-               "cpus": self.cpus, "memory": self.memory, "gpus": self.gpus}
+        """As the master knows it (node-hello)."""
+        return {"claim": self.claim, "submitter": self.submitter, "user": self.user,
+                "cpus": self.cpus, "memory": self.memory, "gpus": self.gpus}
+
+    def to_saved(self) -> dict:
+        """As claims.json keeps it: with the session binding (never sent to the master)."""
+        out = self.to_json()
         if self.session is not None:
             out["session"] = self.session
         return out
@@ -642,7 +647,7 @@ class NodeCore:
         return self.drop_claim(check_id(msg.get("claim"), "claim"), msg.get("kill") is True, now)
 
     def _claims_json(self) -> list:
-        return [c.to_json() for c in self.claims.values()]
+        return [c.to_saved() for c in self.claims.values()]
 
     def _save(self) -> SaveClaims:
         return SaveClaims(self._claims_json())
