@@ -675,6 +675,7 @@ def test_a_few_lost_runs_still_run_again_and_end_done(tmp_path):
     for attempt in range(1, 4):
         acts = collect(core, "n1", finished("7.0", attempt, lost=True, reason="reboot"))
         (run,) = of(acts, C.StartRun)
+        assert run.msg["attempt"] == attempt + 1
         core.run_sent("n1", 0, attempt + 1)
     collect(core, "n1", finished("7.0", 4))
     assert core.queue.final[0].state == DONE
