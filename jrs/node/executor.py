@@ -187,10 +187,11 @@ _RESET = (_signal.SIGHUP, _signal.SIGINT, _signal.SIGPIPE, _signal.SIGUSR1, _sig
           _signal.SIGALRM, _signal.SIGCHLD, _signal.SIGXFSZ)
 
 
-def run(path: str, bound: bool = False) -> dict | None:
+def run(path: str, bound: bool = False, on_result=None) -> dict | None:
     """Run the job of taskfile `path` to its end; return the exit record (None if done).
     `bound`: this executor is reused (see _Killer). Returns once the job's unit is
-    reaped and the taskfile unlocked (the daemon may then hand out its uid again)."""
+    reaped and the taskfile unlocked (the daemon may then hand out its uid again).
+    `on_result()` is called once the exit record is written, before the reaping."""
     for sig in (_signal.SIGHUP, _signal.SIGINT, _signal.SIGPIPE, _signal.SIGUSR1):
         _signal.signal(sig, _ignore)
     _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
@@ -224,6 +225,8 @@ def run(path: str, bound: bool = False) -> dict | None:
         # lost and reruns, like every job the reboot interrupted
         records.append(fd, result)
         _notify(spec, state.key)
+        if on_result is not None:
+            on_result()
         # The unit is dead already (its cgroup emptied: nothing can touch the sandbox
         # while the node collects it); reaping a per-job uid (its stray processes, its
         # temporary files and IPC) and removing the cgroups happen after the result is

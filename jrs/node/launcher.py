@@ -21,6 +21,7 @@ import _signal
 import gc
 import os
 import sys
+import time
 
 from . import executor
 
@@ -81,6 +82,7 @@ def name_process(name: bytes) -> None:
 
 
 MAX_JOBS = 1000  # an executor retires after this many jobs (whatever it leaks stays bounded)
+WAIT_FOR_IDLE = 0.05  # seconds a job waits for an executor that is reaping its last one
 MAX_IDLE = 16  # idle executors kept; one more announcing itself is told to exit
 IDLE_FOR = 300.0  # an idle executor offers to retire after this many seconds without work
 
@@ -108,9 +110,10 @@ def serve(fd: int) -> None:
     buf = b""
     while True:
         try:
-            ready, _, _ = select.select([fd, *pool.status], [], [])
+            ready, _, _ = select.select([fd, *pool.status], [], [], pool.timeout())
         except InterruptedError:
             continue
+        pool.expire()
         for r in ready:  # idle announcements first: they may take this very work
             if r != fd:
                 pool.heard(r)
@@ -133,18 +136,38 @@ class _Pool:
         self.status: dict = {}  # status pipe (read end) -> pid
         self.command: dict = {}  # pid -> command pipe (write end)
         self.idle: list = []  # most recently idle last: it is handed the next job
+        self.finishing: set = set()  # wrote its job's end, reaping it: idle in a moment
+        self.waiting: list = []  # [(path, deadline)] for an executor that is finishing
         self.forked = 0
 
     def hand(self, path: str) -> None:
-        line = os.fsencode(path) + b"\n"
         while self.idle:
-            pid = self.idle.pop()
-            try:
-                os.write(self.command[pid], line)
+            if self._give(self.idle.pop(), path):
                 return
-            except OSError:  # it died meanwhile (its status pipe's EOF is on its way)
-                self._forget(pid)
+        if len(self.finishing) > len(self.waiting):  # one is about to be free: wait a bit
+            self.waiting.append((path, time.monotonic() + WAIT_FOR_IDLE))
+            return
         self._fork(path)
+
+    def _give(self, pid: int, path: str) -> bool:
+        try:
+            os.write(self.command[pid], os.fsencode(path) + b"\n")
+            return True
+        except OSError:  # it died meanwhile (its status pipe's EOF is on its way)
+            self._forget(pid)
+            return False
+
+    def timeout(self) -> float | None:
+        if not self.waiting:
+            return None
+        return max(0.0, self.waiting[0][1] - time.monotonic())
+
+    def expire(self) -> None:
+        """Work that waited too long for a finishing executor gets a new one."""
+        now = time.monotonic()
+        while self.waiting and (self.waiting[0][1] <= now
+                                or len(self.waiting) > len(self.finishing)):
+            self._fork(self.waiting.pop(0)[0])
 
     def heard(self, r: int) -> None:
         pid = self.status[r]
@@ -158,10 +181,16 @@ class _Pool:
         for c in said:
             if pid not in self.command:
                 return
-            if c == ord("r") and pid in self.idle:  # idle too long, nothing handed to it
+            if c == ord("f"):
+                self.finishing.add(pid)
+            elif c == ord("r") and pid in self.idle:  # idle too long, nothing handed to it
                 self._forget(pid)  # EOF on its command pipe: it exits
             elif c == ord("i") and pid not in self.idle:
-                if len(self.idle) >= MAX_IDLE:
+                self.finishing.discard(pid)
+                if self.waiting:
+                    if not self._give(pid, self.waiting.pop(0)[0]):
+                        return
+                elif len(self.idle) >= MAX_IDLE:
                     self._forget(pid)
                 else:
                     self.idle.append(pid)
@@ -176,6 +205,7 @@ class _Pool:
                 os.close(r)
         if pid in self.idle:
             self.idle.remove(pid)
+        self.finishing.discard(pid)
 
     def _fork(self, path: str) -> None:
         try:
@@ -216,6 +246,13 @@ class _Pool:
             os._exit(code)
 
 
+def _say(wr: int, what: bytes) -> None:
+    try:
+        os.write(wr, what)
+    except OSError:
+        pass
+
+
 def _executor_loop(path: str, rd: int, wr: int) -> int:
     """A reused executor: one job at a time, each from its own locked taskfile, until
     the launcher goes away, MAX_JOBS is reached, or it was let go after idling."""
@@ -225,7 +262,7 @@ def _executor_loop(path: str, rd: int, wr: int) -> int:
     buf = b""
     for n in range(MAX_JOBS):
         try:
-            executor.run(path, bound=True)
+            executor.run(path, bound=True, on_result=lambda: _say(wr, b"f"))
         except executor.TaskBusy:
             pass
         executor.reap_orphans()

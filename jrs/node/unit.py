@@ -239,7 +239,7 @@ class Unit:
                     time.sleep(0.005)
         return {"clean": clean}
 
-    def needs_uid_visit(self, since: float) -> bool:
+    def needs_uid_visit(self, since: float, roots: tuple = TMP_DIRS) -> bool:
         """Must a child become the uid to clean up after the job? Only when a temporary
         directory (or a known sticky one below it) gained or lost an entry since the job
         started, or /proc/sysvipc lists an object of the uid. Root only stats the fixed
@@ -247,7 +247,7 @@ class Unit:
         named is opened or followed. `since` 0: always."""
         if since <= 0 or self.uid is None:
             return True
-        for r in TMP_DIRS:
+        for r in roots:
             try:
                 st = os.stat(r)
             except OSError:
