@@ -158,11 +158,22 @@ def _policy(world, spec, p: int, timed: list, execs: list) -> None:
         world.fail(f"{spec.name}: job {job} held: {end.get('reason')}")
     of = {e.attempt: e for e in execs}
     runs = [(t, r) for t, r in timed if r["e"] == "run"]
+    # where in the journal the submitter decided what came of each run: its next record
+    # (requeue or end), as a position among all the submitter's records
+    where = {id(r): i for i, (_, r) in enumerate(world.journals[spec.sid])}
+    decided = {}
+    for (_, r), (_, nxt) in zip(timed, timed[1:]):
+        if r["e"] == "run":
+            decided[id(r)] = where[id(nxt)]
     retries = 0
     for (t0, r0), (t1, _r1) in zip(runs, runs[1:]):
         e = of.get(r0["attempt"])
-        if e is None or e.how != "completed" or _lost(world, spec.sid, r0["node"], t0, t1):
-            continue  # it never ran, or did not run to its end, or its node was lost
+        if e is None or e.how != "completed":
+            continue  # it never ran, or did not run to its end
+        got = world.results.get((spec.sid, job, e.attempt))  # records written before it
+        if (got is None or got > decided.get(id(r0), -1)) \
+                and _lost(world, spec.sid, r0["node"], t0, t1):
+            continue  # its node was lost before its result reached the submitter
         if e.code == 0 and e.signal is None:
             world.fail(f"{spec.name}: job {job} attempt {e.attempt} succeeded on {e.node} "
                        f"and the job was run again at t={t1:.2f}: {seq}")
