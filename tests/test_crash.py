@@ -8,18 +8,9 @@ import signal
 import subprocess
 import time
 
-import pytest
-
 from jrs.node import taskfile
 
 from .cluster import Cluster, check_outputs, runs, sweep, wait_for
-
-
-@pytest.fixture
-def two_nodes(pyz, tmp_path):
-    c = Cluster(pyz, tmp_path, slots=[2, 2]).start()
-    yield c
-    c.stop()
 
 
 def test_node_kill9_while_starting_running_finishing(two_nodes, tmp_path):

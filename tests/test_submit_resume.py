@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .cluster import Cluster, check_outputs, runs, shared_ledger, sweep, wait_for
+from .cluster import check_outputs, runs, shared_ledger, sweep, wait_for
 
 
 def check_story(work: Path, n: int) -> None:
@@ -23,13 +23,6 @@ def check_story(work: Path, n: int) -> None:
         assert sorted(map(int, procs)) == list(range(n)), (event, procs)
     assert log.count("Normal termination (return value 0)") == n
     assert "Abnormal termination" not in log and "Job was aborted" not in log
-
-
-@pytest.fixture
-def two_nodes(pyz, tmp_path):
-    c = Cluster(pyz, tmp_path, slots=[2, 2]).start()
-    yield c
-    c.stop()
 
 
 def test_resume_after_kill9_reattaches_running_jobs(two_nodes, tmp_path):

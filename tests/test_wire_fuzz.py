@@ -13,6 +13,12 @@ from . import wirefuzz as F
 NO_FIELDS = {"new-cluster"}  # nothing in it to refuse at field level
 
 
+def test_every_message_type_has_its_receivers_named():
+    """A type added to the schema must say who receives it (wirefuzz.RECEIVERS), so the
+    fuzzer feeds it to that role."""
+    assert sorted(SCHEMA) == sorted(F.RECEIVERS)
+
+
 @pytest.mark.parametrize("seed", [1])
 def test_fuzzed_messages_reach_every_handler_and_break_nothing(seed, tmp_path):
     stats = F.run(seed, 2000, str(tmp_path))
