@@ -765,3 +765,81 @@ def test_a_task_on_disk_under_its_old_key_is_still_found_by_its_job():
     assert of(acts, nc.Remove) == [nc.Remove(old, path, f"/state/sandbox/{old}", True,
                                              ident={"uid": None, "per_job_uid": False})]
     assert c.tasks == {} and c.by_job == {}
+
+
+# ------------------------------------------------------------------ back from a stop
+
+def test_a_node_back_from_a_stop_starts_no_run_until_the_master_confirms_its_claims():
+    """Sim seeds small 200970 / large 200962: a node SIGSTOPped past the master's node
+    timeout woke with a run queued on a claim the master had revoked meanwhile (the
+    submitter had already rerun the job elsewhere) and started it: twice at once."""
+    c = make(slots=2)
+    offer(c, 1)
+    offer(c, 2)
+    attach(c, 1)
+    running = start_job(c, sid=1, i=2, job="2.0")
+    c.tick(T0 + 1)
+    assert c.tick(T0 + 2) == []  # ticking each second: nothing to confirm
+    # stopped for 7 s; the first event after it is the queued run on claim 1
+    woke = T0 + 9
+    t = c.run_offered(1, run_msg(1, job="1.4", attempt=1))
+    assert t.reason is None
+    c.box_made(t)
+    acts = c.run_received(t, woke)
+    assert of(acts, nc.Prepare) == [] and sent(acts) == []  # held, not started nor refused
+    asked = to_master(acts)
+    assert [m["type"] for m in asked] == ["node-report", "ping"]
+    assert sorted(asked[0]["claims"]) == [claim_id(1), claim_id(2)]
+    seq = asked[1]["seq"]
+    assert of(c.tick(woke + 0.5), nc.ToMaster) == []  # asked once per master session
+    # the master's answer to the report: it took claim 1 away (and claim 2's job goes on)
+    acts = c.from_master({"type": "claim-drop", "claim": claim_id(1), "kill": True}, woke)
+    assert {"type": "claim-released", "claim": claim_id(1)} in to_master(acts)
+    assert not of(acts, nc.Kill) and not c.tasks[running.key].finished
+    assert c.from_master({"type": "pong", "seq": seq + 1}, woke) == []  # not our ping
+    acts = c.from_master({"type": "pong", "seq": seq}, woke)
+    assert of(acts, nc.Prepare) == [] and of(acts, nc.Launch) == []
+    (msg,) = sent(acts, 1)
+    assert msg["type"] == "rejected" and "unknown claim" in msg["reason"]
+    assert of(acts, nc.RemoveBox) == [nc.RemoveBox(t.box)]
+    assert c.held == [] and t.key not in c.receiving
+
+
+def test_a_run_held_after_a_stop_starts_once_the_master_keeps_its_claim():
+    c = make(slots=1)
+    offer(c, 1)
+    attach(c, 1)
+    c.tick(T0)
+    c.master_down()  # the master's session went while we were stopped
+    assert c.tick(T0 + 8) == [nc.Log("warning", "the node was stopped for 8.0s: no new "
+                                                "job starts until the master has "
+                                                "confirmed its claims")]
+    t = c.run_offered(1, run_msg(1))
+    c.box_made(t)
+    assert of(c.run_received(t, T0 + 8.1), nc.Prepare) == []
+    assert c.run_offered(1, run_msg(1)).reason is not None  # the same run again: no
+    c.master_up()  # hello + welcome on a new session: the tick asks on it
+    asked = to_master(c.tick(T0 + 9))
+    assert [m["type"] for m in asked] == ["node-report", "ping"]
+    acts = c.from_master({"type": "pong", "seq": asked[1]["seq"]}, T0 + 9)
+    assert of(acts, nc.Prepare) == [nc.Prepare(t)]
+    acts = c.created(t, None, T0 + 9)
+    assert of(acts, nc.Launch) == [nc.Launch(t.key, t.path)]
+    # the next run starts at once: confirmed
+    assert c.tick(T0 + 10) == []
+
+
+def test_a_run_held_after_a_stop_goes_with_its_session():
+    c = make(slots=1)
+    offer(c, 1)
+    attach(c, 1)
+    c.tick(T0)
+    t = c.run_offered(1, run_msg(1))
+    c.box_made(t)
+    c.run_received(t, T0 + 8)
+    assert c.session_closed(1) == [nc.RemoveBox(t.box)]
+    asked = [m for m in to_master(c.tick(T0 + 8.5)) if m["type"] == "ping"] or None
+    assert asked is None  # already asked at the run
+    assert c.from_master({"type": "pong", "seq": 1}, T0 + 9) == [
+        nc.Log("info", "the master confirmed the claims: jobs start again")]
+    assert t.key not in c.receiving

@@ -226,3 +226,19 @@ def test_session_bindings_survive_a_master_restart(tmp_path):
         real.send(_sub_hello("s1", token="t" * 64))
         assert (await _recv(real))["type"] == "welcome"
     run(after_restart, tmp_path)
+
+
+def test_a_nodes_ping_is_answered_after_the_drops_its_report_caused(tmp_path):
+    """A node back from a stop sends a report and a ping, and starts no run until the
+    pong (jrs/node/core.py `_clock`): every claim-drop the report causes comes first."""
+    async def go(env):
+        node = await env.open("node")
+        node.send(_node_hello())
+        assert (await _recv(node))["type"] == "welcome"
+        revoked = "ab" * 16
+        env.master.pool.dropped[revoked] = True  # taken from the node while it was away
+        node.send({"type": "node-report", "load": 0, "running": 0, "claims": [revoked]})
+        node.send({"type": "ping", "seq": 7})
+        assert await _recv(node) == {"type": "claim-drop", "claim": revoked, "kill": True}
+        assert await _recv(node) == {"type": "pong", "seq": 7}
+    run(go, tmp_path)

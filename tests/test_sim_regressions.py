@@ -47,6 +47,10 @@ FOUND = [
      "a run's result reached the submitter, which counted it as a retry; a later loss of "
      "the node made the checker discount it: 'failed after 0 retries'"),
     (345, "large", "ctrl-c,disk,stall", "sim checker", "the same, on the large shape"),
+    (200970, "small", "", "node core (N2)",
+     "a node stalled past the node timeout woke and started a run queued on a claim the "
+     "master had revoked meanwhile: the job ran twice at once until the kill came"),
+    (200962, "large", "", "node core (N2)", "the same, on the large shape"),
 ]
 
 

@@ -282,6 +282,11 @@ class Master:
     def _claim_released(self, ch, name: str, msg: dict) -> None:
         self.send(self.pool.claim_released(name, msg["claim"], self.clock()))
 
+    def _ping(self, ch, name: str, msg: dict) -> None:
+        # a node back from a stop: the pong comes after every claim-drop its report
+        # caused (one channel, in order), so the node then knows which claims it keeps
+        ch.send({"type": "pong", "seq": msg["seq"]})
+
     def _pong(self, ch, name: str, msg: dict) -> None:
         fut = self.pings.get((id(ch), msg["seq"]))
         if fut is not None and not fut.done():
@@ -387,6 +392,7 @@ NODE: dict = {
     "claim-ok": Master._claim_answer,
     "claim-refused": Master._claim_answer,
     "claim-released": Master._claim_released,
+    "ping": Master._ping,
     "pong": Master._pong,
     "error": Master._ignore,
 }

@@ -36,6 +36,10 @@ LAUNCH_GRACE = 10.0  # seconds a written taskfile may wait for its executor befo
 STARTED_AFTER = 0.05
 REKILL_EVERY = 10.0  # a kill is repeated this often while the executor lives (a lost TERM)
 DEFAULT_RETAIN = 7 * 86400.0
+# A gap this long between two events (the shell ticks each second) means the node was
+# stopped (SIGSTOP, a paused VM): the master may have declared it lost meanwhile (its
+# node timeout is 6 s by default; the last report went up to a second before the stop)
+STALL_AFTER = 3.0
 
 _JOB = re.compile(r"[0-9]{1,18}\.[0-9]{1,18}\Z")
 # submitter ids: os.urandom(12).hex(); claim ids: os.urandom(16).hex() (128 bits, contract
@@ -429,7 +433,8 @@ class NodeCore:
     """The node's claims, tasks and sessions; events in, actions out."""
 
     def __init__(self, cap: Capacity, tasks_dir: str, sandbox_dir: str, boot: str = "",
-                 notify: str = "", retain: float = DEFAULT_RETAIN) -> None:
+                 notify: str = "", retain: float = DEFAULT_RETAIN,
+                 stall_after: float = STALL_AFTER) -> None:
         self.cap = cap
         self.tasks_dir = tasks_dir
         self.sandbox_dir = sandbox_dir
@@ -446,9 +451,18 @@ class NodeCore:
         self.bound: Dict[Tuple[str, Optional[str]], int] = {}  # (submitter, hash) -> sid
         self.receiving: set = set()  # task keys whose run data is arriving
         self.master = False
+        # back from a stop: no run starts until the master answered the ping of this seq
+        # (sent after a report, so its claim-drops for claims it took away come first)
+        self.stall_after = stall_after
+        self.unconfirmed: Optional[int] = None
+        self.held: List[RunTicket] = []  # runs received while unconfirmed
+        self._asked = False  # the report + ping went on the current master session
+        self._seq = 0
+        self._last: Optional[float] = None  # `now` of the latest event that carried it
+        self._load = 0.0
         self._from_master: Dict[str, Callable[[dict, float], list]] = {
             "claim-offer": self._offer, "claim-drop": self._claim_drop, "ping": self._ping,
-            "welcome": self._ignore, "pong": self._ignore, "error": self._ignore,
+            "welcome": self._ignore, "pong": self._pong, "error": self._ignore,
         }
         self._from_session: Dict[str, Callable[[Session, dict, float], list]] = {
             "ack": self._ack, "kill": self._kill_msg, "release": self._release,
@@ -556,6 +570,7 @@ class NodeCore:
                 "claims": [c.to_json() for c in self.claims.values()]}
 
     def report(self, now: float, load: float) -> dict:
+        self._load = load
         running = 0
         waiting = 0
         oldest: Optional[float] = None
@@ -575,6 +590,46 @@ class NodeCore:
 
     def master_down(self) -> None:
         self.master = False
+        self._asked = False  # the ping is lost with the session: ask the next one
+
+    # ---------------------------------------------------------- back from a stop
+
+    def _clock(self, now: float) -> List[Action]:
+        """Note the time of an event; a jump means the node was stopped (the master
+        may have declared it lost and its submitters rerun its jobs elsewhere): new
+        runs wait until the master confirmed the claims (`_pong`). Running jobs go on
+        (the master's claim-drop kills them if it took their claims)."""
+        last, self._last = self._last, now
+        if last is None or now - last <= self.stall_after or self.unconfirmed is not None:
+            return []
+        self._seq += 1
+        self.unconfirmed = self._seq
+        self._asked = False
+        return [Log("warning", f"the node was stopped for {now - last:.1f}s: no new job "
+                               "starts until the master has confirmed its claims")]
+
+    def _ask(self, now: float) -> List[Action]:
+        if self.unconfirmed is None or self._asked or not self.master:
+            return []
+        self._asked = True
+        return [ToMaster(self.report(now, self._load)),
+                ToMaster({"type": "ping", "seq": self.unconfirmed})]
+
+    def _pong(self, msg: dict, now: float) -> List[Action]:
+        if self.unconfirmed is None or msg.get("seq") != self.unconfirmed:
+            return []
+        # every claim-drop the master had for us came before this answer
+        self.unconfirmed = None
+        out: List[Action] = [Log("info", "the master confirmed the claims: jobs start again")]
+        held, self.held = self.held, []
+        for t in held:
+            self.receiving.discard(t.key)
+            if t.sid not in self.sessions:
+                out += self.run_aborted(t)
+                continue
+            t.reason = self._admit(t)
+            out += self._reject(t, t.reason) if t.reason is not None else [Prepare(t)]
+        return out
 
     def from_master(self, msg: dict, now: float) -> List[Action]:
         kind = msg.get("type")
@@ -715,7 +770,11 @@ class NodeCore:
         s = self.sessions.pop(sid, None)
         if s is not None and self.bound.get((s.submitter, s.session)) == sid:
             del self.bound[(s.submitter, s.session)]
-        return []
+        out: List[Action] = []
+        for t in [t for t in self.held if t.sid == sid]:  # held runs of it never start
+            self.held.remove(t)
+            out += self.run_aborted(t)
+        return out
 
     def from_session(self, sid: int, msg: dict, now: float) -> List[Action]:
         s = self.sessions.get(sid)
@@ -839,20 +898,27 @@ class NodeCore:
 
     def run_received(self, t: RunTicket, now: float) -> List[Action]:
         """All of the run's data arrived (into the sandbox, or dropped if refused)."""
+        out = self._clock(now)
         if t.fatal:
-            return [ToSession(t.sid, error("bad-message", t.reason or "bad run", "run"))]
+            out.append(ToSession(t.sid, error("bad-message", t.reason or "bad run", "run")))
+            return out
         if t.reason is None:
-            self.receiving.discard(t.key)
             t.reason = self._admit(t)  # the claim may have gone while the data arrived
+            if t.reason is None and self.unconfirmed is not None:
+                self.held.append(t)  # its key stays in `receiving` until `_pong`
+                return out + self._ask(now)
+            self.receiving.discard(t.key)
         elif t.reason == "duplicate":  # a run sent again (a resumed submitter): it runs
             if t.sid in self.sessions and self._find(t.submitter, t.session, t.job,
                                                      t.attempt)[0] is not None:
-                return [ToSession(t.sid, {"type": "started", "job": t.job,
-                                          "attempt": t.attempt})]
+                out.append(ToSession(t.sid, {"type": "started", "job": t.job,
+                                             "attempt": t.attempt}))
+                return out
             t.reason = "refused"
         if t.reason is not None:
-            return self._reject(t, t.reason)
-        return [Prepare(t)]
+            return out + self._reject(t, t.reason)
+        out.append(Prepare(t))
+        return out
 
     def _reject(self, t: RunTicket, reason: str) -> List[Action]:
         out: List[Action] = [RemoveBox(t.box, t.ident)] if t.made_box else []
@@ -1029,8 +1095,12 @@ class NodeCore:
 
     def tick(self, now: float) -> List[Action]:
         """Once a second: claims.json written again if a write failed; results nobody
-        came for within the retention time go."""
-        out: List[Action] = [self._save()] if self.unsaved else []
+        came for within the retention time go; back from a stop, the master is asked to
+        confirm the claims before a new run starts."""
+        out: List[Action] = self._clock(now)
+        out += self._ask(now)
+        if self.unsaved:
+            out.append(self._save())
         for task in list(self.tasks.values()):
             if not task.finished or task.delivering is not None or task.finished_at is None:
                 continue

@@ -40,6 +40,16 @@ HEARTBEAT = 1.0
 CHECK_EVERY = 1.0
 
 
+def _stall_after() -> float:
+    """How long a gap between ticks means we were stopped: half the master's node
+    timeout when JRS_NODE_TIMEOUT sets one (tests shorten it), else the core's default."""
+    try:
+        timeout = float(os.environ.get("JRS_NODE_TIMEOUT", ""))
+    except ValueError:
+        return nc.STALL_AFTER
+    return min(nc.STALL_AFTER, max(timeout / 2, 2 * CHECK_EVERY))
+
+
 async def forever(name: str, step: Callable[[], Awaitable[None]], every: float) -> None:
     """Run `step` every `every` seconds for good: a step that raises is logged with its
     traceback and the loop goes on (a background loop must never die silently)."""
@@ -101,7 +111,8 @@ class NodeDaemon:
         self.root = None
         self.notify_address = "\0jrs-node-%d-%s" % (os.getpid(), os.urandom(4).hex())
         self.core = NodeCore(capacity, self.tasks_dir, self.sandbox_dir,
-                             boot=taskfile.boot_id(), notify=self.notify_address, retain=retain)
+                             boot=taskfile.boot_id(), notify=self.notify_address, retain=retain,
+                             stall_after=_stall_after())
         self.channels: Dict[int, Channel] = {}
         self.master: Optional[Channel] = None
         self.stopping = asyncio.Event()

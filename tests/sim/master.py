@@ -138,6 +138,8 @@ class MasterProc(Proc):
             self.send(self.pool.claim_answer(name, msg, now))
         elif kind == "claim-released":
             self.send(self.pool.claim_released(name, msg["claim"], now))
+        elif kind == "ping":  # as jrs/cluster/master.py: after the drops of the report
+            end.send({"type": "pong", "seq": msg["seq"]})
 
     def _from_submitter(self, end: End, sid: str, msg: dict) -> None:
         now = self.sim.now
