@@ -20,9 +20,10 @@ WRONG = "2e" * 32
 T0 = 1_700_000_000.0
 
 
-def make(slots: int = 2, gpus: int = 0, retain: float = 3600.0) -> NodeCore:
+def make(slots: int = 2, gpus: int = 0, retain: float = 3600.0,
+         stall_after: float = nc.STALL_AFTER) -> NodeCore:
     c = NodeCore(Capacity("n1", slots, 1000, gpus, {}), "/state/tasks", "/state/sandbox",
-                 boot="boot-1", notify="@n", retain=retain)
+                 boot="boot-1", notify="@n", retain=retain, stall_after=stall_after)
     c.master_up()
     return c
 
@@ -519,8 +520,12 @@ def test_probes_relaunch_detect_deaths_and_repeat_kills_rarely():
     assert c.checks() == []
 
 
+# these tests tick seconds or minutes apart: not a stop (see test_a_node_back_from_a_stop_*)
+NO_STOPS = 1e9
+
+
 def test_results_not_collected_expire_and_the_report_shows_them():
-    c = make(retain=30.0)
+    c = make(retain=30.0, stall_after=NO_STOPS)
     offer(c, 1)
     attach(c, 1)
     offer(c, 2)
@@ -546,7 +551,7 @@ def test_results_not_collected_expire_and_the_report_shows_them():
 
 
 def test_a_result_being_delivered_does_not_expire():
-    c = make(retain=5.0)
+    c = make(retain=5.0, stall_after=NO_STOPS)
     offer(c, 1)
     attach(c, 1)
     task = start_job(c)
