@@ -834,6 +834,20 @@ def test_a_run_held_after_a_stop_starts_once_the_master_keeps_its_claim():
     assert c.tick(T0 + 10) == []
 
 
+def test_a_master_of_before_answering_the_ping_with_an_error_lets_held_runs_go():
+    c = make(slots=1)
+    offer(c, 1)
+    attach(c, 1)
+    c.tick(T0)
+    t = c.run_offered(1, run_msg(1))
+    c.box_made(t)
+    assert of(c.run_received(t, T0 + 8), nc.Prepare) == []
+    assert c.from_master({"type": "error", "code": "bad-message", "re": "pong"}, T0 + 8) == []
+    acts = c.from_master({"type": "error", "code": "bad-message",
+                          "message": "a node may not send 'ping'", "re": "ping"}, T0 + 8)
+    assert of(acts, nc.Prepare) == [nc.Prepare(t)]
+
+
 def test_a_run_held_after_a_stop_goes_with_its_session():
     c = make(slots=1)
     offer(c, 1)

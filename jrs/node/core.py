@@ -462,7 +462,7 @@ class NodeCore:
         self._load = 0.0
         self._from_master: Dict[str, Callable[[dict, float], list]] = {
             "claim-offer": self._offer, "claim-drop": self._claim_drop, "ping": self._ping,
-            "welcome": self._ignore, "pong": self._pong, "error": self._ignore,
+            "welcome": self._ignore, "pong": self._pong, "error": self._master_error,
         }
         self._from_session: Dict[str, Callable[[Session, dict, float], list]] = {
             "ack": self._ack, "kill": self._kill_msg, "release": self._release,
@@ -618,6 +618,16 @@ class NodeCore:
     def _pong(self, msg: dict, now: float) -> List[Action]:
         if self.unconfirmed is None or msg.get("seq") != self.unconfirmed:
             return []
+        return self._confirmed()
+
+    def _master_error(self, msg: dict, now: float) -> List[Action]:
+        # a master of before takes no ping from a node: its error is as good an answer
+        # (it comes after the drops of the report too); runs must not wait for good
+        if self.unconfirmed is None or msg.get("re") != "ping":
+            return []
+        return self._confirmed()
+
+    def _confirmed(self) -> List[Action]:
         # every claim-drop the master had for us came before this answer
         self.unconfirmed = None
         out: List[Action] = [Log("info", "the master confirmed the claims: jobs start again")]
