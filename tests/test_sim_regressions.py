@@ -26,6 +26,9 @@ FOUND = [
     (171, "small", "", "Pool (C1)", "claims adopted for a submitter that had gone"),
     (108, "large", "ctrl-c,disk", "Pool (C1)",
      "a claim revoked before two master restarts came back with its node's hello"),
+    (193, "large", "ctrl-c,disk", "node core (E2)",
+     "power lost after a run's taskfile was written, before its executor started: back "
+     "up, the node launched it although the job had run again elsewhere (twice at once)"),
     (62, "small", "disk,stall", "submitter core (D3)",
      "Ctrl-C, then the job's node was lost: the job went back to the queue of a cluster "
      "being removed (empty demand) and the submit never ended"),

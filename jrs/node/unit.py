@@ -128,6 +128,10 @@ class Unit:
         self.per_job = per_job
         self.pids_max = pids_max
         self.pgid: Optional[int] = None
+        # True once the executor made the cgroups the job's child joins before it takes
+        # the uid: then every process of the uid is in them (the uid cannot write any
+        # cgroup.procs to leave), and the cgroup alone can kill them all
+        self.contained = False
 
     @classmethod
     def from_spec(cls, spec: dict, key: str = "") -> Unit:
@@ -155,6 +159,7 @@ class Unit:
                     _write(limit, str(self.pids_max))
             except OSError:
                 del self.dirs[kind]
+        self.contained = bool(self.dirs)
 
     @property
     def pids_limited(self) -> bool:
@@ -175,7 +180,7 @@ class Unit:
                 continue
             for pid in self._procs(path):
                 _kill(pid, sig)
-        if self.per_job and self.uid is not None:
+        if self.per_job and self.uid is not None and not self.contained:
             self._as_uid(sig, once=True)
         elif not self.dirs and self.pgid:
             kids = descendants(self.pgid)  # before the group goes: its orphans move to init
@@ -216,7 +221,8 @@ class Unit:
         uid; remove the cgroups. {"clean": bool}. `since`: when the
         job started (a temporary directory not modified since is not listed)."""
         clean = self.kill_all()
-        if self.per_job and self.uid is not None:
+        if self.per_job and self.uid is not None and not (
+                clean and self.contained and not self.needs_uid_visit(since)):
             ok, _ = self._as_uid(_signal.SIGKILL, once=False, clean_files=clean_files,
                                  since=since)
             clean = clean and ok
@@ -232,6 +238,25 @@ class Unit:
                         break
                     time.sleep(0.005)
         return {"clean": clean}
+
+    def needs_uid_visit(self, since: float, roots: tuple = TMP_DIRS) -> bool:
+        """Must a child become the uid to clean up after the job? Only when a temporary
+        directory (or a known sticky one below it) gained or lost an entry since the job
+        started, or /proc/sysvipc lists an object of the uid. Root only stats the fixed
+        system directories here (and lstats the known sticky names): nothing the job
+        named is opened or followed. `since` 0: always."""
+        if since <= 0 or self.uid is None:
+            return True
+        for r in roots:
+            try:
+                st = os.stat(r)
+            except OSError:
+                continue
+            if _after(st, since):
+                return True
+            if any(_changed(p, since) for p in _sticky_in(r, st)):
+                return True
+        return bool(find_ipc(self.uid))
 
     def _cgroup_kill(self, path: str) -> bool:
         try:
@@ -343,6 +368,35 @@ def _kill_uid() -> bool:
     except OSError:
         return False
     return True
+
+
+def _after(st: os.stat_result, since: float) -> bool:
+    """Was this directory modified at or after `since`? Timestamps come from the
+    kernel's coarse clock (up to a tick behind time.time()): 50 ms of slack, or 2 s on
+    a file system whose timestamps have 10 ms steps or coarser."""
+    slack = 2.0 if st.st_mtime_ns % 10_000_000 == 0 else 0.05
+    return st.st_mtime_ns >= (since - slack) * 1e9
+
+
+def _changed(path: str, since: float) -> bool:
+    try:
+        return _after(os.lstat(path), since)
+    except OSError:
+        return False
+
+
+_sticky_cache: dict = {}
+
+
+def _sticky_in(root: str, st: os.stat_result) -> list:
+    """The KNOWN_STICKY directories that exist in `root` (not modified since `st`
+    was taken). Cached per root mtime: none can appear or go without changing it."""
+    seen = _sticky_cache.get(root)
+    if seen is None or seen[0] != (st.st_ino, st.st_mtime_ns):
+        found = [os.path.join(root, k) for k in KNOWN_STICKY
+                 if os.path.lexists(os.path.join(root, k))]
+        seen = _sticky_cache[root] = ((st.st_ino, st.st_mtime_ns), found)
+    return seen[1]
 
 
 # sticky world-writable directories systems make in /tmp: checked by name when /tmp
