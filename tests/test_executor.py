@@ -252,3 +252,20 @@ def test_daemon_kill9_while_a_reused_executor_runs_its_third_job(pyz, tmp_path):
         wait_for(lambda: not _alive(executor), timeout=5, what="the old executor's exit")
     finally:
         c.stop()
+
+
+def test_without_cgroups_the_executor_kills_every_descendant_of_its_job(launcher, tmp_path):
+    """A job that runs as the node's own account with no cgroup (a non-root node): a
+    setsid'ed, double-forked child outlives the job's process group; the executor, a
+    child subreaper, finds it among its own descendants and kills it when the job
+    ends, without walking /proc."""
+    secs = f"{300 + secrets.randbelow(10 ** 6) / 10 ** 4:.4f}"
+    out = tmp_path / "pid"
+    path = _task(tmp_path, "escape", f"sh -c 'setsid sleep {secs} & echo $! > {out}'; "
+                 "sleep 0.3; exit 0")
+    launcher.launch(path)
+    wait_for(lambda: _done(path))
+    assert taskfile.load(path).exit["code"] == 0
+    left = int(out.read_text())
+    time.sleep(0.1)
+    assert not _alive(left), left
