@@ -226,7 +226,10 @@ def test_daemon_kill9_while_a_reused_executor_runs_its_third_job(pyz, tmp_path):
     """One slot, jobs one after another on the same executor; kill -9 of the node
     daemon while that executor runs its third job, restart: the job finishes, its
     result is delivered once, no job runs twice, and the old executors are gone."""
-    c = Cluster(pyz, tmp_path, slots=[1]).start()
+    # a node away longer than JRS_NODE_TIMEOUT is rightly lost (its jobs rerun): not this test
+    c = Cluster(pyz, tmp_path, slots=[1])
+    c.env["JRS_NODE_TIMEOUT"] = "30"  # (Cluster sets 3 s; its `env` cannot override it)
+    c.start()
     try:
         work = tmp_path / "w"
         ledger = sweep(work, 6, 0.6)
