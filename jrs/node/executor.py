@@ -443,8 +443,8 @@ def _run_user_process(fd: int, spec: dict, killer: _Killer) -> dict:
     ended = time.time()
     _signal.setitimer(_signal.ITIMER_REAL, 0)
     job_unit.kill_all()  # whatever the job left running in its unit goes with it
-    if not job_unit.dirs and not job_unit.per_job:
-        _kill_descendants()
+    if not job_unit.dirs and not job_unit.per_job and not job_unit.subreaper:
+        _kill_descendants()  # (as a subreaper kill_all did it, without a /proc walk)
     if os.WIFSIGNALED(status):
         code, sig = None, os.WTERMSIG(status)
     else:
