@@ -190,6 +190,7 @@ def test_a_contained_uid_is_visited_only_when_it_may_have_left_something(tmp_pat
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     (tmp / ".X11-unix").mkdir()
+    os.chmod(tmp / ".X11-unix", 0o1777)  # a sticky world-writable directory of any name
     old = time.time() - 60
     for d in (tmp / ".X11-unix", tmp):
         os.utime(d, (old, old))

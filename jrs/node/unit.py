@@ -324,7 +324,7 @@ class Unit:
 
     def needs_uid_visit(self, since: float, roots: Optional[tuple] = None) -> bool:
         """Must a child become the uid to clean up after the job? Only when a temporary
-        directory (or a known sticky one below it) gained or lost an entry since the job
+        directory (or a world-writable one of any name below it) gained or lost an entry since the job
         started, or /proc/sysvipc lists an object of the uid. Root only stats the fixed
         system directories here (and lstats the known sticky names): nothing the job
         named is opened or followed. `since` 0: always."""
@@ -475,14 +475,38 @@ _sticky_cache: dict = {}
 
 
 def _sticky_in(root: str, st: os.stat_result) -> list:
-    """The KNOWN_STICKY directories that exist in `root` (not modified since `st`
-    was taken). Cached per root mtime: none can appear or go without changing it."""
+    """The world-writable directories below `root` (any name, up to 8 levels, not
+    through links: lstat only, as root, like world_writable_dirs at node start), not
+    modified since `st` was taken. Cached: valid while `root` and every directory
+    found keep their mtime (a new one below changes its parent's)."""
+    import stat
+
     seen = _sticky_cache.get(root)
-    if seen is None or seen[0] != (st.st_ino, st.st_mtime_ns):
-        found = [os.path.join(root, k) for k in KNOWN_STICKY
-                 if os.path.lexists(os.path.join(root, k))]
-        seen = _sticky_cache[root] = ((st.st_ino, st.st_mtime_ns), found)
-    return seen[1]
+    if seen is not None and seen[0] == (st.st_ino, st.st_mtime_ns):
+        try:
+            if all(os.lstat(p).st_mtime_ns == m for p, m in seen[1]):
+                return [p for p, _ in seen[1]]
+        except OSError:
+            pass
+    found: list = []
+    stack = [(root, 0)]
+    while stack and len(found) < 4096:
+        top, depth = stack.pop()
+        try:
+            with os.scandir(top) as it:
+                entries = [e for _, e in zip(range(100_000), it)]
+        except OSError:
+            continue
+        for e in entries:
+            try:
+                est = e.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(est.st_mode) and est.st_mode & 0o002 and depth < 8:
+                found.append((e.path, est.st_mtime_ns))
+                stack.append((e.path, depth + 1))
+    _sticky_cache[root] = ((st.st_ino, st.st_mtime_ns), found)
+    return [p for p, _ in found]
 
 
 # sticky world-writable directories systems make in /tmp: checked by name when /tmp
@@ -535,11 +559,9 @@ def remove_owned(uid: int, roots: tuple = TMP_DIRS, budget: int = 100_000,
     removed = 0
     stack = []
     for r in roots:
-        if changed(r):
-            stack.append((r, 0))
-        else:
-            stack.extend((os.path.join(r, k), 1) for k in KNOWN_STICKY
-                         if changed(os.path.join(r, k)))
+        # listed even when unchanged: a world-writable directory of any name below it
+        # (an admin's 1777 /tmp/scratch) may have changed; only changed ones are entered
+        stack.append((r, 0))
     only_ids = {p for p in shared if changed(p)}  # shared places: set-id files only
     stack.extend((p, 1) for p in sorted(only_ids))
     while stack and budget > 0:
