@@ -69,8 +69,8 @@ CI_SEEDS = {"small": 1500, "large": 500}  # 2,000 seeds with faults, about a min
 CI_WITHOUT = ("ctrl-c", "disk", "stall")
 # Seeds of the CI set that fail for an open finding (its id in README): reported, not
 # counted. Each leaves this list for tests/test_sim_regressions.py once it is fixed.
-# ("large", 193): E2 makes it fail once the real node core (jrs/node/core.py) is on main
-# (the stand-in node already does what E2 asks, so it passes until then).
+# ("large", 193): E2 (a never-started task relaunched after a power loss, after its job
+# ran again elsewhere).
 KNOWN_OPEN = {("large", 193): "E2"}
 
 

@@ -14,7 +14,9 @@ the executions as they happened:
   that never started, did not end on its own (killed, lost with its host) or
   whose node was lost meanwhile (the master's node-lost for that submitter, the
   submitter giving up on the node, the node answering `attached` without the
-  job) does not count;
+  job) does not count; a FAILED job was rerun after at least max_retries runs
+  that ran to their end (whose node may have been lost meanwhile: its result can
+  still have reached the submitter, which then counts it);
 - nothing is killed that nobody asked to kill: an execution killed is of a job
   the user removed, or its node was lost after the run was sent;
 - nothing runs twice: no attempt starts after a later attempt of its job was sent;
@@ -159,8 +161,11 @@ def _policy(world, spec, p: int, timed: list, execs: list) -> None:
     of = {e.attempt: e for e in execs}
     runs = [(t, r) for t, r in timed if r["e"] == "run"]
     retries = 0
+    ended_own = 0  # reruns after a run that ran to its end, its node lost meanwhile or not
     for (t0, r0), (t1, _r1) in zip(runs, runs[1:]):
         e = of.get(r0["attempt"])
+        if e is not None and e.how == "completed":
+            ended_own += 1
         if e is None or e.how != "completed" or _lost(world, spec.sid, r0["node"], t0, t1):
             continue  # it never ran, or did not run to its end, or its node was lost
         if e.code == 0 and e.signal is None:
@@ -196,7 +201,9 @@ def _policy(world, spec, p: int, timed: list, execs: list) -> None:
     if (end["state"] == "done") != ok:
         world.fail(f"{spec.name}: job {job} ended {end['state']} with code {end['code']}, "
                    f"signal {end['signal']}")
-    if end["state"] == "failed" and retries < allowed:
+    # a run that ended while its node was lost to the master still counts when its result
+    # reached the submitter: so the lower bound counts every run that ran to its end
+    if end["state"] == "failed" and ended_own < allowed:
         world.fail(f"{spec.name}: job {job} failed after {retries} retries; "
                    f"max_retries={spec.max_retries}: {seq} {_runs(execs)}")
 
