@@ -30,6 +30,19 @@ FOUND = [
      "a run ended (exit 2) while the master had declared its node lost; its result reached "
      "the submitter, which counted it: the checker said FAILED came too early"),
     (100861, "large", "stall,disk,ctrl-c", "the checker (H, soak 12-01)", "the same"),
+    (62, "small", "disk,stall", "submitter core (D3)",
+     "Ctrl-C, then the job's node was lost: the job went back to the queue of a cluster "
+     "being removed (empty demand) and the submit never ended"),
+    (180, "small", "disk,stall", "submitter core (D3)", "the same, after a node crash"),
+    (65, "small", "disk,stall", "submitter core (D4)",
+     "Ctrl-C then kill -9 of the submitter: the rerun forgot the removal and ran the "
+     "killed job again"),
+    (45, "small", "ctrl-c,stall", "submitter core (D1)",
+     "a node whose disk failed (ENOSPC) for seconds refused a job 5 times: held for good"),
+    (124, "small", "ctrl-c,stall", "submitter core (D1)", "the same with EIO on its input"),
+    (1164, "small", "disk,ctrl-c", "submitter core (D5)",
+     "a run killed by a claim revocation the submitter never heard of ended the job "
+     "FAILED 'signal 15'"),
 ]
 
 

@@ -412,3 +412,227 @@ def test_protocol_breaks_spread_out_do_not_ban(tmp_path):
     for t in (0.0, 70.0, 140.0, 210.0):
         assert not of(core.node_down("n1", t, "x", protocol=True), C.Disconnect)
         core.node_up("n1", t)
+
+
+# ------------------------------------------------------------ simulation findings D1 D3 D4 D5
+
+
+def _lose_by_master(core):
+    return core.from_master({"type": "node-lost", "node": "n1", "claims": ["c1"]}, 1.0)
+
+
+def _lose_by_lost_result(core):
+    return collect(core, "n1", finished("7.0", 1, exit_code=None, started=None, ended=None,
+                                        lost=True, reason="the node rebooted while the job ran"))
+
+
+def _lose_by_giving_up(core):
+    core.node_down("n1", 1.0, "refused")
+    return core.tick(30.0)
+
+
+def _lose_by_attached_unknown(core):
+    core.node_down("n1", 1.0, "reset")
+    core.node_up("n1", 2.0)
+    return core.from_node("n1", {"type": "attached", "unknown": [["7.0", 1]]}, 2.0)
+
+
+@pytest.mark.parametrize("lose", [_lose_by_master, _lose_by_lost_result, _lose_by_giving_up,
+                                  _lose_by_attached_unknown],
+                         ids=["node-lost", "lost-result", "give-up", "attached-unknown"])
+@pytest.mark.parametrize("ids", [["7"], ["7.0"]], ids=["cluster", "job"])
+def test_a_job_being_removed_whose_node_is_lost_ends_removed(tmp_path, lose, ids):
+    """D3 (sim seeds small 62, 141, 180): Ctrl-C (or `jrs rm 7.0`) while the job runs,
+    then its node is lost: the job must end REMOVED, not go back to a queue that
+    nothing serves any more (the submit never ended)."""
+    core = started_one(tmp_path)
+    core.remove(ids, "removed by Ctrl-C")
+    acts = lose(core)
+    assert core.queue.final[0].state == "removed" and core.finished
+    assert core.queue.final[0].reason == "removed by Ctrl-C"
+    assert not [a for a in of(acts, C.Record) if a.rec["e"] == "requeue"]
+    assert not of(acts, C.StartRun)
+
+
+def test_a_removing_job_refused_by_its_node_ends_removed(tmp_path):
+    core = started_one(tmp_path)
+    core.remove(["7.0"], "via jrs rm")
+    core.from_node("n1", {"type": "rejected", "job": "7.0", "attempt": 1, "cause": "node",
+                          "reason": "the node cannot take the job: EIO"}, 1.0)
+    assert core.queue.final[0].state == "removed" and core.finished
+
+
+def journal_of(actions: list, total: int = 1) -> list:
+    """The journal records a run wrote: its head, then each core.Record in order."""
+    return [{"e": "cluster", "id": 7, "submitter": "sub1", "hash": "h", "total": total,
+             "key": KEY.hex()}] + [a.rec for a in of(actions, C.Record)]
+
+
+def test_a_removal_cut_short_by_kill9_is_finished_on_resume(tmp_path):
+    """D4 (sim seed small 65): Ctrl-C sends the kill, then `kill -9` before the job's end
+    is journaled. The rerun must know of the removal: it kills again (the first kill
+    may not have landed) and the killed run ends the job REMOVED, not judged as its
+    own exit (FAILED, or run again and DONE)."""
+    text = "executable = /bin/true\nqueue 2\n"
+    core = make(tmp_path, text)
+    acts = core.start(0.0)
+    acts += core.from_master(claim("c1"), 0.0) + core.node_up("n1", 0.0)
+    core.run_sent("n1", 0, 1)
+    acts += core.remove(["7"], "removed by Ctrl-C")
+    assert {"e": "remove", "ids": ["7"], "reason": "removed by Ctrl-C"} in [
+        a.rec for a in of(acts, C.Record)]
+    prev = J.parse(journal_of(acts, 2))  # ... killed here
+    assert prev.removes == [(["7"], "removed by Ctrl-C")] and 0 in prev.running
+    assert prev.final[1].state == "removed"  # the idle one ended at once
+    core2 = make(tmp_path, text, prev=prev)
+    jobs = list(expand_text(text, str(tmp_path), cluster=7))
+    acts = core2.start(1.0, [jobs[0]])
+    assert not msgs(acts, C.ToMaster, "demand") or \
+        msgs(acts, C.ToMaster, "demand")[-1]["requests"] == []
+    acts = core2.node_up("n1", 1.0)
+    assert msgs(acts, C.ToNode, "kill") == [{"type": "kill", "job": "7.0", "attempt": 1}]
+    collect(core2, "n1", finished("7.0", 1, exit_code=None, signal=15, removed=True))
+    assert core2.finished and core2.queue.final[0].state == "removed"
+    assert core2.queue.final[0].reason == "removed by Ctrl-C"
+
+
+def test_a_removal_by_jrs_rm_of_one_job_is_journaled_and_applied_again(tmp_path):
+    text = "executable = /bin/true\nqueue 2\n"
+    core = started_one(tmp_path, text)
+    acts = core.from_master({"type": "rm", "re": "r", "ids": ["7.0"]}, 1.0)
+    prev = J.parse(journal_of(acts, 2))
+    assert prev.removes == [(["7.0"], "via jrs rm")]
+    prev.running[0] = (1, "n1", "c1", "127.0.0.1", 9)
+    core2 = make(tmp_path, text, prev=prev)
+    core2.start(2.0, [next(iter(expand_text(text, str(tmp_path), cluster=7)))])
+    assert core2.removing == {0} and core2.remove_reason is None  # only that job
+    assert msgs(core2.node_up("n1", 2.0), C.ToNode, "kill") == [
+        {"type": "kill", "job": "7.0", "attempt": 1}]
+
+
+def test_a_run_killed_without_our_asking_runs_again_uncounted(tmp_path):
+    """D5 (sim seed small 1164): the master revoked the claim with kill (it declared the
+    node lost; we never heard, being partitioned from it), so the node delivers
+    `removed: true, signal 15` for a job we are not removing. That is a lost run, not
+    the job's exit: run it again, no completion counted (max_retries = 0 here)."""
+    text = "executable = /bin/true\nmax_retries = 0\nqueue\n"
+    core = started_one(tmp_path, text)
+    acts = collect(core, "n1", finished("7.0", 1, exit_code=None, signal=15, removed=True))
+    rec = core.queue.live[0]
+    assert rec.completions == 0 and not core.queue.final
+    assert [a.rec for a in of(acts, C.Record) if a.rec["e"] == "requeue"] == [
+        {"e": "requeue", "proc": 0, "attempt": 1, "completions": 0}]
+    assert not [a for a in of(acts, C.Event) if a.kind == "terminated"]
+    (run,) = of(acts, C.StartRun)  # the claim (still ours) takes it again at once
+    assert run.msg["attempt"] == 2 and rec.state == RUNNING
+    core.run_sent("n1", 0, 2)
+    collect(core, "n1", finished("7.0", 2))
+    assert core.queue.final[0].state == DONE
+
+
+def refuse(core, attempt: int, now: float, node: str = "n1", cause="node") -> list:
+    msg = {"type": "rejected", "job": "7.0", "attempt": attempt,
+           "reason": "cannot write 'input': [Errno 5] EIO"}
+    if cause is not None:
+        msg["cause"] = cause
+    return core.from_node(node, msg, now)
+
+
+def test_a_node_with_a_failing_disk_does_not_eat_the_job(tmp_path):
+    """D1 (sim seeds small 45, 124, 211): a node whose disk fails for a few seconds
+    refuses the run again and again (the Pool re-offers its free slot at once). Those
+    refusals name the node's own trouble (cause "node"): the job is not held for
+    them; the node is rested (its claims kept unused, so not offered again at once)
+    for a pause that doubles, and the job runs as soon as a healthy claim comes."""
+    core = started_one(tmp_path)
+    now = 10.0
+    for attempt in range(1, C.MAX_REJECTIONS + 2):  # more than would hold a job
+        acts = refuse(core, attempt, now)
+        assert core.queue.live[0].state == IDLE  # not held
+        pause = min(C.REST_MAX, C.REST_FIRST * 2 ** (attempt - 1))
+        assert any(f"not using it for {pause:.0f}s" in a.text for a in of(acts, C.Say))
+        # the Pool offers the same node's slot again at once: kept, unused
+        acts = core.from_master(claim(f"r{attempt}"), now)
+        assert not of(acts, C.StartRun) and f"r{attempt}" in core.claims
+        (demand,) = msgs(core.demand(), C.ToMaster, "demand") or [None]
+        assert demand is None or demand["requests"][0]["count"] == 1  # still wanted
+        assert not of(core.tick(now + pause - 0.01), C.StartRun)  # still resting
+        (run,) = of(core.tick(now + pause), C.StartRun)  # rested: tried again
+        assert run.msg["attempt"] == attempt + 1
+        core.run_sent("n1", 0, attempt + 1)
+        now += pause
+    # a healthy node's claim takes it at once even while n1 rests
+    refuse(core, C.MAX_REJECTIONS + 2, now)
+    core.from_master(claim("h1", node="n2"), now)
+    (run,) = of(core.node_up("n2", now), C.StartRun)
+    assert run.node == "n2"
+    core.run_sent("n2", 0, run.msg["attempt"])
+    collect(core, "n2", finished("7.0", run.msg["attempt"]))
+    assert core.finished and core.queue.final[0].state == DONE
+
+
+def test_a_job_started_ends_the_nodes_rest_streak(tmp_path):
+    core = started_one(tmp_path, "executable = /bin/true\nqueue 2\n")
+    refuse(core, 1, 0.0)
+    refuse(core, 1, 0.0)  # repeated: not the running job any more, ignored
+    assert core.nodes["n1"].rest_streak == 1
+    core.from_master(claim("c2"), 0.0)
+    (run,) = of(core.tick(1.0), C.StartRun)
+    core.run_sent("n1", int(run.msg["job"].split(".")[1]), run.msg["attempt"])
+    core.from_node("n1", {"type": "started", "job": run.msg["job"],
+                          "attempt": run.msg["attempt"]}, 1.5)
+    assert core.nodes["n1"].rest_streak == 0
+
+
+def test_a_job_no_node_can_take_is_still_held_with_the_reason(tmp_path):
+    """Every node refuses it for its own trouble (say its input fills any disk): after
+    MAX_NODE_REJECTIONS refusals, spaced by the rests, it is held, never looped on."""
+    core = started_one(tmp_path)
+    now = 0.0
+    for attempt in range(1, C.MAX_NODE_REJECTIONS + 1):
+        refuse(core, attempt, now, node="n1" if attempt % 2 else "n2")
+        if attempt == C.MAX_NODE_REJECTIONS:
+            break
+        now += C.REST_MAX
+        node = "n1" if (attempt + 1) % 2 else "n2"
+        core.from_master(claim(f"c{attempt + 1}", node=node), now)
+        core.node_up(node, now)
+        core.tick(now)
+        core.run_sent(node, 0, attempt + 1)
+    (s,) = core.queue.final.values()
+    assert s.state == HELD and f"{C.MAX_NODE_REJECTIONS} times" in s.reason
+    assert "EIO" in s.reason and core.finished
+
+
+def test_a_refusal_without_a_cause_still_counts_against_the_job(tmp_path):
+    """A node of an older build names no cause: its refusals count as before."""
+    core = started_one(tmp_path)
+    for attempt in range(1, C.MAX_REJECTIONS + 1):
+        refuse(core, attempt, 0.0, cause=None)
+        if attempt < C.MAX_REJECTIONS:
+            core.from_master(claim(f"c{attempt + 1}"), 0.0)
+            core.run_sent("n1", 0, attempt + 1)
+    assert core.queue.final[0].state == HELD
+    assert core.nodes["n1"].rest_until == float("-inf")
+
+
+def test_a_node_back_from_its_rest_is_probed_by_one_run(tmp_path):
+    """The slots kept while a node rested are not all thrown at it at once: one run
+    probes it; once a job started there, the others go too."""
+    core = started_one(tmp_path, "executable = /bin/true\nqueue 4\n")
+    for i in range(2, 5):
+        core.from_master(claim(f"c{i}"), 0.0)
+    for p in (1, 2, 3):
+        core.run_sent("n1", p, 1)
+    for p in (0, 1, 2, 3):
+        core.from_node("n1", {"type": "rejected", "job": f"7.{p}", "attempt": 1,
+                              "cause": "node", "reason": "EIO"}, 0.0)
+    for i in range(5, 9):  # the Pool offers the node's free slots again: kept unused
+        assert not of(core.from_master(claim(f"c{i}"), 0.0), C.StartRun)
+    rest = C.REST_FIRST * 2 ** 3
+    (probe,) = of(core.tick(rest), C.StartRun)
+    assert not of(core.tick(rest + 1.0), C.StartRun)
+    core.run_sent("n1", int(probe.msg["job"].split(".")[1]), probe.msg["attempt"])
+    acts = core.from_node("n1", {"type": "started", "job": probe.msg["job"],
+                                 "attempt": probe.msg["attempt"]}, rest + 1.5)
+    assert len(of(acts, C.StartRun)) == 3

@@ -133,3 +133,41 @@ def test_a_random_queue_count_is_expanded_once(two_nodes, tmp_path):
         n = len(done)
         assert set(done.values()) == {1} and sorted(map(int, done)) == list(range(n))
         assert f": {n} jobs, {n} done, 0 failed" in err, err
+
+
+def slow_to_die(work: Path, n: int) -> Path:
+    """Jobs that take 2 s to die on SIGTERM (a clean-up), exiting 3: a kill lands at
+    the node well before the killed run's result can reach the submitter."""
+    work.mkdir(exist_ok=True)
+    ledger = shared_ledger()
+    (work / "job.sh").write_text(f"#!/bin/sh\ntrap 'sleep 2; exit 3' TERM\n"
+                                 f"echo $JRS_JOB_ID >> {ledger}\n"
+                                 "sleep 60 & wait\necho done $JRS_JOB_ID\n")
+    os.chmod(work / "job.sh", 0o755)
+    (work / "c.condor").write_text("executable = job.sh\noutput = out/$(Process)\n"
+                                   f"log = c.log\nqueue {n}\n")
+    return ledger
+
+
+def test_ctrl_c_cut_short_by_kill9_is_finished_by_the_rerun(two_nodes, tmp_path):
+    """Sim finding D4 (seed small 65): Ctrl-C removes the cluster, the submitter is
+    killed -9 before the killed runs' results arrive; the same command run again must
+    finish the removal: the jobs end REMOVED (exit status 1, 'removed' in the job log),
+    none is judged by its exit (code 3: 'failed') nor run again."""
+    work = tmp_path / "w"
+    ledger = slow_to_die(work, 3)
+    p = two_nodes.submit("c.condor", cwd=work)
+    wait_for(lambda: len(runs(ledger)) >= 3)
+    p.send_signal(signal.SIGINT)
+    time.sleep(0.5)  # the kills are out; the jobs clean up for 2 s
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert (work / ".c.condor.jrs").exists()
+    code, _out, err = two_nodes.run_submit("c.condor", cwd=work, timeout=60)
+    assert code == 1, err + two_nodes.logs()
+    assert "finishing the removal" in err, err
+    assert ": 3 jobs, 0 done, 0 failed, 3 removed" in err, err
+    assert set(runs(ledger).values()) == {1}, runs(ledger)  # none ran again
+    log = (work / "c.log").read_text()
+    assert log.count("Job was aborted") == 3 and "return value 3" not in log, log
+    assert not (work / ".c.condor.jrs").exists()

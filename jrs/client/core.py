@@ -20,7 +20,17 @@ Decisions that live here:
 - outputs land only where the job asked for them (`transfer.output_plan`), within
   the per-job limits (files, bytes), else the job is held (HTCondor's code 33);
 - retry state (attempt numbers, completions) is journaled, so a resumed run
-  keeps counting `max_retries` and never reuses an attempt number.
+  keeps counting `max_retries` and never reuses an attempt number;
+- a removal (Ctrl-C, `jrs rm`) is journaled before its kills go out, and a resumed
+  run applies it again: a job being removed ends REMOVED whatever happens to its
+  run (killed, lost with its node, refused), never back in the queue;
+- a run killed that we did not ask to kill (`removed` in its result: its claim was
+  revoked, its node declared dead) is a lost run, not the job's own exit;
+- a node that refuses a run for its own trouble (`cause: "node"`: its disk, its
+  launcher) is rested, not blamed on the job: none of its claims are used for a
+  pause that doubles with each such refusal in a row (REST_FIRST up to REST_MAX)
+  and ends with a job that starts there; the job runs elsewhere or later, and is
+  held only after MAX_NODE_REJECTIONS such refusals (a job no node can take).
 """
 
 from __future__ import annotations
@@ -36,6 +46,10 @@ from .jobs import DONE, FAILED, HELD, IDLE, REMOVED, RUNNING, Queue, Rec, Summar
 
 MAX_SHOWN_FAILURES = 20
 MAX_REJECTIONS = 5  # a job every node refuses to start is held, not bounced forever
+# refusals for the node's own trouble (cause "node") are spaced by the node's rest: this
+# many (at least 1+2+4+...+60 s apart on one node) hold a job that no node can take
+MAX_NODE_REJECTIONS = 10
+REST_FIRST, REST_MAX = 1.0, 60.0  # seconds a node is rested after such a refusal (doubling)
 STRIKES, STRIKE_WINDOW = 3, 60.0  # protocol breaks of one node before we stop using it
 EXCERPT = 120
 HOLD_OUTPUT_LIMIT = 33  # HTCondor's hold code for exceeding MAX_TRANSFER_OUTPUT_MB
@@ -173,6 +187,8 @@ class NodeState:
     pending: set = field(default_factory=set)  # (proc, attempt) whose run is still to go
     strikes: list = field(default_factory=list)  # when its sessions broke the protocol
     banned: bool = False  # kept breaking it: not used for the rest of this run
+    rest_until: float = float("-inf")  # refused a run for its own trouble: unused until then
+    rest_streak: int = 0  # such refusals in a row (no job started there since)
 
 
 class SubmitCore:
@@ -187,7 +203,9 @@ class SubmitCore:
         self.unmatchable: dict[str, str] = {}
         self.give_back = 0
         self.removing: set = set()
-        self.remove_reason: Optional[str] = None
+        self.remove_reason: Optional[str] = None  # the whole cluster is being removed
+        self._remove_why: dict = {}  # proc -> reason, for jobs removed one by one
+        self.now = float("-inf")  # the latest time an event brought (node rests)
         self._demand_sent: Optional[list] = None
         self._last_progress = -1e18
         self._receiving: dict = {}  # ref -> (rec or None, result)
@@ -234,7 +252,9 @@ class SubmitCore:
 
     def start(self, now: float, running_jobs: list = ()) -> list:
         """Re-attach the jobs an interrupted run left running (`running_jobs`: their Job
-        objects, read back from the spool by the shell), then put claims to work."""
+        objects, read back from the spool by the shell), apply again a removal it had
+        begun, then put claims to work."""
+        self.now = max(self.now, now)
         prev = self.previous
         if prev and prev.running:
             adopted = 0
@@ -259,6 +279,12 @@ class SubmitCore:
                         retire=True)
             self._emit(Say(f"jrs submit: resuming cluster {self.cluster}: {len(prev.final)} "
                            f"jobs already final, {adopted} to collect from the nodes"))
+        for ids, reason in (prev.removes if prev else ()):
+            # a removal the killed run had begun: finish it (its kills go out on node_up)
+            self._remove(list(ids), str(reason), journal=False)
+        if self.remove_reason is not None:
+            self._emit(Say(f"jrs submit: cluster {self.cluster} was being removed "
+                           f"({self.remove_reason}); finishing the removal"))
         self.pump()
         return self._take()
 
@@ -286,6 +312,7 @@ class SubmitCore:
         return self._take()
 
     def from_master(self, msg: dict, now: float) -> list:
+        self.now = max(self.now, now)
         handler = self.MASTER.get(str(msg.get("type")))
         if handler is None:
             self._emit(Say(f"jrs submit: unexpected message from the master: "
@@ -392,6 +419,8 @@ class SubmitCore:
         self.queue.start(rec, c.node, c.id)
         self._emit(Record(J.run_record(rec.proc, rec.attempt, c.node, c.id, c.host, c.port)))
         ns = self._node(c.node, c.host, c.port)
+        if ns.rest_streak:  # back from a rest: one run probes it, its other claims wait
+            ns.rest_until = self.now + REST_MAX
         ns.pending.add((rec.proc, rec.attempt))
         if ns.up:
             self._emit(self._run_action(c.node, rec))
@@ -452,6 +481,7 @@ class SubmitCore:
     def node_up(self, node: str, now: float) -> list:
         """A link (re)connected: attach (naming the runs it should know), then send the
         runs that never reached it and the kills it may have missed."""
+        self.now = max(self.now, now)
         ns = self.nodes.get(node)
         if ns is None:
             return []
@@ -483,6 +513,7 @@ class SubmitCore:
         (a bad transfer header, a result we reset the session for). A node that does so
         STRIKES times within STRIKE_WINDOW seconds is not used again by this run: its
         jobs run elsewhere, so no peer can hold the submit in a reconnect loop."""
+        self.now = max(self.now, now)
         ns = self.nodes.get(node)
         if ns is not None:
             ns.up = False
@@ -511,8 +542,10 @@ class SubmitCore:
         ns.pending.clear()
 
     def _usable(self, c: ClaimState) -> bool:
+        """Not a banned node's claim, nor one of a node resting after a refusal (kept
+        unused meanwhile: released, the Pool would offer the same broken slot at once)."""
         ns = self.nodes.get(c.node)
-        return ns is None or not ns.banned
+        return ns is None or (not ns.banned and self.now >= ns.rest_until)
 
     def run_sent(self, node: str, proc: int, attempt: int) -> list:
         ns = self.nodes.get(node)
@@ -533,7 +566,9 @@ class SubmitCore:
         return self._take()
 
     def tick(self, now: float) -> list:
-        """Time passes: give up on nodes unreachable too long; progress to the master."""
+        """Time passes: give up on nodes unreachable too long, end the rest of nodes
+        that refused runs (`pump` uses their claims again); progress to the master."""
+        self.now = max(self.now, now)
         for name, ns in list(self.nodes.items()):
             if not ns.up and not ns.banned and ns.failing_since is not None \
                     and now - ns.failing_since > self.cfg.give_up:
@@ -568,6 +603,7 @@ class SubmitCore:
     # ------------------------------------------------------------ node messages
 
     def from_node(self, node: str, msg: dict, now: float) -> list:
+        self.now = max(self.now, now)
         handler = self.NODE.get(str(msg.get("type")))
         if handler is None:
             self._emit(Say(f"jrs submit: node {node} sent an unexpected "
@@ -598,6 +634,7 @@ class SubmitCore:
     def _started(self, node: str, msg: dict, now: float) -> None:
         rec = self._rec(node, msg["job"], msg["attempt"])
         if rec is not None:
+            self._healthy(node)
             self._announce(rec, node, None)
             if rec.proc in self.removing:
                 self._emit(ToNode(node, {"type": "kill", "job": msg["job"],
@@ -616,16 +653,37 @@ class SubmitCore:
         if ns is not None:
             ns.sent.discard((rec.proc, rec.attempt))
             ns.pending.discard((rec.proc, rec.attempt))
-        rec.rejections += 1
-        if rec.rejections >= MAX_REJECTIONS:
-            self._final(rec, Summary(HELD, node=node, reason=f"refused by the nodes "
-                                                            f"{rec.rejections} times; last: "
+        if msg.get("cause") == "node":  # the node's own trouble, not the job's
+            if ns is not None:
+                self._rest(node, ns, reason, now)
+            rec.node_rejections += 1
+            count, limit, what = rec.node_rejections, MAX_NODE_REJECTIONS, " for their own trouble"
+        else:
+            rec.rejections += 1
+            count, limit, what = rec.rejections, MAX_REJECTIONS, ""
+        if rec.proc in self.removing or self.remove_reason is not None:
+            self._requeue(rec)  # ends REMOVED
+        elif count >= limit:
+            self._final(rec, Summary(HELD, node=node, reason=f"refused by the nodes {count} "
+                                                            f"times{what}; last: "
                                                             f"{excerpt(reason)}"))
-        elif rec.proc in self.removing:
-            self._final(rec, Summary(REMOVED, node=node,
-                                     reason=self.remove_reason or "removed"))
         else:
             self._requeue(rec)
+
+    def _rest(self, node: str, ns: NodeState, reason: str, now: float) -> None:
+        """A node refused a run for its own trouble: leave it alone for a while."""
+        ns.rest_streak += 1
+        pause = min(REST_MAX, REST_FIRST * 2.0 ** (ns.rest_streak - 1))
+        ns.rest_until = now + pause
+        self._emit(Say(f"jrs submit: node {node} cannot take jobs now ({excerpt(reason)}); "
+                       f"not using it for {pause:.0f}s"))
+
+    def _healthy(self, node: str) -> None:
+        """A job started on the node: its claims are all used again, and its next refusal
+        is rested from the shortest pause."""
+        ns = self.nodes.get(node)
+        if ns is not None and ns.rest_streak:
+            ns.rest_streak, ns.rest_until = 0, float("-inf")
 
     def _attached(self, node: str, msg: dict, now: float) -> None:
         unknown = msg["unknown"]
@@ -739,14 +797,22 @@ class SubmitCore:
             ns.sent.discard((rec.proc, rec.attempt))
             ns.pending.discard((rec.proc, rec.attempt))
         node = result.get("node")
+        removing = rec.proc in self.removing or self.remove_reason is not None
         if result.get("lost"):
             self._emit(Say(f"jrs submit: job {self.job_id(rec.proc)} was lost on {node}: "
                            f"{result.get('reason')}; running it again"))
             self._requeue(rec)
             return
-        if rec.proc in self.removing or (result.get("removed") and self.remove_reason):
+        if removing:
             self._final(rec, Summary(REMOVED, result.get("exit_code"), result.get("signal"),
-                                     node, self.remove_reason or "removed"))
+                                     node, self._removal_reason(rec)))
+            return
+        if not result.get("exec_failed"):
+            self._healthy(rec.node or "")
+        if result.get("removed"):  # killed, not by us: its claim was revoked (node lost)
+            self._emit(Say(f"jrs submit: job {self.job_id(rec.proc)} was killed on {node} "
+                           f"(its claim was revoked); running it again"))
+            self._requeue(rec)
             return
         state = self.queue.outcome(rec, result)
         if state == HELD:
@@ -762,8 +828,16 @@ class SubmitCore:
                                  None, rec.job.path("error")))
 
     def _requeue(self, rec: Rec) -> None:
+        """Back to the queue to run again, unless it is being removed: then it ends
+        REMOVED (nothing would ever run it, and the submit would never end)."""
+        if rec.proc in self.removing or self.remove_reason is not None:
+            self._final(rec, Summary(REMOVED, node=rec.node, reason=self._removal_reason(rec)))
+            return
         self.queue.requeue(rec)
         self._emit(Record(J.requeue_record(rec.proc, rec.attempt, rec.completions)))
+
+    def _removal_reason(self, rec: Rec) -> str:
+        return self._remove_why.get(rec.proc) or self.remove_reason or "removed"
 
     def _final(self, rec: Rec, s: Summary, code: int = 0) -> None:
         if s.state == REMOVED:
@@ -773,6 +847,7 @@ class SubmitCore:
         self.queue.finish(rec, s)
         self._emit(Record(J.end_record(rec.proc, rec.attempt, s)))
         self.removing.discard(rec.proc)
+        self._remove_why.pop(rec.proc, None)
 
     # ------------------------------------------------------------ removal
 
@@ -781,7 +856,9 @@ class SubmitCore:
         self.pump()
         return self._take()
 
-    def _remove(self, ids: list, reason: str) -> int:
+    def _remove(self, ids: list, reason: str, journal: bool = True) -> int:
+        """Remove the jobs `ids` name ("C" the whole cluster, "C.P" one job). Journaled
+        first (`journal`), so a run killed meanwhile applies it again on resume."""
         count = 0
         procs: Optional[set] = set()
         for text in ids:
@@ -795,6 +872,10 @@ class SubmitCore:
                 procs.add(int(proc))
         if procs is not None and not procs:
             return 0
+        if journal:
+            self._emit(Record(J.remove_record(
+                [str(self.cluster)] if procs is None
+                else [self.job_id(p) for p in sorted(procs)], reason)))
         if procs is None:
             self.remove_reason = reason
             count += self.queue.remove_unmaterialized(reason)
@@ -806,6 +887,8 @@ class SubmitCore:
                 self._final(rec, Summary(REMOVED, reason=reason))
             elif rec.state == RUNNING:
                 self.removing.add(rec.proc)
+                if procs is not None:
+                    self._remove_why.setdefault(rec.proc, reason)
                 ns = self.nodes.get(rec.node or "")
                 if ns is not None and ns.up:
                     self._emit(ToNode(rec.node, {"type": "kill", "job": self.job_id(rec.proc),

@@ -4,13 +4,15 @@ An append-only record file (see `records`), mode 0600, beside the submit file,
 or under `--state`. Records: `cluster` (id, submitter id, file hash, total, the
 session key) first, then `run` (proc, attempt, node, claim, node address) when
 a job starts, `requeue` (proc, attempt, completions) when it goes back to the
-queue, and `end` (proc, attempt, state, exit code, signal, node, reason) when it
-is final. The session key proves to the nodes and the master that a resumed
-run is the same submitter (it is never sent; tokens derived from it are), so
-the journal is readable by its owner only. The jobs themselves, expanded once
-from the submit file, are spooled beside it (`spool_path`). Each record is one
-write(), so a `kill -9` loses nothing already written; a machine crash may
-lose the last few records, and those jobs simply run again.
+queue, `remove` (ids, reason) when Ctrl-C or `jrs rm` asks for a removal (before
+its kills go out: a resumed run finishes it), and `end` (proc, attempt, state,
+exit code, signal, node, reason) when it is final. The session key proves to
+the nodes and the master that a resumed run is the same submitter (it is never
+sent; tokens derived from it are), so the journal is readable by its owner only.
+The jobs themselves, expanded once from the submit file, are spooled beside it
+(`spool_path`). Each record is one write(), so a `kill -9` loses nothing already
+written; a machine crash may lose the last few records, and those jobs simply
+run again.
 
 The journal is removed when the run completes, so the same command run later
 submits a new cluster, as condor_submit does.
@@ -42,6 +44,11 @@ def submitted_record(upto: int) -> dict:
 
 def requeue_record(proc: int, attempt: int, completions: int) -> dict:
     return {"e": "requeue", "proc": proc, "attempt": attempt, "completions": completions}
+
+
+def remove_record(ids: list, reason: str) -> dict:
+    """A removal asked for: `ids` are "C" (the cluster) or "C.P" (one job)."""
+    return {"e": "remove", "ids": list(ids), "reason": reason}
 
 
 def end_record(proc: int, attempt: int, s: Summary) -> dict:
@@ -87,6 +94,7 @@ class Previous:
     key: bytes = b""  # the session key (contract 1); empty in a journal of an older build
     damaged: int = 0
     submitted_upto: int = -1  # the job log has a submit event for procs up to this
+    removes: list = field(default_factory=list)  # [(ids, reason)] removals asked for
 
 
 def read(path: str) -> Optional[Previous]:
@@ -94,6 +102,11 @@ def read(path: str) -> Optional[Previous]:
         recs, damaged = records.read(path)
     except FileNotFoundError:
         return None
+    return parse(recs, damaged)
+
+
+def parse(recs: list, damaged: int = 0) -> Optional[Previous]:
+    """What the records of a journal say (pure: the simulation feeds it its disk's)."""
     if not recs or recs[0].get("e") != "cluster":
         return None
     head = recs[0]
@@ -104,6 +117,11 @@ def read(path: str) -> Optional[Previous]:
     prev = Previous(int(head["id"]), str(head["submitter"]), str(head["hash"]),
                     int(head["total"]), key=key, damaged=damaged)
     for r in recs[1:]:
+        if r.get("e") == "remove":
+            ids = r.get("ids")
+            if isinstance(ids, list) and all(isinstance(i, str) for i in ids):
+                prev.removes.append((ids, str(r.get("reason") or "removed")))
+            continue
         proc = r.get("proc")
         if not isinstance(proc, int):
             continue

@@ -375,6 +375,7 @@ class RunTicket:
     attempt: int
     reason: Optional[str] = None  # set: refuse (the data is read and dropped)
     fatal: bool = False  # the headers themselves are bad: answer `error`, not `rejected`
+    cause: Optional[str] = None  # "node": refused for the node's own trouble (I/O), not the job's
     heads: list = field(default_factory=list)
     key: str = ""
     submitter: str = ""
@@ -724,9 +725,10 @@ class NodeCore:
         t.made_box = True
 
     def refuse(self, t: RunTicket, reason: str) -> None:
-        """The shell could not receive the run (mkdir, a write): refuse it with `reason`."""
+        """The shell could not receive the run (mkdir, a write): refuse it with `reason`
+        (the node's own trouble: the submitter runs the job elsewhere, not blaming it)."""
         if t.reason is None:
-            t.reason = reason
+            t.reason, t.cause = reason, "node"
 
     def run_aborted(self, t: RunTicket) -> List[Action]:
         """The session ended while the run's data was arriving."""
@@ -756,8 +758,10 @@ class NodeCore:
         return out
 
     def _rejected(self, t: RunTicket, reason: str) -> ToSession:
-        return ToSession(t.sid, {"type": "rejected", "job": t.job, "attempt": t.attempt,
-                                 "reason": reason})
+        msg = {"type": "rejected", "job": t.job, "attempt": t.attempt, "reason": reason}
+        if t.cause is not None:
+            msg["cause"] = t.cause
+        return ToSession(t.sid, msg)
 
     def task_spec(self, t: RunTicket, ident: Optional[dict], snapshot: dict, now: float,
                   home: Optional[str] = None) -> dict:
@@ -797,6 +801,7 @@ class NodeCore:
     def created(self, t: RunTicket, err: Optional[str], now: float) -> List[Action]:
         """The shell did (or failed) the `Prepare` I/O; on success the run becomes a task."""
         if err is not None:
+            t.cause = "node"
             return [Log("warning", f"job {t.key} refused: {err}"),
                     Remove(t.key, t.path, t.box, delivered=False, ident=t.ident),
                     self._rejected(t, f"the node cannot take the job: {err}")]
@@ -822,7 +827,7 @@ class NodeCore:
         sid = self.bound.get((task.submitter, task.session))
         if sid is not None:
             out.append(ToSession(sid, {"type": "rejected", "job": task.job,
-                                       "attempt": task.attempt,
+                                       "attempt": task.attempt, "cause": "node",
                                        "reason": f"the node cannot start the job: {err}"}))
         return out
 

@@ -42,7 +42,9 @@ expects; the node answers `attached {unknown}` and then re-sends results):
     run {claim, job, attempt, spec, files: [{name, size, mode}]} + data chunks
     kill {job, attempt}           ack {job, attempt}         release {claim}
 Node -> submitter:
-    started {job, attempt} | rejected {job, attempt, reason}
+    started {job, attempt} | rejected {job, attempt, reason, cause?}
+                                  (cause "node": the node's own trouble, a disk write
+                                  or a launch, not the job's; the job runs elsewhere)
     finished {job, attempt, result, files: [{name, size}]} + data chunks
 """
 
@@ -193,7 +195,8 @@ SCHEMA: dict = {
     "kill": {"job": (ID, True), "attempt": (_I, True)},
     "ack": {"job": (ID, True), "attempt": (_I, True)},
     "started": {"job": (ID, True), "attempt": (_I, True)},
-    "rejected": {"job": (ID, True), "attempt": (_I, True), "reason": (REASON, True)},
+    "rejected": {"job": (ID, True), "attempt": (_I, True), "reason": (REASON, True),
+                 "cause": (Str(64), False)},
     "finished": {"job": (ID, True), "attempt": (_I, True), "result": (RESULT, True),
                  "files": (FILES, True)},
 }
