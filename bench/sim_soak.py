@@ -23,6 +23,7 @@ import json
 import multiprocessing
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -132,16 +133,24 @@ def main(argv=None) -> int:
         return state["n"] >= args.count or time.monotonic() - t0 > args.minutes * 60
 
     _init(without, tuple(args.switch))
-    if args.workers <= 1:
-        for task in tasks():
-            if take(_one(task)):
-                break
-    else:
-        with multiprocessing.Pool(args.workers, _init, (without, tuple(args.switch))) as pool:
-            for out in pool.imap(_one, tasks(), chunksize=4):
-                if take(out):
-                    pool.terminate()
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # `kill PID` ends the campaign with its summary
+    try:
+        if args.workers <= 1:
+            for task in tasks():
+                if take(_one(task)):
                     break
+        else:
+            with multiprocessing.Pool(args.workers, _init, (without, tuple(args.switch))) \
+                    as pool:
+                for out in pool.imap(_one, tasks(), chunksize=4):
+                    if take(out):
+                        break
+    except KeyboardInterrupt:
+        pass
     write()
     print(f"{state['n']} runs ({runs}), {sum(k['count'] for k in kinds.values())} failed, "
           f"{len(kinds)} kinds; summary in {args.out}")
