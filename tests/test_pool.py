@@ -213,7 +213,9 @@ def test_a_session_is_bound_to_its_first_token():
     assert p.session_ok("s1", "aa")
     assert p.session_ok("s1", "aa") and not p.session_ok("s1", "bb")
     assert not p.session_ok("s1", None)  # a hello without a token cannot take it either
-    assert p.session_ok("s2", None) and p.session_ok("s2", "cc") and not p.session_ok("s2", None)
+    # contract 8: a hello without a token is refused, and binds nothing
+    assert not p.session_ok("s2", None) and not p.session_ok("s2", "")
+    assert p.session_ok("s2", "cc") and not p.session_ok("s2", "dd")
 
 
 BAD_VALUES = [None, 1, -1, 1.5, "x", [], {}, [1], {"a": [1]}, True, "a" * 5000, [[[]]]]

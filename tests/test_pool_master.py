@@ -91,7 +91,7 @@ def test_hostile_nested_payloads_get_bad_message_and_the_sessions_go_on(tmp_path
             node.send(dict(bad, type="node-report"))
             assert (await _recv(node))["code"] == "bad-message"
         sub = await env.open("submit", hostile=True)
-        sub.send(_sub_hello())
+        sub.send(_sub_hello(token="t" * 64))
         assert (await _recv(sub))["type"] == "welcome"
         for requests in ([{"key": "k", "count": "many"}], [[]], [{"key": {"x": 1}}],
                          [{"key": "k", "count": 1, "cpus": 1, "ad": {"a": [1, 2]}}]):
@@ -126,6 +126,25 @@ def test_a_submitter_id_is_bound_to_its_session_token(tmp_path):
         again = await env.open("submit")  # the same token: a resumed submitter
         again.send(_sub_hello("s1", token="t" * 64))
         assert (await _recv(again))["type"] == "welcome"
+    run(go, tmp_path)
+
+
+def test_a_submitter_hello_without_a_token_is_refused_and_its_channel_closed(tmp_path):
+    """Contract 8: even for an id nobody has bound yet (one `jrs status` shows before its
+    submitter's first hello, or that a master restarted without its session records)."""
+    async def go(env):
+        for hello in (_sub_hello("fresh"), _sub_hello("fresh", token="")):
+            bare = await env.open("submit", hostile=True)
+            bare.send(hello)
+            reply = await _recv(bare)
+            assert (reply["type"], reply["code"]) == ("error", "session"), reply
+            with pytest.raises((ConnectionClosed, asyncio.TimeoutError)):
+                await _recv(bare, 3)
+        assert "fresh" not in env.master.pool.sessions
+        assert "fresh" not in env.master.pool.submitters
+        honest = await env.open("submit")  # the id stays free for its own session
+        honest.send(_sub_hello("fresh", token="t" * 64))
+        assert (await _recv(honest))["type"] == "welcome"
     run(go, tmp_path)
 
 

@@ -40,9 +40,14 @@ FOUND = [
     (45, "small", "ctrl-c,stall", "submitter core (D1)",
      "a node whose disk failed (ENOSPC) for seconds refused a job 5 times: held for good"),
     (124, "small", "ctrl-c,stall", "submitter core (D1)", "the same with EIO on its input"),
-    (1164, "small", "disk,ctrl-c", "submitter core (D5)",
-     "a run killed by a claim revocation the submitter never heard of ended the job "
-     "FAILED 'signal 15'"),
+    (1164, "small", "disk,ctrl-c", "Pool (C2), submitter core (D5)",
+     "a master back from an 8 s stall ticked before reading the queued reports and "
+     "revoked live nodes' claims with kill (C2); the run so killed, which the submitter "
+     "never heard of, ended the job FAILED 'signal 15' (D5)"),
+    (2399, "small", "ctrl-c,disk", "sim checker",
+     "a run's result reached the submitter, which counted it as a retry; a later loss of "
+     "the node made the checker discount it: 'failed after 0 retries'"),
+    (345, "large", "ctrl-c,disk,stall", "sim checker", "the same, on the large shape"),
 ]
 
 

@@ -106,10 +106,12 @@ class Master:
                  sessions: Optional[SessionStore] = None) -> None:
         self.config = config
         self.clock = clock
-        self.pool = Pool(config.nodes, clock(), new_id=lambda: os.urandom(12).hex(),
+        # claim ids: 128 random bits (contract 9); a node binds each to its first session
+        self.pool = Pool(config.nodes, clock(), new_id=lambda: os.urandom(16).hex(),
                          node_timeout=_env_seconds("JRS_NODE_TIMEOUT", 6.0),
                          submitter_lease=_env_seconds("JRS_SUBMITTER_LEASE", 300.0),
-                         offer_timeout=_env_seconds("JRS_OFFER_TIMEOUT", 10.0))
+                         offer_timeout=_env_seconds("JRS_OFFER_TIMEOUT", 10.0),
+                         tick_period=TICK)
         self.store = sessions
         if sessions is not None:
             self.pool.sessions.update(sessions.loaded)
@@ -245,10 +247,13 @@ class Master:
     async def _submitter(self, ch, hello: dict) -> None:
         sid = hello["submitter"]
         bound = sid in self.pool.sessions
-        if not self.pool.session_ok(sid, hello.get("token")):
-            self.peerlog.warning(ch.peer, "refused submitter %s from %s: not its session",
-                                 excerpt(sid), ch.peer)
-            ch.send(error("session", "this submitter id belongs to another session"))
+        token = hello.get("token")
+        if not self.pool.session_ok(sid, token):  # the server closes the channel
+            why = "not its session" if token else "no session token"
+            self.peerlog.warning(ch.peer, "refused submitter %s from %s: %s",
+                                 excerpt(sid), ch.peer, why)
+            ch.send(error("session", "this submitter id belongs to another session" if token
+                          else "a submitter-hello must carry its session token"))
             return
         if not bound and self.store is not None and sid in self.pool.sessions:
             self.store.add(sid, self.pool.sessions[sid])

@@ -54,6 +54,12 @@ ORPHAN_GRACE = 15.0
 # reach the node, though the master can) is offered no slot there for this long.
 AVOID_FOR = 30.0
 OFFER_REPORTS = 2  # node-reports after an offer by which the node has answered it
+# The shell calls `tick` this often. A gap between two ticks of more than twice this is
+# time the master itself was stopped (SIGSTOP, a swapping host): not counted against peers.
+TICK_PERIOD = 1.0
+# A claim-drop the node has not acted on is sent again in answer to its report after this
+# long (a node still running the claim's job is told again, not at every heartbeat).
+DROP_RESEND = 10.0
 MAX_DROPPED = 100_000  # remembered revoked/withdrawn claim ids
 MAX_SESSIONS = 100_000
 
@@ -132,6 +138,7 @@ class Claim:
     offered: float = 0.0
     reports: int = 0  # node-reports seen since the offer
     drop: Optional[bool] = None  # a claim-drop was sent (its kill flag): again at each hello
+    drop_sent: float = 0.0  # when it was last sent (sent again with a report after a while)
 
 
 def _counter_ids() -> Callable[[], str]:
@@ -167,7 +174,8 @@ class Pool:
                  node_timeout: float = NODE_TIMEOUT, submitter_lease: float = SUBMITTER_LEASE,
                  offer_timeout: float = OFFER_TIMEOUT,
                  unmatchable_grace: float = UNMATCHABLE_GRACE,
-                 orphan_grace: float = ORPHAN_GRACE) -> None:
+                 orphan_grace: float = ORPHAN_GRACE,
+                 tick_period: float = TICK_PERIOD) -> None:
         self.nodes: dict[str, Node] = {}
         for entry in node_list:
             self.nodes[entry.name] = Node(entry.name, entry.endpoint.host, entry.endpoint.port)
@@ -179,6 +187,8 @@ class Pool:
         self.offer_timeout = offer_timeout
         self.unmatchable_grace = unmatchable_grace
         self.started = now
+        self.tick_period = tick_period
+        self._last_tick: Optional[float] = None
         # cid -> kill flag of the claim-drop a node gets if it still lists the claim
         self.dropped: OrderedDict = OrderedDict()
         self.sessions: OrderedDict = OrderedDict()  # submitter id -> sha256(token)
@@ -308,9 +318,10 @@ class Pool:
         self._seen[node.name] = now
         self._seen.move_to_end(node.name)
 
-    def _drop(self, c: Claim, kill: bool) -> tuple:
+    def _drop(self, c: Claim, kill: bool, now: float) -> tuple:
         """A claim-drop for its node, remembered until the node lets the claim go."""
         c.drop = kill or bool(c.drop)
+        c.drop_sent = now
         return ("node", c.node, {"type": "claim-drop", "claim": c.id, "kill": c.drop})
 
     def _grant(self, c: Claim) -> tuple:
@@ -368,7 +379,7 @@ class Pool:
             known = self.claims.get(cid)
             if known is not None and known.node == name:
                 if known.drop is not None:  # the drop may have gone to a dead session
-                    out.append(self._drop(known, known.drop))
+                    out.append(self._drop(known, known.drop, now))
                 elif not known.active:  # accepted; the claim-ok was lost with the old session
                     self._activate(known)
                     out.append(self._grant(known))
@@ -412,6 +423,10 @@ class Pool:
                 if c.id not in held:  # ended on the node without word to us
                     self._remove(c.id, remember=False)
                     freed = True
+                elif c.drop is not None and now - c.drop_sent >= DROP_RESEND:
+                    # still listed: the drop may have been lost (a node that lost power
+                    # before acting on it), or its job is still running (kill False)
+                    out.append(self._drop(c, c.drop, now))
             elif c.id in held:  # accepted, the claim-ok was lost
                 self._activate(c)
                 out.append(self._grant(c))
@@ -471,19 +486,20 @@ class Pool:
 
     def session_ok(self, sid: str, token: Optional[str]) -> bool:
         """Bind a submitter id to sha256 of its session token at its first hello; later
-        hellos must bring the same token. A hello without a token (a submitter from before
-        session keys) binds nothing, and cannot take over an id bound to a token."""
-        token_hash = hashlib.sha256(token.encode()).hexdigest() \
-            if isinstance(token, str) and token else None
+        hellos must bring the same token. A hello without a token is refused (contract 8):
+        an id it could use unbound would be one `jrs status` shows, free to take before
+        its submitter's first hello, or after a master lost its session records."""
+        if not isinstance(token, str) or not token:
+            return False
+        token_hash = hashlib.sha256(token.encode()).hexdigest()
         bound = self.sessions.get(sid)
         if bound is None:
-            if token_hash:
-                self.sessions[sid] = token_hash
-                while len(self.sessions) > MAX_SESSIONS:
-                    self.sessions.popitem(last=False)
+            self.sessions[sid] = token_hash
+            while len(self.sessions) > MAX_SESSIONS:
+                self.sessions.popitem(last=False)
             return True
         self.sessions.move_to_end(sid)
-        return token_hash is not None and hmac.compare_digest(bound, token_hash)
+        return hmac.compare_digest(bound, token_hash)
 
     def submitter_hello(self, msg: dict, now: float) -> list:
         sid = payload.ident(msg.get("submitter"), "submitter")
@@ -499,7 +515,7 @@ class Pool:
         sub.clusters = clusters
         self._orphans.pop(sid, None)
         return [self._grant(c) for c in self.claims_of_submitter(sid).values()
-                if c.active and c.id not in known]  # granted while it was away
+                if c.active and c.drop is None and c.id not in known]  # granted while away
 
     def set_progress(self, sid: str, clusters: list) -> list:
         sub = self.submitters.get(sid)
@@ -516,7 +532,7 @@ class Pool:
             sub.connected, sub.last_seen = False, now
             sub.requests = {}
         for c in list(self.claims_of_submitter(sid).values()):
-            out.append(self._drop(c, False))
+            out.append(self._drop(c, False, now))
         return out + self.negotiate(now)
 
     def set_demand(self, sid: str, requests: list, now: float) -> list:
@@ -556,11 +572,16 @@ class Pool:
         sub = self.submitters.get(sid)
         if kill and sub is not None:  # it gave up on the node: no new claim there for a while
             sub.avoid[claim.node] = now + AVOID_FOR
-        return [self._drop(claim, bool(kill))]
+        return [self._drop(claim, bool(kill), now)]
 
     # ------------------------------------------------------------ time
 
     def tick(self, now: float) -> list:
+        if self._last_tick is not None:
+            away = now - self._last_tick - self.tick_period
+            if away > self.tick_period:
+                self._pardon(away, now)
+        self._last_tick = now
         out: list = []
         while self._seen:
             name, seen = next(iter(self._seen.items()))
@@ -588,8 +609,28 @@ class Pool:
             if now - since > self.orphan_grace:
                 del self._orphans[sid]
                 for c in list(self.claims_of_submitter(sid).values()):
-                    out.append(self._drop(c, False))
+                    out.append(self._drop(c, False, now))
         return out + self.negotiate(now)
+
+    def _pardon(self, away: float, now: float) -> None:
+        """The master was stopped for `away` seconds (no tick came): the nodes' reports,
+        the answers to offers and the submitters' hellos of that time are still queued,
+        unread. Their deadlines move by that time, so the first tick after a stall
+        declares no live node lost and revokes no claim of a job that runs on (sim
+        finding C2). Only the master's own running time counts against a peer: a
+        ticker that is merely late each time still counts one period per tick, so a
+        dead node is declared lost all the same. O(nodes + offers + submitters), once
+        per stall."""
+        for name in self._seen:
+            self._seen[name] = min(now, self._seen[name] + away)
+        for cid in self._offers:  # the same shift for all: the order stays
+            c = self.claims[cid]
+            c.offered = self._offers[cid] = min(now, c.offered + away)
+        for sid in self._orphans:
+            self._orphans[sid] = min(now, self._orphans[sid] + away)
+        for sub in self.submitters.values():
+            if not sub.connected:
+                sub.last_seen = min(now, sub.last_seen + away)
 
     # ------------------------------------------------------------ matching
 

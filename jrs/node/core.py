@@ -38,7 +38,9 @@ REKILL_EVERY = 10.0  # a kill is repeated this often while the executor lives (a
 DEFAULT_RETAIN = 7 * 86400.0
 
 _JOB = re.compile(r"[0-9]{1,18}\.[0-9]{1,18}\Z")
-_ID = re.compile(r"[0-9a-f]{24}\Z")  # claim and submitter ids: os.urandom(12).hex()
+# submitter ids: os.urandom(12).hex(); claim ids: os.urandom(16).hex() (128 bits, contract
+# 9), or 12 bytes from a master of before (claims it granted may still be on a node)
+_ID = re.compile(r"[0-9a-f]{24}(?:[0-9a-f]{8})?\Z")
 _TOKEN = re.compile(r"[0-9a-f]{64}\Z")  # a session token: a 32-byte BLAKE2b digest in hex
 MAX_ARGS = 100_000
 MAX_ENV = 10_000
@@ -70,7 +72,7 @@ def check_attempt(value: object) -> int:
 
 def check_id(value: object, what: str) -> str:
     if not isinstance(value, str) or not _ID.match(value):
-        raise Refused(f"bad {what} id {_excerpt(value)}: want 24 lowercase hex digits")
+        raise Refused(f"bad {what} id {_excerpt(value)}: want 24 or 32 lowercase hex digits")
     return value
 
 

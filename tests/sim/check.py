@@ -12,11 +12,10 @@ the executions as they happened:
 - retries: a job is run again after one of its runs ended on its own at most
   max_retries times, and never after a run that succeeded; a rerun after a run
   that never started, did not end on its own (killed, lost with its host) or
-  whose node was lost meanwhile (the master's node-lost for that submitter, the
+  whose node was lost (the master's node-lost for that submitter, the
   submitter giving up on the node, the node answering `attached` without the
-  job) does not count; a FAILED job was rerun after at least max_retries runs
-  that ran to their end (whose node may have been lost meanwhile: its result can
-  still have reached the submitter, which then counts it);
+  job) before its result reached the submitter does not count; a FAILED job
+  used all max_retries;
 - nothing is killed that nobody asked to kill: an execution killed is of a job
   the user removed, or its node was lost after the run was sent;
 - nothing runs twice: no attempt starts after a later attempt of its job was sent;
@@ -160,14 +159,22 @@ def _policy(world, spec, p: int, timed: list, execs: list) -> None:
         world.fail(f"{spec.name}: job {job} held: {end.get('reason')}")
     of = {e.attempt: e for e in execs}
     runs = [(t, r) for t, r in timed if r["e"] == "run"]
+    # where in the journal the submitter decided what came of each run: its next record
+    # (requeue or end), as a position among all the submitter's records
+    where = {id(r): i for i, (_, r) in enumerate(world.journals[spec.sid])}
+    decided = {}
+    for (_, r), (_, nxt) in zip(timed, timed[1:]):
+        if r["e"] == "run":
+            decided[id(r)] = where[id(nxt)]
     retries = 0
-    ended_own = 0  # reruns after a run that ran to its end, its node lost meanwhile or not
     for (t0, r0), (t1, _r1) in zip(runs, runs[1:]):
         e = of.get(r0["attempt"])
-        if e is not None and e.how == "completed":
-            ended_own += 1
-        if e is None or e.how != "completed" or _lost(world, spec.sid, r0["node"], t0, t1):
-            continue  # it never ran, or did not run to its end, or its node was lost
+        if e is None or e.how != "completed":
+            continue  # it never ran, or did not run to its end
+        got = world.results.get((spec.sid, job, e.attempt))  # records written before it
+        if (got is None or got > decided.get(id(r0), -1)) \
+                and _lost(world, spec.sid, r0["node"], t0, t1):
+            continue  # its node was lost before its result reached the submitter
         if e.code == 0 and e.signal is None:
             world.fail(f"{spec.name}: job {job} attempt {e.attempt} succeeded on {e.node} "
                        f"and the job was run again at t={t1:.2f}: {seq}")
@@ -201,9 +208,7 @@ def _policy(world, spec, p: int, timed: list, execs: list) -> None:
     if (end["state"] == "done") != ok:
         world.fail(f"{spec.name}: job {job} ended {end['state']} with code {end['code']}, "
                    f"signal {end['signal']}")
-    # a run that ended while its node was lost to the master still counts when its result
-    # reached the submitter: so the lower bound counts every run that ran to its end
-    if end["state"] == "failed" and ended_own < allowed:
+    if end["state"] == "failed" and retries < allowed:
         world.fail(f"{spec.name}: job {job} failed after {retries} retries; "
                    f"max_retries={spec.max_retries}: {seq} {_runs(execs)}")
 

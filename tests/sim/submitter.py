@@ -279,6 +279,9 @@ class SubmitterProc(Proc):
     def _from_node(self, node: str, msg: dict) -> None:
         if msg["type"] == "attached" and msg["unknown"]:
             self.world.lost(self.spec.sid, node, "the node does not know some runs")
+        elif msg["type"] == "finished":
+            self.world.results.setdefault((self.spec.sid, msg["job"], msg["attempt"]),
+                                          len(self.world.journals[self.spec.sid]))
         self.do(self.core.from_node(node, msg, self.sim.now))
 
     def _node_closed(self, node: str, end: End, why: str) -> None:

@@ -125,6 +125,9 @@ class World:
         self.last_fault = 0.0
         self.interrupted: set = set()  # submitter names removed by Ctrl-C
         self.losses: list = []  # (t, sid, node): that submitter lost that node's jobs
+        # (sid, job, attempt) -> how many journal records the submitter had written when
+        # that run's `finished` first reached it
+        self.results: dict = {}
         self.claim_node: dict = {}  # claim -> node, from journals and claim grants
         self._ids = 0
         self._make_specs()
