@@ -61,24 +61,41 @@ def two_nodes(pyz, tmp_path):
     c.stop()
 
 
-def test_node_kill9_while_starting_running_finishing(two_nodes, tmp_path):
-    work = tmp_path / "w"
-    ledger = sweep(work, 24, 0.4)
-    p = two_nodes.submit("c.condor", cwd=work)
-    for _ in range(3):  # while jobs start, run and finish
-        wait_for(lambda: ledger.exists() and len(runs(ledger)) >= 2)
-        time.sleep(0.3)
-        two_nodes.kill9(two_nodes.nodes[0])
-        time.sleep(0.5)
-        two_nodes.start_node(0)
-    _out, err = p.communicate(timeout=90)
-    assert p.returncode == 0, err + two_nodes.logs()
-    counts = runs(ledger)
-    assert len(counts) == 24 and set(counts.values()) == {1}, counts
-    check_outputs(work, 24)
-    # every sandbox and taskfile is gone once results were acknowledged
-    wait_for(lambda: not list((tmp_path / "node0" / "tasks").glob("*.task")))
-    assert not list((two_nodes.execute / "node0").iterdir())
+def test_node_kill9_while_starting_running_finishing(pyz, tmp_path):
+    """kill -9 of a node daemon, three times, while its jobs start, run and finish (and
+    the daemon itself is starting, recovering): every job runs once, none is lost.
+
+    Only as long as the node is back within JRS_NODE_TIMEOUT: a node silent longer is
+    lost for the master, and its jobs rightly run again elsewhere (that is
+    test_node_vanishing_jobs_rerun_elsewhere). With the cluster's 3 s the three kills,
+    0.8 s apart plus three interpreter start-ups, went over it on a loaded machine
+    (2 cores, load 9): jobs ran twice in 4 of 30 runs, each time after a `node-lost`."""
+    c = Cluster(pyz, tmp_path, slots=[2, 2])
+    c.env["JRS_NODE_TIMEOUT"] = "30"  # (Cluster sets 3 s; its `env` cannot override it)
+    c.start()
+    try:
+        work = tmp_path / "w"
+        ledger = sweep(work, 24, 0.4)
+        p = c.submit("c.condor", cwd=work)
+        seen = 0
+        for _ in range(3):  # while jobs start, run and finish
+            want = min(seen + 2, 24)
+            wait_for(lambda want=want: len(runs(ledger)) >= want, timeout=60)
+            time.sleep(0.3)
+            c.kill9(c.nodes[0])
+            seen = len(runs(ledger))
+            time.sleep(0.5)
+            c.start_node(0)
+        _out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err + c.logs()
+        counts = runs(ledger)
+        assert len(counts) == 24 and set(counts.values()) == {1}, (counts, err, c.logs())
+        check_outputs(work, 24)
+        # every sandbox and taskfile is gone once results were acknowledged
+        wait_for(lambda: not list((tmp_path / "node0" / "tasks").glob("*.task")))
+        assert not list((c.execute / "node0").iterdir())
+    finally:
+        c.stop()
 
 
 def test_master_kill9_mid_run(two_nodes, tmp_path):

@@ -413,7 +413,7 @@ def test_node_survives_a_hostile_submitter(one_node, tmp_path):
                "spec": {"executable": "x"}, "files": [{"name": "../escape", "size": 5}]}
         first = await session({"type": "ack", "job": "1.0", "attempt": 1})
         assert first[0]["type"] == "error" and "attach" in first[0]["message"]
-        hello = {"type": "attach", "submitter": "ab" * 12,
+        hello = {"type": "attach", "submitter": "ab" * 12, "token": "ab" * 32,
                  "jobs": [[1, 2, 3], "x", ["9.9", -1], ["../9", 1], ["9.9", 2]]}
         replies = await session(hello, run, data=b"12345")
         assert replies[0] == {"type": "attached", "unknown": [["9.9", 2]]}
@@ -424,10 +424,13 @@ def test_node_survives_a_hostile_submitter(one_node, tmp_path):
         crafted = dict(fine, job="/../../../../etc/jrs-escape", claim="cd" * 12)
         replies = await session(hello, crafted, data=b"12345")
         assert replies[1]["type"] == "rejected" and "bad job id" in replies[1]["reason"]
-        for bad in ({"type": "attach", "submitter": "h" * 24, "jobs": []},
-                    {"type": "attach", "submitter": "ab" * 12, "jobs": [], "token": "x"}):
+        for bad in ({"type": "attach", "submitter": "h" * 24, "jobs": [], "token": "ab" * 32},
+                    {"type": "attach", "submitter": "ab" * 12, "jobs": [], "token": "x"},
+                    {"type": "attach", "submitter": "ab" * 12, "jobs": []}):
             replies = await session(bad, {"type": "ack", "job": "1.0", "attempt": 1})
             assert replies[0]["type"] == "error" and replies[1] == "closed", replies
+            if "token" not in bad:  # contract 8
+                assert replies[0]["code"] == "session", replies
         many = dict(run, files=[{"name": f"f{i}", "size": 0} for i in range(100_001)])
         replies = await session(hello, many)
         assert replies[1]["type"] == "error", replies

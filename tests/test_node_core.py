@@ -156,6 +156,28 @@ def test_saved_claims_are_checked_when_read_back():
     assert c.restore_claims({"a": 1})
 
 
+def test_a_failed_claims_write_is_written_again_each_second_until_it_succeeds():
+    """E1: a claims.json write that fails for a released claim left the file stale (the
+    claim came back after a restart). The core is told and has `tick` write it again."""
+    c = make()
+    offer(c, 1)
+    c.saved()
+    acts = c.from_master({"type": "claim-drop", "claim": claim_id(1), "kill": False}, T0)
+    (save,) = of(acts, nc.SaveClaims)
+    assert save.claims == [] and save.offered is None
+    (warn,) = of(c.save_failed(None, "Input/output error"), nc.Log)
+    assert warn.level == "warning" and "Input/output error" in warn.text
+    for second in range(3):  # each tick writes the current book again; warned once
+        (again,) = of(c.tick(T0 + second), nc.SaveClaims)
+        assert again.claims == [] and again.reply is None
+        assert c.save_failed(None, "Input/output error") == []
+    offer(c, 2)  # a new claim meanwhile: refused as before, and the retry goes on
+    assert to_master(c.save_failed(claim_id(2), "No space"))[0]["type"] == "claim-refused"
+    assert of(c.tick(T0 + 4), nc.SaveClaims)[0].claims == []
+    assert of(c.saved(), nc.Log)[0].level == "info"
+    assert of(c.tick(T0 + 5), nc.SaveClaims) == [] and c.saved() == []
+
+
 # ------------------------------------------------------------------ admission
 
 @pytest.mark.parametrize("job", ["/../../../../etc/x", "1", "1.0.0", "a.b", "1.-1", " 1.0",
@@ -404,9 +426,11 @@ def test_sessions_see_only_the_tasks_of_their_token():
     acts = attach(c, 2, token=WRONG, jobs=[("1.0", 0)])
     assert sent(acts) == [{"type": "attached", "unknown": [["1.0", 0]]}]
     assert of(acts, nc.Deliver) == []
-    assert c.from_session(2, {"type": "ack", "job": "1.0", "attempt": 0}, T0) == []
+    (refused,) = sent(c.from_session(2, {"type": "ack", "job": "1.0", "attempt": 0}, T0))
+    assert refused["type"] == "error" and refused["code"] == "session"
     assert task.key in c.tasks
-    assert attach(c, 3, token=None, jobs=[("1.0", 0)])[0].msg["unknown"] == [["1.0", 0]]
+    acts = attach(c, 3, token=None, jobs=[("1.0", 0)])  # contract 8: no token, no session
+    assert sent(acts)[0]["code"] == "session" and of(acts, nc.CloseSession)
     # the real one does
     acts = attach(c, 4, jobs=[("1.0", 0)])
     assert sent(acts)[0] == {"type": "attached", "unknown": []}
@@ -422,7 +446,8 @@ def test_a_wrong_token_cannot_kill():
     attach(c, 1)
     task = start_job(c)
     attach(c, 2, token=WRONG)
-    assert c.from_session(2, {"type": "kill", "job": "1.0", "attempt": 0}, T0) == []
+    acts = c.from_session(2, {"type": "kill", "job": "1.0", "attempt": 0}, T0)
+    assert of(acts, nc.Kill) == [] and sent(acts)[0]["code"] == "session"
     assert of(c.from_session(1, {"type": "kill", "job": "1.0", "attempt": 0}, T0), nc.Kill) == \
         [nc.Kill(task.key, task.path)]
 
@@ -613,3 +638,130 @@ def test_the_task_spec_of_an_admitted_run():
     assert spec["env"]["A"] == "1" and spec["env"]["CUDA_VISIBLE_DEVICES"] == "0"
     assert spec["sandbox"] == t.box and t.box.startswith("/state/sandbox/")
     assert spec["notify"] == "@n" and spec["snapshot"] == {"in.txt": [3, 1]}
+
+
+# ------------------------------------------------------------------ contracts 8, 9, 10
+
+def test_an_attach_without_a_token_is_refused_with_code_session():
+    c = make()
+    offer(c, 1)
+    acts = attach(c, 1, token=None)
+    assert sent(acts) == [{"type": "error", "code": "session", "re": "attach",
+                           "message": sent(acts)[0]["message"]}]
+    assert of(acts, nc.CloseSession) == [nc.CloseSession(1)] and c.sessions == {}
+    t = c.run_offered(1, run_msg())
+    assert t.reason == "no attach on this session"
+
+
+def test_a_claim_is_bound_to_the_first_session_that_runs_on_it():
+    """Contract 9: another secret holder reusing the submitter id and the claim id with
+    its own token can neither run, release nor kill on the claim, nor ack its jobs."""
+    c = make()
+    offer(c, 1)
+    attach(c, 1)
+    attach(c, 2, token=WRONG)  # the hostile peer, same (public) submitter id
+    t = c.run_offered(1, run_msg())
+    c.box_made(t)
+    (prep,) = of(c.run_received(t, T0), nc.Prepare)
+    acts = c.created(prep.ticket, None, T0)
+    (save,) = of(acts, nc.SaveClaims)  # the binding is persisted with the claim
+    mine = hashlib.sha256(TOKEN.encode()).hexdigest()
+    assert save.claims[0]["session"] == mine and c.claims[claim_id(1)].session == mine
+    assert "session" not in c.hello()["claims"][0]  # the master never learns it
+    task = c.tasks[t.key]
+
+    def book() -> tuple:
+        return ([(cl.to_json(), cl.job, cl.releasing) for cl in c.claims.values()],
+                sorted(c.tasks), [x.kill_at for x in c.tasks.values()])
+
+    before = book()
+    for msg in ({"type": "release", "claim": claim_id(1)},
+                {"type": "kill", "job": "1.0", "attempt": 0}):
+        acts = c.from_session(2, msg, T0)
+        assert [m["code"] for m in sent(acts)] == ["session"], acts
+        assert of(acts, nc.Kill) == [] and of(acts, nc.SaveClaims) == []
+    assert book() == before
+    finish(c, task)
+    before = book()
+    (refused,) = sent(c.from_session(2, {"type": "ack", "job": "1.0", "attempt": 0}, T0))
+    assert refused["code"] == "session" and task.key in c.tasks
+    # its own run on the claim, now free: refused, nothing made
+    h = c.run_offered(2, run_msg(job="1.1"))
+    assert h.reason == "the claim belongs to another session" and not h.made_box
+    assert sent(c.run_received(h, T0))[0]["type"] == "rejected"
+    assert book() == before
+    start_job(c, job="1.1")  # the claim's own session goes on using it
+    # the binding survives a restart through claims.json
+    c2 = make()
+    assert c2.restore_claims(c._claims_json()) == []
+    assert c2.claims[claim_id(1)].session == mine
+    assert c2.restore_claims([dict(c._claims_json()[0], session="x" * 64)])
+
+
+def test_recovered_tasks_bind_their_claim():
+    """A claims.json of a jrs before contract 9 has no bindings: the tasks on disk bind
+    their claims at start (and the binding is saved)."""
+    c = make()
+    c.restore_claims([{"claim": claim_id(1), "submitter": SUB, "user": "a", "cpus": 1,
+                       "memory": 1, "gpus": []}])
+    mine = hashlib.sha256(TOKEN.encode()).hexdigest()
+    task = nc.Task("k", SUB, mine, "1.0", 0, claim_id(1), "/state/tasks/k.task", "/b/k", T0)
+    acts = c.recover(state(task, {"e": "executor", "pid": 10, "start": 1, "boot": "boot-1"}),
+                     alive=True, now=T0)
+    assert of(acts, nc.SaveClaims)[0].claims[0]["session"] == mine
+    attach(c, 2, token=WRONG)
+    assert "another session" in c.run_offered(2, run_msg(job="1.1")).reason
+
+
+def test_task_keys_come_from_the_submitter_id_and_its_session():
+    """Contract 10: a submitter id sharing the victim's first 16 characters (ids are
+    public) named its tasks like the victim's, and its run of 1.0 made the victim's run
+    of 1.0 a "duplicate", refused: one job denied. Now both run."""
+    mine = hashlib.sha256(TOKEN.encode()).hexdigest()
+    key = nc.task_key(SUB, mine, "1.0", 0)
+    want = hashlib.sha256(f"{SUB}\0{mine}".encode()).hexdigest()[:16] + "-1.0.0"
+    assert key == want
+    assert nc.task_key(SUB, hashlib.sha256(WRONG.encode()).hexdigest(), "1.0", 0) != key
+    twin = SUB[:16] + "ef" * 4  # the attacker's own id, same prefix
+    c = make(slots=2)
+    offer(c, 1, sub=twin)
+    offer(c, 2)
+    attach(c, 1, token=WRONG, sub=twin)
+    attach(c, 2)
+    t = c.run_offered(1, run_msg(1, "1.0"))
+    c.box_made(t)
+    c.created(of(c.run_received(t, T0), nc.Prepare)[0].ticket, None, T0)
+    assert t.key in c.tasks
+    v = c.run_offered(2, run_msg(2, "1.0"))
+    assert v.reason is None and v.key == key and v.key != t.key
+    c.box_made(v)
+    (prep,) = of(c.run_received(v, T0), nc.Prepare)
+    assert of(c.created(prep.ticket, None, T0), nc.Launch) == [nc.Launch(v.key, v.path)]
+
+
+def test_a_task_on_disk_under_its_old_key_is_still_found_by_its_job():
+    """An upgrade while a job runs: its taskfile keeps its old name (the submitter id's
+    first 16 characters); the resumed session finds it by job and attempt, a run sent
+    again is `started`, the result is delivered and the ack removes the old files."""
+    c = make()
+    c.restore_claims([{"claim": claim_id(1), "submitter": SUB, "user": "a", "cpus": 1,
+                       "memory": 1, "gpus": []}])
+    mine = hashlib.sha256(TOKEN.encode()).hexdigest()
+    old = f"{SUB[:16]}-1.0.0"
+    path = f"/state/tasks/{old}.task"
+    task = nc.Task(old, SUB, mine, "1.0", 0, claim_id(1), path, f"/state/sandbox/{old}", T0)
+    running = state(task, {"e": "executor", "pid": 10, "start": 1, "boot": "boot-1"})
+    assert running.key == old
+    c.recover(running, alive=True, now=T0)
+    acts = attach(c, 1, jobs=[("1.0", 0)])
+    assert sent(acts) == [{"type": "attached", "unknown": []}]
+    t = c.run_offered(1, run_msg())
+    assert t.reason == "duplicate"
+    assert sent(c.run_received(t, T0)) == [{"type": "started", "job": "1.0", "attempt": 0}]
+    acts = c.loaded(old, exited(c.tasks[old]), T0 + 1)
+    assert of(acts, nc.Deliver) == [nc.Deliver(1, old)]
+    c.delivery_done(old, 1, True)
+    acts = c.from_session(1, {"type": "ack", "job": "1.0", "attempt": 0}, T0)
+    assert of(acts, nc.Remove) == [nc.Remove(old, path, f"/state/sandbox/{old}", True,
+                                             ident={"uid": None, "per_job_uid": False})]
+    assert c.tasks == {} and c.by_job == {}

@@ -69,10 +69,9 @@ CI_SEEDS = {"small": 1500, "large": 500}  # 2,000 seeds with faults, about a min
 # simulation"). A kind a new finding makes fail goes here until it is fixed.
 CI_WITHOUT: tuple = ()
 # Seeds of the CI set that fail for an open finding (its id in README): reported, not
-# counted. Each leaves this list for tests/test_sim_regressions.py once it is fixed.
-# ("large", 193): E2 (a never-started task relaunched after a power loss, after its job
-# ran again elsewhere).
-KNOWN_OPEN = {("large", 193): "E2"}
+# counted. Each leaves this list for tests/test_sim_regressions.py once it is fixed
+# (E2, large 193, did: the task spec records the boot id).
+KNOWN_OPEN: dict = {}
 
 
 @pytest.mark.parametrize("name", sorted(CI_SEEDS))

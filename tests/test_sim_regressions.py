@@ -30,6 +30,9 @@ FOUND = [
      "a run ended (exit 2) while the master had declared its node lost; its result reached "
      "the submitter, which counted it: the checker said FAILED came too early"),
     (100861, "large", "stall,disk,ctrl-c", "the checker (H, soak 12-01)", "the same"),
+    (193, "large", "ctrl-c,disk", "node core (E2)",
+     "power lost after a run's taskfile was written, before its executor started: back "
+     "up, the node launched it although the job had run again elsewhere (twice at once)"),
     (62, "small", "disk,stall", "submitter core (D3)",
      "Ctrl-C, then the job's node was lost: the job went back to the queue of a cluster "
      "being removed (empty demand) and the submit never ended"),

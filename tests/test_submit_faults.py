@@ -96,3 +96,37 @@ def test_ctrl_c_while_the_node_is_lost_ends_the_submit(pyz, tmp_path):
         assert os.path.exists(ledger) and sorted(runs(ledger)) == ["0"]
     finally:
         c.stop()
+
+
+def test_a_run_killed_by_a_revocation_we_missed_runs_again(pyz, tmp_path):
+    """D5: the submitter is killed -9, then the node daemon stops (SIGSTOP) past the
+    master's node timeout: the master declares it lost and revokes its claim with kill,
+    and its `node-lost` goes to a submitter that is gone. The rerun re-attaches the job;
+    the node wakes, the master's claim-drop kills the job: the result says `removed`,
+    signal 15, for a job nobody is removing. That is a lost run: it runs again and the
+    submit ends done, not "killed by signal 15"."""
+    c = Cluster(pyz, tmp_path, slots=[1]).start()
+    try:
+        work = tmp_path / "w"
+        work.mkdir()
+        ledger = shared_ledger()
+        (work / "job.sh").write_text(  # the first run waits to be killed, a rerun ends at once
+            f"#!/bin/sh\nif [ -s {ledger} ]; then echo again >> {ledger}; exit 0; fi\n"
+            f"echo first >> {ledger}\nsleep 60\n")
+        os.chmod(work / "job.sh", 0o755)
+        (work / "c.condor").write_text("executable = job.sh\nlog = c.log\nqueue\n")
+        p = c.submit("c.condor", cwd=work)
+        wait_for(lambda: "first" in runs(ledger))
+        c.kill9(p)
+        c.nodes[0].send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(6)  # JRS_NODE_TIMEOUT is 3 s: the master declares the node lost
+        finally:
+            c.nodes[0].send_signal(signal.SIGCONT)
+        code, _out, err = c.run_submit("c.condor", cwd=work, timeout=60)
+        assert code == 0, err + c.logs()
+        assert ": 1 jobs, 1 done, 0 failed" in err and "signal 15" not in err, err
+        assert "its claim was revoked" in err, err
+        assert runs(ledger) == {"first": 1, "again": 1}
+    finally:
+        c.stop()

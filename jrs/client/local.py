@@ -39,7 +39,7 @@ class LocalCluster:
 
         from ..cluster.master import ClusterCounter, Master
         from ..node.daemon import Capacity, NodeDaemon
-        from ..roles.node import mem_total_mb
+        from ..node.machine import mem_total_mb
         from ..wire.aio import Server
         from ..wire.keys import root_key
 

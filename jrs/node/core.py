@@ -52,6 +52,10 @@ class Refused(ValueError):
     """What a peer sent breaks a rule; the text says which (and is safe to log)."""
 
 
+class _NotYours(Refused):
+    """A session named a claim or a job bound to another session (contract 9)."""
+
+
 def _excerpt(value: object, limit: int = 60) -> str:
     return repr(value)[:limit]
 
@@ -333,10 +337,21 @@ class Claim:
     gpus: list
     job: Optional[str] = None  # key of the task running on it
     releasing: bool = False
+    # sha256 of the token of the session bound to it (contract 9): the first that ran on
+    # it; None until then. Only that session may run, release or kill on it.
+    session: Optional[str] = None
 
     def to_json(self) -> dict:
+        """As the master knows it (node-hello)."""
         return {"claim": self.claim, "submitter": self.submitter, "user": self.user,
                 "cpus": self.cpus, "memory": self.memory, "gpus": self.gpus}
+
+    def to_saved(self) -> dict:
+        """As claims.json keeps it: with the session binding (never sent to the master)."""
+        out = self.to_json()
+        if self.session is not None:
+            out["session"] = self.session
+        return out
 
 
 @dataclass
@@ -399,8 +414,15 @@ class RunTicket:
         return None
 
 
-def task_key(submitter: str, job: str, attempt: int) -> str:
-    return f"{submitter[:16]}-{job}.{attempt}"
+def task_key(submitter: str, session: Optional[str], job: str, attempt: int) -> str:
+    """The name of a new task's taskfile and sandbox (contract 10). Derived from the
+    submitter id *and* its session's token hash: the submitter id is public, so a key
+    made from it alone (a 16-character prefix, before) let another secret holder take
+    a job's name first and have the real run refused as a duplicate. Tasks already on
+    disk keep the names they have (`recover` takes the key from the file name) and are
+    found by (submitter, job, attempt), never by recomputing their key."""
+    who = hashlib.sha256(f"{submitter}\0{session or ''}".encode()).hexdigest()[:16]
+    return f"{who}-{job}.{attempt}"
 
 
 class NodeCore:
@@ -416,6 +438,10 @@ class NodeCore:
         self.retain = retain
         self.claims: Dict[str, Claim] = {}
         self.tasks: Dict[str, Task] = {}
+        # (submitter, job, attempt) -> keys of its tasks (one, but for sessions that
+        # share a public submitter id): messages name jobs, not keys (contract 10)
+        self.by_job: Dict[Tuple[str, str, int], List[str]] = {}
+        self.unsaved = False  # claims.json is older than the claims book: write it again
         self.sessions: Dict[int, Session] = {}
         self.bound: Dict[Tuple[str, Optional[str]], int] = {}  # (submitter, hash) -> sid
         self.receiving: set = set()  # task keys whose run data is arriving
@@ -428,6 +454,34 @@ class NodeCore:
             "ack": self._ack, "kill": self._kill_msg, "release": self._release,
             "pong": self._ignore_s, "error": self._ignore_s,
         }
+
+    # ---------------------------------------------------------- the task table
+
+    def _add(self, task: Task) -> None:
+        self.tasks[task.key] = task
+        self.by_job.setdefault((task.submitter, task.job, task.attempt), []).append(task.key)
+
+    def _forget(self, task: Task) -> None:
+        self.tasks.pop(task.key, None)
+        ref = (task.submitter, task.job, task.attempt)
+        keys = self.by_job.get(ref)
+        if keys is not None:
+            if task.key in keys:
+                keys.remove(task.key)
+            if not keys:
+                del self.by_job[ref]
+
+    def _find(self, submitter: str, session: Optional[str], job: str, attempt: int,
+              ) -> Tuple[Optional[Task], bool]:
+        """(the task of this job run by `session`, whether another session has one)."""
+        own, other = None, False
+        for key in self.by_job.get((submitter, job, attempt), ()):
+            task = self.tasks[key]
+            if task.session == session:
+                own = task
+            else:
+                other = True
+        return own, other
 
     # ---------------------------------------------------------- start-up
 
@@ -444,10 +498,14 @@ class NodeCore:
                 if not isinstance(gpus, list) or not all(
                         isinstance(g, int) and not isinstance(g, bool) for g in gpus):
                     raise Refused("bad gpus")
+                bound = c.get("session")
+                if bound is not None and not (isinstance(bound, str) and _TOKEN.match(bound)):
+                    raise Refused("bad session")
                 claim = Claim(check_id(c.get("claim"), "claim"),
                               check_id(c.get("submitter"), "submitter"),
                               check_user(c.get("user")), check_count(c.get("cpus"), "cpus"),
-                              check_count(c.get("memory"), "memory"), list(gpus))
+                              check_count(c.get("memory"), "memory"), list(gpus),
+                              session=bound)
             except Refused as exc:
                 warnings.append(f"saved claim {_excerpt(c, 80)} set aside: {exc}")
                 continue
@@ -464,7 +522,7 @@ class NodeCore:
                     created=now, state=st, ident=ident_fields(spec))
         if st.delivered:
             return [Remove(key, st.path, task.sandbox, delivered=False, ident=task.ident)]
-        self.tasks[key] = task
+        self._add(task)
         actions: List[Action] = []
         if st.finished:
             task.finished_at = _ended_at(st, now)
@@ -480,8 +538,13 @@ class NodeCore:
         else:
             actions.append(self._died(task))
         claim = self.claims.get(task.claim)
-        if claim is not None and not st.finished:
-            claim.job = key
+        if claim is not None and claim.submitter == task.submitter:
+            if not st.finished:
+                claim.job = key
+            if claim.session is None and task.session is not None:
+                # claims.json of a jrs before contract 9, or saved before the binding
+                claim.session = task.session
+                actions.append(self._save())
         return actions
 
     # ---------------------------------------------------------- the master
@@ -562,12 +625,32 @@ class NodeCore:
                 ToMaster({"type": "claim-refused", "claim": cid,
                           "reason": f"the node cannot save its claims: {err}"})]
 
+    def save_failed(self, offered: Optional[str], err: str) -> List[Action]:
+        """A `SaveClaims` could not be written. claims.json now says something else than
+        the claims book (a released claim would come back after a restart), so `tick`
+        writes it again each second until `saved`; a new claim is refused at once."""
+        out: List[Action] = []
+        if not self.unsaved:
+            out.append(Log("warning", f"claims.json: cannot save the claims: {err} "
+                                      "(trying again each second)"))
+        self.unsaved = True
+        if offered is not None:
+            out += self.offer_failed(offered, err)
+        return out
+
+    def saved(self) -> List[Action]:
+        """A `SaveClaims` was written: claims.json holds the claims book."""
+        if not self.unsaved:
+            return []
+        self.unsaved = False
+        return [Log("info", "claims.json: the claims are saved again")]
+
     def _claim_drop(self, msg: dict, now: float) -> List[Action]:
         # contract 3: a drop kills only when it says so
         return self.drop_claim(check_id(msg.get("claim"), "claim"), msg.get("kill") is True, now)
 
     def _claims_json(self) -> list:
-        return [c.to_json() for c in self.claims.values()]
+        return [c.to_saved() for c in self.claims.values()]
 
     def _save(self) -> SaveClaims:
         return SaveClaims(self._claims_json())
@@ -596,10 +679,14 @@ class NodeCore:
         if not isinstance(msg, dict) or msg.get("type") != "attach":
             return [ToSession(sid, error("protocol", "the first message must be attach")),
                     CloseSession(sid)]
+        if msg.get("token") is None:  # contract 8: no session without its proof
+            return [ToSession(sid, error("session", "attach without a session token: "
+                                                    "this node needs a newer jrs submit",
+                                         "attach")),
+                    CloseSession(sid)]
         try:
             sub = check_id(msg.get("submitter"), "submitter")
-            token = msg.get("token")
-            s = Session(sid, sub, session_hash(None if token is None else check_token(token)))
+            s = Session(sid, sub, session_hash(check_token(msg.get("token"))))
             jobs = msg.get("jobs")
             if not isinstance(jobs, list):
                 raise Refused("jobs must be a list")
@@ -612,10 +699,11 @@ class NodeCore:
             if not (isinstance(item, list) and len(item) == 2):
                 continue
             try:
-                key = task_key(sub, check_job(item[0]), check_attempt(item[1]))
+                own, _other = self._find(sub, s.session, check_job(item[0]),
+                                         check_attempt(item[1]))
             except Refused:
                 continue
-            if not self._visible(s, self.tasks.get(key)):
+            if own is None:
                 unknown.append(item)
         out: List[Action] = [ToSession(sid, {"type": "attached", "unknown": unknown})]
         for task in self.tasks.values():
@@ -640,6 +728,8 @@ class NodeCore:
                                          kind if isinstance(kind, str) else None))]
         try:
             return handler(s, msg, now)
+        except _NotYours as exc:
+            return [ToSession(sid, error("session", str(exc), kind))]
         except Refused as exc:
             return [ToSession(sid, error("bad-message", str(exc), kind))]
 
@@ -647,16 +737,22 @@ class NodeCore:
         return []
 
     def _own_task(self, s: Session, msg: dict) -> Optional[Task]:
-        key = task_key(s.submitter, check_job(msg.get("job")), check_attempt(msg.get("attempt")))
-        task = self.tasks.get(key)
-        return task if self._visible(s, task) else None
+        """The task an ack/kill names, if this session ran it. Raises Refused (an
+        `error`, code "session") when only another session of the submitter id has it."""
+        kind = msg.get("type")
+        own, other = self._find(s.submitter, s.session, check_job(msg.get("job")),
+                                check_attempt(msg.get("attempt")))
+        if own is None and other:
+            raise _NotYours(f"{kind}: job {msg.get('job')} attempt {msg.get('attempt')} "
+                            "belongs to another session")
+        return own
 
     def _ack(self, s: Session, msg: dict, now: float) -> List[Action]:
         task = self._own_task(s, msg)
         if task is None or not task.finished:
             return []
         # Forget it now; dying before the files are gone only means delivering it again.
-        del self.tasks[task.key]
+        self._forget(task)
         return [Remove(task.key, task.path, task.sandbox, delivered=True, ident=task.ident)]
 
     def _kill_msg(self, s: Session, msg: dict, now: float) -> List[Action]:
@@ -667,6 +763,8 @@ class NodeCore:
         claim = self.claims.get(check_id(msg.get("claim"), "claim"))
         if claim is None or claim.submitter != s.submitter:
             return []
+        if claim.session is not None and claim.session != s.session:
+            raise _NotYours(f"release: claim {claim.claim} belongs to another session")
         return self.drop_claim(claim.claim, False, now)
 
     # ---------------------------------------------------------- runs
@@ -694,7 +792,7 @@ class NodeCore:
             t.reason = f"bad job: {exc}"
             return t
         t.submitter, t.session = s.submitter, s.session
-        t.key = task_key(s.submitter, t.job, t.attempt)
+        t.key = task_key(s.submitter, s.session, t.job, t.attempt)
         t.box = os.path.join(self.sandbox_dir, t.key)
         t.path = os.path.join(self.tasks_dir, t.key + ".task")
         t.reason = self._admit(t)
@@ -710,9 +808,11 @@ class NodeCore:
         claim = self.claims.get(t.claim)
         if claim is None or claim.submitter != t.submitter:
             return "unknown claim (it may have been dropped)"
+        if claim.session is not None and claim.session != t.session:
+            return "the claim belongs to another session"
         if claim.releasing:
             return "claim is being released"
-        if t.key in self.tasks:
+        if t.key in self.tasks or self._find(t.submitter, t.session, t.job, t.attempt)[0]:
             return "duplicate"
         busy = self.tasks.get(claim.job) if claim.job else None
         if busy is not None and not busy.finished:
@@ -745,8 +845,8 @@ class NodeCore:
             self.receiving.discard(t.key)
             t.reason = self._admit(t)  # the claim may have gone while the data arrived
         elif t.reason == "duplicate":  # a run sent again (a resumed submitter): it runs
-            s = self.sessions.get(t.sid)
-            if s is not None and self._visible(s, self.tasks.get(t.key)):
+            if t.sid in self.sessions and self._find(t.submitter, t.session, t.job,
+                                                     t.attempt)[0] is not None:
                 return [ToSession(t.sid, {"type": "started", "job": t.job,
                                           "attempt": t.attempt})]
             t.reason = "refused"
@@ -813,15 +913,21 @@ class NodeCore:
                     self._rejected(t, reason)]
         task = Task(t.key, t.submitter, t.session, t.job, t.attempt, t.claim, t.path, t.box,
                     created=now, announce=True, ident=t.ident)
-        self.tasks[t.key] = task
-        self.claims[t.claim].job = t.key
-        return [Launch(t.key, t.path), AnnounceLater(t.key, STARTED_AFTER)]
+        self._add(task)
+        claim = self.claims[t.claim]
+        claim.job = t.key
+        out: List[Action] = [Launch(t.key, t.path), AnnounceLater(t.key, STARTED_AFTER)]
+        if claim.session is None:  # the first run on it binds the claim (contract 9)
+            claim.session = t.session
+            out.insert(0, self._save())
+        return out
 
     def launch_failed(self, key: str, err: str, now: float) -> List[Action]:
         """`Launch` could not be done: the run is refused and its claim free again."""
-        task = self.tasks.pop(key, None)
+        task = self.tasks.get(key)
         if task is None:
             return []
+        self._forget(task)
         out: List[Action] = [Log("warning", f"job {key} could not be launched: {err}"),
                              Remove(key, task.path, task.sandbox, delivered=False,
                                     ident=task.ident)]
@@ -922,14 +1028,15 @@ class NodeCore:
         return []
 
     def tick(self, now: float) -> List[Action]:
-        """Once a second: results nobody came for within the retention time go."""
-        out: List[Action] = []
+        """Once a second: claims.json written again if a write failed; results nobody
+        came for within the retention time go."""
+        out: List[Action] = [self._save()] if self.unsaved else []
         for task in list(self.tasks.values()):
             if not task.finished or task.delivering is not None or task.finished_at is None:
                 continue
             age = now - task.finished_at
             if age > self.retain:
-                del self.tasks[task.key]
+                self._forget(task)
                 out.append(Log("warning", f"result of job {task.job} attempt {task.attempt} "
                                           f"(submitter {task.submitter}) was not collected "
                                           f"within {_duration(self.retain)}: removed"))

@@ -258,11 +258,10 @@ class NodeDaemon:
             with open(tmp, "w") as f:
                 json.dump(a.claims, f)
             os.replace(tmp, self.claims_path)
-        except OSError as exc:
-            log.warning("%s: cannot save the claims: %s", self.claims_path, _why(exc))
-            if a.offered is not None:
-                self.execute(self.core.offer_failed(a.offered, _why(exc)))
+        except OSError as exc:  # the core has `tick` write it again each second
+            self.execute(self.core.save_failed(a.offered, _why(exc)))
             return
+        self.execute(self.core.saved())
         if a.reply is not None and self.master is not None:
             self.master.send(a.reply)
 

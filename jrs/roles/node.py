@@ -10,22 +10,9 @@ from typing import Optional
 
 from ..config import NodeEntry, find_config_dir, load, parse_endpoint
 from ..errors import ConfigError
+from ..node.machine import mem_total_mb
 from . import default_state, setup_logging
-
-
-def _is_local_address(host: str) -> bool:
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except OSError:
-        return False
-    for family, _, _, _, addr in infos:
-        try:
-            with socket.socket(family, socket.SOCK_STREAM) as s:
-                s.bind((addr[0], 0))
-            return True
-        except OSError:
-            continue
-    return False
+from .hostroles import is_local_address
 
 
 def find_entry(nodes: list, name: Optional[str], listen: Optional[str],
@@ -43,7 +30,7 @@ def find_entry(nodes: list, name: Optional[str], listen: Optional[str],
         names = {socket.gethostname(), socket.getfqdn()}
         hits = [n for n in nodes if n.endpoint.host in names]
         if not hits:
-            hits = [n for n in nodes if _is_local_address(n.endpoint.host)]
+            hits = [n for n in nodes if is_local_address(n.endpoint.host)]
         how = f"this host ({socket.gethostname()}) or its addresses"
     if not hits:
         raise ConfigError(f"{list_path}: no entry matches {how}; add this node to it or "
@@ -52,17 +39,6 @@ def find_entry(nodes: list, name: Optional[str], listen: Optional[str],
         raise ConfigError(f"{list_path}: {len(hits)} entries match {how} "
                           f"({', '.join(n.name for n in hits)}); pick one with --name")
     return hits[0]
-
-
-def mem_total_mb() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) // 1024
-    except OSError:
-        pass
-    return 1024
 
 
 def _count(value: Optional[str], flag: str) -> Optional[int]:

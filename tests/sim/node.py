@@ -168,7 +168,6 @@ class NodeProc(Proc):
                                 retain=world.shape.retain)
         self.sessions: dict = {}  # sid -> End
         self._sids = 0
-        self.unsaved: Optional[object] = None
         self.master: Optional[End] = None
         self.welcomed = False
         self.backoff = 0.2
@@ -214,24 +213,12 @@ class NodeProc(Proc):
     def _do_SaveClaims(self, a) -> None:
         try:
             self.disk.replace(CLAIMS, a.claims)
-        except OSError as exc:
-            self.world.log(self, f"cannot save the claims: {exc}")
-            if a.offered is not None:
-                self.do(self.core.offer_failed(a.offered, str(exc)))
-            else:
-                self.unsaved = a.claims  # written again each second until it succeeds
+        except OSError as exc:  # the core's tick has it written again each second
+            self.do(self.core.save_failed(a.offered, str(exc)))
             return
-        self.unsaved = None
+        self.do(self.core.saved())
         if a.reply is not None:
             self._do_ToMaster(self.nc.ToMaster(a.reply))
-
-    def _retry_save(self) -> None:
-        if self.unsaved is not None:
-            try:
-                self.disk.replace(CLAIMS, self.unsaved)
-                self.unsaved = None
-            except OSError:
-                pass
 
     def _do_Prepare(self, a) -> None:
         t = a.ticket
@@ -324,7 +311,6 @@ class NodeProc(Proc):
 
     def _check(self) -> None:
         now = self.sim.now
-        self._retry_save()
         for key, path in list(self.core.checks()):
             alive = self.hostobj.alive(path)
             st = None
