@@ -57,6 +57,13 @@ def vm_hwm_mb(pid: int) -> float:
     return 0.0
 
 
+def unit_comm(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 def children(pid: int) -> list:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
@@ -93,13 +100,48 @@ def node_cgroups(c: Cluster, label: str) -> list:
     return [own, Path(UNIFIED) / "jrs" / _tag(str(c.execute / "node0"))]
 
 
+class NonRootCluster(Cluster):
+    """The master as root, the node as another account (a non-root node: every job
+    runs as that account, no cgroups of its own): `setpriv` execs the node directly,
+    so its pid is the node daemon's. /usr/bin/python3: our venv's interpreter may
+    live under a directory the account cannot enter."""
+
+    def __init__(self, pyz: Path, base: Path, user: str) -> None:
+        import pwd
+
+        super().__init__(pyz, base, slots=[2])
+        self.pw = pwd.getpwnam(user)
+        for path in (self.conf, *self.conf.iterdir()):  # root reads it still
+            os.chown(path, self.pw.pw_uid, self.pw.pw_gid)
+        (base / "node0").mkdir()
+        os.chown(base / "node0", self.pw.pw_uid, self.pw.pw_gid)
+
+    def node_flags(self, i: int) -> list:
+        return []
+
+    def _spawn(self, host: int, *args: str, log: str) -> subprocess.Popen:
+        if args[0] != "node":
+            return super()._spawn(host, *args, log=log)
+        out = open(self.base / log, "ab")
+        pw = self.pw
+        return subprocess.Popen(["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}",
+                                 "--clear-groups", "/usr/bin/python3", str(self.pyz), *args,
+                                 "-c", str(self.conf), "-v"],
+                                stdout=out, stderr=out, start_new_session=True,
+                                env=dict(self.env, HOME=str(self.base / "node0")))
+
+
 def run_cluster(pyz: Path, n: int, legacy: str, baseline: float, baseline_cpu: float,
-                label: str, idle: bool) -> dict:
-    """One node run of n x /bin/true; prints its figures, returns the main ones."""
+                label: str, idle: bool, user: str = "") -> dict:
+    """One node run of n x /bin/true; prints its figures, returns the main ones.
+    `user`: run the node as that account (a non-root node)."""
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         os.chmod(base, 0o755)  # an old build keeps sandboxes under --state: jobs pass here
-        c = Cluster(pyz, base, slots=[2], legacy=legacy).start()
+        if user:
+            c = NonRootCluster(pyz, base, user).start()
+        else:
+            c = Cluster(pyz, base, slots=[2], legacy=legacy).start()
         try:
             (base / "t.condor").write_text(f"executable = /bin/true\nqueue {n}\n")
             node = c.nodes[0].pid
@@ -143,6 +185,10 @@ def run_cluster(pyz: Path, n: int, legacy: str, baseline: float, baseline_cpu: f
                 time.sleep(10)
                 print(f"[{label}] node daemon idle: {(proc_cpu(node) - a) * 1000:.0f} ms CPU "
                       "in 10 s")
+            if groups:
+                alive = [p for p in (groups[0] / "cgroup.procs").read_text().split()
+                         if unit_comm(p) == "jrs-executor"]
+                print(f"[{label}] executors alive after the run: {len(alive)}")
             return {"rate": n / wall, "node_cpu": node_cpu, "own": own}
         finally:
             c.stop()
@@ -179,23 +225,39 @@ def as_root(i):  # the old root node's way for a nobody job: fork, switch, exec
         os.setgroups([65534]); os.setgid(65534); os.setuid(65534)
         os.execve("/bin/true", ["/bin/true"], {})
     os.waitpid(pid, 0)
-def per_job(dirs):
+visits = []
+def per_job(dirs, forced=False, clean=True):
     def go(i):
         u = unit.Unit(dirs, "j%d" % i, uid, uid, True, 4096)
         k = executor._Killer(-1, 1.0, u)
         t = time.time()
         u.create()
         os.waitpid(executor._spawn(spec, k), 0)
+        if not clean:
+            return
         u.kill_all()
-        u.reap(since=t)
+        if not forced:
+            visits.append(not (u.contained and not u.needs_uid_visit(t)))
+        u.reap(since=0.0 if forced else t)
     return go
-out = {"fork, switch to nobody, exec": measure(as_root),
-       "per-job uid, no cgroups": measure(per_job({})),
-       "per-job uid, cgroups " + "+".join(sorted(cg)): measure(per_job(cg))}
+both = "cgroups " + "+".join(sorted(cg))
+out = [("fork, switch to nobody, exec (the old way)", measure(as_root), ""),
+       ("per-job uid: start only, " + both, measure(per_job(cg, clean=False)), ""),
+       ("per-job uid, no cgroups (uid child always)", measure(per_job({})), "")]
+visits.clear()
+out.append(("per-job uid, " + both + " (fast path)", measure(per_job(cg)),
+            " (uid child in %d of %d: a temp dir changed)" % (sum(visits), len(visits))))
+out.append(("per-job uid, " + both + ", uid child forced", measure(per_job(cg, True)), ""))
+for i in range(n):
+    for path in cg.values():
+        try:
+            os.rmdir(os.path.join(path, "j%d" % i))
+        except OSError:
+            pass
 for path in cg.values():
     os.rmdir(path)
-for k, (w, c) in out.items():
-    print("  %-40s wall %6.2f ms, CPU %5.2f ms" % (k, w, c))
+for k, (w, c), note in out:
+    print("  %-56s wall %6.2f ms, CPU %5.2f ms%s" % (k, w, c, note))
 """
 
 
@@ -219,6 +281,9 @@ def main() -> None:
     ap.add_argument("--baseline", metavar="PYZ",
                     help="also run this older jrs.pyz (one from before per-job uids) and "
                          "print the ratios")
+    ap.add_argument("--as-user", metavar="NAME", default="",
+                    help="run the node as this account (a non-root node) instead of root")
+    ap.add_argument("--no-steps", action="store_true", help="skip the identity steps")
     opts = ap.parse_args()
     n = opts.jobs
     pyz = Path(os.environ.get("JRS_PYZ") or ROOT / "dist" / "jrs.pyz")
@@ -228,14 +293,19 @@ def main() -> None:
         subprocess.run(["/bin/true"], check=True)
     baseline = (time.perf_counter() - t) / n
     baseline_cpu = (machine_cpu() - m0) / n
-    identity_steps(min(n, 500))
-    new = run_cluster(pyz, n, "", baseline, baseline_cpu, "this build", not opts.baseline)
+    if not opts.no_steps:
+        identity_steps(min(n, 500))
+    user = opts.as_user
+    print(f"machine load average before the node runs: {os.getloadavg()[0]:.1f}")
+    new = run_cluster(pyz, n, "", baseline, baseline_cpu, "this build", not opts.baseline,
+                      user)
     if opts.baseline:
         # the old build's root node ran a root submitter's jobs as nobody (fork, switch,
-        # exec: production) or, with --allow-root-jobs, as root (posix_spawn)
-        for mode in ("nobody", "root"):
+        # exec: production) or, with --allow-root-jobs, as root (posix_spawn); a
+        # non-root node runs them as itself
+        for mode in ((f"node as {user}",) if user else ("nobody", "root")):
             old = run_cluster(Path(opts.baseline), n, mode, baseline, baseline_cpu,
-                              f"baseline, jobs as {mode}", False)
+                              f"baseline, jobs as {mode}", False, user)
             print(f"this build / baseline (jobs as {mode}): jobs/s "
                   f"{new['rate'] / old['rate']:.2f}, node CPU per job "
                   f"{new['node_cpu'] / old['node_cpu']:.2f} "

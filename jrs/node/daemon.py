@@ -471,13 +471,17 @@ class NodeDaemon:
             return
         if st.finished:
             return
-        if st.executor_pid is None:
+        # the kill binds to the taskfile, not to the executor's pid: an executor runs many
+        # jobs over its life and acts on a TERM only if its current taskfile says `killed`
+        if st.killed is None:
             try:
                 taskfile.append_event(a.path, {"e": "killed", "signal": signal.SIGTERM,
                                                "t": time.time()})
             except OSError as exc:
                 log.warning("%s: cannot record the kill: %s", a.path, _why(exc))
-        elif taskfile.same_process(st.executor_pid, st.executor_start):
+                return
+        if st.executor_pid is not None and taskfile.same_process(st.executor_pid,
+                                                                 st.executor_start):
             try:
                 os.kill(st.executor_pid, signal.SIGTERM)
             except ProcessLookupError:

@@ -34,7 +34,10 @@ class TaskBusy(Exception):
 
 
 def _open_locked(path: str) -> int:
-    fd = os.open(path, os.O_RDWR | os.O_APPEND)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise TaskBusy(f"{path}: the job is gone") from None
     try:
         taskfile.lock(fd)  # a lock the daemon's liveness probe tests without taking
     except taskfile.Locked:
@@ -65,15 +68,47 @@ def _rusage(ru) -> dict:
 
 
 _notify_sock: _socket.socket | None = None
+_prctl = None
+PR_SET_DUMPABLE = 4
+PR_SET_CHILD_SUBREAPER = 36
 
 
 def prepare() -> None:
     """Do once in the launcher what every forked executor would otherwise do itself."""
-    global _notify_sock
+    global _notify_sock, _prctl
     import shutil  # noqa: F401  (a per-job uid's clean-up needs it after the identity switch)
 
     taskfile.boot_id()
     _notify_sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+    try:
+        import ctypes
+
+        _prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (ImportError, OSError, AttributeError):  # not Linux: nothing to set
+        _prctl = None
+
+
+def become_executor() -> None:
+    """In a freshly forked executor: be the child subreaper of the job (its orphans,
+    a double-forked daemon too, come to us and are reaped, even where PID 1 does not
+    reap), and not dumpable (a job of our own uid on a non-root node cannot ptrace
+    us or read our memory; a root executor is out of its reach anyway). Linux only;
+    elsewhere nothing happens."""
+    if _prctl is None:
+        return
+    _prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    _prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
+def reap_orphans() -> None:
+    """Collect whatever children have ended (orphans of the job that came to us)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 def _notify(spec: dict, key: str) -> None:
@@ -94,20 +129,42 @@ def _notify(spec: dict, key: str) -> None:
         pass
 
 
-class _Killer:
-    """SIGTERM handling: TERM the job's process group, KILL it after the grace period."""
+def _kill_recorded(fd: int) -> bool:
+    """Does the taskfile open on `fd` carry a `killed` record (the daemon's kill)?"""
+    try:
+        recs, _ = records.decode(os.pread(fd, os.fstat(fd).st_size, 0))
+    except (OSError, ValueError):
+        return False
+    return any(r.get("e") == "killed" for r in recs[1:])
 
-    def __init__(self, fd: int, grace: float, job_unit: unit.Unit) -> None:
+
+class _Killer:
+    """SIGTERM handling: TERM the job's unit, KILL it after the grace period.
+
+    `bound`: a reused executor (one launched by the launcher) runs many jobs over its
+    life, so a TERM alone does not say which job to remove (one sent for its previous
+    job may arrive late). The kill binds to the taskfile: the daemon appends `killed`
+    to the job's taskfile and then sends TERM, and a bound killer acts only when its
+    own taskfile says so. A one-shot executor (`jrs executor PATH`) takes a bare TERM
+    as "remove this job" and records it itself."""
+
+    def __init__(self, fd: int, grace: float, job_unit: unit.Unit, bound: bool = False) -> None:
         self.fd = fd
         self.grace = grace
         self.unit = job_unit
+        self.bound = bound
         self.started = False
         self.requested = False
 
     def on_term(self, signum, frame) -> None:
         if not self.requested:
+            if self.bound:
+                if not _kill_recorded(self.fd):
+                    return  # not for this job
+            else:
+                records.append(self.fd, {"e": "killed", "signal": _signal.SIGTERM,
+                                         "t": time.time()})
             self.requested = True
-            records.append(self.fd, {"e": "killed", "signal": _signal.SIGTERM, "t": time.time()})
         self._signal(_signal.SIGTERM)
         _signal.signal(_signal.SIGALRM, self.on_alarm)
         _signal.setitimer(_signal.ITIMER_REAL, max(self.grace, 0.01))
@@ -130,8 +187,11 @@ _RESET = (_signal.SIGHUP, _signal.SIGINT, _signal.SIGPIPE, _signal.SIGUSR1, _sig
           _signal.SIGALRM, _signal.SIGCHLD, _signal.SIGXFSZ)
 
 
-def run(path: str) -> dict | None:
-    """Run the job of taskfile `path` to its end; return the exit record (None if done)."""
+def run(path: str, bound: bool = False, on_result=None) -> dict | None:
+    """Run the job of taskfile `path` to its end; return the exit record (None if done).
+    `bound`: this executor is reused (see _Killer). Returns once the job's unit is
+    reaped and the taskfile unlocked (the daemon may then hand out its uid again).
+    `on_result()` is called once the exit record is written, before the reaping."""
     for sig in (_signal.SIGHUP, _signal.SIGINT, _signal.SIGPIPE, _signal.SIGUSR1):
         _signal.signal(sig, _ignore)
     _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
@@ -144,16 +204,20 @@ def run(path: str) -> dict | None:
         me = os.getpid()
         records.append(fd, {"e": "executor", "pid": me, "start": taskfile.process_start(me),
                             "boot": taskfile.boot_id(), "t": time.time()})
-        if state.killed is not None:  # removed before it could start
+        killer = _Killer(fd, float(spec.get("kill_grace", 5)),
+                         unit.Unit.from_spec(spec, state.key), bound)
+        _signal.signal(_signal.SIGTERM, killer.on_term)
+        # removed before it could start (a bound killer also looks again now that its
+        # handler is in place: a kill recorded meanwhile had its TERM ignored)
+        if state.killed is not None or (bound and _kill_recorded(fd)):
+            _signal.signal(_signal.SIGTERM, _ignore if bound else _signal.SIG_DFL)
             now = time.time()
-            result = {"e": "exit", "code": None, "signal": int(state.killed), "rusage": None,
+            result = {"e": "exit", "code": None,
+                      "signal": int(state.killed or _signal.SIGTERM), "rusage": None,
                       "started": now, "ended": now, "t": now}
             records.append(fd, result)
             _notify(spec, state.key)
             return result
-        killer = _Killer(fd, float(spec.get("kill_grace", 5)),
-                         unit.Unit.from_spec(spec, state.key))
-        _signal.signal(_signal.SIGTERM, killer.on_term)
         begun = time.time()
         result = _run_user_process(fd, spec, killer)
         # not fsynced: a crash of the daemon or of this process loses nothing the page
@@ -161,16 +225,22 @@ def run(path: str) -> dict | None:
         # lost and reruns, like every job the reboot interrupted
         records.append(fd, result)
         _notify(spec, state.key)
+        if on_result is not None:
+            on_result()
         # The unit is dead already (its cgroup emptied: nothing can touch the sandbox
         # while the node collects it); reaping a per-job uid (its stray processes, its
         # temporary files and IPC) and removing the cgroups happen after the result is
-        # out. The uid is handed out again only once we are gone (the daemon waits for
-        # our lock on the taskfile).
+        # out. The uid is handed out again only once we let go of the taskfile (the
+        # daemon waits for our lock on it).
         reaped = killer.unit.reap(since=begun)
         if not reaped["clean"]:
             records.append(fd, {"e": "reaped", "clean": False, "t": time.time()})
         return result
     finally:
+        if bound:  # nothing of this job may act later (its uid goes to another job)
+            _signal.setitimer(_signal.ITIMER_REAL, 0)
+            _signal.signal(_signal.SIGTERM, _ignore)
+            _signal.signal(_signal.SIGALRM, _ignore)
         os.close(fd)
 
 
@@ -252,6 +322,8 @@ def _spawn(spec: dict, killer: _Killer) -> int:
         finally:
             for f in std:
                 os.close(f)
+            if cwd:  # a reused executor must not keep (or start its next job in) this one's
+                os.chdir("/")
         killer.unit.pgid = pid
         killer.started = True
         return pid
@@ -321,6 +393,27 @@ def _fork_exec_as(spec: dict, argv: list, env: dict, killer: _Killer) -> int:
     return pid
 
 
+def _kill_descendants() -> None:
+    """KILL every process below this executor. Without a cgroup or a per-job uid the
+    unit is the job's process group and its pid's descendants; a daemon it started
+    in a session of its own through a double fork is in neither, but it came to us
+    (a child subreaper): what is below us once the job ended is the job's alone (an
+    executor runs one job at a time), and must not live on into the next job's time.
+    Bounded: 100 rounds."""
+    me = os.getpid()
+    for _ in range(100):
+        reap_orphans()
+        left = unit.descendants(me)
+        if not left:
+            return
+        for pid in left:
+            try:
+                os.kill(pid, _signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.001)
+
+
 def _run_user_process(fd: int, spec: dict, killer: _Killer) -> dict:
     started = time.time()
     job_unit = killer.unit
@@ -338,10 +431,15 @@ def _run_user_process(fd: int, spec: dict, killer: _Killer) -> dict:
                         "t": started})
     if killer.requested:  # a TERM that came before the pid was known
         killer.on_term(_signal.SIGTERM, None)
-    _, status, usage = os.wait4(pid, 0)
+    while True:  # orphans of the job come to us (a child subreaper): reap them as they end
+        got, status, usage = os.wait4(-1, 0)
+        if got == pid:
+            break
     ended = time.time()
     _signal.setitimer(_signal.ITIMER_REAL, 0)
     job_unit.kill_all()  # whatever the job left running in its unit goes with it
+    if not job_unit.dirs and not job_unit.per_job:
+        _kill_descendants()
     if os.WIFSIGNALED(status):
         code, sig = None, os.WTERMSIG(status)
     else:

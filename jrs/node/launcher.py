@@ -1,13 +1,18 @@
-"""A small long-lived process that forks one executor per job.
+"""A small long-lived process that starts executors and hands them jobs.
 
 A new interpreter per job costs 10-65 ms; a fork of a small process costs well
 under a millisecond, and fork cost grows with the size of the process. So the
 node daemon starts the launcher once, as a fresh minimal interpreter (`-I -S`,
 importing only what an executor needs: no asyncio, no crypto, none of the
-daemon's memory or sockets), and hands it taskfile paths through a pipe. Each
-executor forked from here starts its own session, so it outlives both the
-launcher and the daemon. The launcher exits when the daemon goes away (EOF on
-the pipe); the executors it started are adopted by init and keep running.
+daemon's memory or sockets), and hands it taskfile paths through a pipe. The
+launcher gives each path to an idle executor, or forks a new one: an executor
+runs many jobs over its life, one at a time, each with its own locked taskfile
+(so a fork, its page faults and a process teardown are not paid per job). Each
+executor starts its own session, so it outlives both the launcher and the
+daemon: the launcher exits when the daemon goes away (EOF on the pipe), a busy
+executor finishes its job (its result stays in the taskfile for the next
+daemon) and then exits, an idle one exits at once. Nothing is re-adopted: a new
+daemon starts a new launcher and new executors.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import _signal
 import gc
 import os
 import sys
+import time
 
 from . import executor
 
@@ -75,48 +81,217 @@ def name_process(name: bytes) -> None:
         os.close(fd)
 
 
+MAX_JOBS = 1000  # an executor retires after this many jobs (whatever it leaks stays bounded)
+WAIT_FOR_IDLE = 0.05  # seconds a job waits for an executor that is reaping its last one
+MAX_IDLE = 16  # idle executors kept; one more announcing itself is told to exit
+IDLE_FOR = 300.0  # an idle executor offers to retire after this many seconds without work
+
+
 def serve(fd: int) -> None:
-    """The launcher's main loop: one executor per taskfile path read from `fd`."""
+    """The launcher's main loop: each taskfile path read from `fd` goes to an idle
+    executor, or to a new one forked for it.
+
+    Each executor has two pipes to us: it writes b"i" on its status pipe when it is
+    idle (b"r" when it would like to retire) and reads its next taskfile path from
+    its command pipe. EOF on a status pipe means that executor is gone. We hold the
+    only write end of each command pipe, so when we exit (the daemon went away)
+    every idle executor reads EOF and exits, and a busy one finishes its job, finds
+    us gone, and exits too.
+    """
+    import select
+
     name_process(b"jrs-launcher")
     for sig in (_signal.SIGINT, _signal.SIGHUP, _signal.SIGTERM):
         _signal.signal(sig, _signal.SIG_IGN)
     _signal.signal(_signal.SIGCHLD, _signal.SIG_IGN)  # executors are reaped automatically
     executor.prepare()
     gc.freeze()  # keep collections in the children from touching (copying) our pages
+    pool = _Pool(fd)
     buf = b""
     while True:
         try:
-            data = os.read(fd, 65536)
+            ready, _, _ = select.select([fd, *pool.status], [], [], pool.timeout())
         except InterruptedError:
             continue
-        if not data:
+        pool.expire()
+        for r in ready:  # idle announcements first: they may take this very work
+            if r != fd:
+                pool.heard(r)
+        if fd in ready:
+            data = os.read(fd, 65536)
+            if not data:
+                return
+            buf += data
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                if line:
+                    pool.hand(os.fsdecode(line))
+
+
+class _Pool:
+    """The launcher's executors and the pipes to each."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.status: dict = {}  # status pipe (read end) -> pid
+        self.command: dict = {}  # pid -> command pipe (write end)
+        self.idle: list = []  # most recently idle last: it is handed the next job
+        self.finishing: set = set()  # wrote its job's end, reaping it: idle in a moment
+        self.waiting: list = []  # [(path, deadline)] for an executor that is finishing
+        self.forked = 0
+
+    def hand(self, path: str) -> None:
+        while self.idle:
+            if self._give(self.idle.pop(), path):
+                return
+        if len(self.finishing) > len(self.waiting):  # one is about to be free: wait a bit
+            self.waiting.append((path, time.monotonic() + WAIT_FOR_IDLE))
             return
-        buf += data
-        *lines, buf = buf.split(b"\n")
-        for line in lines:
-            if line:
-                _fork_executor(fd, os.fsdecode(line))
+        self._fork(path)
+
+    def _give(self, pid: int, path: str) -> bool:
+        try:
+            os.write(self.command[pid], os.fsencode(path) + b"\n")
+            return True
+        except OSError:  # it died meanwhile (its status pipe's EOF is on its way)
+            self._forget(pid)
+            return False
+
+    def timeout(self) -> float | None:
+        if not self.waiting:
+            return None
+        return max(0.0, self.waiting[0][1] - time.monotonic())
+
+    def expire(self) -> None:
+        """Work that waited too long for a finishing executor gets a new one."""
+        now = time.monotonic()
+        while self.waiting and (self.waiting[0][1] <= now
+                                or len(self.waiting) > len(self.finishing)):
+            self._fork(self.waiting.pop(0)[0])
+
+    def heard(self, r: int) -> None:
+        pid = self.status[r]
+        try:
+            said = os.read(r, 64)
+        except OSError:
+            said = b""
+        if not said:  # gone
+            self._forget(pid)
+            return
+        for c in said:
+            if pid not in self.command:
+                return
+            if c == ord("f"):
+                self.finishing.add(pid)
+            elif c == ord("r") and pid in self.idle:  # idle too long, nothing handed to it
+                self._forget(pid)  # EOF on its command pipe: it exits
+            elif c == ord("i") and pid not in self.idle:
+                self.finishing.discard(pid)
+                if self.waiting:
+                    if not self._give(pid, self.waiting.pop(0)[0]):
+                        return
+                elif len(self.idle) >= MAX_IDLE:
+                    self._forget(pid)
+                else:
+                    self.idle.append(pid)
+
+    def _forget(self, pid: int) -> None:
+        w = self.command.pop(pid, None)
+        if w is not None:
+            os.close(w)
+        for r, p in list(self.status.items()):
+            if p == pid:
+                del self.status[r]
+                os.close(r)
+        if pid in self.idle:
+            self.idle.remove(pid)
+        self.finishing.discard(pid)
+
+    def _fork(self, path: str) -> None:
+        try:
+            cmd_rd, cmd_wr = os.pipe()
+            st_rd, st_wr = os.pipe()
+        except OSError as exc:
+            print(f"jrs launcher: cannot start an executor for {path}: {exc}", file=sys.stderr)
+            return
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            for f in (cmd_rd, cmd_wr, st_rd, st_wr):
+                os.close(f)
+            print(f"jrs launcher: cannot fork an executor for {path}: {exc}", file=sys.stderr)
+            return
+        if pid:
+            os.close(cmd_rd)
+            os.close(st_wr)
+            self.command[pid] = cmd_wr
+            self.status[st_rd] = pid
+            self.forked += 1
+            return
+        code = 0
+        try:
+            # only the launcher may hold these: an executor holding another's command
+            # pipe would keep it from seeing EOF when the launcher goes
+            for f in (self.fd, cmd_wr, st_rd, *self.command.values(), *self.status):
+                os.close(f)
+            name_process(b"jrs-executor")
+            os.setsid()
+            _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+            executor.become_executor()
+            code = _executor_loop(path, cmd_rd, st_wr)
+        except BaseException as exc:  # never let a broken job take anything else down
+            print(f"jrs executor {path}: {exc!r}", file=sys.stderr)
+            code = 1
+        finally:
+            os._exit(code)
 
 
-def _fork_executor(fd: int, path: str) -> None:
+def _say(wr: int, what: bytes) -> None:
     try:
-        pid = os.fork()
-    except OSError as exc:
-        print(f"jrs launcher: cannot fork an executor for {path}: {exc}", file=sys.stderr)
-        return
-    if pid:
-        return
-    code = 0
-    try:
-        os.close(fd)
-        name_process(b"jrs-executor")
-        os.setsid()
-        _signal.signal(_signal.SIGTERM, _signal.SIG_DFL)
-        executor.run(path)
-    except executor.TaskBusy:
+        os.write(wr, what)
+    except OSError:
         pass
-    except BaseException as exc:  # never let a broken job take anything else down
-        print(f"jrs executor {path}: {exc!r}", file=sys.stderr)
-        code = 1
-    finally:
-        os._exit(code)
+
+
+def _executor_loop(path: str, rd: int, wr: int) -> int:
+    """A reused executor: one job at a time, each from its own locked taskfile, until
+    the launcher goes away, MAX_JOBS is reached, or it was let go after idling."""
+    import select
+
+    _signal.signal(_signal.SIGTERM, executor._ignore)  # kills bind to taskfiles (_Killer)
+    buf = b""
+    for n in range(MAX_JOBS):
+        try:
+            executor.run(path, bound=True, on_result=lambda: _say(wr, b"f"))
+        except executor.TaskBusy:
+            pass
+        executor.reap_orphans()
+        if n == MAX_JOBS - 1:
+            break
+        try:
+            os.write(wr, b"i")
+        except OSError:  # the launcher is gone: so is our daemon
+            return 0
+        idle = 0.0
+        while b"\n" not in buf:
+            try:
+                ready, _, _ = select.select([rd], [], [], 1.0)
+            except InterruptedError:
+                continue
+            if not ready:
+                executor.reap_orphans()  # an orphan that ended just after its job
+                idle += 1.0
+                if idle >= IDLE_FOR:
+                    idle = float("-inf")  # ask once; the answer is EOF or a path
+                    try:
+                        os.write(wr, b"r")
+                    except OSError:
+                        return 0
+                continue
+            data = os.read(rd, 4096)
+            if not data:
+                return 0
+            buf += data
+        line, buf = buf.split(b"\n", 1)
+        path = os.fsdecode(line)
+    return 0
