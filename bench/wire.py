@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from jrs.wire.aio import Server, connect
 from jrs.wire.keys import root_key
+from jrs.wire.selftest import echo
 
 ROOT = root_key(os.urandom(32))
 SMALL = {"type": "echo", "seq": 0, "body": "x" * 40}
@@ -79,19 +80,6 @@ async def plain_bench(port):
 
 # ---------------------------------------------------------------- jrs wire
 
-async def jrs_echo(channel):
-    while True:
-        item = await channel.recv()
-        if item["type"] == "blob":  # data comes as a transfer: echo it as one
-            async with channel.transfer(item) as unit:
-                while unit.left:
-                    unit.write(await channel.recv())
-                    await unit.drain()
-        else:
-            channel.send(item)
-        await channel.drain()
-
-
 async def jrs_bench(port):
     ch = await connect("127.0.0.1", port, ROOT, "tool")
     t = time.perf_counter()
@@ -146,7 +134,7 @@ def serve(kind: str, ports) -> None:
             srv = await asyncio.start_server(plain_echo, "127.0.0.1", 0)
             ports.put(srv.sockets[0].getsockname()[1])
         else:
-            srv = Server(ROOT, "node", jrs_echo)
+            srv = Server(ROOT, "node", echo)
             ports.put((await srv.start("127.0.0.1", 0))[1])
         await asyncio.sleep(3600)
     asyncio.run(run())

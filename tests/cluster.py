@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import random
@@ -13,6 +14,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 from .conftest import run_jrs, write_config
 
@@ -157,3 +159,52 @@ class Cluster:
                 except subprocess.TimeoutExpired:
                     p.kill()
         shutil.rmtree(self.execute, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ sweeps with a ledger
+# (the set-up the crash and resume tests share: jobs that note each run in one file)
+
+def shared_ledger() -> Path:
+    """A ledger the jobs can append to: they run under per-job uids, and pytest's
+    tmp_path is 0700."""
+    shared = Path(tempfile.mkdtemp(prefix="jrs-ledger-", dir="/tmp"))
+    os.chmod(shared, 0o755)
+    ledger = shared / "ledger"
+    ledger.touch()
+    os.chmod(ledger, 0o666)
+    return ledger
+
+
+def sweep(work: Path, n: int, seconds: float) -> Path:
+    """n jobs that each append their id to a ledger (shared: same machine), sleep, and
+    write `done ID` to out/PROC; the log is c.log. Returns the ledger."""
+    work.mkdir(exist_ok=True)
+    ledger = shared_ledger()
+    (work / "job.sh").write_text(f"#!/bin/sh\necho $JRS_JOB_ID >> {ledger}\nsleep {seconds}\n"
+                                 "echo done $JRS_JOB_ID\n")
+    os.chmod(work / "job.sh", 0o755)
+    (work / "c.condor").write_text("executable = job.sh\noutput = out/$(Process)\n"
+                                   f"log = c.log\nqueue {n}\n")
+    return ledger
+
+
+def runs(ledger: Path) -> collections.Counter:
+    """How often each job id ran."""
+    return collections.Counter(ledger.read_text().split()) if ledger.exists() else \
+        collections.Counter()
+
+
+def wait_for(pred: Callable[[], object], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached")
+
+
+def check_outputs(work: Path, n: int) -> None:
+    """Each of the sweep's n jobs wrote its `done` line."""
+    for i in range(n):
+        text = (work / "out" / str(i)).read_text()
+        assert text.startswith("done ") and text.strip().endswith(f".{i}")

@@ -42,6 +42,16 @@ def pyz() -> Path:
     return PYZ
 
 
+@pytest.fixture
+def two_nodes(pyz, tmp_path):
+    """A master and two nodes of 2 slots each (the crash and resume tests' cluster)."""
+    from .cluster import Cluster  # (cluster.py imports this module)
+
+    c = Cluster(pyz, tmp_path, slots=[2, 2]).start()
+    yield c
+    c.stop()
+
+
 def run_jrs(pyz: Path, *args: str, python: str = sys.executable, env=None, cwd=None,
             timeout: float = 60, input=None) -> subprocess.CompletedProcess:
     """Run the built file as a user would: `python3 jrs.pyz ARGS`."""

@@ -5,7 +5,8 @@ claims), then answers every run with a result built to hang or crash a submitter
 
 MODE: `rusage` (a string where an object belongs), `files` (120,000 output
 headers), `huge` (a file of 2**60 bytes announced), `header` (a transfer header
-whose `files` is no list, re-sent on every attach). MARKER is created when the
+whose `files` is no list, re-sent on every attach), `removed` / `lost` (a valid result
+saying the run was killed not by its submitter / lost, for every run). MARKER is created when the
 first run arrives (so the test knows the attack was delivered).
 """
 
@@ -43,6 +44,10 @@ def bad_finished(mode: str, job: str, attempt: int, node: str = "evil") -> tuple
     elif mode == "header":
         files = "not a list"
         raw = True
+    elif mode == "removed":
+        result.update(exit_code=None, signal=15, removed=True)
+    elif mode == "lost":
+        result.update(exit_code=None, lost=True, reason="the node rebooted")
     return {"type": "finished", "job": job, "attempt": attempt, "result": result,
             "files": files}, raw
 

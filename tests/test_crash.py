@@ -2,63 +2,15 @@
 
 from __future__ import annotations
 
-import collections
 import os
 import re
 import signal
 import subprocess
-import tempfile
 import time
-from pathlib import Path
-
-import pytest
 
 from jrs.node import taskfile
 
-from .cluster import Cluster
-
-
-def sweep(work: Path, n: int, seconds: float) -> Path:
-    """n jobs that each append their id to a ledger (shared: same machine) and sleep.
-    The jobs run under per-job uids: the ledger is in a directory they can reach."""
-    work.mkdir(exist_ok=True)
-    shared = Path(tempfile.mkdtemp(prefix="jrs-ledger-", dir="/tmp"))
-    os.chmod(shared, 0o755)
-    ledger = shared / "ledger"
-    ledger.touch()
-    os.chmod(ledger, 0o666)
-    (work / "job.sh").write_text(f"#!/bin/sh\necho $JRS_JOB_ID >> {ledger}\nsleep {seconds}\n"
-                                 "echo done $JRS_JOB_ID\n")
-    os.chmod(work / "job.sh", 0o755)
-    (work / "c.condor").write_text("executable = job.sh\noutput = out/$(Process)\n"
-                                   f"log = c.log\nqueue {n}\n")
-    return ledger
-
-
-def runs(ledger: Path) -> collections.Counter:
-    return collections.Counter(ledger.read_text().split())
-
-
-def wait_for(pred, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached")
-
-
-def check_outputs(work: Path, n: int) -> None:
-    for i in range(n):
-        text = (work / "out" / str(i)).read_text()
-        assert text.startswith("done ") and text.strip().endswith(f".{i}")
-
-
-@pytest.fixture
-def two_nodes(pyz, tmp_path):
-    c = Cluster(pyz, tmp_path, slots=[2, 2]).start()
-    yield c
-    c.stop()
+from .cluster import Cluster, check_outputs, runs, sweep, wait_for
 
 
 def test_node_kill9_while_starting_running_finishing(pyz, tmp_path):

@@ -22,9 +22,8 @@ from hypothesis import strategies as st
 from jrs import records
 from jrs.node import sandbox, taskfile
 
-from .cluster import Cluster
+from .cluster import Cluster, check_outputs, runs, sweep, wait_for
 from .conftest import ROOT, run_jrs
-from .test_crash import check_outputs, runs, sweep, wait_for
 
 FIXTURE = ROOT / "tests" / "fixtures" / "format1.task"
 

@@ -14,9 +14,8 @@ from pathlib import Path
 
 from jrs.node import daemon, taskfile
 
-from .cluster import Cluster
+from .cluster import Cluster, wait_for
 from .conftest import run_jrs
-from .test_crash import wait_for
 
 
 def test_background_loops_log_their_traceback_and_go_on(caplog):

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import time
 
-from .cluster import Cluster
-from .test_crash import wait_for
+from .cluster import Cluster, wait_for
 
 
 def test_a_node_killed_and_restarted_while_a_one_job_submit_waits(pyz, tmp_path):

@@ -177,3 +177,29 @@ def test_a_claim_being_dropped_is_not_granted_to_a_submitter_that_comes_back():
     out = p.submitter_hello({"submitter": "gone", "user": "u", "host": "x", "pid": 1,
                              "claims": [], "clusters": []}, 18.0)
     assert not _types(out, "claim"), out
+
+
+def test_a_node_listing_revoked_claims_in_every_report_gets_each_drop_once_a_while():
+    """R1: claims revoked when their node was declared lost are remembered (`dropped`);
+    a node that lists them again gets their claim-drop. A hostile node sending reports
+    back to back, each listing many such ids, made the master answer (and log) one
+    claim-drop per id per report: amplification without bound. Each id's drop goes again
+    only after DROP_RESEND, as for the claims the node still holds."""
+    p = _pool(1, node_timeout=6.0)
+    p.node_hello("h:1", dict(_hello(), slots=4), 0.0)
+    cids = []
+    for i in range(3):
+        for offer in _types(_submitter(p, f"s{i}", 1, 0.0), "claim-offer"):
+            p.claim_answer("h:1", {"type": "claim-ok", "claim": offer["claim"]}, 0.0)
+            cids.append(offer["claim"])
+    assert len(cids) >= 3
+    lost = _types(p.tick(7.0), "node-lost")
+    assert sorted(c for m in lost for c in m["claims"]) == sorted(cids)
+    drops = []
+    for i in range(200):  # back to back, all within one second
+        drops += _types(p.node_report("h:1", _report(cids), 7.5 + i / 1000), "claim-drop")
+    assert sorted(d["claim"] for d in drops) == sorted(cids)  # once each, at once
+    assert all(d["kill"] is True for d in drops)
+    later = _types(p.node_report("h:1", _report(cids), 7.5 + DROP_RESEND), "claim-drop")
+    assert sorted(d["claim"] for d in later) == sorted(cids)  # still listed: told again
+    p.check()

@@ -8,8 +8,7 @@ from jrs.cluster.pool import Pool
 from jrs.condor import classad
 from jrs.config import Endpoint, NodeEntry
 
-from .cluster import Cluster
-from .test_crash import wait_for
+from .cluster import Cluster, wait_for
 
 
 def _pool(slots=(4,)) -> Pool:

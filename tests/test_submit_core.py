@@ -636,3 +636,46 @@ def test_a_node_back_from_its_rest_is_probed_by_one_run(tmp_path):
     acts = core.from_node("n1", {"type": "started", "job": probe.msg["job"],
                                  "attempt": probe.msg["attempt"]}, rest + 1.5)
     assert len(of(acts, C.StartRun)) == 3
+
+
+@pytest.mark.parametrize("how", ["removed", "lost", "unknown"])
+def test_a_node_that_loses_every_run_does_not_rerun_a_job_forever(tmp_path, how):
+    """R1: a hostile (or broken) node answers every run with `removed: true` (a
+    revocation we never heard of), `lost: true`, or `attached` saying it does not know
+    the job. Each is rerun uncounted, at once, on the same claim: without a bound the
+    submit never ends and its journal grows by two records a run, at network speed.
+    After MAX_LOST_RUNS such runs the job is held, naming the node."""
+    text = "executable = /bin/true\nmax_retries = 0\nqueue\n"
+    core = started_one(tmp_path, text)
+    records = 0
+    for attempt in range(1, 10 * C.MAX_LOST_RUNS):
+        if how == "unknown":
+            acts = core.from_node("n1", {"type": "attached", "unknown": [["7.0", attempt]]},
+                                  0.0)  # its claim goes back: the Pool grants the slot again
+            acts += core.from_master(claim(f"c{attempt + 1}"), 0.0)
+        else:
+            extra = ({"removed": True, "exit_code": None, "signal": 15} if how == "removed"
+                     else {"lost": True, "reason": "node rebooted"})
+            acts = collect(core, "n1", finished("7.0", attempt, **extra))
+        records += len(of(acts, C.Record))
+        if not of(acts, C.StartRun):
+            break
+        core.run_sent("n1", 0, attempt + 1)
+    assert attempt == C.MAX_LOST_RUNS
+    final = core.queue.final[0]
+    assert final.state == HELD and "lost 20 times" in final.reason and "n1" in final.reason
+    assert records <= 2 * C.MAX_LOST_RUNS
+    assert core.queue.live == {}
+
+
+def test_a_few_lost_runs_still_run_again_and_end_done(tmp_path):
+    """The bound is far above what a honest cluster does: a job lost a few times with its
+    node still runs to its end."""
+    core = started_one(tmp_path, "executable = /bin/true\nmax_retries = 0\nqueue\n")
+    for attempt in range(1, 4):
+        acts = collect(core, "n1", finished("7.0", attempt, lost=True, reason="reboot"))
+        (run,) = of(acts, C.StartRun)
+        assert run.msg["attempt"] == attempt + 1
+        core.run_sent("n1", 0, attempt + 1)
+    collect(core, "n1", finished("7.0", 4))
+    assert core.queue.final[0].state == DONE

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .cluster import Cluster
-from .test_submit_resume import runs, shared_ledger, wait_for
+from .cluster import Cluster, runs, shared_ledger, wait_for
 
 
 def fill(directory: Path) -> None:

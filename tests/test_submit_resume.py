@@ -3,73 +3,26 @@ then resumed; a queue count that changes from one expansion to the next."""
 
 from __future__ import annotations
 
-import collections
 import os
 import re
 import signal
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from .cluster import Cluster
-
-
-def shared_ledger() -> Path:
-    """A ledger the jobs can append to: they run under per-job uids, and pytest's
-    tmp_path is 0700."""
-    shared = Path(tempfile.mkdtemp(prefix="jrs-ledger-", dir="/tmp"))
-    os.chmod(shared, 0o755)
-    ledger = shared / "ledger"
-    ledger.touch()
-    os.chmod(ledger, 0o666)
-    return ledger
-
-
-def sweep(work: Path, n: int, seconds: float) -> Path:
-    work.mkdir(exist_ok=True)
-    ledger = shared_ledger()
-    (work / "job.sh").write_text(f"#!/bin/sh\necho $JRS_JOB_ID >> {ledger}\nsleep {seconds}\n"
-                                 "echo done $JRS_JOB_ID\n")
-    os.chmod(work / "job.sh", 0o755)
-    (work / "c.condor").write_text("executable = job.sh\noutput = out/$(Process)\n"
-                                   f"log = c.log\nqueue {n}\n")
-    return ledger
-
-
-def runs(ledger: Path) -> collections.Counter:
-    return collections.Counter(ledger.read_text().split()) if ledger.exists() else \
-        collections.Counter()
-
-
-def wait_for(pred, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached")
+from .cluster import check_outputs, runs, shared_ledger, sweep, wait_for
 
 
 def check_story(work: Path, n: int) -> None:
     """Each job ran once, ended normally once (one 005, return value 0), nothing killed."""
-    for i in range(n):
-        text = (work / "out" / str(i)).read_text()
-        assert text.startswith("done ") and text.strip().endswith(f".{i}")
+    check_outputs(work, n)
     log = (work / "c.log").read_text()
     for event in ("000", "005"):
         procs = re.findall(rf"^{event} \(\d+\.(\d+)\.000\)", log, re.M)
         assert sorted(map(int, procs)) == list(range(n)), (event, procs)
     assert log.count("Normal termination (return value 0)") == n
     assert "Abnormal termination" not in log and "Job was aborted" not in log
-
-
-@pytest.fixture
-def two_nodes(pyz, tmp_path):
-    c = Cluster(pyz, tmp_path, slots=[2, 2]).start()
-    yield c
-    c.stop()
 
 
 def test_resume_after_kill9_reattaches_running_jobs(two_nodes, tmp_path):

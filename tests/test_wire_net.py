@@ -18,21 +18,9 @@ from jrs.wire.aio import ConnectionClosed, Server, connect
 from jrs.wire.connection import Connection
 from jrs.wire.errors import WireError
 from jrs.wire.keys import root_key
+from jrs.wire.selftest import echo
 
 ROOT = root_key(b"s" * 40)
-
-
-async def echo(channel) -> None:
-    while True:
-        item = await channel.recv()
-        if item["type"] == "blob":  # a transfer: echoed as one
-            async with channel.transfer(item) as unit:
-                while unit.left:
-                    unit.write(await channel.recv())
-                    await unit.drain()
-        else:
-            channel.send(item)
-        await channel.drain()
 
 
 def run(coro):

@@ -49,6 +49,10 @@ MAX_REJECTIONS = 5  # a job every node refuses to start is held, not bounced for
 # refusals for the node's own trouble (cause "node") are spaced by the node's rest: this
 # many (at least 1+2+4+...+60 s apart on one node) hold a job that no node can take
 MAX_NODE_REJECTIONS = 10
+# runs rerun uncounted (lost with or by their node, killed by a revocation we never
+# heard of): a node that says so of every run would otherwise rerun a job forever, at
+# network speed, two journal records a run; after this many the job is held
+MAX_LOST_RUNS = 20
 REST_FIRST, REST_MAX = 1.0, 60.0  # seconds a node is rested after such a refusal (doubling)
 STRIKES, STRIKE_WINDOW = 3, 60.0  # protocol breaks of one node before we stop using it
 EXCERPT = 120
@@ -338,8 +342,11 @@ class SubmitCore:
         c = ClaimState(cid, str(msg["node"]), str(msg["host"]), int(msg["port"]),
                        int(msg["cpus"]), int(msg["memory"]), int(msg["gpus"]),
                        str(msg.get("key") or ""))
+        if self._node(c.node, c.host, c.port) is None:
+            # a node we have no address for: a slot we cannot use goes back at once
+            self._emit(ToMaster({"type": "release", "claim": cid, "kill": False}))
+            return
         self.claims[cid] = c
-        self._node(c.node, c.host, c.port)
 
     def _unmatchable_msg(self, msg: dict, now: float) -> None:
         key, reason = str(msg["key"]), str(msg["reason"])
@@ -589,7 +596,7 @@ class SubmitCore:
             self._emit(Say(f"jrs submit: node {name} lost ({why}); "
                            f"rerunning its {len(lost)} jobs elsewhere"))
         for rec in lost:
-            self._requeue(rec)
+            self._lost_run(rec, name, f"node lost: {excerpt(why)}")
         for c in [c for c in self.claims.values() if c.node == name]:
             if release:
                 self._release(c, kill=True)
@@ -702,7 +709,7 @@ class SubmitCore:
                 self._release(c)
             self._emit(Say(f"jrs submit: node {node} does not know job "
                            f"{self.job_id(rec.proc)} any more; running it again"))
-            self._requeue(rec)
+            self._lost_run(rec, node, "the node did not know it any more")
 
     def _finished(self, node: str, msg: dict, now: float) -> None:
         job, attempt = msg["job"], msg["attempt"]
@@ -800,8 +807,8 @@ class SubmitCore:
         removing = rec.proc in self.removing or self.remove_reason is not None
         if result.get("lost"):
             self._emit(Say(f"jrs submit: job {self.job_id(rec.proc)} was lost on {node}: "
-                           f"{result.get('reason')}; running it again"))
-            self._requeue(rec)
+                           f"{excerpt(result.get('reason'))}; running it again"))
+            self._lost_run(rec, node, f"lost: {excerpt(result.get('reason'))}")
             return
         if removing:
             self._final(rec, Summary(REMOVED, result.get("exit_code"), result.get("signal"),
@@ -812,7 +819,7 @@ class SubmitCore:
         if result.get("removed"):  # killed, not by us: its claim was revoked (node lost)
             self._emit(Say(f"jrs submit: job {self.job_id(rec.proc)} was killed on {node} "
                            f"(its claim was revoked); running it again"))
-            self._requeue(rec)
+            self._lost_run(rec, node, "killed, not by us")
             return
         state = self.queue.outcome(rec, result)
         if state == HELD:
@@ -835,6 +842,19 @@ class SubmitCore:
             return
         self.queue.requeue(rec)
         self._emit(Record(J.requeue_record(rec.proc, rec.attempt, rec.completions)))
+
+    def _lost_run(self, rec: Rec, node: Optional[str], why: str) -> None:
+        """A run that ended without an end of the job's own: run it again, uncounted,
+        up to MAX_LOST_RUNS times (a hostile or broken node must not make the submit
+        last forever), then hold it with the reason."""
+        rec.lost_runs += 1
+        if rec.lost_runs >= MAX_LOST_RUNS and rec.proc not in self.removing \
+                and self.remove_reason is None:
+            self._final(rec, Summary(HELD, node=node, reason=f"its run was lost "
+                                                             f"{rec.lost_runs} times; last "
+                                                             f"on {node}: {why}"))
+            return
+        self._requeue(rec)
 
     def _removal_reason(self, rec: Rec) -> str:
         return self._remove_why.get(rec.proc) or self.remove_reason or "removed"

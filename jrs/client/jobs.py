@@ -37,8 +37,8 @@ class Summary:
 class Rec:
     """A job that has been materialized and is not final yet."""
 
-    __slots__ = ("announced", "attempt", "claim", "completions", "job", "key", "node",
-                 "node_rejections", "proc", "rejections", "state")
+    __slots__ = ("announced", "attempt", "claim", "completions", "job", "key", "lost_runs",
+                 "node", "node_rejections", "proc", "rejections", "state")
 
     def __init__(self, job) -> None:
         self.job = job
@@ -51,6 +51,7 @@ class Rec:
         self.announced = -1  # the attempt whose execute event is in the job log
         self.rejections = 0  # nodes that refused to start it (held after MAX_REJECTIONS)
         self.node_rejections = 0  # ... for their own trouble (cause "node"), counted apart
+        self.lost_runs = 0  # runs that ended without an end of the job's own (MAX_LOST_RUNS)
         self.key = request_key(job)  # asked for on every demand update: computed once
 
 

@@ -191,6 +191,10 @@ class Pool:
         self._last_tick: Optional[float] = None
         # cid -> kill flag of the claim-drop a node gets if it still lists the claim
         self.dropped: OrderedDict = OrderedDict()
+        # cid -> when a node listing a remembered dropped claim was last told: told again
+        # only after DROP_RESEND (reports back to back, each listing thousands of such
+        # ids, must not make one claim-drop and one log line per id per report)
+        self._told: dict = {}
         self.sessions: OrderedDict = OrderedDict()  # submitter id -> sha256(token)
         # submitters that hold claims (adopted from a node's hello after a restart) but
         # have not said hello to this master: since when. Past `orphan_grace` their claims
@@ -286,6 +290,11 @@ class Pool:
         self.dropped.move_to_end(cid)
         while len(self.dropped) > MAX_DROPPED:
             self.dropped.popitem(last=False)
+
+    def _tell_dropped(self, cid: str, now: float) -> None:
+        self._told[cid] = now
+        if len(self._told) > 2 * MAX_DROPPED:  # amortized O(1): keeps the remembered ones
+            self._told = {c: t for c, t in self._told.items() if c in self.dropped}
 
     def _eligible(self, node: Node) -> bool:
         return node.state == "up" and node.connected and node.used_cpus < node.slots
@@ -385,6 +394,7 @@ class Pool:
                     out.append(self._grant(known))
                 continue
             if cid in self.dropped or known is not None:
+                self._tell_dropped(cid, now)
                 out.append(("node", name, {"type": "claim-drop", "claim": cid,
                                            "kill": self.dropped.get(cid, False)}))
                 continue
@@ -439,7 +449,8 @@ class Pool:
         # from it when it went silent; their jobs were rerun elsewhere.
         for cid in sorted(held.difference(node.claims)):
             kill = self.dropped.get(cid)
-            if kill is not None:
+            if kill is not None and now - self._told.get(cid, float("-inf")) >= DROP_RESEND:
+                self._tell_dropped(cid, now)
                 out.append(("node", name, {"type": "claim-drop", "claim": cid, "kill": kill}))
         return out + (self.negotiate(now) if freed else [])
 

@@ -29,6 +29,8 @@ class Confinement:
         self.tag = tag
         self.range_lock: Optional[int] = None
         self.pending: list = []  # [(fd or None, identity fields)] waiting for an executor
+        self.tmp_dirs: tuple = unit.TMP_DIRS  # where a per-job uid's files are removed
+        self.shared_dirs: tuple = ()  # ... and only its set-id files (unit.world_writable_dirs)
 
     def hold(self, fields: dict, path: str):
         """Before a task's taskfile goes: a token for `release`. Its per-job uid may
@@ -78,6 +80,8 @@ class Confinement:
         out = ident.to_spec()
         out.update(cgroup=dict(self.cgroups), cgroup_leaf=unit.leaf_name(key),
                    pids_max=self.pids_max)
+        if ident.per_job:
+            out.update(tmp_dirs=list(self.tmp_dirs), shared_dirs=list(self.shared_dirs))
         return out
 
     def close(self) -> None:
@@ -163,4 +167,5 @@ def setup(execute_dir: str, mode: str = "job", job_uids: str = identity.DEFAULT_
     tag = _tag(execute_dir)
     conf = Confinement(policy, execute_dir, unit.prepare_root(tag), pids_max, tag)
     conf.range_lock = identity.lock_range(r)
+    conf.tmp_dirs, conf.shared_dirs = unit.world_writable_dirs()  # not only /tmp & co
     return conf

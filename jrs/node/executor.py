@@ -393,6 +393,27 @@ def _fork_exec_as(spec: dict, argv: list, env: dict, killer: _Killer) -> int:
     return pid
 
 
+def _kill_descendants() -> None:
+    """KILL every process below this executor. Without a cgroup or a per-job uid the
+    unit is the job's process group and its pid's descendants; a daemon it started
+    in a session of its own through a double fork is in neither, but it came to us
+    (a child subreaper): what is below us once the job ended is the job's alone (an
+    executor runs one job at a time), and must not live on into the next job's time.
+    Bounded: 100 rounds."""
+    me = os.getpid()
+    for _ in range(100):
+        reap_orphans()
+        left = unit.descendants(me)
+        if not left:
+            return
+        for pid in left:
+            try:
+                os.kill(pid, _signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.001)
+
+
 def _run_user_process(fd: int, spec: dict, killer: _Killer) -> dict:
     started = time.time()
     job_unit = killer.unit
@@ -417,6 +438,8 @@ def _run_user_process(fd: int, spec: dict, killer: _Killer) -> dict:
     ended = time.time()
     _signal.setitimer(_signal.ITIMER_REAL, 0)
     job_unit.kill_all()  # whatever the job left running in its unit goes with it
+    if not job_unit.dirs and not job_unit.per_job:
+        _kill_descendants()
     if os.WIFSIGNALED(status):
         code, sig = None, os.WTERMSIG(status)
     else:

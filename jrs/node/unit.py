@@ -11,9 +11,10 @@ A per-job uid is reaped at the end of every job by a child of the executor
 that takes on that uid alone (no groups) and:
 - sends SIGKILL to every process it may signal (`kill(-1)`: those of the uid;
   no /proc walk needed, and it works without cgroups);
-- removes what the uid owns in /tmp, /var/tmp, /dev/shm and /dev/mqueue (and in
-  the sticky world-writable directories below them), as that uid: nothing is
-  followed or removed with root's rights;
+- removes what the uid owns in the world-writable directories found at node start
+  (/tmp, /var/tmp, /dev/shm, ... and any directly below / /var /run; the sticky
+  world-writable directories below them; only set-id files in the non-sticky ones,
+  shared places), as that uid: nothing is followed or removed with root's rights;
 - removes its SysV IPC objects.
 Only after that (and after the sandbox is gone) is the uid handed out again.
 
@@ -31,6 +32,11 @@ from typing import Optional
 
 CGROUP = "/sys/fs/cgroup"
 TMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/dev/mqueue")
+# where a job's uid may leave files, looked for at node start (world_writable_dirs)
+STANDARD_TMP = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/var/lock", "/dev/mqueue",
+                "/var/crash")
+WORLD_WRITABLE_PARENTS = ("/", "/var", "/run")
+MAX_SHARED = 256
 DEFAULT_PIDS = 4096
 
 
@@ -117,6 +123,70 @@ def leaf_name(key: str) -> str:
     return "h" + hashlib.sha256(key.encode(errors="replace")).hexdigest()[:32]
 
 
+def world_writable_dirs(standard: tuple = STANDARD_TMP,
+                        parents: tuple = WORLD_WRITABLE_PARENTS, limit: int = 4096) -> tuple:
+    """(temporary, shared): the world-writable directories a job's uid could leave
+    files in (a setuid copy of a shell, say), found once at node start.
+
+    temporary: the standard temporary directories and any world-writable directory one
+    level below / /var /run (everything of the uid goes from them); shared: the
+    world-writable directories without the sticky bit one level below those (someone's
+    deliberate shared place: only the uid's set-id files go; the sticky ones are
+    temporary directories, as /tmp/.X11-unix). Only lstat, as root: no link is
+    followed (/var/lock -> /run/lock is found as /run/lock), nothing is opened but
+    directory listings, at most `limit` entries of each. Each directory once, by
+    (device, inode)."""
+    import stat
+
+    temporary: list = []
+    shared: list = []
+    seen: set = set()
+
+    def fresh(st: os.stat_result) -> bool:
+        if not (stat.S_ISDIR(st.st_mode) and st.st_mode & 0o002) or \
+                (st.st_dev, st.st_ino) in seen:
+            return False
+        seen.add((st.st_dev, st.st_ino))
+        return True
+
+    def listing(parent: str) -> list:
+        try:
+            with os.scandir(parent) as it:
+                entries = [e for _, e in zip(range(limit), it)]
+        except OSError:
+            return []
+        out = []
+        for e in sorted(entries, key=lambda e: e.name):
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    out.append((e.path, e.stat(follow_symlinks=False)))
+            except OSError:
+                pass
+        return out
+
+    for path in standard:
+        try:
+            if fresh(os.lstat(path)):
+                temporary.append(path)
+        except OSError:
+            pass
+    for parent in parents:
+        temporary += [path for path, st in listing(parent) if fresh(st)]
+    for top in list(temporary):
+        for path, st in listing(top):
+            if fresh(st):
+                (temporary if st.st_mode & 0o1000 else shared).append(path)
+    return tuple(temporary), tuple(shared[:MAX_SHARED])  # (each job's spec carries them)
+
+
+def _paths(value: object, default: tuple) -> tuple:
+    """A spec's list of absolute paths, or `default` (taskfiles from before it)."""
+    if isinstance(value, list) and all(isinstance(p, str) and p.startswith("/")
+                                       for p in value):
+        return tuple(value)
+    return default
+
+
 class Unit:
     """The containment unit of one job, rebuilt from its spec wherever needed."""
 
@@ -128,6 +198,8 @@ class Unit:
         self.per_job = per_job
         self.pids_max = pids_max
         self.pgid: Optional[int] = None
+        self.tmp_dirs = TMP_DIRS  # where its per-job uid's files are looked for
+        self.shared_dirs: tuple = ()  # ... and its set-id files (world_writable_dirs)
         # True once the executor made the cgroups the job's child joins before it takes
         # the uid: then every process of the uid is in them (the uid cannot write any
         # cgroup.procs to leave), and the cgroup alone can kill them all
@@ -138,11 +210,14 @@ class Unit:
         cg = spec.get("cgroup") or {}
         leaf = leaf_name(str(spec.get("cgroup_leaf") or key or "job"))
         uid = spec.get("uid")
-        return cls(cg if isinstance(cg, dict) else {}, leaf,
-                   uid if isinstance(uid, int) else None,
-                   spec.get("gid") if isinstance(spec.get("gid"), int) else None,
-                   bool(spec.get("per_job_uid")) and isinstance(uid, int),
-                   int(spec.get("pids_max") or DEFAULT_PIDS))
+        u = cls(cg if isinstance(cg, dict) else {}, leaf,
+                uid if isinstance(uid, int) else None,
+                spec.get("gid") if isinstance(spec.get("gid"), int) else None,
+                bool(spec.get("per_job_uid")) and isinstance(uid, int),
+                int(spec.get("pids_max") or DEFAULT_PIDS))
+        u.tmp_dirs = _paths(spec.get("tmp_dirs"), TMP_DIRS)
+        u.shared_dirs = _paths(spec.get("shared_dirs"), ())
+        return u
 
     # ------------------------------------------------------------- setting up
 
@@ -239,7 +314,7 @@ class Unit:
                     time.sleep(0.005)
         return {"clean": clean}
 
-    def needs_uid_visit(self, since: float, roots: tuple = TMP_DIRS) -> bool:
+    def needs_uid_visit(self, since: float, roots: Optional[tuple] = None) -> bool:
         """Must a child become the uid to clean up after the job? Only when a temporary
         directory (or a known sticky one below it) gained or lost an entry since the job
         started, or /proc/sysvipc lists an object of the uid. Root only stats the fixed
@@ -247,6 +322,8 @@ class Unit:
         named is opened or followed. `since` 0: always."""
         if since <= 0 or self.uid is None:
             return True
+        if roots is None:  # those found at node start (world_writable_dirs)
+            roots = self.tmp_dirs + self.shared_dirs
         for r in roots:
             try:
                 st = os.stat(r)
@@ -323,7 +400,8 @@ class Unit:
                     else:
                         ok = _kill_uid()
                         if ok and clean_files:
-                            remove_owned(uid, since=since)
+                            remove_owned(uid, roots=self.tmp_dirs, since=since,
+                                         shared=self.shared_dirs)
                             remove_ipc(ipc)
                         code = 0 if ok else 2
                 except BaseException:
@@ -405,15 +483,18 @@ KNOWN_STICKY = (".X11-unix", ".ICE-unix", ".XIM-unix", ".font-unix", ".Test-unix
 
 
 def remove_owned(uid: int, roots: tuple = TMP_DIRS, budget: int = 100_000,
-                 since: float = 0.0) -> int:
+                 since: float = 0.0, shared: tuple = ()) -> int:
     """As `uid`: remove what it owns in `roots` and in the sticky world-writable
     directories below them (temporary directories like /tmp/.X11-unix); n removed.
-    A plain 0777 directory is someone's deliberate shared place (a shared-FS job's
-    output directory): what the job wrote there stays.
+    A plain 0777 directory below them is someone's deliberate shared place (a
+    shared-FS job's output directory): what the job wrote there stays, except its
+    setuid and setgid files (a later job of another uid could run them as this one).
 
     A directory whose mtime is older than `since` (less a second, for coarse file
     system clocks) gained no entry during the job, so it is not listed: a job
     cannot set a directory's mtime back (only its owner can choose the time).
+    `shared`: shared places found at node start, looked into (for set-id files) the
+    same way when they changed.
     """
     import stat
 
@@ -451,8 +532,11 @@ def remove_owned(uid: int, roots: tuple = TMP_DIRS, budget: int = 100_000,
         else:
             stack.extend((os.path.join(r, k), 1) for k in KNOWN_STICKY
                          if changed(os.path.join(r, k)))
+    only_ids = {p for p in shared if changed(p)}  # shared places: set-id files only
+    stack.extend((p, 1) for p in sorted(only_ids))
     while stack and budget > 0:
         top, depth = stack.pop()
+        only_setid = top in only_ids
         try:
             with os.scandir(top) as it:
                 entries = list(it)
@@ -464,7 +548,8 @@ def remove_owned(uid: int, roots: tuple = TMP_DIRS, budget: int = 100_000,
                 st = e.stat(follow_symlinks=False)
             except OSError:
                 continue
-            if st.st_uid == uid:
+            if st.st_uid == uid and (not only_setid or (
+                    stat.S_ISREG(st.st_mode) and st.st_mode & 0o6000)):
                 try:
                     if stat.S_ISDIR(st.st_mode):
                         rmtree(e.path)
@@ -473,8 +558,12 @@ def remove_owned(uid: int, roots: tuple = TMP_DIRS, budget: int = 100_000,
                     removed += 1
                 except OSError:
                     pass
-            elif stat.S_ISDIR(st.st_mode) and st.st_mode & 0o1002 == 0o1002 and depth < 8 \
-                    and st.st_mtime >= since - 1.0:
+            elif stat.S_ISDIR(st.st_mode) and depth < 8 and (
+                    st.st_uid == uid or (st.st_mode & 0o002 and st.st_mtime >= since - 1.0)):
+                # (a directory of the uid here is in a shared place: its set-id files go;
+                # its owner may set its mtime back, so it is always looked into)
+                if only_setid or not st.st_mode & 0o1000 or st.st_uid == uid:
+                    only_ids.add(e.path)
                 stack.append((e.path, depth + 1))
     return removed
 

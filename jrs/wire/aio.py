@@ -133,10 +133,6 @@ class Channel:
         self._in_unit = False
         self._deferred: list = []
         self._raise_bad = False
-        # A reader that cannot go on without what the peer meant sets this: a bad
-        # message is answered, then ends the session as a protocol error (WireError)
-        # instead of being dropped while the peer sends it again forever.
-        self.bad_message_ends = False
 
     @property
     def raise_bad(self) -> bool:
@@ -251,10 +247,6 @@ class Channel:
                     self.send(error("bad-message", event.reason))
                     if self._raise_bad:
                         raise BadPeerMessage(event.reason, event.body)
-                    if self.bad_message_ends:
-                        self.flush()
-                        self.close()
-                        raise WireError(f"bad message: {event.reason}")
             await self._fill()
 
     async def _fill(self) -> None:

@@ -61,6 +61,15 @@ def _fail(where: str, text: str) -> MessageError:
     return _Bad(text)
 
 
+def _unicode(value: str, where: str) -> None:
+    """JSON's `\\ud800` escapes decode to lone surrogates, which are not text: every
+    later encode (a log line, a file, a path, a hash) would raise on them."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise _fail(where, "is not valid unicode (a lone surrogate)") from None
+
+
 class Int(Spec):
     what = "int"
     accepts = (int,)
@@ -103,6 +112,8 @@ class Str(Spec):
             raise _fail(where, "must be str")
         if len(value) > self.max_len:
             raise _fail(where, f"is too long (over {self.max_len} characters)")
+        if not value.isascii():
+            _unicode(value, where)
         return value
 
 
@@ -259,8 +270,11 @@ class _Types(Spec):
             raise _fail(where, f"must be {self.what}")
         if isinstance(value, (int, float)) and not -MAX_INT <= value <= MAX_INT:
             raise _fail(where, "is out of range")
-        if isinstance(value, str) and len(value) > MAX_TEXT:
-            raise _fail(where, "is too long")
+        if isinstance(value, str):
+            if len(value) > MAX_TEXT:
+                raise _fail(where, "is too long")
+            if not value.isascii():
+                _unicode(value, where)
         if isinstance(value, (dict, list)) and strict:
             raise _fail(where, "has no described shape (give it a Spec in SCHEMA)")
         return value

@@ -1,4 +1,5 @@
-"""An in-memory handshake and message round trip: proves the crypto bundle works here."""
+"""An in-memory handshake and message round trip: proves the crypto bundle works here;
+and the echo peer the wire's tests and benchmark talk to."""
 
 from __future__ import annotations
 
@@ -23,3 +24,18 @@ def run() -> str:
     if Message({"type": "ping", "seq": 7}) not in events:
         raise RuntimeError("handshake round trip failed")
     return f"PyNaCl {NACL_VERSION}, handshake and secretbox round trip passed"
+
+
+async def echo(channel) -> None:
+    """Serve a channel by sending back what comes: a message as it is, a `blob` and its
+    data as one transfer (the test and benchmark traffic of the schema)."""
+    while True:
+        item = await channel.recv()
+        if item["type"] == "blob":
+            async with channel.transfer(item) as unit:
+                while unit.left:
+                    unit.write(await channel.recv())
+                    await unit.drain()
+        else:
+            channel.send(item)
+        await channel.drain()
