@@ -204,6 +204,9 @@ class Unit:
         # the uid: then every process of the uid is in them (the uid cannot write any
         # cgroup.procs to leave), and the cgroup alone can kill them all
         self.contained = False
+        # the executor is a child subreaper (executor.become_executor): every process the
+        # job leaves is our descendant, and orphans come to us, not to init
+        self.subreaper = False
 
     @classmethod
     def from_spec(cls, spec: dict, key: str = "") -> Unit:
@@ -257,6 +260,9 @@ class Unit:
                 _kill(pid, sig)
         if self.per_job and self.uid is not None and not self.contained:
             self._as_uid(sig, once=True)
+        elif not self.dirs and self.subreaper:
+            for pid in tree(os.getpid()):
+                _kill(pid, sig)
         elif not self.dirs and self.pgid:
             kids = descendants(self.pgid)  # before the group goes: its orphans move to init
             try:
@@ -276,6 +282,8 @@ class Unit:
                 os.killpg(self.pgid, _signal.SIGKILL)
             except OSError:
                 pass
+        if not self.dirs and self.subreaper and not self.per_job:
+            return _kill_descendants()
         if not self.dirs and self.pgid and not self.per_job:
             for _ in range(100):
                 left = descendants(self.pgid)
@@ -599,6 +607,53 @@ def remove_ipc(found: list) -> int:
         rc = fn(ident, 0, 0) if call == "semctl" else fn(ident, 0, None)  # IPC_RMID
         n += rc == 0
     return n
+
+
+def _children_of(pid: int) -> list:
+    """The children of `pid` (every thread's), from /proc (CONFIG_PROC_CHILDREN)."""
+    out = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        out.extend(int(p) for p in _read(f"/proc/{pid}/task/{tid}/children").split())
+    return out
+
+
+def tree(pid: int) -> list:
+    """Every descendant of `pid`, through the kernel's children lists (no /proc walk)."""
+    out, frontier = [], [pid]
+    while frontier and len(out) < 100_000:
+        kids = [k for p in frontier for k in _children_of(p)]
+        out.extend(kids)
+        frontier = kids
+    return out
+
+
+def _kill_descendants() -> bool:
+    """As a child subreaper whose job has ended: KILL every descendant, reaping as
+    we go. A killed process's children come to us, so repeating until we have no
+    children left reaches the whole tree, setsid'ed and double-forked ones too."""
+    deadline = time.monotonic() + 5.0
+    while True:
+        kids = _children_of(os.getpid())
+        if not kids:
+            try:
+                while os.waitpid(-1, os.WNOHANG)[0]:
+                    pass
+            except ChildProcessError:
+                pass
+            return True
+        for pid in tree(os.getpid()):
+            _kill(pid, _signal.SIGKILL)
+        for pid in kids:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        if time.monotonic() > deadline:
+            return False
 
 
 def descendants(pid: int) -> list:
