@@ -324,9 +324,9 @@ class Unit:
 
     def needs_uid_visit(self, since: float, roots: Optional[tuple] = None) -> bool:
         """Must a child become the uid to clean up after the job? Only when a temporary
-        directory (or a world-writable one of any name below it) gained or lost an entry since the job
-        started, or /proc/sysvipc lists an object of the uid. Root only stats the fixed
-        system directories here (and lstats the known sticky names): nothing the job
+        directory (or a world-writable one of any name below it) gained or lost an
+        entry since the job started, or /proc/sysvipc lists an object of the uid. Root
+        only stats the directories here (and lists them, lstat only): nothing the job
         named is opened or followed. `since` 0: always."""
         if since <= 0 or self.uid is None:
             return True
