@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+import signal
 import time
 
-from jrs.node import taskfile
+from jrs.node import taskfile, unit
 
 from .test_executor import _alive, _done, _task, launcher, wait_for  # noqa: F401
 
@@ -30,7 +33,30 @@ def test_a_setsid_daemon_of_a_job_does_not_outlive_it_on_a_reused_executor(launc
     assert taskfile.load(second).executor_pid == ex  # reused
     alive = _alive(daemon)
     if alive:
-        import os
-        import signal
         os.kill(daemon, signal.SIGKILL)
     assert not alive, "the first job's daemon outlived it, into the next job's time"
+
+
+def test_a_file_a_uid_left_in_an_unknown_sticky_directory_goes_before_the_uid_is_reused(
+        tmp_path):
+    """A per-job uid writes a file into a sticky world-writable directory below /tmp whose
+    name is not in KNOWN_STICKY (an admin's /tmp/scratch, 1777). /tmp's own mtime does not
+    change, so neither the fast path (`needs_uid_visit`) nor `remove_owned` looks there:
+    the file survives, and the next job given that uid (another submitter's) owns it."""
+    uid = 1879900000 + secrets.randbelow(90000)
+    tmp = tmp_path / "tmp"
+    scratch = tmp / "scratch"
+    scratch.mkdir(parents=True)
+    os.chmod(scratch, 0o1777)
+    old = time.time() - 60
+    for d in (scratch, tmp):
+        os.utime(d, (old, old))
+    u = unit.Unit({}, "x", uid, uid, True, 10)
+    since = time.time()
+    left = scratch / "secret"
+    left.write_text("job A's data")
+    os.chown(left, uid, uid)
+    assert os.stat(tmp).st_mtime < since  # only the scratch directory changed
+    visit = u.needs_uid_visit(since, (str(tmp),))
+    unit.remove_owned(uid, roots=(str(tmp),), since=since)
+    assert visit and not left.exists()

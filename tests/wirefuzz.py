@@ -706,7 +706,6 @@ def run(seed: int, count: int, tmp: str, stats: Optional[Stats] = None,
 # when its fix lands (the pinned test then passes and fails the suite as XPASS).
 KNOWN = {
     (KeyError, "_remove"): "M1",      # pool.py: a 0-cpu claim breaks the held books
-    (AttributeError, "_start"): "S1",  # client/core.py: a claim whose node has no host
 }
 
 

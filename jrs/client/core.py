@@ -342,8 +342,11 @@ class SubmitCore:
         c = ClaimState(cid, str(msg["node"]), str(msg["host"]), int(msg["port"]),
                        int(msg["cpus"]), int(msg["memory"]), int(msg["gpus"]),
                        str(msg.get("key") or ""))
+        if self._node(c.node, c.host, c.port) is None:
+            # a node we have no address for: a slot we cannot use goes back at once
+            self._emit(ToMaster({"type": "release", "claim": cid, "kill": False}))
+            return
         self.claims[cid] = c
-        self._node(c.node, c.host, c.port)
 
     def _unmatchable_msg(self, msg: dict, now: float) -> None:
         key, reason = str(msg["key"]), str(msg["reason"])
