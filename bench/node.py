@@ -284,6 +284,8 @@ def main() -> None:
     ap.add_argument("--as-user", metavar="NAME", default="",
                     help="run the node as this account (a non-root node) instead of root")
     ap.add_argument("--no-steps", action="store_true", help="skip the identity steps")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="alternate this build and the baseline this many times")
     opts = ap.parse_args()
     n = opts.jobs
     pyz = Path(os.environ.get("JRS_PYZ") or ROOT / "dist" / "jrs.pyz")
@@ -296,16 +298,25 @@ def main() -> None:
     if not opts.no_steps:
         identity_steps(min(n, 500))
     user = opts.as_user
-    print(f"machine load average before the node runs: {os.getloadavg()[0]:.1f}")
-    new = run_cluster(pyz, n, "", baseline, baseline_cpu, "this build", not opts.baseline,
-                      user)
-    if opts.baseline:
+    modes = (f"node as {user}",) if user else ("nobody", "root")
+    ratios: dict = {}
+    for r in range(opts.rounds):  # A/B interleaved: the machine's load hits both alike
+        print(f"round {r + 1}: machine load average {os.getloadavg()[0]:.1f}")
+        new = run_cluster(pyz, n, "", baseline, baseline_cpu, "this build",
+                          not opts.baseline and r == opts.rounds - 1, user)
+        if not opts.baseline:
+            continue
         # the old build's root node ran a root submitter's jobs as nobody (fork, switch,
         # exec: production) or, with --allow-root-jobs, as root (posix_spawn); a
         # non-root node runs them as itself
-        for mode in ((f"node as {user}",) if user else ("nobody", "root")):
+        for mode in modes:
             old = run_cluster(Path(opts.baseline), n, mode, baseline, baseline_cpu,
                               f"baseline, jobs as {mode}", False, user)
+            got = ratios.setdefault(mode, {"jobs/s": [], "node CPU": [], "node's own CPU": []})
+            got["jobs/s"].append(new["rate"] / old["rate"])
+            got["node CPU"].append(new["node_cpu"] / old["node_cpu"])
+            if new["own"] and old["own"]:
+                got["node's own CPU"].append(new["own"] / old["own"])
             print(f"this build / baseline (jobs as {mode}): jobs/s "
                   f"{new['rate'] / old['rate']:.2f}, node CPU per job "
                   f"{new['node_cpu'] / old['node_cpu']:.2f} "
@@ -313,7 +324,10 @@ def main() -> None:
                   (f", node's own CPU per job {new['own'] / old['own']:.2f} "
                    f"({(new['own'] - old['own']) * 1000:+.2f} ms)"
                    if new["own"] and old["own"] else ""))
-
+    for mode, got in ratios.items():
+        print(f"over {opts.rounds} rounds, this build / baseline (jobs as {mode}): " +
+              "; ".join(f"{k} {min(v):.2f}-{max(v):.2f} (median {sorted(v)[len(v) // 2]:.2f})"
+                        for k, v in got.items() if v))
 
 if __name__ == "__main__":
     main()

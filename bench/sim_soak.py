@@ -1,30 +1,40 @@
 """A long campaign of the cluster simulation (tests/sim): many seeds, failures grouped.
 
-    python3 bench/sim_soak.py [--count 100000] [--start 1] [--shapes small,large]
-                              [--minutes 60] [--out soak.json] [--switch NAME]
+    nice -n 19 python3 bench/sim_soak.py [--count 100000] [--start 1] [--shapes small,large]
+                              [--without KINDS] [--workers 2] [--minutes 60]
+                              [--out soak.json] [--switch NAME]
 
-Runs seeds start, start+1, ... alternating over the shapes until `count` seeds
-ran or `minutes` passed, and writes (and rewrites every 30 s) a JSON summary:
-seeds run per shape, CPU seconds per seed, and each distinct failure (its first
-line with numbers and ids blanked) with how often it occurred and the first
-seeds that show it, each a replay command. Exit 1 if any seed failed.
+Runs seeds start, start+1, ... over the shapes (each seed number once per shape) until
+`count` runs were made or `minutes` passed, in `workers` processes, and writes (and
+rewrites every 30 s) a JSON summary: the commit, runs per shape, CPU seconds per run and
+runs per second, and each distinct failure (its first line with numbers and ids blanked)
+with how often it occurred and the first seeds that show it, each a replay command.
+Exit 1 if any seed failed.
 
-What the campaigns found is in README.md ("The cluster simulation"); the
-figures there are from runs of this script, with the seed counts actually run.
+What the campaigns found is in README.md ("The cluster simulation"); the figures there
+are from runs of this script, with the seed counts actually run.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import multiprocessing
 import os
 import re
+import signal
+import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
-from tests.sim import world
+from tests.sim import world  # noqa: E402
+from tests.sim.shapes import SHAPES  # noqa: E402
+
+_CFG: dict = {}
 
 
 def signature(failure: str) -> str:
@@ -38,54 +48,111 @@ def signature(failure: str) -> str:
     return text.strip()[:200]
 
 
+def _init(without: tuple, switches: tuple) -> None:
+    _CFG["without"], _CFG["switches"] = without, switches
+
+
+def _one(task: tuple) -> tuple:
+    """Run one (seed, shape) in a worker: (shape, ok, signature, replay, first failure, cpu)."""
+    seed, name = task
+    base = SHAPES[name]
+    shape = dataclasses.replace(base, faults=tuple(k for k in base.faults
+                                                   if k not in _CFG["without"]))
+    t0 = time.process_time()
+    res = world.run(seed, shape, switches=set(_CFG["switches"]))
+    cpu = time.process_time() - t0
+    if res.ok:
+        return name, True, "", "", "", cpu
+    return name, False, signature(res.failures[0]), res.replay(), res.failures[0][:600], cpu
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--count", type=int, default=100_000)
+    ap.add_argument("--count", type=int, default=100_000, help="runs in all")
     ap.add_argument("--start", type=int, default=1)
     ap.add_argument("--shapes", default="small,large")
+    ap.add_argument("--without", default="", help="fault kinds left out, comma-separated")
+    ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--minutes", type=float, default=60.0)
     ap.add_argument("--out", default="sim-soak.json")
     ap.add_argument("--switch", action="append", default=[])
     args = ap.parse_args(argv)
     shapes = args.shapes.split(",")
-    t0, cpu0 = time.monotonic(), time.process_time()
+    without = tuple(k for k in args.without.split(",") if k)
+    t0 = time.monotonic()
     runs = {s: 0 for s in shapes}
+    cpu = {s: 0.0 for s in shapes}
     kinds: dict = {}
-    last_write = 0.0
-    n = 0
+    state = {"n": 0, "last": 0.0}
+    commit = _commit()
 
     def write() -> None:
-        cpu = time.process_time() - cpu0
-        summary = {"seeds_run": n, "per_shape": runs, "start": args.start,
-                   "switches": args.switch, "cpu_seconds": round(cpu, 1),
-                   "cpu_per_seed_ms": round(1000 * cpu / max(1, n), 2),
-                   "wall_seconds": round(time.monotonic() - t0, 1),
-                   "failing_seeds": sum(k["count"] for k in kinds.values()),
+        n = state["n"]
+        wall = time.monotonic() - t0
+        total = sum(cpu.values())
+        summary = {"commit": commit, "runs": n, "per_shape": runs, "start": args.start,
+                   "without": list(without), "switches": args.switch,
+                   "workers": args.workers, "cpu_seconds": round(total, 1),
+                   "cpu_per_run_ms": {s: round(1000 * cpu[s] / max(1, runs[s]), 1)
+                                      for s in shapes},
+                   "wall_seconds": round(wall, 1),
+                   "runs_per_second": round(n / max(wall, 1e-9), 2),
+                   "failing_runs": sum(k["count"] for k in kinds.values()),
                    "failures": sorted(kinds.values(), key=lambda k: -k["count"])}
         tmp = args.out + ".tmp"
         with open(tmp, "w") as f:
             json.dump(summary, f, indent=1)
         os.replace(tmp, args.out)
 
-    seed = args.start
-    while n < args.count and time.monotonic() - t0 < args.minutes * 60:
-        shape = shapes[n % len(shapes)]
-        res = world.run(seed, shape, switches=set(args.switch))
-        runs[shape] += 1
-        n += 1
-        if not res.ok:
-            sig = signature(res.failures[0])
-            k = kinds.setdefault(sig, {"kind": sig, "count": 0, "seeds": []})
+    def tasks():
+        """Exactly `count` runs (the pool's feeder reads its iterable ahead)."""
+        for i in range(args.count):
+            yield args.start + i // len(shapes), shapes[i % len(shapes)]
+
+    def take(out: tuple) -> bool:
+        name, ok, sig, replay, first, used = out
+        runs[name] += 1
+        cpu[name] += used
+        state["n"] += 1
+        if not ok:
+            k = kinds.setdefault(sig, {"kind": sig, "count": 0, "seeds": [], "first": first})
             k["count"] += 1
             if len(k["seeds"]) < 5:
-                k["seeds"].append(res.replay())
-        if n % len(shapes) == 0:
-            seed += 1
-        if time.monotonic() - last_write > 30:
+                k["seeds"].append(replay)
+        if time.monotonic() - state["last"] > 30:
             write()
-            last_write = time.monotonic()
+            state["last"] = time.monotonic()
+        return state["n"] >= args.count or time.monotonic() - t0 > args.minutes * 60
+
+    _init(without, tuple(args.switch))
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # `kill PID` ends the campaign with its summary
+    try:
+        if args.workers <= 1:
+            for task in tasks():
+                if take(_one(task)):
+                    break
+        else:
+            with multiprocessing.Pool(args.workers, _init, (without, tuple(args.switch))) \
+                    as pool:
+                for out in pool.imap(_one, tasks(), chunksize=4):
+                    if take(out):
+                        break
+    except KeyboardInterrupt:
+        pass
     write()
-    print(f"{n} seeds ({runs}), {sum(k['count'] for k in kinds.values())} failed, "
+    print(f"{state['n']} runs ({runs}), {sum(k['count'] for k in kinds.values())} failed, "
           f"{len(kinds)} kinds; summary in {args.out}")
     return 1 if kinds else 0
 

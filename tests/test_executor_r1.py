@@ -7,8 +7,6 @@ import secrets
 import signal
 import time
 
-import pytest
-
 from jrs.node import taskfile, unit
 
 from .test_executor import _alive, _done, _task, launcher, wait_for  # noqa: F401
@@ -39,7 +37,6 @@ def test_a_setsid_daemon_of_a_job_does_not_outlive_it_on_a_reused_executor(launc
     assert not alive, "the first job's daemon outlived it, into the next job's time"
 
 
-@pytest.mark.xfail(strict=True, reason="API-R1.md finding 4: open (W/X, jrs/node/unit.py)")
 def test_a_file_a_uid_left_in_an_unknown_sticky_directory_goes_before_the_uid_is_reused(
         tmp_path):
     """A per-job uid writes a file into a sticky world-writable directory below /tmp whose

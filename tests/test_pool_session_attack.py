@@ -24,6 +24,7 @@ from jrs.wire.keys import root_key
 
 from .cluster import Cluster
 from .conftest import run_jrs
+from .test_submit_resume import runs, shared_ledger
 
 
 async def _recv(ch, timeout: float = 5.0) -> dict:
@@ -52,12 +53,23 @@ def _wait(what, timeout: float = 30.0):
 
 
 def test_a_secret_holder_reusing_a_submitters_id_gets_nothing(pyz, tmp_path):
+    """The honest jobs wait for a gate the test opens only after the attack was handled
+    (the master answered a later message on the attacker's channel, the node had time to
+    act on any claim-drop): a loaded machine cannot let them end first and leave the
+    attack nothing to hit. Each job runs exactly once: a kill the attack got through
+    would show as a second run (the submitter reruns a run killed by a revocation)."""
     c = Cluster(pyz, tmp_path, slots=[2]).start()
+    ledger = shared_ledger()
+    gate = ledger.parent / "gate"
     try:
         work = tmp_path / "w"
         work.mkdir()
-        (work / "j.condor").write_text("executable = /bin/sh\n"
-                                       "arguments = \"-c 'sleep 4; echo $(Process)'\"\n"
+        (work / "job.sh").write_text(
+            f"#!/bin/sh\necho $JRS_JOB_ID >> {ledger}\ni=0\n"
+            f"while [ ! -e {gate} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done\n"
+            "echo $JRS_JOB_ID\n")
+        os.chmod(work / "job.sh", 0o755)
+        (work / "j.condor").write_text("executable = job.sh\n"
                                        "output = out.$(Process)\nqueue 2\n")
         honest = c.submit("j.condor", cwd=work)
         claims_json = tmp_path / "node0" / "claims.json"
@@ -87,20 +99,26 @@ def test_a_secret_holder_reusing_a_submitters_id_gets_nothing(pyz, tmp_path):
                 ch.send(_hello(sid, token))
                 reply = await _recv(ch)
                 replies.append((reply["type"], reply.get("code")))
-                with pytest.raises((ConnectionClosed, asyncio.TimeoutError)):
-                    await _recv(ch, 3)
+                with pytest.raises(ConnectionClosed):  # closed, not merely silent
+                    await _recv(ch, 10)
             own = await connect("127.0.0.1", c.mport, root, "submit",
                                 peer_roles=frozenset({"master"}))
             own.send(_hello(os.urandom(12).hex(), "dd" * 32))
             assert (await _recv(own))["type"] == "welcome"
             for cid in stolen:  # its own session, the other's claims: nothing happens
                 own.send({"type": "release", "claim": cid, "kill": True})
+            own.send({"type": "new-cluster"})  # answered only after the releases were handled
+            assert (await _recv(own, 20))["type"] == "cluster"
             node = await connect(host, int(port), root, "submit",
                                  peer_roles=frozenset({"node"}))
             node.send({"type": "attach", "submitter": sid, "jobs": [["1.0", 0], ["1.1", 0]],
                        "token": "ee" * 32})
             attached = await _recv(node)
             replies.append((attached["type"], len(attached.get("unknown", []))))
+            await asyncio.sleep(1.0)  # a claim-drop with kill would have reached the node
+            replies.append(("claims kept", sorted(two_claims() or []) == sorted(stolen)))
+            replies.append(("runs", dict(runs(ledger))))
+            gate.touch()  # the attack is over: the honest jobs may end
             seen = []
             while honest.poll() is None:  # whatever the node sends it until the end
                 try:
@@ -113,14 +131,20 @@ def test_a_secret_holder_reusing_a_submitters_id_gets_nothing(pyz, tmp_path):
             replies.append(("node sent", seen))
             return replies
 
-        replies = asyncio.run(attack())
+        try:
+            replies = asyncio.run(attack())
+        finally:
+            gate.touch()
         _out, err = honest.communicate(timeout=60)
         assert replies[:2] == [("error", "session"), ("error", "session")], replies
         assert replies[2] == ("attached", 2), replies  # both jobs unknown to that session
-        assert "finished" not in replies[3][1], replies
+        assert replies[3] == ("claims kept", True), (replies, c.logs())
+        assert replies[4] == ("runs", {"1.0": 1, "1.1": 1}), replies  # none killed yet
+        assert replies[5][0] == "node sent" and "finished" not in replies[5][1], replies
         assert honest.returncode == 0, err + c.logs()
         assert "2 jobs, 2 done, 0 failed" in err, err
-        assert [(work / f"out.{i}").read_text() for i in range(2)] == ["0\n", "1\n"]
+        assert runs(ledger) == {"1.0": 1, "1.1": 1}, err  # each job once: none was killed
+        assert [(work / f"out.{i}").read_text() for i in range(2)] == ["1.0\n", "1.1\n"]
         master_log = (tmp_path / "master.log").read_text()
         kills = [line for line in master_log.splitlines()
                  if "claim-drop" in line and any(cid in line for cid in stolen)

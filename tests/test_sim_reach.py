@@ -1,5 +1,6 @@
 """The simulation's reach: defects of issue 12, put back by a test-only switch
-(tests/sim/bugs.py), are found within the CI seed budget.
+(tests/sim/bugs.py), are found within the CI seed budget; and each invariant
+check of tests/sim/check.py can fire.
 
 For each switch: the first seed (of at most BUDGET) whose run fails with the
 defect's kind of failure, and the same seed passes with the switch off. The
@@ -8,6 +9,8 @@ replays one.
 """
 
 from __future__ import annotations
+
+import re
 
 import pytest
 
@@ -20,9 +23,8 @@ EXPECTED = {
     "offer-lost": ("quiet:", "liveness"),
     "retries-forgotten": ("attempts must grow", "executed twice", "retried",
                           "and the job was run again"),
+    "task-before-io": ("liveness", "quiet:"),
 }
-if world.real_cores()["node"]:  # the node core's switch needs the node core (issue 12 item 2)
-    EXPECTED["task-before-io"] = ("liveness", "quiet:")
 
 
 @pytest.mark.parametrize("switch", sorted(EXPECTED))
@@ -37,6 +39,41 @@ def test_the_simulation_finds_the_defect_the_switch_puts_back(switch):
             print(f"{switch}: found by seed {seed}: {hits[0][:300]}")
             return
     pytest.fail(f"{switch}: no seed of {BUDGET} found it")
+
+
+# One switch per invariant: the shape it runs on, and the opening words of the one
+# check's message (tests/sim/check.py, tests/sim/world.py) that must report it.
+CHECKS = {
+    "drop-frees-busy-claim": ("small", r"node n\d+:7082 overcommitted: \d+ cpus of jobs running "
+                                       r"on \d+ slots"),
+    "pool-overbooks": ("small", r"the Pool books \d+ cpus on n\d+:7082, which has \d+ slots"),
+    "pool-index-stale": ("small", r"Pool\.check\(\): "),
+    "drop-ignored-idle": ("small", r"quiet: node n\d+:7082 still holds claims"),
+    "shares-unweighted": ("fair-weighted", r"fairness: in \[\d+, \d+\] (alice|bob) used [0-9.]+ "
+                                           r"slot-seconds, its weighted share is"),
+    "finals-forgotten": ("small", r"job \d+\.\d+ has [2-9] final records \(want exactly one\)"),
+    "retry-once-more": ("small", r"job \d+\.\d+ was retried (\d+) times after runs that ended "
+                                 r"on their own; max_retries=(\d+)"),
+}
+CHECK_BUDGET = 100  # seeds; each of these is found within the first 30 (12-01)
+
+
+@pytest.mark.parametrize("switch", sorted(CHECKS))
+def test_each_invariant_check_fires_on_the_defect_it_guards(switch):
+    shape, pattern = CHECKS[switch]
+    for seed in range(1, CHECK_BUDGET + 1):
+        res = world.run(seed, shape, switches={switch})
+        hits = [f for f in res.failures if re.search(pattern, f)]
+        if not hits:
+            continue
+        m = re.search(pattern, hits[0])
+        if switch == "retry-once-more":
+            assert int(m.group(1)) == int(m.group(2)) + 1, hits[0][:300]
+        clean = world.run(seed, shape)
+        assert clean.ok, f"seed {seed} fails without the switch: {clean.failures[:2]}"
+        print(f"{switch}: seed {seed}: {hits[0][:200]}")
+        return
+    pytest.fail(f"{switch}: no seed of {CHECK_BUDGET} made the check fire ({pattern})")
 
 
 def test_switches_are_off_unless_asked():

@@ -26,6 +26,10 @@ FOUND = [
     (171, "small", "", "Pool (C1)", "claims adopted for a submitter that had gone"),
     (108, "large", "ctrl-c,disk", "Pool (C1)",
      "a claim revoked before two master restarts came back with its node's hello"),
+    (105212, "small", "stall,disk,ctrl-c", "the checker (H, soak 12-01)",
+     "a run ended (exit 2) while the master had declared its node lost; its result reached "
+     "the submitter, which counted it: the checker said FAILED came too early"),
+    (100861, "large", "stall,disk,ctrl-c", "the checker (H, soak 12-01)", "the same"),
     (193, "large", "ctrl-c,disk", "node core (E2)",
      "power lost after a run's taskfile was written, before its executor started: back "
      "up, the node launched it although the job had run again elsewhere (twice at once)"),

@@ -69,6 +69,7 @@ def _rusage(ru) -> dict:
 
 _notify_sock: _socket.socket | None = None
 _prctl = None
+_subreaper = False  # we are our jobs' child subreaper (unit.Unit.subreaper)
 PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -86,6 +87,7 @@ def prepare() -> None:
         _prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (ImportError, OSError, AttributeError):  # not Linux: nothing to set
         _prctl = None
+_subreaper = False  # we are our jobs' child subreaper (unit.Unit.subreaper)
 
 
 def become_executor() -> None:
@@ -94,9 +96,11 @@ def become_executor() -> None:
     reap), and not dumpable (a job of our own uid on a non-root node cannot ptrace
     us or read our memory; a root executor is out of its reach anyway). Linux only;
     elsewhere nothing happens."""
+    global _subreaper
     if _prctl is None:
         return
-    _prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    _subreaper = _prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0 and \
+        os.path.exists(f"/proc/self/task/{os.getpid()}/children")
     _prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
@@ -204,8 +208,9 @@ def run(path: str, bound: bool = False, on_result=None) -> dict | None:
         me = os.getpid()
         records.append(fd, {"e": "executor", "pid": me, "start": taskfile.process_start(me),
                             "boot": taskfile.boot_id(), "t": time.time()})
-        killer = _Killer(fd, float(spec.get("kill_grace", 5)),
-                         unit.Unit.from_spec(spec, state.key), bound)
+        job_unit = unit.Unit.from_spec(spec, state.key)
+        job_unit.subreaper = _subreaper
+        killer = _Killer(fd, float(spec.get("kill_grace", 5)), job_unit, bound)
         _signal.signal(_signal.SIGTERM, killer.on_term)
         # removed before it could start (a bound killer also looks again now that its
         # handler is in place: a kill recorded meanwhile had its TERM ignored)
@@ -438,8 +443,8 @@ def _run_user_process(fd: int, spec: dict, killer: _Killer) -> dict:
     ended = time.time()
     _signal.setitimer(_signal.ITIMER_REAL, 0)
     job_unit.kill_all()  # whatever the job left running in its unit goes with it
-    if not job_unit.dirs and not job_unit.per_job:
-        _kill_descendants()
+    if not job_unit.dirs and not job_unit.per_job and not job_unit.subreaper:
+        _kill_descendants()  # (as a subreaper kill_all did it, without a /proc walk)
     if os.WIFSIGNALED(status):
         code, sig = None, os.WTERMSIG(status)
     else:

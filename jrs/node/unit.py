@@ -204,6 +204,9 @@ class Unit:
         # the uid: then every process of the uid is in them (the uid cannot write any
         # cgroup.procs to leave), and the cgroup alone can kill them all
         self.contained = False
+        # the executor is a child subreaper (executor.become_executor): every process the
+        # job leaves is our descendant, and orphans come to us, not to init
+        self.subreaper = False
 
     @classmethod
     def from_spec(cls, spec: dict, key: str = "") -> Unit:
@@ -257,6 +260,9 @@ class Unit:
                 _kill(pid, sig)
         if self.per_job and self.uid is not None and not self.contained:
             self._as_uid(sig, once=True)
+        elif not self.dirs and self.subreaper:
+            for pid in tree(os.getpid()):
+                _kill(pid, sig)
         elif not self.dirs and self.pgid:
             kids = descendants(self.pgid)  # before the group goes: its orphans move to init
             try:
@@ -276,6 +282,8 @@ class Unit:
                 os.killpg(self.pgid, _signal.SIGKILL)
             except OSError:
                 pass
+        if not self.dirs and self.subreaper and not self.per_job:
+            return _kill_descendants()
         if not self.dirs and self.pgid and not self.per_job:
             for _ in range(100):
                 left = descendants(self.pgid)
@@ -316,9 +324,9 @@ class Unit:
 
     def needs_uid_visit(self, since: float, roots: Optional[tuple] = None) -> bool:
         """Must a child become the uid to clean up after the job? Only when a temporary
-        directory (or a known sticky one below it) gained or lost an entry since the job
-        started, or /proc/sysvipc lists an object of the uid. Root only stats the fixed
-        system directories here (and lstats the known sticky names): nothing the job
+        directory (or a world-writable one of any name below it) gained or lost an
+        entry since the job started, or /proc/sysvipc lists an object of the uid. Root
+        only stats the directories here (and lists them, lstat only): nothing the job
         named is opened or followed. `since` 0: always."""
         if since <= 0 or self.uid is None:
             return True
@@ -467,14 +475,38 @@ _sticky_cache: dict = {}
 
 
 def _sticky_in(root: str, st: os.stat_result) -> list:
-    """The KNOWN_STICKY directories that exist in `root` (not modified since `st`
-    was taken). Cached per root mtime: none can appear or go without changing it."""
+    """The world-writable directories below `root` (any name, up to 8 levels, not
+    through links: lstat only, as root, like world_writable_dirs at node start), not
+    modified since `st` was taken. Cached: valid while `root` and every directory
+    found keep their mtime (a new one below changes its parent's)."""
+    import stat
+
     seen = _sticky_cache.get(root)
-    if seen is None or seen[0] != (st.st_ino, st.st_mtime_ns):
-        found = [os.path.join(root, k) for k in KNOWN_STICKY
-                 if os.path.lexists(os.path.join(root, k))]
-        seen = _sticky_cache[root] = ((st.st_ino, st.st_mtime_ns), found)
-    return seen[1]
+    if seen is not None and seen[0] == (st.st_ino, st.st_mtime_ns):
+        try:
+            if all(os.lstat(p).st_mtime_ns == m for p, m in seen[1]):
+                return [p for p, _ in seen[1]]
+        except OSError:
+            pass
+    found: list = []
+    stack = [(root, 0)]
+    while stack and len(found) < 4096:
+        top, depth = stack.pop()
+        try:
+            with os.scandir(top) as it:
+                entries = [e for _, e in zip(range(100_000), it)]
+        except OSError:
+            continue
+        for e in entries:
+            try:
+                est = e.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(est.st_mode) and est.st_mode & 0o002 and depth < 8:
+                found.append((e.path, est.st_mtime_ns))
+                stack.append((e.path, depth + 1))
+    _sticky_cache[root] = ((st.st_ino, st.st_mtime_ns), found)
+    return [p for p, _ in found]
 
 
 # sticky world-writable directories systems make in /tmp: checked by name when /tmp
@@ -527,11 +559,9 @@ def remove_owned(uid: int, roots: tuple = TMP_DIRS, budget: int = 100_000,
     removed = 0
     stack = []
     for r in roots:
-        if changed(r):
-            stack.append((r, 0))
-        else:
-            stack.extend((os.path.join(r, k), 1) for k in KNOWN_STICKY
-                         if changed(os.path.join(r, k)))
+        # listed even when unchanged: a world-writable directory of any name below it
+        # (an admin's 1777 /tmp/scratch) may have changed; only changed ones are entered
+        stack.append((r, 0))
     only_ids = {p for p in shared if changed(p)}  # shared places: set-id files only
     stack.extend((p, 1) for p in sorted(only_ids))
     while stack and budget > 0:
@@ -599,6 +629,53 @@ def remove_ipc(found: list) -> int:
         rc = fn(ident, 0, 0) if call == "semctl" else fn(ident, 0, None)  # IPC_RMID
         n += rc == 0
     return n
+
+
+def _children_of(pid: int) -> list:
+    """The children of `pid` (every thread's), from /proc (CONFIG_PROC_CHILDREN)."""
+    out = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        out.extend(int(p) for p in _read(f"/proc/{pid}/task/{tid}/children").split())
+    return out
+
+
+def tree(pid: int) -> list:
+    """Every descendant of `pid`, through the kernel's children lists (no /proc walk)."""
+    out, frontier = [], [pid]
+    while frontier and len(out) < 100_000:
+        kids = [k for p in frontier for k in _children_of(p)]
+        out.extend(kids)
+        frontier = kids
+    return out
+
+
+def _kill_descendants() -> bool:
+    """As a child subreaper whose job has ended: KILL every descendant, reaping as
+    we go. A killed process's children come to us, so repeating until we have no
+    children left reaches the whole tree, setsid'ed and double-forked ones too."""
+    deadline = time.monotonic() + 5.0
+    while True:
+        kids = _children_of(os.getpid())
+        if not kids:
+            try:
+                while os.waitpid(-1, os.WNOHANG)[0]:
+                    pass
+            except ChildProcessError:
+                pass
+            return True
+        for pid in tree(os.getpid()):
+            _kill(pid, _signal.SIGKILL)
+        for pid in kids:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        if time.monotonic() > deadline:
+            return False
 
 
 def descendants(pid: int) -> list:

@@ -26,19 +26,16 @@ def main(argv=None) -> int:
     ap.add_argument("-v", "--verbose", action="store_true", help="print the whole trace")
     ap.add_argument("-m", "--messages", action="store_true", help="trace every message")
     ap.add_argument("--without", default="", help="fault kinds left out, comma-separated")
-    ap.add_argument("--standin", action="store_true",
-                    help="drive the stand-in node and submitter cores, not the real ones")
     args = ap.parse_args(argv)
     bad = 0
     t0 = time.process_time()
     for seed in range(args.seed, args.seed + args.seeds):
-        real = {"node": False, "submit": False} if args.standin else None
         shape = SHAPES[args.shape]
         if args.without:
             out = set(args.without.split(","))
             shape = dataclasses.replace(shape, faults=tuple(k for k in shape.faults
                                                             if k not in out))
-        res = run(seed, shape, real=real, switches=set(args.switch),
+        res = run(seed, shape, switches=set(args.switch),
                   trace_messages=args.messages)
         if res.ok and args.seeds > 1:
             continue

@@ -119,7 +119,7 @@ def _retries_forgotten():
 @switch("task-before-io", "issue 12: the node changes state before I/O that can fail: the task "
                           "and the claim's job are registered before the taskfile is written; "
                           "when that fails the submitter only gets an error and the claim stays "
-                          "busy (needs the real node core)")
+                          "busy")
 def _task_before_io():
     from jrs.node import core as nc
 
@@ -138,3 +138,134 @@ def _task_before_io():
         return wrapped
 
     return _patched(nc.NodeCore, "created", created)
+
+
+# ---------------------------------------------------------------- the checker's own reach
+# Each switch below breaks one core so that exactly one invariant of tests/sim/check.py
+# must fire; tests/test_sim_reach.py asserts that check's own message appears.
+
+
+@switch("drop-frees-busy-claim", "overcommit: a claim-drop without kill frees the claim at "
+                                 "the node at once, though its job still runs; the slot is "
+                                 "offered and taken again while the old job runs on it")
+def _drop_frees_busy_claim():
+    from jrs.node import core as nc
+
+    def drop(orig):
+        @functools.wraps(orig)
+        def wrapped(self, cid, kill, now):
+            claim = self.claims.get(cid)
+            if claim is not None and not kill and claim.job:
+                claim.job = None  # forgets the job that still runs on it
+            return orig(self, cid, kill, now)
+        return wrapped
+
+    return _patched(nc.NodeCore, "drop_claim", drop)
+
+
+@switch("pool-overbooks", "pool consistency: the Pool's room test ignores what a node's "
+                          "claims already use, so it offers a full node more cpus")
+def _pool_overbooks():
+    from jrs.cluster.pool import Pool
+
+    def room(orig):
+        @functools.wraps(orig)
+        def wrapped(self, node, r):
+            return self._fits_ever(node, r)
+        return wrapped
+
+    def eligible(orig):
+        @functools.wraps(orig)
+        def wrapped(self, node):
+            return node.state == "up" and node.connected
+        return wrapped
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(_patched(Pool, "_room", room))
+    stack.enter_context(_patched(Pool, "_eligible", eligible))
+    return stack
+
+
+@switch("pool-index-stale", "pool consistency: taking a claim off the books forgets to give "
+                            "its cpus back to the node's used count (an index that drifts "
+                            "from the claims)")
+def _pool_index_stale():
+    from jrs.cluster.pool import Pool
+
+    def remove(orig):
+        @functools.wraps(orig)
+        def wrapped(self, cid, remember=None):
+            c = self.claims.get(cid)
+            out = orig(self, cid, remember)
+            if c is not None and c.node in self.nodes:
+                self.nodes[c.node].used_cpus += c.cpus
+            return out
+        return wrapped
+
+    return _patched(Pool, "_remove", remove)
+
+
+@switch("drop-ignored-idle", "no claim held by nobody: the node ignores a claim-drop for a "
+                             "claim with no job on it, so released claims stay for good")
+def _drop_ignored_idle():
+    from jrs.node import core as nc
+
+    def drop(orig):
+        @functools.wraps(orig)
+        def wrapped(self, cid, kill, now):
+            claim = self.claims.get(cid)
+            if claim is not None and not claim.job:
+                return []
+            return orig(self, cid, kill, now)
+        return wrapped
+
+    return _patched(nc.NodeCore, "drop_claim", drop)
+
+
+@switch("shares-unweighted", "fairness: the Pool ignores the users' weights (priority) and "
+                             "splits the slots equally")
+def _shares_unweighted():
+    from jrs.cluster.pool import Pool
+
+    def wants(orig):
+        @functools.wraps(orig)
+        def wrapped(self):
+            want, weight, per_user = orig(self)
+            return want, dict.fromkeys(weight, 1.0), per_user
+        return wrapped
+
+    return _patched(Pool, "_wants", wants)
+
+
+@switch("finals-forgotten", "exactly one final result: a resumed submitter forgets which jobs "
+                            "already ended (the journal's final records are not applied) and "
+                            "runs and ends them again")
+def _finals_forgotten():
+    from jrs.client.jobs import Queue
+
+    def init(orig):
+        @functools.wraps(orig)
+        def wrapped(self, jobs, total, skip=None, window=None, restore=None):
+            orig(self, jobs, total, skip=None, window=window, restore=restore)
+        return wrapped
+
+    return _patched(Queue, "__init__", init)
+
+
+@switch("retry-once-more", "max executions: the retry policy allows one retry more than "
+                           "max_retries")
+def _retry_once_more():
+    from jrs.client import jobs as J
+
+    def outcome(orig):
+        @functools.wraps(orig)
+        def wrapped(self, rec, result):
+            state = orig(self, rec, result)
+            job = rec.job
+            if state == J.FAILED and not job.on_exit_remove and job.max_retries is not None \
+                    and rec.completions == job.max_retries + 1:
+                return J.IDLE
+            return state
+        return wrapped
+
+    return _patched(J.Queue, "outcome", outcome)

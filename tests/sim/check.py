@@ -12,9 +12,10 @@ the executions as they happened:
 - retries: a job is run again after one of its runs ended on its own at most
   max_retries times, and never after a run that succeeded; a rerun after a run
   that never started, did not end on its own (killed, lost with its host) or
-  whose node was lost meanwhile (the master's node-lost for that submitter, the
+  whose node was lost (the master's node-lost for that submitter, the
   submitter giving up on the node, the node answering `attached` without the
-  job) does not count;
+  job) before its result reached the submitter does not count; a FAILED job
+  used all max_retries;
 - nothing is killed that nobody asked to kill: an execution killed is of a job
   the user removed, or its node was lost after the run was sent;
 - nothing runs twice: no attempt starts after a later attempt of its job was sent;

@@ -25,12 +25,6 @@ HEARTBEAT = 1.0
 CHECK_EVERY = 1.0
 
 
-def core_module(real: bool):
-    """The stand-in core (until jrs.node.core is on main)."""
-    from . import standin_node
-    return standin_node
-
-
 class Host:
     """A machine: its disk outlives every process on it; a crash ends its jobs."""
 
@@ -162,7 +156,7 @@ class Exec:
 class NodeProc(Proc):
     """The node daemon's shell (jrs/node/daemon.py) around the real `NodeCore`."""
 
-    def __init__(self, world, host: Host, real_core: bool = True) -> None:
+    def __init__(self, world, host: Host) -> None:
         super().__init__(world.sim, host.name, f"node@{host.name}")
         self.world = world
         self.hostobj = host

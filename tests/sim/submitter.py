@@ -15,8 +15,8 @@ from __future__ import annotations
 import contextlib
 from typing import Optional
 
+from jrs.client import core, transfer
 from jrs.client import journal as journal_mod
-from jrs.client import transfer
 from jrs.client.jobs import Queue
 from jrs.condor import expand_text
 
@@ -25,11 +25,6 @@ from .net import Closed, End
 
 TICK = 1.0
 DEMAND_DELAY = 0.02
-
-
-def core_module(real: bool):
-    from jrs.client import core
-    return core
 
 
 class _DiskRecords:
@@ -55,13 +50,13 @@ def _journal_on(disk):
 
 
 class SubmitterProc(Proc):
-    def __init__(self, world, spec, real_core: bool) -> None:
+    def __init__(self, world, spec) -> None:
         super().__init__(world.sim, spec.host, f"submit@{spec.name}")
         self.world = world
         self.spec = spec
         self.disk = world.disks[spec.host]
         self.journal = f"/home/{spec.name}/.job.condor.jrs"
-        self.mod = core_module(real_core)
+        self.mod = core
         self.core = None
         self.master: Optional[End] = None
         self.welcomed = False

@@ -10,13 +10,11 @@ list is empty when every invariant held (see tests/sim/check.py).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import traceback
 from dataclasses import dataclass, field
 from typing import Optional
 
-from jrs.cluster import pool as pool_mod
 from jrs.config import Endpoint, NodeEntry
 
 from . import check, faults
@@ -32,22 +30,6 @@ LIVENESS = 600.0  # every submit ends within this after the last fault
 QUIET = 75.0  # every submit done and the last fault over: no claim may be left after this
 # (more than the Pool's submitter lease of the shapes plus a node time-out)
 SWITCHES: dict = {}  # test-only defect switches in force for a run (see tests/sim/bugs.py)
-
-
-def real_cores() -> dict:
-    """Which roles run their real pure core (True) or the stand-in (until it lands)."""
-    out = {}
-    try:
-        from jrs.node import core as _n
-        out["node"] = hasattr(_n, "NodeCore")
-    except ImportError:
-        out["node"] = False
-    try:
-        from jrs.client import core as _s
-        out["submit"] = hasattr(_s, "SubmitCore")
-    except ImportError:
-        out["submit"] = False
-    return out
 
 
 @dataclass
@@ -111,27 +93,13 @@ class Result:
         return f"python -m tests.sim --seed {self.seed} --shape {self.shape}{out}{sw}"
 
 
-class _DetOs:
-    """For a Pool that still draws claim ids from os.urandom: the run's generator."""
-
-    def __init__(self, rng, real) -> None:
-        self._rng, self._real = rng, real
-
-    def urandom(self, n: int) -> bytes:
-        return self._rng.getrandbits(8 * n).to_bytes(n, "big")
-
-    def __getattr__(self, name: str):
-        return getattr(self._real, name)
-
-
 class World:
-    def __init__(self, seed: int, shape: Shape, real: Optional[dict] = None) -> None:
+    def __init__(self, seed: int, shape: Shape) -> None:
         self.seed = seed
         self.shape = shape
         self.sim = Sim(seed)
         self.rng = self.sim.rng
         self.net = Network(self.sim)
-        self.real = real if real is not None else real_cores()
         self.failures: list = []
         self.trace: list = []
         self.digest = hashlib.sha256()
@@ -213,16 +181,13 @@ class World:
             self.sim.after(spec.start, self.start_submitter, spec)
 
     def new_node(self, host):
-        """A node daemon starts on `host`: the real node core's shell, or the stand-in's."""
-        if self.real["node"]:
-            return NodeProc(self, host)
-        from .standin_node import StandinNodeProc
-        return StandinNodeProc(self, host, False)
+        """A node daemon starts on `host`: the node daemon's shell around the real core."""
+        return NodeProc(self, host)
 
     def start_submitter(self, spec: SubmitSpec) -> None:
         if spec.name in self.done:
             return
-        self.subs[spec.name] = SubmitterProc(self, spec, self.real["submit"])
+        self.subs[spec.name] = SubmitterProc(self, spec)
 
     # ------------------------------------------------------------ callbacks from parts
 
@@ -340,30 +305,15 @@ class _Host:
         self.name, self.disk = name, disk
 
 
-@contextlib.contextmanager
-def _deterministic_pool(world: World):
-    """Until the Pool takes `new_id`, its module's os.urandom comes from the run's rng."""
-    import inspect
-    if "new_id" in inspect.signature(pool_mod.Pool).parameters:
-        yield
-        return
-    saved = pool_mod.os
-    pool_mod.os = _DetOs(world.rng, saved)
-    try:
-        yield
-    finally:
-        pool_mod.os = saved
-
-
-def run(seed: int, shape="small", real: Optional[dict] = None,
-        switches: Optional[set] = None, trace_messages: bool = False) -> Result:
+def run(seed: int, shape="small", switches: Optional[set] = None,
+        trace_messages: bool = False) -> Result:
     """Run one seed of one shape; `switches` turn test-only defects on (tests/sim/bugs.py)."""
     from . import bugs
     sh = SHAPES[shape] if isinstance(shape, str) else shape
-    world = World(seed, sh, real)
+    world = World(seed, sh)
     if trace_messages:
         world.net.tracer = lambda text: world.trace.append(f"t={world.sim.now:.3f} {text}")
-    with _deterministic_pool(world), bugs.enabled(switches or set()):
+    with bugs.enabled(switches or set()):
         SWITCHES.clear()
         SWITCHES.update(dict.fromkeys(switches or ()))
         return world.run()
