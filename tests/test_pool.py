@@ -179,6 +179,35 @@ def test_a_heartbeat_and_an_offer_do_not_walk_every_claim():
     p.check()
 
 
+def test_an_offer_does_not_split_the_pool_again_unless_a_share_can_have_moved(monkeypatch):
+    """The fair shares are a water-fill over every submitter; an ended claim and the offer
+    that replaces it change the wants of submitters above their share only, which moves
+    no share: negotiation reuses the last fill (what changed, not every submitter)."""
+    p = _pool((4,) * 10)
+    offers = []
+    for i in range(20):  # 20 users, 2 slots each, then all backlogged
+        offers += _msgs(_sub(p, f"s{i}", 2, user=f"u{i}"), "claim-offer")
+    for who, m in offers:
+        p.claim_answer(who, {"type": "claim-ok", "claim": m["claim"]}, 1)
+    for i in range(20):
+        assert not _msgs(_sub(p, f"s{i}", 100, user=f"u{i}"), "claim-offer")
+    assert all(len(p.claims_of_submitter(f"s{i}")) == 2 for i in range(20))
+    fills = []
+    real = Pool._water_fill
+    monkeypatch.setattr(Pool, "_water_fill",
+                        staticmethod(lambda *a: fills.append(1) or real(*a)))
+    for n in range(5):
+        c = next(iter(p.nodes["h:3"].claims.values()))
+        (who, m), = _msgs(p.claim_released("h:3", c.id, 2 + n), "claim-offer")
+        assert m["submitter"] == c.submitter  # its slot goes back to the one below share
+        p.claim_answer(who, {"type": "claim-ok", "claim": m["claim"]}, 2 + n)
+    assert fills == []
+    p.set_demand("s0", [], 9)  # s0 wants less than its share now: the fill is done again
+    assert fills
+    fills.clear()
+    p.check()  # (check compares the kept shares with a fresh fill)
+
+
 def test_a_requirement_is_evaluated_once_per_node_until_an_attribute_it_reads_changes(
         monkeypatch):
     calls = []

@@ -61,6 +61,7 @@ TICK_PERIOD = 1.0
 # long (a node still running the claim's job is told again, not at every heartbeat).
 DROP_RESEND = 10.0
 MAX_DROPPED = 100_000  # remembered revoked/withdrawn claim ids
+EPS = 1e-6  # slots: a want above its share by more than this is not capped by it
 MAX_SESSIONS = 100_000
 
 
@@ -122,6 +123,7 @@ class Submitter:
     clusters: list = field(default_factory=list)
     give_back: int = 0
     avoid: dict = field(default_factory=dict)  # node it gave up on -> until when
+    seq: int = 0  # order of arrival (that of `Pool.submitters`)
 
 
 @dataclass
@@ -213,6 +215,15 @@ class Pool:
         self._reserving: dict[str, str] = {}  # submitter -> node
         self._topology = 0  # bumped when a node's capacity or ad changes
         self.up_slots = 0
+        # Shares as the last negotiation computed them (sid -> share), what each
+        # submitter wanted then (want, weight, capped), and the submitters whose want may
+        # have changed since: see _current_shares. None: compute them again.
+        self._shares: Optional[dict] = None
+        self._share_base: dict = {}
+        self._share_slots = -1
+        self._share_dirty: set = set()
+        self._givers: set = set()  # submitters last asked to give back a count > 0
+        self._sub_seq = itertools.count()
 
     @property
     def revoked(self) -> set:
@@ -236,6 +247,7 @@ class Pool:
         node.used_gpus += c.gpus
         self._by_sub.setdefault(c.submitter, {})[c.id] = c
         self._sub_held[c.submitter] = self._sub_held.get(c.submitter, 0) + c.cpus
+        self._want_changed(c.submitter)
         self._user_held[c.user] = self._user_held.get(c.user, 0) + c.cpus
         if not c.active:
             k = (c.submitter, c.key)
@@ -270,20 +282,31 @@ class Pool:
         node.used_gpus -= c.gpus
         mine = self._by_sub[c.submitter]
         del mine[cid]
+        self._want_changed(c.submitter)
         if not mine:
             del self._by_sub[c.submitter]
         for book, who in ((self._sub_held, c.submitter), (self._user_held, c.user)):
-            left = book[who] - c.cpus
+            left = book.get(who, 0) - c.cpus  # a 0-cpu claim may outlive its book entry
             if left > 0:
                 book[who] = left
             else:
-                del book[who]
+                book.pop(who, None)
         if not c.active:
             self._unpend(c)
         if remember is not None:
             self._remember(cid, remember)
         self._touch(node)
         return c
+
+    def _want_changed(self, sid: str) -> None:
+        """`sid`'s want (held + asked) or weight may have changed: its share, next time,
+        is checked (O(its requests)) before the cached shares are used again."""
+        if self._shares is None:
+            return
+        if sid in self.submitters:
+            self._share_dirty.add(sid)
+        else:  # a user's claims without a submitter: they take part in the fill as is
+            self._shares = None
 
     def _remember(self, cid: str, kill: bool) -> None:
         self.dropped[cid] = kill or self.dropped.get(cid, False)
@@ -355,6 +378,10 @@ class Pool:
         assert set(self._offers) == offers
         assert sum(self._sub_pending.values()) == len(offers)
         assert self.up_slots == sum(n.slots for n in self.nodes.values() if n.state == "up")
+        fresh, cached = self.submitter_shares(), self._current_shares()
+        assert set(fresh) == set(cached) and all(
+            abs(fresh[s] - cached[s]) <= EPS for s in fresh), (fresh, cached)
+        assert all(s.id in self._givers for s in self.submitters.values() if s.give_back)
 
     # ------------------------------------------------------------ nodes
 
@@ -512,6 +539,21 @@ class Pool:
         self.sessions.move_to_end(sid)
         return hmac.compare_digest(bound, token_hash)
 
+    def open_session(self, hello: dict, now: float) -> Optional[list]:
+        """A submitter-hello: its session checked (None: refused, the shell says why and
+        closes), then its payload. A hello whose payload is refused binds nothing: an id
+        bound by a bad hello would be taken from its real submitter (fuzzer finding W1)."""
+        sid = hello["submitter"]
+        bound = sid in self.sessions
+        if not self.session_ok(sid, hello.get("token")):
+            return None
+        try:
+            return self.submitter_hello(hello, now)
+        except Exception:  # a refused payload (PayloadError) or any other fault
+            if not bound:
+                self.sessions.pop(sid, None)
+            raise
+
     def submitter_hello(self, msg: dict, now: float) -> list:
         sid = payload.ident(msg.get("submitter"), "submitter")
         user = payload.text(msg.get("user"), "user", 256)
@@ -521,7 +563,9 @@ class Pool:
         clusters = payload.clusters(msg.get("clusters") or [])
         sub = self.submitters.get(sid)
         if sub is None:
-            sub = self.submitters[sid] = Submitter(sid, user, host, pid)
+            sub = self.submitters[sid] = Submitter(sid, user, host, pid,
+                                                   seq=next(self._sub_seq))
+            self._shares = None
         sub.connected, sub.last_seen, sub.pid = True, now, pid
         sub.clusters = clusters
         self._orphans.pop(sid, None)
@@ -542,6 +586,7 @@ class Pool:
         if sub is not None:
             sub.connected, sub.last_seen = False, now
             sub.requests = {}
+            self._want_changed(sid)
         for c in list(self.claims_of_submitter(sid).values()):
             out.append(self._drop(c, False, now))
         return out + self.negotiate(now)
@@ -569,6 +614,7 @@ class Pool:
                                ad, r["weight"], unmatchable=bad,
                                refs=_refs(tree, ad) if tree else ())
         sub.requests = new
+        self._want_changed(sid)
         out = [("submitter", sid, {"type": "unmatchable", "key": k, "reason": r.unmatchable})
                for k, r in new.items() if r.unmatchable and k not in previous]
         return out + self.negotiate(now)
@@ -616,6 +662,7 @@ class Pool:
         for sub in list(self.submitters.values()):
             if not sub.connected and now - sub.last_seen > self.submitter_lease:
                 del self.submitters[sub.id]  # `jrs q` forgets it
+                self._shares = None
         for sid, since in list(self._orphans.items()):
             if now - since > self.orphan_grace:
                 del self._orphans[sid]
@@ -744,6 +791,41 @@ class Pool:
                 out.update(self._water_fill(total, subs, {s: 1.0 for s in subs}))
         return out
 
+    @staticmethod
+    def _sub_weight(sub: Submitter) -> float:
+        return max([r.weight for r in sub.requests.values()] or [1.0])
+
+    def _current_shares(self) -> dict:
+        """`submitter_shares()`, but computed again only when it may have changed.
+
+        A water-fill gives each submitter min(its want, a level); the level moves only if
+        the want of a submitter the level capped changes, or a submitter is not above
+        the level any more. So if every submitter whose want changed since the last fill
+        was above its share then and still is (same weight), the shares are the same:
+        the common case of a claim that ends and an offer that replaces it costs
+        O(the submitters that changed), not O(all submitters x their requests)."""
+        shares = self._shares
+        if shares is not None and self._share_slots == self.up_slots:
+            base = self._share_base
+            for sid in self._share_dirty:
+                sub = self.submitters.get(sid)
+                then = base.get(sid)
+                if sub is None or then is None or self._sub_weight(sub) != then[1]:
+                    break
+                want = self._sub_want(sub)
+                if want != then[0] and not (then[2] and want > shares.get(sid, 0.0) + EPS):
+                    break
+            else:
+                self._share_dirty.clear()
+                return shares
+        shares = self.submitter_shares()
+        self._share_base = {
+            s.id: (w, self._sub_weight(s), w > shares.get(s.id, 0.0) + EPS)
+            for s in self.submitters.values() for w in (self._sub_want(s),)}
+        self._shares, self._share_slots = shares, self.up_slots
+        self._share_dirty.clear()
+        return shares
+
     def negotiate(self, now: float) -> list:
         out: list = []
         for sub in self.submitters.values():
@@ -752,9 +834,10 @@ class Pool:
                     why = self._why_never(r, now)
                     if why:
                         r.unmatchable = why
+                        self._want_changed(sub.id)
                         out.append(("submitter", sub.id,
                                     {"type": "unmatchable", "key": r.key, "reason": why}))
-        share = self.submitter_shares()
+        share = self._current_shares()
         held = dict(self._sub_held)
         pending = {(s.id, r.key): r.count - self._sub_pending.get((s.id, r.key), 0)
                    for s in self.submitters.values() if s.connected
@@ -776,6 +859,10 @@ class Pool:
             if p != prio(sid):  # it got a claim for another of its requests meanwhile
                 heapq.heappush(cands, (prio(sid), sid, key))
                 continue
+            if not self._any_free():  # nothing is free: every request left waits
+                blocked.add((sid, key))
+                blocked.update((s, k) for _, s, k in cands)
+                break
             sub = self.submitters[sid]
             r = sub.requests[key]
             node, fragmented = self._pick(r, sub, now)
@@ -802,6 +889,17 @@ class Pool:
                                              "cpus": r.cpus, "memory": r.memory,
                                              "gpus": r.gpus}))
         return out + self._give_back(share, held, blocked)
+
+    def _any_free(self) -> bool:
+        """Is some node eligible for an offer? (Stale heap entries on top are dropped.)"""
+        heap, nodes = self._heap, self.nodes
+        while heap:
+            entry = heap[0]
+            node = nodes[entry[2]]
+            if node.heap_seq == entry[1] and self._eligible(node):
+                return True
+            heapq.heappop(heap)
+        return False
 
     def _pick(self, r: Request, sub: Submitter, now: float) -> tuple:
         """The least busy (used + load) node with room that matches, from the heap, and
@@ -860,7 +958,13 @@ class Pool:
                 if c.submitter != rsid:
                     in_the_way.add(c.submitter)
         out = []
-        for sub in self.submitters.values():
+        if not starving and not in_the_way:  # nobody is asked: only those asked before
+            subs = sorted((self.submitters[s] for s in self._givers if s in self.submitters),
+                          key=lambda sub: sub.seq)
+        else:
+            subs = list(self.submitters.values())
+        self._givers.clear()
+        for sub in subs:
             over = 0
             if starving and sub.id not in starving:
                 over = max(0, math.floor(held.get(sub.id, 0) - math.ceil(share.get(sub.id, 0))))
@@ -869,6 +973,8 @@ class Pool:
             if over != sub.give_back and sub.connected:
                 sub.give_back = over
                 out.append(("submitter", sub.id, {"type": "give-back", "count": over}))
+            if sub.give_back:
+                self._givers.add(sub.id)
         return out
 
     # ------------------------------------------------------------ views

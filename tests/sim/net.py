@@ -144,13 +144,13 @@ class Conn:
         self.b = End(net, server, self, f"{label} (from {server.name})")
         self.a.peer, self.b.peer = self.b, self.a
         self.dead = False
-        net.conns.add(self)
+        net.conns[self] = None
 
     def reset(self, notify_self: bool = True, origin: Optional[End] = None) -> None:
         if self.dead:
             return
         self.dead = True
-        self.net.conns.discard(self)
+        self.net.conns.pop(self, None)
         for end in (self.a, self.b):
             end._out.clear()
             end._drop_from_proc()
@@ -170,7 +170,9 @@ class Network:
         self.latency = latency
         self.bandwidth = bandwidth
         self.listeners: dict = {}  # address -> (proc, accept(end))
-        self.conns: set = set()
+        # open connections, as an ordered set: a set of objects iterates in the order of
+        # their addresses, which differ from run to run (a seed would not replay)
+        self.conns: dict = {}
         self.partitions: dict = {}  # frozenset({host, host}) -> heal time
         self.problems: list = []
         self.sent = 0
