@@ -40,11 +40,8 @@ def test_fuzzed_messages_reach_every_handler_and_break_nothing(seed, tmp_path):
 
 
 # ------------------------------------------------------------------ findings
-# Found by the fuzzer, reported to their owners in /work/wt/API-W.md. Each is pinned
-# as it is today (strict xfail: the day it is fixed this passes, the suite says XPASS,
-# and the entry goes from wirefuzz.KNOWN and from here).
+# Found by the fuzzer (each failed before its fix; wirefuzz.KNOWN lists any not yet fixed).
 
-@pytest.mark.xfail(strict=True, raises=KeyError, reason="API-W.md M1 (jrs/cluster/pool.py)")
 def test_m1_a_claim_of_no_cpus_does_not_break_the_books():
     from types import SimpleNamespace as NS
 

@@ -381,11 +381,10 @@ class Roles:
     def snapshot(self, role: str, kind: str = "") -> str:
         if role.startswith("master"):
             pool = self.master.pool
-            # API-W.md W1: the master binds a submitter id to its token before it checks
-            # the rest of the hello (jrs/cluster/master.py _submitter), so a refused hello
-            # leaves the binding: not counted here until M moves the check first
-            skip = {"new_id", "sessions"} if kind == "submitter-hello" else {"new_id"}
-            return _state(sorted((k, repr(v)) for k, v in vars(pool).items() if k not in skip))
+            # a refused submitter-hello binds no session either (W1); the sessions' LRU
+            # order may move (a hello with the right token refreshes it), not their contents
+            return _state(sorted((k, repr(sorted(v.items()) if k == "sessions" else v))
+                                 for k, v in vars(pool).items() if k != "new_id"))
         if role.startswith("node"):
             c = self.node
             return _state(c.claims, c.tasks, c.sessions, c.bound, sorted(c.receiving))
@@ -474,9 +473,8 @@ class Roles:
             if kind == "node-hello":
                 master.send(pool.node_hello(NODE, msg, 100.0))
             elif kind == "submitter-hello":
-                if not pool.session_ok(msg["submitter"], msg.get("token")):
+                if pool.open_session(msg, 100.0) is None:
                     return "session"
-                pool.submitter_hello(msg, 100.0)
             else:
                 table = {"master-node": M.NODE, "master-sub": M.SUBMITTER,
                          "master-tool": M.TOOL}[role]
@@ -705,7 +703,6 @@ def run(seed: int, count: int, tmp: str, stats: Optional[Stats] = None,
 # goes on; tests/test_wire_fuzz.py pins each with a strict xfail, so the entry must go
 # when its fix lands (the pinned test then passes and fails the suite as XPASS).
 KNOWN = {
-    (KeyError, "_remove"): "M1",      # pool.py: a 0-cpu claim breaks the held books
 }
 
 

@@ -248,7 +248,8 @@ class Master:
         sid = hello["submitter"]
         bound = sid in self.pool.sessions
         token = hello.get("token")
-        if not self.pool.session_ok(sid, token):  # the server closes the channel
+        actions = self.pool.open_session(hello, self.clock())  # session, then payload
+        if actions is None:  # the server closes the channel
             why = "not its session" if token else "no session token"
             self.peerlog.warning(ch.peer, "refused submitter %s from %s: %s",
                                  excerpt(sid), ch.peer, why)
@@ -257,7 +258,6 @@ class Master:
             return
         if not bound and self.store is not None and sid in self.pool.sessions:
             self.store.add(sid, self.pool.sessions[sid])
-        actions = self.pool.submitter_hello(hello, self.clock())  # checks the payload first
         old = self.submitters.get(sid)
         if old is not None:
             old.close()

@@ -286,11 +286,11 @@ class Pool:
         if not mine:
             del self._by_sub[c.submitter]
         for book, who in ((self._sub_held, c.submitter), (self._user_held, c.user)):
-            left = book[who] - c.cpus
+            left = book.get(who, 0) - c.cpus  # a 0-cpu claim may outlive its book entry
             if left > 0:
                 book[who] = left
             else:
-                del book[who]
+                book.pop(who, None)
         if not c.active:
             self._unpend(c)
         if remember is not None:
@@ -538,6 +538,21 @@ class Pool:
             return True
         self.sessions.move_to_end(sid)
         return hmac.compare_digest(bound, token_hash)
+
+    def open_session(self, hello: dict, now: float) -> Optional[list]:
+        """A submitter-hello: its session checked (None: refused, the shell says why and
+        closes), then its payload. A hello whose payload is refused binds nothing: an id
+        bound by a bad hello would be taken from its real submitter (fuzzer finding W1)."""
+        sid = hello["submitter"]
+        bound = sid in self.sessions
+        if not self.session_ok(sid, hello.get("token")):
+            return None
+        try:
+            return self.submitter_hello(hello, now)
+        except Exception:  # a refused payload (PayloadError) or any other fault
+            if not bound:
+                self.sessions.pop(sid, None)
+            raise
 
     def submitter_hello(self, msg: dict, now: float) -> list:
         sid = payload.ident(msg.get("submitter"), "submitter")
