@@ -55,6 +55,9 @@ FOUND = [
      "a node stalled past the node timeout woke and started a run queued on a claim the "
      "master had revoked meanwhile: the job ran twice at once until the kill came"),
     (200962, "large", "", "node core (N2)", "the same, on the large shape"),
+    (105101, "large", "stall,disk,ctrl-c", "Pool (C4, soak 12-01)",
+     "a master restarted after kill -9 heard only its 1-slot node within its 3 s grace and "
+     "declared 2-cpu jobs unmatchable: they were held for good"),
 ]
 
 

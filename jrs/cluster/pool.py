@@ -46,7 +46,11 @@ from . import payload
 NODE_TIMEOUT = 6.0
 SUBMITTER_LEASE = 300.0
 OFFER_TIMEOUT = 10.0
-UNMATCHABLE_GRACE = 3.0
+# A master judges a request against the nodes it has heard from only once every node.list
+# entry has said hello or this long after its start: a node back within its reconnect
+# backoff (5 s at most) plus a connect time-out (sim C4: a restarted master heard only
+# its smallest node within 3 s and held 2-cpu jobs for good).
+UNMATCHABLE_GRACE = 15.0
 # A live submitter is back within its reconnect backoff (5 s at most) plus a connect
 # time-out of a master that restarted; claims nodes bring of one that is not, go.
 ORPHAN_GRACE = 15.0
