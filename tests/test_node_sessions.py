@@ -52,7 +52,8 @@ def test_a_failed_claims_write_is_made_good_once_the_disk_lets_it(pyz, tmp_path)
         assert _claims(node) == [held] and log.read_text().count("cannot save the") == 1
         blocker.rmdir()
         wait_for(lambda: _claims(node) == [], timeout=5)
-        assert "the claims are saved again" in log.read_text()
+        # the daemon logs this just after the write lands: wait for it, do not race it
+        wait_for(lambda: "the claims are saved again" in log.read_text(), timeout=5)
         c.kill9(c.nodes[0])
         c.start_node(0)
         c.wait_up(1)
