@@ -101,19 +101,26 @@ def _offer_lost():
     return stack
 
 
-@switch("retries-forgotten", "issue 12: retry state is lost across resume: a resumed queue "
-                             "starts attempts and completions at 0 again (max_retries restarts, "
-                             "attempt numbers collide with unacknowledged old taskfiles)")
-def _retries_forgotten():
+def _queue_forgets(arg: str):
+    """Patch Queue.__init__ so a resumed queue is built without `arg` (skip or restore)."""
     from jrs.client.jobs import Queue
 
     def init(orig):
         @functools.wraps(orig)
         def wrapped(self, jobs, total, skip=None, window=None, restore=None):
-            orig(self, jobs, total, skip=skip, window=window, restore=None)
+            kept = {"skip": skip, "restore": restore}
+            kept[arg] = None
+            orig(self, jobs, total, window=window, **kept)
         return wrapped
 
     return _patched(Queue, "__init__", init)
+
+
+@switch("retries-forgotten", "issue 12: retry state is lost across resume: a resumed queue "
+                             "starts attempts and completions at 0 again (max_retries restarts, "
+                             "attempt numbers collide with unacknowledged old taskfiles)")
+def _retries_forgotten():
+    return _queue_forgets("restore")
 
 
 @switch("task-before-io", "issue 12: the node changes state before I/O that can fail: the task "
@@ -241,15 +248,7 @@ def _shares_unweighted():
                             "already ended (the journal's final records are not applied) and "
                             "runs and ends them again")
 def _finals_forgotten():
-    from jrs.client.jobs import Queue
-
-    def init(orig):
-        @functools.wraps(orig)
-        def wrapped(self, jobs, total, skip=None, window=None, restore=None):
-            orig(self, jobs, total, skip=None, window=window, restore=restore)
-        return wrapped
-
-    return _patched(Queue, "__init__", init)
+    return _queue_forgets("skip")
 
 
 @switch("retry-once-more", "max executions: the retry policy allows one retry more than "
