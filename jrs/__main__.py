@@ -4,7 +4,7 @@ Usage:
   jrs master  [-c DIR] [--listen=ADDR] [--state=DIR] [-v]
   jrs node    [-c DIR] [--listen=ADDR] [--state=DIR] [--slots=N] [--memory=MB] [--name=NAME]
               [--execute=DIR] [--job-uids=RANGE] [--same-user-accounts] [--root-groups=LIST]
-              [--job-pids=N] [--retain=DURATION] [-v]
+              [--job-pids=N] [--cgroup=PATH] [--retain=DURATION] [-v]
   jrs executor TASKFILE
   jrs submit  [-c DIR | --local] [--dry-run] [--no-progress] [--fresh] [--state=DIR] FILE
   jrs status  [-c DIR] [--json]
@@ -44,6 +44,8 @@ Options:
   --root-groups=LIST    groups whose members never run jobs under their own account
                         (default root,sudo,wheel,adm,docker,lxd,disk,shadow,kvm)
   --job-pids=N          processes a job may have at once (default 4096)
+  --cgroup=PATH         the cgroup below which a root node makes its jobs' cgroups
+                        (default: its own; `none`: no cgroups)
   --retain=DURATION     keep a result nobody collects this long, then remove it:
                         7d (the default), 12h, 30m, 5s
   --local               run on an embedded one-machine cluster for this submit only
@@ -99,7 +101,8 @@ Example:
 
 Usage: jrs node [-c DIR] [--listen=ADDR] [--state=DIR] [--slots=N] [--memory=MB]
                 [--name=NAME] [--execute=DIR] [--job-uids=RANGE] [--same-user-accounts]
-                [--root-groups=LIST] [--job-pids=N] [--retain=DURATION] [-v]
+                [--root-groups=LIST] [--job-pids=N] [--cgroup=PATH] [--retain=DURATION]
+                [-v]
 
 Finds its own node.list entry by --name, else --listen, else this host's names
 and addresses. Jobs survive `kill -9` of this daemon: each has an executor
@@ -109,7 +112,8 @@ Run as root, every job runs under a uid of its own from --job-uids (matching
 gid, no groups, USER jrs-UID, HOME its sandbox), reclaimed when nothing of it is
 left; with --same-user-accounts, as the submitter's account of the same name
 when that is not root, not in group 0 or --root-groups, and not a system
-account (uid below UID_MIN). Never as root. Run as another user, jobs run as
+account (uid below UID_MIN). Never as root. Each job gets a cgroup below the
+node's own (or --cgroup's; `none`: no cgroups). Run as another user, jobs run as
 that user.
 A finished job's result (its sandbox and taskfile) waits for its submitter
 to collect it; one not collected within --retain (default 7d; also 12h, 30m,
