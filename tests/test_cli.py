@@ -113,3 +113,13 @@ def test_the_readme_lists_the_commands_as_the_usage_text_does():
     block = readme.split("### Commands\n\n```\n", 1)[1].split("```", 1)[0]
     usage = doc.split("Usage:\n", 1)[1].split("\n\n", 1)[0]
     assert block.splitlines() == [line[2:] for line in usage.splitlines()]
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_each_commands_help_explains_every_option_its_usage_lines_take(command):
+    import re
+
+    from jrs.__main__ import usage_for
+
+    options = set(re.findall(r"--[a-z][a-z-]*", usage_for(command).split("\nCommands:")[0]))
+    assert [o for o in sorted(options) if o not in COMMAND_HELP[command]] == []
