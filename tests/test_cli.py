@@ -102,3 +102,24 @@ def test_a_short_command_flushes_all_it_printed_before_its_fast_exit(pyz, tmp_pa
     lines = r.stdout.splitlines()
     assert len(lines) == count and r.stdout.endswith("\n")
     assert f'"{count - 1}"' in lines[-1]
+
+
+def test_the_readme_lists_the_commands_as_the_usage_text_does():
+    from pathlib import Path
+
+    from jrs.__main__ import __doc__ as doc
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("### Commands\n\n```\n", 1)[1].split("```", 1)[0]
+    usage = doc.split("Usage:\n", 1)[1].split("\n\n", 1)[0]
+    assert block.splitlines() == [line[2:] for line in usage.splitlines()]
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_each_commands_help_explains_every_option_its_usage_lines_take(command):
+    import re
+
+    from jrs.__main__ import usage_for
+
+    options = set(re.findall(r"--[a-z][a-z-]*", usage_for(command).split("\nCommands:")[0]))
+    assert [o for o in sorted(options) if o not in COMMAND_HELP[command]] == []
