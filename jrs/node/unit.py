@@ -748,6 +748,13 @@ def _kill_descendants() -> bool:
             return False
 
 
+def process_state(pid: int) -> str:
+    """The state letter of /proc/PID/stat (R, S, D, T stopped, Z, ...); "" if gone."""
+    data = _read(f"/proc/{pid}/stat")
+    fields = data[data.rfind(")") + 2:].split()
+    return fields[0] if fields else ""
+
+
 def descendants(pid: int) -> list:
     """Every live descendant of `pid` (through /proc/*/stat ppid links)."""
     parent = {}
