@@ -502,10 +502,11 @@ class NodeDaemon:
             reason += f" while the job's process {a.pid} still ran (killed it)"
         if a.reap or alive:
             try:
-                spec = taskfile.load(a.path).spec
+                st = taskfile.load(a.path)
+                spec, leaf = st.spec, st.cgroup_leaf
             except (OSError, ValueError):
-                spec = {}
-            job_unit = unit.Unit.from_spec(spec, a.key)
+                spec, leaf = {}, None
+            job_unit = unit.Unit.from_spec(spec, a.key, leaf)  # (a reused executor's cgroups)
             if alive:
                 job_unit.pgid = a.pid
             job_unit.reap()  # all of its unit, and a per-job uid's files and IPC

@@ -262,7 +262,10 @@ class Unit:
 
     def __init__(self, cgroups: dict, leaf: str, uid: Optional[int], gid: Optional[int],
                  per_job: bool, pids_max: int) -> None:
-        self.dirs = {k: os.path.join(v, leaf) for k, v in cgroups.items() if v}
+        self.roots = {k: v for k, v in cgroups.items() if v}
+        self.leaf = leaf
+        self.dirs = {k: os.path.join(v, leaf) for k, v in self.roots.items()}
+        self.reused = False  # the cgroups are a reused executor's: kept after the job
         self.uid = uid
         self.gid = gid
         self.per_job = per_job
@@ -279,9 +282,11 @@ class Unit:
         self.subreaper = False
 
     @classmethod
-    def from_spec(cls, spec: dict, key: str = "") -> Unit:
+    def from_spec(cls, spec: dict, key: str = "", leaf: Optional[str] = None) -> Unit:
+        """`leaf`: the cgroup the executor recorded (a reused executor's own), else the
+        job's (the spec's)."""
         cg = spec.get("cgroup") or {}
-        leaf = leaf_name(str(spec.get("cgroup_leaf") or key or "job"))
+        leaf = leaf_name(str(leaf or spec.get("cgroup_leaf") or key or "job"))
         uid = spec.get("uid")
         u = cls(cg if isinstance(cg, dict) else {}, leaf,
                 uid if isinstance(uid, int) else None,
@@ -294,20 +299,46 @@ class Unit:
 
     # ------------------------------------------------------------- setting up
 
+    def reuse(self, leaf: str) -> None:
+        """Run in a reused executor's own cgroups, `leaf` (kept from job to job: no
+        mkdir and rmdir per job), instead of the job's."""
+        self.leaf = leaf
+        self.dirs = {k: os.path.join(v, leaf) for k, v in self.roots.items()}
+        self.reused = True
+
     def create(self) -> None:
-        """Make the job's cgroups (before the fork); drop those we cannot make."""
+        """Make the job's cgroups (before the fork); drop those we cannot make. A
+        reused executor's cgroups are made by its first job; every later one first
+        makes sure they are empty (the last job's processes all gone: kill_all at
+        its end waited for that), else the executor takes new ones (`leaf` says
+        which: the executor records it for the daemon)."""
+        if self.reused and any(p in _made for p in self.dirs.values()) and not all(
+                self._empty(p, k) or self._kill_cgroup(p, k) for k, p in self.dirs.items()):
+            self.reuse(f"{self.leaf.split('_')[0]}_{os.urandom(4).hex()}")
         for kind, path in list(self.dirs.items()):
             try:
-                try:
-                    os.mkdir(path, 0o755)
-                except FileExistsError:  # left by a crash: empty it, reuse it
-                    self._kill_cgroup(path, kind)
+                if path not in _made:
+                    try:
+                        os.mkdir(path, 0o755)
+                    except FileExistsError:  # left by a crash: empty it, reuse it
+                        self._kill_cgroup(path, kind)
+                    if self.reused:
+                        _made[path] = None
                 limit = os.path.join(path, "pids.max")
-                if os.path.exists(limit):
+                if _made.get(path) != self.pids_max and os.path.exists(limit):
                     _write(limit, str(self.pids_max))
+                    if self.reused:
+                        _made[path] = self.pids_max
             except OSError:
                 del self.dirs[kind]
         self.contained = bool(self.dirs)
+
+    @staticmethod
+    def _empty(path: str, kind: str) -> bool:
+        """No process in the cgroup (v2: cgroup.events says so; v1: cgroup.procs)."""
+        if kind == "v2":
+            return "populated 0" in _read(os.path.join(path, "cgroup.events"))
+        return not _read(os.path.join(path, "cgroup.procs")).split()
 
     @property
     def pids_limited(self) -> bool:
@@ -379,17 +410,10 @@ class Unit:
             ok, _ = self._as_uid(_signal.SIGKILL, once=False, clean_files=clean_files,
                                  since=since)
             clean = clean and ok
-        for path in self.dirs.values():
-            for _ in range(200):
-                try:
-                    os.rmdir(path)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError as exc:
-                    if exc.errno != errno.EBUSY:
-                        break
-                    time.sleep(0.005)
+        if not (self.reused and clean):  # a reused executor's stay for its next job
+            for path in self.dirs.values():
+                _rmdir(path)
+                _made.pop(path, None)
         return {"clean": clean}
 
     def needs_uid_visit(self, since: float, roots: Optional[tuple] = None) -> bool:
@@ -502,6 +526,30 @@ class Unit:
                 return os.WEXITSTATUS(status) == 0, 0
             # killed by what it fights (a process of the uid got to it first): again
         return False, 0
+
+
+# the cgroups this (reused executor) process made for its jobs -> pids.max written
+_made: dict = {}
+
+
+def _rmdir(path: str) -> None:
+    for _ in range(200):
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                return
+            time.sleep(0.005)
+
+
+def remove_made() -> None:
+    """A reused executor is leaving: remove the cgroups it kept for its jobs."""
+    for path in list(_made):
+        _rmdir(path)
+        _made.pop(path, None)
 
 
 def _kill(pid: int, sig: int) -> None:
