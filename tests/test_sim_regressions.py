@@ -58,6 +58,10 @@ FOUND = [
     (105101, "large", "stall,disk,ctrl-c", "Pool (C4, soak 12-01)",
      "a master restarted after kill -9 heard only its 1-slot node within its 3 s grace and "
      "declared 2-cpu jobs unmatchable: they were held for good"),
+    (400831, "large", "", "the checker (K, soak 7)",
+     "a submitter stalled while the master declared a node lost sent that node a run "
+     "before reading the node-lost, then reran it: the checker dated the loss from the "
+     "master's send, before the run, and called the rerun a retry"),
 ]
 
 

@@ -216,6 +216,10 @@ class SubmitterProc(Proc):
             return
         if msg["type"] == "claim":
             self.world.claim_node[msg["claim"]] = msg["node"]
+        elif msg["type"] == "node-lost":
+            # the master's loss counts from its sending (its kills go out then) and again
+            # from here: a submitter stalled meanwhile may have sent the node a run since
+            self.world.lost(self.spec.sid, msg["node"], "the master's node-lost reached it")
         self.do(self.core.from_master(msg, self.sim.now))
 
     def _booted(self) -> None:
