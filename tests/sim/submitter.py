@@ -240,7 +240,8 @@ class SubmitterProc(Proc):
                                              "total": spec.total, "key": key.hex()}])
         jobs = expand_text(spec.text, "/tmp", cluster=self.cluster)
         queue = Queue(jobs, spec.total, skip=prev.final if prev else None,
-                      restore=prev.attempts if prev else None)
+                      restore=prev.attempts if prev else None,
+                      counts=prev.counts if prev else None)
         running = []
         if prev and prev.running:
             running = [j for j in expand_text(spec.text, "/tmp", cluster=self.cluster)
