@@ -113,7 +113,7 @@ class End:
             if net.host_up(peer.dead_host):
                 self.conn.reset()
             return
-        _, body = self._out.popleft()
+        ready, body = self._out.popleft()
         if self._out:
             self._schedule()
         if body is _CLOSE:
@@ -133,7 +133,13 @@ class End:
         net.delivered += 1
         if net.tracer is not None:
             net.tracer(f"{self.proc.name} -> {peer.proc.name}: {body[:300]}")
+        if net.on_deliver is not None:
+            net.on_deliver(self, msg, ready)
         peer.on_message(msg)
+
+    def waiting(self) -> list:
+        """(ready, body) of what is sent and not delivered yet, oldest first."""
+        return list(self._out)
 
 
 class Conn:
@@ -178,6 +184,9 @@ class Network:
         self.sent = 0
         self.delivered = 0
         self.tracer: Optional[Callable[[str], None]] = None
+        # told of every message delivered: the sending end, the message, and when it was
+        # ready (sent, plus the delay; a partition or a stalled peer may hold it longer)
+        self.on_deliver: Optional[Callable[[End, dict, float], None]] = None
         self.ghost = Proc(sim, "", "(gone)")  # owns what is sent to a vanished process
         self.host_up: Callable[[str], bool] = lambda host: True
 
