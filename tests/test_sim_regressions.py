@@ -62,6 +62,14 @@ FOUND = [
      "a submitter stalled while the master declared a node lost sent that node a run "
      "before reading the node-lost, then reran it: the checker dated the loss from the "
      "master's send, before the run, and called the rerun a retry"),
+    (404593, "large", "", "the checker (K, soak 7)",
+     "the same: a retry sent on the lost node's claim by a submitter stalled past the "
+     "node-lost ran there and succeeded; the rerun elsewhere is right"),
+    (404719, "large", "", "submitter and node cores (K, soak 7)",
+     "a reset submitter-master connection dropped the submitter's claims at the master; "
+     "the submitter sent five runs of one job on them as their jobs ended, each refused "
+     "'unknown claim', and the five refusals held the job (now cause \"claim\": a race, "
+     "rerun uncounted)"),
 ]
 
 

@@ -68,8 +68,8 @@ def declared_lost(world, master, node: str, readies: list) -> None:
     a right one wrong."""
     now = world.sim.now
     stalls: list = []
-    for a, b in sorted(world.master_stalls):
-        if a >= now or b <= master.started:
+    for a, b in sorted((a, b) for p, a, b in world.master_stalls if p is master):
+        if a >= now:
             continue
         if stalls and a <= stalls[-1][1]:
             stalls[-1] = (stalls[-1][0], max(stalls[-1][1], b))

@@ -128,7 +128,7 @@ class Nemesis:
         seconds = self.sim.rng.uniform(0.5, 10.0)
         p.stall(seconds)
         if p is self.w.master:
-            self.w.master_stalls.append((self.sim.now, self.sim.now + seconds))
+            self.w.master_stalls.append((p, self.sim.now, self.sim.now + seconds))
         self._until(self.sim.now + seconds)
         return f"{p.name} for {seconds:.1f}s"
 

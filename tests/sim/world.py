@@ -133,7 +133,7 @@ class World:
         # (master process, node) -> when the latest hellos and reports of the node that
         # reached that master were ready (sent, plus the network's delay)
         self.heard: dict = {}
-        self.master_stalls: list = []  # (from, to) of every stall of a master
+        self.master_stalls: list = []  # (master process, from, to) of each of its stalls
         self.net.on_deliver = self._delivered
         self._ids = 0
         self._make_specs()
