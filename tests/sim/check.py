@@ -17,7 +17,9 @@ the executions as they happened:
   job) before its result reached the submitter does not count; a FAILED job
   used all max_retries;
 - nothing is killed that nobody asked to kill: an execution killed is of a job
-  the user removed, or its node was lost after the run was sent;
+  the user removed, or its node was lost after the run was sent, or its claim was
+  revoked by the master (its node-lost) before the kill, which a submitter cut off
+  from the master may not know when it sends the run;
 - nothing runs twice: no attempt starts after a later attempt of its job was sent;
 - no live node is declared lost: when the master declares a node lost, no hello or
   report of that node was due at it for the node time-out of its own running time
@@ -229,14 +231,17 @@ def _policy(world, spec, p: int, timed: list, execs: list) -> None:
                    f"ended on their own; max_retries={spec.max_retries}: {seq} "
                    f"{_runs(execs)}")
     sent = {r["attempt"]: t for t, r in runs}
+    claim_of = {r["attempt"]: r.get("claim") for _, r in runs}
     for e in execs:
         later = [a for a, t in sent.items() if a > e.attempt and t < e.start]
         if later:
             world.fail(f"{spec.name}: {job}.{e.attempt} started on {e.node} at t={e.start:.2f}, "
                        f"after attempt {min(later)} of the job had been sent at "
                        f"t={sent[min(later)]:.2f}: the job ran twice")
-        if e.how == "killed" and not removed and not _lost(
-                world, spec.sid, e.node, sent.get(e.attempt, e.start), e.end or world.sim.now):
+        revoked = world.revoked.get(claim_of.get(e.attempt), float("inf"))
+        if e.how == "killed" and not removed and revoked > (e.end or world.sim.now) \
+                and not _lost(world, spec.sid, e.node, sent.get(e.attempt, e.start),
+                              e.end or world.sim.now):
             world.fail(f"{spec.name}: {job}.{e.attempt} on {e.node} was killed at "
                        f"t={e.end:.2f} though nobody removed it and its node was never "
                        f"lost; the job ended {end['state']}")

@@ -7,6 +7,7 @@ Kinds (a shape enables a subset):
   submit-kill  kill -9 a `jrs submit`; the user runs the same command again 0.2-3 s later
   reset        reset one connection (both directions lose what is in flight)
   partition    two hosts cannot talk for 0.5-30 s (connections across reset after 20 s)
+  master-cut   the same between the master and one node or submit host
   stall        a process stops for 0.5-10 s (SIGSTOP, a swapping host)
   disk         a node's disk fails writes (ENOSPC or EIO, each write at 50%) for 0.5-5 s
   ctrl-c       Ctrl-C on a `jrs submit`: its cluster is removed
@@ -117,6 +118,14 @@ class Nemesis:
         self.w.net.partition(a, b, seconds)
         self._until(self.sim.now + seconds)
         return f"{a} | {b} for {seconds:.1f}s"
+
+    def _master_cut(self) -> str:
+        hosts = [*sorted(self.w.hosts), *sorted({s.host for s in self.w.specs})]
+        other = self.sim.rng.choice(hosts)
+        seconds = self.sim.rng.uniform(0.5, 30.0)
+        self.w.net.partition("master", other, seconds)
+        self._until(self.sim.now + seconds)
+        return f"master | {other} for {seconds:.1f}s"
 
     def _stall(self) -> str:
         procs = [self.w.master] + [h.daemon for h in self.w.hosts.values()] \

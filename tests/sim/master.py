@@ -53,6 +53,8 @@ class MasterProc(Proc):
         for kind, ident, msg in actions:
             if kind == "submitter" and msg.get("type") == "node-lost":
                 self.world.lost(ident, msg["node"], "the master declared it lost")
+                for cid in msg.get("claims") or ():
+                    self.world.revoked.setdefault(cid, self.sim.now)
                 if msg["node"] not in declared:
                     declared.add(msg["node"])
                     self.world.declared_lost(self, msg["node"])

@@ -59,6 +59,10 @@ class End:
         net = self.net
         ready = max(self._last, net.sim.now + net.delay() + size / net.bandwidth)
         self._last = ready
+        if self._busy and self.peer is not None:  # behind a message a partition holds?
+            hold = net.partition_end(self.proc.host, self.peer.proc.host)
+            if hold is not None:
+                ready = max(ready, hold)  # ready only then (for the checks; same timing)
         self._out.append((ready, body))
         net.sent += 1
         if not self._busy:
@@ -106,6 +110,8 @@ class End:
         hold = net.partition_end(self.proc.host, peer.proc.host)
         if hold is not None:
             self._busy = True
+            # what waits for the heal is ready only then (for the checks; same timing)
+            self._out = deque((max(ready, hold), body) for ready, body in self._out)
             net.sim.at(hold, self._deliver, owner=peer.proc)
             return
         if peer.dead_host is not None:  # into the void, or a reset from the rebooted host
