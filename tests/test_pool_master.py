@@ -244,6 +244,25 @@ def test_a_nodes_ping_is_answered_after_the_drops_its_report_caused(tmp_path):
     run(go, tmp_path)
 
 
+def test_cluster_ids_are_never_handed_out_twice_across_restarts_and_flush_once_a_block(
+        tmp_path, monkeypatch):
+    flushes = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(master_mod.os, "fsync", lambda fd: (flushes.append(fd), real_fsync(fd)))
+    seen: list = []
+    counter = ClusterCounter(str(tmp_path))
+    seen += [counter.take() for _ in range(ClusterCounter.BLOCK + 5)]
+    assert len(flushes) == 2  # one per block begun, none per id
+    # a restart (or a crash: the file is all that survives) continues above every id out
+    for used in (0, 1, 3):
+        counter = ClusterCounter(str(tmp_path))
+        seen += [counter.take() for _ in range(used)]
+    assert seen == sorted(seen) and len(set(seen)) == len(seen) and seen[0] == 1
+    # a file of an older build holds the next id itself: it is used as the ceiling
+    (tmp_path / "next-cluster").write_text("7\n")
+    assert ClusterCounter(str(tmp_path)).take() == 7
+
+
 def test_the_ticker_ticks_at_once_so_a_stop_before_its_second_tick_is_pardoned(
         tmp_path, monkeypatch):
     """Sim finding (small 108): a master stopped (SIGSTOP) within its first second woke

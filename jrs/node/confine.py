@@ -138,15 +138,22 @@ def make_state_dir(path: str) -> None:
 
 
 def setup(execute_dir: str, mode: str = "job", job_uids: str = identity.DEFAULT_RANGE,
-          root_groups: Optional[str] = None, pids_max: int = unit.DEFAULT_PIDS) -> Confinement:
+          root_groups: Optional[str] = None, pids_max: int = unit.DEFAULT_PIDS,
+          cgroup: Optional[str] = None) -> Confinement:
     """The confinement of a node starting now (ConfigError when it cannot be had).
 
     A root node: per-job uids (mode "job") or same-named accounts when allowed
     (mode "account"); the range is checked against the id files and locked for
     this node; the execute directory is made 0711 and must be reachable. A
     non-root node runs every job as itself (it cannot switch identities) and
-    reads outputs the same hardened way.
+    reads outputs the same hardened way. `cgroup`: where the node's cgroups go
+    (unit.prepare_root; None: below the node's own, "none": no cgroups).
     """
+    if cgroup is not None and cgroup != "none" and (
+            not cgroup.startswith("/") or any(p in (".", "..") for p in cgroup.split("/"))
+            or any(not (c.isalnum() or c in "/._-@") for c in cgroup)):
+        raise ConfigError(f"--cgroup={cgroup}: want an absolute cgroup path such as "
+                          "/jrs.slice, or none")
     if os.geteuid() != 0:
         conf = Confinement.as_self(execute_dir)
         return conf
@@ -165,7 +172,7 @@ def setup(execute_dir: str, mode: str = "job", job_uids: str = identity.DEFAULT_
         os.chmod(execute_dir, 0o711)
     check_reachable(execute_dir)
     tag = _tag(execute_dir)
-    conf = Confinement(policy, execute_dir, unit.prepare_root(tag), pids_max, tag)
+    conf = Confinement(policy, execute_dir, unit.prepare_root(tag, cgroup), pids_max, tag)
     conf.range_lock = identity.lock_range(r)
     conf.tmp_dirs, conf.shared_dirs = unit.world_writable_dirs()  # not only /tmp & co
     return conf

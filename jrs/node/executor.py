@@ -87,7 +87,6 @@ def prepare() -> None:
         _prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (ImportError, OSError, AttributeError):  # not Linux: nothing to set
         _prctl = None
-_subreaper = False  # we are our jobs' child subreaper (unit.Unit.subreaper)
 
 
 def become_executor() -> None:
@@ -99,9 +98,22 @@ def become_executor() -> None:
     global _subreaper
     if _prctl is None:
         return
-    _subreaper = _prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0 and \
-        os.path.exists(f"/proc/self/task/{os.getpid()}/children")
+    _subreaper = become_subreaper()
     _prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
+def become_subreaper() -> bool:
+    """Be a child subreaper (orphans below us come to us); True when we are one and
+    the kernel lists our children (/proc/PID/task/TID/children). Linux only."""
+    if _prctl is None:
+        return False
+    return _prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0 and \
+        os.path.exists(f"/proc/self/task/{os.getpid()}/children")
+
+
+def children_of(pid: int) -> list:
+    """The children of `pid`, from the kernel's lists (no /proc walk)."""
+    return unit._children_of(pid)
 
 
 def reap_orphans() -> None:

@@ -18,8 +18,9 @@ that takes on that uid alone (no groups) and:
 - removes its SysV IPC objects.
 Only after that (and after the sandbox is gone) is the uid handed out again.
 
-The cgroup is created per job under `<hierarchy>/jrs/<node>/<leaf>`, so that
-memory and time limits can be written into it later.
+The cgroups are made under `<hierarchy>/<base>/jrs/<node>/<leaf>` (prepare_root:
+`base` the node's own cgroup or a configured one), with the controllers enabled
+down to them, so that memory and time limits can be written into them later.
 """
 
 from __future__ import annotations
@@ -76,36 +77,105 @@ def hierarchies() -> dict:
             "pids": pids if os.path.exists(os.path.join(pids, "cgroup.procs")) else None}
 
 
-def prepare_root(name: str) -> dict:
-    """At node start: make `jrs/<name>` in each hierarchy we can write; return
-    {"v2": dir, "pids": dir} (missing keys: not available). A v2 hierarchy gets
-    the pids (and memory) controllers enabled down to it when it has them."""
+# what jobs' cgroups get so that limits can go on them later (memory, and hugetlb pages
+# with it; pids now): enabled down to the node's subtree where the hierarchy has them
+CONTROLLERS = ("pids", "memory", "hugetlb")
+
+
+def own_cgroups(text: Optional[str] = None) -> dict:
+    """{"v2": path, "pids": path} of the cgroups this process is in (/proc/self/cgroup:
+    `0::/path` is the unified hierarchy, `N:...pids...:/path` v1's pids one)."""
+    if text is None:
+        text = _read("/proc/self/cgroup")
     out = {}
+    for line in text.splitlines():
+        num, _, rest = line.partition(":")
+        names, _, path = rest.partition(":")
+        if not path.startswith("/"):
+            continue
+        if num == "0" and names == "":
+            out["v2"] = path
+        elif "pids" in names.split(","):
+            out["pids"] = path
+    return out
+
+
+def _under(mount: str, rel: str) -> str:
+    parts = [p for p in rel.split("/") if p]
+    if any(p in (".", "..") for p in parts):
+        raise ValueError(f"{rel}: not a plain cgroup path")
+    return os.path.join(mount, *parts)
+
+
+def prepare_root(name: str, base: Optional[str] = None) -> dict:
+    """At node start: make the node's cgroup subtree `<base>/jrs/<name>` in each
+    hierarchy we can write; return {"v2": dir, "pids": dir} (a missing key: not
+    available). `base` is the cgroup the node was started in (its own: systemd's
+    `Delegate=yes` service cgroup, a container's, or the root), or the one the
+    operator configured (`--cgroup=/jrs.slice`, made when missing), so the node
+    manages only what is delegated to it. `base` "none": no cgroups.
+
+    On the unified hierarchy the controllers of CONTROLLERS it has are enabled down
+    to the subtree, so limits can be written into every job's cgroup later. The
+    kernel lets a cgroup other than the root give controllers to its children only
+    when it holds no process itself, so a node started in its own (non-root)
+    cgroup first moves itself into a leaf beside the jobs, `<base>/jrs/<name>.daemon`
+    (systemd's advice for delegated units; the launcher and executors it starts
+    are there too). A level that still holds other processes (a login session's
+    cgroup) keeps its controllers to itself: the jobs get cgroups without them,
+    which still contain and kill them (v1's pids hierarchy, or RLIMIT_NPROC, then
+    limits their processes). v1 hierarchies have no such rule: the jobs' cgroups go
+    below the node's own there."""
+    if base == "none":
+        return {}
+    out = {}
+    own = own_cgroups()
     found = hierarchies()
     for kind, mount in found.items():
         if mount is None:
             continue
-        path = mount
+        rel = base if base is not None else own.get(kind, "/")
+        daemon_leaf = f"/jrs/{name}.daemon"
+        if base is None and rel.endswith(daemon_leaf):  # restarted from inside it
+            rel = rel[:-len(daemon_leaf)] or "/"
         try:
-            for part in ("jrs", name):
-                if kind == "v2" and mount == CGROUP:
-                    _enable(path, ("pids", "memory"))
-                path = os.path.join(path, part)
-                try:
-                    os.mkdir(path, 0o755)
-                except FileExistsError:
-                    pass
-            if kind == "v2" and mount == CGROUP:
-                _enable(path, ("pids", "memory"))
-        except OSError:
+            top = _under(mount, rel)
+            os.makedirs(top, 0o755, exist_ok=True)
+            path = os.path.join(top, "jrs", name)
+            os.makedirs(path, 0o755, exist_ok=True)
+            if kind == "v2":
+                levels = [top, os.path.join(top, "jrs")]
+                if base is not None:  # a configured place: enable from the root down
+                    levels = _ancestors(mount, top) + levels
+                if rel != "/" and str(os.getpid()) in _read(
+                        os.path.join(top, "cgroup.procs")).split():
+                    leaf = path + ".daemon"
+                    os.makedirs(leaf, 0o755, exist_ok=True)
+                    _write(os.path.join(leaf, "cgroup.procs"), str(os.getpid()))
+                for level in [*levels, path]:
+                    _enable(level, CONTROLLERS)
+        except (OSError, ValueError):
             continue
         out[kind] = path
     return out
 
 
+def _ancestors(mount: str, top: str) -> list:
+    """The cgroups from the hierarchy's root down to `top`'s parent."""
+    out = []
+    p = os.path.dirname(top)
+    while len(p) >= len(mount):
+        out.append(p)
+        if p == mount:
+            break
+        p = os.path.dirname(p)
+    return out[::-1]
+
+
 def _enable(path: str, controllers: tuple) -> None:
     have = _read(os.path.join(path, "cgroup.controllers")).split()
-    want = " ".join("+" + c for c in controllers if c in have)
+    on = _read(os.path.join(path, "cgroup.subtree_control")).split()
+    want = " ".join("+" + c for c in controllers if c in have and c not in on)
     if want:
         try:
             _write(os.path.join(path, "cgroup.subtree_control"), want)
@@ -676,6 +746,13 @@ def _kill_descendants() -> bool:
                 pass
         if time.monotonic() > deadline:
             return False
+
+
+def process_state(pid: int) -> str:
+    """The state letter of /proc/PID/stat (R, S, D, T stopped, Z, ...); "" if gone."""
+    data = _read(f"/proc/{pid}/stat")
+    fields = data[data.rfind(")") + 2:].split()
+    return fields[0] if fields else ""
 
 
 def descendants(pid: int) -> list:
