@@ -261,3 +261,25 @@ def test_cluster_ids_are_never_handed_out_twice_across_restarts_and_flush_once_a
     # a file of an older build holds the next id itself: it is used as the ceiling
     (tmp_path / "next-cluster").write_text("7\n")
     assert ClusterCounter(str(tmp_path)).take() == 7
+
+
+def test_the_ticker_ticks_at_once_so_a_stop_before_its_second_tick_is_pardoned(
+        tmp_path, monkeypatch):
+    """Sim finding (small 108): a master stopped (SIGSTOP) within its first second woke
+    to a Pool that had never ticked, so it had no gap to pardon (C2's rule): it declared
+    every node lost at once, their reports still unread, and revoked their claims with
+    kill. The ticker ticks at its start, so the stop is a gap between two ticks."""
+    now = [100.0]
+    env = _Env(tmp_path)
+    m = Master(env.config, ClusterCounter(str(tmp_path)), clock=lambda: now[0])
+    monkeypatch.setattr(master_mod, "TICK", 3600.0)  # the ticker's sleep: no second tick
+
+    async def go() -> None:
+        task = asyncio.ensure_future(m.ticker())
+        await asyncio.sleep(0.05)
+        task.cancel()
+    asyncio.run(go())
+    m.pool.node_hello(NODE, _node_hello(), 100.0)
+    now[0] = 110.0  # stopped for 10 s: the node's reports wait in the socket, unread
+    lost = [a for a in m.pool.tick(110.0) if a[2].get("type") == "node-lost"]
+    assert m.pool.nodes[NODE].state == "up" and lost == []

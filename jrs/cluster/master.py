@@ -376,14 +376,16 @@ class Master:
     # ------------------------------------------------------------ time
 
     async def ticker(self) -> None:
-        """Time for the pool, every second. An exception is logged with its traceback and
-        the next tick comes anyway: the master never goes on silently doing nothing."""
+        """Time for the pool, at once and then every second (a master stopped before its
+        second tick is then pardoned the time it was stopped, as after any other tick:
+        sim, small 108). An exception is logged with its traceback and the next tick
+        comes anyway: the master never goes on silently doing nothing."""
         while True:
-            await asyncio.sleep(TICK)
             try:
                 self.send(self.pool.tick(self.clock()))
             except Exception:  # our bug; keep the pool's clock running
                 log.exception("the master's ticker failed (continuing)")
+            await asyncio.sleep(TICK)
 
 
 class _Waiter:
