@@ -103,6 +103,8 @@ REACH = [
     # (finding, switch, seed, shape, fault kinds left out, the failure it brings back)
     ("D1", "refusals-blame-job", 45, "small", "ctrl-c,stall",
      r"held: refused by the nodes 5 times; last: .*ENOSPC"),
+    ("D1", "refusals-blame-job", 611, "small", "",  # the first of the CI seeds (12-01)
+     r"held: refused by the nodes 5 times; last: .*ENOSPC"),
     ("C2", "stall-blames-peers", 1164, "small", "disk,ctrl-c",
      r"the master declared node n\d:7082 lost though it had a report of it"),
     ("C2", "stall-blames-peers", 3, "small", "",
