@@ -70,6 +70,8 @@ Environment:
   JRS_NODE_GIVE_UP     seconds submit keeps trying a node it cannot reach before it
                        reruns that node's jobs elsewhere (20)
   JRS_MAX_TRANSFER_OUTPUT_MB  per-job cap on the bytes a job returns (none)
+  JRS_SCAN_EVERY       seconds between a root node's scans for world-writable
+                       directories a job's uid may leave files in (1800)
   JRS_DEBUG=1          submit logs what it does; JRS_TRACE=1: every role prints
                        one timestamped line per message sent or received
 

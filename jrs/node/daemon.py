@@ -436,6 +436,8 @@ class NodeDaemon:
     async def _check_once(self) -> None:
         """Catch executors that ended or died without telling us; expire old results."""
         self.confine.poll()  # per-job uids whose executors have finished reaping
+        if self.confine.scan_due(time.monotonic()):
+            self._spawn(self._rescan())
         checks = self.core.checks()
         if self.stops is not None:
             self.stops.keep(k for k, _ in checks)
@@ -486,6 +488,38 @@ class NodeDaemon:
             with contextlib.suppress(OSError):
                 os.kill(proc.pid, signal.SIGCONT)
 
+    async def _rescan(self) -> None:
+        """Where a job's uid may leave files: the scan (unit.scan_world_writable) as an
+        unprivileged child, niced and bounded; killed if the daemon stops meanwhile."""
+        import subprocess
+
+        proc = None
+        try:
+            uid, gid = self.confine.scan_identity()
+            for exe in unit.scan_pythons():
+                try:
+                    proc = await asyncio.create_subprocess_exec(
+                        exe, *unit.scan_args(self.confine.job_uids()), user=uid, group=gid,
+                        extra_groups=[], cwd="/", env={}, stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                    break
+                except OSError:
+                    continue
+            data = b""
+            if proc is not None and proc.stdout is not None:
+                try:
+                    data = await asyncio.wait_for(proc.stdout.read(16 << 20), unit.SCAN_WALL)
+                except asyncio.TimeoutError:
+                    proc.kill()
+                await proc.wait()
+            log.info("%s", self.confine.scanned(data))
+        except Exception as exc:  # never the daemon's end: the last lists stay
+            log.warning("cannot look for world-writable directories: %s", _why(exc))
+        finally:
+            if proc is not None and proc.returncode is None:
+                proc.kill()
+            self.confine.scan_finished(time.monotonic())
+
     def _mark_lost(self, a: nc.MarkLost) -> None:
         if taskfile.owner_alive(a.path):  # an executor took it meanwhile: not lost
             self._reload(a.key)
@@ -502,10 +536,11 @@ class NodeDaemon:
             reason += f" while the job's process {a.pid} still ran (killed it)"
         if a.reap or alive:
             try:
-                spec = taskfile.load(a.path).spec
+                st = taskfile.load(a.path)
+                spec, leaf = st.spec, st.cgroup_leaf
             except (OSError, ValueError):
-                spec = {}
-            job_unit = unit.Unit.from_spec(spec, a.key)
+                spec, leaf = {}, None
+            job_unit = unit.Unit.from_spec(spec, a.key, leaf)  # (a reused executor's cgroups)
             if alive:
                 job_unit.pgid = a.pid
             job_unit.reap()  # all of its unit, and a per-job uid's files and IPC

@@ -116,6 +116,32 @@ def children_of(pid: int) -> list:
     return unit._children_of(pid)
 
 
+_leaf: str | None = None  # the cgroup name of a reused executor (unit.Unit.reuse)
+
+
+def _own_leaf() -> str:
+    global _leaf
+    if _leaf is None:
+        _leaf = f"x{os.getpid()}-{os.urandom(4).hex()}"
+    return _leaf
+
+
+def _record_executor(fd: int, job_unit: unit.Unit) -> None:
+    """We own the job (and, reused, which cgroups it runs in: the daemon reaps those
+    if we die)."""
+    me = os.getpid()
+    rec = {"e": "executor", "pid": me, "start": taskfile.process_start(me),
+           "boot": taskfile.boot_id(), "t": time.time()}
+    if job_unit.reused:
+        rec["cgroup_leaf"] = job_unit.leaf
+    records.append(fd, rec)
+
+
+def retire() -> None:
+    """A reused executor is leaving: its cgroups go (empty: its last job was reaped)."""
+    unit.remove_made()
+
+
 def reap_orphans() -> None:
     """Collect whatever children have ended (orphans of the job that came to us)."""
     while True:
@@ -217,11 +243,11 @@ def run(path: str, bound: bool = False, on_result=None) -> dict | None:
         if state.finished:
             raise TaskBusy(f"{path}: the job already ended")
         spec = state.spec
-        me = os.getpid()
-        records.append(fd, {"e": "executor", "pid": me, "start": taskfile.process_start(me),
-                            "boot": taskfile.boot_id(), "t": time.time()})
         job_unit = unit.Unit.from_spec(spec, state.key)
         job_unit.subreaper = _subreaper
+        if bound and job_unit.roots:  # a reused executor: its jobs share its cgroups
+            job_unit.reuse(_own_leaf())
+        _record_executor(fd, job_unit)
         killer = _Killer(fd, float(spec.get("kill_grace", 5)), job_unit, bound)
         _signal.signal(_signal.SIGTERM, killer.on_term)
         # removed before it could start (a bound killer also looks again now that its
@@ -432,9 +458,14 @@ def _kill_descendants() -> None:
 
 
 def _run_user_process(fd: int, spec: dict, killer: _Killer) -> dict:
+    global _leaf
     started = time.time()
     job_unit = killer.unit
+    leaf = job_unit.leaf
     job_unit.create()
+    if job_unit.leaf != leaf:  # its cgroups could not be emptied: new ones, recorded
+        _leaf = job_unit.leaf
+        _record_executor(fd, job_unit)
     try:
         pid = _spawn(spec, killer)
     except StartFailed as exc:

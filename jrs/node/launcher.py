@@ -290,7 +290,10 @@ class _Pool:
             print(f"jrs executor {path}: {exc!r}", file=sys.stderr)
             code = 1
         finally:
-            os._exit(code)
+            try:
+                executor.retire()  # the cgroups it kept for its jobs
+            finally:
+                os._exit(code)
 
 
 def _say(wr: int, what: bytes) -> None:

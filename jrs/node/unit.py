@@ -249,6 +249,146 @@ def world_writable_dirs(standard: tuple = STANDARD_TMP,
     return tuple(temporary), tuple(shared[:MAX_SHARED])  # (each job's spec carries them)
 
 
+# file systems the scan for world-writable directories does not enter: the kernel's
+# own, and network ones (slow, and not where a job of this node leaves files behind
+# for a later job of this node: its nosuid mounts are typical)
+SKIP_FS = frozenset({"proc", "sysfs", "cgroup", "cgroup2", "devpts", "debugfs", "tracefs",
+                     "securityfs", "pstore", "bpf", "configfs", "fusectl", "autofs",
+                     "binfmt_misc", "hugetlbfs", "rpc_pipefs", "nfsd", "efivarfs", "nfs",
+                     "nfs4", "cifs", "smb3", "smbfs", "ceph", "lustre", "gpfs", "glusterfs",
+                     "9p", "afs", "beegfs", "fuse.sshfs", "fuse.s3fs", "fuse.gcsfuse"})
+SCAN_ENTRIES = 300_000  # directory entries the scan looks at, at most
+SCAN_PER_DIR = 10_000  # ... of one directory (a shared place filled with files by a job)
+SCAN_CPU = 10  # seconds of CPU (RLIMIT_CPU), and SCAN_WALL of wall time
+SCAN_WALL = 120.0
+MAX_DEEP = 1024  # world-writable directories kept from the scan
+
+# The scan, run as an unprivileged identity (python3 -I -S -c): argv = skip paths
+# (one a line), first and last uid of the job range, entries, per dir, cpu. It
+# prints "T|S path\0" for each world-writable directory (T: sticky), breadth first.
+_SCAN = r"""
+import collections, os, resource, stat, sys
+cpu = int(sys.argv[6])
+resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+try:
+    os.nice(10)
+except OSError:
+    pass
+skip = set(p for p in sys.argv[1].split("\n") if p)
+first, last, budget, per_dir = (int(a) for a in sys.argv[2:6])
+out = sys.stdout.buffer
+queue = collections.deque([b"/"])
+while queue and budget > 0:
+    top = queue.popleft()
+    try:
+        it = os.scandir(top)
+    except OSError:
+        continue
+    with it:
+        n = 0
+        for e in it:
+            n += 1
+            budget -= 1
+            if n > per_dir or budget <= 0:
+                break
+            try:
+                if not e.is_dir(follow_symlinks=False):
+                    continue
+                st = e.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            path = e.path
+            if os.fsdecode(path) in skip or first <= st.st_uid <= last:
+                continue  # another file system kind, or a job's own (cleaned with it)
+            if st.st_mode & 0o002:
+                out.write((b"T " if st.st_mode & 0o1000 else b"S ") + path + b"\0")
+            queue.append(path)
+out.flush()
+"""
+
+
+def _skip_paths(mounts: Optional[str] = None) -> list:
+    """Mount points the scan does not enter (SKIP_FS), and /proc, /sys."""
+    if mounts is None:
+        mounts = _read("/proc/self/mounts")
+    out = ["/proc", "/sys"]
+    for line in mounts.splitlines():
+        f = line.split()
+        if len(f) > 2 and (f[2] in SKIP_FS or f[2].startswith("fuse.")) and f[1] != "/":
+            out.append(f[1].replace("\\040", " "))
+    return out
+
+
+def scan_args(job_uids: tuple = (0, -1)) -> list:
+    """The scan's interpreter arguments (after the interpreter's own path)."""
+    return ["-I", "-S", "-c", _SCAN, "\n".join(_skip_paths()), str(job_uids[0]),
+            str(job_uids[1]), str(SCAN_ENTRIES), str(SCAN_PER_DIR), str(SCAN_CPU)]
+
+
+def scan_pythons(python: Optional[str] = None) -> list:
+    """Interpreters to run the scan with: ours, else the system's (ours may live where
+    nobody may run it, below /root)."""
+    import sys
+
+    return list(dict.fromkeys([python or sys.executable, "/usr/bin/python3"]))
+
+
+def parse_scan(data: bytes) -> tuple:
+    """(temporary, shared) from the scan's output (bounded: MAX_DEEP in all)."""
+    temporary: list = []
+    shared: list = []
+    for rec in data[:16 << 20].split(b"\0"):
+        kind, _, path = rec.partition(b" ")
+        if kind in (b"T", b"S") and path.startswith(b"/") and len(temporary) + len(
+                shared) < MAX_DEEP:
+            (temporary if kind == b"T" else shared).append(os.fsdecode(path))
+    return tuple(temporary), tuple(shared)
+
+
+def scan_world_writable(uid: int, gid: int, job_uids: tuple = (0, -1),
+                        python: Optional[str] = None) -> tuple:
+    """(temporary, shared): the world-writable directories anywhere on this machine's
+    local file systems that an unprivileged identity can reach, found by a child that
+    is `uid`/`gid` alone (nobody: no groups), never with root's rights: it can only
+    see what a job could, follows no link, skips directories of the job uids (a
+    job's own go with it), and is bounded (SCAN_ENTRIES, SCAN_PER_DIR, CPU, wall
+    time: what it found by then counts). Sticky ones are temporary directories (all
+    of a uid's files go), the others shared places (only its set-id files go). (The
+    node daemon runs the same scan as an asyncio subprocess: daemon._rescan.)"""
+    import subprocess
+
+    for exe in scan_pythons(python):
+        try:
+            r = subprocess.run([exe, *scan_args(job_uids)], user=uid, group=gid,
+                               extra_groups=[], cwd="/", stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               timeout=SCAN_WALL, env={})
+            return parse_scan(r.stdout)
+        except subprocess.TimeoutExpired as exc:
+            return parse_scan(exc.stdout or b"")
+        except OSError:
+            continue
+    return (), ()
+
+
+def merge_dirs(found: tuple, deep: tuple) -> tuple:
+    """(temporary, shared) of world_writable_dirs and scan_world_writable together:
+    each path once (a temporary one never also shared), shared ones at most
+    MAX_SHARED."""
+    temporary = list(found[0])
+    seen = set(temporary)
+    for p in deep[0]:
+        if p not in seen:
+            seen.add(p)
+            temporary.append(p)
+    shared = []
+    for p in (*found[1], *deep[1]):
+        if p not in seen:
+            seen.add(p)
+            shared.append(p)
+    return tuple(temporary), tuple(shared[:MAX_SHARED])
+
+
 def _paths(value: object, default: tuple) -> tuple:
     """A spec's list of absolute paths, or `default` (taskfiles from before it)."""
     if isinstance(value, list) and all(isinstance(p, str) and p.startswith("/")
@@ -262,7 +402,10 @@ class Unit:
 
     def __init__(self, cgroups: dict, leaf: str, uid: Optional[int], gid: Optional[int],
                  per_job: bool, pids_max: int) -> None:
-        self.dirs = {k: os.path.join(v, leaf) for k, v in cgroups.items() if v}
+        self.roots = {k: v for k, v in cgroups.items() if v}
+        self.leaf = leaf
+        self.dirs = {k: os.path.join(v, leaf) for k, v in self.roots.items()}
+        self.reused = False  # the cgroups are a reused executor's: kept after the job
         self.uid = uid
         self.gid = gid
         self.per_job = per_job
@@ -279,9 +422,11 @@ class Unit:
         self.subreaper = False
 
     @classmethod
-    def from_spec(cls, spec: dict, key: str = "") -> Unit:
+    def from_spec(cls, spec: dict, key: str = "", leaf: Optional[str] = None) -> Unit:
+        """`leaf`: the cgroup the executor recorded (a reused executor's own), else the
+        job's (the spec's)."""
         cg = spec.get("cgroup") or {}
-        leaf = leaf_name(str(spec.get("cgroup_leaf") or key or "job"))
+        leaf = leaf_name(str(leaf or spec.get("cgroup_leaf") or key or "job"))
         uid = spec.get("uid")
         u = cls(cg if isinstance(cg, dict) else {}, leaf,
                 uid if isinstance(uid, int) else None,
@@ -294,20 +439,46 @@ class Unit:
 
     # ------------------------------------------------------------- setting up
 
+    def reuse(self, leaf: str) -> None:
+        """Run in a reused executor's own cgroups, `leaf` (kept from job to job: no
+        mkdir and rmdir per job), instead of the job's."""
+        self.leaf = leaf
+        self.dirs = {k: os.path.join(v, leaf) for k, v in self.roots.items()}
+        self.reused = True
+
     def create(self) -> None:
-        """Make the job's cgroups (before the fork); drop those we cannot make."""
+        """Make the job's cgroups (before the fork); drop those we cannot make. A
+        reused executor's cgroups are made by its first job; every later one first
+        makes sure they are empty (the last job's processes all gone: kill_all at
+        its end waited for that), else the executor takes new ones (`leaf` says
+        which: the executor records it for the daemon)."""
+        if self.reused and any(p in _made for p in self.dirs.values()) and not all(
+                self._empty(p, k) or self._kill_cgroup(p, k) for k, p in self.dirs.items()):
+            self.reuse(f"{self.leaf.split('_')[0]}_{os.urandom(4).hex()}")
         for kind, path in list(self.dirs.items()):
             try:
-                try:
-                    os.mkdir(path, 0o755)
-                except FileExistsError:  # left by a crash: empty it, reuse it
-                    self._kill_cgroup(path, kind)
+                if path not in _made:
+                    try:
+                        os.mkdir(path, 0o755)
+                    except FileExistsError:  # left by a crash: empty it, reuse it
+                        self._kill_cgroup(path, kind)
+                    if self.reused:
+                        _made[path] = None
                 limit = os.path.join(path, "pids.max")
-                if os.path.exists(limit):
+                if _made.get(path) != self.pids_max and os.path.exists(limit):
                     _write(limit, str(self.pids_max))
+                    if self.reused:
+                        _made[path] = self.pids_max
             except OSError:
                 del self.dirs[kind]
         self.contained = bool(self.dirs)
+
+    @staticmethod
+    def _empty(path: str, kind: str) -> bool:
+        """No process in the cgroup (v2: cgroup.events says so; v1: cgroup.procs)."""
+        if kind == "v2":
+            return "populated 0" in _read(os.path.join(path, "cgroup.events"))
+        return not _read(os.path.join(path, "cgroup.procs")).split()
 
     @property
     def pids_limited(self) -> bool:
@@ -379,17 +550,10 @@ class Unit:
             ok, _ = self._as_uid(_signal.SIGKILL, once=False, clean_files=clean_files,
                                  since=since)
             clean = clean and ok
-        for path in self.dirs.values():
-            for _ in range(200):
-                try:
-                    os.rmdir(path)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError as exc:
-                    if exc.errno != errno.EBUSY:
-                        break
-                    time.sleep(0.005)
+        if not (self.reused and clean):  # a reused executor's stay for its next job
+            for path in self.dirs.values():
+                _rmdir(path)
+                _made.pop(path, None)
         return {"clean": clean}
 
     def needs_uid_visit(self, since: float, roots: Optional[tuple] = None) -> bool:
@@ -502,6 +666,30 @@ class Unit:
                 return os.WEXITSTATUS(status) == 0, 0
             # killed by what it fights (a process of the uid got to it first): again
         return False, 0
+
+
+# the cgroups this (reused executor) process made for its jobs -> pids.max written
+_made: dict = {}
+
+
+def _rmdir(path: str) -> None:
+    for _ in range(200):
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                return
+            time.sleep(0.005)
+
+
+def remove_made() -> None:
+    """A reused executor is leaving: remove the cgroups it kept for its jobs."""
+    for path in list(_made):
+        _rmdir(path)
+        _made.pop(path, None)
 
 
 def _kill(pid: int, sig: int) -> None:
