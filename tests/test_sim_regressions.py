@@ -72,6 +72,15 @@ FOUND = [
      "the submitter sent five runs of one job on them as their jobs ended, each refused "
      "'unknown claim', and the five refusals held the job (now cause \"claim\": a race, "
      "rerun uncounted)"),
+    (108, "small", "", "master (C6, K)",
+     "a master stopped within its first second had never ticked: no gap for C2's pardon, "
+     "so its first tick declared both live nodes lost and revoked their claims with kill"),
+    (22, "revoke", "", "the checker (K)",
+     "a run sent on a claim the master had revoked while the submitter was cut off from "
+     "it was killed when the revocation landed: 'killed though nobody removed it'"),
+    (259, "revoke", "", "the checker (K)",
+     "reports a partition held counted from their sending: 'declared lost though it had "
+     "a report'"),
 ]
 
 
@@ -93,6 +102,8 @@ def test_pinned_seed_runs_clean(seed, shape, without, owner, what):
 REACH = [
     # (finding, switch, seed, shape, fault kinds left out, the failure it brings back)
     ("D1", "refusals-blame-job", 45, "small", "ctrl-c,stall",
+     r"held: refused by the nodes 5 times; last: .*ENOSPC"),
+    ("D1", "refusals-blame-job", 611, "small", "",  # the first of the CI seeds (12-01)
      r"held: refused by the nodes 5 times; last: .*ENOSPC"),
     ("C2", "stall-blames-peers", 1164, "small", "disk,ctrl-c",
      r"the master declared node n\d:7082 lost though it had a report of it"),
