@@ -44,7 +44,7 @@ def test_a_node_daemon_stopped_past_the_node_timeout_runs_nothing_twice(pyz, tmp
         (work / "job.sh").write_text(
             "#!/bin/sh\n"
             f"echo $JRS_JOB_ID $(basename $(dirname $PWD)) $(basename $PWD) >> {ledger}\n"
-            f"sleep 1.5{mark[1:]}\necho done $JRS_JOB_ID\n")
+            f"sleep 3{mark[1:]}\necho done $JRS_JOB_ID\n")
         os.chmod(work / "job.sh", 0o755)
         (work / "c.condor").write_text("executable = job.sh\noutput = out/$(Process)\n"
                                        f"log = c.log\nqueue {n}\n")
@@ -77,7 +77,7 @@ def test_a_node_daemon_stopped_past_the_node_timeout_runs_nothing_twice(pyz, tmp
         assert sorted(map(int, ends)) == list(range(n)), ends  # each job ends once
         check_outputs(work, n)
         # what the stopped node kept running is stopped (or has ended) once it is back
-        wait_for(lambda: not _procs_with(f"sleep 1.5{mark[1:]}"), timeout=30)
+        wait_for(lambda: not _procs_with(f"sleep 3{mark[1:]}"), timeout=30)
         assert c.nodes[0].poll() is None and c.nodes[1].poll() is None
     finally:
         if stopped:

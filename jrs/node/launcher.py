@@ -189,7 +189,9 @@ class _Pool:
     def sweep(self) -> None:
         """KILL our children that are not executors, round after round (a killed
         one's children come to us in turn), each reaped before the next round.
-        Bounded: 1,000 rounds, 2 s."""
+        Bounded: 1,000 rounds, 2 s (one stuck in the kernel, state D, is left for the
+        next sweep and reaped whenever it ends: it stays our child, so its pid stays
+        its own)."""
         deadline = time.monotonic() + 2.0
         for _ in range(1000):
             foreign = [p for p in executor.children_of(os.getpid())
@@ -201,11 +203,16 @@ class _Pool:
                     os.kill(pid, _signal.SIGKILL)
                 except OSError:
                     pass
-            for pid in foreign:
-                try:
-                    os.waitpid(pid, 0)
-                except (ChildProcessError, InterruptedError):
-                    pass
+            left = set(foreign)
+            while left and time.monotonic() <= deadline:
+                for pid in list(left):
+                    try:
+                        if os.waitpid(pid, os.WNOHANG)[0]:
+                            left.discard(pid)
+                    except ChildProcessError:
+                        left.discard(pid)
+                if left:
+                    time.sleep(0.001)
 
     def expire(self) -> None:
         """Work that waited too long for a finishing executor gets a new one."""
