@@ -67,6 +67,7 @@ FOUND = [
     (404593, "large", "", "the checker (K, soak 7)",
      "the same: a retry sent on the lost node's claim by a submitter stalled past the "
      "node-lost ran there and succeeded; the rerun elsewhere is right"),
+    (414888, "large", "", "the checker (K, soak 7)", "the same"),
     (404719, "large", "", "submitter and node cores (K, soak 7)",
      "a reset submitter-master connection dropped the submitter's claims at the master; "
      "the submitter sent five runs of one job on them as their jobs ended, each refused "
