@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from jrs.node import unit
+from jrs.node import taskfile, unit
 
 from .cluster import Cluster, wait_for
 
@@ -69,6 +69,8 @@ def test_a_jobs_files_deep_in_world_writable_directories_go_with_it(pyz):
             d.chmod(0o755)
         pub = _tree(var, ["a", "b", "pub"], 0o777)
         scratch = _tree(tmp, ["team", "scratch"], 0o1777)
+        closed = _tree(var, ["hidden", "x"], 0o777)  # no job reaches it: the scan must not
+        (var / "hidden").chmod(0o700)  # (the daemon runs it as nobody, not as root)
         c.start()
         log = base / "node0.log"
         wait_for(lambda: "world-writable directories:" in log.read_text(), timeout=60)
@@ -81,11 +83,21 @@ def test_a_jobs_files_deep_in_world_writable_directories_go_with_it(pyz):
         work.chmod(0o755)
         script = "; ".join(f"cp /bin/true {d}/suid; chmod 4755 {d}/suid; echo x > {d}/plain"
                            for d in (pub, scratch, late))
+        wait = f"i=0; while [ ! -e {work}/go ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done"
         (work / "c.condor").write_text(f"executable = /bin/sh\narguments = \"-c 'id -u; "
-                                       f"{script}; ls -ln {pub} {scratch} {late}'\"\n"
+                                       f"{script}; ls -ln {pub} {scratch} {late}; {wait}'\"\n"
                                        "output = out\nerror = err\nqueue\n")
-        code, _out, err = c.run_submit("c.condor", cwd=work)
-        assert code == 0, err + c.logs()
+        p = c.submit("c.condor", cwd=work)
+        # while the job runs: the directories its executor will clean up in (its spec)
+        tasks = base / "node0" / "tasks"
+        wait_for(lambda: len(list(tasks.glob("*.task"))) == 1, timeout=60)
+        spec = taskfile.load(str(next(tasks.glob("*.task")))).spec
+        (work / "go").touch()
+        _out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err + c.logs()
+        assert str(scratch) in spec["tmp_dirs"], spec["tmp_dirs"]
+        assert {str(pub), str(late)} <= set(spec["shared_dirs"]), spec["shared_dirs"]
+        assert str(closed) not in spec["tmp_dirs"] + spec["shared_dirs"]  # found as nobody
         out = (work / "out").read_text()
         assert int(out.split()[0]) >= 1879048192 and out.count("-rwsr-xr-x") == 3, out
         # the executor reaps the uid just after the result went out
