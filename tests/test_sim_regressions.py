@@ -76,6 +76,11 @@ FOUND = [
     (108, "small", "", "master (C6, K)",
      "a master stopped within its first second had never ticked: no gap for C2's pardon, "
      "so its first tick declared both live nodes lost and revoked their claims with kill"),
+    (500075, "revoke", "", "submitter core (D7, K's soak 7b)",
+     "a node-lost came in one burst with claims on that node: runs sent on them, the jobs "
+     "rerun elsewhere, and the node (cut off from the master only) ran both until the "
+     "partition healed; the submitter now kills what it abandons on a node it reaches"),
+    (500358, "revoke", "", "submitter core (D7, K's soak 7b)", "the same"),
     (22, "revoke", "", "the checker (K)",
      "a run sent on a claim the master had revoked while the submitter was cut off from "
      "it was killed when the revocation landed: 'killed though nobody removed it'"),
