@@ -103,8 +103,9 @@ def test_pinned_seed_runs_clean(seed, shape, without, owner, what):
 # Seeds that reach a fixed finding's bug on their own: with only that fix reverted (a
 # test-only switch, tests/sim/bugs.py) the run fails with the bug's own message, and
 # without it runs clean. A pinned seed of FOUND may stop reaching its bug as other code
-# changes (the run takes another path); these say so loudly. Each was found by scanning
-# seeds with the switch on (12-01, K).
+# changes (the run takes another path); these say so loudly (D7's fix moved D5's from
+# revoke 1 and 65 to 13 and 36). Each was found by scanning seeds with the switch on
+# (12-01, K).
 REACH = [
     # (finding, switch, seed, shape, fault kinds left out, the failure it brings back)
     ("D1", "refusals-blame-job", 45, "small", "ctrl-c,stall",
@@ -115,9 +116,9 @@ REACH = [
      r"the master declared node n\d:7082 lost though it had a report of it"),
     ("C2", "stall-blames-peers", 3, "small", "",
      r"the master declared node n\d:7082 lost though it had a report of it"),
-    ("D5", "revoked-run-is-exit", 1, "revoke", "",
+    ("D5", "revoked-run-is-exit", 13, "revoke", "",
      r"ended failed \(code None, signal 15, attempt \d\) but no execution of that attempt"),
-    ("D5", "revoked-run-is-exit", 65, "revoke", "",
+    ("D5", "revoked-run-is-exit", 36, "revoke", "",
      r"ended failed \(code None, signal 15, attempt \d\) but no execution of that attempt"),
 ]
 
