@@ -204,3 +204,34 @@ def test_nodes_saying_hello_one_by_one_do_not_rejudge_every_request_against_ever
         checked[nodes] = calls[0] / nodes
         p.check()
     assert checked[500] <= 1.5 * checked[50], checked
+
+
+def test_a_request_no_node_heard_from_can_run_is_judged_once_the_grace_is_over():
+    """The scan for a node able to run a request runs once per topology; the verdict of
+    a request none can run still comes when the grace after the master's start ends,
+    and a big node saying hello within it saves the request."""
+    for big_comes in (False, True):
+        p = Pool([NodeEntry(Endpoint("h", 1)), NodeEntry(Endpoint("h", 2))], 0)
+        p.node_hello("h:1", {"slots": 1, "memory": 1000, "gpus": 0, "attrs": {},
+                             "claims": []}, 1)
+        p.submitter_hello({"submitter": "a", "user": "u", "host": "x", "pid": 1,
+                           "claims": [], "clusters": []}, 1)
+        out = p.set_demand("a", [{"key": "2", "count": 1, "cpus": 2, "memory": 0,
+                                  "gpus": 0, "requirements": "", "ad": {}}], 1)
+        verdicts = [m for _, _, m in out if m["type"] == "unmatchable"]
+        for t in range(2, 15):
+            verdicts += [m for _, _, m in p.tick(t) if m["type"] == "unmatchable"]
+            if big_comes and t == 10:
+                p.node_hello("h:2", {"slots": 4, "memory": 1000, "gpus": 0, "attrs": {},
+                                     "claims": []}, t)
+        assert verdicts == []  # within the grace: not judged
+        for t in range(15, 18):
+            p.node_report("h:1", {"load": 0, "running": 0, "claims": []}, t)
+            if big_comes:
+                p.node_report("h:2", {"load": 0, "running": 0, "claims": []}, t)
+            verdicts += [m for _, _, m in p.tick(t) if m["type"] == "unmatchable"]
+        p.check()
+        if big_comes:
+            assert verdicts == [] and len(p.claims) == 1
+        else:
+            assert [m["key"] for m in verdicts] == ["2"], verdicts

@@ -116,6 +116,7 @@ class Request:
     unmatchable: Optional[str] = None
     checked: int = -1  # topology version the unmatchable verdict was taken at
     witness: Optional[str] = None  # a node that can run it, as last found (see _why_never)
+    scanned: int = -1  # topology version at which no node was found able to run it
     refs: tuple = ()  # lower-case attribute names the requirements read from the node
     cache: dict = field(default_factory=dict)  # node -> (ad_version, key, result)
 
@@ -223,6 +224,7 @@ class Pool:
         self._reserved: dict[str, str] = {}  # node -> submitter
         self._reserving: dict[str, str] = {}  # submitter -> node
         self._topology = 0  # bumped when a node's capacity or ad changes
+        self._known = 0  # nodes heard from (state not "never")
         self.up_slots = 0
         # Shares as the last negotiation computed them (sid -> share), what each
         # submitter wanted then (want, weight, capped), and the submitters whose want may
@@ -351,6 +353,7 @@ class Pool:
             self.up_slots += node.slots if state == "up" else -node.slots
         if node.state == "never" and state != "never":
             self._topology += 1
+            self._known += 1
         node.state = state
         if state != "up":
             self._seen.pop(node.name, None)
@@ -390,6 +393,7 @@ class Pool:
         assert set(self._offers) == offers
         assert sum(self._sub_pending.values()) == len(offers)
         assert self.up_slots == sum(n.slots for n in self.nodes.values() if n.state == "up")
+        assert self._known == sum(1 for n in self.nodes.values() if n.state != "never")
         fresh, cached = self.submitter_shares(), self._current_shares()
         assert set(fresh) == set(cached) and all(
             abs(fresh[s] - cached[s]) <= EPS for s in fresh), (fresh, cached)
@@ -824,14 +828,17 @@ class Pool:
             r.checked = self._topology
             return None
         r.witness = None
-        for n in self.nodes.values():
-            if self._can_run(n, r):
-                r.witness, r.checked = n.name, self._topology
-                return None
-        known = [n for n in self.nodes.values() if n.state != "never"]
-        if not known or (len(known) < len(self.nodes)
-                         and now - self.started < self.unmatchable_grace):
+        if not self._known:
             return None
+        if r.scanned != self._topology:  # once per topology, not at every negotiation
+            r.scanned = self._topology
+            for n in self.nodes.values():
+                if self._can_run(n, r):
+                    r.witness, r.checked = n.name, self._topology
+                    return None
+        if self._known < len(self.nodes) and now - self.started < self.unmatchable_grace:
+            return None
+        known = [n for n in self.nodes.values() if n.state != "never"]
         r.checked = self._topology
         if not any(self._fits_ever(n, r) for n in known):
             big = max(known, key=lambda n: n.slots)
