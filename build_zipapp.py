@@ -68,8 +68,8 @@ if _home:  # import everything from the unpacked cache, with cached bytecode
     for _name in [m for m in sys.modules if m == "jrs" or m.startswith("jrs.")]:
         del sys.modules[_name]
     sys.path.insert(0, _home)
-from jrs.__main__ import main
-sys.exit(main())
+from jrs.__main__ import run
+run()
 '''
 
 

@@ -248,6 +248,17 @@ visits.clear()
 out.append(("per-job uid, " + both + " (fast path)", measure(per_job(cg)),
             " (uid child in %d of %d: a temp dir changed)" % (sum(visits), len(visits))))
 out.append(("per-job uid, " + both + ", uid child forced", measure(per_job(cg, True)), ""))
+def reused(i):  # a reused executor's jobs: one cgroup for all, checked empty before each
+    u = unit.Unit(cg, "j%d" % i, uid, uid, True, 4096)
+    u.reuse("xbench")
+    k = executor._Killer(-1, 1.0, u)
+    t = time.time()
+    u.create()
+    os.waitpid(executor._spawn(spec, k), 0)
+    u.kill_all()
+    u.reap(since=t)
+out.append(("per-job uid, " + both + " reused per executor (fast path)", measure(reused), ""))
+unit.remove_made()
 for i in range(n):
     for path in cg.values():
         try:
@@ -284,6 +295,10 @@ def main() -> None:
     ap.add_argument("--as-user", metavar="NAME", default="",
                     help="run the node as this account (a non-root node) instead of root")
     ap.add_argument("--no-steps", action="store_true", help="skip the identity steps")
+    ap.add_argument("--baseline-is-current", action="store_true",
+                    help="the baseline takes this build's node flags (a build with per-job "
+                         "uids, e.g. main before a change): one baseline run, jobs as per-job "
+                         "uids")
     ap.add_argument("--rounds", type=int, default=1,
                     help="alternate this build and the baseline this many times")
     opts = ap.parse_args()
@@ -299,6 +314,8 @@ def main() -> None:
         identity_steps(min(n, 500))
     user = opts.as_user
     modes = (f"node as {user}",) if user else ("nobody", "root")
+    if opts.baseline_is_current:
+        modes = (f"node as {user}",) if user else ("per-job uids",)
     ratios: dict = {}
     for r in range(opts.rounds):  # A/B interleaved: the machine's load hits both alike
         print(f"round {r + 1}: machine load average {os.getloadavg()[0]:.1f}")
@@ -310,7 +327,8 @@ def main() -> None:
         # exec: production) or, with --allow-root-jobs, as root (posix_spawn); a
         # non-root node runs them as itself
         for mode in modes:
-            old = run_cluster(Path(opts.baseline), n, mode, baseline, baseline_cpu,
+            old = run_cluster(Path(opts.baseline), n,
+                              "" if opts.baseline_is_current else mode, baseline, baseline_cpu,
                               f"baseline, jobs as {mode}", False, user)
             got = ratios.setdefault(mode, {"jobs/s": [], "node CPU": [], "node's own CPU": []})
             got["jobs/s"].append(new["rate"] / old["rate"])

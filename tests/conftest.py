@@ -16,9 +16,14 @@ SHARED = ROOT.parent / "shared"
 # Every message any jrs process of the suite sends (this one and every child) is held
 # to jrs/wire/messages.py's SCHEMA, nested payloads included (jrs/wire/strict.py); a
 # mismatch leaves a BAD line in this file and fails the test during which it happened.
-STRICT_LOG = Path(os.environ.setdefault(
-    "JRS_STRICT_LOG", f"/tmp/jrs-strict-{os.getpid()}.log"))
-os.environ["JRS_STRICT"] = "1"
+# Set when pytest starts, not on import: bench/ imports tests.cluster (and so this file),
+# and a benchmark must measure the build as users run it, without the checks.
+STRICT_LOG = Path(os.environ.get("JRS_STRICT_LOG") or f"/tmp/jrs-strict-{os.getpid()}.log")
+
+
+def pytest_configure(config) -> None:
+    os.environ["JRS_STRICT_LOG"] = str(STRICT_LOG)
+    os.environ["JRS_STRICT"] = "1"
 
 
 @pytest.fixture(autouse=True)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from jrs import __version__
@@ -46,3 +50,76 @@ def test_selftest(pyz):
     r = run_jrs(pyz, "selftest")
     assert r.returncode == 0, r.stderr
     assert "round trip passed" in r.stdout
+
+
+# one argv per usage line of the text: each parsed with only its command's usage lines
+# (what parse_args does) must give what the whole text gives
+ONE_PER_USAGE_LINE = [
+    ["master", "-c", "d", "--listen=h:1", "--state=s", "-v"],
+    ["node", "--slots=2", "--memory=9", "--name=n", "--execute=e", "--job-uids=1-9",
+     "--same-user-accounts", "--root-groups=a,b", "--job-pids=5", "--retain=1d", "-v"],
+    ["executor", "T"],
+    ["submit", "--local", "--dry-run", "--fresh", "--state=s", "F"],
+    ["submit", "-c", "d", "--no-progress", "F"],
+    ["status", "-c", "d", "--json"], ["q", "--json"], ["rm", "-c", "d", "1", "2.3"],
+    ["keygen", "--force"], ["roles", "--name=n", "node"], ["selftest"],
+]
+
+
+@pytest.mark.parametrize("argv", ONE_PER_USAGE_LINE, ids=lambda a: " ".join(a[:2]))
+def test_a_commands_own_usage_lines_parse_as_the_whole_text(argv):
+    from docopt import docopt
+
+    from jrs.__main__ import __doc__ as whole
+    from jrs.__main__ import parse_args, usage_for
+
+    own = parse_args(argv)
+    everything = docopt(whole, argv=argv)
+    assert own == {k: v for k, v in everything.items() if k in own}
+    # what the command was given is all there; keys left out belong to other commands
+    assert {k for k, v in everything.items() if v} <= set(own)
+    assert [w for w in usage_for(argv[0]).split() if w == "jrs"] != []
+    assert all(line.split()[1] == argv[0] for line in usage_for(argv[0]).splitlines()
+               if line.strip().startswith("jrs "))
+
+
+def test_a_usage_error_shows_the_commands_own_usage(pyz):
+    r = run_jrs(pyz, "status", "--bogus")
+    assert r.returncode == 2
+    assert "jrs status" in r.stderr and "jrs master" not in r.stderr
+
+
+@pytest.mark.parametrize("count", [3, 3000])  # inside a pipe buffer, and far beyond
+def test_a_short_command_flushes_all_it_printed_before_its_fast_exit(pyz, tmp_path, count):
+    """Short commands leave with os._exit (no interpreter teardown): whatever they
+    printed must still arrive whole through a pipe, unbuffered mode off."""
+    (tmp_path / "many.condor").write_text("executable = /bin/echo\narguments = $(Process)\n"
+                                          f"queue {count}\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONUNBUFFERED", "JRS_CONFIG")}
+    r = subprocess.run([sys.executable, str(pyz), "submit", "--dry-run", "many.condor"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == count and r.stdout.endswith("\n")
+    assert f'"{count - 1}"' in lines[-1]
+
+
+def test_the_readme_lists_the_commands_as_the_usage_text_does():
+    from pathlib import Path
+
+    from jrs.__main__ import __doc__ as doc
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("### Commands\n\n```\n", 1)[1].split("```", 1)[0]
+    usage = doc.split("Usage:\n", 1)[1].split("\n\n", 1)[0]
+    assert block.splitlines() == [line[2:] for line in usage.splitlines()]
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_each_commands_help_explains_every_option_its_usage_lines_take(command):
+    import re
+
+    from jrs.__main__ import usage_for
+
+    options = set(re.findall(r"--[a-z][a-z-]*", usage_for(command).split("\nCommands:")[0]))
+    assert [o for o in sorted(options) if o not in COMMAND_HELP[command]] == []

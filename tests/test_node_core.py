@@ -862,3 +862,44 @@ def test_a_run_held_after_a_stop_goes_with_its_session():
     assert c.from_master({"type": "pong", "seq": 1}, T0 + 9) == [
         nc.Log("info", "the master confirmed the claims: jobs start again")]
     assert t.key not in c.receiving
+
+
+def test_a_run_refused_because_its_claim_went_says_the_cause_is_the_claim():
+    """A claim dropped (or being released, or busy, or the run arriving twice) is a
+    race, not the job's fault: the refusal says `cause: "claim"`, so the submitter does
+    not count it toward the refusals that hold a job. A refusal for the job itself
+    (more cpus than the claim) says no cause; one for the node's disk says "node"."""
+    c = make(slots=4)
+    offer(c, 1)
+    attach(c, 1)
+    t = c.run_offered(1, run_msg(9))  # no such claim (dropped before the run came)
+    (msg,) = sent(c.run_received(t, T0))
+    assert msg["cause"] == "claim" and "unknown claim" in msg["reason"]
+    t = c.run_offered(1, run_msg())  # dropped while its input arrived
+    c.from_master({"type": "claim-drop", "claim": claim_id(1), "kill": False}, T0)
+    (msg,) = sent(c.run_received(t, T0))
+    assert msg["cause"] == "claim" and "unknown claim" in msg["reason"]
+    offer(c, 2)
+    start_job(c, i=2, job="1.1")
+    c.from_master({"type": "claim-drop", "claim": claim_id(2), "kill": False}, T0)
+    t = c.run_offered(1, run_msg(2, job="1.2"))  # its claim is being released
+    (msg,) = sent(c.run_received(t, T0))
+    assert msg["cause"] == "claim" and "being released" in msg["reason"]
+    offer(c, 3)
+    start_job(c, i=3, job="1.3")
+    t = c.run_offered(1, run_msg(3, job="1.4"))  # busy with another job
+    (msg,) = sent(c.run_received(t, T0))
+    assert msg["cause"] == "claim" and "busy" in msg["reason"]
+    attach(c, 2)
+    offer(c, 4)
+    a, b = c.run_offered(1, run_msg(4, job="1.5")), c.run_offered(2, run_msg(4, job="1.5"))
+    assert a.reason is None and b.cause == "claim" and "already arriving" in b.reason
+    c.run_aborted(a)
+    t = c.run_offered(1, run_msg(4, job="1.6", cpus=2))  # the job's own fault
+    (msg,) = sent(c.run_received(t, T0))
+    assert "cause" not in msg and "asks for 2 cpus" in msg["reason"]
+    t = c.run_offered(1, run_msg(4, job="1.7"))
+    c.box_made(t)
+    c.refuse(t, "cannot write 'in.txt': No space left on device")
+    (msg,) = sent(c.run_received(t, T0))
+    assert msg["cause"] == "node"

@@ -242,3 +242,44 @@ def test_a_nodes_ping_is_answered_after_the_drops_its_report_caused(tmp_path):
         assert await _recv(node) == {"type": "claim-drop", "claim": revoked, "kill": True}
         assert await _recv(node) == {"type": "pong", "seq": 7}
     run(go, tmp_path)
+
+
+def test_cluster_ids_are_never_handed_out_twice_across_restarts_and_flush_once_a_block(
+        tmp_path, monkeypatch):
+    flushes = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(master_mod.os, "fsync", lambda fd: (flushes.append(fd), real_fsync(fd)))
+    seen: list = []
+    counter = ClusterCounter(str(tmp_path))
+    seen += [counter.take() for _ in range(ClusterCounter.BLOCK + 5)]
+    assert len(flushes) == 2  # one per block begun, none per id
+    # a restart (or a crash: the file is all that survives) continues above every id out
+    for used in (0, 1, 3):
+        counter = ClusterCounter(str(tmp_path))
+        seen += [counter.take() for _ in range(used)]
+    assert seen == sorted(seen) and len(set(seen)) == len(seen) and seen[0] == 1
+    # a file of an older build holds the next id itself: it is used as the ceiling
+    (tmp_path / "next-cluster").write_text("7\n")
+    assert ClusterCounter(str(tmp_path)).take() == 7
+
+
+def test_the_ticker_ticks_at_once_so_a_stop_before_its_second_tick_is_pardoned(
+        tmp_path, monkeypatch):
+    """Sim finding (small 108): a master stopped (SIGSTOP) within its first second woke
+    to a Pool that had never ticked, so it had no gap to pardon (C2's rule): it declared
+    every node lost at once, their reports still unread, and revoked their claims with
+    kill. The ticker ticks at its start, so the stop is a gap between two ticks."""
+    now = [100.0]
+    env = _Env(tmp_path)
+    m = Master(env.config, ClusterCounter(str(tmp_path)), clock=lambda: now[0])
+    monkeypatch.setattr(master_mod, "TICK", 3600.0)  # the ticker's sleep: no second tick
+
+    async def go() -> None:
+        task = asyncio.ensure_future(m.ticker())
+        await asyncio.sleep(0.05)
+        task.cancel()
+    asyncio.run(go())
+    m.pool.node_hello(NODE, _node_hello(), 100.0)
+    now[0] = 110.0  # stopped for 10 s: the node's reports wait in the socket, unread
+    lost = [a for a in m.pool.tick(110.0) if a[2].get("type") == "node-lost"]
+    assert m.pool.nodes[NODE].state == "up" and lost == []

@@ -63,7 +63,9 @@ def test_the_checker_sees_held_jobs():
     assert any("held" in f for f in res.failures), res.failures
 
 
-CI_SEEDS = {"small": 1500, "large": 500}  # 2,000 seeds with faults, about a minute of CPU
+CI_SEEDS = {"small": 1500, "large": 500,  # 2,000 seeds with faults, about a minute of CPU
+            # plus revocations the submitter never hears of (D5's kind), ~20 s of CPU
+            "revoke": 300}
 # Every fault kind runs in CI (bench/sim_soak.py runs many more seeds): ctrl-c and disk
 # are back since D1, D3, D4 (and D5) were fixed, stall since C2 was (README "The cluster
 # simulation"). A kind a new finding makes fail goes here until it is fixed.
@@ -91,3 +93,37 @@ def test_fault_free_seeds_keep_every_invariant():
     for name in ("small", "large"):
         shape = dataclasses.replace(SHAPES[name], faults=())
         assert _run_many(shape, range(1, 51)) == []
+
+
+def test_a_job_lost_at_every_resume_is_held_after_max_lost_runs_in_all(monkeypatch):
+    """The bound on lost runs survives kill -9 (it is journaled): a node that takes every
+    run and never starts it, then answers the resumed submitter's attach that it does
+    not know the job, with the submit killed and run again every 3 s. Each resume is a
+    lost run; after MAX_LOST_RUNS in all (not per resume) the job is held."""
+    from jrs.client import core as C
+    from jrs.node import core as nc
+
+    def swallow(self, t, now):  # the run's data is read, then nothing: no task, no reply
+        self.receiving.discard(t.key)
+        return []
+    monkeypatch.setattr(nc.NodeCore, "run_received", swallow)
+    shape = dataclasses.replace(SHAPES["small"], faults=(), nodes=(1,), max_retries=(0,),
+                                submitters=(("alice", 1, 1, 0, 0.0),))
+    w = world.World(5, shape)
+    kills: list = []
+
+    def kill() -> None:
+        p = w.subs.get("alice1")
+        if p is not None and p.alive and "alice1" not in w.done:
+            p.die()
+            kills.append(w.sim.now)
+            w.sim.after(0.5, w.start_submitter, p.spec)
+        if len(kills) < 3 * C.MAX_LOST_RUNS:
+            w.sim.after(3.0, kill)
+    w.sim.after(3.0, kill)
+    res = w.run()
+    ends = [r for _, r in w.journals[w.specs[0].sid] if r.get("e") == "end"]
+    assert [e["state"] for e in ends] == ["held"], (res.failures[:3], len(kills))
+    assert f"lost {C.MAX_LOST_RUNS} times" in ends[0]["reason"]
+    assert len(kills) == C.MAX_LOST_RUNS
+    assert [f for f in res.failures if "held" not in f] == []

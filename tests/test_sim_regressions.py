@@ -8,6 +8,7 @@ any), whose code it was in, and what happened. Replay one with
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
@@ -42,8 +43,9 @@ FOUND = [
      "killed job again"),
     (45, "small", "ctrl-c,stall", "submitter core (D1)",
      "a node whose disk failed (ENOSPC) for seconds refused a job 5 times: held for good"),
-    (124, "small", "ctrl-c,stall", "submitter core (D1)", "the same with EIO on its input"),
-    (1164, "small", "disk,ctrl-c", "Pool (C2), submitter core (D5)",
+    (124, "small", "ctrl-c,stall", "submitter core (D1)",
+     "the same with EIO on its input (since other fixes it no longer reaches D1: REACH)"),
+    (1164, "small", "disk,ctrl-c", "Pool (C2), submitter core (D5) (alone: REACH)",
      "a master back from an 8 s stall ticked before reading the queued reports and "
      "revoked live nodes' claims with kill (C2); the run so killed, which the submitter "
      "never heard of, ended the job FAILED 'signal 15' (D5)"),
@@ -58,6 +60,27 @@ FOUND = [
     (105101, "large", "stall,disk,ctrl-c", "Pool (C4, soak 12-01)",
      "a master restarted after kill -9 heard only its 1-slot node within its 3 s grace and "
      "declared 2-cpu jobs unmatchable: they were held for good"),
+    (400831, "large", "", "the checker (K, soak 7)",
+     "a submitter stalled while the master declared a node lost sent that node a run "
+     "before reading the node-lost, then reran it: the checker dated the loss from the "
+     "master's send, before the run, and called the rerun a retry"),
+    (404593, "large", "", "the checker (K, soak 7)",
+     "the same: a retry sent on the lost node's claim by a submitter stalled past the "
+     "node-lost ran there and succeeded; the rerun elsewhere is right"),
+    (404719, "large", "", "submitter and node cores (K, soak 7)",
+     "a reset submitter-master connection dropped the submitter's claims at the master; "
+     "the submitter sent five runs of one job on them as their jobs ended, each refused "
+     "'unknown claim', and the five refusals held the job (now cause \"claim\": a race, "
+     "rerun uncounted)"),
+    (108, "small", "", "master (C6, K)",
+     "a master stopped within its first second had never ticked: no gap for C2's pardon, "
+     "so its first tick declared both live nodes lost and revoked their claims with kill"),
+    (22, "revoke", "", "the checker (K)",
+     "a run sent on a claim the master had revoked while the submitter was cut off from "
+     "it was killed when the revocation landed: 'killed though nobody removed it'"),
+    (259, "revoke", "", "the checker (K)",
+     "reports a partition held counted from their sending: 'declared lost though it had "
+     "a report'"),
 ]
 
 
@@ -69,3 +92,41 @@ def test_pinned_seed_runs_clean(seed, shape, without, owner, what):
     res = world.run(seed, dataclasses.replace(
         base, faults=tuple(k for k in base.faults if k not in out)))
     assert res.ok, f"{owner}: {what}\n{res.replay()}\n" + "\n".join(res.failures[:5])
+
+
+# Seeds that reach a fixed finding's bug on their own: with only that fix reverted (a
+# test-only switch, tests/sim/bugs.py) the run fails with the bug's own message, and
+# without it runs clean. A pinned seed of FOUND may stop reaching its bug as other code
+# changes (the run takes another path); these say so loudly. Each was found by scanning
+# seeds with the switch on (12-01, K).
+REACH = [
+    # (finding, switch, seed, shape, fault kinds left out, the failure it brings back)
+    ("D1", "refusals-blame-job", 45, "small", "ctrl-c,stall",
+     r"held: refused by the nodes 5 times; last: .*ENOSPC"),
+    ("D1", "refusals-blame-job", 611, "small", "",  # the first of the CI seeds (12-01)
+     r"held: refused by the nodes 5 times; last: .*ENOSPC"),
+    ("C2", "stall-blames-peers", 1164, "small", "disk,ctrl-c",
+     r"the master declared node n\d:7082 lost though it had a report of it"),
+    ("C2", "stall-blames-peers", 3, "small", "",
+     r"the master declared node n\d:7082 lost though it had a report of it"),
+    ("D5", "revoked-run-is-exit", 1, "revoke", "",
+     r"ended failed \(code None, signal 15, attempt \d\) but no execution of that attempt"),
+    ("D5", "revoked-run-is-exit", 65, "revoke", "",
+     r"ended failed \(code None, signal 15, attempt \d\) but no execution of that attempt"),
+]
+
+
+@pytest.mark.parametrize("finding,switch,seed,shape,without,pattern", REACH,
+                         ids=[f"{f}-{s}-{sh}" for f, _, s, sh, *_ in REACH])
+def test_a_seed_still_reaches_the_bug_its_fix_removed(finding, switch, seed, shape, without,
+                                                      pattern):
+    base = SHAPES[shape]
+    out = set(without.split(",")) if without else set()
+    sh = dataclasses.replace(base, faults=tuple(k for k in base.faults if k not in out))
+    broken = world.run(seed, sh, switches={switch})
+    assert any(re.search(pattern, f) for f in broken.failures), (
+        f"{finding}: seed {seed} no longer reaches it with --switch {switch}; find another "
+        f"(python -m tests.sim --seed 1 --seeds 1000 --shape {shape} --switch {switch}): "
+        f"{broken.failures[:2]}")
+    clean = world.run(seed, sh)
+    assert clean.ok, f"{finding}: {clean.replay()}\n" + "\n".join(clean.failures[:3])

@@ -20,7 +20,7 @@ KEY = bytes(range(32))
 def make(tmp_path, text: str, prev: J.Previous | None = None, **cfg) -> C.SubmitCore:
     js = list(expand_text(text, str(tmp_path), cluster=7))
     q = Queue(iter(js), len(js), skip=prev.final if prev else None,
-              restore=prev.attempts if prev else None)
+              restore=prev.attempts if prev else None, counts=prev.counts if prev else None)
     conf = C.CoreConfig(7, "sub1", "alice", "submithost", KEY, len(js), **cfg)
     return C.SubmitCore(conf, q, prev)
 
@@ -144,7 +144,7 @@ def test_rejected_releases_the_claim(tmp_path):
                                                 "kill": False}]
     assert core.queue.live[0].state == IDLE
     (req,) = [a.rec for a in of(acts, C.Record) if a.rec["e"] == "requeue"]
-    assert req == {"e": "requeue", "proc": 0, "attempt": 1, "completions": 0}
+    assert req == {"e": "requeue", "proc": 0, "attempt": 1, "completions": 0, "refused": 1}
 
 
 def test_a_job_every_node_rejects_is_held_not_bounced_forever(tmp_path):
@@ -521,7 +521,7 @@ def test_a_run_killed_without_our_asking_runs_again_uncounted(tmp_path):
     rec = core.queue.live[0]
     assert rec.completions == 0 and not core.queue.final
     assert [a.rec for a in of(acts, C.Record) if a.rec["e"] == "requeue"] == [
-        {"e": "requeue", "proc": 0, "attempt": 1, "completions": 0}]
+        {"e": "requeue", "proc": 0, "attempt": 1, "completions": 0, "lost": 1}]
     assert not [a for a in of(acts, C.Event) if a.kind == "terminated"]
     (run,) = of(acts, C.StartRun)  # the claim (still ours) takes it again at once
     assert run.msg["attempt"] == 2 and rec.state == RUNNING
@@ -679,3 +679,104 @@ def test_a_few_lost_runs_still_run_again_and_end_done(tmp_path):
         core.run_sent("n1", 0, attempt + 1)
     collect(core, "n1", finished("7.0", 4))
     assert core.queue.final[0].state == DONE
+
+
+def test_lost_runs_are_counted_across_resumes(tmp_path):
+    """A node that loses every run, and a submit resumed (kill -9, run again) after each
+    loss: the count of lost runs is journaled with each requeue, so the job is held
+    after MAX_LOST_RUNS lost runs in all, not MAX_LOST_RUNS per resume (a resume loop
+    would otherwise rerun it forever)."""
+    text = "executable = /bin/true\nmax_retries = 0\nqueue\n"
+    job = next(iter(expand_text(text, str(tmp_path), cluster=7)))
+    core = make(tmp_path, text)
+    acts = core.start(0.0) + core.from_master(claim("c1"), 0.0) + core.node_up("n1", 0.0)
+    core.run_sent("n1", 0, 1)
+    records = journal_of(acts)
+    attempt, resumes = 1, 0
+    for i in range(3 * C.MAX_LOST_RUNS):
+        acts = collect(core, "n1", finished("7.0", attempt, lost=True, reason="reboot"))
+        records += [a.rec for a in of(acts, C.Record)]
+        if core.finished:
+            break
+        if not of(acts, C.StartRun):  # the re-attached claim retired with its job
+            acts = core.from_master(claim(f"c{i + 2}"), float(i))
+            records += [a.rec for a in of(acts, C.Record)]
+        (run,) = of(acts, C.StartRun)
+        attempt = run.msg["attempt"]
+        core.run_sent("n1", 0, attempt)
+        # kill -9 while the rerun runs; the same command is run again and re-attaches it
+        prev = J.parse(records)
+        assert prev.counts[0][0] == i + 1 and prev.running[0][0] == attempt
+        core = make(tmp_path, text, prev=prev)
+        resumes += 1
+        acts = core.start(float(i), [job]) + core.node_up("n1", float(i))
+        records += [a.rec for a in of(acts, C.Record)]
+        assert not of(acts, C.StartRun)  # re-attached, not sent again
+    final = core.queue.final[0]
+    assert final.state == HELD and f"lost {C.MAX_LOST_RUNS} times" in final.reason
+    assert resumes == C.MAX_LOST_RUNS - 1
+
+
+def test_refusals_are_counted_across_resumes_and_old_journals_still_resume(tmp_path):
+    text = "executable = /bin/true\nqueue\n"
+    core = started_one(tmp_path, text)
+    acts = refuse(core, 1, 0.0, cause=None) + refuse(core, 1, 0.0)  # the 2nd: stale
+    acts += core.from_master(claim("c2", node="n2"), 0.0) + core.node_up("n2", 0.0)
+    core.run_sent("n2", 0, 2)
+    acts += refuse(core, 2, 0.0, node="n2")
+    requeues = [a.rec for a in of(acts, C.Record) if a.rec["e"] == "requeue"]
+    assert requeues == [
+        {"e": "requeue", "proc": 0, "attempt": 1, "completions": 0, "refused": 1},
+        {"e": "requeue", "proc": 0, "attempt": 2, "completions": 0, "refused": 1,
+         "refused_node": 1}]
+    prev = J.parse(journal_of(acts))
+    assert prev.counts == {0: (0, 1, 1)}
+    rec = make(tmp_path, text, prev=prev).queue.fill()[0]
+    assert (rec.attempt, rec.lost_runs, rec.rejections, rec.node_rejections) == (2, 0, 1, 1)
+    # a journal of an older build: requeue records without the counts
+    old = [r if r["e"] != "requeue" else {k: r[k] for k in ("e", "proc", "attempt",
+                                                            "completions")}
+           for r in journal_of(acts)]
+    prev = J.parse(old)
+    assert prev.counts == {} and prev.attempts == {0: (2, 0)}
+    rec = make(tmp_path, text, prev=prev).queue.fill()[0]
+    assert (rec.attempt, rec.lost_runs, rec.rejections) == (2, 0, 0)
+
+
+@pytest.mark.parametrize("reason", ["unknown claim (it may have been dropped)",
+                                    "claim is being released",
+                                    "the claim is busy with another job"])
+def test_a_refusal_for_a_claim_race_does_not_count_toward_holding_the_job(tmp_path, reason):
+    """The node refused the run because its claim was dropped (or is going, or busy)
+    meanwhile: a race, not the job's fault (the node says `cause: "claim"`). Before,
+    MAX_REJECTIONS of those held the job. Now each is an uncounted rerun, bounded as
+    lost runs are, and the node is not rested either."""
+    core = started_one(tmp_path)
+    for attempt in range(1, C.MAX_REJECTIONS + 3):
+        acts = core.from_node("n1", {"type": "rejected", "job": "7.0", "attempt": attempt,
+                                     "reason": reason, "cause": "claim"}, 0.0)
+        assert core.queue.live[0].state == IDLE and not core.queue.final
+        assert {"type": "release", "claim": f"c{attempt}" if attempt > 1 else "c1",
+                "kill": False} in msgs(acts, C.ToNode, "release")
+        requeue = [a.rec for a in of(acts, C.Record) if a.rec["e"] == "requeue"]
+        assert requeue[0]["lost"] == attempt and "refused" not in requeue[0]
+        acts = core.from_master(claim(f"c{attempt + 1}"), 0.0)
+        (run,) = of(acts, C.StartRun)  # at once: the node is not rested
+        core.run_sent("n1", 0, run.msg["attempt"])
+    rec = core.queue.live[0]
+    assert rec.rejections == 0 and rec.lost_runs == C.MAX_REJECTIONS + 2
+    assert core.nodes["n1"].rest_until == float("-inf")
+    collect(core, "n1", finished("7.0", rec.attempt))
+    assert core.queue.final[0].state == DONE
+
+
+def test_a_node_that_says_every_run_raced_its_claim_still_gets_the_job_held(tmp_path):
+    core = started_one(tmp_path)
+    for attempt in range(1, 3 * C.MAX_LOST_RUNS):
+        core.from_node("n1", {"type": "rejected", "job": "7.0", "attempt": attempt,
+                              "reason": "unknown claim", "cause": "claim"}, 0.0)
+        if core.finished:
+            break
+        (run,) = of(core.from_master(claim(f"c{attempt + 1}"), 0.0), C.StartRun)
+        core.run_sent("n1", 0, run.msg["attempt"])
+    assert attempt == C.MAX_LOST_RUNS and core.queue.final[0].state == HELD

@@ -30,7 +30,13 @@ Decisions that live here:
   launcher) is rested, not blamed on the job: none of its claims are used for a
   pause that doubles with each such refusal in a row (REST_FIRST up to REST_MAX)
   and ends with a job that starts there; the job runs elsewhere or later, and is
-  held only after MAX_NODE_REJECTIONS such refusals (a job no node can take).
+  held only after MAX_NODE_REJECTIONS such refusals (a job no node can take);
+- a refusal because the claim went or was taken meanwhile (`cause: "claim"`: dropped,
+  being released, busy, the run arriving twice) is a race, not the job's fault: it
+  runs again uncounted, as a lost run (MAX_LOST_RUNS bounds a node that says so of
+  every run), not toward the MAX_REJECTIONS that hold a job;
+- the lost runs and refusals of each job are journaled with its requeue, so a
+  resumed run (however often) keeps counting toward those bounds.
 """
 
 from __future__ import annotations
@@ -660,6 +666,9 @@ class SubmitCore:
         if ns is not None:
             ns.sent.discard((rec.proc, rec.attempt))
             ns.pending.discard((rec.proc, rec.attempt))
+        if msg.get("cause") == "claim":  # the claim went meanwhile: a race, not the job's
+            self._lost_run(rec, node, f"refused: {excerpt(reason)}")  # bounded, uncounted
+            return
         if msg.get("cause") == "node":  # the node's own trouble, not the job's
             if ns is not None:
                 self._rest(node, ns, reason, now)
@@ -841,7 +850,9 @@ class SubmitCore:
             self._final(rec, Summary(REMOVED, node=rec.node, reason=self._removal_reason(rec)))
             return
         self.queue.requeue(rec)
-        self._emit(Record(J.requeue_record(rec.proc, rec.attempt, rec.completions)))
+        self._emit(Record(J.requeue_record(rec.proc, rec.attempt, rec.completions,
+                                           rec.lost_runs, rec.rejections,
+                                           rec.node_rejections)))
 
     def _lost_run(self, rec: Rec, node: Optional[str], why: str) -> None:
         """A run that ended without an end of the job's own: run it again, uncounted,

@@ -63,12 +63,16 @@ def request_key(job) -> str:
 
 class Queue:
     def __init__(self, jobs: Iterator, total: int, skip: Optional[dict] = None,
-                 window: Optional[int] = None, restore: Optional[dict] = None) -> None:
+                 window: Optional[int] = None, restore: Optional[dict] = None,
+                 counts: Optional[dict] = None) -> None:
         """`skip`: proc -> Summary of jobs already final (resume); `restore`: proc ->
         (last attempt, completions) of jobs that ran before, so a resumed run keeps
-        counting `max_retries` and never reuses an attempt number."""
+        counting `max_retries` and never reuses an attempt number; `counts`: proc ->
+        (lost runs, refusals, refusals for the node's own trouble), so it keeps counting
+        toward the bounds that hold a job too."""
         self._source = iter(jobs)
         self._restore = dict(restore or {})
+        self._counts = dict(counts or {})
         self.total = total
         self.final: dict[int, Summary] = dict(skip or {})
         self.live: dict[int, Rec] = {}
@@ -109,6 +113,9 @@ class Queue:
         before = self._restore.pop(rec.proc, None)
         if before is not None:
             rec.attempt, rec.completions = before
+        counts = self._counts.pop(rec.proc, None)
+        if counts is not None:
+            rec.lost_runs, rec.rejections, rec.node_rejections = counts
         return rec
 
     def adopt(self, job, attempt: int, node: str, claim: Optional[str]) -> Rec:

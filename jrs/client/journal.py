@@ -3,8 +3,9 @@
 An append-only record file (see `records`), mode 0600, beside the submit file,
 or under `--state`. Records: `cluster` (id, submitter id, file hash, total, the
 session key) first, then `run` (proc, attempt, node, claim, node address) when
-a job starts, `requeue` (proc, attempt, completions) when it goes back to the
-queue, `remove` (ids, reason) when Ctrl-C or `jrs rm` asks for a removal (before
+a job starts, `requeue` (proc, attempt, completions, and the lost runs and
+refusals that hold a job once they are not 0) when it goes back to the queue,
+`remove` (ids, reason) when Ctrl-C or `jrs rm` asks for a removal (before
 its kills go out: a resumed run finishes it), and `end` (proc, attempt, state,
 exit code, signal, node, reason) when it is final. The session key proves to
 the nodes and the master that a resumed run is the same submitter (it is never
@@ -42,8 +43,17 @@ def submitted_record(upto: int) -> dict:
     return {"e": "submitted", "proc": upto}
 
 
-def requeue_record(proc: int, attempt: int, completions: int) -> dict:
-    return {"e": "requeue", "proc": proc, "attempt": attempt, "completions": completions}
+def requeue_record(proc: int, attempt: int, completions: int, lost: int = 0,
+                   refused: int = 0, refused_node: int = 0) -> dict:
+    """Back to the queue. The bounds that hold a job across resumes ride along once they
+    are not zero: `lost` runs (MAX_LOST_RUNS), `refused` (MAX_REJECTIONS) and
+    `refused_node` refusals (MAX_NODE_REJECTIONS), so a resumed run, however often it is
+    resumed, keeps counting them (a node that loses every run, and a resume loop)."""
+    rec = {"e": "requeue", "proc": proc, "attempt": attempt, "completions": completions}
+    for name, value in (("lost", lost), ("refused", refused), ("refused_node", refused_node)):
+        if value:
+            rec[name] = value
+    return rec
 
 
 def remove_record(ids: list, reason: str) -> dict:
@@ -95,6 +105,9 @@ class Previous:
     damaged: int = 0
     submitted_upto: int = -1  # the job log has a submit event for procs up to this
     removes: list = field(default_factory=list)  # [(ids, reason)] removals asked for
+    # proc -> (lost runs, refusals, refusals for the node's own trouble) so far; a journal
+    # of an older build has none (they count from 0 again, as they did)
+    counts: dict = field(default_factory=dict)
 
 
 def read(path: str) -> Optional[Previous]:
@@ -135,6 +148,7 @@ def parse(recs: list, damaged: int = 0) -> Optional[Previous]:
         elif r.get("e") == "end" and r.get("state") in FINAL:
             prev.running.pop(proc, None)
             prev.attempts.pop(proc, None)
+            prev.counts.pop(proc, None)
             prev.final[proc] = Summary(r["state"], r.get("code"), r.get("signal"),
                                        r.get("node"), r.get("reason"), r.get("error"))
         elif r.get("e") == "requeue":
@@ -143,6 +157,12 @@ def parse(recs: list, damaged: int = 0) -> Optional[Previous]:
             attempt, completions = r.get("attempt"), r.get("completions")
             prev.attempts[proc] = (max(last, attempt if isinstance(attempt, int) else 0),
                                    completions if isinstance(completions, int) else done)
+            before = prev.counts.get(proc, (0, 0, 0))
+            now = tuple(max(b, v) if isinstance(v, int) and not isinstance(v, bool) else b
+                        for b, v in zip(before, (r.get("lost"), r.get("refused"),
+                                                 r.get("refused_node"))))
+            if any(now):
+                prev.counts[proc] = now
         elif r.get("e") == "submitted":
             prev.submitted_upto = max(prev.submitted_upto, proc)
     return prev

@@ -464,7 +464,7 @@ class Submission:
             if prev.running:
                 running = [j for j in spool.read(jobs_path) if j.process in prev.running]
             self._make_core(total, Queue(spool.read(jobs_path), total, skip=prev.final,
-                                         restore=prev.attempts))
+                                         restore=prev.attempts, counts=prev.counts))
             await self.connect_master()
         else:
             await self.connect_master()

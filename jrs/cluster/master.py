@@ -44,7 +44,16 @@ def _env_seconds(name: str, default: float) -> float:
 
 
 class ClusterCounter:
-    """Cluster ids from a tiny file, written (fsynced) before an id is handed out."""
+    """Cluster ids from a tiny file: never one handed out twice, even across a crash.
+
+    The file holds a ceiling: every id below it may have been handed out, so a master
+    started again continues from it. The ceiling is raised (written and fsynced before
+    any id below it goes out) BLOCK ids at a time, so a submit waits for a disk flush
+    only once in BLOCK clusters: a flush costs 3-15 ms on a busy disk, most of what a
+    one-job submit waits for at the master. The ids of a block a stopped master had not
+    used are skipped, never reused."""
+
+    BLOCK = 64
 
     def __init__(self, state_dir: str) -> None:
         self.path = os.path.join(state_dir, "next-cluster")
@@ -55,15 +64,19 @@ class ClusterCounter:
             self.next = 1
         except ValueError:
             raise ConfigError(f"{self.path}: not a number; fix or remove it")
+        self.ceiling = self.next
 
     def take(self) -> int:
+        if self.next >= self.ceiling:
+            ceiling = self.next + self.BLOCK
+            tmp = self.path + ".tmp"
+            with open(tmp, "w") as f:
+                f.write(f"{ceiling}\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+            self.ceiling = ceiling
         value = self.next
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(f"{value + 1}\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
         self.next = value + 1
         return value
 
@@ -363,14 +376,16 @@ class Master:
     # ------------------------------------------------------------ time
 
     async def ticker(self) -> None:
-        """Time for the pool, every second. An exception is logged with its traceback and
-        the next tick comes anyway: the master never goes on silently doing nothing."""
+        """Time for the pool, at once and then every second (a master stopped before its
+        second tick is then pardoned the time it was stopped, as after any other tick:
+        sim, small 108). An exception is logged with its traceback and the next tick
+        comes anyway: the master never goes on silently doing nothing."""
         while True:
-            await asyncio.sleep(TICK)
             try:
                 self.send(self.pool.tick(self.clock()))
             except Exception:  # our bug; keep the pool's clock running
                 log.exception("the master's ticker failed (continuing)")
+            await asyncio.sleep(TICK)
 
 
 class _Waiter:

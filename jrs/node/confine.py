@@ -31,6 +31,8 @@ class Confinement:
         self.pending: list = []  # [(fd or None, identity fields)] waiting for an executor
         self.tmp_dirs: tuple = unit.TMP_DIRS  # where a per-job uid's files are removed
         self.shared_dirs: tuple = ()  # ... and only its set-id files (unit.world_writable_dirs)
+        self.scan_at = 0.0  # (monotonic) when to look for world-writable directories again
+        self.scanning = False
 
     def hold(self, fields: dict, path: str):
         """Before a task's taskfile goes: a token for `release`. Its per-job uid may
@@ -75,6 +77,42 @@ class Confinement:
         return cls(identity.Policy("self", self_name=_self_name()), execute_dir, {},
                    unit.DEFAULT_PIDS, _tag(execute_dir))
 
+    def scan_due(self, now: float) -> bool:
+        """Time for another scan for world-writable directories (root nodes: at start,
+        then every JRS_SCAN_EVERY seconds, 1800 by default)?"""
+        if self.policy.pool is None or self.scanning or now < self.scan_at:
+            return False
+        self.scanning = True
+        return True
+
+    def scan_identity(self) -> tuple:
+        """(uid, gid) the scan for world-writable directories runs as: nobody's."""
+        import pwd
+
+        try:
+            nobody = pwd.getpwnam("nobody")
+            return nobody.pw_uid, nobody.pw_gid
+        except KeyError:
+            return 65534, 65534
+
+    def job_uids(self) -> tuple:
+        r = self.policy.pool.range if self.policy.pool is not None else None
+        return (r.first, r.last) if r is not None else (0, -1)
+
+    def scanned(self, data: bytes) -> str:
+        """The scan's output (unit.scan_world_writable, run by the daemon): together
+        with those one level below / /var /run (as root, lstat only), the directories
+        jobs started from now on clean up in. A line for the log."""
+        self.tmp_dirs, self.shared_dirs = unit.merge_dirs(unit.world_writable_dirs(),
+                                                          unit.parse_scan(data))
+        return (f"world-writable directories: {len(self.tmp_dirs)} temporary, "
+                f"{len(self.shared_dirs)} shared (a job's files, or its set-id ones, go "
+                "from them when it ends)")
+
+    def scan_finished(self, now: float) -> None:
+        self.scanning = False
+        self.scan_at = now + _scan_every()
+
     def spec_fields(self, ident: identity.Identity, key: str) -> dict:
         """What the taskfile spec carries for the executor: identity and unit."""
         out = ident.to_spec()
@@ -95,6 +133,13 @@ class Confinement:
         if self.range_lock is not None:
             os.close(self.range_lock)
             self.range_lock = None
+
+
+def _scan_every() -> float:
+    try:
+        return max(1.0, float(os.environ.get("JRS_SCAN_EVERY", "1800")))
+    except ValueError:
+        return 1800.0
 
 
 def _self_name() -> str:
@@ -138,15 +183,22 @@ def make_state_dir(path: str) -> None:
 
 
 def setup(execute_dir: str, mode: str = "job", job_uids: str = identity.DEFAULT_RANGE,
-          root_groups: Optional[str] = None, pids_max: int = unit.DEFAULT_PIDS) -> Confinement:
+          root_groups: Optional[str] = None, pids_max: int = unit.DEFAULT_PIDS,
+          cgroup: Optional[str] = None) -> Confinement:
     """The confinement of a node starting now (ConfigError when it cannot be had).
 
     A root node: per-job uids (mode "job") or same-named accounts when allowed
     (mode "account"); the range is checked against the id files and locked for
     this node; the execute directory is made 0711 and must be reachable. A
     non-root node runs every job as itself (it cannot switch identities) and
-    reads outputs the same hardened way.
+    reads outputs the same hardened way. `cgroup`: where the node's cgroups go
+    (unit.prepare_root; None: below the node's own, "none": no cgroups).
     """
+    if cgroup is not None and cgroup != "none" and (
+            not cgroup.startswith("/") or any(p in (".", "..") for p in cgroup.split("/"))
+            or any(not (c.isalnum() or c in "/._-@") for c in cgroup)):
+        raise ConfigError(f"--cgroup={cgroup}: want an absolute cgroup path such as "
+                          "/jrs.slice, or none")
     if os.geteuid() != 0:
         conf = Confinement.as_self(execute_dir)
         return conf
@@ -165,7 +217,7 @@ def setup(execute_dir: str, mode: str = "job", job_uids: str = identity.DEFAULT_
         os.chmod(execute_dir, 0o711)
     check_reachable(execute_dir)
     tag = _tag(execute_dir)
-    conf = Confinement(policy, execute_dir, unit.prepare_root(tag), pids_max, tag)
+    conf = Confinement(policy, execute_dir, unit.prepare_root(tag, cgroup), pids_max, tag)
     conf.range_lock = identity.lock_range(r)
     conf.tmp_dirs, conf.shared_dirs = unit.world_writable_dirs()  # not only /tmp & co
     return conf

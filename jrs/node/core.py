@@ -396,7 +396,9 @@ class RunTicket:
     attempt: int
     reason: Optional[str] = None  # set: refuse (the data is read and dropped)
     fatal: bool = False  # the headers themselves are bad: answer `error`, not `rejected`
-    cause: Optional[str] = None  # "node": refused for the node's own trouble (I/O), not the job's
+    # "node": refused for the node's own trouble (I/O); "claim": the claim went or is
+    # taken meanwhile (a race); neither is the job's fault
+    cause: Optional[str] = None
     heads: list = field(default_factory=list)
     key: str = ""
     submitter: str = ""
@@ -867,29 +869,38 @@ class NodeCore:
         t.reason = self._admit(t)
         if t.reason is None:
             if t.key in self.receiving:
-                t.reason = "this job's input is already arriving on another session"
+                t.reason = self._race(t, "this job's input is already arriving on another "
+                                         "session")
             else:
                 self.receiving.add(t.key)
         return t
 
     def _admit(self, t: RunTicket) -> Optional[str]:
-        """Why this run cannot go on its claim now (None: it can)."""
+        """Why this run cannot go on its claim now (None: it can). A refusal because the
+        claim went or is taken meanwhile is a race, neither the job's fault nor the
+        node's: it says `cause: "claim"`, and the submitter does not count it toward
+        the refusals that hold a job."""
         claim = self.claims.get(t.claim)
         if claim is None or claim.submitter != t.submitter:
-            return "unknown claim (it may have been dropped)"
+            return self._race(t, "unknown claim (it may have been dropped)")
         if claim.session is not None and claim.session != t.session:
             return "the claim belongs to another session"
         if claim.releasing:
-            return "claim is being released"
+            return self._race(t, "claim is being released")
         if t.key in self.tasks or self._find(t.submitter, t.session, t.job, t.attempt)[0]:
             return "duplicate"
         busy = self.tasks.get(claim.job) if claim.job else None
         if busy is not None and not busy.finished:
-            return "the claim is busy with another job"
+            return self._race(t, "the claim is busy with another job")
         if t.spec["cpus"] > claim.cpus:
             return f"the job asks for {t.spec['cpus']} cpus; the claim has {claim.cpus}"
         t.user = claim.user
         return None
+
+    @staticmethod
+    def _race(t: RunTicket, reason: str) -> str:
+        t.cause = "claim"
+        return reason
 
     def box_made(self, t: RunTicket) -> None:
         """The shell made the ticket's sandbox directory."""

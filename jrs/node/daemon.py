@@ -32,6 +32,7 @@ from . import identity, sandbox, taskfile, unit
 from .confine import Confinement, make_state_dir
 from .core import Capacity, NodeCore
 from .launcher import Launcher
+from .stopwatch import StopWatch
 
 __all__ = ["Capacity", "NodeDaemon"]
 
@@ -108,6 +109,8 @@ class NodeDaemon:
         self.sandbox_dir = self.confine.execute_dir
         self.claims_path = os.path.join(state_dir, "claims.json")
         self.launcher = launcher
+        # a non-root node's jobs may stop their executors (same uid): see stopwatch.py
+        self.stops: Optional[StopWatch] = StopWatch() if os.geteuid() != 0 else None
         self.root = None
         self.notify_address = "\0jrs-node-%d-%s" % (os.getpid(), os.urandom(4).hex())
         self.core = NodeCore(capacity, self.tasks_dir, self.sandbox_dir,
@@ -433,8 +436,16 @@ class NodeDaemon:
     async def _check_once(self) -> None:
         """Catch executors that ended or died without telling us; expire old results."""
         self.confine.poll()  # per-job uids whose executors have finished reaping
-        for key, path in self.core.checks():
+        if self.confine.scan_due(time.monotonic()):
+            self._spawn(self._rescan())
+        checks = self.core.checks()
+        if self.stops is not None:
+            self.stops.keep(k for k, _ in checks)
+            self._launcher_stopped()
+        for key, path in checks:
             alive = taskfile.owner_alive(path)
+            if alive and self.stops is not None:
+                self._executor_stopped(key, path)
             st = None
             if not alive:
                 try:
@@ -443,6 +454,71 @@ class NodeDaemon:
                     log.warning("%s: unreadable: %s", path, exc)
             self.execute(self.core.probe(key, alive, st, time.time()))
         self.execute(self.core.tick(time.time()))
+
+    def _executor_stopped(self, key: str, path: str) -> None:
+        """A non-root node: kill a job's executor found stopped at STOPPED_FOR checks in
+        a row (the job did it, or `kill -STOP -1`): the job is then lost and reruns."""
+        assert self.stops is not None
+        ex = self.stops.executor(key)
+        if ex is None:
+            try:
+                st = taskfile.load(path)
+            except (OSError, ValueError):
+                return
+            if st.executor_pid is None:
+                return
+            self.stops.learn(key, st.executor_pid, st.executor_start)
+            ex = (st.executor_pid, st.executor_start)
+        pid, start = ex
+        if self.stops.seen(key, unit.process_state(pid) == "T") and \
+                taskfile.same_process(pid, start):
+            log.warning("job %s: its executor (pid %d) is stopped (SIGSTOP; the job runs as "
+                        "this node's own account and may signal it): killed it, the job is "
+                        "lost and reruns", key, pid)
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+    def _launcher_stopped(self) -> None:
+        """A non-root node: a stopped launcher (a job's SIGSTOP) would start no job;
+        it runs no job code, so it is simply continued."""
+        proc = self.launcher.proc
+        if proc is not None and proc.poll() is None and unit.process_state(proc.pid) == "T":
+            log.warning("the launcher (pid %d) was stopped (SIGSTOP, by a job?): continued it",
+                        proc.pid)
+            with contextlib.suppress(OSError):
+                os.kill(proc.pid, signal.SIGCONT)
+
+    async def _rescan(self) -> None:
+        """Where a job's uid may leave files: the scan (unit.scan_world_writable) as an
+        unprivileged child, niced and bounded; killed if the daemon stops meanwhile."""
+        import subprocess
+
+        proc = None
+        try:
+            uid, gid = self.confine.scan_identity()
+            for exe in unit.scan_pythons():
+                try:
+                    proc = await asyncio.create_subprocess_exec(
+                        exe, *unit.scan_args(self.confine.job_uids()), user=uid, group=gid,
+                        extra_groups=[], cwd="/", env={}, stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                    break
+                except OSError:
+                    continue
+            data = b""
+            if proc is not None and proc.stdout is not None:
+                try:
+                    data = await asyncio.wait_for(proc.stdout.read(16 << 20), unit.SCAN_WALL)
+                except asyncio.TimeoutError:
+                    proc.kill()
+                await proc.wait()
+            log.info("%s", self.confine.scanned(data))
+        except Exception as exc:  # never the daemon's end: the last lists stay
+            log.warning("cannot look for world-writable directories: %s", _why(exc))
+        finally:
+            if proc is not None and proc.returncode is None:
+                proc.kill()
+            self.confine.scan_finished(time.monotonic())
 
     def _mark_lost(self, a: nc.MarkLost) -> None:
         if taskfile.owner_alive(a.path):  # an executor took it meanwhile: not lost
@@ -460,10 +536,11 @@ class NodeDaemon:
             reason += f" while the job's process {a.pid} still ran (killed it)"
         if a.reap or alive:
             try:
-                spec = taskfile.load(a.path).spec
+                st = taskfile.load(a.path)
+                spec, leaf = st.spec, st.cgroup_leaf
             except (OSError, ValueError):
-                spec = {}
-            job_unit = unit.Unit.from_spec(spec, a.key)
+                spec, leaf = {}, None
+            job_unit = unit.Unit.from_spec(spec, a.key, leaf)  # (a reused executor's cgroups)
             if alive:
                 job_unit.pgid = a.pid
             job_unit.reap()  # all of its unit, and a per-job uid's files and IPC

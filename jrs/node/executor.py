@@ -87,7 +87,6 @@ def prepare() -> None:
         _prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (ImportError, OSError, AttributeError):  # not Linux: nothing to set
         _prctl = None
-_subreaper = False  # we are our jobs' child subreaper (unit.Unit.subreaper)
 
 
 def become_executor() -> None:
@@ -99,9 +98,48 @@ def become_executor() -> None:
     global _subreaper
     if _prctl is None:
         return
-    _subreaper = _prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0 and \
-        os.path.exists(f"/proc/self/task/{os.getpid()}/children")
+    _subreaper = become_subreaper()
     _prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
+def become_subreaper() -> bool:
+    """Be a child subreaper (orphans below us come to us); True when we are one and
+    the kernel lists our children (/proc/PID/task/TID/children). Linux only."""
+    if _prctl is None:
+        return False
+    return _prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0 and \
+        os.path.exists(f"/proc/self/task/{os.getpid()}/children")
+
+
+def children_of(pid: int) -> list:
+    """The children of `pid`, from the kernel's lists (no /proc walk)."""
+    return unit._children_of(pid)
+
+
+_leaf: str | None = None  # the cgroup name of a reused executor (unit.Unit.reuse)
+
+
+def _own_leaf() -> str:
+    global _leaf
+    if _leaf is None:
+        _leaf = f"x{os.getpid()}-{os.urandom(4).hex()}"
+    return _leaf
+
+
+def _record_executor(fd: int, job_unit: unit.Unit) -> None:
+    """We own the job (and, reused, which cgroups it runs in: the daemon reaps those
+    if we die)."""
+    me = os.getpid()
+    rec = {"e": "executor", "pid": me, "start": taskfile.process_start(me),
+           "boot": taskfile.boot_id(), "t": time.time()}
+    if job_unit.reused:
+        rec["cgroup_leaf"] = job_unit.leaf
+    records.append(fd, rec)
+
+
+def retire() -> None:
+    """A reused executor is leaving: its cgroups go (empty: its last job was reaped)."""
+    unit.remove_made()
 
 
 def reap_orphans() -> None:
@@ -205,11 +243,11 @@ def run(path: str, bound: bool = False, on_result=None) -> dict | None:
         if state.finished:
             raise TaskBusy(f"{path}: the job already ended")
         spec = state.spec
-        me = os.getpid()
-        records.append(fd, {"e": "executor", "pid": me, "start": taskfile.process_start(me),
-                            "boot": taskfile.boot_id(), "t": time.time()})
         job_unit = unit.Unit.from_spec(spec, state.key)
         job_unit.subreaper = _subreaper
+        if bound and job_unit.roots:  # a reused executor: its jobs share its cgroups
+            job_unit.reuse(_own_leaf())
+        _record_executor(fd, job_unit)
         killer = _Killer(fd, float(spec.get("kill_grace", 5)), job_unit, bound)
         _signal.signal(_signal.SIGTERM, killer.on_term)
         # removed before it could start (a bound killer also looks again now that its
@@ -420,9 +458,14 @@ def _kill_descendants() -> None:
 
 
 def _run_user_process(fd: int, spec: dict, killer: _Killer) -> dict:
+    global _leaf
     started = time.time()
     job_unit = killer.unit
+    leaf = job_unit.leaf
     job_unit.create()
+    if job_unit.leaf != leaf:  # its cgroups could not be emptied: new ones, recorded
+        _leaf = job_unit.leaf
+        _record_executor(fd, job_unit)
     try:
         pid = _spawn(spec, killer)
     except StartFailed as exc:

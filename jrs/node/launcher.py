@@ -103,8 +103,8 @@ def serve(fd: int) -> None:
     name_process(b"jrs-launcher")
     for sig in (_signal.SIGINT, _signal.SIGHUP, _signal.SIGTERM):
         _signal.signal(sig, _signal.SIG_IGN)
-    _signal.signal(_signal.SIGCHLD, _signal.SIG_IGN)  # executors are reaped automatically
     executor.prepare()
+    executor.become_subreaper()  # a dead executor's orphans come to us (_Pool.sweep)
     gc.freeze()  # keep collections in the children from touching (copying) our pages
     pool = _Pool(fd)
     buf = b""
@@ -113,6 +113,7 @@ def serve(fd: int) -> None:
             ready, _, _ = select.select([fd, *pool.status], [], [], pool.timeout())
         except InterruptedError:
             continue
+        pool.reap()
         pool.expire()
         for r in ready:  # idle announcements first: they may take this very work
             if r != fd:
@@ -139,6 +140,8 @@ class _Pool:
         self.finishing: set = set()  # wrote its job's end, reaping it: idle in a moment
         self.waiting: list = []  # [(path, deadline)] for an executor that is finishing
         self.forked = 0
+        self.executors: set = set()  # every executor we forked and have not reaped yet
+        self.gone: set = set()  # executors whose status pipe closed: to reap, then sweep
 
     def hand(self, path: str) -> None:
         while self.idle:
@@ -158,9 +161,58 @@ class _Pool:
             return False
 
     def timeout(self) -> float | None:
+        if self.gone:  # an executor is exiting: reap it, then sweep what it left
+            return 0.01
         if not self.waiting:
             return None
         return max(0.0, self.waiting[0][1] - time.monotonic())
+
+    def reap(self) -> None:
+        """Collect ended children; once an executor is collected (its orphans have
+        been handed to us by then: the kernel reparents them before the parent
+        hears of the exit), KILL every child that is not an executor."""
+        swept = False
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                pid = 0
+            if pid == 0:
+                break
+            if pid in self.executors:
+                self.executors.discard(pid)
+                self.gone.discard(pid)
+                swept = True
+        if swept:
+            self.sweep()
+
+    def sweep(self) -> None:
+        """KILL our children that are not executors, round after round (a killed
+        one's children come to us in turn), each reaped before the next round.
+        Bounded: 1,000 rounds, 2 s (one stuck in the kernel, state D, is left for the
+        next sweep and reaped whenever it ends: it stays our child, so its pid stays
+        its own)."""
+        deadline = time.monotonic() + 2.0
+        for _ in range(1000):
+            foreign = [p for p in executor.children_of(os.getpid())
+                       if p not in self.executors]
+            if not foreign or time.monotonic() > deadline:
+                return
+            for pid in foreign:
+                try:
+                    os.kill(pid, _signal.SIGKILL)
+                except OSError:
+                    pass
+            left = set(foreign)
+            while left and time.monotonic() <= deadline:
+                for pid in list(left):
+                    try:
+                        if os.waitpid(pid, os.WNOHANG)[0]:
+                            left.discard(pid)
+                    except ChildProcessError:
+                        left.discard(pid)
+                if left:
+                    time.sleep(0.001)
 
     def expire(self) -> None:
         """Work that waited too long for a finishing executor gets a new one."""
@@ -177,6 +229,7 @@ class _Pool:
             said = b""
         if not said:  # gone
             self._forget(pid)
+            self.gone.add(pid)
             return
         for c in said:
             if pid not in self.command:
@@ -226,6 +279,7 @@ class _Pool:
             os.close(st_wr)
             self.command[pid] = cmd_wr
             self.status[st_rd] = pid
+            self.executors.add(pid)
             self.forked += 1
             return
         code = 0
@@ -243,7 +297,10 @@ class _Pool:
             print(f"jrs executor {path}: {exc!r}", file=sys.stderr)
             code = 1
         finally:
-            os._exit(code)
+            try:
+                executor.retire()  # the cgroups it kept for its jobs
+            finally:
+                os._exit(code)
 
 
 def _say(wr: int, what: bytes) -> None:

@@ -80,6 +80,7 @@ class TaskState:
         self.spec = spec
         self.executor_pid: int | None = None
         self.executor_start: int | None = None
+        self.cgroup_leaf: str | None = None  # the cgroups the job ran in, when not its own
         self.boot: str | None = None
         self.pid: int | None = None
         self.pid_start: int | None = None
@@ -110,6 +111,8 @@ def parse(path: str, recs: list, damaged: int = 0) -> TaskState:
         if event == "executor":
             st.executor_pid, st.executor_start = rec.get("pid"), rec.get("start")
             st.boot = rec.get("boot")
+            if isinstance(rec.get("cgroup_leaf"), str):  # a reused executor's own cgroup
+                st.cgroup_leaf = rec["cgroup_leaf"]
         elif event == "running":
             st.pid, st.pid_start = rec.get("pid"), rec.get("start")
             st.running_since = rec.get("t")

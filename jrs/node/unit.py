@@ -18,8 +18,9 @@ that takes on that uid alone (no groups) and:
 - removes its SysV IPC objects.
 Only after that (and after the sandbox is gone) is the uid handed out again.
 
-The cgroup is created per job under `<hierarchy>/jrs/<node>/<leaf>`, so that
-memory and time limits can be written into it later.
+The cgroups are made under `<hierarchy>/<base>/jrs/<node>/<leaf>` (prepare_root:
+`base` the node's own cgroup or a configured one), with the controllers enabled
+down to them, so that memory and time limits can be written into them later.
 """
 
 from __future__ import annotations
@@ -76,36 +77,105 @@ def hierarchies() -> dict:
             "pids": pids if os.path.exists(os.path.join(pids, "cgroup.procs")) else None}
 
 
-def prepare_root(name: str) -> dict:
-    """At node start: make `jrs/<name>` in each hierarchy we can write; return
-    {"v2": dir, "pids": dir} (missing keys: not available). A v2 hierarchy gets
-    the pids (and memory) controllers enabled down to it when it has them."""
+# what jobs' cgroups get so that limits can go on them later (memory, and hugetlb pages
+# with it; pids now): enabled down to the node's subtree where the hierarchy has them
+CONTROLLERS = ("pids", "memory", "hugetlb")
+
+
+def own_cgroups(text: Optional[str] = None) -> dict:
+    """{"v2": path, "pids": path} of the cgroups this process is in (/proc/self/cgroup:
+    `0::/path` is the unified hierarchy, `N:...pids...:/path` v1's pids one)."""
+    if text is None:
+        text = _read("/proc/self/cgroup")
     out = {}
+    for line in text.splitlines():
+        num, _, rest = line.partition(":")
+        names, _, path = rest.partition(":")
+        if not path.startswith("/"):
+            continue
+        if num == "0" and names == "":
+            out["v2"] = path
+        elif "pids" in names.split(","):
+            out["pids"] = path
+    return out
+
+
+def _under(mount: str, rel: str) -> str:
+    parts = [p for p in rel.split("/") if p]
+    if any(p in (".", "..") for p in parts):
+        raise ValueError(f"{rel}: not a plain cgroup path")
+    return os.path.join(mount, *parts)
+
+
+def prepare_root(name: str, base: Optional[str] = None) -> dict:
+    """At node start: make the node's cgroup subtree `<base>/jrs/<name>` in each
+    hierarchy we can write; return {"v2": dir, "pids": dir} (a missing key: not
+    available). `base` is the cgroup the node was started in (its own: systemd's
+    `Delegate=yes` service cgroup, a container's, or the root), or the one the
+    operator configured (`--cgroup=/jrs.slice`, made when missing), so the node
+    manages only what is delegated to it. `base` "none": no cgroups.
+
+    On the unified hierarchy the controllers of CONTROLLERS it has are enabled down
+    to the subtree, so limits can be written into every job's cgroup later. The
+    kernel lets a cgroup other than the root give controllers to its children only
+    when it holds no process itself, so a node started in its own (non-root)
+    cgroup first moves itself into a leaf beside the jobs, `<base>/jrs/<name>.daemon`
+    (systemd's advice for delegated units; the launcher and executors it starts
+    are there too). A level that still holds other processes (a login session's
+    cgroup) keeps its controllers to itself: the jobs get cgroups without them,
+    which still contain and kill them (v1's pids hierarchy, or RLIMIT_NPROC, then
+    limits their processes). v1 hierarchies have no such rule: the jobs' cgroups go
+    below the node's own there."""
+    if base == "none":
+        return {}
+    out = {}
+    own = own_cgroups()
     found = hierarchies()
     for kind, mount in found.items():
         if mount is None:
             continue
-        path = mount
+        rel = base if base is not None else own.get(kind, "/")
+        daemon_leaf = f"/jrs/{name}.daemon"
+        if base is None and rel.endswith(daemon_leaf):  # restarted from inside it
+            rel = rel[:-len(daemon_leaf)] or "/"
         try:
-            for part in ("jrs", name):
-                if kind == "v2" and mount == CGROUP:
-                    _enable(path, ("pids", "memory"))
-                path = os.path.join(path, part)
-                try:
-                    os.mkdir(path, 0o755)
-                except FileExistsError:
-                    pass
-            if kind == "v2" and mount == CGROUP:
-                _enable(path, ("pids", "memory"))
-        except OSError:
+            top = _under(mount, rel)
+            os.makedirs(top, 0o755, exist_ok=True)
+            path = os.path.join(top, "jrs", name)
+            os.makedirs(path, 0o755, exist_ok=True)
+            if kind == "v2":
+                levels = [top, os.path.join(top, "jrs")]
+                if base is not None:  # a configured place: enable from the root down
+                    levels = _ancestors(mount, top) + levels
+                if rel != "/" and str(os.getpid()) in _read(
+                        os.path.join(top, "cgroup.procs")).split():
+                    leaf = path + ".daemon"
+                    os.makedirs(leaf, 0o755, exist_ok=True)
+                    _write(os.path.join(leaf, "cgroup.procs"), str(os.getpid()))
+                for level in [*levels, path]:
+                    _enable(level, CONTROLLERS)
+        except (OSError, ValueError):
             continue
         out[kind] = path
     return out
 
 
+def _ancestors(mount: str, top: str) -> list:
+    """The cgroups from the hierarchy's root down to `top`'s parent."""
+    out = []
+    p = os.path.dirname(top)
+    while len(p) >= len(mount):
+        out.append(p)
+        if p == mount:
+            break
+        p = os.path.dirname(p)
+    return out[::-1]
+
+
 def _enable(path: str, controllers: tuple) -> None:
     have = _read(os.path.join(path, "cgroup.controllers")).split()
-    want = " ".join("+" + c for c in controllers if c in have)
+    on = _read(os.path.join(path, "cgroup.subtree_control")).split()
+    want = " ".join("+" + c for c in controllers if c in have and c not in on)
     if want:
         try:
             _write(os.path.join(path, "cgroup.subtree_control"), want)
@@ -179,6 +249,146 @@ def world_writable_dirs(standard: tuple = STANDARD_TMP,
     return tuple(temporary), tuple(shared[:MAX_SHARED])  # (each job's spec carries them)
 
 
+# file systems the scan for world-writable directories does not enter: the kernel's
+# own, and network ones (slow, and not where a job of this node leaves files behind
+# for a later job of this node: its nosuid mounts are typical)
+SKIP_FS = frozenset({"proc", "sysfs", "cgroup", "cgroup2", "devpts", "debugfs", "tracefs",
+                     "securityfs", "pstore", "bpf", "configfs", "fusectl", "autofs",
+                     "binfmt_misc", "hugetlbfs", "rpc_pipefs", "nfsd", "efivarfs", "nfs",
+                     "nfs4", "cifs", "smb3", "smbfs", "ceph", "lustre", "gpfs", "glusterfs",
+                     "9p", "afs", "beegfs", "fuse.sshfs", "fuse.s3fs", "fuse.gcsfuse"})
+SCAN_ENTRIES = 300_000  # directory entries the scan looks at, at most
+SCAN_PER_DIR = 10_000  # ... of one directory (a shared place filled with files by a job)
+SCAN_CPU = 10  # seconds of CPU (RLIMIT_CPU), and SCAN_WALL of wall time
+SCAN_WALL = 120.0
+MAX_DEEP = 1024  # world-writable directories kept from the scan
+
+# The scan, run as an unprivileged identity (python3 -I -S -c): argv = skip paths
+# (one a line), first and last uid of the job range, entries, per dir, cpu. It
+# prints "T|S path\0" for each world-writable directory (T: sticky), breadth first.
+_SCAN = r"""
+import collections, os, resource, stat, sys
+cpu = int(sys.argv[6])
+resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+try:
+    os.nice(10)
+except OSError:
+    pass
+skip = set(p for p in sys.argv[1].split("\n") if p)
+first, last, budget, per_dir = (int(a) for a in sys.argv[2:6])
+out = sys.stdout.buffer
+queue = collections.deque([b"/"])
+while queue and budget > 0:
+    top = queue.popleft()
+    try:
+        it = os.scandir(top)
+    except OSError:
+        continue
+    with it:
+        n = 0
+        for e in it:
+            n += 1
+            budget -= 1
+            if n > per_dir or budget <= 0:
+                break
+            try:
+                if not e.is_dir(follow_symlinks=False):
+                    continue
+                st = e.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            path = e.path
+            if os.fsdecode(path) in skip or first <= st.st_uid <= last:
+                continue  # another file system kind, or a job's own (cleaned with it)
+            if st.st_mode & 0o002:
+                out.write((b"T " if st.st_mode & 0o1000 else b"S ") + path + b"\0")
+            queue.append(path)
+out.flush()
+"""
+
+
+def _skip_paths(mounts: Optional[str] = None) -> list:
+    """Mount points the scan does not enter (SKIP_FS), and /proc, /sys."""
+    if mounts is None:
+        mounts = _read("/proc/self/mounts")
+    out = ["/proc", "/sys"]
+    for line in mounts.splitlines():
+        f = line.split()
+        if len(f) > 2 and (f[2] in SKIP_FS or f[2].startswith("fuse.")) and f[1] != "/":
+            out.append(f[1].replace("\\040", " "))
+    return out
+
+
+def scan_args(job_uids: tuple = (0, -1)) -> list:
+    """The scan's interpreter arguments (after the interpreter's own path)."""
+    return ["-I", "-S", "-c", _SCAN, "\n".join(_skip_paths()), str(job_uids[0]),
+            str(job_uids[1]), str(SCAN_ENTRIES), str(SCAN_PER_DIR), str(SCAN_CPU)]
+
+
+def scan_pythons(python: Optional[str] = None) -> list:
+    """Interpreters to run the scan with: ours, else the system's (ours may live where
+    nobody may run it, below /root)."""
+    import sys
+
+    return list(dict.fromkeys([python or sys.executable, "/usr/bin/python3"]))
+
+
+def parse_scan(data: bytes) -> tuple:
+    """(temporary, shared) from the scan's output (bounded: MAX_DEEP in all)."""
+    temporary: list = []
+    shared: list = []
+    for rec in data[:16 << 20].split(b"\0"):
+        kind, _, path = rec.partition(b" ")
+        if kind in (b"T", b"S") and path.startswith(b"/") and len(temporary) + len(
+                shared) < MAX_DEEP:
+            (temporary if kind == b"T" else shared).append(os.fsdecode(path))
+    return tuple(temporary), tuple(shared)
+
+
+def scan_world_writable(uid: int, gid: int, job_uids: tuple = (0, -1),
+                        python: Optional[str] = None) -> tuple:
+    """(temporary, shared): the world-writable directories anywhere on this machine's
+    local file systems that an unprivileged identity can reach, found by a child that
+    is `uid`/`gid` alone (nobody: no groups), never with root's rights: it can only
+    see what a job could, follows no link, skips directories of the job uids (a
+    job's own go with it), and is bounded (SCAN_ENTRIES, SCAN_PER_DIR, CPU, wall
+    time: what it found by then counts). Sticky ones are temporary directories (all
+    of a uid's files go), the others shared places (only its set-id files go). (The
+    node daemon runs the same scan as an asyncio subprocess: daemon._rescan.)"""
+    import subprocess
+
+    for exe in scan_pythons(python):
+        try:
+            r = subprocess.run([exe, *scan_args(job_uids)], user=uid, group=gid,
+                               extra_groups=[], cwd="/", stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               timeout=SCAN_WALL, env={})
+            return parse_scan(r.stdout)
+        except subprocess.TimeoutExpired as exc:
+            return parse_scan(exc.stdout or b"")
+        except OSError:
+            continue
+    return (), ()
+
+
+def merge_dirs(found: tuple, deep: tuple) -> tuple:
+    """(temporary, shared) of world_writable_dirs and scan_world_writable together:
+    each path once (a temporary one never also shared), shared ones at most
+    MAX_SHARED."""
+    temporary = list(found[0])
+    seen = set(temporary)
+    for p in deep[0]:
+        if p not in seen:
+            seen.add(p)
+            temporary.append(p)
+    shared = []
+    for p in (*found[1], *deep[1]):
+        if p not in seen:
+            seen.add(p)
+            shared.append(p)
+    return tuple(temporary), tuple(shared[:MAX_SHARED])
+
+
 def _paths(value: object, default: tuple) -> tuple:
     """A spec's list of absolute paths, or `default` (taskfiles from before it)."""
     if isinstance(value, list) and all(isinstance(p, str) and p.startswith("/")
@@ -192,7 +402,10 @@ class Unit:
 
     def __init__(self, cgroups: dict, leaf: str, uid: Optional[int], gid: Optional[int],
                  per_job: bool, pids_max: int) -> None:
-        self.dirs = {k: os.path.join(v, leaf) for k, v in cgroups.items() if v}
+        self.roots = {k: v for k, v in cgroups.items() if v}
+        self.leaf = leaf
+        self.dirs = {k: os.path.join(v, leaf) for k, v in self.roots.items()}
+        self.reused = False  # the cgroups are a reused executor's: kept after the job
         self.uid = uid
         self.gid = gid
         self.per_job = per_job
@@ -209,9 +422,11 @@ class Unit:
         self.subreaper = False
 
     @classmethod
-    def from_spec(cls, spec: dict, key: str = "") -> Unit:
+    def from_spec(cls, spec: dict, key: str = "", leaf: Optional[str] = None) -> Unit:
+        """`leaf`: the cgroup the executor recorded (a reused executor's own), else the
+        job's (the spec's)."""
         cg = spec.get("cgroup") or {}
-        leaf = leaf_name(str(spec.get("cgroup_leaf") or key or "job"))
+        leaf = leaf_name(str(leaf or spec.get("cgroup_leaf") or key or "job"))
         uid = spec.get("uid")
         u = cls(cg if isinstance(cg, dict) else {}, leaf,
                 uid if isinstance(uid, int) else None,
@@ -224,20 +439,46 @@ class Unit:
 
     # ------------------------------------------------------------- setting up
 
+    def reuse(self, leaf: str) -> None:
+        """Run in a reused executor's own cgroups, `leaf` (kept from job to job: no
+        mkdir and rmdir per job), instead of the job's."""
+        self.leaf = leaf
+        self.dirs = {k: os.path.join(v, leaf) for k, v in self.roots.items()}
+        self.reused = True
+
     def create(self) -> None:
-        """Make the job's cgroups (before the fork); drop those we cannot make."""
+        """Make the job's cgroups (before the fork); drop those we cannot make. A
+        reused executor's cgroups are made by its first job; every later one first
+        makes sure they are empty (the last job's processes all gone: kill_all at
+        its end waited for that), else the executor takes new ones (`leaf` says
+        which: the executor records it for the daemon)."""
+        if self.reused and any(p in _made for p in self.dirs.values()) and not all(
+                self._empty(p, k) or self._kill_cgroup(p, k) for k, p in self.dirs.items()):
+            self.reuse(f"{self.leaf.split('_')[0]}_{os.urandom(4).hex()}")
         for kind, path in list(self.dirs.items()):
             try:
-                try:
-                    os.mkdir(path, 0o755)
-                except FileExistsError:  # left by a crash: empty it, reuse it
-                    self._kill_cgroup(path, kind)
+                if path not in _made:
+                    try:
+                        os.mkdir(path, 0o755)
+                    except FileExistsError:  # left by a crash: empty it, reuse it
+                        self._kill_cgroup(path, kind)
+                    if self.reused:
+                        _made[path] = None
                 limit = os.path.join(path, "pids.max")
-                if os.path.exists(limit):
+                if _made.get(path) != self.pids_max and os.path.exists(limit):
                     _write(limit, str(self.pids_max))
+                    if self.reused:
+                        _made[path] = self.pids_max
             except OSError:
                 del self.dirs[kind]
         self.contained = bool(self.dirs)
+
+    @staticmethod
+    def _empty(path: str, kind: str) -> bool:
+        """No process in the cgroup (v2: cgroup.events says so; v1: cgroup.procs)."""
+        if kind == "v2":
+            return "populated 0" in _read(os.path.join(path, "cgroup.events"))
+        return not _read(os.path.join(path, "cgroup.procs")).split()
 
     @property
     def pids_limited(self) -> bool:
@@ -309,17 +550,10 @@ class Unit:
             ok, _ = self._as_uid(_signal.SIGKILL, once=False, clean_files=clean_files,
                                  since=since)
             clean = clean and ok
-        for path in self.dirs.values():
-            for _ in range(200):
-                try:
-                    os.rmdir(path)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError as exc:
-                    if exc.errno != errno.EBUSY:
-                        break
-                    time.sleep(0.005)
+        if not (self.reused and clean):  # a reused executor's stay for its next job
+            for path in self.dirs.values():
+                _rmdir(path)
+                _made.pop(path, None)
         return {"clean": clean}
 
     def needs_uid_visit(self, since: float, roots: Optional[tuple] = None) -> bool:
@@ -432,6 +666,30 @@ class Unit:
                 return os.WEXITSTATUS(status) == 0, 0
             # killed by what it fights (a process of the uid got to it first): again
         return False, 0
+
+
+# the cgroups this (reused executor) process made for its jobs -> pids.max written
+_made: dict = {}
+
+
+def _rmdir(path: str) -> None:
+    for _ in range(200):
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                return
+            time.sleep(0.005)
+
+
+def remove_made() -> None:
+    """A reused executor is leaving: remove the cgroups it kept for its jobs."""
+    for path in list(_made):
+        _rmdir(path)
+        _made.pop(path, None)
 
 
 def _kill(pid: int, sig: int) -> None:
@@ -676,6 +934,13 @@ def _kill_descendants() -> bool:
                 pass
         if time.monotonic() > deadline:
             return False
+
+
+def process_state(pid: int) -> str:
+    """The state letter of /proc/PID/stat (R, S, D, T stopped, Z, ...); "" if gone."""
+    data = _read(f"/proc/{pid}/stat")
+    fields = data[data.rfind(")") + 2:].split()
+    return fields[0] if fields else ""
 
 
 def descendants(pid: int) -> list:

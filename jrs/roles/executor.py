@@ -16,6 +16,10 @@ def main(args: dict) -> int:
     path = args["TASKFILE"]
     if not os.path.isfile(path):
         raise JrsError(f"{path}: no such taskfile")
+    # the same process the launcher forks: a child subreaper (a job's setsid'ed,
+    # double-forked daemon comes to us and goes with the job), not dumpable
+    executor.prepare()
+    executor.become_executor()
     try:
         result = executor.run(path)
     except executor.TaskBusy as exc:

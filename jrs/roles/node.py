@@ -73,7 +73,8 @@ def confinement(args: dict, state: str, port: int):
     return confine.setup(os.path.abspath(args.get("--execute") or default),
                          mode="account" if args.get("--same-user-accounts") else "job",
                          job_uids=args.get("--job-uids") or identity.DEFAULT_RANGE,
-                         root_groups=args.get("--root-groups"), pids_max=pids)
+                         root_groups=args.get("--root-groups"), pids_max=pids,
+                         cgroup=args.get("--cgroup"))
 
 
 def main(args: dict) -> int:

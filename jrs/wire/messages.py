@@ -44,7 +44,9 @@ expects; the node answers `attached {unknown}` and then re-sends results):
 Node -> submitter:
     started {job, attempt} | rejected {job, attempt, reason, cause?}
                                   (cause "node": the node's own trouble, a disk write
-                                  or a launch, not the job's; the job runs elsewhere)
+                                  or a launch, not the job's; the job runs elsewhere;
+                                  cause "claim": the claim was dropped or taken
+                                  meanwhile, a race: the job runs again, uncounted)
     finished {job, attempt, result, files: [{name, size}]} + data chunks
 """
 

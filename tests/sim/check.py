@@ -17,8 +17,13 @@ the executions as they happened:
   job) before its result reached the submitter does not count; a FAILED job
   used all max_retries;
 - nothing is killed that nobody asked to kill: an execution killed is of a job
-  the user removed, or its node was lost after the run was sent;
+  the user removed, or its node was lost after the run was sent, or its claim was
+  revoked by the master (its node-lost) before the kill, which a submitter cut off
+  from the master may not know when it sends the run;
 - nothing runs twice: no attempt starts after a later attempt of its job was sent;
+- no live node is declared lost: when the master declares a node lost, no hello or
+  report of that node was due at it for the node time-out of its own running time
+  (its stalls taken off; what a partition held counts against the node);
 - a final DONE/FAILED result is the exit of an execution of that very attempt
   that ran to its end; FAILED means max_retries were all used;
 - liveness: every submit ended within LIVENESS simulated seconds of the last
@@ -31,6 +36,7 @@ the executions as they happened:
 
 from __future__ import annotations
 
+TICK = 1.0  # the master's tick (tests/sim/master.py)
 WINDOW = 60.0
 STEP = 5.0
 TOLERANCE = 0.10
@@ -50,6 +56,46 @@ def pool_consistent(world, pool) -> None:
             check()
         except AssertionError as exc:
             world.fail(f"Pool.check(): {exc}")
+
+
+def declared_lost(world, master, node: str, readies: list) -> None:
+    """A node the master declares lost had no hello or report for the node time-out of
+    the master's own running time. `readies`: when the node's latest ones were ready
+    for that master (delivered, or waiting for it to read them). One ready while the
+    master was stopped counts from the end of that stop, and not at all if that stop
+    ends only now (the tick at its end comes before the reports it queued: C2's case).
+    The stops are taken off the silence, less two tick periods each (the Pool sees a
+    stop only as a gap between ticks). What a partition held counts against the node.
+    The check errs toward silence: it misses a declaration a little early, never calls
+    a right one wrong."""
+    now = world.sim.now
+    stalls: list = []
+    for a, b in sorted((a, b) for p, a, b in world.master_stalls if p is master):
+        if a >= now:
+            continue
+        if stalls and a <= stalls[-1][1]:
+            stalls[-1] = (stalls[-1][0], max(stalls[-1][1], b))
+        else:
+            stalls.append((a, b))
+    heard = None
+    for r in readies:
+        if r > now:
+            continue
+        stop = next(((a, b) for a, b in stalls if a < r < b), None)
+        if stop is not None:
+            if stop[1] >= now - 1e-9:
+                continue
+            r = stop[1]
+        heard = r if heard is None else max(heard, r)
+    if heard is None:
+        return  # nothing heard of it by this master yet (the Pool declares only nodes it heard)
+    since = max(heard, master.started)
+    off = sum(max(0.0, min(b, now) - max(a, since) - 2 * TICK) for a, b in stalls)
+    silent = now - since - off
+    if silent <= world.shape.node_timeout - 0.05:
+        world.fail(f"the master declared node {node} lost though it had a report of it "
+                   f"at t={heard:.2f}, {now - heard:.1f}s before, {silent:.1f}s of its own "
+                   f"running time (node timeout {world.shape.node_timeout}s)")
 
 
 def liveness(world, deadline: float) -> None:
@@ -185,14 +231,17 @@ def _policy(world, spec, p: int, timed: list, execs: list) -> None:
                    f"ended on their own; max_retries={spec.max_retries}: {seq} "
                    f"{_runs(execs)}")
     sent = {r["attempt"]: t for t, r in runs}
+    claim_of = {r["attempt"]: r.get("claim") for _, r in runs}
     for e in execs:
         later = [a for a, t in sent.items() if a > e.attempt and t < e.start]
         if later:
             world.fail(f"{spec.name}: {job}.{e.attempt} started on {e.node} at t={e.start:.2f}, "
                        f"after attempt {min(later)} of the job had been sent at "
                        f"t={sent[min(later)]:.2f}: the job ran twice")
-        if e.how == "killed" and not removed and not _lost(
-                world, spec.sid, e.node, sent.get(e.attempt, e.start), e.end or world.sim.now):
+        revoked = world.revoked.get(claim_of.get(e.attempt), float("inf"))
+        if e.how == "killed" and not removed and revoked > (e.end or world.sim.now) \
+                and not _lost(world, spec.sid, e.node, sent.get(e.attempt, e.start),
+                              e.end or world.sim.now):
             world.fail(f"{spec.name}: {job}.{e.attempt} on {e.node} was killed at "
                        f"t={e.end:.2f} though nobody removed it and its node was never "
                        f"lost; the job ended {end['state']}")

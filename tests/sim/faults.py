@@ -7,6 +7,7 @@ Kinds (a shape enables a subset):
   submit-kill  kill -9 a `jrs submit`; the user runs the same command again 0.2-3 s later
   reset        reset one connection (both directions lose what is in flight)
   partition    two hosts cannot talk for 0.5-30 s (connections across reset after 20 s)
+  master-cut   the same between the master and one node or submit host
   stall        a process stops for 0.5-10 s (SIGSTOP, a swapping host)
   disk         a node's disk fails writes (ENOSPC or EIO, each write at 50%) for 0.5-5 s
   ctrl-c       Ctrl-C on a `jrs submit`: its cluster is removed
@@ -118,6 +119,14 @@ class Nemesis:
         self._until(self.sim.now + seconds)
         return f"{a} | {b} for {seconds:.1f}s"
 
+    def _master_cut(self) -> str:
+        hosts = [*sorted(self.w.hosts), *sorted({s.host for s in self.w.specs})]
+        other = self.sim.rng.choice(hosts)
+        seconds = self.sim.rng.uniform(0.5, 30.0)
+        self.w.net.partition("master", other, seconds)
+        self._until(self.sim.now + seconds)
+        return f"master | {other} for {seconds:.1f}s"
+
     def _stall(self) -> str:
         procs = [self.w.master] + [h.daemon for h in self.w.hosts.values()] \
             + self._live_submitters()
@@ -127,6 +136,8 @@ class Nemesis:
         p = self.sim.rng.choice(procs)
         seconds = self.sim.rng.uniform(0.5, 10.0)
         p.stall(seconds)
+        if p is self.w.master:
+            self.w.master_stalls.append((p, self.sim.now, self.sim.now + seconds))
         self._until(self.sim.now + seconds)
         return f"{p.name} for {seconds:.1f}s"
 

@@ -43,18 +43,25 @@ class MasterProc(Proc):
         super().__init__(world.sim, host.name, "master")
         self.world = world
         self.disk = host.disk
+        self.started = self.sim.now
         self.pool = make_pool(world, self.sim.now)
         self.nodes: dict = {}
         self.submitters: dict = {}
         world.net.listen(self, world.master_address, self._accept)
-        self.later(TICK, self._tick)
+        self.later(0.0, self._tick)  # the real ticker ticks at once, then every TICK
 
     # ------------------------------------------------------------ plumbing
 
     def send(self, actions: list) -> None:
+        declared = set()
         for kind, ident, msg in actions:
             if kind == "submitter" and msg.get("type") == "node-lost":
                 self.world.lost(ident, msg["node"], "the master declared it lost")
+                for cid in msg.get("claims") or ():
+                    self.world.revoked.setdefault(cid, self.sim.now)
+                if msg["node"] not in declared:
+                    declared.add(msg["node"])
+                    self.world.declared_lost(self, msg["node"])
             end = (self.nodes if kind == "node" else self.submitters).get(ident)
             if end is not None:
                 try:

@@ -59,6 +59,10 @@ class End:
         net = self.net
         ready = max(self._last, net.sim.now + net.delay() + size / net.bandwidth)
         self._last = ready
+        if self._busy and self.peer is not None:  # behind a message a partition holds?
+            hold = net.partition_end(self.proc.host, self.peer.proc.host)
+            if hold is not None:
+                ready = max(ready, hold)  # ready only then (for the checks; same timing)
         self._out.append((ready, body))
         net.sent += 1
         if not self._busy:
@@ -106,6 +110,8 @@ class End:
         hold = net.partition_end(self.proc.host, peer.proc.host)
         if hold is not None:
             self._busy = True
+            # what waits for the heal is ready only then (for the checks; same timing)
+            self._out = deque((max(ready, hold), body) for ready, body in self._out)
             net.sim.at(hold, self._deliver, owner=peer.proc)
             return
         if peer.dead_host is not None:  # into the void, or a reset from the rebooted host
@@ -113,7 +119,7 @@ class End:
             if net.host_up(peer.dead_host):
                 self.conn.reset()
             return
-        _, body = self._out.popleft()
+        ready, body = self._out.popleft()
         if self._out:
             self._schedule()
         if body is _CLOSE:
@@ -133,7 +139,13 @@ class End:
         net.delivered += 1
         if net.tracer is not None:
             net.tracer(f"{self.proc.name} -> {peer.proc.name}: {body[:300]}")
+        if net.on_deliver is not None:
+            net.on_deliver(self, msg, ready)
         peer.on_message(msg)
+
+    def waiting(self) -> list:
+        """(ready, body) of what is sent and not delivered yet, oldest first."""
+        return list(self._out)
 
 
 class Conn:
@@ -178,6 +190,9 @@ class Network:
         self.sent = 0
         self.delivered = 0
         self.tracer: Optional[Callable[[str], None]] = None
+        # told of every message delivered: the sending end, the message, and when it was
+        # ready (sent, plus the delay; a partition or a stalled peer may hold it longer)
+        self.on_deliver: Optional[Callable[[End, dict, float], None]] = None
         self.ghost = Proc(sim, "", "(gone)")  # owns what is sent to a vanished process
         self.host_up: Callable[[str], bool] = lambda host: True
 

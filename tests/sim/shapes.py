@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 ALL_FAULTS = ("node-kill", "node-crash", "master-kill", "submit-kill", "reset", "partition",
-              "stall", "disk", "ctrl-c")
+              "stall", "disk", "ctrl-c")  # ("master-cut", a partition at the master: `revoke`)
 
 
 @dataclass
@@ -43,6 +43,14 @@ SHAPES = {
                    submitters=(("alice", 5, 14, 0, 0.0), ("bob", 5, 14, 0, 1.0),
                                ("alice", 2, 8, 0, 2.0), ("carol", 1, 6, 0, 3.0)),
                    cpus=(1, 1, 2), fault_window=60.0, fault_gap=3.0),
+    # revocations the submitter never hears of (D5's kind): long jobs, and the faults
+    # that part a node from the master (its claims revoked with kill, the drop landing
+    # once the partition heals) while the submitter misses the node-lost (cut off from
+    # the master itself, or killed and resumed)
+    "revoke": Shape("revoke", nodes=(2, 2), submitters=(("alice", 2, 5, 0, 0.0),
+                                                       ("bob", 2, 5, 0, 0.5)),
+                    duration=(4.0, 20.0), faults=("master-cut", "submit-kill", "stall"),
+                    fault_gap=3.0),
     "fair": Shape("fair", nodes=(4, 4), submitters=(("alice", 240, 240, 0, 0.0),
                                                    ("bob", 240, 240, 0, 5.0)),
                   duration=(1.0, 3.0), fail_chance=0.0, signal_chance=0.0,

@@ -216,6 +216,10 @@ class SubmitterProc(Proc):
             return
         if msg["type"] == "claim":
             self.world.claim_node[msg["claim"]] = msg["node"]
+        elif msg["type"] == "node-lost":
+            # the master's loss counts from its sending (its kills go out then) and again
+            # from here: a submitter stalled meanwhile may have sent the node a run since
+            self.world.lost(self.spec.sid, msg["node"], "the master's node-lost reached it")
         self.do(self.core.from_master(msg, self.sim.now))
 
     def _booted(self) -> None:
@@ -236,7 +240,8 @@ class SubmitterProc(Proc):
                                              "total": spec.total, "key": key.hex()}])
         jobs = expand_text(spec.text, "/tmp", cluster=self.cluster)
         queue = Queue(jobs, spec.total, skip=prev.final if prev else None,
-                      restore=prev.attempts if prev else None)
+                      restore=prev.attempts if prev else None,
+                      counts=prev.counts if prev else None)
         running = []
         if prev and prev.running:
             running = [j for j in expand_text(spec.text, "/tmp", cluster=self.cluster)

@@ -26,6 +26,7 @@ from .node import Host, NodeProc
 from .shapes import SHAPES, Shape
 from .submitter import SubmitterProc
 
+HEARD = ("node-report", "node-hello")  # what tells the Pool a node is alive
 LIVENESS = 600.0  # every submit ends within this after the last fault
 QUIET = 75.0  # every submit done and the last fault over: no claim may be left after this
 # (more than the Pool's submitter lease of the shapes plus a node time-out)
@@ -129,6 +130,12 @@ class World:
         # that run's `finished` first reached it
         self.results: dict = {}
         self.claim_node: dict = {}  # claim -> node, from journals and claim grants
+        self.revoked: dict = {}  # claim -> when the master revoked it (its node-lost)
+        # (master process, node) -> when the latest hellos and reports of the node that
+        # reached that master were ready (sent, plus the network's delay)
+        self.heard: dict = {}
+        self.master_stalls: list = []  # (master process, from, to) of each of its stalls
+        self.net.on_deliver = self._delivered
         self._ids = 0
         self._make_specs()
 
@@ -260,6 +267,29 @@ class World:
         the submitter gave up on it, or the node no longer knows them."""
         self.losses.append((self.sim.now, sid, node))
         self.note(f"loss {sid[:6]} {node}: {why}")
+
+    def _delivered(self, end, msg: dict, ready: float) -> None:
+        if msg.get("type") in HEARD and isinstance(end.peer.proc, MasterProc):
+            readies = self.heard.setdefault((end.peer.proc, end.proc.host), [])
+            readies.append(ready)
+            del readies[:-32]  # the latest (a stall of the master queues up to ~10)
+
+    def declared_lost(self, master, node: str) -> None:
+        """The master declares `node` lost: it must have had no hello or report of it
+        ready for the node time-out, counted in the master's own running time (sim
+        finding C2: a master back from a stall declared live nodes lost, their reports
+        unread). What waits for a stalled master counts as heard; what a partition
+        holds or a reset loses does not."""
+        now = self.sim.now
+        readies = list(self.heard.get((master, node), ()))
+        if self.net.partition_end(node, master.host) is None:
+            for conn in self.net.conns:
+                for end in (conn.a, conn.b):
+                    if end.proc.host == node and end.peer.proc is master:
+                        readies += [ready for ready, body in end.waiting()
+                                    if ready <= now and isinstance(body, str) and any(
+                                        f'"type": "{t}"' in body[:40] for t in HEARD)]
+        check.declared_lost(self, master, node, readies)
 
     def submit_done(self, proc: SubmitterProc) -> None:
         self.done[proc.spec.name] = self.sim.now

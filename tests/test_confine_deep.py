@@ -1,0 +1,99 @@
+"""A per-job uid's files in world-writable directories deep below directories that are
+not world-writable (an admin's /var/x/y/pub, 0777, in 0755 directories; a sticky
+/tmp/team/scratch below a 0755 /tmp/team) go when the job ends: the node looks for
+such directories anywhere an unprivileged identity can reach, as nobody (never with
+root's rights), at start and again every JRS_SCAN_EVERY seconds, and each job cleans
+up in what was found. Real root node, per-job uids."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+
+from jrs.node import unit
+
+from .cluster import Cluster, wait_for
+
+
+def _tree(top: Path, names: list, mode: int) -> Path:
+    p = top
+    for n in names:
+        p = p / n
+        p.mkdir()
+        p.chmod(0o755)
+    p.chmod(mode)
+    return p
+
+
+def test_the_scan_finds_deep_world_writable_directories_as_nobody_without_links(tmp_path):
+    tag = secrets.token_hex(4)
+    top = Path(f"/var/jrs-deep-{tag}")
+    hidden = Path(tempfile.mkdtemp(prefix="jrs-hidden-", dir="/tmp"))
+    try:
+        top.mkdir()
+        top.chmod(0o755)
+        pub = _tree(top, ["a", "b", "pub"], 0o777)
+        sticky = _tree(top, ["c", "scratch"], 0o1777)
+        (top / "link").symlink_to(pub)
+        closed = _tree(hidden, ["x"], 0o777)  # below a 0700 directory: no job reaches it
+        hidden.chmod(0o700)
+        temporary, shared = unit.scan_world_writable(65534, 65534, (0, -1))
+        assert str(sticky) in temporary and str(pub) in shared, (temporary, shared)
+        assert str(top / "link") not in temporary + shared
+        assert str(closed) not in temporary + shared
+        assert "/tmp" in temporary
+        assert not any(p.startswith("/proc/") or p.startswith("/sys/") for p in temporary)
+        merged = unit.merge_dirs(unit.world_writable_dirs(), (temporary, shared))
+        assert len(set(merged[0] + merged[1])) == len(merged[0]) + len(merged[1])
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+        shutil.rmtree(hidden, ignore_errors=True)
+
+
+def test_a_jobs_files_deep_in_world_writable_directories_go_with_it(pyz):
+    """Made before the node started: /var/jrs-deep-T/a/b/pub (0777, a shared place) and
+    /tmp/jrs-deep-T/team/scratch (1777, temporary). Made while it runs, found by its
+    next scan: /var/jrs-deep-T/late/pub. A job leaves a setuid program and a plain file
+    in each: the setuid ones go from all three, the plain ones from the sticky one."""
+    tag = secrets.token_hex(4)
+    var = Path(f"/var/jrs-deep-{tag}")
+    tmp = Path(f"/tmp/jrs-deep-{tag}")
+    base = Path(tempfile.mkdtemp(prefix="jrs-deep-", dir="/tmp"))
+    base.chmod(0o755)
+    c = Cluster(pyz, base, slots=[1], env={"JRS_SCAN_EVERY": "2"})
+    try:
+        for d in (var, tmp):
+            d.mkdir()
+            d.chmod(0o755)
+        pub = _tree(var, ["a", "b", "pub"], 0o777)
+        scratch = _tree(tmp, ["team", "scratch"], 0o1777)
+        c.start()
+        log = base / "node0.log"
+        wait_for(lambda: "world-writable directories:" in log.read_text(), timeout=60)
+        late = _tree(var, ["late", "pub"], 0o777)
+        n = log.read_text().count("world-writable directories:")
+        wait_for(lambda: log.read_text().count("world-writable directories:") >= n + 1,
+                 timeout=60)
+        work = base / "w"
+        work.mkdir()
+        work.chmod(0o755)
+        script = "; ".join(f"cp /bin/true {d}/suid; chmod 4755 {d}/suid; echo x > {d}/plain"
+                           for d in (pub, scratch, late))
+        (work / "c.condor").write_text(f"executable = /bin/sh\narguments = \"-c 'id -u; "
+                                       f"{script}; ls -ln {pub} {scratch} {late}'\"\n"
+                                       "output = out\nerror = err\nqueue\n")
+        code, _out, err = c.run_submit("c.condor", cwd=work)
+        assert code == 0, err + c.logs()
+        out = (work / "out").read_text()
+        assert int(out.split()[0]) >= 1879048192 and out.count("-rwsr-xr-x") == 3, out
+        # the executor reaps the uid just after the result went out
+        wait_for(lambda: not any((d / "suid").exists() for d in (pub, scratch, late)),
+                 timeout=20)
+        assert (pub / "plain").exists() and (late / "plain").exists()  # shared places
+        assert not (scratch / "plain").exists()  # a temporary one
+    finally:
+        c.stop()
+        for p in (var, tmp, base):
+            shutil.rmtree(p, ignore_errors=True)
