@@ -136,3 +136,33 @@ def test_after_an_executor_died_the_daemon_reaps_the_cgroup_it_recorded(cgroups,
         assert not _alive(st.pid)
     finally:
         lr.close()
+
+
+def test_200_jobs_on_reused_executors_each_find_their_cgroup_empty(cgroups, shared, tmp_path):
+    """200 jobs one after another, each under its own per-job uid, each leaving a
+    setsid'ed `sleep` behind: every job finds in its (reused) cgroup only its own two
+    processes (the shell and the one counting), never what the one before left."""
+    lr = Launcher()
+    try:
+        n = 200
+        mark = f"{300 + secrets.randbelow(10 ** 6) / 10 ** 4:.4f}"
+        script = (f"g=$(sed -n 's/^0:://p' /proc/self/cgroup); "
+                  f"echo $(wc -l < {HIER['v2']}$g/cgroup.procs) $g >> {shared}/counts; "
+                  f"setsid sleep {mark} </dev/null >/dev/null 2>&1 &")
+        (shared / "counts").touch()
+        os.chmod(shared / "counts", 0o666)  # every job's uid appends
+        leaves = []
+        for i in range(n):
+            path = _task(tmp_path, f"j{i}", script, **_spec(cgroups, i))
+            lr.launch(path)
+            wait_for(lambda p=path: _done(p), what=f"job {i}")
+            assert taskfile.load(path).exit["code"] == 0
+            leaves.append(taskfile.load(path).cgroup_leaf)
+        counts = [line.split() for line in (shared / "counts").read_text().splitlines()]
+        assert len(counts) == n
+        assert [c[0] for c in counts] == ["2"] * n, [c for c in counts if c[0] != "2"]
+        assert len(set(leaves)) < n // 2, len(set(leaves))  # reused, not one per job
+        assert subprocess.run(["pgrep", "-f", f"sleep {mark}"], capture_output=True
+                              ).returncode == 1  # none of the 200 left anything running
+    finally:
+        lr.close()
