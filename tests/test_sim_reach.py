@@ -56,6 +56,8 @@ CHECKS = {
                                        r"on \d+ slots"),
     "pool-overbooks": ("small", r"the Pool books \d+ cpus on n\d+:7082, which has \d+ slots"),
     "pool-index-stale": ("small", r"Pool\.check\(\): "),
+    "demand-skips-all": ("large", r"Pool\.check\(\): .*skipped a negotiation that would "
+                                  r"have sent"),
     "drop-ignored-idle": ("small", r"quiet: node n\d+:7082 still holds claims"),
     "shares-unweighted": ("fair-weighted", r"fairness: in \[\d+, \d+\] (alice|bob) used [0-9.]+ "
                                            r"slot-seconds, its weighted share is"),
