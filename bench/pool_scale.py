@@ -8,11 +8,17 @@ nodes (claim-released, which renegotiates and offers the freed slots), the offer
 previous round are answered (claim-ok, as if they crossed the network in one round),
 every node sends its heartbeat (node-report listing its claims), and the master ticks.
 
+Demand: as many demand messages per round as jobs start on a pool of N x 32 slots of
+60 s jobs (N x 32 / 60; 5 at 10 nodes, 533 at 1,000), each from a random submitter whose
+idle count dropped by one (what a backlogged submitter sends as a job starts; it must
+not renegotiate, sim finding C5).
+
 Reported per size: CPU per negotiation round (tick), per heartbeat, per offer (the
-claim-released that made it plus its claim-ok), and claim-grant latency in rounds
-(slot freed -> new claim active). The check: per-heartbeat and per-offer cost grow at
-most 2x from 100 to 1,000 nodes (they must follow the work that changed, not the pool
-size); the exit status says whether it held.
+claim-released that made it plus its claim-ok), per demand message, per offer with the
+demand messages counted in (what bench/sim_scale.py calls per offer), and claim-grant
+latency in rounds (slot freed -> new claim active). The check: per-heartbeat, per-offer
+and per-demand cost grow at most 2x from 100 to 1,000 nodes (they must follow the work
+that changed, not the pool size); the exit status says whether it held.
 """
 
 from __future__ import annotations
@@ -57,8 +63,10 @@ def run(n: int, rounds: int, churn: int, seed: int) -> dict:
     rnd = random.Random(seed)
     pool, names = build(n, rnd)
     cpu = time.process_time
-    t_round = t_beat = t_offer = 0.0
-    beats = offers = 0
+    t_round = t_beat = t_offer = t_demand = 0.0
+    beats = offers = demands = 0
+    idle = {f"s{s:03d}": 10 ** 6 for s in range(SUBMITTERS)}
+    starts = max(1, n * SLOTS // 60)  # job starts per second of 60 s jobs
     latencies = []
     pending: list = []  # (node, claim, round the slot was freed)
     for r in range(1, rounds + 1):
@@ -86,6 +94,24 @@ def run(n: int, rounds: int, churn: int, seed: int) -> dict:
             if m["type"] == "claim-offer":
                 pending.append((node, m["claim"], r))
         offers += sum(1 for _, _, m in made if m["type"] == "claim-offer")
+        # demand: a job starts, its submitter has one idle job less
+        changed = []
+        for _ in range(starts):
+            sid = f"s{rnd.randrange(SUBMITTERS):03d}"
+            idle[sid] -= 1
+            changed.append((sid, [{"key": "1/0/0/", "count": idle[sid], "cpus": 1,
+                                   "memory": 0, "gpus": 0,
+                                   "requirements": 'Arch == "X86_64"', "ad": {}}]))
+        t = cpu()
+        asked = []
+        for sid, reqs in changed:
+            asked += pool.set_demand(sid, reqs, now)
+        t_demand += cpu() - t
+        demands += len(changed)
+        for _, node, m in asked:
+            if m["type"] == "claim-offer":
+                pending.append((node, m["claim"], r))
+                offers += 1
         # heartbeats
         reports = [(name, {"load": rnd.random() * SLOTS, "running": SLOTS,
                            "claims": list(pool.nodes[name].claims)}) for name in names]
@@ -100,6 +126,9 @@ def run(n: int, rounds: int, churn: int, seed: int) -> dict:
     pool.check()
     return {"nodes": n, "round_us": t_round / rounds * 1e6, "beat_us": t_beat / beats * 1e6,
             "offer_us": t_offer / max(1, offers) * 1e6, "offers": offers,
+            "demand_us": t_demand / max(1, demands) * 1e6, "demands": demands,
+            "offer_all_us": (t_offer + t_demand) / max(1, offers) * 1e6,
+            "skipped": pool.skipped_negotiations,
             "latency": sum(latencies) / max(1, len(latencies)),
             "latency_max": max(latencies or [0])}
 
@@ -115,16 +144,20 @@ def main() -> int:
     print(f"{SUBMITTERS} submitters, {SLOTS} slots per node, {args.churn} claims ending per "
           f"round, {args.rounds} rounds")
     print(f"{'nodes':>6} {'round(us)':>10} {'heartbeat(us)':>14} {'offer(us)':>10} "
-          f"{'offers':>7} {'grant latency(rounds)':>22}")
+          f"{'offers':>7} {'demand(us)':>11} {'demands':>8} {'skipped':>8} "
+          f"{'offer+demand(us)':>17} {'grant latency(rounds)':>22}")
     results = {}
     for n in sizes:
         res = results[n] = run(n, args.rounds, min(args.churn, n * SLOTS // 2), args.seed)
         print(f"{n:>6} {res['round_us']:>10.1f} {res['beat_us']:>14.2f} "
-              f"{res['offer_us']:>10.2f} {res['offers']:>7} "
+              f"{res['offer_us']:>10.2f} {res['offers']:>7} {res['demand_us']:>11.2f} "
+              f"{res['demands']:>8} {res['skipped']:>8} {res['offer_all_us']:>17.2f} "
               f"{res['latency']:>14.2f} (max {res['latency_max']})")
     ok = True
     if 100 in results and 1000 in results:
-        for key, what in (("beat_us", "per heartbeat"), ("offer_us", "per offer")):
+        for key, what in (("beat_us", "per heartbeat"), ("offer_us", "per offer"),
+                          ("demand_us", "per demand message"),
+                          ("offer_all_us", "per offer, demand messages counted in")):
             ratio = results[1000][key] / results[100][key]
             held = ratio <= 2.0
             ok = ok and held

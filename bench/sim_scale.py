@@ -122,6 +122,8 @@ class Meter:
 class ScaleWorld(W.World):
     """A World of 100 submitters (one cluster each) and a steady claim churn."""
 
+    verify_skips = False  # O(the pool) per skipped negotiation: for small pools
+
     def __init__(self, seed: int, nodes: int, churn: float, jobs: int) -> None:
         self.n_nodes = nodes
         self.jobs = jobs
@@ -138,6 +140,9 @@ class ScaleWorld(W.World):
                       faults=(), submitter_lease=60.0)
         super().__init__(seed, shape)
         self.running_cpus: dict = {}
+        self.results = _Discard()  # for check._policy only, which does not run at scale
+        self.pool_checks = False  # the full run: Pool.check() and the books every tick
+        self.checks_done = 0
 
     def _make_specs(self) -> None:
         base, extra = divmod(self.jobs, SUBMITTERS)
@@ -226,10 +231,21 @@ class ScaleWorld(W.World):
         pass
 
     def check_pool(self, pool) -> None:
-        pass  # Pool.check is O(claims): at the end only
+        """O(claims) (30 ms at 32,000 claims): every tick of the full run, not while the
+        master's CPU is measured (it would refresh the Pool's caches for it)."""
+        if self.pool_checks:
+            check.pool_consistent(self, pool)
+            self.checks_done += 1
 
     def finished(self) -> bool:
         return len(self.done) == len(self.specs)
+
+
+class _Discard(dict):
+    """`World.results` at scale: nothing reads it, and a million runs would fill it."""
+
+    def setdefault(self, key, default=None):
+        return default
 
 
 def _hooks(w: ScaleWorld) -> list:
@@ -317,19 +333,30 @@ def measure(nodes: int, churn: float, warmup: float, span: float, seed: int) -> 
             "steps": w.sim.steps - steps0, "failures": failures}
 
 
-def full_run(nodes: int, churn: float, jobs: int, minutes: float, seed: int) -> dict:
+def full_run(nodes: int, churn: float, jobs: int, minutes: float, seed: int,
+             progress=None) -> dict:
     w = ScaleWorld(seed, nodes, churn, jobs=jobs)
+    w.pool_checks = True
     saved = _hooks(w)
     meter = Meter()
     meter.install()
     t0, cpu0 = time.monotonic(), time.process_time()
     ended = False
+    shown = t0
     try:
         w.start()
         while not w.finished() and time.monotonic() - t0 < minutes * 60:
             w.sim.run_until(w.sim.now + 5.0, stop=w.finished)
             if not w.sim._heap:
                 break
+            if progress is not None and time.monotonic() - shown >= 60:
+                shown = time.monotonic()
+                ended_jobs = sum(sum(c.values()) for c in w.ends.values())
+                cpu = time.process_time() - cpu0
+                progress(f"{shown - t0:.0f} s wall, {cpu:.0f} s CPU, {w.sim.now:.0f} simulated "
+                         f"s: {w.starts} jobs started, {ended_jobs} ended "
+                         f"({1e3 * cpu / max(1, ended_jobs):.2f} ms CPU per job ended so far), "
+                         f"{w.checks_done} Pool checks, {len(w.failures)} failures")
         ended = w.finished()
         if ended:
             done = w.sim.now
@@ -352,6 +379,7 @@ def full_run(nodes: int, churn: float, jobs: int, minutes: float, seed: int) -> 
             "jobs_finished": finished_jobs, "clusters": len(w.finished_specs),
             "sim_seconds": w.sim.now, "cpu": cpu, "wall": time.monotonic() - t0,
             "pool_cpu": sum(v for k, v in meter.cpu.items() if k != "negotiate"),
+            "pool_checks": w.checks_done, "meter": meter, "latency": w.latency,
             "failures": failures}
 
 
@@ -397,8 +425,23 @@ def main(argv=None) -> int:
             verdict = ("ok" if held else "FAIL") + ": at most 2x" if bounded else "reported"
             print(f"{what}: {top} nodes / {base} nodes = {ratio:.2f}x ({verdict})")
     if args.full_jobs:
-        r = full_run(top, args.churn, args.full_jobs, args.full_minutes, args.seed)
+        r = full_run(top, args.churn, args.full_jobs, args.full_minutes, args.seed,
+                     progress=lambda line: print("  " + line, flush=True))
         per = r["jobs_finished"] / max(r["cpu"], 1e-9)
+        c, n, o = r["meter"].cpu, r["meter"].calls, r["meter"].offers
+        offers = sum(o[k] for k in OFFER_CALLS) + o["tick"]
+        lat = r["latency"]
+        print(f"full run, master (Pool) CPU: per negotiation round (tick) "
+              f"{1e6 * c['tick'] / max(1, n['tick']):.0f} us over {n['tick']} rounds, per "
+              f"negotiate {1e6 * c['negotiate'] / max(1, n['negotiate']):.0f} us over "
+              f"{n['negotiate']}, per heartbeat "
+              f"{1e6 * c['node_report'] / max(1, n['node_report']):.0f} us over "
+              f"{n['node_report']}, per offer "
+              f"{1e6 * sum(c[k] for k in OFFER_CALLS) / max(1, offers):.0f} us over {offers} "
+              f"offers ({n['set_demand']} demand messages); grant latency "
+              f"{1e3 * sum(lat) / max(1, len(lat)):.2f} ms (p99 {1e3 * _pct(lat, 0.99):.2f}) "
+              f"over {len(lat)} grants (simulated); {r['pool_checks']} Pool checks "
+              f"(Pool.check() and the books per node, every tick)", flush=True)
         print(f"full run, {top} nodes x {SLOTS} slots, {SUBMITTERS} submitters, "
               f"{r['jobs_asked']} jobs asked: {'ended' if r['ended'] else 'stopped'} after "
               f"{r['sim_seconds']:.0f} simulated s, {r['wall']:.0f} s wall, {r['cpu']:.0f} s "

@@ -109,3 +109,97 @@ def test_a_jobs_files_deep_in_world_writable_directories_go_with_it(pyz):
         c.stop()
         for p in (var, tmp, base):
             shutil.rmtree(p, ignore_errors=True)
+
+
+def test_the_nodes_scan_reads_all_of_a_long_answer_and_scans_again(pyz):
+    """A machine (or a same-named account's job) with more world-writable directories
+    than one pipe read holds: 2,000 of them, 0777, with long names, ~250 KB of the
+    scan's answer. The node reads all of it (the shared places it keeps are the
+    MAX_SHARED first, not the few of its first 8 KiB) and the scan ends, so the next
+    one comes (it once read one chunk, then waited for ever for a child blocked on its
+    full pipe: no scan again)."""
+    tag = secrets.token_hex(4)
+    var = Path(f"/var/jrs-many-{tag}")
+    base = Path(tempfile.mkdtemp(prefix="jrs-many-", dir="/tmp"))
+    base.chmod(0o755)
+    c = Cluster(pyz, base, slots=[1], env={"JRS_SCAN_EVERY": "2"})
+    try:
+        var.mkdir()
+        var.chmod(0o755)
+        for i in range(2000):
+            d = var / (f"{i:05d}-" + "x" * 100)
+            d.mkdir()
+            d.chmod(0o777)
+        c.start()
+        log = base / "node0.log"
+        wait_for(lambda: log.read_text().count("world-writable directories:") >= 2,
+                 timeout=180)
+        lines = [ln for ln in log.read_text().splitlines()
+                 if "world-writable directories:" in ln]
+        assert all(f"{unit.MAX_SHARED} shared" in ln for ln in lines), lines
+    finally:
+        c.stop()
+        for p in (var, base):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def test_root_never_looks_through_a_link_a_job_put_in_place_of_a_found_directory(tmp_path):
+    """The job-end check of whether the uid must visit (Unit.needs_uid_visit, as root)
+    stats and lists the world-writable directories found. A shared place whose parent
+    is world-writable without the sticky bit (/srv/pub/sub in a 0777 /srv/pub) can be
+    renamed by any job and replaced by a link, to a root-only directory (here: one
+    holding a 0777 directory changed during the job) or one on a hung mount: root must
+    not follow it, neither as the last component nor as an earlier one."""
+    import os
+    import time
+
+    secret = tmp_path / "secret"
+    inner = secret / "ww"
+    inner.mkdir(parents=True)
+    inner.chmod(0o777)
+    secret.chmod(0o700)
+    pub = tmp_path / "pub"
+    pub.mkdir()
+    pub.chmod(0o777)
+    since = time.time()
+    time.sleep(0.1)
+    (inner / "new").write_text("x")  # changed during the job: seen only through the link
+    old = since - 100
+    os.utime(secret, (old, old))
+    os.utime(tmp_path, (old, old))
+    (pub / "sub").symlink_to(secret)
+    os.utime(pub, (old, old), follow_symlinks=False)
+    u = unit.Unit({}, "x", 1879048190, 1879048190, True, 10)
+    assert u.needs_uid_visit(since, roots=(str(pub / "sub"),)) is False
+    assert u.needs_uid_visit(since, roots=(str(pub / "sub" / "ww"),)) is False
+    # the same directory reached without a link is looked into
+    assert u.needs_uid_visit(since, roots=(str(secret),)) is True
+
+
+def test_a_scan_a_job_blinded_keeps_the_directories_found_before(tmp_path):
+    """A job can hide a directory from a scan: 10,000 files of its own in the parent
+    (SCAN_PER_DIR) while the scan runs, or, where it runs as the scan's identity, by
+    killing it. What an earlier scan found stays while it is still a world-writable
+    directory reached through no link (checked as root, O_NOFOLLOW, fstat only)."""
+    from jrs.node import identity
+    from jrs.node.confine import Confinement
+
+    scratch = tmp_path / "team" / "scratch"
+    scratch.mkdir(parents=True)
+    scratch.chmod(0o1777)
+    pub = tmp_path / "pub"
+    pub.mkdir()
+    pub.chmod(0o777)
+    pool = identity.UidPool(identity.UidRange(90000, 90099))
+    conf = Confinement(identity.Policy("job", pool), str(tmp_path), {}, 10, "t")
+    conf.scanned(f"T {scratch}\0S {pub}\0".encode())
+    assert str(scratch) in conf.tmp_dirs and str(pub) in conf.shared_dirs
+    conf.scanned(b"")  # blinded
+    assert str(scratch) in conf.tmp_dirs and str(pub) in conf.shared_dirs
+    pub.rmdir()
+    scratch.rmdir()
+    (tmp_path / "moved").mkdir()
+    (tmp_path / "moved").chmod(0o1777)
+    scratch.symlink_to(tmp_path / "moved")  # a link in its place is not one of them
+    conf.scanned(b"")
+    assert str(scratch) not in conf.tmp_dirs and str(pub) not in conf.shared_dirs

@@ -27,7 +27,7 @@ EXPECTED = {
     # fixes of the simulation's own findings, reverted (README "The cluster simulation")
     "refusals-blame-job": ("held: refused by the nodes 5 times",),  # D1: large seed 70
     "stall-blames-peers": ("the master declared node",),  # C2: small seed 3 (12-01)
-    "revoked-run-is-exit": ("ended failed (code None, signal 15",),  # D5: revoke seed 1
+    "revoked-run-is-exit": ("ended failed (code None, signal 15",),  # D5: revoke seed 13
 }
 # the shape whose CI seeds (tests/test_sim.py CI_SEEDS) must find it, if not `small`
 SHAPE = {"revoked-run-is-exit": "revoke", "refusals-blame-job": "large"}
@@ -56,6 +56,8 @@ CHECKS = {
                                        r"on \d+ slots"),
     "pool-overbooks": ("small", r"the Pool books \d+ cpus on n\d+:7082, which has \d+ slots"),
     "pool-index-stale": ("small", r"Pool\.check\(\): "),
+    "demand-skips-all": ("large", r"Pool\.check\(\): .*skipped a negotiation that would "
+                                  r"have sent"),
     "drop-ignored-idle": ("small", r"quiet: node n\d+:7082 still holds claims"),
     "shares-unweighted": ("fair-weighted", r"fairness: in \[\d+, \d+\] (alice|bob) used [0-9.]+ "
                                            r"slot-seconds, its weighted share is"),

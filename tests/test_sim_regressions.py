@@ -73,9 +73,15 @@ FOUND = [
      "the submitter sent five runs of one job on them as their jobs ended, each refused "
      "'unknown claim', and the five refusals held the job (now cause \"claim\": a race, "
      "rerun uncounted)"),
+    (418064, "large", "", "submitter and node cores (K, soak 7)", "the same"),
     (108, "small", "", "master (C6, K)",
      "a master stopped within its first second had never ticked: no gap for C2's pardon, "
      "so its first tick declared both live nodes lost and revoked their claims with kill"),
+    (500075, "revoke", "", "submitter core (D7, K's soak 7b)",
+     "a node-lost came in one burst with claims on that node: runs sent on them, the jobs "
+     "rerun elsewhere, and the node (cut off from the master only) ran both until the "
+     "partition healed; the submitter now kills what it abandons on a node it reaches"),
+    (500358, "revoke", "", "submitter core (D7, K's soak 7b)", "the same"),
     (22, "revoke", "", "the checker (K)",
      "a run sent on a claim the master had revoked while the submitter was cut off from "
      "it was killed when the revocation landed: 'killed though nobody removed it'"),
@@ -98,8 +104,9 @@ def test_pinned_seed_runs_clean(seed, shape, without, owner, what):
 # Seeds that reach a fixed finding's bug on their own: with only that fix reverted (a
 # test-only switch, tests/sim/bugs.py) the run fails with the bug's own message, and
 # without it runs clean. A pinned seed of FOUND may stop reaching its bug as other code
-# changes (the run takes another path); these say so loudly. Each was found by scanning
-# seeds with the switch on (12-01, K).
+# changes (the run takes another path); these say so loudly (D7's fix moved D5's from
+# revoke 1 and 65 to 13 and 36). Each was found by scanning seeds with the switch on
+# (12-01, K).
 REACH = [
     # (finding, switch, seed, shape, fault kinds left out, the failure it brings back)
     ("D1", "refusals-blame-job", 45, "small", "ctrl-c,stall",
@@ -110,9 +117,9 @@ REACH = [
      r"the master declared node n\d:7082 lost though it had a report of it"),
     ("C2", "stall-blames-peers", 3, "small", "",
      r"the master declared node n\d:7082 lost though it had a report of it"),
-    ("D5", "revoked-run-is-exit", 1, "revoke", "",
+    ("D5", "revoked-run-is-exit", 13, "revoke", "",
      r"ended failed \(code None, signal 15, attempt \d\) but no execution of that attempt"),
-    ("D5", "revoked-run-is-exit", 65, "revoke", "",
+    ("D5", "revoked-run-is-exit", 36, "revoke", "",
      r"ended failed \(code None, signal 15, attempt \d\) but no execution of that attempt"),
 ]
 

@@ -780,3 +780,26 @@ def test_a_node_that_says_every_run_raced_its_claim_still_gets_the_job_held(tmp_
         (run,) = of(core.from_master(claim(f"c{attempt + 1}"), 0.0), C.StartRun)
         core.run_sent("n1", 0, run.msg["attempt"])
     assert attempt == C.MAX_LOST_RUNS and core.queue.final[0].state == HELD
+
+
+def test_a_run_abandoned_on_a_node_the_master_lost_is_killed_if_we_still_reach_it(tmp_path):
+    """D7 (sim, revoke 500075): the master's claims on a node and its `node-lost` for the
+    node reach us in one burst; a run already went out on such a claim, then the job
+    reruns elsewhere. The node is cut off only from the master: it would run the first
+    run too, twice at once with the rerun, until the master's kill lands. We still reach
+    it, so we kill what we abandon there; a node we cannot reach gets nothing."""
+    text = "executable = /bin/true\nqueue 2\n"
+    core = make(tmp_path, text)
+    core.start(0.0)
+    core.from_master(claim("c1"), 0.0)
+    core.from_master(claim("c2", node="n2"), 0.0)
+    core.node_up("n1", 0.0)
+    core.node_up("n2", 0.0)
+    core.run_sent("n1", 0, 1)
+    core.run_sent("n2", 1, 1)
+    core.node_down("n2", 1.0, "connection lost")
+    acts = core.from_master({"type": "node-lost", "node": "n1", "claims": ["c1"]}, 2.0)
+    assert msgs(acts, C.ToNode, "kill") == [{"type": "kill", "job": "7.0", "attempt": 1}]
+    assert core.queue.live[0].state == IDLE
+    acts = core.from_master({"type": "node-lost", "node": "n2", "claims": ["c2"]}, 2.0)
+    assert msgs(acts, C.ToNode, "kill") == [] and core.queue.live[1].state == IDLE

@@ -601,14 +601,20 @@ class SubmitCore:
         if lost:
             self._emit(Say(f"jrs submit: node {name} lost ({why}); "
                            f"rerunning its {len(lost)} jobs elsewhere"))
+        ns = self.nodes.get(name)
         for rec in lost:
+            if not release and ns is not None and ns.up:
+                # the master lost the node, we did not: what we abandon there is killed,
+                # else it runs on (twice, with its rerun) until the master's kill lands
+                # when the node is back in touch with it (sim D7, revoke 500075)
+                self._emit(ToNode(name, {"type": "kill", "job": self.job_id(rec.proc),
+                                         "attempt": rec.attempt}))
             self._lost_run(rec, name, f"node lost: {excerpt(why)}")
         for c in [c for c in self.claims.values() if c.node == name]:
             if release:
                 self._release(c, kill=True)
             else:
                 del self.claims[c.id]
-        ns = self.nodes.get(name)
         if ns is not None:
             ns.sent.clear()
             ns.pending.clear()

@@ -67,6 +67,10 @@ DROP_RESEND = 10.0
 MAX_DROPPED = 100_000  # remembered revoked/withdrawn claim ids
 EPS = 1e-6  # slots: a want above its share by more than this is not capped by it
 MAX_SESSIONS = 100_000
+# With `verify_skips` (the simulation): the first skipped negotiations of a Pool are
+# checked on copies of its books, then one in VERIFY_EVERY (each check is O(the pool)).
+VERIFY_FIRST = 20
+VERIFY_EVERY = 8
 
 
 @dataclass
@@ -111,6 +115,8 @@ class Request:
     weight: float = 1.0
     unmatchable: Optional[str] = None
     checked: int = -1  # topology version the unmatchable verdict was taken at
+    witness: Optional[str] = None  # a node that can run it, as last found (see _why_never)
+    scanned: int = -1  # topology version at which no node was found able to run it
     refs: tuple = ()  # lower-case attribute names the requirements read from the node
     cache: dict = field(default_factory=dict)  # node -> (ad_version, key, result)
 
@@ -218,6 +224,7 @@ class Pool:
         self._reserved: dict[str, str] = {}  # node -> submitter
         self._reserving: dict[str, str] = {}  # submitter -> node
         self._topology = 0  # bumped when a node's capacity or ad changes
+        self._known = 0  # nodes heard from (state not "never")
         self.up_slots = 0
         # Shares as the last negotiation computed them (sid -> share), what each
         # submitter wanted then (want, weight, capped), and the submitters whose want may
@@ -227,6 +234,9 @@ class Pool:
         self._share_slots = -1
         self._share_dirty: set = set()
         self._givers: set = set()  # submitters last asked to give back a count > 0
+        self.skipped_negotiations = 0  # demand changes that could change nothing (C5)
+        self.verify_skips = False  # check each skip on copies (the simulation, tests)
+        self.skip_errors: list = []
         self._sub_seq = itertools.count()
 
     @property
@@ -343,6 +353,7 @@ class Pool:
             self.up_slots += node.slots if state == "up" else -node.slots
         if node.state == "never" and state != "never":
             self._topology += 1
+            self._known += 1
         node.state = state
         if state != "up":
             self._seen.pop(node.name, None)
@@ -382,10 +393,17 @@ class Pool:
         assert set(self._offers) == offers
         assert sum(self._sub_pending.values()) == len(offers)
         assert self.up_slots == sum(n.slots for n in self.nodes.values() if n.state == "up")
+        assert self._known == sum(1 for n in self.nodes.values() if n.state != "never")
         fresh, cached = self.submitter_shares(), self._current_shares()
         assert set(fresh) == set(cached) and all(
             abs(fresh[s] - cached[s]) <= EPS for s in fresh), (fresh, cached)
         assert all(s.id in self._givers for s in self.submitters.values() if s.give_back)
+        for s in self.submitters.values():
+            for r in s.requests.values():  # a verdict kept at this topology still holds
+                if r.checked == self._topology and r.unmatchable is None:
+                    assert r.witness is not None and self._can_run(
+                        self.nodes.get(r.witness), r), (s.id, r.key, r.witness)
+        assert not self.skip_errors, self.skip_errors[:3]
 
     # ------------------------------------------------------------ nodes
 
@@ -596,8 +614,15 @@ class Pool:
         return out + self.negotiate(now)
 
     def set_demand(self, sid: str, requests: list, now: float) -> list:
+        """A submitter's idle jobs per request key. Demand changes with nearly every job
+        start, so it renegotiates only when the change can make an offer, a give-back or
+        a verdict (`_demand_is_neutral`); else it only records the counts (sim C5)."""
         sub = self.submitters[sid]
         previous = sub.requests
+        shares_before = self._current_shares()
+        wanting_before = self._wanting(sub)
+        before_counts = {k: r.count for k, r in previous.items()}
+        fresh = False  # a request not seen before (or with other requirements)
         new = {}
         for r in payload.requests(requests):
             key = r["key"]
@@ -607,6 +632,7 @@ class Pool:
                 old.count = r["count"]
                 new[key] = old
                 continue
+            fresh = True
             tree, bad = None, None
             if text:
                 try:
@@ -621,7 +647,75 @@ class Pool:
         self._want_changed(sid)
         out = [("submitter", sid, {"type": "unmatchable", "key": k, "reason": r.unmatchable})
                for k, r in new.items() if r.unmatchable and k not in previous]
+        if not fresh and len(new) == len(previous) \
+                and self._demand_is_neutral(sub, shares_before, wanting_before):
+            self.skipped_negotiations += 1
+            n = self.skipped_negotiations
+            if self.verify_skips and (n <= VERIFY_FIRST or n % VERIFY_EVERY == 0):
+                self._verify_skip(sub, before_counts, now)
+            return out
         return out + self.negotiate(now)
+
+    def _verify_skip(self, sub: Submitter, before_counts: dict, now: float) -> None:
+        """For the simulation and tests (`verify_skips`): a skipped negotiation must be one
+        whose result the demand could not change. Two copies of the books, one with the
+        counts of before, are negotiated and must do the same; a difference is kept for
+        `check()` to report. O(everything) per skip: small pools only."""
+        import copy
+
+        def clone() -> Pool:
+            seq = itertools.count(1)
+            ids = lambda: f"verify-{next(seq)}"  # noqa: E731
+            # negotiate only reads these (and they can hold 100,000 entries): shared
+            memo = {id(x): x for x in (self.dropped, self._told, self.sessions)}
+            memo[id(self.new_id)] = ids
+            twin = copy.deepcopy(self, memo=memo)
+            twin.verify_skips = False
+            return twin
+
+        after = clone()
+        before = clone()
+        for key, count in before_counts.items():
+            before.submitters[sub.id].requests[key].count = count
+        before._want_changed(sub.id)
+        got, want = after.negotiate(now), before.negotiate(now)
+        if got != want:
+            self.skip_errors.append(
+                f"demand of {sub.id} {before_counts} -> "
+                f"{ {k: r.count for k, r in sub.requests.items()} } skipped a negotiation "
+                f"that would have sent {got[:5]} instead of {want[:5]}")
+
+    def _wanting(self, sub: Submitter) -> bool:
+        """Does `sub` wait for an offer (a request asking more than its pending offers)?
+        O(its requests)."""
+        if not sub.connected:
+            return False
+        pending = self._sub_pending
+        return any(r.count > pending.get((sub.id, r.key), 0)
+                   for r in sub.requests.values() if r.count and not r.unmatchable)
+
+    def _demand_is_neutral(self, sub: Submitter, shares_before: dict,
+                           wanting_before: bool) -> bool:
+        """Can new counts of `sub`'s known requests change what `negotiate` does? Not when
+        no node has a free slot (no offer can be made, no reservation taken), every
+        request it asks for has had its verdict at this topology, it waits for an offer
+        exactly when it did (the starving set and the reservations depend on that), and
+        the fair shares did not move (its want stayed above its share: the common case of
+        a backlogged submitter whose idle count drops by one as a job starts). Then the
+        give-backs, which depend only on shares, claims held and who waits, are what they
+        were: the round would send nothing. O(its requests) plus an O(1) heap peek."""
+        if self._any_free():
+            return False
+        if any(r.count and r.unmatchable is None and r.checked != self._topology
+               for r in sub.requests.values()):
+            return False
+        if self._wanting(sub) != wanting_before:
+            return False
+        shares = self._current_shares()
+        if shares is shares_before:
+            return True
+        return set(shares) == set(shares_before) and all(
+            abs(shares[s] - shares_before[s]) <= EPS for s in shares)
 
     def release(self, sid: str, cid: str, now: float, kill: bool = False) -> list:
         """The submitter lets a claim go. The node ends it once its job is done; the job is
@@ -719,16 +813,33 @@ class Pool:
                 and node.used_memory + r.memory <= node.memory
                 and node.used_gpus + r.gpus <= node.gpus)
 
+    def _can_run(self, node: Optional[Node], r: Request) -> bool:
+        return node is not None and node.state != "never" and self._fits_ever(node, r) \
+            and self._matches(node, r)
+
     def _why_never(self, r: Request, now: float) -> Optional[str]:
+        """Why no node heard from can ever run `r` (None: some node can, or too early to
+        say). Judged again when the topology changed, but a node found able to run it
+        (its witness) that still can settles it in O(1): 1,000 nodes saying hello one by
+        one must not cost O(requests x nodes) each."""
         if r.checked == self._topology:
             return None
+        if r.witness is not None and self._can_run(self.nodes.get(r.witness), r):
+            r.checked = self._topology
+            return None
+        r.witness = None
+        if not self._known:
+            return None
+        if r.scanned != self._topology:  # once per topology, not at every negotiation
+            r.scanned = self._topology
+            for n in self.nodes.values():
+                if self._can_run(n, r):
+                    r.witness, r.checked = n.name, self._topology
+                    return None
+        if self._known < len(self.nodes) and now - self.started < self.unmatchable_grace:
+            return None
         known = [n for n in self.nodes.values() if n.state != "never"]
-        if not known or (len(known) < len(self.nodes)
-                         and now - self.started < self.unmatchable_grace):
-            return None
         r.checked = self._topology
-        if any(self._fits_ever(n, r) and self._matches(n, r) for n in known):
-            return None
         if not any(self._fits_ever(n, r) for n in known):
             big = max(known, key=lambda n: n.slots)
             return (f"it asks for {r.cpus} cpus, {r.memory} MiB, {r.gpus} GPUs and no node "

@@ -505,14 +505,17 @@ class NodeDaemon:
                     break
                 except OSError:
                     continue
-            data = b""
+            got: list = []
             if proc is not None and proc.stdout is not None:
-                try:
-                    data = await asyncio.wait_for(proc.stdout.read(16 << 20), unit.SCAN_WALL)
+                try:  # all of it, to its end (one read() is one pipe chunk, 8 KiB or so)
+                    await asyncio.wait_for(_read_to_end(proc.stdout, got, unit.SCAN_BYTES),
+                                           unit.SCAN_WALL)
                 except asyncio.TimeoutError:
+                    pass  # what it found by then counts
+                if proc.returncode is None:  # late or over SCAN_BYTES (it would block), or leaving
                     proc.kill()
                 await proc.wait()
-            log.info("%s", self.confine.scanned(data))
+            log.info("%s", self.confine.scanned(b"".join(got)))
         except Exception as exc:  # never the daemon's end: the last lists stay
             log.warning("cannot look for world-writable directories: %s", _why(exc))
         finally:
@@ -649,3 +652,15 @@ class NodeDaemon:
     def _unlink(path: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+
+
+async def _read_to_end(stream: asyncio.StreamReader, into: list, limit: int) -> None:
+    """Append what `stream` gives to `into` until its end or `limit` bytes (what was
+    read stays in `into` when the caller's time-out cancels this)."""
+    n = 0
+    while n < limit:
+        chunk = await stream.read(min(1 << 16, limit - n))
+        if not chunk:
+            return
+        into.append(chunk)
+        n += len(chunk)

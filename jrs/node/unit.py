@@ -261,6 +261,7 @@ SCAN_ENTRIES = 300_000  # directory entries the scan looks at, at most
 SCAN_PER_DIR = 10_000  # ... of one directory (a shared place filled with files by a job)
 SCAN_CPU = 10  # seconds of CPU (RLIMIT_CPU), and SCAN_WALL of wall time
 SCAN_WALL = 120.0
+SCAN_BYTES = 16 << 20  # of the scan's answer read, at most (MAX_DEEP are kept)
 MAX_DEEP = 1024  # world-writable directories kept from the scan
 
 # The scan, run as an unprivileged identity (python3 -I -S -c): argv = skip paths
@@ -337,7 +338,7 @@ def parse_scan(data: bytes) -> tuple:
     """(temporary, shared) from the scan's output (bounded: MAX_DEEP in all)."""
     temporary: list = []
     shared: list = []
-    for rec in data[:16 << 20].split(b"\0"):
+    for rec in data[:SCAN_BYTES].split(b"\0"):
         kind, _, path = rec.partition(b" ")
         if kind in (b"T", b"S") and path.startswith(b"/") and len(temporary) + len(
                 shared) < MAX_DEEP:
@@ -369,6 +370,27 @@ def scan_world_writable(uid: int, gid: int, job_uids: tuple = (0, -1),
         except OSError:
             continue
     return (), ()
+
+
+def still_world_writable(paths: list) -> tuple:
+    """(temporary, shared): those of `paths` that are still world-writable directories
+    reached through no link (as root: opened O_NOFOLLOW at every component, fstat
+    only), sticky ones temporary. At most MAX_DEEP."""
+    temporary: list = []
+    shared: list = []
+    for p in paths[:MAX_DEEP]:
+        fd = _open_dir_nofollow(p)
+        if fd is None:
+            continue
+        try:
+            mode = os.fstat(fd).st_mode
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        if mode & 0o002:
+            (temporary if mode & 0o1000 else shared).append(p)
+    return tuple(temporary), tuple(shared)
 
 
 def merge_dirs(found: tuple, deep: tuple) -> tuple:
@@ -567,14 +589,19 @@ class Unit:
         if roots is None:  # those found at node start (world_writable_dirs)
             roots = self.tmp_dirs + self.shared_dirs
         for r in roots:
+            fd = _open_dir_nofollow(r)  # a link put in its place: not followed, skipped
+            if fd is None:
+                continue
             try:
-                st = os.stat(r)
+                st = os.fstat(fd)
+                if _after(st, since):
+                    return True
+                if any(_changed(p, since) for p in _sticky_in(r, st, fd)):
+                    return True
             except OSError:
                 continue
-            if _after(st, since):
-                return True
-            if any(_changed(p, since) for p in _sticky_in(r, st)):
-                return True
+            finally:
+                os.close(fd)
         return bool(find_ipc(self.uid))
 
     def _cgroup_kill(self, path: str) -> bool:
@@ -732,11 +759,42 @@ def _changed(path: str, since: float) -> bool:
 _sticky_cache: dict = {}
 
 
-def _sticky_in(root: str, st: os.stat_result) -> list:
+_DIR_NOFOLLOW = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _open_dir_nofollow(path: str, dir_fd: Optional[int] = None) -> Optional[int]:
+    """A descriptor of directory `path` reached through no link at any component (a
+    job may put one in place of a directory whose parent it can write), else None.
+    `dir_fd`: `path` is one name relative to it."""
+    if dir_fd is not None:
+        try:
+            return os.open(path, _DIR_NOFOLLOW, dir_fd=dir_fd)
+        except OSError:
+            return None
+    if not path.startswith("/"):
+        return None
+    try:
+        fd = os.open("/", _DIR_NOFOLLOW)
+    except OSError:
+        return None
+    for part in [p for p in path.split("/") if p]:
+        try:
+            nxt = os.open(part, _DIR_NOFOLLOW, dir_fd=fd)
+        except OSError:
+            os.close(fd)
+            return None
+        os.close(fd)
+        fd = nxt
+    return fd
+
+
+def _sticky_in(root: str, st: os.stat_result, fd: Optional[int] = None) -> list:
     """The world-writable directories below `root` (any name, up to 8 levels, not
-    through links: lstat only, as root, like world_writable_dirs at node start), not
-    modified since `st` was taken. Cached: valid while `root` and every directory
-    found keep their mtime (a new one below changes its parent's)."""
+    through links: each opened O_NOFOLLOW at every component, `root` as the
+    descriptor `fd` when given, entries lstat'ed only, as root, like
+    world_writable_dirs at node start), not modified since `st` was taken. Cached:
+    valid while `root` and every directory found keep their mtime (a new one below
+    changes its parent's)."""
     import stat
 
     seen = _sticky_cache.get(root)
@@ -750,19 +808,26 @@ def _sticky_in(root: str, st: os.stat_result) -> list:
     stack = [(root, 0)]
     while stack and len(found) < 4096:
         top, depth = stack.pop()
+        # (opened again from / one component at a time: at most two descriptors open)
+        dfd = _open_dir_nofollow(top) if top != root or fd is None else os.dup(fd)
+        if dfd is None:
+            continue
         try:
-            with os.scandir(top) as it:
+            with os.scandir(dfd) as it:
                 entries = [e for _, e in zip(range(100_000), it)]
+            for e in entries:
+                try:
+                    est = e.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if stat.S_ISDIR(est.st_mode) and est.st_mode & 0o002 and depth < 8:
+                    path = os.path.join(top, e.name)
+                    found.append((path, est.st_mtime_ns))
+                    stack.append((path, depth + 1))
         except OSError:
             continue
-        for e in entries:
-            try:
-                est = e.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if stat.S_ISDIR(est.st_mode) and est.st_mode & 0o002 and depth < 8:
-                found.append((e.path, est.st_mtime_ns))
-                stack.append((e.path, depth + 1))
+        finally:
+            os.close(dfd)
     _sticky_cache[root] = ((st.st_ino, st.st_mtime_ns), found)
     return [p for p, _ in found]
 

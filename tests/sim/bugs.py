@@ -270,6 +270,20 @@ def _retry_once_more():
     return _patched(J.Queue, "outcome", outcome)
 
 
+@switch("demand-skips-all", "C5: a demand change skips its negotiation even when it could make "
+                            "an offer, a give-back or a verdict (Pool._demand_is_neutral "
+                            "always says yes); Pool.check() sees it on copies of the books "
+                            "(with the switch every skip is checked, not one in VERIFY_EVERY)")
+def _demand_skips_all():
+    from jrs.cluster import pool
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(_patched(pool.Pool, "_demand_is_neutral",
+                                 lambda orig: lambda self, *a: True))
+    stack.enter_context(_patched(pool, "VERIFY_EVERY", lambda orig: 1))
+    return stack
+
+
 # ---------------------------------------------------------------- fixes of sim findings
 # Each switch below reverts one fix of a finding (ids as in README "The cluster
 # simulation"); tests/test_sim_regressions.py pins a seed that fails with only that

@@ -20,7 +20,9 @@ the executions as they happened:
   the user removed, or its node was lost after the run was sent, or its claim was
   revoked by the master (its node-lost) before the kill, which a submitter cut off
   from the master may not know when it sends the run;
-- nothing runs twice: no attempt starts after a later attempt of its job was sent;
+- nothing runs twice: no attempt starts after a later attempt of its job was sent,
+  unless the submitter abandoned it (its node lost while the run was on the wire) and
+  its kill reached the node right behind the run and ended it;
 - no live node is declared lost: when the master declares a node lost, no hello or
   report of that node was due at it for the node time-out of its own running time
   (its stalls taken off; what a partition held counts against the node);
@@ -37,6 +39,7 @@ the executions as they happened:
 from __future__ import annotations
 
 TICK = 1.0  # the master's tick (tests/sim/master.py)
+KILL_LAG = 1.0  # a kill that follows a run on its channel reaches the node within this
 WINDOW = 60.0
 STEP = 5.0
 TOLERANCE = 0.10
@@ -234,6 +237,10 @@ def _policy(world, spec, p: int, timed: list, execs: list) -> None:
     claim_of = {r["attempt"]: r.get("claim") for _, r in runs}
     for e in execs:
         later = [a for a, t in sent.items() if a > e.attempt and t < e.start]
+        told = world.kills.get((e.node, job, e.attempt))
+        if later and e.how == "killed" and told is not None and told <= e.start + KILL_LAG:
+            later = []  # abandoned as its node was lost (the run still on the wire): the
+            # submitter's kill came right behind the run and ended it
         if later:
             world.fail(f"{spec.name}: {job}.{e.attempt} started on {e.node} at t={e.start:.2f}, "
                        f"after attempt {min(later)} of the job had been sent at "

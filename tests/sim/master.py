@@ -31,7 +31,11 @@ def make_pool(world, now: float):
                         ("submitter_lease", world.shape.submitter_lease)):
         if name in params:
             kw[name] = value
-    return pool_mod.Pool(world.node_entries, now, **kw)
+    pool = pool_mod.Pool(world.node_entries, now, **kw)
+    # every negotiation a demand skips is checked on copies of the books (Pool.check
+    # reports a skip that changed what the round would do); off at scale (O(pool) each)
+    pool.verify_skips = getattr(world, "verify_skips", True)
+    return pool
 
 
 class MasterProc(Proc):

@@ -388,6 +388,9 @@ class NodeProc(Proc):
                         self.core.refuse(t, f"cannot write {h['name']!r}: {exc}")
                 self.do(self.core.run_received(t, self.sim.now))
             else:
+                if msg["type"] == "kill":  # for the checker: a kill the submitter sent, here
+                    self.world.kills.setdefault((self.name.split("@", 1)[1], str(msg["job"]),
+                                                 msg["attempt"]), self.sim.now)
                 self.do(self.core.from_session(sid, msg, self.sim.now))
 
         def on_close() -> None:

@@ -131,6 +131,7 @@ class World:
         self.results: dict = {}
         self.claim_node: dict = {}  # claim -> node, from journals and claim grants
         self.revoked: dict = {}  # claim -> when the master revoked it (its node-lost)
+        self.kills: dict = {}  # (node, job, attempt) -> when a submitter's kill reached it
         # (master process, node) -> when the latest hellos and reports of the node that
         # reached that master were ready (sent, plus the network's delay)
         self.heard: dict = {}
