@@ -93,6 +93,22 @@ def test_same_named_accounts_only_when_ordinary():
     assert identity.login_uid_min("# nothing\n") == 1000
 
 
+def test_the_nobody_account_is_never_a_same_named_account():
+    """`nobody` (uid 65534, above UID_MIN) is the identity of many daemons and of the
+    node's own scan for world-writable directories: a secret holder who says its name
+    is `nobody` must not get it (its job could kill or trace the scan, or any of
+    them), nor may `nfsnobody` or an account with the kernel's overflow uid."""
+    accounts = {"nobody": _acct("nobody", 65534, 65534, [65534], ["nogroup"]),
+                "nfsnobody": _acct("nfsnobody", 4294967294, 4294967294, [], []),
+                "other": _acct("other", 65534, 2000, [2000], ["x"])}
+    pool = identity.UidPool(identity.UidRange(80000, 80099))
+    p = identity.Policy("account", pool, uid_min=1000, lookup=accounts.get)
+    for name in accounts:
+        ident = p.identity_for(name)
+        assert ident.per_job and ident.uid in pool.range, (name, ident.uid)
+        assert "nobody" in ident.note, ident.note
+
+
 def test_account_lookups_are_reused_for_a_while():
     calls = []
     now = [0.0]

@@ -162,3 +162,32 @@ def test_root_never_looks_through_a_link_a_job_put_in_place_of_a_found_directory
     assert u.needs_uid_visit(since, roots=(str(pub / "sub" / "ww"),)) is False
     # the same directory reached without a link is looked into
     assert u.needs_uid_visit(since, roots=(str(secret),)) is True
+
+
+def test_a_scan_a_job_blinded_keeps_the_directories_found_before(tmp_path):
+    """A job can hide a directory from a scan: 10,000 files of its own in the parent
+    (SCAN_PER_DIR) while the scan runs, or, where it runs as the scan's identity, by
+    killing it. What an earlier scan found stays while it is still a world-writable
+    directory reached through no link (checked as root, O_NOFOLLOW, fstat only)."""
+    from jrs.node import identity
+    from jrs.node.confine import Confinement
+
+    scratch = tmp_path / "team" / "scratch"
+    scratch.mkdir(parents=True)
+    scratch.chmod(0o1777)
+    pub = tmp_path / "pub"
+    pub.mkdir()
+    pub.chmod(0o777)
+    pool = identity.UidPool(identity.UidRange(90000, 90099))
+    conf = Confinement(identity.Policy("job", pool), str(tmp_path), {}, 10, "t")
+    conf.scanned(f"T {scratch}\0S {pub}\0".encode())
+    assert str(scratch) in conf.tmp_dirs and str(pub) in conf.shared_dirs
+    conf.scanned(b"")  # blinded
+    assert str(scratch) in conf.tmp_dirs and str(pub) in conf.shared_dirs
+    pub.rmdir()
+    scratch.rmdir()
+    (tmp_path / "moved").mkdir()
+    (tmp_path / "moved").chmod(0o1777)
+    scratch.symlink_to(tmp_path / "moved")  # a link in its place is not one of them
+    conf.scanned(b"")
+    assert str(scratch) not in conf.tmp_dirs and str(pub) not in conf.shared_dirs

@@ -145,11 +145,16 @@ def test_later_starts_run_unpacked_with_cached_bytecode(pyz, python, tmp_path):
     assert (entry / f".compiled-{tag}").is_file()
     assert (entry / "jrs" / "__pycache__" / f"__main__.{tag}.pyc").is_file()
     assert (entry / "docopt" / "__pycache__").is_dir()
+    # a short command leaves through os._exit (jrs/__main__.py run()): report there
     origins = subprocess.run(
-        [python, "-c", "import sys, runpy, atexit; sys.argv = [sys.argv[1], '--version']; "
-         "atexit.register(lambda: print(sorted({m.__file__.split('/jrs/')[0] "
+        [python, "-c", "import os, sys, runpy; sys.argv = [sys.argv[1], '--version']; "
+         "leave = os._exit\n"
+         "def report(status):\n"
+         "    print(sorted({m.__file__.split('/jrs/')[0] "
          "for n, m in list(sys.modules.items()) if n.startswith('jrs') and "
-         "getattr(m, '__file__', None)}), file=sys.stderr)); "
+         "getattr(m, '__file__', None)}), file=sys.stderr, flush=True)\n"
+         "    leave(status)\n"
+         "os._exit = report\n"
          "runpy.run_path(sys.argv[0], run_name='__main__')", str(pyz)],
         capture_output=True, text=True, env=env)
     assert origins.stdout.startswith("jrs "), origins.stderr

@@ -73,6 +73,7 @@ FOUND = [
      "the submitter sent five runs of one job on them as their jobs ended, each refused "
      "'unknown claim', and the five refusals held the job (now cause \"claim\": a race, "
      "rerun uncounted)"),
+    (418064, "large", "", "submitter and node cores (K, soak 7)", "the same"),
     (108, "small", "", "master (C6, K)",
      "a master stopped within its first second had never ticked: no gap for C2's pardon, "
      "so its first tick declared both live nodes lost and revoked their claims with kill"),

@@ -102,9 +102,15 @@ class Confinement:
     def scanned(self, data: bytes) -> str:
         """The scan's output (unit.scan_world_writable, run by the daemon): together
         with those one level below / /var /run (as root, lstat only), the directories
-        jobs started from now on clean up in. A line for the log."""
-        self.tmp_dirs, self.shared_dirs = unit.merge_dirs(unit.world_writable_dirs(),
-                                                          unit.parse_scan(data))
+        jobs started from now on clean up in, and those found before that still are
+        world-writable directories (a job can hide one from a scan: 10,000 files in
+        its parent, SCAN_PER_DIR, while the scan runs). A line for the log."""
+        found = unit.parse_scan(data)
+        new = set(found[0] + found[1])
+        kept = unit.still_world_writable(
+            [p for p in self.tmp_dirs + self.shared_dirs if p not in new])
+        self.tmp_dirs, self.shared_dirs = unit.merge_dirs(
+            unit.world_writable_dirs(), (found[0] + kept[0], found[1] + kept[1]))
         return (f"world-writable directories: {len(self.tmp_dirs)} temporary, "
                 f"{len(self.shared_dirs)} shared (a job's files, or its set-id ones, go "
                 "from them when it ends)")

@@ -182,10 +182,19 @@ class Account:
         self.group_names = group_names
 
 
+# `nobody` and its kin: the unprivileged identity many daemons run as, and the one
+# the node's own scan for world-writable directories runs as (confine.scan_identity);
+# 65534 is also the kernel's overflow uid. Above UID_MIN, yet no one's own account.
+NOBODY_NAMES = frozenset({"nobody", "nfsnobody"})
+NOBODY_UIDS = frozenset({65534, 4294967294})
+
+
 def refusal(acct: Account, uid_min: int, root_groups: frozenset) -> Optional[str]:
     """Why a same-named account may not run jobs (None: it may). Pure."""
     if acct.uid == 0:
         return "uid 0"
+    if acct.name in NOBODY_NAMES or acct.uid in NOBODY_UIDS:
+        return "nobody's (shared by daemons and the node's own scan)"
     if acct.gid == 0 or 0 in acct.groups:
         return "group 0"
     if acct.uid < uid_min:

@@ -372,6 +372,27 @@ def scan_world_writable(uid: int, gid: int, job_uids: tuple = (0, -1),
     return (), ()
 
 
+def still_world_writable(paths: list) -> tuple:
+    """(temporary, shared): those of `paths` that are still world-writable directories
+    reached through no link (as root: opened O_NOFOLLOW at every component, fstat
+    only), sticky ones temporary. At most MAX_DEEP."""
+    temporary: list = []
+    shared: list = []
+    for p in paths[:MAX_DEEP]:
+        fd = _open_dir_nofollow(p)
+        if fd is None:
+            continue
+        try:
+            mode = os.fstat(fd).st_mode
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        if mode & 0o002:
+            (temporary if mode & 0o1000 else shared).append(p)
+    return tuple(temporary), tuple(shared)
+
+
 def merge_dirs(found: tuple, deep: tuple) -> tuple:
     """(temporary, shared) of world_writable_dirs and scan_world_writable together:
     each path once (a temporary one never also shared), shared ones at most
