@@ -221,6 +221,11 @@ def test_an_executor_killed_while_its_job_runs_leaves_nothing_of_the_job(pyz, ac
                  what=f"{mode}: the end of the daemon of a job whose executor died")
         _out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err + c.logs()
+        if mode == "per-job uid + cgroups":  # the daemon's reap removed the cgroup the
+            assert st.cgroup_leaf and st.spec["cgroup"]  # dead executor recorded
+            kept = [os.path.join(r, st.cgroup_leaf) for r in st.spec["cgroup"].values()]
+            wait_for(lambda: not any(os.path.exists(k) for k in kept), timeout=10,
+                     what=f"the dead executor's cgroups {kept} removed")
         uids = (d / "uids").read_text().split()
         assert len(uids) == 2 and uids[0] == uids[1], uids  # the same identity both times
         if cmd_user is not None or mode == "non-root node":
