@@ -214,7 +214,7 @@ def test_a_restarted_node_takes_its_own_recent_scan_and_scans_when_that_one_is_d
     var = Path(f"/var/jrs-kept-{tag}")
     base = Path(tempfile.mkdtemp(prefix="jrs-kept-", dir="/tmp"))
     base.chmod(0o755)
-    c = Cluster(pyz, base, slots=[1], env={"JRS_SCAN_EVERY": "30"})
+    c = Cluster(pyz, base, slots=[1], env={"JRS_SCAN_EVERY": "60"})
     work = base / "w"
     work.mkdir()
     work.chmod(0o755)
@@ -253,7 +253,7 @@ def test_a_restarted_node_takes_its_own_recent_scan_and_scans_when_that_one_is_d
         wait_for(lambda: lines(True) == 1, timeout=30)
         assert lines(False) == 1, c.logs()  # no new scan at this start
         assert str(pub) not in dirs_of_a_job()
-        wait_for(lambda: lines(False) == 2, timeout=90)  # due a period after the kept one
+        wait_for(lambda: lines(False) == 2, timeout=150)  # due a period after the kept one
         assert str(pub) in dirs_of_a_job()
     finally:
         c.stop()
