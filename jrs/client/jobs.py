@@ -61,6 +61,18 @@ def request_key(job) -> str:
            f"{job.requirements or ''}"
 
 
+def resumed_queue(jobs: Iterator, total: int, prev=None) -> Queue:
+    """The queue of a run: fresh when `prev` is None, else resuming what the journal of
+    an interrupted run recorded (a `journal.Previous`): its final jobs stay final,
+    attempts and completions keep counting `max_retries` (and no attempt number is
+    reused), lost runs and refusals keep counting toward the bounds that hold a job.
+    The one place the real runner and the simulation's submitter build it, so a resume
+    cannot carry one of these and forget another in only one of them."""
+    if prev is None:
+        return Queue(jobs, total)
+    return Queue(jobs, total, skip=prev.final, restore=prev.attempts, counts=prev.counts)
+
+
 class Queue:
     def __init__(self, jobs: Iterator, total: int, skip: Optional[dict] = None,
                  window: Optional[int] = None, restore: Optional[dict] = None,
