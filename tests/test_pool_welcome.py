@@ -83,3 +83,19 @@ def test_another_submitters_claim_is_named_but_not_as_killed():
     p.submitter_hello(hello, 2)
     assert p.welcome(hello) == {"type": "welcome", "dropped": [c1]}
     assert p.claims[c1].drop is None  # the answer changed nothing for its holder
+
+
+def test_a_claim_its_node_is_letting_go_stays_dropped_after_a_master_restart():
+    """The old master dropped it (kill False) while its job ran; a restarted master adopts
+    it from the node's hello as dropped, so its welcome names it and no offer counts on
+    it; a claim not being let go is adopted as held."""
+    p = Pool([NodeEntry(Endpoint("h", 1))], 0)
+    base = {"submitter": "a", "user": "alice", "cpus": 1, "memory": 0, "gpus": []}
+    out = p.node_hello("h:1", dict(_node_hello(), claims=[
+        dict(base, claim="c" * 24, releasing=True), dict(base, claim="d" * 24)]), 1)
+    assert p.claims["c" * 24].drop is False and p.claims["d" * 24].drop is None
+    hello = _hello("a", ["c" * 24, "d" * 24])
+    p.submitter_hello(hello, 2)
+    assert p.welcome(hello) == {"type": "welcome", "dropped": ["c" * 24]}
+    assert not [m for _, _, m in out if m["type"] == "claim-drop" and m.get("kill")]
+    p.check()

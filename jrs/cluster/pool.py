@@ -448,8 +448,11 @@ class Pool:
                                            "kill": self.dropped.get(cid, False)}))
                 continue
             # a master restarted since: the node's word rebuilds the books
-            self._add(Claim(cid, name, c["submitter"], c["user"], c["cpus"], c["memory"],
-                            c["gpus"], active=True))
+            adopted = Claim(cid, name, c["submitter"], c["user"], c["cpus"], c["memory"],
+                            c["gpus"], active=True)
+            if c["releasing"]:  # an earlier master dropped it (kill False): so do we, and
+                adopted.drop, adopted.drop_sent = False, now  # our welcome names it
+            self._add(adopted)
             sub = self.submitters.get(c["submitter"])
             if sub is None or not sub.connected:  # dropped if it does not come back
                 self._orphans.setdefault(c["submitter"], now)

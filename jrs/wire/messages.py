@@ -97,7 +97,9 @@ FILES = ListOf(Obj({"name": (PATH, True), "size": (Int(0, 1 << 40), True),
 JOB_REF = Tuple(ID, Int())                                     # [job, attempt]
 CLAIM = Obj({"claim": (ID, True), "submitter": (ID, True), "user": (ID, True),
              "cpus": (COUNT, True), "memory": (COUNT, True),
-             "gpus": (ListOf(Int(0, 1 << 16), 1 << 16), True)})
+             "gpus": (ListOf(Int(0, 1 << 16), 1 << 16), True),
+             # dropped by a master (kill False), its job still running: let go after it
+             "releasing": ((bool,), False)})
 CLUSTER_FIELDS = {"id": (Int(), True), "file": (OPT_STR, False), "total": (COUNT, False),
                   "idle": (COUNT, False), "running": (COUNT, False), "done": (COUNT, False),
                   "failed": (COUNT, False), "held": (COUNT, False), "removed": (COUNT, False)}
