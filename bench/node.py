@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.cluster import Cluster  # noqa: E402
+from tests.cluster import Cluster, NonRootCluster  # noqa: E402
 
 HZ = os.sysconf("SC_CLK_TCK")
 
@@ -100,37 +100,6 @@ def node_cgroups(c: Cluster, label: str) -> list:
     return [own, Path(UNIFIED) / "jrs" / _tag(str(c.execute / "node0"))]
 
 
-class NonRootCluster(Cluster):
-    """The master as root, the node as another account (a non-root node: every job
-    runs as that account, no cgroups of its own): `setpriv` execs the node directly,
-    so its pid is the node daemon's. /usr/bin/python3: our venv's interpreter may
-    live under a directory the account cannot enter."""
-
-    def __init__(self, pyz: Path, base: Path, user: str) -> None:
-        import pwd
-
-        super().__init__(pyz, base, slots=[2])
-        self.pw = pwd.getpwnam(user)
-        for path in (self.conf, *self.conf.iterdir()):  # root reads it still
-            os.chown(path, self.pw.pw_uid, self.pw.pw_gid)
-        (base / "node0").mkdir()
-        os.chown(base / "node0", self.pw.pw_uid, self.pw.pw_gid)
-
-    def node_flags(self, i: int) -> list:
-        return []
-
-    def _spawn(self, host: int, *args: str, log: str) -> subprocess.Popen:
-        if args[0] != "node":
-            return super()._spawn(host, *args, log=log)
-        out = open(self.base / log, "ab")
-        pw = self.pw
-        return subprocess.Popen(["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}",
-                                 "--clear-groups", "/usr/bin/python3", str(self.pyz), *args,
-                                 "-c", str(self.conf), "-v"],
-                                stdout=out, stderr=out, start_new_session=True,
-                                env=dict(self.env, HOME=str(self.base / "node0")))
-
-
 def run_cluster(pyz: Path, n: int, legacy: str, baseline: float, baseline_cpu: float,
                 label: str, idle: bool, user: str = "") -> dict:
     """One node run of n x /bin/true; prints its figures, returns the main ones.
@@ -139,7 +108,7 @@ def run_cluster(pyz: Path, n: int, legacy: str, baseline: float, baseline_cpu: f
         base = Path(tmp)
         os.chmod(base, 0o755)  # an old build keeps sandboxes under --state: jobs pass here
         if user:
-            c = NonRootCluster(pyz, base, user).start()
+            c = NonRootCluster(pyz, base, user, slots=[2]).start()
         else:
             c = Cluster(pyz, base, slots=[2], legacy=legacy).start()
         try:

@@ -281,25 +281,31 @@ def _handler(command: str) -> Callable[[dict], int | None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    return _main(sys.argv[1:] if argv is None else argv)[0]
+
+
+def _main(argv: list[str]) -> tuple[int, bool]:
+    """The exit status, and whether the process may leave without the interpreter's
+    teardown (`run`): decided from what docopt parsed, not from argv's strings."""
     if argv == ["--version"]:  # fast path: no docopt import for the most common probe
         print(f"jrs {__version__}")
-        return 0
+        return 0, True
     if len(argv) >= 2 and argv[0] in COMMAND_HELP and ("-h" in argv or "--help" in argv):
         sys.stdout.write(COMMAND_HELP[argv[0]])
-        return 0
+        return 0, True
     args = parse_args(argv)
     command = _command_of(args)
+    fast = _exits_fast(command, args)
     try:
         status = _handler(command)(args)
     except JrsError as exc:
         sys.stderr.write(f"jrs {command}: {exc}\n")
-        return exc.exit_status
+        return exc.exit_status, fast
     except KeyboardInterrupt:
-        return 130
+        return 130, fast
     except BrokenPipeError:
-        return 0
-    return status or 0
+        return 0, fast
+    return status or 0, fast
 
 
 # Long-lived roles, and a submit that runs its own master and node inside the process:
@@ -307,8 +313,11 @@ def main(argv: list[str] | None = None) -> int:
 _TEARDOWN_ROLES = ("master", "node", "executor")
 
 
-def _exits_fast(argv: list) -> bool:
-    return bool(argv) and argv[0] not in _TEARDOWN_ROLES and "--local" not in argv
+def _exits_fast(command: str, args: dict) -> bool:
+    """`args` as docopt parsed them: `submit --loc F` is `--local` (docopt takes a
+    unique prefix), while `submit -c --local F` or `--state --local` name a directory
+    called --local, so a string test of argv gets both wrong."""
+    return command not in _TEARDOWN_ROLES and not args.get("--local")
 
 
 def run() -> None:
@@ -320,8 +329,8 @@ def run() -> None:
     nothing. Nothing is lost by skipping it: every file these commands write (journal,
     spool, event log, outputs) is a raw descriptor written before main() returns, no
     role registers atexit work, and no thread is left running."""
-    status = main()
-    if not _exits_fast(sys.argv[1:]):
+    status, fast = _main(sys.argv[1:])
+    if not fast:
         sys.exit(status)
     import logging
     logging.shutdown()

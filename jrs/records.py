@@ -144,8 +144,21 @@ def iter_dir(directory: str, suffix: str) -> Iterator[str]:
             yield os.path.join(directory, name)
 
 
+def fsync_dir(path: str) -> None:
+    """Make the names in directory `path` durable. A file's own fsync does not cover
+    its name: after a power cut a file just created, or renamed into place, can be
+    gone (or be the old one) unless its directory is synced too."""
+    fd = os.open(path or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_new(path: str, records: list, sync: bool = True) -> None:
-    """Create `path` holding `records`, atomically: temp file, fsync, rename."""
+    """Create `path` holding `records`, atomically: temp file, fsync, rename, and (with
+    `sync`) fsync of the directory, so a journal or taskfile that was written survives
+    a power cut under its name."""
     tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -155,6 +168,8 @@ def write_new(path: str, records: list, sync: bool = True) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+    if sync:
+        fsync_dir(os.path.dirname(path))
 
 
 def append(fd: int, record: dict, sync: bool = False) -> None:

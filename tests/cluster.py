@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import pwd
 import random
 import shutil
 import signal
@@ -159,6 +160,38 @@ class Cluster:
                 except subprocess.TimeoutExpired:
                     p.kill()
         shutil.rmtree(self.execute, ignore_errors=True)
+
+
+class NonRootCluster(Cluster):
+    """The master as root, the node as another account: a non-root node (every job runs
+    as that account, no cgroups of its own). The configuration and the node's state
+    directory are the account's (root still reads them); `setpriv` execs the node
+    directly, so its pid is the node daemon's. /usr/bin/python3: our venv's interpreter
+    may live under a directory the account cannot enter. `account`: a name or a pwd
+    entry."""
+
+    def __init__(self, pyz: Path, base: Path, account, slots: list | None = None) -> None:
+        super().__init__(pyz, base, slots=slots or [1])
+        self.pw = pwd.getpwnam(account) if isinstance(account, str) else account
+        for path in (self.conf, *self.conf.iterdir()):
+            os.chown(path, self.pw.pw_uid, self.pw.pw_gid)
+        for i in range(len(self.nodes)):
+            (base / f"node{i}").mkdir()
+            os.chown(base / f"node{i}", self.pw.pw_uid, self.pw.pw_gid)
+
+    def node_flags(self, i: int) -> list:
+        return []
+
+    def _spawn(self, host: int, *args: str, log: str) -> subprocess.Popen:
+        if args[0] != "node":
+            return super()._spawn(host, *args, log=log)
+        out = open(self.base / log, "ab")
+        home = next(a.split("=", 1)[1] for a in args if a.startswith("--state="))
+        return subprocess.Popen(["setpriv", f"--reuid={self.pw.pw_uid}",
+                                 f"--regid={self.pw.pw_gid}", "--clear-groups",
+                                 "/usr/bin/python3", str(self.pyz), *args, "-c", str(self.conf),
+                                 "-v"], stdout=out, stderr=out, start_new_session=True,
+                                env=dict(self.env, HOME=home))
 
 
 # ------------------------------------------------------------------ sweeps with a ledger

@@ -104,6 +104,33 @@ def test_a_short_command_flushes_all_it_printed_before_its_fast_exit(pyz, tmp_pa
     assert f'"{count - 1}"' in lines[-1]
 
 
+@pytest.mark.parametrize("argv, teardown", [
+    (["submit", "--loc", "--dry-run", "missing.condor"], True),  # docopt: --loc is --local
+    (["submit", "--local", "--dry-run", "missing.condor"], True),
+    (["submit", "-c", "--local", "--dry-run", "missing.condor"], False),  # a dir --local
+    (["submit", "--state", "--local", "--dry-run", "missing.condor"], False),
+    (["status", "-c", "--local"], False),
+])
+def test_only_a_parsed_local_submit_keeps_the_interpreters_teardown(pyz, tmp_path, argv,
+                                                                    teardown):
+    """`submit --local` runs a master and a node inside the process: it must leave
+    through the interpreter's exit (which joins their threads); other short commands
+    leave with os._exit. The choice follows what docopt parsed, not the string
+    "--local" in argv: docopt takes the unique prefix `--loc` as --local, and
+    `-c --local` or `--state --local` name a directory. An atexit hook tells which
+    way the process left."""
+    code = ("import atexit, runpy, sys\n"
+            "atexit.register(lambda: print('TEARDOWN', file=sys.stderr, flush=True))\n"
+            "sys.argv = sys.argv[1:]\n"
+            "runpy.run_path(sys.argv[0], run_name='__main__')")
+    env = {k: v for k, v in os.environ.items() if k != "JRS_CONFIG"}
+    r = subprocess.run([sys.executable, "-c", code, str(pyz), *argv], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=60)
+    # parsed (no usage error), then failed on the missing file or configuration
+    assert r.stderr.startswith(f"jrs {argv[0]}: ") and "Usage:" not in r.stderr, r.stderr
+    assert ("TEARDOWN" in r.stderr) == teardown, r.stderr
+
+
 def test_the_readme_lists_the_commands_as_the_usage_text_does():
     from pathlib import Path
 

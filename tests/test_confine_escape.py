@@ -26,7 +26,7 @@ import pytest
 
 from jrs.node import taskfile, unit
 
-from .cluster import Cluster
+from .cluster import Cluster, NonRootCluster
 from .test_confine import _procs_of
 from .test_executor import _alive, wait_for
 
@@ -135,32 +135,6 @@ def _job(work: Path, d: Path, mark: str) -> None:
     (work / "c.condor").write_text("executable = job.sh\noutput = out\nerror = err\nqueue\n")
 
 
-class _UserNode(Cluster):
-    """A non-root node: the node daemon runs as `acct` (setpriv execs it, so its pid is
-    the daemon's); the master stays root."""
-
-    def __init__(self, pyz: Path, base: Path, acct) -> None:
-        super().__init__(pyz, base, slots=[1])
-        self.acct = acct
-        for path in (self.conf, *self.conf.iterdir()):
-            os.chown(path, acct.pw_uid, acct.pw_gid)
-        (base / "node0").mkdir()
-        os.chown(base / "node0", acct.pw_uid, acct.pw_gid)
-
-    def node_flags(self, i: int) -> list:
-        return []
-
-    def _spawn(self, host: int, *args: str, log: str) -> subprocess.Popen:
-        if args[0] != "node":
-            return super()._spawn(host, *args, log=log)
-        out = open(self.base / log, "ab")
-        return subprocess.Popen(["setpriv", f"--reuid={self.acct.pw_uid}",
-                                 f"--regid={self.acct.pw_gid}", "--clear-groups",
-                                 "/usr/bin/python3", str(self.pyz), *args, "-c", str(self.conf),
-                                 "-v"], stdout=out, stderr=out, start_new_session=True,
-                                env=dict(self.env, HOME=str(self.base / "node0")))
-
-
 MODES = ["per-job uid + cgroups", "per-job uid, --cgroup=none",
          "same-named account, --cgroup=none", "non-root node"]
 
@@ -177,7 +151,7 @@ def test_an_executor_killed_while_its_job_runs_leaves_nothing_of_the_job(pyz, ac
     d = _shared_dir()
     mark = _mark()
     if mode == "non-root node":
-        c = _UserNode(pyz, base, account)
+        c = NonRootCluster(pyz, base, account)
     else:
         c = Cluster(pyz, base, slots=[1])
         first = int(c.uid_ranges[0].split("-")[0])

@@ -136,3 +136,57 @@ def test_skip_and_adopt_on_resume():
     assert [r.proc for r in q.fill()] == [1, 3]
     assert q.counts == {"idle": 2, "running": 1, "done": 1, "failed": 0, "removed": 0,
                         "held": 0}
+
+
+def _idle_by_key_by_scan(q: Queue) -> dict:
+    """What idle_by_key meant before it kept counts: one scan of the whole idle queue."""
+    out: dict = {}
+    for rec in q.idle:
+        out.setdefault(rec.key, [0, rec.job])[0] += 1
+    if not q._exhausted and q.idle:
+        last = q.idle[-1]
+        out[last.key][0] += q.total - len(q.final) - len(q.live)
+    return out
+
+
+def test_idle_by_key_kept_counts_match_a_scan_through_every_transition():
+    """The counts kept as jobs come and go must give what a scan gives: the same keys in
+    the same order, the same counts, the same first job per key (its attributes and
+    priority go into the demand), through fill, start by key, start without a key,
+    requeue to the front, adopt and removal of idle jobs."""
+    import random
+
+    text = ("executable = /bin/true\nmax_idle = 40\nrequest_cpus = $(Process) % 3 + 1\n"
+            "+Tag = $(Process)\npriority = $(Process) % 5\nqueue 200\n")
+    for seed in range(20):
+        rng = random.Random(seed)
+        q = queue(text)
+        running: list = []
+        for _ in range(400):
+            q.fill()
+            op = rng.randrange(6)
+            if op == 0 and q.idle_by_key():
+                rec = q.next_for(rng.choice(list(q.idle_by_key())))
+                if rec is not None:
+                    q.start(rec, "n", "c")
+                    running.append(rec)
+            elif op == 1 and q.idle:
+                rec = rng.choice(list(q.idle))
+                q.take(rec)
+                q.start(rec, "n", "c")
+                running.append(rec)
+            elif op == 2 and running:
+                q.requeue(running.pop(rng.randrange(len(running))))
+            elif op == 3 and running:
+                q.finish(running.pop(rng.randrange(len(running))), Summary(DONE))
+            elif op == 4 and q.idle:
+                q.finish(rng.choice(list(q.idle)), Summary(REMOVED))
+            elif op == 5 and q.idle:
+                rec = rng.choice(list(q.idle))
+                running.append(q.adopt(rec.job, rec.attempt + 1, "n", "c"))
+            got, want = q.idle_by_key(), _idle_by_key_by_scan(q)
+            assert list(got) == list(want), seed
+            for k in want:
+                assert got[k][0] == want[k][0] and got[k][1] is want[k][1], (seed, k)
+            assert (q.next_for("no/such/key") is None)
+        assert q.counts[IDLE] + q.counts[RUNNING] + len(q.final) == q.total

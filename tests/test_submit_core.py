@@ -11,7 +11,7 @@ import pytest
 from jrs.client import core as C
 from jrs.client import journal as J
 from jrs.client import transfer
-from jrs.client.jobs import DONE, HELD, IDLE, RUNNING, Queue, Summary
+from jrs.client.jobs import DONE, HELD, IDLE, RUNNING, Summary, resumed_queue
 from jrs.condor import expand_text
 
 KEY = bytes(range(32))
@@ -19,8 +19,7 @@ KEY = bytes(range(32))
 
 def make(tmp_path, text: str, prev: J.Previous | None = None, **cfg) -> C.SubmitCore:
     js = list(expand_text(text, str(tmp_path), cluster=7))
-    q = Queue(iter(js), len(js), skip=prev.final if prev else None,
-              restore=prev.attempts if prev else None, counts=prev.counts if prev else None)
+    q = resumed_queue(iter(js), len(js), prev)
     conf = C.CoreConfig(7, "sub1", "alice", "submithost", KEY, len(js), **cfg)
     return C.SubmitCore(conf, q, prev)
 

@@ -447,7 +447,7 @@ class SubmitCore:
             j = rec.job
             if j.request_cpus <= c.cpus and (j.request_memory or 0) <= c.memory \
                     and j.request_gpus <= c.gpus and not j.requirements:
-                self.queue.idle.remove(rec)
+                self.queue.take(rec)
                 c.key = request_key(j)
                 return rec
         return None

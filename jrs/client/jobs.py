@@ -61,6 +61,18 @@ def request_key(job) -> str:
            f"{job.requirements or ''}"
 
 
+def resumed_queue(jobs: Iterator, total: int, prev=None) -> Queue:
+    """The queue of a run: fresh when `prev` is None, else resuming what the journal of
+    an interrupted run recorded (a `journal.Previous`): its final jobs stay final,
+    attempts and completions keep counting `max_retries` (and no attempt number is
+    reused), lost runs and refusals keep counting toward the bounds that hold a job.
+    The one place the real runner and the simulation's submitter build it, so a resume
+    cannot carry one of these and forget another in only one of them."""
+    if prev is None:
+        return Queue(jobs, total)
+    return Queue(jobs, total, skip=prev.final, restore=prev.attempts, counts=prev.counts)
+
+
 class Queue:
     def __init__(self, jobs: Iterator, total: int, skip: Optional[dict] = None,
                  window: Optional[int] = None, restore: Optional[dict] = None,
@@ -76,7 +88,8 @@ class Queue:
         self.total = total
         self.final: dict[int, Summary] = dict(skip or {})
         self.live: dict[int, Rec] = {}
-        self.idle: deque = deque()
+        self.idle: deque = deque()  # read it; change it only through _idle_add/_idle_remove
+        self._idle_n: dict = {}  # key -> idle recs with it: a demand costs O(keys), not O(idle)
         self.window = window
         self._exhausted = False
         self.counts = {s: 0 for s in (IDLE, RUNNING, DONE, FAILED, REMOVED, HELD)}
@@ -104,7 +117,7 @@ class Queue:
                 continue
             rec = self._rec(job)
             self.live[rec.proc] = rec
-            self.idle.append(rec)
+            self._idle_add(rec)
             new.append(rec)
         return new
 
@@ -123,7 +136,7 @@ class Queue:
         rec = self.live.get(job.process) or self._rec(job)
         self.live[rec.proc] = rec
         if rec in self.idle:
-            self.idle.remove(rec)
+            self._idle_remove(rec)
         rec.state, rec.attempt, rec.node, rec.claim = RUNNING, attempt, node, claim
         self.counts[IDLE] -= 1
         self.counts[RUNNING] += 1
@@ -133,11 +146,40 @@ class Queue:
     def finished(self) -> bool:
         return len(self.final) >= self.total
 
+    def _idle_add(self, rec: Rec, left: bool = False) -> None:
+        if left:
+            self.idle.appendleft(rec)
+        else:
+            self.idle.append(rec)
+        self._idle_n[rec.key] = self._idle_n.get(rec.key, 0) + 1
+
+    def _idle_remove(self, rec: Rec) -> None:
+        self.idle.remove(rec)
+        n = self._idle_n[rec.key] - 1
+        if n:
+            self._idle_n[rec.key] = n
+        else:
+            del self._idle_n[rec.key]
+
+    def take(self, rec: Rec) -> None:
+        """`rec` leaves the idle queue to be started (a claim it fits without a key)."""
+        self._idle_remove(rec)
+
     def idle_by_key(self) -> dict:
+        """key -> [idle count, the first idle job with that key], keys in the order their
+        first job waits. Called at every demand update (each job start of a big cluster):
+        the counts are kept as jobs come and go, and the scan for each key's first job
+        stops once every key was seen (one step for a one-key cluster), so a 1,000-job
+        idle window costs O(keys), not O(window), per demand."""
         out: dict = {}
+        missing = len(self._idle_n)
         for rec in self.idle:
+            if not missing:
+                break
             k = rec.key
-            out.setdefault(k, [0, rec.job])[0] += 1
+            if k not in out:
+                out[k] = [self._idle_n[k], rec.job]
+                missing -= 1
         if not self._exhausted and self.idle:
             # not yet materialized jobs wait too; count them against the last key
             last = self.idle[-1].job
@@ -145,9 +187,11 @@ class Queue:
         return out
 
     def next_for(self, key: str) -> Optional[Rec]:
+        if key not in self._idle_n:
+            return None
         for rec in self.idle:
             if rec.key == key:
-                self.idle.remove(rec)
+                self._idle_remove(rec)
                 return rec
         return None
 
@@ -167,7 +211,7 @@ class Queue:
             self.counts[RUNNING] -= 1
             self.counts[IDLE] += 1
         rec.state, rec.claim = IDLE, None  # the attempt number stays: the next one grows
-        self.idle.appendleft(rec)
+        self._idle_add(rec, left=True)
 
     def finish(self, rec: Rec, summary: Summary) -> None:
         if rec.state == RUNNING:
@@ -175,7 +219,7 @@ class Queue:
         elif rec.state == IDLE:
             self.counts[IDLE] -= 1
             if rec in self.idle:
-                self.idle.remove(rec)
+                self._idle_remove(rec)
         self.counts[summary.state] += 1
         rec.state = summary.state
         self.final[rec.proc] = summary

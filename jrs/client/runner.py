@@ -36,7 +36,7 @@ from ..wire.reconnect import Backoff, keep_connected
 from . import core as C
 from . import spool, transfer
 from .eventlog import EventLogs
-from .jobs import Queue
+from .jobs import Queue, resumed_queue
 from .journal import Journal, Previous, spool_path
 from .progress import Progress
 
@@ -454,23 +454,31 @@ class Submission:
                            os.path.abspath(self.path))
         self.core = C.SubmitCore(cfg, queue, self.previous)
 
+    def resume(self, prev: Previous) -> list:
+        """The core of an interrupted run, rebuilt from its journal and job spool
+        (`resumed_queue`: final jobs, attempts, lost runs and refusals all carried);
+        returns the jobs that were running, for the core to re-attach."""
+        jobs_path = spool_path(self.journal.path)
+        self.journal.reopen()
+        running: list = []
+        if prev.running:
+            running = [j for j in spool.read(jobs_path) if j.process in prev.running]
+        self._make_core(prev.total, resumed_queue(spool.read(jobs_path), prev.total, prev))
+        return running
+
     async def run(self) -> int:
         prev = self.previous
-        jobs_path = spool_path(self.journal.path)
         running: list = []
         if prev is not None:
             total = prev.total
-            self.journal.reopen()
-            if prev.running:
-                running = [j for j in spool.read(jobs_path) if j.process in prev.running]
-            self._make_core(total, Queue(spool.read(jobs_path), total, skip=prev.final,
-                                         restore=prev.attempts, counts=prev.counts))
+            running = self.resume(prev)
             await self.connect_master()
         else:
             await self.connect_master()
+            jobs_path = spool_path(self.journal.path)
             total = spool.write(jobs_path, self.expand(self.cluster))
             self.journal.start(self.cluster, self.id, self.file_hash, total, self.key)
-            self._make_core(total, Queue(spool.read(jobs_path), total))
+            self._make_core(total, resumed_queue(spool.read(jobs_path), total))
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, self.interrupt)
         for s in (signal.SIGTERM, signal.SIGHUP):

@@ -55,7 +55,8 @@ def write(path: str, jobs: Iterator[Job], check: Optional[Callable[[Job], None]]
                 count += 1
             out.flush()
             os.fdatasync(out.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, path)  # its name is made durable by the journal's creation next
+        # to it (records.write_new syncs their directory), before anything depends on it
     except BaseException:
         try:
             os.unlink(tmp)

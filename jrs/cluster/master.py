@@ -43,14 +43,6 @@ def _env_seconds(name: str, default: float) -> float:
         raise ConfigError(f"{name}: want a number of seconds")
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path or ".", os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class ClusterCounter:
     """Cluster ids from a tiny file: never one handed out twice, even across a crash.
 
@@ -83,7 +75,7 @@ class ClusterCounter:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
-            _fsync_dir(os.path.dirname(self.path))  # else a power cut can undo the rename
+            records.fsync_dir(os.path.dirname(self.path))  # else a power cut can undo the rename
             self.ceiling = ceiling
         value = self.next
         self.next = value + 1

@@ -17,7 +17,7 @@ from typing import Optional
 
 from jrs.client import core, transfer
 from jrs.client import journal as journal_mod
-from jrs.client.jobs import Queue
+from jrs.client.jobs import resumed_queue
 from jrs.condor import expand_text
 
 from .clock import Proc
@@ -239,9 +239,7 @@ class SubmitterProc(Proc):
                                              "submitter": spec.sid, "hash": "sim",
                                              "total": spec.total, "key": key.hex()}])
         jobs = expand_text(spec.text, "/tmp", cluster=self.cluster)
-        queue = Queue(jobs, spec.total, skip=prev.final if prev else None,
-                      restore=prev.attempts if prev else None,
-                      counts=prev.counts if prev else None)
+        queue = resumed_queue(jobs, spec.total, prev)
         running = []
         if prev and prev.running:
             running = [j for j in expand_text(spec.text, "/tmp", cluster=self.cluster)
