@@ -89,7 +89,7 @@ def id_list(value: Any, what: str, limit: int = MAX_CLAIMS) -> list:
 
 
 def node_claims(value: Any) -> list:
-    """node-hello's claims: [{claim, submitter, user, cpus, memory, gpus: [ids]}]."""
+    """node-hello's claims: [{claim, submitter, user, cpus, memory, gpus: [ids], releasing?}]."""
     if not isinstance(value, list) or len(value) > MAX_CLAIMS:
         raise PayloadError(f"claims must be a list of at most {MAX_CLAIMS} objects")
     out = []
@@ -104,7 +104,7 @@ def node_claims(value: Any) -> list:
                     "user": text(c.get("user"), "claim user", 256),
                     "cpus": count(c.get("cpus"), "claim cpus", 0),
                     "memory": count(c.get("memory"), "claim memory", 0),
-                    "gpus": len(gpus)})
+                    "gpus": len(gpus), "releasing": c.get("releasing") is True})
     return out
 
 

@@ -448,8 +448,11 @@ class Pool:
                                            "kill": self.dropped.get(cid, False)}))
                 continue
             # a master restarted since: the node's word rebuilds the books
-            self._add(Claim(cid, name, c["submitter"], c["user"], c["cpus"], c["memory"],
-                            c["gpus"], active=True))
+            adopted = Claim(cid, name, c["submitter"], c["user"], c["cpus"], c["memory"],
+                            c["gpus"], active=True)
+            if c["releasing"]:  # an earlier master dropped it (kill False): so do we, and
+                adopted.drop, adopted.drop_sent = False, now  # our welcome names it
+            self._add(adopted)
             sub = self.submitters.get(c["submitter"])
             if sub is None or not sub.connected:  # dropped if it does not come back
                 self._orphans.setdefault(c["submitter"], now)
@@ -593,6 +596,36 @@ class Pool:
         self._orphans.pop(sid, None)
         return [self._grant(c) for c in self.claims_of_submitter(sid).values()
                 if c.active and c.drop is None and c.id not in known]  # granted while away
+
+    def welcome(self, hello: dict) -> dict:
+        """The answer to a (checked) submitter-hello: which of the claims it lists this
+        master no longer holds for it (`dropped`; `killed`: those whose node was told to
+        kill their job). A reconnecting submitter lists claims the master dropped while it
+        was away (its old session closed: `submitter_gone`); told nothing, it sent runs on
+        them that the nodes refused "unknown claim" (sim D6). A claim this master has no
+        word of is not named: after a master restart it may come back with its node's
+        hello. Reads the books only; O(claims listed)."""
+        sid = hello["submitter"]
+        dropped, killed = [], []
+        for cid in payload.id_list(hello.get("claims"), "claims"):
+            c = self.claims.get(cid)
+            if c is not None:
+                if c.submitter == sid and c.drop is None:
+                    continue  # held
+                kill = bool(c.drop) and c.submitter == sid
+            elif cid in self.dropped:
+                kill = self.dropped[cid]
+            else:
+                continue
+            dropped.append(cid)
+            if kill:
+                killed.append(cid)
+        msg: dict = {"type": "welcome"}
+        if dropped:
+            msg["dropped"] = dropped
+        if killed:
+            msg["killed"] = killed
+        return msg
 
     def set_progress(self, sid: str, clusters: list) -> list:
         sub = self.submitters.get(sid)
