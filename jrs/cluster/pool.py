@@ -721,17 +721,24 @@ class Pool:
         """For the simulation and tests (`verify_skips`): a skipped negotiation must be one
         whose result the demand could not change. Two copies of the books, one with the
         counts of before, are negotiated and must do the same; a difference is kept for
-        `check()` to report. O(everything) per skip: small pools only."""
-        import copy
+        `check()` to report. O(everything) per skip: small pools only. The copies are
+        made by pickling the books once (a deep copy, 5-10 times as fast as
+        copy.deepcopy, which took a tenth of a simulation run's CPU)."""
+        import pickle
+
+        # negotiate only reads these (and they can hold 100,000 entries): shared, as is
+        # the id source (each copy gets its own)
+        shared = ("dropped", "_told", "sessions", "new_id", "_parse_cache")
+        books = pickle.dumps({k: v for k, v in self.__dict__.items() if k not in shared},
+                             pickle.HIGHEST_PROTOCOL)
 
         def clone() -> Pool:
             seq = itertools.count(1)
-            ids = lambda: f"verify-{next(seq)}"  # noqa: E731
-            # negotiate only reads these (and they can hold 100,000 entries): shared
-            memo = {id(x): x for x in (self.dropped, self._told, self.sessions,
-                                       self._parse_cache)}
-            memo[id(self.new_id)] = ids
-            twin = copy.deepcopy(self, memo=memo)
+            twin = Pool.__new__(Pool)
+            twin.__dict__.update(pickle.loads(books))
+            for k in shared:
+                setattr(twin, k, getattr(self, k))
+            twin.new_id = lambda: f"verify-{next(seq)}"
             twin.verify_skips = False
             return twin
 
