@@ -26,6 +26,9 @@ class _Special:
     def __repr__(self) -> str:
         return self.name
 
+    def __reduce__(self) -> str:
+        return self.name  # pickled and deep-copied as the one module-level instance
+
 
 UNDEFINED = _Special("UNDEFINED")
 ERROR = _Special("ERROR")
