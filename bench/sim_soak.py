@@ -9,7 +9,9 @@ Runs seeds start, start+1, ... over the shapes (each seed number once per shape)
 rewrites every 30 s) a JSON summary: the commit, runs per shape, CPU seconds per run and
 runs per second, and each distinct failure (its first line with numbers and ids blanked)
 with how often it occurred and the first seeds that show it, each a replay command.
-Exit 1 if any seed failed.
+`next_seed` there is the first seed not yet run for every shape (runs are taken in
+order): a campaign stopped to change its workers continues with `--start` at it, or a
+second process takes a disjoint range. Exit 1 if any seed failed.
 
 What the campaigns found is in README.md ("The cluster simulation"); the figures there
 are from runs of this script, with the seed counts actually run.
@@ -93,12 +95,16 @@ def main(argv=None) -> int:
     kinds: dict = {}
     state = {"n": 0, "last": 0.0}
     commit = _commit()
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
 
     def write() -> None:
         n = state["n"]
         wall = time.monotonic() - t0
         total = sum(cpu.values())
-        summary = {"commit": commit, "runs": n, "per_shape": runs, "start": args.start,
+        summary = {"commit": commit, "started": started,
+                   "updated": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                   "runs": n, "per_shape": runs, "start": args.start,
+                   "next_seed": args.start + n // len(shapes),
                    "without": list(without), "switches": args.switch,
                    "workers": args.workers, "cpu_seconds": round(total, 1),
                    "cpu_per_run_ms": {s: round(1000 * cpu[s] / max(1, runs[s]), 1)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from jrs.node import unit
 
-from .cluster import Cluster
+from .cluster import Cluster, wait_for
 from .conftest import run_jrs
 
 HIER = unit.hierarchies()
@@ -132,4 +132,139 @@ def test_job_cgroups_go_below_the_nodes_own_or_the_configured_one(pyz):
         for mount in (UNIFIED, PIDS):
             for name in (f"jrs-own-{tag}", f"jrs-conf-{tag}"):
                 _remove_tree(mount, Path(mount) / name)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _child_cgroups(path: Path) -> list:
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*")
+                  if p.is_dir()) if path.exists() else []
+
+
+def test_a_node_restarted_from_inside_its_daemon_leaf_keeps_its_layout(pyz):
+    """#13: a root node moves itself into `<base>/jrs/<node>.daemon` at start. Started
+    again from inside that leaf (a re-exec, a supervisor whose restart inherits the
+    old daemon's cgroup), it must take `<base>` as its base again, not nest a
+    `<node>.daemon/jrs/<node>` below its own leaf: its jobs' cgroups go in the same
+    `<base>/jrs/<node>/` with the controllers handed down, the daemon stays in its
+    leaf, and every job cgroup is gone again once the node stopped."""
+    tag = secrets.token_hex(4)
+    own = {"v2": Path(UNIFIED) / f"jrs-re-{tag}", "pids": Path(PIDS) / f"jrs-re-{tag}"}
+    base = Path(tempfile.mkdtemp(prefix="jrs-cg-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    for d in own.values():
+        d.mkdir()
+    c = _Started(pyz, base, slots=[1])
+    c.where = {k: str(v) for k, v in own.items()}
+    work = base / "w"
+    work.mkdir()
+    work.chmod(0o777)
+    (work / "c.condor").write_text(
+        "executable = /bin/sh\narguments = \"-c 'cat /proc/self/cgroup; echo ---; "
+        f"cat {UNIFIED}$(sed -n s/^0:://p /proc/self/cgroup)/cgroup.controllers'\"\n"
+        "output = out\nqueue\n")
+    have = Path(UNIFIED, "cgroup.controllers").read_text().split()
+    want = [x for x in unit.CONTROLLERS if x in have]
+    try:
+        c.start_master()
+        runs = []
+        for _ in range(3):  # the first start, then twice from inside the leaf
+            c.start_node(0)
+            c.wait_up(1)
+            code, _out, err = c.run_submit("c.condor", cwd=work)
+            assert code == 0, err + c.logs()
+            text, _, controllers = (work / "out").read_text().partition("---\n")
+            job = _cgroup_of(text)
+            daemon = _cgroup_of(Path(f"/proc/{c.nodes[0].pid}/cgroup").read_text())
+            runs.append((job, controllers.split(), daemon))
+            c.nodes[0].terminate()
+            assert c.nodes[0].wait(10) == 0, c.logs()
+            (leaf,) = [p for p in (own["v2"] / "jrs").iterdir() if p.name.endswith(".daemon")]
+            ntag = leaf.name[:-len(".daemon")]
+            # every job cgroup went with its executor; the daemon's leaf holds no cgroup
+            for d in own.values():
+                mine = d / "jrs" / ntag
+                wait_for(lambda mine=mine: _child_cgroups(mine) == [], 10)
+            assert _child_cgroups(leaf) == [], _child_cgroups(leaf)
+            c.where = {"v2": str(leaf), "pids": str(own["pids"])}  # restart from inside
+        for job, controllers, daemon in runs:
+            assert job["v2"].startswith(f"/{own['v2'].name}/jrs/{ntag}/"), runs
+            assert job["pids"].startswith(f"/{own['pids'].name}/jrs/{ntag}/"), runs
+            assert daemon["v2"] == f"/{own['v2'].name}/jrs/{ntag}.daemon", runs
+            assert want and set(want) <= set(controllers), runs
+        # nothing beside the node's two (its subtree may be gone: it was empty)
+        assert {p.name for p in (own["v2"] / "jrs").iterdir() if p.is_dir()} <= \
+            {ntag, f"{ntag}.daemon"}
+    finally:
+        c.stop()
+        for mount in (UNIFIED, PIDS):
+            _remove_tree(mount, Path(mount) / f"jrs-re-{tag}")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+class _PureV2(Cluster):
+    """A node on a pure cgroup v2 layout: in a private mount namespace (`unshare -m`,
+    propagation private: the host's mounts are untouched) the unified hierarchy is
+    mounted over /sys/fs/cgroup, hiding the v1 ones, and the node is exec'ed inside
+    `where` there, as on a host booted with cgroup v2 alone."""
+
+    where = ""
+
+    def _spawn(self, host: int, *args: str, log: str) -> subprocess.Popen:
+        if args[0] != "node":
+            return super()._spawn(host, *args, log=log)
+        out = open(self.base / log, "ab")
+        script = (f"mount -t cgroup2 cgroup2 {unit.CGROUP} && "
+                  f"echo $$ > {unit.CGROUP}/{self.where}/cgroup.procs && exec \"$@\"")
+        return subprocess.Popen(["unshare", "-m", "--propagation", "private", "/bin/sh", "-c",
+                                 script, "sh", sys.executable, str(self.pyz), *args, "-c",
+                                 str(self.conf), "-v"],
+                                stdout=out, stderr=out, env=self.env, start_new_session=True)
+
+
+def test_a_node_on_a_pure_v2_layout_uses_the_unified_hierarchy_alone(pyz):
+    """#13: only the hybrid layout (v1 controllers, the unified hierarchy beside them)
+    ran before. Here the node sees what a pure v2 host shows: cgroup2 at
+    /sys/fs/cgroup, no v1 pids hierarchy. Its jobs get cgroups below its own in the
+    unified hierarchy, with every controller the hierarchy has handed down (here the
+    kernel binds pids and memory to this machine's v1 hierarchies, so hugetlb
+    alone), their pids bounded by RLIMIT_NPROC instead of a pids cgroup the layout
+    does not give, and nothing of them is left once the node stopped."""
+    tag = secrets.token_hex(4)
+    own = Path(UNIFIED) / f"jrs-v2-{tag}"
+    base = Path(tempfile.mkdtemp(prefix="jrs-cg-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    own.mkdir()
+    c = _PureV2(pyz, base, slots=[1])
+    c.where = own.name
+    work = base / "w"
+    work.mkdir()
+    work.chmod(0o777)
+    (work / "c.condor").write_text(
+        "executable = /bin/sh\narguments = \"-c 'cat /proc/self/cgroup; echo ---; "
+        f"cat {unit.CGROUP}$(sed -n s/^0:://p /proc/self/cgroup)/cgroup.controllers; "
+        "echo ---; grep processes /proc/self/limits'\"\n"
+        "output = out\nerror = err\nqueue\n")
+    have = Path(UNIFIED, "cgroup.controllers").read_text().split()
+    try:
+        c.start()
+        code, _out, err = c.run_submit("c.condor", cwd=work)
+        assert code == 0, err + c.logs()
+        text, controllers, nproc = (work / "out").read_text().split("---\n")
+        job = _cgroup_of(text)
+        daemon = _cgroup_of(Path(f"/proc/{c.nodes[0].pid}/cgroup").read_text())
+        (leaf,) = [p for p in (own / "jrs").iterdir() if p.name.endswith(".daemon")]
+        ntag = leaf.name[:-len(".daemon")]
+        assert job["v2"].startswith(f"/{own.name}/jrs/{ntag}/"), (job, c.logs())
+        assert daemon["v2"] == f"/{own.name}/jrs/{ntag}.daemon", daemon
+        assert "/jrs/" not in job.get("pids", "/"), job  # v1's pids: not seen, not used
+        assert have and set(controllers.split()) == set(have), (have, controllers)
+        assert "pids" not in have  # (else pids.max bounds the job, not RLIMIT_NPROC)
+        assert nproc.split()[2:4] == [str(unit.DEFAULT_PIDS)] * 2, nproc  # Max processes
+        c.nodes[0].terminate()
+        assert c.nodes[0].wait(10) == 0, c.logs()
+        wait_for(lambda: _child_cgroups(own / "jrs" / ntag) == [], 10)
+        assert _child_cgroups(leaf) == []
+    finally:
+        c.stop()
+        _remove_tree(UNIFIED, own)
         shutil.rmtree(base, ignore_errors=True)

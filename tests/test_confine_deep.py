@@ -203,3 +203,59 @@ def test_a_scan_a_job_blinded_keeps_the_directories_found_before(tmp_path):
     scratch.symlink_to(tmp_path / "moved")  # a link in its place is not one of them
     conf.scanned(b"")
     assert str(scratch) not in conf.tmp_dirs and str(pub) not in conf.shared_dirs
+
+
+def test_a_restarted_node_takes_its_own_recent_scan_and_scans_when_that_one_is_due(pyz):
+    """The scan (~1 s of CPU as nobody) is kept in /run/jrs/scan: the same node started
+    again within JRS_SCAN_EVERY of its last scan takes that one (a directory made in
+    between is not in its jobs' lists yet, as it would not be had the node run on),
+    and scans again when the kept one is a period old, finding it then."""
+    tag = secrets.token_hex(4)
+    var = Path(f"/var/jrs-kept-{tag}")
+    base = Path(tempfile.mkdtemp(prefix="jrs-kept-", dir="/tmp"))
+    base.chmod(0o755)
+    c = Cluster(pyz, base, slots=[1], env={"JRS_SCAN_EVERY": "60"})
+    work = base / "w"
+    work.mkdir()
+    work.chmod(0o755)
+    wait = f"i=0; while [ ! -e {work}/go ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done"
+    (work / "c.condor").write_text(f"executable = /bin/sh\narguments = \"-c '{wait}'\"\n"
+                                   "queue\n")
+    tasks = base / "node0" / "tasks"
+    log = base / "node0.log"
+
+    def lines(kept: bool) -> int:
+        return sum("world-writable directories:" in ln and ("kept in" in ln) == kept
+                   for ln in log.read_text().splitlines())
+
+    def dirs_of_a_job() -> list:
+        (work / "go").unlink(missing_ok=True)
+        p = c.submit("c.condor", cwd=work)
+        wait_for(lambda: len(list(tasks.glob("*.task"))) == 1, timeout=60)
+        spec = taskfile.load(str(next(tasks.glob("*.task")))).spec
+        (work / "go").touch()
+        _out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err + c.logs()
+        wait_for(lambda: not list(tasks.glob("*.task")), timeout=30)
+        return spec["tmp_dirs"] + spec["shared_dirs"]
+
+    try:
+        var.mkdir()
+        var.chmod(0o755)
+        c.start()
+        wait_for(lambda: lines(False) == 1, timeout=90)
+        assert lines(True) == 0
+        pub = _tree(var, ["a", "pub"], 0o777)  # made after the scan
+        c.nodes[0].terminate()
+        c.nodes[0].wait(10)
+        c.start_node(0)
+        c.wait_up(1)
+        wait_for(lambda: lines(True) == 1, timeout=30)
+        assert lines(False) == 1, c.logs()  # no new scan at this start
+        assert str(pub) not in dirs_of_a_job()
+        wait_for(lambda: lines(False) == 2, timeout=150)  # due a period after the kept one
+        assert str(pub) in dirs_of_a_job()
+    finally:
+        c.stop()
+        for p in (var, base):
+            shutil.rmtree(p, ignore_errors=True)

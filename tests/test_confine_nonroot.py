@@ -13,7 +13,8 @@ from pathlib import Path
 
 from jrs.node.stopwatch import StopWatch
 
-from .test_confine_escape import _shared_dir, _UserNode, account  # noqa: F401
+from .cluster import NonRootCluster
+from .test_confine_escape import _shared_dir, account  # noqa: F401
 from .test_executor import _alive
 
 
@@ -30,7 +31,7 @@ def test_a_stopped_executor_is_killed_after_two_checks_in_a_row():
 def _cluster(pyz, acct, script: str, queue: int = 1):
     base = Path(tempfile.mkdtemp(prefix="jrs-nonroot-", dir="/tmp"))
     os.chmod(base, 0o755)
-    c = _UserNode(pyz, base, acct)
+    c = NonRootCluster(pyz, base, acct)
     c.start()
     work = base / "w"
     work.mkdir()

@@ -211,8 +211,8 @@ def test_an_offer_does_not_split_the_pool_again_unless_a_share_can_have_moved(mo
 def test_a_requirement_is_evaluated_once_per_node_until_an_attribute_it_reads_changes(
         monkeypatch):
     calls = []
-    real = classad.matches
-    monkeypatch.setattr(classad, "matches", lambda *a: calls.append(1) or real(*a))
+    real = classad.matches_counted
+    monkeypatch.setattr(classad, "matches_counted", lambda *a: calls.append(1) or real(*a))
     p = Pool([NodeEntry(Endpoint("h", 1))], 0)
     p.node_hello("h:1", _hello(1, attrs={"Arch": "X86_64", "Other": 1}), 1)
     _sub(p, "a", 5, requirements='Arch == "X86_64"')

@@ -318,10 +318,37 @@ class SubmitCore:
                 "claims": sorted(self.claims), "clusters": [self.cluster_info()],
                 "token": self.token("master")}
 
-    def master_up(self) -> list:
+    def master_up(self, welcome: Optional[dict] = None) -> list:
+        """A master session began; `welcome` is its answer to our hello. Claims it names
+        as dropped are given up at once (sim D6: kept, each took a job whose run the node
+        refused "unknown claim"). A welcome without the field (an older master): as before."""
         self._demand_sent = None
+        if isinstance(welcome, dict) and isinstance(welcome.get("dropped"), list):
+            killed = welcome.get("killed")
+            self._not_held(welcome["dropped"], killed if isinstance(killed, list) else [])
+            self.pump()
         self._send_demand()
         return self._take()
+
+    def _not_held(self, dropped: list, killed: list) -> None:
+        """The master no longer holds these claims for us. A free one is forgotten. One
+        whose job the node was told to kill is abandoned as on a lost node (`_abandon`:
+        killed there by us too, if we reach it, and run again elsewhere, uncounted).
+        One whose job goes on (kill False: the node lets the claim go when the job ends)
+        keeps it: the result comes as usual, and the claim is retired, never used again."""
+        kills = {cid for cid in killed if isinstance(cid, str)}
+        for cid in dropped:
+            c = self.claims.get(cid) if isinstance(cid, str) else None
+            if c is None:
+                continue
+            rec = self.queue.live.get(c.proc) if c.proc is not None else None
+            if rec is None or rec.state != RUNNING or rec.claim != cid:
+                del self.claims[cid]
+            elif cid in kills:
+                del self.claims[cid]
+                self._abandon(rec, c.node, "its claim was revoked by the master")
+            else:
+                c.retire = True
 
     def from_master(self, msg: dict, now: float) -> list:
         self.now = max(self.now, now)
@@ -656,13 +683,10 @@ class SubmitCore:
                            f"rerunning its {len(lost)} jobs elsewhere"))
         ns = self.nodes.get(name)
         for rec in lost:
-            if not release and ns is not None and ns.up:
-                # the master lost the node, we did not: what we abandon there is killed,
-                # else it runs on (twice, with its rerun) until the master's kill lands
-                # when the node is back in touch with it (sim D7, revoke 500075)
-                self._emit(ToNode(name, {"type": "kill", "job": self.job_id(rec.proc),
-                                         "attempt": rec.attempt}))
-            self._lost_run(rec, name, f"node lost: {excerpt(why)}")
+            if release:
+                self._lost_run(rec, name, f"node lost: {excerpt(why)}")
+            else:
+                self._abandon(rec, name, f"node lost: {excerpt(why)}")
         for c in [c for c in self.claims.values() if c.node == name]:
             if release:
                 self._release(c, kill=True)
@@ -671,6 +695,20 @@ class SubmitCore:
         if ns is not None:
             ns.sent.clear()
             ns.pending.clear()
+
+    def _abandon(self, rec: Rec, node: str, why: str) -> None:
+        """Run `rec` again elsewhere, uncounted: the master took its claim and told the
+        node to kill it. If we reach the node, we kill it there too, else it runs on
+        (twice, with its rerun) until the master's kill lands when the node is back in
+        touch with it (sim D7, revoke 500075)."""
+        ns = self.nodes.get(node)
+        if ns is not None:
+            if ns.up:
+                self._emit(ToNode(node, {"type": "kill", "job": self.job_id(rec.proc),
+                                         "attempt": rec.attempt}))
+            ns.sent.discard((rec.proc, rec.attempt))
+            ns.pending.discard((rec.proc, rec.attempt))
+        self._lost_run(rec, node, why)
 
     # ------------------------------------------------------------ node messages
 

@@ -153,6 +153,7 @@ class Submission:
         self.user = user_name()
         self.host = socket.getfqdn()
         self.master: Optional[Channel] = None
+        self._welcome: Optional[dict] = None  # the master's answer to our last hello
         self.links: dict[str, NodeLink] = {}
         self.logs = EventLogs()
         self.exe_cache: dict = {}
@@ -368,6 +369,7 @@ class Submission:
         if not isinstance(reply, dict) or reply.get("type") != "welcome":
             what = reply.get("message") if isinstance(reply, dict) else reply
             raise WireError(f"unexpected answer {C.excerpt(what, 80)}")
+        self._welcome = reply  # names the claims we listed that the master dropped
         if not self.cluster:
             ch.send({"type": "new-cluster"})
             while True:
@@ -391,7 +393,8 @@ class Submission:
                 self.master.close()
                 self.master = None
                 raise
-        self.apply(self.core.master_up())
+        welcome, self._welcome = self._welcome, None
+        self.apply(self.core.master_up(welcome))
         return self.master
 
     async def _serve_master(self, ch: Channel) -> None:

@@ -277,7 +277,7 @@ class Master:
             old.close()
         self.submitters[sid] = ch
         try:
-            ch.send({"type": "welcome"})
+            ch.send(self.pool.welcome(hello))  # names the listed claims it dropped
             self.send(actions)
             await self._loop(ch, SUBMITTER, sid)
         finally:

@@ -19,6 +19,12 @@ MAX_REQUESTS = 1024
 MAX_CLUSTERS = 1024
 MAX_TEXT = 4096
 MAX_REQUIREMENTS = 16384
+# What one request's ad (names and values) and one demand in all (every request's key,
+# requirements and ad) may weigh: the master parses and evaluates them (under a budget
+# per submitter and round, jrs/cluster/pool.py) and keeps them. 1,024 honest requests
+# of 1 KiB each fit; 1,024 of 16 KiB do not.
+MAX_AD = 16384
+MAX_DEMAND = 1 << 20
 MAX_COUNT = 10 ** 9
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}\Z")
 
@@ -89,7 +95,7 @@ def id_list(value: Any, what: str, limit: int = MAX_CLAIMS) -> list:
 
 
 def node_claims(value: Any) -> list:
-    """node-hello's claims: [{claim, submitter, user, cpus, memory, gpus: [ids]}]."""
+    """node-hello's claims: [{claim, submitter, user, cpus, memory, gpus: [ids], releasing?}]."""
     if not isinstance(value, list) or len(value) > MAX_CLAIMS:
         raise PayloadError(f"claims must be a list of at most {MAX_CLAIMS} objects")
     out = []
@@ -104,7 +110,7 @@ def node_claims(value: Any) -> list:
                     "user": text(c.get("user"), "claim user", 256),
                     "cpus": count(c.get("cpus"), "claim cpus", 0),
                     "memory": count(c.get("memory"), "claim memory", 0),
-                    "gpus": len(gpus)})
+                    "gpus": len(gpus), "releasing": c.get("releasing") is True})
     return out
 
 
@@ -113,6 +119,7 @@ def requests(value: Any) -> list:
     if not isinstance(value, list) or len(value) > MAX_REQUESTS:
         raise PayloadError(f"requests must be a list of at most {MAX_REQUESTS} objects")
     out = []
+    total = 0
     for r in value:
         if not isinstance(r, dict):
             raise PayloadError("each request must be an object")
@@ -120,14 +127,23 @@ def requests(value: Any) -> list:
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) \
                 or not math.isfinite(weight) or weight <= 0:
             weight = 1.0
-        out.append({"key": text(r.get("key"), "request key", MAX_REQUIREMENTS + 256),
+        key = text(r.get("key"), "request key", MAX_REQUIREMENTS + 256)
+        requirements = text(r.get("requirements") or "", "requirements", MAX_REQUIREMENTS)
+        ad = attrs(r.get("ad") or {}, "request ad")
+        size = sum(len(k) + (len(v) if isinstance(v, str) else 8) for k, v in ad.items())
+        if size > MAX_AD:
+            raise PayloadError(f"a request ad is larger than {MAX_AD} characters")
+        total += len(key) + len(requirements) + size
+        if total > MAX_DEMAND:
+            raise PayloadError(f"the requests' keys, requirements and ads are larger than "
+                               f"{MAX_DEMAND} characters in all")
+        out.append({"key": key,
                     "count": count(r.get("count"), "request count"),
                     "cpus": max(1, count(r.get("cpus"), "request cpus", 1, 1 << 20)),
                     "memory": count(r.get("memory"), "request memory", 0),
                     "gpus": count(r.get("gpus"), "request gpus", 0, 1 << 16),
-                    "requirements": text(r.get("requirements") or "", "requirements",
-                                         MAX_REQUIREMENTS),
-                    "ad": attrs(r.get("ad") or {}, "request ad"),
+                    "requirements": requirements,
+                    "ad": ad,
                     "weight": min(float(weight), 1e6)})
     return out
 

@@ -26,6 +26,9 @@ class _Special:
     def __repr__(self) -> str:
         return self.name
 
+    def __reduce__(self) -> str:
+        return self.name  # pickled and deep-copied as the one module-level instance
+
 
 UNDEFINED = _Special("UNDEFINED")
 ERROR = _Special("ERROR")
@@ -33,6 +36,16 @@ ERROR = _Special("ERROR")
 
 class ClassAdError(ValueError):
     """The text is not a ClassAd expression."""
+
+
+# What a peer's expression may cost (the master evaluates requirements against every
+# node): parentheses, unary operators, `?:` and call arguments nested at most
+# MAX_NESTING deep (the parser recurses on them), and a tree at most MAX_DEPTH deep
+# (evaluation recurses on it; a chain of `&&` or of `||` is built balanced, so 10,000
+# alternatives are 14 levels, not 10,000). Both keep evaluation far from Python's
+# recursion limit; an expression past them is refused, naming the bound.
+MAX_NESTING = 32
+MAX_DEPTH = 128
 
 
 _TOKEN = re.compile(r"""
@@ -62,6 +75,13 @@ class _Parser:
         self.text = text
         self.toks = _tokenize(text)
         self.i = 0
+        self.nesting = 0
+
+    def nest(self) -> None:
+        self.nesting += 1
+        if self.nesting > MAX_NESTING:
+            raise ClassAdError(f"the expression nests more than {MAX_NESTING} deep "
+                               f"in {self.text[:200]!r}")
 
     def peek(self) -> str:
         return self.toks[self.i][1] if self.i < len(self.toks) else ""
@@ -85,18 +105,27 @@ class _Parser:
         return tree
 
     def ternary(self) -> tuple:
+        self.nest()
         cond = self.binary(0)
         if self.peek() == "?" and self.toks[self.i][0] == "op":
             self.take()
             yes = self.ternary()
             self.expect(":")
-            return ("?:", cond, yes, self.ternary())
+            cond = ("?:", cond, yes, self.ternary())
+        self.nesting -= 1
         return cond
 
     def binary(self, level: int) -> tuple:
         if level == len(_BINARY):
             return self.unary()
         left = self.binary(level + 1)
+        if level < 2:  # `||`, `&&`: associative (see _balanced)
+            operands = [left]
+            while self.i < len(self.toks) and self.toks[self.i][0] == "op" \
+                    and self.peek() in _BINARY[level]:
+                self.take()
+                operands.append(self.binary(level + 1))
+            return _balanced(_BINARY[level][0], operands)
         while self.i < len(self.toks) and self.toks[self.i][0] == "op" \
                 and self.peek() in _BINARY[level]:
             op = self.take()[1]
@@ -107,7 +136,10 @@ class _Parser:
         if self.i < len(self.toks) and self.toks[self.i][0] == "op" \
                 and self.peek() in ("-", "+", "!", "~"):
             op = self.take()[1]
-            return ("u" + op, self.unary())
+            self.nest()
+            tree = ("u" + op, self.unary())
+            self.nesting -= 1
+            return tree
         return self.primary()
 
     def primary(self) -> tuple:
@@ -164,9 +196,42 @@ def _unescape(body: str) -> str:
     return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), body)
 
 
+def _balanced(op: str, operands: list) -> tuple:
+    """`a op b op c ...` as a balanced tree. For `&&` and `||` the value is that of the
+    first operand, left to right, that is ERROR or decisive (True for `||`, False for
+    `&&`), else UNDEFINED if one is, else the other truth value: any grouping gives the
+    same value and evaluates the same operands in the same order."""
+    if len(operands) == 1:
+        return operands[0]
+    half = len(operands) // 2
+    return (op, _balanced(op, operands[:half]), _balanced(op, operands[half:]))
+
+
+def _depth(tree: tuple) -> int:
+    """How deep `tree` is (iterative: a tree too deep to recurse on is what it looks for)."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        t, d = stack.pop()
+        deepest = max(deepest, d)
+        for part in t[1:]:
+            if isinstance(part, tuple) and part:
+                stack.append((part, d + 1))
+            elif isinstance(part, list):
+                stack.extend((a, d + 1) for a in part)
+    return deepest
+
+
 def parse(text: str) -> tuple:
-    """The tree of expression `text` (ClassAdError if it is not one)."""
-    return _Parser(text).parse()
+    """The tree of expression `text` (ClassAdError if it is not one, or is nested past
+    MAX_NESTING / MAX_DEPTH)."""
+    try:
+        tree = _Parser(text).parse()
+    except RecursionError:  # not reached within the bounds; never a traceback for a peer
+        raise ClassAdError(f"the expression nests too deep in {text[:200]!r}") from None
+    if _depth(tree) > MAX_DEPTH:
+        raise ClassAdError(f"the expression is more than {MAX_DEPTH} levels deep "
+                           f"in {text[:200]!r}")
+    return tree
 
 
 def literal(text: str) -> Any:
@@ -198,12 +263,16 @@ def _truth(v: Any) -> Any:
 
 
 class _Env:
-    __slots__ = ("depth", "my", "target")
+    __slots__ = ("depth", "my", "steps", "target")
 
     def __init__(self, my: dict, target: dict) -> None:
         self.my = my
         self.target = target
         self.depth = 0
+        # regexp steps this evaluation may still take, all its regexp() calls together:
+        # one evaluation costs at most regex_bounded.STEP_BUDGET steps, however many
+        # calls the expression makes (a call past the budget is ERROR)
+        self.steps = regex_bounded.STEP_BUDGET
 
 
 def evaluate(tree: tuple, my: Optional[dict] = None, target: Optional[dict] = None) -> Any:
@@ -213,6 +282,16 @@ def evaluate(tree: tuple, my: Optional[dict] = None, target: Optional[dict] = No
 
 def matches(tree: tuple, my: dict, target: dict) -> bool:
     return evaluate(tree, my, target) is True
+
+
+def matches_counted(tree: tuple, my: dict, target: dict) -> tuple:
+    """(`matches(...)`, the regexp steps it took): what the master charges per match."""
+    env = _Env(my, target)
+    try:
+        result = _eval(tree, env) is True
+    except RecursionError:  # not reached within MAX_DEPTH; never a stalled master
+        result = False
+    return result, regex_bounded.STEP_BUDGET - env.steps
 
 
 def _lookup(env: _Env, scope: str, name: str) -> Any:
@@ -226,8 +305,11 @@ def _lookup(env: _Env, scope: str, name: str) -> Any:
                 env.depth += 1
                 try:
                     inner = _Env(ad, env.target if ad is env.my else env.my)
-                    inner.depth = env.depth
-                    return _eval(value, inner)
+                    inner.depth, inner.steps = env.depth, env.steps
+                    try:
+                        return _eval(value, inner)
+                    finally:
+                        env.steps = inner.steps
                 finally:
                     env.depth -= 1
             return value
@@ -405,16 +487,30 @@ def _string_list_member(item: Any, lst: Any, delims: str = " ,") -> Any:
     return item in parts
 
 
-def _regexp(pattern: Any, target: Any, options: Any = "") -> Any:
+def _regexp(env: _Env, args: list) -> Any:
     """Bounded (regex_bounded: a Pike VM with a step budget), never backtracking: a
-    submit file's requirements run at the master against every node."""
+    submit file's requirements run at the master against every node. The budget is
+    the evaluation's (`_Env.steps`), shared by all its regexp() calls."""
+    if len(args) not in (2, 3):
+        return ERROR
+    values = _args(env, args)
+    for v in values:
+        if v is ERROR or v is UNDEFINED:
+            return v
+    pattern, target = values[0], values[1]
+    options = values[2] if len(values) == 3 else ""
     if not isinstance(pattern, str) or not isinstance(target, str) \
             or not isinstance(options, str):
         return ERROR
+    if env.steps <= 0:
+        return ERROR
+    spent = [0]
     try:
-        return regex_bounded.compile(pattern, options).search(target)
+        return regex_bounded.compile(pattern, options).search(target, env.steps, spent)
     except regex_bounded.RegexError:
         return ERROR
+    finally:
+        env.steps -= spent[0]
 
 
 def _strcat(*values: Any) -> str:
@@ -442,5 +538,5 @@ FUNCTIONS: dict = {
     "min": _strict(lambda *x: min(x) if all(map(_is_num, x)) else ERROR, tuple(range(1, 64))),
     "max": _strict(lambda *x: max(x) if all(map(_is_num, x)) else ERROR, tuple(range(1, 64))),
     "stringlistmember": _strict(_string_list_member, (2, 3)),
-    "regexp": _strict(_regexp, (2, 3)),
+    "regexp": _regexp,
 }

@@ -398,7 +398,20 @@ class Regex:
     multiline: bool
     full: bool
 
-    def search(self, text: str, budget: int = STEP_BUDGET) -> bool:
+    def search(self, text: str, budget: int = STEP_BUDGET,
+               spent: Optional[list] = None) -> bool:
+        """`spent[0]`, if given, is increased by the steps taken (also when over budget)."""
+        if spent is None:
+            return self._search(text, budget)[0]
+        try:
+            matched, steps = self._search(text, budget)
+        except BudgetExceeded:
+            spent[0] += budget + 1
+            raise
+        spent[0] += steps
+        return matched
+
+    def _search(self, text: str, budget: int) -> tuple:
         prog, fold, multi = self.prog, self.fold, self.multiline
         n = len(text)
         if fold:
@@ -451,12 +464,12 @@ class Regex:
         current: list = []
         for i in range(n + 1):
             if (not self.full or i == 0) and add(current, 0, i):
-                return True
+                return True, steps
             if steps > budget:
                 raise BudgetExceeded(f"the search took more than {budget} steps")
             if i == n or not current:
                 if i == n or self.full:
-                    return False
+                    return False, steps
                 continue
             c = text[i]
             nxt: list = []
@@ -473,9 +486,9 @@ class Regex:
                 else:
                     ok = ins[1].has(c, fold)
                 if ok and add(nxt, pc + 1, i + 1):
-                    return True
+                    return True, steps
             current = nxt
-        return False
+        return False, steps
 
 
 @lru_cache(maxsize=1024)

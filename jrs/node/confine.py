@@ -33,6 +33,7 @@ class Confinement:
         self.shared_dirs: tuple = ()  # ... and only its set-id files (unit.world_writable_dirs)
         self.scan_at = 0.0  # (monotonic) when to look for world-writable directories again
         self.scanning = False
+        self.scans = 0  # scans ended (or taken over from before a restart)
 
     def hold(self, fields: dict, path: str):
         """Before a task's taskfile goes: a token for `release`. Its per-job uid may
@@ -115,9 +116,12 @@ class Confinement:
                 f"{len(self.shared_dirs)} shared (a job's files, or its set-id ones, go "
                 "from them when it ends)")
 
-    def scan_finished(self, now: float) -> None:
+    def scan_finished(self, now: float, age: float = 0.0) -> None:
+        """A scan ended (`age`: one kept from before a restart, that old): the next is
+        due a period after the one whose answer is in use."""
         self.scanning = False
-        self.scan_at = now + _scan_every()
+        self.scans += 1
+        self.scan_at = now + max(0.0, scan_every() - age)
 
     def spec_fields(self, ident: identity.Identity, key: str) -> dict:
         """What the taskfile spec carries for the executor: identity and unit."""
@@ -141,7 +145,7 @@ class Confinement:
             self.range_lock = None
 
 
-def _scan_every() -> float:
+def scan_every() -> float:
     try:
         return max(1.0, float(os.environ.get("JRS_SCAN_EVERY", "1800")))
     except ValueError:

@@ -569,7 +569,8 @@ class NodeCore:
         cap = self.cap
         return {"type": "node-hello", "name": cap.name, "slots": cap.slots,
                 "memory": cap.memory, "gpus": cap.gpus, "attrs": cap.attrs,
-                "claims": [c.to_json() for c in self.claims.values()]}
+                "claims": [dict(c.to_json(), releasing=True) if c.releasing else c.to_json()
+                           for c in self.claims.values()]}
 
     def report(self, now: float, load: float) -> dict:
         self._load = load

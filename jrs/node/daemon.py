@@ -28,8 +28,8 @@ from ..wire.aio import Channel, ConnectionClosed, Server, connect
 from ..wire.errors import WireError
 from ..wire.reconnect import Backoff, keep_connected
 from . import core as nc
-from . import identity, sandbox, taskfile, unit
-from .confine import Confinement, make_state_dir
+from . import identity, sandbox, scancache, taskfile, unit
+from .confine import Confinement, make_state_dir, scan_every
 from .core import Capacity, NodeCore
 from .launcher import Launcher
 from .stopwatch import StopWatch
@@ -494,18 +494,29 @@ class NodeDaemon:
         import subprocess
 
         proc = None
+        age = 0.0
         try:
             uid, gid = self.confine.scan_identity()
+            argv = unit.scan_args(self.confine.job_uids())
+            key = scancache.key(argv, uid, gid)
+            kept = None if self.confine.scans else scancache.load(key, scan_every())
+            if kept is not None:  # this node's own scan, from before its restart
+                age = kept[1]
+                log.info("%s (the scan of %.0f s ago, kept in %s)",
+                         self.confine.scanned(kept[0]), age, scancache.DIR)
+                return
+            started = scancache.now()
             for exe in unit.scan_pythons():
                 try:
                     proc = await asyncio.create_subprocess_exec(
-                        exe, *unit.scan_args(self.confine.job_uids()), user=uid, group=gid,
+                        exe, *argv, user=uid, group=gid,
                         extra_groups=[], cwd="/", env={}, stdin=subprocess.DEVNULL,
                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
                     break
                 except OSError:
                     continue
             got: list = []
+            complete = False
             if proc is not None and proc.stdout is not None:
                 try:  # all of it, to its end (one read() is one pipe chunk, 8 KiB or so)
                     await asyncio.wait_for(_read_to_end(proc.stdout, got, unit.SCAN_BYTES),
@@ -514,14 +525,17 @@ class NodeDaemon:
                     pass  # what it found by then counts
                 if proc.returncode is None:  # late or over SCAN_BYTES (it would block), or leaving
                     proc.kill()
-                await proc.wait()
-            log.info("%s", self.confine.scanned(b"".join(got)))
+                complete = await proc.wait() == 0
+            data = b"".join(got)
+            log.info("%s", self.confine.scanned(data))
+            if complete:  # (a cut-short one is not kept: the next start scans again)
+                scancache.save(key, data, started)
         except Exception as exc:  # never the daemon's end: the last lists stay
             log.warning("cannot look for world-writable directories: %s", _why(exc))
         finally:
             if proc is not None and proc.returncode is None:
                 proc.kill()
-            self.confine.scan_finished(time.monotonic())
+            self.confine.scan_finished(time.monotonic(), age)
 
     def _mark_lost(self, a: nc.MarkLost) -> None:
         if taskfile.owner_alive(a.path):  # an executor took it meanwhile: not lost

@@ -33,6 +33,8 @@ Submitter -> master:
 Master -> submitter:
     claim {claim, node, host, port, cpus, memory, gpus}      unmatchable {key, reason}
     give-back {count}             node-lost {node, claims}   rm {re, ids}
+    welcome {dropped?, killed?}   (answer to its hello: the claims it listed that the master
+                                  dropped meanwhile; killed: their node was told to kill)
 
 Tool -> master: query {what: status|queue} -> status-reply | queue-reply;
     rm {ids} -> rm-reply {results}
@@ -95,7 +97,9 @@ FILES = ListOf(Obj({"name": (PATH, True), "size": (Int(0, 1 << 40), True),
 JOB_REF = Tuple(ID, Int())                                     # [job, attempt]
 CLAIM = Obj({"claim": (ID, True), "submitter": (ID, True), "user": (ID, True),
              "cpus": (COUNT, True), "memory": (COUNT, True),
-             "gpus": (ListOf(Int(0, 1 << 16), 1 << 16), True)})
+             "gpus": (ListOf(Int(0, 1 << 16), 1 << 16), True),
+             # dropped by a master (kill False), its job still running: let go after it
+             "releasing": ((bool,), False)})
 CLUSTER_FIELDS = {"id": (Int(), True), "file": (OPT_STR, False), "total": (COUNT, False),
                   "idle": (COUNT, False), "running": (COUNT, False), "done": (COUNT, False),
                   "failed": (COUNT, False), "held": (COUNT, False), "removed": (COUNT, False)}
@@ -157,7 +161,10 @@ SCHEMA: dict = {
     "node-report": {"load": (Num(), True), "running": (COUNT, True),
                     "claims": (ListOf(ID, MANY), True),
                     "waiting": (COUNT, False), "oldest_wait": (Num(0), False)},
-    "welcome": {"master": (_S, False)},
+    # to a submitter: the claims its hello listed that the master no longer holds for it
+    # (`killed`: their node was told to kill their jobs); absent from older masters
+    "welcome": {"master": (_S, False), "dropped": (ListOf(ID, MANY), False),
+                "killed": (ListOf(ID, MANY), False)},
     "claim-offer": {"claim": (ID, True), "submitter": (ID, True), "user": (ID, True),
                     "cpus": (_I, True), "memory": (_I, True), "gpus": (_I, True)},
     "claim-ok": {"claim": (ID, True), "gpu_ids": (ListOf(Int(0, 1 << 16), 1 << 16), False)},

@@ -338,3 +338,19 @@ def _revoked_run_is_exit():
         return wrapped
 
     return _patched(SubmitCore, "_result", result)
+
+
+@switch("welcome-names-no-drops", "sim D6's root: a reconnecting submitter is not told which "
+                                  "of the claims its hello listed the master dropped while it "
+                                  "was away (an older master's welcome); it keeps them and "
+                                  "sends runs the nodes refuse 'unknown claim'")
+def _welcome_names_no_drops():
+    from jrs.cluster.pool import Pool
+
+    def welcome(orig):
+        @functools.wraps(orig)
+        def wrapped(self, hello):
+            return {"type": "welcome"}
+        return wrapped
+
+    return _patched(Pool, "welcome", welcome)

@@ -12,6 +12,8 @@ import heapq
 import random
 from typing import Callable, Optional
 
+_heappush, _heappop = heapq.heappush, heapq.heappop
+
 
 class Timer:
     __slots__ = ("args", "at", "cancelled", "fn", "gen", "owner")
@@ -41,13 +43,23 @@ class Sim:
         self.after_step: list = []  # called after every event (invariant checks)
 
     def at(self, when: float, fn: Callable, *args, owner: Optional[Proc] = None) -> Timer:
-        t = Timer(max(when, self.now), fn, args, owner)
-        self._seq += 1
-        heapq.heappush(self._heap, (t.at, self._seq, t))
+        now = self.now
+        if when < now:
+            when = now
+        t = Timer(when, fn, args, owner)
+        self._seq = seq = self._seq + 1
+        _heappush(self._heap, (when, seq, t))
         return t
 
     def after(self, delay: float, fn: Callable, *args, owner: Optional[Proc] = None) -> Timer:
-        return self.at(self.now + delay, fn, *args, owner=owner)
+        # `at` inlined (two thirds of all events are scheduled through here)
+        when = self.now + delay
+        if when < self.now:
+            when = self.now
+        t = Timer(when, fn, args, owner)
+        self._seq = seq = self._seq + 1
+        _heappush(self._heap, (when, seq, t))
+        return t
 
     def _push(self, t: Timer, when: float) -> None:
         t.at = when
@@ -56,8 +68,9 @@ class Sim:
 
     def step(self) -> bool:
         """Run the next event; False when nothing is left."""
-        while self._heap:
-            when, _, t = heapq.heappop(self._heap)
+        heap = self._heap
+        while heap:
+            when, _, t = _heappop(heap)
             if t.cancelled:
                 continue
             owner = t.owner
@@ -107,7 +120,14 @@ class Proc:
         self.ends: list = []  # network ends this process holds
 
     def later(self, delay: float, fn: Callable, *args) -> Timer:
-        return self.sim.after(delay, fn, *args, owner=self)
+        sim = self.sim
+        when = sim.now + delay
+        if when < sim.now:
+            when = sim.now
+        t = Timer(when, fn, args, self)
+        sim._seq = seq = sim._seq + 1
+        _heappush(sim._heap, (when, seq, t))
+        return t
 
     def stall(self, seconds: float) -> None:
         self.stalled_until = max(self.stalled_until, self.sim.now + seconds)

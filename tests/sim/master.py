@@ -126,8 +126,9 @@ class MasterProc(Proc):
                 old.close()
             state["role"], state["id"] = "submitter", sid
             self.submitters[sid] = end
-            end.send({"type": "welcome"})
-            self.send(self.pool.submitter_hello(msg, now))
+            actions = self.pool.submitter_hello(msg, now)
+            end.send(self.pool.welcome(msg))
+            self.send(actions)
             self._progress(sid, msg.get("clusters") or [])
         else:
             end.send(error("protocol", f"may not start with {kind!r}"))

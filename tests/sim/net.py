@@ -3,7 +3,8 @@
 Each connection is two ends; each direction is a FIFO (TCP) whose messages
 arrive after a random delay (never before an earlier one on the same
 direction), so messages on different connections reorder freely. A message
-crosses as JSON and is checked by the real wire schema on arrival
+crosses as JSON (what `json.loads(json.dumps(msg))` gives, made at the send:
+tests/sim/jsoncopy.py) and is checked by the real wire schema on arrival
 (`jrs.wire.messages.validate`), exactly as a real receiver does, unknown fields
 dropped. A message with data frames (a transfer) is one unit whose delay grows
 with its size.
@@ -23,6 +24,7 @@ from typing import Callable, Optional
 from jrs.wire.errors import MessageError
 from jrs.wire.messages import validate
 
+from . import jsoncopy
 from .clock import Proc, Sim
 
 _CLOSE = object()
@@ -55,7 +57,7 @@ class End:
         """Queue `msg` (plus `size` bytes of file data as one unit) to the peer."""
         if not self.open:
             raise Closed(f"{self.label}: connection closed")
-        body = json.dumps(msg)
+        body = jsoncopy.copy(msg)  # what json.loads(json.dumps(msg)) gives the receiver
         net = self.net
         ready = max(self._last, net.sim.now + net.delay() + size / net.bandwidth)
         self._last = ready
@@ -131,20 +133,21 @@ class End:
         if not peer.open:
             return
         try:
-            msg = validate(json.loads(body))
+            msg = validate(body)  # (builds a new dict: `body` is left as it was sent)
         except MessageError as exc:
             net.problems.append(f"t={net.sim.now:.3f} {self.label}: a message the wire schema "
-                                f"refuses: {exc}: {body[:200]}")
+                                f"refuses: {exc}: {json.dumps(body)[:200]}")
             return
         net.delivered += 1
         if net.tracer is not None:
-            net.tracer(f"{self.proc.name} -> {peer.proc.name}: {body[:300]}")
+            net.tracer(f"{self.proc.name} -> {peer.proc.name}: {json.dumps(body)[:300]}")
         if net.on_deliver is not None:
             net.on_deliver(self, msg, ready)
         peer.on_message(msg)
 
     def waiting(self) -> list:
-        """(ready, body) of what is sent and not delivered yet, oldest first."""
+        """(ready, body) of what is sent and not delivered yet, oldest first (a body is
+        the message as it crosses the wire, decoded; or _CLOSE)."""
         return list(self._out)
 
 
@@ -228,7 +231,7 @@ class Network:
     # ------------------------------------------------------------ faults
 
     def partition_end(self, a: str, b: str) -> Optional[float]:
-        if a == b:
+        if a == b or not self.partitions:  # (most calls: a frozenset each is dear)
             return None
         heal = self.partitions.get(frozenset((a, b)))
         if heal is None or heal <= self.sim.now:

@@ -60,6 +60,7 @@ class SubmitterProc(Proc):
         self.core = None
         self.master: Optional[End] = None
         self.welcomed = False
+        self._welcome: Optional[dict] = None  # the master's answer to our last hello
         self.links: dict = {}  # node -> End or None
         self.wanted: dict = {}  # node -> (host, port)
         self.backoff: dict = {}
@@ -203,7 +204,7 @@ class SubmitterProc(Proc):
             if msg["type"] != "welcome":
                 end.close()
                 return
-            self.welcomed = True
+            self.welcomed, self._welcome = True, msg
             if self.core is None and not self.cluster:
                 end.send({"type": "new-cluster"})
                 return
@@ -229,7 +230,8 @@ class SubmitterProc(Proc):
             running, self._started = self._started[0], None
             self.do(self.core.start(self.sim.now, running))
             self.later(TICK, self._tick)
-        self.do(self.core.master_up())
+        welcome, self._welcome = self._welcome, None
+        self.do(self.core.master_up(welcome))
 
     def _make_core(self) -> None:
         spec, prev = self.spec, self.previous

@@ -11,6 +11,7 @@ list is empty when every invariant held (see tests/sim/check.py).
 from __future__ import annotations
 
 import hashlib
+import json
 import traceback
 from dataclasses import dataclass, field
 from typing import Optional
@@ -288,8 +289,9 @@ class World:
                 for end in (conn.a, conn.b):
                     if end.proc.host == node and end.peer.proc is master:
                         readies += [ready for ready, body in end.waiting()
-                                    if ready <= now and isinstance(body, str) and any(
-                                        f'"type": "{t}"' in body[:40] for t in HEARD)]
+                                    if ready <= now and isinstance(body, dict) and any(
+                                        f'"type": "{t}"' in json.dumps(body)[:40]
+                                        for t in HEARD)]
         check.declared_lost(self, master, node, readies)
 
     def submit_done(self, proc: SubmitterProc) -> None:

@@ -1,0 +1,96 @@
+"""The kept scan for world-writable directories (node/scancache.py): taken at a
+restart only when it is this node's own scan (same key), young enough, and a file
+root alone could have written; anything else means a fresh scan."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from jrs.node import scancache, unit
+
+ANSWER = b"T /tmp/team/scratch\0S /var/x/pub\0"
+
+
+@pytest.fixture
+def d(tmp_path):
+    p = tmp_path / "scan"
+    p.mkdir(mode=0o700)
+    return str(p)
+
+
+def test_a_young_scan_of_the_same_key_is_taken(d):
+    k = scancache.key(unit.scan_args((1000, 2000)), 65534, 65534)
+    scancache.save(k, ANSWER, scancache.now() - 5, d)
+    data, age = scancache.load(k, 60, d)
+    assert data == ANSWER and 5 <= age < 10
+    assert unit.parse_scan(data) == (("/tmp/team/scratch",), ("/var/x/pub",))
+    assert oct(os.stat(os.path.join(d, k)).st_mode & 0o777) == "0o600"
+
+
+def test_another_scan_is_another_key():
+    base = scancache.key(unit.scan_args((1000, 2000)), 65534, 65534)
+    assert scancache.key(unit.scan_args((1000, 2001)), 65534, 65534) != base  # uid range
+    assert scancache.key(unit.scan_args((1000, 2000)), 65533, 65534) != base  # identity
+    assert scancache.key(unit.scan_args((1000, 2000)), 65534, 65534) == base
+
+
+def test_an_old_scan_or_one_of_another_key_is_not_taken(d):
+    k = scancache.key(unit.scan_args((1000, 2000)), 65534, 65534)
+    scancache.save(k, ANSWER, scancache.now() - 100, d)
+    assert scancache.load(k, 60, d) is None  # older than a period
+    assert scancache.load(k, 200, d) is not None
+    other = scancache.key(unit.scan_args((3000, 4000)), 65534, 65534)
+    os.rename(os.path.join(d, k), os.path.join(d, other))  # the name, not the head
+    assert scancache.load(other, 200, d) is None
+    scancache.save(k, ANSWER, scancache.now() + 100, d)  # from the future: not ours
+    assert scancache.load(k, 200, d) is None
+
+
+@pytest.mark.parametrize("spoil", ["file group-writable", "dir world-writable", "symlink",
+                                   "fifo", "not our magic", "too big"])
+def test_a_file_root_alone_could_not_have_written_is_not_taken(d, tmp_path, spoil):
+    k = scancache.key(unit.scan_args((1000, 2000)), 65534, 65534)
+    scancache.save(k, ANSWER, scancache.now(), d)
+    path = os.path.join(d, k)
+    assert scancache.load(k, 60, d) is not None
+    if spoil == "file group-writable":
+        os.chmod(path, 0o620)
+    elif spoil == "dir world-writable":
+        os.chmod(d, 0o777)
+    elif spoil == "symlink":
+        real = tmp_path / "elsewhere"
+        os.rename(path, real)
+        os.symlink(real, path)
+    elif spoil == "fifo":
+        os.unlink(path)
+        os.mkfifo(path, 0o600)
+    elif spoil == "not our magic":
+        with open(path, "r+b") as f:
+            f.write(b"xrs")
+    else:
+        with open(path, "ab") as f:
+            f.truncate(unit.SCAN_BYTES + 4096)
+    assert scancache.load(k, 60, d) is None
+
+
+def test_old_and_surplus_files_are_pruned(d):
+    for i in range(scancache.KEEP + 5):
+        scancache.save(f"k{i:04d}", ANSWER, scancache.now(), d)
+        os.utime(os.path.join(d, f"k{i:04d}"), (1000 + i, 1000 + i) if i < 3 else None)
+    scancache.save("last", ANSWER, scancache.now(), d)
+    names = set(os.listdir(d))
+    assert len(names) <= scancache.KEEP and "last" in names
+    assert not names & {"k0000", "k0001", "k0002"}  # a day old: gone first
+
+
+def test_the_next_scan_is_due_a_period_after_the_kept_one(monkeypatch):
+    from jrs.node import confine, identity
+
+    monkeypatch.setenv("JRS_SCAN_EVERY", "1800")
+    conf = confine.Confinement(identity.Policy("self", self_name="x"), "/x", {}, 1, "t")
+    conf.scan_finished(1000.0, age=600.0)
+    assert conf.scan_at == 1000.0 + 1200.0 and conf.scans == 1
+    conf.scan_finished(5000.0)
+    assert conf.scan_at == 5000.0 + 1800.0 and conf.scans == 2

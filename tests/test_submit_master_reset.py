@@ -1,0 +1,61 @@
+"""Real processes on loopback: the submitter's connection to the master is reset while
+its jobs run (issue 12, the root of sim D6). The master drops the submitter's claims
+(kill False: the jobs run on); the submitter reconnects, and the master's welcome names
+them, so no next job is sent on them: no run is refused "unknown claim" and requeued."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+
+from jrs import records
+
+from .cluster import Cluster, check_outputs, runs, sweep, wait_for
+
+
+def _reset_connection(pid: int, port: int) -> int:
+    """Reset `pid`'s TCP connections to `port` (ss -K); how many there were."""
+    listing = subprocess.run(["ss", "-tnpH", "state", "established", f"( dport = :{port} )"],
+                             capture_output=True, text=True, check=True).stdout
+    mine = [line for line in listing.splitlines() if f"pid={pid}," in line]
+    for line in mine:
+        local = re.search(r"127\.0\.0\.1:(\d+)\s+127\.0\.0\.1:" + str(port), line)
+        assert local, line
+        subprocess.run(["ss", "-K", "dst", "127.0.0.1", "dport", "=", str(port),
+                        "sport", "=", local.group(1)], capture_output=True, check=True)
+    return len(mine)
+
+
+def _journal_records(path) -> list:
+    try:
+        return records.read(str(path))[0]
+    except FileNotFoundError:
+        return []
+
+
+def test_no_run_goes_to_a_claim_the_master_dropped_at_a_reset(pyz, tmp_path):
+    c = Cluster(pyz, tmp_path, slots=[2]).start()
+    try:
+        work = tmp_path / "w"
+        ledger = sweep(work, 4, 6)
+        p = c.submit("c.condor", cwd=work)
+        wait_for(lambda: len(runs(ledger)) >= 2, timeout=30)  # both slots busy
+        assert _reset_connection(p.pid, c.mport) == 1
+        journal, seen = work / ".c.condor.jrs", []
+        deadline = time.monotonic() + 90
+        while p.poll() is None and time.monotonic() < deadline:
+            seen = _journal_records(journal) or seen  # it goes when the submit ends
+            time.sleep(0.05)
+        _out, err = p.communicate(timeout=30)
+        assert p.returncode == 0, err + c.logs()
+        assert seen, "the journal was never read"
+        requeued = [r for r in seen if r.get("e") == "requeue"]
+        assert requeued == [], (requeued, err)  # a refused run is requeued as a lost run
+        ends = [r for r in seen if r.get("e") == "end"]
+        assert all(r["attempt"] == 1 for r in ends), ends
+        counts = runs(ledger)
+        assert len(counts) == 4 and set(counts.values()) == {1}, counts
+        check_outputs(work, 4)
+    finally:
+        c.stop()
