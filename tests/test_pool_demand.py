@@ -235,3 +235,82 @@ def test_a_request_no_node_heard_from_can_run_is_judged_once_the_grace_is_over()
             assert verdicts == [] and len(p.claims) == 1
         else:
             assert [m["key"] for m in verdicts] == ["2"], verdicts
+
+
+# ------------------------------------------------------------ each clause of the skip (R4)
+
+
+def test_a_known_request_asked_for_again_is_judged_at_once_in_a_full_pool():
+    """`_demand_is_neutral`'s "verdict at this topology" clause: a request that had no
+    idle job when it was sent (count 0: never judged) now asks for slots, in a full pool,
+    from a submitter whose other request keeps it waiting far above its share. Only its
+    verdict can change the round, and it must come at once, not at the next tick."""
+    p = _pool((2,))
+    sub = {"submitter": "a", "user": "user-a", "host": "x", "pid": 1, "claims": [],
+           "clusters": []}
+    p.submitter_hello(sub, 1)
+
+    def ask(count_big: int) -> list:
+        return p.set_demand("a", [
+            {"key": "k", "count": 10, "cpus": 1, "memory": 0, "gpus": 0,
+             "requirements": "", "ad": {}},
+            {"key": "big", "count": count_big, "cpus": 1, "memory": 0, "gpus": 0,
+             "requirements": "TARGET.Rack =?= 9", "ad": {}}], 1)
+
+    _accept(p, ask(0))
+    assert _held(p, "a") == 2  # full; a waits with k
+    out = ask(1)
+    assert [m["key"] for _, _, m in out if m["type"] == "unmatchable"] == ["big"]
+    p.check()
+
+
+def test_a_submitter_that_starts_waiting_again_gets_its_give_back_at_once():
+    """`_demand_is_neutral`'s "waits for an offer exactly when it did" clause: b below its
+    share has offers pending for every job it asked for (so it does not wait), then asks
+    for one more: the shares do not move (its want was above its share and still is)
+    and no slot is free, but now it waits, starving, and a above its share must be asked
+    for a claim back in this very call."""
+    p = _pool((6,))
+    _accept(p, _demand(p, "a", 100))
+    assert _held(p, "a") == 6
+    _demand(p, "b", 2)  # b waits and starves: a is asked for slots
+    for cid in list(p.claims_of_submitter("a"))[:2]:
+        p.release("a", cid, 2)
+        out = p.claim_released("h:1", cid, 2)
+    offers = [m for _, _, m in out if m["type"] == "claim-offer"]
+    assert len(p.claims_of_submitter("b")) == 2 and offers  # offered, not yet accepted
+    assert p.submitter_shares() == {"a": 3.0, "b": 3.0}
+    assert _give_backs(_demand(p, "b", 2, now=3)) == {}  # nothing new: no message
+    assert _give_backs(_demand(p, "b", 3, now=4)) == {"a": 1}
+    p.check()
+
+
+def test_a_changed_request_is_never_taken_for_a_neutral_count_change(monkeypatch):
+    """set_demand's `fresh` guard: a request under a new key, or with other requirements
+    under its key, always renegotiates, even with nothing to ask for yet (count 0) in a
+    full pool where a count change would be skipped. (With a count, its verdict not yet
+    taken at this topology forces the round too; the guard does not rely on that.)"""
+    p = _pool((2,))
+    _accept(p, _demand(p, "a", 10))
+    calls = []
+    negotiate = Pool.negotiate
+    monkeypatch.setattr(Pool, "negotiate",
+                        lambda self, now: (self is p and calls.append(now))
+                        or negotiate(self, now))
+
+    def ask(key: str, requirements: str) -> None:
+        p.set_demand("a", [
+            {"key": "k", "count": 9, "cpus": 1, "memory": 0, "gpus": 0,
+             "requirements": "", "ad": {}},
+            {"key": key, "count": 0, "cpus": 1, "memory": 0, "gpus": 0,
+             "requirements": requirements, "ad": {}}], 2)
+
+    ask("x", "")
+    assert len(calls) == 1  # a new key (and one more request)
+    ask("x", "")
+    assert len(calls) == 1  # the same again: skipped
+    ask("y", "")
+    assert len(calls) == 2  # a new key in place of x (as many requests)
+    ask("y", "TARGET.Memory > 1")
+    assert len(calls) == 3  # other requirements under the same key
+    p.check()

@@ -61,6 +61,8 @@ MAX_NODE_REJECTIONS = 10
 MAX_LOST_RUNS = 20
 REST_FIRST, REST_MAX = 1.0, 60.0  # seconds a node is rested after such a refusal (doubling)
 STRIKES, STRIKE_WINDOW = 3, 60.0  # protocol breaks of one node before we stop using it
+# a fall of a demand count is told when beyond 1/DEMAND_SLACK of its want (`_demand_matters`)
+DEMAND_SLACK = 32
 EXCERPT = 120
 HOLD_OUTPUT_LIMIT = 33  # HTCondor's hold code for exceeding MAX_TRANSFER_OUTPUT_MB
 HOLD_TRANSFER_OUTPUT = 12  # HTCondor's TransferOutputError
@@ -427,9 +429,60 @@ class SubmitCore:
                                  "memory": job.request_memory or 0, "gpus": job.request_gpus,
                                  "requirements": job.requirements or "", "ad": ad,
                                  "weight": 2.0 ** (job.priority / 10.0)})
-        if requests != self._demand_sent:
+        if self._demand_matters(requests):
             self._demand_sent = requests
             self._emit(ToMaster({"type": "demand", "requests": requests}))
+
+    def _demand_matters(self, requests: list) -> bool:
+        """Must the master hear these counts, or is what it was last told close enough?
+
+        A backlogged submitter's count drops by one at every job start, and each demand
+        costs the master a payload check and a test (`Pool.set_demand`): sent every time,
+        the master's work would follow job starts x pool size, not what changed (#12). So
+        a fall of a count is held back while it is small against the want it is part of:
+        `sent - now <= (claims held for the key + now) // DEMAND_SLACK`. All else is
+        told at once (the shell coalesces), always with the exact counts of the moment:
+        - a key appears or disappears, or anything but a count changes (requirements,
+          ad, weight: the master's matching and weights);
+        - a count rises (a retry, a lost node, a claim let go): so what the master was
+          told is never below the truth, and no job waits on a count too low;
+        - a count reaches 0: the master stops offering slots for it at once;
+        - a fall beyond the slack, which also catches a count falling near what it
+          holds (the slack shrinks with the want, to exact below DEMAND_SLACK jobs).
+        What a stale-high count (at most the slack above the truth) does:
+        - offers: only while some node has a free slot, at most the slack more than the
+          jobs left; a claim that finds no idle job of its key is released at once
+          (`pump`): a slot lost for one round trip, never held;
+        - fair shares: the master's want for the submitter (held + asked) is at most
+          1/DEMAND_SLACK too high; that moves its share only while the want is below
+          the water level (at or above it the share is the level either way), and
+          moves the others' shares by no more than that in all;
+        - give-backs depend on shares, claims held and who waits; who waits (a count
+          above the offers pending) is exact whenever the count is 0;
+        - liveness: nothing waits on a held-back fall; every rise and every 0 is sent."""
+        sent = self._demand_sent
+        if sent is None or len(sent) != len(requests):
+            return True
+        before = {r["key"]: r for r in sent}
+        held: dict = {}
+        for c in self.claims.values():
+            held[c.key] = held.get(c.key, 0) + 1
+        for r in requests:
+            old = before.get(r["key"])
+            if old is None:
+                return True
+            now, then = r["count"], old["count"]
+            if now == then:
+                if r != old:
+                    return True
+                continue
+            if now > then or now == 0:
+                return True
+            if then - now > (held.get(r["key"], 0) + now) // DEMAND_SLACK:
+                return True
+            if {**r, "count": then} != old:
+                return True
+        return False
 
     # ------------------------------------------------------------ dispatch
 
