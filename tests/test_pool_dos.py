@@ -182,10 +182,14 @@ def test_each_hostile_submitter_has_its_own_budget_and_none_starves_the_others(m
         assert meter.take() <= ROUND_LIMIT  # the others' budgets are their own
     _hello(p, "good", "alice")
     out = p.set_demand("good", [_request("g", 'Arch == "X86_64"', count=2)], 1.5)
+    # the round's budget (ROUND_BUDGET) may be spent by the three: the honest one, never
+    # charged, has the first turn at the next round
+    out += p.tick(2)
     assert len(_types(out, "claim-offer", "h:1") + _types(out, "claim-offer", "h:2")
                + _types(out, "claim-offer", "h:3") + _types(out, "claim-offer", "h:4")) == 2
     for t in range(2, 60):
-        out = p.tick(t)
+        if t > 2:
+            out = p.tick(t)
         assert meter.take() <= len(evil) * ROUND_LIMIT
         for _, who, m in out:
             if m["type"] == "unmatchable":
@@ -282,3 +286,104 @@ def test_regexp_steps_are_charged_to_the_submitters_budget(monkeypatch):
     p.set_demand("evil", reqs, 1.5)
     assert meter.take() <= BUDGET + regex_bounded.STEP_BUDGET + 4 * regex_bounded.MAX_PROGRAM
     assert meter.evaluations < 80  # not every request against every node at once
+
+
+ROUND_BUDGET = getattr(pool_mod, "ROUND_BUDGET", 4 * BUDGET)
+
+
+def _sessions_round_costs(monkeypatch: pytest.MonkeyPatch, sessions: int) -> tuple:
+    """The units of each round while `sessions` hostile sessions each hold 8 distinct
+    BIG unmatchable texts (over its own budget), and the tick by which an honest
+    newcomer was offered."""
+    meter = Meter(monkeypatch)
+    p = _pool(2)
+    for s in range(sessions):
+        _hello(p, f"s{s}", f"u{s}")
+        p.set_demand(f"s{s}", [_request(f"k{i}", _unmatchable(s * 8 + i))
+                               for i in range(8)], 1.1)
+    costs = [meter.take()]  # the round before the first tick
+    _hello(p, "good", "alice", 1.5)
+    out = p.set_demand("good", [_request("g", 'Arch == "X86_64"', count=2)], 1.5)
+    costs[0] += meter.take()
+    offered_at = 1 if _types(out, "claim-offer", "") else None
+    judged = 0
+    for t in range(2, 2000):
+        out = p.tick(t)
+        costs.append(meter.take())
+        if offered_at is None and _types(out, "claim-offer"):
+            offered_at = t
+        judged += len(_types(out, "unmatchable"))
+        if judged == 8 * sessions:
+            break
+    p.check()
+    return costs, offered_at, judged
+
+
+@pytest.mark.parametrize("sessions", [1, 16])
+def test_a_round_costs_one_bound_whatever_the_number_of_hostile_sessions(monkeypatch,
+                                                                         sessions):
+    """R5 F2: ids and tokens are free to a secret holder; each session's own budget must
+    not add up: 1 or 16 sessions, a round costs at most ROUND_BUDGET (plus one
+    operation's overshoot), the honest newcomer is offered in its turn (the never charged
+    first, 4 a round: those not served before it, then it), and every hostile text still
+    gets its verdict."""
+    limit = ROUND_BUDGET + PARSE_COST * payload.MAX_REQUIREMENTS
+    costs, offered_at, judged = _sessions_round_costs(monkeypatch, sessions)
+    assert max(costs) <= limit, (max(costs), limit)
+    assert offered_at is not None and offered_at <= 2 + sessions // 4, offered_at
+    assert judged == 8 * sessions
+
+
+class _Reads:
+    """Counts reads of a Request's `count` / `unmatchable`: the requests a call walks."""
+    n = 0
+
+
+class _CountingRequest(pool_mod.Request):
+    def __getattribute__(self, name: str) -> object:
+        if name in ("count", "unmatchable"):
+            _Reads.n += 1
+        return object.__getattribute__(self, name)
+
+
+def test_a_fresh_key_demand_walks_only_requests_that_can_still_get_a_slot(monkeypatch):
+    """R5 F3: 50 sessions holding 1,024 unmatchable requests each; one 1-request demand
+    with a fresh key renegotiates, and must not walk their 51,200 requests (counted in
+    reads of the requests' count / verdict, not timed)."""
+    monkeypatch.setattr(pool_mod, "Request", _CountingRequest)
+    p = _pool(4)
+    for s in range(50):
+        _hello(p, f"s{s}", f"u{s}")
+        p.set_demand(f"s{s}", [{"key": f"k{i}", "count": 1, "cpus": 64, "memory": 0,
+                                "gpus": 0, "requirements": "", "ad": {}}
+                               for i in range(1024)], 1)
+    for t in range(2, 40):
+        p.tick(t)
+    _hello(p, "evil", "e", 40)
+    for i in range(20):
+        _Reads.n = 0
+        out = p.set_demand("evil", [{"key": f"x{i}", "count": 1, "cpus": 1, "memory": 5000,
+                                     "gpus": 0, "requirements": "", "ad": {}}], 40)
+        assert _Reads.n <= 64, _Reads.n
+        assert _types(out, "unmatchable", "evil")  # it is still judged
+    p.check()
+
+
+def test_a_demand_past_the_requests_held_in_all_is_refused_naming_the_bound(monkeypatch):
+    """The walk is bounded by the requests held across all submitters: a demand past
+    MAX_POOL_REQUESTS is refused, nothing changes, and a gone submitter's count back."""
+    assert hasattr(pool_mod, "MAX_POOL_REQUESTS"), "no bound on the requests held in all"
+    monkeypatch.setattr(pool_mod, "MAX_POOL_REQUESTS", 10)
+    p = _pool(2)
+    _hello(p, "a", "alice")
+    _hello(p, "b", "bob")
+    p.set_demand("a", [_request(f"k{i}", "", count=0) for i in range(8)], 1)
+    with pytest.raises(payload.PayloadError, match="at most 10 requests"):
+        p.set_demand("b", [_request(f"k{i}", "") for i in range(3)], 1)
+    assert p.submitters["b"].requests == {}
+    p.set_demand("a", [_request(f"k{i}", "", count=0) for i in range(7)], 1)  # replaced
+    assert _types(p.set_demand("b", [_request(f"k{i}", "") for i in range(3)], 1),
+                  "claim-offer")
+    p.submitter_gone("a", 2)
+    p.set_demand("b", [_request(f"k{i}", "") for i in range(10)], 2)
+    p.check()
