@@ -7,8 +7,7 @@ nobody. Now that demand is refused (error naming the bound); the largest demand 
 bounds let through (~60 such requirements) is parsed and judged under the submitter's
 budget per round, over later rounds. Meanwhile an honest `jrs submit` beside it finishes
 promptly, `jrs status` answers within STATUS_SLACK seconds of its time before the
-attack every time, and the
-hostile requests still get their verdicts (none starves).
+attack every time, and the hostile requests still get their verdicts (none starves).
 """
 
 from __future__ import annotations
@@ -24,8 +23,11 @@ from jrs.wire.keys import root_key
 from .cluster import Cluster
 
 # A `jrs status` under the attack may take at most this much longer than the slowest
-# of three before it (a process start-up each: seconds on a loaded 2-core machine)
-STATUS_SLACK = 3.0
+# of three before it (a process start-up each: seconds on a loaded 2-core machine; at
+# load 17-19 one took 4.2 s against 3.1 s before, too close to a 3 s slack). The stall
+# this guards against is far longer: on a1ad39d's master `jrs status` could not even
+# reach it within its 30 s connect timeout (measured 12-01 20:29, load 17)
+STATUS_SLACK = 10.0
 SIZE = 15_900  # bytes of each hostile requirement: 1,024 of them fit one wire message
 
 
@@ -130,4 +132,3 @@ def test_a_hostile_demand_does_not_stall_the_master(pyz, tmp_path):
         assert c.master.poll() is None
     finally:
         c.stop()
-

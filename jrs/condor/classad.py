@@ -183,11 +183,14 @@ class _Parser:
 
 
     def _check_regexp(self, args: list) -> None:
-        """A literal pattern the bounded engine refuses is an error now, not at the master."""
+        """A literal pattern the bounded engine refuses is an error now, not at the master
+        (checked, not compiled: 100 literal patterns of 20,000 instructions fit 16 KiB,
+        seconds of compiling for the price of one parse; compiling is charged where it
+        runs, in the evaluation)."""
         if args and args[0][0] == "lit" and isinstance(args[0][1], str):
             options = args[2][1] if len(args) == 3 and args[2][0] == "lit" else ""
             try:
-                regex_bounded.compile(args[0][1], options if isinstance(options, str) else "")
+                regex_bounded.check(args[0][1], options if isinstance(options, str) else "")
             except regex_bounded.RegexError as exc:
                 raise ClassAdError(f"regexp({args[0][1]!r}): {exc} in {self.text!r}")
 
@@ -269,10 +272,23 @@ class _Env:
         self.my = my
         self.target = target
         self.depth = 0
-        # regexp steps this evaluation may still take, all its regexp() calls together:
-        # one evaluation costs at most regex_bounded.STEP_BUDGET steps, however many
-        # calls the expression makes (a call past the budget is ERROR)
+        # work this evaluation may still do, in regexp steps: every regexp() call's
+        # search and pattern compile, and a step per character of each string a function
+        # or a string comparison is given (strcat of strcat of 63 4 KiB attributes is a
+        # 16 MiB string; stringlistmember splitting it took 10 s). One evaluation costs
+        # at most regex_bounded.STEP_BUDGET steps, however many calls the expression
+        # makes (a call or comparison past the budget is ERROR)
         self.steps = regex_bounded.STEP_BUDGET
+
+
+def _spend(env: _Env, n: int) -> bool:
+    """Take `n` steps of work from the evaluation's budget: False (nothing taken, the
+    budget spent) if it has fewer left, and the work must not be done."""
+    if n > env.steps:
+        env.steps = min(env.steps, 0)
+        return False
+    env.steps -= n
+    return True
 
 
 def evaluate(tree: tuple, my: Optional[dict] = None, target: Optional[dict] = None) -> Any:
@@ -344,6 +360,8 @@ def _eval(t: tuple, env: _Env) -> Any:
     if a is UNDEFINED or b is UNDEFINED:
         return UNDEFINED
     if op in ("==", "!=", "<", "<=", ">", ">="):
+        if isinstance(a, str) and isinstance(b, str) and not _spend(env, len(a) + len(b)):
+            return ERROR
         return _compare(op, a, b)
     return _arith(op, a, b)
 
@@ -432,14 +450,21 @@ def _args(env: _Env, args: list) -> list:
 
 
 def _strict(fn: Callable, arity: tuple) -> Callable:
-    """A function of plain values: UNDEFINED/ERROR arguments propagate."""
+    """A function of plain values: UNDEFINED/ERROR arguments propagate. Its string
+    arguments are charged to the evaluation (a string a function makes is at most as
+    long as those it was given, so what an evaluation builds is bounded too)."""
     def call(env: _Env, args: list) -> Any:
         if len(args) not in arity:
             return ERROR
         values = _args(env, args)
+        chars = 0
         for v in values:
             if v is ERROR or v is UNDEFINED:
                 return v
+            if isinstance(v, str):
+                chars += len(v)
+        if chars and not _spend(env, chars):
+            return ERROR
         try:
             return fn(*values)
         except (TypeError, ValueError, OverflowError, re.error):
@@ -504,9 +529,16 @@ def _regexp(env: _Env, args: list) -> Any:
         return ERROR
     if env.steps <= 0:
         return ERROR
+    if len(pattern) > regex_bounded.MAX_PATTERN \
+            or not _spend(env, len(target) + len(options)):
+        return ERROR
+    rx = regex_bounded.compiled(pattern, options)  # charged cached or not: same verdicts
+    if not _spend(env, regex_bounded.cost(pattern, rx)) or isinstance(rx, str) \
+            or env.steps <= 0:
+        return ERROR
     spent = [0]
     try:
-        return regex_bounded.compile(pattern, options).search(target, env.steps, spent)
+        return rx.search(target, env.steps, spent)
     except regex_bounded.RegexError:
         return ERROR
     finally:

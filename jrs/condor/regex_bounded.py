@@ -22,14 +22,21 @@ match at line ends, `s` lets `.` match a newline, `x` ignores white space and
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Optional
+from typing import Optional, Union
 
 MAX_PATTERN = 4096
 MAX_PROGRAM = 20_000  # instructions, after counted repetitions are expanded
 MAX_REPEAT = 1000
 STEP_BUDGET = 2_000_000  # thread steps per search
+# What compiling costs, in search steps per instruction emitted (~7 us an instruction,
+# ~0.3-1 us a step; ClassAd's regexp() charges it to its evaluation's budget, cached or not,
+# so what the master charges does not depend on what it compiled before), and how many
+# instructions of compiled patterns are kept (a 20,000-instruction program weighs
+# ~1.2 MB: 1,024 of them kept were 1.2 GB of one master's memory).
+COMPILE_COST = 32
+CACHE_PROGRAM = 200_000
 
 
 class RegexError(ValueError):
@@ -335,8 +342,7 @@ class _Compiler:
 
     def emit(self, ins: list) -> int:
         if len(self.prog) >= MAX_PROGRAM:
-            raise RegexError(f"the pattern compiles to more than {MAX_PROGRAM} steps "
-                             "(fewer or smaller counted repetitions)")
+            raise RegexError(_TOO_BIG)
         self.prog.append(ins)
         return len(self.prog) - 1
 
@@ -414,8 +420,8 @@ class Regex:
     def _search(self, text: str, budget: int) -> tuple:
         prog, fold, multi = self.prog, self.fold, self.multiline
         n = len(text)
-        if fold:
-            text = "".join(map(_lower, text))
+        if fold:  # ASCII: str.lower is per character there (the final sigma is not)
+            text = text.lower() if text.isascii() else "".join(map(_lower, text))
         steps = 0
         mark = [-1] * len(prog)
 
@@ -491,9 +497,8 @@ class Regex:
         return False, steps
 
 
-@lru_cache(maxsize=1024)
-def compile(pattern: str, options: str = "") -> Regex:
-    """The compiled pattern, or RegexError saying why it is refused."""
+def _parse(pattern: str, options: str) -> tuple:
+    """(tree, lower-cased options) of a pattern, or RegexError."""
     if not isinstance(pattern, str) or not isinstance(options, str):
         raise RegexError("a pattern and its options are strings")
     if len(pattern) > MAX_PATTERN:
@@ -503,12 +508,88 @@ def compile(pattern: str, options: str = "") -> Regex:
     if bad:
         raise RegexError(f"unknown regexp option(s) {''.join(sorted(bad))!r} "
                          "(known: i, m, s, x, f)")
+    return _Parser(pattern, "x" in opts).parse(), opts
+
+
+def _size(t: tuple) -> int:
+    """How many instructions _Compiler.node emits for `t` (exact, without emitting)."""
+    kind = t[0]
+    if kind == "empty":
+        return 0
+    if kind == "cat":
+        return sum(_size(part) for part in t[1])
+    if kind == "alt":
+        return sum(_size(b) for b in t[1]) + 2 * (len(t[1]) - 1)
+    if kind == "rep":
+        _, inner, lo, hi = t
+        s = _size(inner)
+        return lo * s + (s + 2 if hi is None else (hi - lo) * (s + 1))
+    return 1
+
+
+_TOO_BIG = (f"the pattern compiles to more than {MAX_PROGRAM} steps "
+            "(fewer or smaller counted repetitions)")
+
+
+def check(pattern: str, options: str = "") -> int:
+    """The size of the program `pattern` compiles to, or RegexError saying why it is
+    refused, in O(len(pattern)): what a parse may afford for every literal pattern of
+    an expression (compiling, ~4 us an instruction, is charged where it runs)."""
+    tree, _ = _parse(pattern, options)
+    size = _size(tree) + 1  # and "match"
+    if size > MAX_PROGRAM:
+        raise RegexError(_TOO_BIG)
+    return size
+
+
+def _build(pattern: str, options: str) -> Regex:
+    tree, opts = _parse(pattern, options)
     fold = "i" in opts
-    tree = _Parser(pattern, "x" in opts).parse()
     c = _Compiler(fold)
     c.node(tree, "s" in opts)
     c.emit(["match"])
     return Regex(tuple(tuple(i) for i in c.prog), fold, "m" in opts, "f" in opts)
+
+
+_cache: OrderedDict = OrderedDict()  # (pattern, options) -> Regex or refusal text, LRU
+_cached = [0]  # instructions kept in _cache (a refusal counts one)
+
+
+def compiled(pattern: str, options: str = "") -> Union[Regex, str]:
+    """The compiled pattern, or the text of why it is refused; both kept (a refusal is
+    as dear to find as a program: up to MAX_PROGRAM instructions emitted), at most
+    CACHE_PROGRAM instructions in all."""
+    key = (pattern, options)
+    hit = _cache.get(key)
+    if hit is not None:
+        _cache.move_to_end(key)
+        return hit
+    try:
+        hit = _build(pattern, options)
+    except RegexError as exc:
+        hit = str(exc)
+    _cache[key] = hit
+    _cached[0] += len(hit.prog) if isinstance(hit, Regex) else 1
+    while len(_cache) > 1 and _cached[0] > CACHE_PROGRAM:
+        _, old = _cache.popitem(last=False)
+        _cached[0] -= len(old.prog) if isinstance(old, Regex) else 1
+    return hit
+
+
+def cost(pattern: str, result: Union[Regex, str]) -> int:
+    """What compiling `pattern` to `result` costs, in steps (whether cached or not)."""
+    return len(pattern) + COMPILE_COST * (len(result.prog) if isinstance(result, Regex)
+                                          else MAX_PROGRAM)
+
+
+def compile(pattern: str, options: str = "") -> Regex:
+    """The compiled pattern, or RegexError saying why it is refused."""
+    if not isinstance(pattern, str) or not isinstance(options, str):
+        raise RegexError("a pattern and its options are strings")
+    hit = compiled(pattern, options)
+    if isinstance(hit, str):
+        raise RegexError(hit)
+    return hit
 
 
 def search(pattern: str, text: str, options: str = "") -> bool:
