@@ -346,8 +346,14 @@ def full_run(nodes: int, churn: float, jobs: int, minutes: float, seed: int,
     try:
         w.start()
         while not w.finished() and time.monotonic() - t0 < minutes * 60:
-            w.sim.run_until(w.sim.now + 5.0, stop=w.finished)
+            steps = w.sim.steps
+            # a million jobs take far more than run_until's default bound of steps (which
+            # guards one seed of the tests): without this the loop spun, going nowhere
+            w.sim.run_until(w.sim.now + 5.0, stop=w.finished, max_steps=sys.maxsize)
             if not w.sim._heap:
+                break
+            if w.sim.steps == steps and not w.finished():
+                w.fail(f"the simulation made no progress at {w.sim.now:.0f} simulated s")
                 break
             if progress is not None and time.monotonic() - shown >= 60:
                 shown = time.monotonic()
@@ -360,7 +366,7 @@ def full_run(nodes: int, churn: float, jobs: int, minutes: float, seed: int,
         ended = w.finished()
         if ended:
             done = w.sim.now
-            w.sim.run_until(done + W.QUIET)
+            w.sim.run_until(done + W.QUIET, max_steps=sys.maxsize)
         cpu = time.process_time() - cpu0
         for spec in w.finished_specs:
             ends = w.ends[spec.sid]
