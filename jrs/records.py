@@ -155,10 +155,13 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def write_new(path: str, records: list, sync: bool = True) -> None:
+def write_new(path: str, records: list, sync: bool = True, sync_name: bool = True) -> None:
     """Create `path` holding `records`, atomically: temp file, fsync, rename, and (with
-    `sync`) fsync of the directory, so a journal or taskfile that was written survives
-    a power cut under its name."""
+    `sync` and `sync_name`) fsync of the directory, so a journal that was written
+    survives a power cut under its name. `sync_name=False` leaves the name's sync to
+    the caller, who must do it (fsync_dir) before anything depends on the name: a
+    taskfile's is synced by its executor before the job starts, off the node
+    daemon's event loop."""
     tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -168,7 +171,7 @@ def write_new(path: str, records: list, sync: bool = True) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    if sync:
+    if sync and sync_name:
         fsync_dir(os.path.dirname(path))
 
 

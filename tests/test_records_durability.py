@@ -4,31 +4,40 @@ The file's own fdatasync covers its bytes, not its directory entry: a file just
 created, or renamed into place, can vanish with a power cut unless its directory is
 fsynced after the rename (records.write_new). A power cut cannot be had in a test,
 so these record every os.fsync on a directory descriptor (the real call still runs)
-and check that the file's own directory was synced after the file got its name."""
+and check that the file's own directory was synced after the file got its name.
+
+A taskfile's name is synced by its executor before the job starts, not by the node
+daemon's create (inline in its event loop, where a directory sync cost ~10 ms per
+job): the executor tests run executor.run, the function the launcher's executors
+and `jrs executor` run, in a forked child and check that the taskfile's directory
+was synced, with the taskfile in it, before the job's process was started."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+import traceback
 
 import pytest
 
 from jrs import records
 from jrs.client import journal as J
 from jrs.cluster.master import ClusterCounter
-from jrs.node import taskfile
+from jrs.node import executor, taskfile
 
 
 @pytest.fixture
 def dir_syncs(monkeypatch):
-    """(directory inode, names in it at that moment) for each os.fsync of a directory."""
+    """("sync", directory inode, names in it at that moment) for each os.fsync of a
+    directory."""
     seen: list = []
     real = os.fsync
 
     def fsync(fd):
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
-            seen.append((st.st_ino, set(os.listdir(fd))))
+            seen.append(("sync", st.st_ino, set(os.listdir(fd))))
         return real(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
@@ -38,16 +47,75 @@ def dir_syncs(monkeypatch):
 def _synced_with(seen: list, path) -> bool:
     """Was `path`'s directory fsynced while `path` was there under its final name?"""
     ino = os.stat(os.path.dirname(path)).st_ino
-    return any(d == ino and os.path.basename(path) in names for d, names in seen)
+    return any(d == ino and os.path.basename(path) in names for _, d, names in seen)
 
 
-def test_a_new_taskfile_syncs_its_directory_after_the_rename(tmp_path, dir_syncs):
+def _task(tasks, name: str = "k-1.0.1") -> str:
+    tasks.mkdir(exist_ok=True)
+    path = str(tasks / f"{name}.task")
+    taskfile.create(path, {"argv": ["/bin/sh", "-c", "exit 3"], "env": {"PATH": "/usr/bin:/bin"},
+                           "job": "1.0", "attempt": 1, "kill_grace": 1})
+    return path
+
+
+def test_the_daemons_taskfile_create_leaves_the_name_to_the_executor(tmp_path, dir_syncs):
+    """The node daemon creates taskfiles inline in its event loop: no directory sync
+    there (its bytes are still fdatasynced; the rename leaves no temp file)."""
     tasks = tmp_path / "tasks"
-    tasks.mkdir()
-    path = str(tasks / "k-1.0.1.task")
-    taskfile.create(path, {"job": "1.0", "attempt": 1})
-    assert _synced_with(dir_syncs, path), dir_syncs
-    assert os.listdir(tasks) == ["k-1.0.1.task"]  # the temp file went with the rename
+    _task(tasks)
+    assert dir_syncs == []
+    assert os.listdir(tasks) == ["k-1.0.1.task"]
+    assert taskfile.load(str(tasks / "k-1.0.1.task")).spec["job"] == "1.0"
+
+
+def _run_executor(path: str, bound: bool, dir_syncs: list, tmp_path) -> list:
+    """Run executor.run(path) in a forked child (it sets signal handlers and waits
+    for any child: not in pytest's own process); return, in order, ("sync", inode,
+    names) for each directory fsync and ("start",) when the job's process is about
+    to be started (executor._spawn), as the child saw them."""
+    out = str(tmp_path / "events.json")
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            real_spawn = executor._spawn
+
+            def spawn(spec, killer):
+                dir_syncs.append(("start",))
+                return real_spawn(spec, killer)
+
+            executor._spawn = spawn
+            del dir_syncs[:]  # only what the executor does
+            executor.run(path, bound=bound)
+            with open(out, "w") as f:
+                json.dump([[e[0], *e[1:2], sorted(e[2]) if len(e) > 2 else []]
+                           for e in dir_syncs], f)
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    with open(out) as f:
+        return json.load(f)
+
+
+@pytest.mark.parametrize("bound", [False, True], ids=["one-shot", "reused"])
+def test_the_executor_syncs_the_taskfiles_directory_before_the_job_starts(
+        tmp_path, dir_syncs, bound):
+    """The name must be durable before the job can have effects: a power cut after
+    the job started must not make the node forget it (fails without the executor's
+    sync: nothing else syncs the directory before the start)."""
+    path = _task(tmp_path / "tasks")
+    events = _run_executor(path, bound, dir_syncs, tmp_path)
+    starts = [i for i, e in enumerate(events) if e[0] == "start"]
+    assert len(starts) == 1, events
+    ino = os.stat(os.path.dirname(path)).st_ino
+    synced = [i for i, e in enumerate(events[:starts[0]])
+              if e[0] != "start" and e[1] == ino and os.path.basename(path) in e[2]]
+    assert synced, events
+    assert taskfile.load(path).exit["code"] == 3  # the job did run, after the sync
 
 
 def test_a_new_journal_syncs_its_directory_after_the_rename(tmp_path, dir_syncs):

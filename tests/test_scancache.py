@@ -94,3 +94,38 @@ def test_the_next_scan_is_due_a_period_after_the_kept_one(monkeypatch):
     assert conf.scan_at == 1000.0 + 1200.0 and conf.scans == 1
     conf.scan_finished(5000.0)
     assert conf.scan_at == 5000.0 + 1800.0 and conf.scans == 2
+
+
+def test_a_restarted_daemon_takes_the_kept_scan_and_dates_the_next_scan_from_it(monkeypatch):
+    """The daemon's start-up scan (`NodeDaemon._rescan`) with a kept scan 600 s old: no
+    scan process, and the next scan due a period after the kept one, not after the
+    restart (the end-to-end test in test_confine_deep cannot tell these apart: the kept
+    scan is only seconds old there)."""
+    import asyncio
+    import time
+    import types
+
+    from jrs.node import confine, identity
+    from jrs.node.daemon import NodeDaemon
+
+    monkeypatch.setenv("JRS_SCAN_EVERY", "1800")
+    conf = confine.Confinement(identity.Policy("self", self_name="x"), "/x", {}, 1, "t")
+    asked, spawned = [], []
+
+    def load(k: str, max_age: float, directory: str = scancache.DIR):
+        asked.append(max_age)
+        return ANSWER, 600.0
+
+    async def no_scan(*args, **_k):
+        spawned.append(args)
+        raise OSError("no scan process in this test")
+
+    monkeypatch.setattr(scancache, "load", load)
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", no_scan)
+    before = time.monotonic()
+    asyncio.run(NodeDaemon._rescan(types.SimpleNamespace(confine=conf)))
+    assert asked == [1800.0] and spawned == [] and conf.scans == 1
+    assert before + 1200 <= conf.scan_at <= time.monotonic() + 1200
+    asked.clear()
+    asyncio.run(NodeDaemon._rescan(types.SimpleNamespace(confine=conf)))  # a due rescan
+    assert asked == [] and spawned and conf.scans == 2  # scans, takes no kept one again

@@ -10,7 +10,8 @@ atomically before the executor starts. The executor then appends events:
     killed     {signal}                  the job was removed (rm, node shutdown)
     delivered  {}                        the submitter has the result
 
-Only the spec is fsynced. Events need not be: a killed daemon or executor
+Only the spec is fsynced (its bytes by the daemon that writes it, its name by
+the executor before the job starts: sync_name). Events need not be: a killed daemon or executor
 loses nothing the page cache holds, and after a power loss (a new boot id) a
 job whose exit record did not reach the disk is reported lost and reruns, like
 any job the reboot interrupted; results are deduplicated by job and attempt.
@@ -137,8 +138,21 @@ def load(path: str) -> TaskState:
 
 
 def create(path: str, spec: dict) -> None:
-    """Write a new taskfile holding only the spec (atomic, fsynced)."""
-    records.write_new(path, [dict(spec, kind="jrs-task", v=FORMAT)])
+    """Write a new taskfile holding only the spec (atomic, its bytes fsynced).
+
+    Its name is not synced here: the daemon creates taskfiles inline in its event
+    loop, and a directory sync is a journal commit of its own (~10 ms on a busy
+    disk). The executor syncs the directory before the job starts (sync_name), which
+    is when the name must be durable: a taskfile a power cut takes before that is a
+    task the node forgets, whose job never ran, and the submitter reruns it as a
+    lost run."""
+    records.write_new(path, [dict(spec, kind="jrs-task", v=FORMAT)], sync_name=False)
+
+
+def sync_name(path: str) -> None:
+    """Make taskfile `path`'s name durable (its directory's fsync): the executor calls
+    it before the job starts, so a job that ran cannot be forgotten by a power cut."""
+    records.fsync_dir(os.path.dirname(path))
 
 
 def append_event(path: str, event: dict, sync: bool = True) -> None:
