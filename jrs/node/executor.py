@@ -225,8 +225,11 @@ def _ignore(signum, frame) -> None:
     unignorable)."""
 
 
-_RESET = (_signal.SIGHUP, _signal.SIGINT, _signal.SIGPIPE, _signal.SIGUSR1, _signal.SIGTERM,
-          _signal.SIGALRM, _signal.SIGCHLD, _signal.SIGXFSZ)
+# Every standard signal back to its default in the job, not only the ones we change: a
+# node started from a background shell (`jrs node &` in a script, an init script) has
+# SIGQUIT and SIGINT ignored from birth, and the job would inherit that.
+_RESET = tuple(s for s in _signal.valid_signals()
+               if 0 < s < 32 and s not in (_signal.SIGKILL, _signal.SIGSTOP))
 
 
 def run(path: str, bound: bool = False, on_result=None) -> dict | None:
