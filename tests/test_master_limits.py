@@ -25,12 +25,12 @@ def test_the_documented_defaults():
     lim = Limits()
     assert (lim.sessions_per_host, lim.requests_per_session, lim.requests_per_host) \
         == (64, 1024, 16_384)
-    assert (lim.demand_rate, lim.demand_burst, lim.message_cost) \
-        == (512 * 1024, 4 << 20, 512)
+    assert (lim.demand_rate, lim.demand_burst, lim.message_cost, lim.entry_cost) \
+        == (512 * 1024, 4 << 20, 512, 2048)
     assert {v[0] for v in SETTINGS.values()} == {
         "JRS_MASTER_SESSIONS_PER_HOST", "JRS_MASTER_REQUESTS_PER_SESSION",
         "JRS_MASTER_REQUESTS_PER_HOST", "JRS_MASTER_DEMAND_RATE", "JRS_MASTER_DEMAND_BURST",
-        "JRS_MASTER_DEMAND_MESSAGE_COST"}
+        "JRS_MASTER_DEMAND_MESSAGE_COST", "JRS_MASTER_DEMAND_ENTRY_COST"}
 
 
 def test_from_env_takes_each_variable_and_names_a_bad_one():
@@ -47,6 +47,9 @@ def test_from_env_takes_each_variable_and_names_a_bad_one():
     with pytest.raises(ConfigError, match="JRS_MASTER_SESSIONS_PER_HOST"):
         Limits.from_env({"JRS_MASTER_SESSIONS_PER_HOST": "1.5"})
     assert Limits.from_env({"JRS_MASTER_DEMAND_MESSAGE_COST": "0"}).message_cost == 0
+    assert Limits.from_env({"JRS_MASTER_DEMAND_ENTRY_COST": "0"}).entry_cost == 0
+    with pytest.raises(ConfigError, match="JRS_MASTER_DEMAND_ENTRY_COST"):
+        Limits.from_env({"JRS_MASTER_DEMAND_ENTRY_COST": "-1"})
 
 
 # ------------------------------------------------------------ sessions per host
@@ -167,6 +170,19 @@ def test_message_cost_is_charged_on_top_of_the_size_and_refill_stops_at_the_burs
     for i in range(5):  # c charged 20: 80, 60, 40, 20, 0 are each >= 0
         assert lim.demand_frame("s", 0, i, 1000.0) is True
     assert lim.demand_frame("s", 0, "y", 1000.0) is False  # -20
+
+
+def test_decoded_entries_are_charged_as_a_debt_later_demands_wait_for():
+    lim = _limiter(demand_rate=1000.0, demand_burst=1000.0, message_cost=0, entry_cost=100)
+    lim.open_session("s", A, 0.0)
+    assert lim.demand_frame("s", 100, "a", 0.0) is True  # 900 left
+    lim.decoded("s", 20)  # 2,000 more: -1,100
+    assert lim.demand_frame("s", 100, "b", 0.0) is False
+    assert lim.due_at("s") == pytest.approx(1.1)
+    assert lim.due(1.09) == [] and lim.due(1.1) == [("s", "b")]
+    lim.decoded("s", 0)  # an empty demand costs its bytes only
+    assert lim.due_at("s") is None
+    assert lim.demand_frame("s", 0, "c", 1.3) is True  # -100 + 200 of refill: 100
 
 
 def test_next_due_is_the_earliest_of_all_sessions_and_a_closed_session_drops_its_kept():

@@ -301,6 +301,7 @@ class _Channel:
         self.sent: list = []
         self.peer = ("192.0.2.1", 5000)
         self.peer_role = role
+        self.last_size = 0  # (the limiter's cost of a demand: its frame's bytes)
 
     def send(self, msg: dict) -> None:
         self.sent.append(msg)
@@ -469,6 +470,8 @@ class Roles:
         master, pool = self.master, self.master.pool
         ch = _Channel({"master-node": "node", "master-sub": "submit"}.get(role, "tool"))
         kind = msg["type"]
+        if role == "master-sub":  # a session the limiter knows, as the shell opens them
+            master.limiter.open_session(ch, ch.peer[0], 100.0)
         try:
             if kind == "node-hello":
                 master.send(pool.node_hello(NODE, msg, 100.0))
@@ -489,6 +492,8 @@ class Roles:
             if type(exc) not in (PayloadError, ValueError):  # limit): both answered
                 raise  # bad-message; a subclass (UnicodeError...) is a gap, not a check
             return str(exc)
+        finally:
+            master.limiter.close_session(ch)
         return None
 
     def invariants(self, role: str) -> None:

@@ -15,7 +15,9 @@ master's shell asks a `Limiter` before it lets a session or a demand in:
   `requests_per_host` entries in all, a quarter of the Pool's cap by default, so one
   host alone cannot fill it;
 - **demand rate**: each session has a token bucket of `demand_burst` bytes refilled at
-  `demand_rate` bytes a second; a demand costs its frame's size plus `message_cost`.
+  `demand_rate` bytes a second; a demand costs its frame's size plus `message_cost`,
+  and once decoded `entry_cost` more per request entry (an entry costs the master as
+  much to check as kilobytes of text: bytes alone let one session take a whole core).
   A demand that finds the bucket empty is not dropped: it is kept as the session's
   newest demand, replacing (coalescing) any older one kept, and handed back by `due`
   once the bucket has refilled. Demands are whole states (the submitter's counts of
@@ -50,7 +52,12 @@ from ..errors import ConfigError
 #   session over budget costs at most ~1/5 of a core, where unbounded it took all.
 #   A frame larger than what is left is a debt: the wire's largest (16 MiB) keeps
 #   that session's next demand ~25 s.
-# - 512 bytes a message: bounds the rate of tiny demands too (each has a fixed cost).
+# - 512 bytes a message: bounds the rate of tiny demands too (each has a fixed cost);
+# - 2,048 bytes an entry: measured, one entry (its decode, schema and payload checks and
+#   the Pool's books) costs the master ~50 us unloaded, 150 us at load 6 on 2 cores, as
+#   much as ~8 KB of plain text. Charged by bytes alone, 84 KB demands of 1,024 entries
+#   each took a whole core within the byte budget; so a session's demands cost at most
+#   ~256 entries a second, ~4 % of a core loaded, and an honest one-entry demand ~3 KB.
 SETTINGS: dict = {
     "sessions_per_host": ("JRS_MASTER_SESSIONS_PER_HOST", 64, int),
     "requests_per_session": ("JRS_MASTER_REQUESTS_PER_SESSION", 1024, int),
@@ -58,6 +65,7 @@ SETTINGS: dict = {
     "demand_rate": ("JRS_MASTER_DEMAND_RATE", 512 * 1024, float),
     "demand_burst": ("JRS_MASTER_DEMAND_BURST", 4 << 20, float),
     "message_cost": ("JRS_MASTER_DEMAND_MESSAGE_COST", 512, int),
+    "entry_cost": ("JRS_MASTER_DEMAND_ENTRY_COST", 2048, int),
 }
 
 
@@ -71,11 +79,12 @@ class Limits:
     demand_rate: float = SETTINGS["demand_rate"][1]
     demand_burst: float = SETTINGS["demand_burst"][1]
     message_cost: int = SETTINGS["message_cost"][1]
+    entry_cost: int = SETTINGS["entry_cost"][1]
 
     def __post_init__(self) -> None:
         for name, (var, _default, _kind) in SETTINGS.items():
             value = getattr(self, name)
-            low = 0 if name == "message_cost" else 1
+            low = 0 if name in ("message_cost", "entry_cost") else 1
             if isinstance(value, bool) or not value >= low:
                 raise ConfigError(f"{var}: want a number of at least {low}, not {value!r}")
 
@@ -178,6 +187,11 @@ class Limiter:
         return self._host_held.get(host, 0)
 
     # ------------------------------------------------------------ requests held
+
+    def decoded(self, key: Hashable, entries: int) -> None:
+        """A demand let through has been decoded: its `entries` are charged to the
+        session's bucket (a debt that later demands wait for), applied or refused."""
+        self._sessions[key].tokens -= entries * self.limits.entry_cost
 
     def demand_refusal(self, key: Hashable, entries: int) -> Optional[str]:
         """Why a demand of `entries` request entries may not be applied for session
