@@ -1,0 +1,228 @@
+"""The master's per-source limits, pure (jrs/cluster/limits.py; issue 13): sessions per
+host, request entries per session and per host, and the demand token bucket that keeps
+(coalesces) the newest demand over budget and hands it back once refilled. Every rule
+at its boundary; times are injected."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from jrs.cluster.limits import SETTINGS, Limiter, Limits
+from jrs.errors import ConfigError
+
+A, B = "10.0.0.1", "10.0.0.2"
+
+
+def _limiter(**kw) -> Limiter:
+    return Limiter(Limits(**kw))
+
+
+# ------------------------------------------------------------ settings
+
+def test_the_documented_defaults():
+    lim = Limits()
+    assert (lim.sessions_per_host, lim.requests_per_session, lim.requests_per_host) \
+        == (64, 1024, 16_384)
+    assert (lim.demand_rate, lim.demand_burst, lim.message_cost) \
+        == (512 * 1024, 4 << 20, 512)
+    assert {v[0] for v in SETTINGS.values()} == {
+        "JRS_MASTER_SESSIONS_PER_HOST", "JRS_MASTER_REQUESTS_PER_SESSION",
+        "JRS_MASTER_REQUESTS_PER_HOST", "JRS_MASTER_DEMAND_RATE", "JRS_MASTER_DEMAND_BURST",
+        "JRS_MASTER_DEMAND_MESSAGE_COST"}
+
+
+def test_from_env_takes_each_variable_and_names_a_bad_one():
+    lim = Limits.from_env({"JRS_MASTER_SESSIONS_PER_HOST": "3",
+                           "JRS_MASTER_DEMAND_RATE": "1000.5",
+                           "JRS_MASTER_REQUESTS_PER_HOST": "", "OTHER": "x"})
+    assert lim.sessions_per_host == 3 and lim.demand_rate == 1000.5
+    assert lim.requests_per_host == 16_384  # empty: the default
+    with pytest.raises(ConfigError, match="JRS_MASTER_REQUESTS_PER_SESSION: want a number"):
+        Limits.from_env({"JRS_MASTER_REQUESTS_PER_SESSION": "many"})
+    with pytest.raises(ConfigError, match="JRS_MASTER_DEMAND_RATE: want a number of at "
+                                          "least 1"):
+        Limits.from_env({"JRS_MASTER_DEMAND_RATE": "0"})
+    with pytest.raises(ConfigError, match="JRS_MASTER_SESSIONS_PER_HOST"):
+        Limits.from_env({"JRS_MASTER_SESSIONS_PER_HOST": "1.5"})
+    assert Limits.from_env({"JRS_MASTER_DEMAND_MESSAGE_COST": "0"}).message_cost == 0
+
+
+# ------------------------------------------------------------ sessions per host
+
+def test_sessions_per_host_boundary_and_other_hosts_unaffected():
+    lim = _limiter(sessions_per_host=3)
+    for k in range(3):
+        assert lim.session_refusal(A) is None
+        lim.open_session(("a", k), A, 0.0)
+    why = lim.session_refusal(A)
+    assert why == ("at most 3 submitter sessions from one host (10.0.0.1 has 3 open; "
+                   "JRS_MASTER_SESSIONS_PER_HOST)")
+    assert lim.session_refusal(B) is None
+    lim.open_session("b", B, 0.0)
+    assert lim.sessions_of(A) == 3 and lim.sessions_of(B) == 1
+    assert lim.close_session(("a", 0)) is not None
+    assert lim.close_session(("a", 0)) is None  # twice: harmless, not counted again
+    assert lim.sessions_of(A) == 2
+    assert lim.session_refusal(A) is None
+
+
+def test_a_replacing_session_is_not_counted_twice_on_its_host():
+    lim = _limiter(sessions_per_host=2)
+    lim.open_session("old", A, 0.0)
+    lim.open_session("other", A, 0.0)
+    assert lim.session_refusal(A) is not None
+    assert lim.session_refusal(A, replaces="old") is None  # takes the old one's place
+    assert lim.session_refusal(B, replaces="old") is None  # B has none
+    lim.open_session("new", A, 1.0, replaces="old")
+    assert lim.sessions_of(A) == 2 and lim.stats("old") is None
+    # from another host the old host's slot frees and the new host's fills
+    lim.open_session("moved", B, 2.0, replaces="new")
+    assert lim.sessions_of(A) == 1 and lim.sessions_of(B) == 1
+    lim.open_session("x", B, 2.0)
+    assert lim.session_refusal(B, replaces="new") is not None  # "new" is gone: no credit
+
+
+# ------------------------------------------------------------ request entries
+
+def test_requests_per_session_boundary():
+    lim = _limiter(requests_per_session=10)
+    lim.open_session("s", A, 0.0)
+    assert lim.demand_refusal("s", 10) is None
+    why = lim.demand_refusal("s", 11)
+    assert why == ("demand refused: at most 10 requests per submitter session (this one "
+                   "lists 11; JRS_MASTER_REQUESTS_PER_SESSION)")
+    assert lim.demand_refusal("s", 0) is None
+
+
+def test_requests_per_host_boundary_counts_the_sessions_own_previous_demand_once():
+    lim = _limiter(requests_per_host=100, requests_per_session=80)
+    for k in ("s1", "s2"):
+        lim.open_session(k, A, 0.0)
+    lim.open_session("b", B, 0.0)
+    assert lim.demand_refusal("s1", 60) is None
+    lim.demand_applied("s1", 60)
+    assert lim.demand_refusal("s1", 80) is None  # replaces its own 60
+    assert lim.demand_refusal("s2", 40) is None
+    why = lim.demand_refusal("s2", 41)
+    assert why == ("demand refused: at most 100 requests held by the submitter sessions "
+                   "of one host (10.0.0.1 would hold 101; JRS_MASTER_REQUESTS_PER_HOST)")
+    assert lim.demand_refusal("b", 80) is None  # another host: its own budget
+    lim.demand_applied("s2", 40)
+    assert lim.held_by(A) == 100
+    lim.demand_applied("s1", 10)  # a smaller demand frees entries
+    assert lim.held_by(A) == 50 and lim.demand_refusal("s2", 80) is None
+    lim.close_session("s2")  # its requests go with it (the Pool drops them too)
+    assert lim.held_by(A) == 10
+    lim.close_session("s1")
+    assert lim.held_by(A) == 0
+
+
+def test_a_replacing_session_takes_over_the_requests_held():
+    lim = _limiter(requests_per_host=100)
+    lim.open_session("old", A, 0.0)
+    lim.demand_applied("old", 70)
+    lim.open_session("new", A, 1.0, replaces="old")
+    assert lim.held_by(A) == 70 and lim.stats("new")["held"] == 70
+    lim.open_session("other", A, 1.0)
+    assert lim.demand_refusal("other", 31) is not None  # the 70 still count
+    assert lim.demand_refusal("new", 100) is None
+    lim.open_session("away", B, 2.0, replaces="new")  # moved host: the entries move too
+    assert lim.held_by(A) == 0 and lim.held_by(B) == 70
+
+
+# ------------------------------------------------------------ demand rate
+
+def test_the_bucket_lets_a_burst_through_then_keeps_the_newest_until_refilled():
+    lim = _limiter(demand_rate=100.0, demand_burst=1000.0, message_cost=0)
+    lim.open_session("s", A, 0.0)
+    assert lim.demand_frame("s", 600, "d1", 0.0) is True  # 400 left
+    assert lim.demand_frame("s", 600, "d2", 0.0) is True  # -200: a debt (>= 0 before)
+    assert lim.demand_frame("s", 100, "d3", 0.0) is False  # kept
+    assert lim.kept("s") == "d3"
+    assert lim.due_at("s") == pytest.approx(2.0)  # 200 of debt at 100 a second
+    assert lim.demand_frame("s", 50, "d4", 1.0) is False  # replaces d3, never applied
+    assert lim.kept("s") == "d4"
+    assert lim.due_at("s") == pytest.approx(2.0)  # the replaced frame cost nothing
+    assert lim.due(1.99) == []
+    assert lim.due(2.0) == [("s", "d4")]
+    assert lim.kept("s") is None and lim.due(100.0) == []
+    st = lim.stats("s")
+    assert (st["deferred"], st["coalesced"], st["bytes"]) == (1, 1, 1350)
+    # d4 was charged its 50: the next frame right after waits for that
+    assert lim.demand_frame("s", 10, "d5", 2.0) is False
+    assert lim.due_at("s") == pytest.approx(2.5)
+    assert lim.due(2.5) == [("s", "d5")]
+
+
+def test_message_cost_is_charged_on_top_of_the_size_and_refill_stops_at_the_burst():
+    lim = _limiter(demand_rate=10.0, demand_burst=100.0, message_cost=20)
+    lim.open_session("s", A, 0.0)
+    assert lim.demand_frame("s", 80, "a", 0.0) is True  # 100 - 100 = 0: still >= 0
+    assert lim.demand_frame("s", 0, "b", 0.0) is True  # 0 -> -20
+    assert lim.demand_frame("s", 0, "c", 0.0) is False
+    assert lim.due_at("s") == pytest.approx(2.0)
+    assert lim.due(1000.0) == [("s", "c")]  # 1000 s idle: refilled to 100 only,
+    for i in range(5):  # c charged 20: 80, 60, 40, 20, 0 are each >= 0
+        assert lim.demand_frame("s", 0, i, 1000.0) is True
+    assert lim.demand_frame("s", 0, "y", 1000.0) is False  # -20
+
+
+def test_next_due_is_the_earliest_of_all_sessions_and_a_closed_session_drops_its_kept():
+    lim = _limiter(demand_rate=100.0, demand_burst=100.0, message_cost=0)
+    for k in ("s1", "s2"):
+        lim.open_session(k, A, 0.0)
+    assert lim.next_due() is None
+    lim.demand_frame("s1", 400, "x", 0.0)  # -300
+    lim.demand_frame("s1", 1, "s1-kept", 0.0)
+    lim.demand_frame("s2", 200, "y", 0.0)  # -100
+    lim.demand_frame("s2", 1, "s2-kept", 0.0)
+    assert lim.next_due() == pytest.approx(1.0)
+    assert lim.due(1.0) == [("s2", "s2-kept")]
+    assert lim.next_due() == pytest.approx(3.0)
+    lim.close_session("s1")
+    assert lim.next_due() is None and lim.due(10.0) == []
+
+
+def test_a_new_session_starts_with_a_full_bucket_and_keys_are_separate():
+    lim = _limiter(demand_rate=1.0, demand_burst=10.0, message_cost=0)
+    lim.open_session("s1", A, 0.0)
+    lim.open_session("s2", A, 0.0)
+    assert lim.demand_frame("s1", 11, "a", 0.0) is True
+    assert lim.demand_frame("s1", 1, "b", 0.0) is False
+    assert lim.demand_frame("s2", 10, "c", 0.0) is True  # s1's debt is not s2's
+    lim.open_session("s3", A, 0.0, replaces="s1")  # a replacing session: fresh bucket,
+    assert lim.kept("s3") is None  # and the old one's kept demand is gone with it
+    assert lim.demand_frame("s3", 10, "d", 0.0) is True
+
+
+def test_no_lost_update_the_newest_demand_is_always_applied_and_the_rate_holds():
+    """Random floods: whatever a session sends, the last demand it sent is applied (at
+    once or by `due`), nothing older is applied after a newer one, and the bytes applied
+    by time t stay under burst + rate * t + one frame (the debt rule)."""
+    rng = random.Random(7)
+    for trial in range(200):
+        rate, burst = rng.choice([(100.0, 1000.0), (1000.0, 100.0), (50.0, 50.0)])
+        lim = _limiter(demand_rate=rate, demand_burst=burst, message_cost=rng.choice([0, 7]))
+        lim.open_session("s", A, 0.0)
+        now, applied, sent, biggest = 0.0, [], [], 0
+        for i in range(rng.randrange(1, 60)):
+            now += rng.choice([0.0, 0.0, 0.001, 0.05, 0.5])
+            for _key, frame in lim.due(now):
+                applied.append((now, frame))
+            size = rng.choice([1, 10, 200, 3000])
+            biggest = max(biggest, size + lim.limits.message_cost)
+            sent.append((i, size))
+            if lim.demand_frame("s", size, (i, size), now):
+                applied.append((now, (i, size)))
+        end = lim.next_due()
+        if end is not None:
+            assert end > now and lim.due(end - 1e-6) == []  # not before it is due
+            applied.extend((end, f) for _, f in lim.due(end))
+        assert applied[-1][1] == sent[-1], (trial, applied[-3:], sent[-3:])
+        order = [f[0] for _, f in applied]
+        assert order == sorted(order)
+        for t, _ in applied:
+            spent = sum(f[1] + lim.limits.message_cost for u, f in applied if u <= t)
+            assert spent <= burst + rate * t + biggest + 1e-6, trial
