@@ -74,10 +74,11 @@ def _remove_tree(mount: str, path: Path) -> None:
         time.sleep(0.1)
 
 
-def test_job_cgroups_go_below_the_nodes_own_or_the_configured_one(pyz):
-    tag = secrets.token_hex(4)
-    own = {"v2": Path(UNIFIED) / f"jrs-own-{tag}", "pids": Path(PIDS) / f"jrs-own-{tag}"}
-    conf_rel = f"/jrs-conf-{tag}/sub"
+def _own_cgroups_cluster(pyz, name: str):
+    """A one-slot cluster whose node starts in cgroups of its own, `name` in the v2 and
+    the v1 pids hierarchies (as a supervisor would place it), and a submit file whose
+    job prints its cgroups, then `---`, then the controllers its v2 cgroup has."""
+    own = {"v2": Path(UNIFIED) / name, "pids": Path(PIDS) / name}
     base = Path(tempfile.mkdtemp(prefix="jrs-cg-", dir="/tmp"))
     os.chmod(base, 0o755)
     for d in own.values():
@@ -91,6 +92,13 @@ def test_job_cgroups_go_below_the_nodes_own_or_the_configured_one(pyz):
         "executable = /bin/sh\narguments = \"-c 'cat /proc/self/cgroup; echo ---; "
         f"cat {UNIFIED}$(sed -n s/^0:://p /proc/self/cgroup)/cgroup.controllers'\"\n"
         "output = out\nqueue\n")
+    return c, own, base, work
+
+
+def test_job_cgroups_go_below_the_nodes_own_or_the_configured_one(pyz):
+    tag = secrets.token_hex(4)
+    conf_rel = f"/jrs-conf-{tag}/sub"
+    c, own, base, work = _own_cgroups_cluster(pyz, f"jrs-own-{tag}")
     try:
         c.start_master()
         runs = {}
@@ -148,20 +156,7 @@ def test_a_node_restarted_from_inside_its_daemon_leaf_keeps_its_layout(pyz):
     `<base>/jrs/<node>/` with the controllers handed down, the daemon stays in its
     leaf, and every job cgroup is gone again once the node stopped."""
     tag = secrets.token_hex(4)
-    own = {"v2": Path(UNIFIED) / f"jrs-re-{tag}", "pids": Path(PIDS) / f"jrs-re-{tag}"}
-    base = Path(tempfile.mkdtemp(prefix="jrs-cg-", dir="/tmp"))
-    os.chmod(base, 0o755)
-    for d in own.values():
-        d.mkdir()
-    c = _Started(pyz, base, slots=[1])
-    c.where = {k: str(v) for k, v in own.items()}
-    work = base / "w"
-    work.mkdir()
-    work.chmod(0o777)
-    (work / "c.condor").write_text(
-        "executable = /bin/sh\narguments = \"-c 'cat /proc/self/cgroup; echo ---; "
-        f"cat {UNIFIED}$(sed -n s/^0:://p /proc/self/cgroup)/cgroup.controllers'\"\n"
-        "output = out\nqueue\n")
+    c, own, base, work = _own_cgroups_cluster(pyz, f"jrs-re-{tag}")
     have = Path(UNIFIED, "cgroup.controllers").read_text().split()
     want = [x for x in unit.CONTROLLERS if x in have]
     try:

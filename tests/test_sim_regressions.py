@@ -88,6 +88,10 @@ FOUND = [
     (259, "revoke", "", "the checker (K)",
      "reports a partition held counted from their sending: 'declared lost though it had "
      "a report'"),
+    (802139, "revoke", "", "submitter core (S1, soak 9b)",
+     "the welcome named a claim killed while its node, reachable, was stalled: the job ran "
+     "again at once and the first run ended exit 0 too (twice to success)"),
+    (802570, "revoke", "", "submitter core (S1, soak 9b)", "the same"),
 ]
 
 
@@ -121,6 +125,10 @@ REACH = [
      r"ended failed \(code None, signal 15, attempt \d\) but no execution of that attempt"),
     ("D5", "revoked-run-is-exit", 36, "revoke", "",
      r"ended failed \(code None, signal 15, attempt \d\) but no execution of that attempt"),
+    ("S1", "abandon-reruns-at-once", 802139, "revoke", "",
+     r"succeeded on n\d:7082 and the job was run again"),
+    ("S1", "abandon-reruns-at-once", 802570, "revoke", "",
+     r"succeeded on n\d:7082 and the job was run again"),
 ]
 
 

@@ -781,14 +781,9 @@ def test_a_node_that_says_every_run_raced_its_claim_still_gets_the_job_held(tmp_
     assert attempt == C.MAX_LOST_RUNS and core.queue.final[0].state == HELD
 
 
-def test_a_run_abandoned_on_a_node_the_master_lost_is_killed_if_we_still_reach_it(tmp_path):
-    """D7 (sim, revoke 500075): the master's claims on a node and its `node-lost` for the
-    node reach us in one burst; a run already went out on such a claim, then the job
-    reruns elsewhere. The node is cut off only from the master: it would run the first
-    run too, twice at once with the rerun, until the master's kill lands. We still reach
-    it, so we kill what we abandon there; a node we cannot reach gets nothing."""
-    text = "executable = /bin/true\nqueue 2\n"
-    core = make(tmp_path, text)
+def _d7(tmp_path) -> C.SubmitCore:
+    """7.0 runs on n1 (reachable), 7.1 on n2 (link down); the master then loses both."""
+    core = make(tmp_path, "executable = /bin/true\nqueue 2\n")
     core.start(0.0)
     core.from_master(claim("c1"), 0.0)
     core.from_master(claim("c2", node="n2"), 0.0)
@@ -797,8 +792,69 @@ def test_a_run_abandoned_on_a_node_the_master_lost_is_killed_if_we_still_reach_i
     core.run_sent("n1", 0, 1)
     core.run_sent("n2", 1, 1)
     core.node_down("n2", 1.0, "connection lost")
+    return core
+
+
+def test_a_run_abandoned_on_a_node_the_master_lost_is_killed_if_we_still_reach_it(tmp_path):
+    """D7 (sim, revoke 500075): the master's claims on a node and its `node-lost` for the
+    node reach us in one burst; a run already went out on such a claim. The node is cut
+    off only from the master: rerun at once, it would run twice. We still reach it, so
+    we kill the run there and the node's answer decides (S1, below): killed, it reruns
+    as a lost run. A node we cannot reach gets nothing, and its job reruns at once."""
+    core = _d7(tmp_path)
     acts = core.from_master({"type": "node-lost", "node": "n1", "claims": ["c1"]}, 2.0)
     assert msgs(acts, C.ToNode, "kill") == [{"type": "kill", "job": "7.0", "attempt": 1}]
-    assert core.queue.live[0].state == IDLE
+    assert core.queue.live[0].state == RUNNING and not of(acts, C.StartRun)
+    collect(core, "n1", finished("7.0", 1, exit_code=None, signal=15, removed=True))
+    rec = core.queue.live[0]
+    assert rec.state == IDLE and rec.lost_runs == 1 and rec.completions == 0
     acts = core.from_master({"type": "node-lost", "node": "n2", "claims": ["c2"]}, 2.0)
     assert msgs(acts, C.ToNode, "kill") == [] and core.queue.live[1].state == IDLE
+    assert core.queue.live[1].lost_runs == 1
+
+
+def test_a_run_abandoned_on_a_reachable_node_that_ends_first_is_not_run_again(tmp_path):
+    """S1 (sim, revoke 802139 and 802570): the node was slow, not gone: the run ended
+    exit 0 before our kill landed. Rerun at the revoke, the job ran twice to success.
+    Its result stands; nothing runs again, and the claim is never used again."""
+    core = _d7(tmp_path)
+    core.from_master({"type": "node-lost", "node": "n1", "claims": ["c1"]}, 2.0)
+    acts = core.from_master(claim("c3"), 2.5)  # a new claim on n1 meanwhile: 7.0 waits
+    assert not of(acts, C.StartRun)
+    acts = collect(core, "n1", finished("7.0", 1))
+    assert core.queue.final[0].state == "done" and 0 not in core.queue.live
+    assert not [a for a in of(acts, C.Record) if a.rec["e"] == "requeue"]
+
+
+def test_a_kill_for_an_abandoned_run_goes_again_after_a_reconnect(tmp_path):
+    """The link to the node broke with our kill in flight: it may not have landed.
+    The run is still the node's to answer (attach names it), and the kill goes again."""
+    core = _d7(tmp_path)
+    core.from_master({"type": "node-lost", "node": "n1", "claims": ["c1"]}, 2.0)
+    core.node_down("n1", 3.0, "connection lost")
+    acts = core.node_up("n1", 4.0)
+    (attach,) = msgs(acts, C.ToNode, "attach")
+    assert attach["jobs"] == [["7.0", 1]]
+    assert msgs(acts, C.ToNode, "kill") == [{"type": "kill", "job": "7.0", "attempt": 1}]
+    assert core.queue.live[0].state == RUNNING
+    collect(core, "n1", finished("7.0", 1, exit_code=None, signal=15, removed=True))
+    assert core.queue.live[0].state == IDLE and core.queue.live[0].lost_runs == 1
+
+
+def test_an_abandoned_run_still_in_transfer_is_killed_once_it_starts(tmp_path):
+    """The run's inputs were still going out when the master lost the node, and the link
+    broke: the run goes again at the reconnect (it may never have arrived), and the
+    kill follows once the node says it started it."""
+    core = make(tmp_path, "executable = /bin/true\nqueue 1\n")
+    core.start(0.0)
+    core.from_master(claim("c1"), 0.0)
+    core.node_up("n1", 0.0)  # the run is out, not yet all sent (no run_sent)
+    core.from_master({"type": "node-lost", "node": "n1", "claims": ["c1"]}, 1.0)
+    core.node_down("n1", 1.5, "connection lost")
+    acts = core.node_up("n1", 2.0)
+    assert [r.msg["job"] for r in of(acts, C.StartRun)] == ["7.0"]
+    assert msgs(acts, C.ToNode, "kill") == []
+    core.run_sent("n1", 0, 1)
+    acts = core.from_node("n1", {"type": "started", "job": "7.0", "attempt": 1}, 2.5)
+    assert msgs(acts, C.ToNode, "kill") == [{"type": "kill", "job": "7.0", "attempt": 1}]
+    assert core.queue.live[0].state == RUNNING

@@ -42,18 +42,49 @@ def test_a_claim_whose_job_goes_on_is_not_used_again_after_it(tmp_path):
 
 
 def test_a_claim_whose_job_the_node_was_told_to_kill_reruns_it_uncounted(tmp_path):
-    """killed: the job is abandoned as on a lost node (D7's path): we kill it there too,
-    since we still reach the node, and it runs again elsewhere as a lost run."""
+    """killed, and we still reach the node: we kill the run there too and the node's
+    answer decides (D7's path, S1). Killed, it runs again elsewhere as a lost run; the
+    claim is retired meanwhile, never given a job again."""
     core = _two_running(tmp_path)
     acts = core.master_up({"type": "welcome", "dropped": ["c1"], "killed": ["c1"]})
     assert msgs(acts, C.ToNode, "kill") == [{"type": "kill", "job": "7.0", "attempt": 1}]
+    assert core.queue.live[0].state == RUNNING and not of(acts, C.StartRun)
+    assert core.claims["c1"].retire
+    acts = collect(core, "n1", finished("7.0", 1, exit_code=None, signal=15, removed=True))
     rec = core.queue.live[0]
     assert rec.state == IDLE and rec.lost_runs == 1 and rec.rejections == 0
+    assert not [r for r in of(acts, C.StartRun) if r.msg["claim"] == "c1"]
     assert "c1" not in core.claims and "c1" not in core.hello(1)["claims"]
     acts = core.from_master(claim("c3", node="n2"), 2.0) + core.node_up("n2", 2.0)
     assert [(r.msg["claim"], r.msg["job"], r.msg["attempt"]) for r in of(acts, C.StartRun)] \
         == [("c3", "7.0", 2)]
-    # the killed run's result, when it comes, is stale: nothing more happens to 7.0
+
+
+def test_a_killed_claims_job_that_ends_first_on_its_own_is_not_run_again(tmp_path):
+    """S1 (sim, revoke 802139): the node was stalled, not gone; the run ended exit 0
+    before any kill landed. Rerun at the welcome, the job ran twice to success."""
+    core = _two_running(tmp_path)
+    core.master_up({"type": "welcome", "dropped": ["c1"], "killed": ["c1"]})
+    core.from_master(claim("c3", node="n2"), 2.0)
+    acts = core.node_up("n2", 2.0)
+    assert [r.msg["job"] for r in of(acts, C.StartRun)] == ["7.2"]  # not 7.0 again
+    collect(core, "n1", finished("7.0", 1))
+    assert core.queue.final[0].state == "done" and "c1" not in core.claims
+
+
+def test_a_killed_claim_on_a_node_we_cannot_reach_reruns_at_once(tmp_path):
+    """Nothing of ours can reach the node: the run is abandoned as before (D7) and the
+    job runs again elsewhere, uncounted; its old run's result, if it ever comes, is
+    stale."""
+    core = _two_running(tmp_path)
+    core.node_down("n1", 1.5, "connection lost")
+    acts = core.master_up({"type": "welcome", "dropped": ["c1"], "killed": ["c1"]})
+    assert msgs(acts, C.ToNode, "kill") == []
+    rec = core.queue.live[0]
+    assert rec.state == IDLE and rec.lost_runs == 1 and "c1" not in core.claims
+    acts = core.from_master(claim("c3", node="n2"), 2.0) + core.node_up("n2", 2.0)
+    assert [(r.msg["job"], r.msg["attempt"]) for r in of(acts, C.StartRun)] == [("7.0", 2)]
+    core.node_up("n1", 3.0)
     collect(core, "n1", finished("7.0", 1, removed=True))
     assert core.queue.live[0].state == RUNNING and core.queue.live[0].attempt == 2
 

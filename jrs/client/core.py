@@ -26,6 +26,10 @@ Decisions that live here:
   run (killed, lost with its node, refused), never back in the queue;
 - a run killed that we did not ask to kill (`removed` in its result: its claim was
   revoked, its node declared dead) is a lost run, not the job's own exit;
+- a run whose claim the master revoked (its welcome's `killed`, its `node-lost`) on a
+  node we still reach is killed there by us, and the node's answer decides: killed, a
+  lost run; ended on its own first, its result stands (rerun at once, a slow node ran
+  it twice, sim S1); only a run on a node we cannot reach is abandoned at once;
 - a node that refuses a run for its own trouble (`cause: "node"`: its disk, its
   launcher) is rested, not blamed on the job: none of its claims are used for a
   pause that doubles with each such refusal in a row (REST_FIRST up to REST_MAX)
@@ -215,6 +219,8 @@ class SubmitCore:
         self.unmatchable: dict[str, str] = {}
         self.give_back = 0
         self.removing: set = set()
+        self.revoking: set = set()  # (proc, attempt) killed by us on a reachable node after
+        # the master took its claim: the node's answer decides (`_abandon`)
         self.remove_reason: Optional[str] = None  # the whole cluster is being removed
         self._remove_why: dict = {}  # proc -> reason, for jobs removed one by one
         self.now = float("-inf")  # the latest time an event brought (node rests)
@@ -335,7 +341,9 @@ class SubmitCore:
         whose job the node was told to kill is abandoned as on a lost node (`_abandon`:
         killed there by us too, if we reach it, and run again elsewhere, uncounted).
         One whose job goes on (kill False: the node lets the claim go when the job ends)
-        keeps it: the result comes as usual, and the claim is retired, never used again."""
+        keeps it: the result comes as usual, and the claim is retired, never used again.
+        A killed one whose node we reach keeps its claim retired too, while its kill is
+        in flight (`_abandon`)."""
         kills = {cid for cid in killed if isinstance(cid, str)}
         for cid in dropped:
             c = self.claims.get(cid) if isinstance(cid, str) else None
@@ -345,8 +353,10 @@ class SubmitCore:
             if rec is None or rec.state != RUNNING or rec.claim != cid:
                 del self.claims[cid]
             elif cid in kills:
-                del self.claims[cid]
-                self._abandon(rec, c.node, "its claim was revoked by the master")
+                if not self._abandon(rec, c.node, "its claim was revoked by the master"):
+                    del self.claims[cid]
+                else:
+                    c.retire = True
             else:
                 c.retire = True
 
@@ -593,7 +603,7 @@ class SubmitCore:
                                  "token": self.token(node)}))
         for p, _a in sorted(ns.pending):
             self._emit(self._run_action(node, live[p]))
-        for p in sorted(self.removing):
+        for p in sorted(self.removing | {p for p, _a in self.revoking}):
             rec = live.get(p)
             if rec is not None and rec.node == node and (p, rec.attempt) in ns.sent:
                 self._emit(ToNode(node, {"type": "kill", "job": self.job_id(p),
@@ -692,23 +702,33 @@ class SubmitCore:
                 self._release(c, kill=True)
             else:
                 del self.claims[c.id]
-        if ns is not None:
-            ns.sent.clear()
-            ns.pending.clear()
+        if ns is not None:  # what is still asked of the node: only the kills in flight
+            ns.sent &= self.revoking
+            ns.pending &= self.revoking
 
-    def _abandon(self, rec: Rec, node: str, why: str) -> None:
-        """Run `rec` again elsewhere, uncounted: the master took its claim and told the
-        node to kill it. If we reach the node, we kill it there too, else it runs on
-        (twice, with its rerun) until the master's kill lands when the node is back in
-        touch with it (sim D7, revoke 500075)."""
+    def _abandon(self, rec: Rec, node: str, why: str) -> bool:
+        """The master took `rec`'s claim and told the node to kill it (or lost the node).
+        If we reach the node, we kill the run there ourselves and let the node's answer
+        decide (True): killed, it is a lost run and runs again (`_result`); ended on its
+        own first, its result stands. Rerunning it at once would run it twice when the
+        node is slow but alive (sim S1, revoke 802139: the run ended exit 0 after its
+        rerun had started). If we cannot reach the node, it runs again elsewhere at once,
+        uncounted (False), while the old run goes on until the master's kill lands when
+        the node is back in touch with it (sim D7, revoke 500075). A job being removed
+        ends REMOVED at once either way (its kill is out; nothing runs it again)."""
         ns = self.nodes.get(node)
+        ref = (rec.proc, rec.attempt)
+        removing = rec.proc in self.removing or self.remove_reason is not None
+        if ns is not None and ns.up and not ns.banned and not removing:
+            self._emit(ToNode(node, {"type": "kill", "job": self.job_id(rec.proc),
+                                     "attempt": rec.attempt}))
+            self.revoking.add(ref)
+            return True
         if ns is not None:
-            if ns.up:
-                self._emit(ToNode(node, {"type": "kill", "job": self.job_id(rec.proc),
-                                         "attempt": rec.attempt}))
-            ns.sent.discard((rec.proc, rec.attempt))
-            ns.pending.discard((rec.proc, rec.attempt))
+            ns.sent.discard(ref)
+            ns.pending.discard(ref)
         self._lost_run(rec, node, why)
+        return False
 
     # ------------------------------------------------------------ node messages
 
@@ -746,7 +766,7 @@ class SubmitCore:
         if rec is not None:
             self._healthy(node)
             self._announce(rec, node, None)
-            if rec.proc in self.removing:
+            if rec.proc in self.removing or (rec.proc, rec.attempt) in self.revoking:
                 self._emit(ToNode(node, {"type": "kill", "job": msg["job"],
                                          "attempt": rec.attempt}))
 
@@ -943,6 +963,7 @@ class SubmitCore:
     def _requeue(self, rec: Rec) -> None:
         """Back to the queue to run again, unless it is being removed: then it ends
         REMOVED (nothing would ever run it, and the submit would never end)."""
+        self.revoking.discard((rec.proc, rec.attempt))
         if rec.proc in self.removing or self.remove_reason is not None:
             self._final(rec, Summary(REMOVED, node=rec.node, reason=self._removal_reason(rec)))
             return
@@ -972,6 +993,7 @@ class SubmitCore:
             self._event(rec, "aborted", s.reason or "removed")
         elif s.state == HELD:
             self._event(rec, "held", s.reason or "held", code)
+        self.revoking.discard((rec.proc, rec.attempt))
         self.queue.finish(rec, s)
         self._emit(Record(J.end_record(rec.proc, rec.attempt, s)))
         self.removing.discard(rec.proc)

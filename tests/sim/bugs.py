@@ -354,3 +354,32 @@ def _welcome_names_no_drops():
         return wrapped
 
     return _patched(Pool, "welcome", welcome)
+
+
+@switch("abandon-reruns-at-once", "S1 reverted: a run whose claim the master revoked (its "
+                                  "welcome's `killed`, its node-lost) is run again elsewhere "
+                                  "at once even when we reach its node, beside our kill; a "
+                                  "slow node finishes the first run too, and the job runs "
+                                  "twice")
+def _abandon_reruns_at_once():
+    from jrs.client.core import SubmitCore
+
+    def abandon(orig):
+        @functools.wraps(orig)
+        def wrapped(self, rec, node, why):
+            ns = self.nodes.get(node)
+            if ns is not None and ns.up:
+                self._emit(_kill(self, node, rec))
+            if ns is not None:
+                ns.sent.discard((rec.proc, rec.attempt))
+                ns.pending.discard((rec.proc, rec.attempt))
+            self._lost_run(rec, node, why)
+            return False
+        return wrapped
+
+    def _kill(core, node, rec):
+        from jrs.client.core import ToNode
+        return ToNode(node, {"type": "kill", "job": core.job_id(rec.proc),
+                             "attempt": rec.attempt})
+
+    return _patched(SubmitCore, "_abandon", abandon)

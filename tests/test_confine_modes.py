@@ -1,0 +1,305 @@
+"""Issue 13's rules where the other tests checked one identity mode only (auditor A13):
+the files and directories of a running root node have the documented modes (rules 5
+and 11), `LOGNAME`/`USER` do not choose the account on a node that uses same-named
+accounts (rule 2, the attack "`LOGNAME=other jrs submit` runs the job as `other`"),
+the stdio and output attacks of tests/test_confine.py fail the same way on a node of
+same-named accounts and on a non-root node (rule 4), and a job that ignores SIGTERM is
+still removed, TERM then KILL after the grace period, in every identity mode (rule 3).
+
+Real processes on loopback: a root master, root or non-root nodes, submitters run as
+accounts this test makes (removed after).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from jrs.node import taskfile
+
+from .cluster import Cluster, NonRootCluster, wait_for
+from .conftest import run_jrs
+from .test_confine import _no_secret_under, secret_file  # noqa: F401
+from .test_confine_escape import _shared_dir, account  # noqa: F401
+from .test_executor import _alive
+
+
+def _base(prefix: str) -> Path:
+    d = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    os.chmod(d, 0o755)
+    return d
+
+
+def _gate(gate: Path) -> str:
+    """Shell that waits (at most 60 s) until `gate` exists."""
+    return (f"i=0; while [ ! -e {gate} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); "
+            "done")
+
+
+def _mode(p: Path) -> tuple:
+    st = os.lstat(p)
+    return stat.S_IMODE(st.st_mode), st.st_uid
+
+
+def test_a_running_root_nodes_state_and_sandboxes_have_the_documented_modes(pyz):
+    """Rule 5: the state directory 0700, the execute directory root's 0711, the job's
+    sandbox 0700 and its job's (inside the execute directory, not the state one); rule
+    11: the taskfile 0600. Looked at while the job runs. (claims.json is left out: it
+    is written 0644, the auditor's report names that gap.)"""
+    base = _base("jrs-modes-")
+    c = Cluster(pyz, base, slots=[1]).start()
+    try:
+        work = base / "w"
+        work.mkdir()
+        work.chmod(0o755)
+        gate = work / "go"
+        (work / "c.condor").write_text(f"executable = /bin/sh\narguments = \"-c 'id -u; "
+                                       f"{_gate(gate)}'\"\noutput = out\nqueue\n")
+        p = c.submit("c.condor", cwd=work)
+        state = base / "node0"
+        tasks = state / "tasks"
+        wait_for(lambda: len(list(tasks.glob("*.task"))) == 1, timeout=60)
+        (task,) = tasks.glob("*.task")
+        wait_for(lambda: taskfile.load(str(task)).pid is not None, timeout=60)
+        spec = taskfile.load(str(task)).spec
+        execute = c.execute / "node0"
+        box = Path(spec["sandbox"])
+        got = {"state": _mode(state), "taskfile": _mode(task), "execute": _mode(execute),
+               "sandbox": _mode(box)}
+        gate.touch()
+        _out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err + c.logs()
+        uid = int((work / "out").read_text().split()[0])
+        first, last = (int(x) for x in c.uid_ranges[0].split("-"))
+        assert first <= uid <= last and spec["uid"] == uid, (uid, spec)
+        assert got == {"state": (0o700, 0), "taskfile": (0o600, 0), "execute": (0o711, 0),
+                       "sandbox": (0o700, uid)}, got
+        assert box.parent == execute and state not in box.parents, box
+        assert not _mode(tasks)[0] & 0o077, _mode(tasks)
+    finally:
+        c.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _make_account(prefix: str) -> pwd.struct_passwd:
+    name = prefix + secrets.token_hex(3)
+    subprocess.run(["useradd", "-M", "-s", "/bin/sh", name], check=True, capture_output=True)
+    return pwd.getpwnam(name)
+
+
+def _as_account(c: Cluster, acct, work: Path, *args: str, env=None, timeout: float = 90):
+    """`jrs submit ARGS` run by `acct` in `work` (made its own, with a copy of the
+    configuration it may read); (exit status, stdout, stderr)."""
+    if not (work / "conf").exists():
+        shutil.copytree(c.conf, work / "conf")
+    for p in (work, *work.iterdir(), *(work / "conf").iterdir()):
+        os.chown(p, acct.pw_uid, acct.pw_gid)
+    prefix = ["env", *(f"{k}={v}" for k, v in (env or {}).items())]
+    r = subprocess.run(["runuser", "-u", acct.pw_name, "--", *prefix, "/usr/bin/python3",
+                        str(c.pyz), "submit", "-c", str(work / "conf"), "--no-progress", *args],
+                       cwd=work, capture_output=True, text=True, timeout=timeout,
+                       env=dict(c.env, JRS_CACHE=str(work / "cache")))
+    return r.returncode, r.stdout, r.stderr
+
+
+def test_logname_and_user_never_choose_the_account_of_a_job(pyz):
+    """`LOGNAME=other USER=other jrs submit` by one ordinary account, on a node with
+    --same-user-accounts: the job runs as the account that ran the submit, never as
+    `other` (another ordinary account the node would use), and the master hears the
+    real account's name."""
+    me, other = _make_account("jrsl"), _make_account("jrso")
+    base = _base("jrs-logname-")
+    c = Cluster(pyz, base, slots=[1])
+    try:
+        fake = {"LOGNAME": other.pw_name, "USER": other.pw_name}
+        seen = subprocess.run(["runuser", "-u", me.pw_name, "--", "env",
+                               *(f"{k}={v}" for k, v in fake.items()), "/bin/sh", "-c",
+                               "echo $LOGNAME $USER"], capture_output=True, text=True)
+        assert seen.stdout.split() == [other.pw_name] * 2, seen  # the lie reaches it
+        c.start_master()
+        c.start_node(0, "--same-user-accounts")
+        c.wait_up(1)
+        work = base / "w"
+        work.mkdir()
+        gate = work / "go"
+        (work / "id.condor").write_text("executable = /bin/sh\narguments = \"-c 'id -u; id -un; "
+                                        f"{_gate(gate)}'\"\noutput = id.txt\nqueue\n")
+        users = []
+
+        def running() -> bool:
+            subs = c.status()["submitters"]
+            users.extend(s["user"] for s in subs)
+            return any(s["claims"] for s in subs)
+
+        result: dict = {}
+        t = threading.Thread(target=lambda: result.update(
+            r=_as_account(c, me, work, "id.condor", env=fake)))
+        t.start()
+        try:
+            wait_for(running, timeout=60)
+        finally:
+            gate.touch()
+            t.join(120)
+        code, _out, err = result["r"]
+        assert code == 0, err + c.logs()
+        uid, name = (work / "id.txt").read_text().split()
+        assert (int(uid), name) == (me.pw_uid, me.pw_name), (uid, name)
+        assert users and set(users) == {me.pw_name}, users
+    finally:
+        c.stop()
+        shutil.rmtree(base, ignore_errors=True)
+        for a in (me, other):
+            subprocess.run(["userdel", a.pw_name], capture_output=True)
+
+
+ATTACK_MODES = ["same-named account", "non-root node"]
+
+
+@pytest.mark.parametrize("mode", ATTACK_MODES)
+def test_stdio_and_output_attacks_fail_in_every_identity_mode(pyz, account, secret_file,  # noqa: F811
+                                                              mode):
+    """tests/test_confine.py's two attacks with real processes, on a root node whose jobs
+    run as the submitter's same-named account and on a node run as that account: the
+    shared-FS streams (`output = /etc/cron.d/x`, `input =` a root-only file) are opened
+    with the job's rights and fail, and outputs linked to root-only files, a FIFO, a link
+    to `/`, absolute and `..` names never bring anything root-only back; nothing appears
+    in /etc/cron.d, the node keeps serving and the honest submit beside it succeeds."""
+    d, token = secret_file
+    base = _base("jrs-attack-modes-")
+    if mode == "non-root node":
+        c = NonRootCluster(pyz, base, account, slots=[2])
+        c.start()
+
+        def submit(work: Path, name: str):
+            return c.run_submit(name, cwd=work, timeout=90)
+    else:
+        c = Cluster(pyz, base, slots=[2])
+        c.start_master()
+        c.start_node(0, "--same-user-accounts")
+        c.wait_up(1)
+
+        def submit(work: Path, name: str):
+            return _as_account(c, account, work, name)
+    cron = f"jrs-attack-{secrets.token_hex(4)}"
+    os.makedirs("/etc/cron.d", exist_ok=True)
+    try:
+        work = base / "w"
+        work.mkdir()
+        work.chmod(0o755)
+        (work / "a.condor").write_text(
+            f"executable = /bin/cat\nshould_transfer_files = NO\niwd = {work}\n"
+            f"input = {d}/flag\noutput = /etc/cron.d/{cron}\nqueue\n"
+            f"input =\noutput = /etc/cron.d/{cron}\nqueue\n")
+        code, _out, err = submit(work, "a.condor")
+        assert code != 0 and "Permission denied" in err, err + c.logs()
+        assert "2 failed" in err, err
+        script = (f"mkdir dir; echo inner > dir/in; ln -s {d}/flag dir/leak; "
+                  f"ln -s {d}/flag link; ln -s {d} linkdir; ln -s / slash; mkfifo fifo; "
+                  f"echo out; ln -sf {d}/flag _condor_stdout; ln -sf {d}/flag _condor_stderr")
+        (work / "b.condor").write_text(
+            f"executable = /bin/sh\narguments = \"-c '{script}'\"\noutput = o.txt\n"
+            "error = e.txt\ntransfer_output_files = dir, link, linkdir, slash, fifo\nqueue\n"
+            f"transfer_output_files = {d}/flag, {d}, ../../x\nqueue\n")
+        t0 = time.monotonic()
+        code, _out, err = submit(work, "b.condor")
+        assert time.monotonic() - t0 < 60, err
+        assert code != 0, err + c.logs()
+        assert (work / "dir" / "in").read_text() == "inner\n"  # the honest part came back
+        assert not (work / "dir" / "leak").exists() and not (work / "link").exists()
+        assert not Path(f"/etc/cron.d/{cron}").exists()
+        _no_secret_under(work, token)
+        assert c.nodes[0].poll() is None
+        (work / "ok.condor").write_text("executable = /bin/echo\narguments = fine\n"
+                                        "output = ok.out\nqueue\n")
+        code, _out, err = submit(work, "ok.condor")
+        assert code == 0, err + c.logs()
+        assert (work / "ok.out").read_text() == "fine\n"
+    finally:
+        c.stop()
+        shutil.rmtree(base, ignore_errors=True)
+        Path(f"/etc/cron.d/{cron}").unlink(missing_ok=True)
+
+
+KILL_MODES = ["per-job uid + cgroups", "per-job uid, --cgroup=none",
+              "same-named account, --cgroup=none", "non-root node"]
+
+
+def _ignores_term(pid: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    return False
+
+
+@pytest.mark.parametrize("mode", KILL_MODES)
+def test_a_job_that_ignores_sigterm_is_killed_after_the_grace_period(pyz, account, mode):  # noqa: F811
+    """Rule 3: removing a job is TERM, a grace period, then KILL of its whole unit. The
+    job ignores SIGTERM, and so does a child it left in a session of its own: `jrs rm`
+    still ends both, and the submit ends with the job removed."""
+    base = _base("jrs-term-")
+    d = _shared_dir()
+    mark = f"{300 + secrets.randbelow(10 ** 6) / 10 ** 4:.4f}"
+    if mode == "non-root node":
+        c = NonRootCluster(pyz, base, account)
+    else:
+        c = Cluster(pyz, base, slots=[1])
+    extra = {"per-job uid + cgroups": [], "per-job uid, --cgroup=none": ["--cgroup=none"],
+             "same-named account, --cgroup=none": ["--cgroup=none", "--same-user-accounts"],
+             "non-root node": []}[mode]
+    pids: list = []
+    try:
+        c.start_master()
+        c.start_node(0, *extra)
+        c.wait_up(1)
+        work = base / "w"
+        work.mkdir()
+        work.chmod(0o755)
+        (work / "job.sh").write_text(
+            "#!/bin/sh\ntrap '' TERM\n"
+            f"setsid sh -c \"echo \\$\\$ > {d}/child; exec sleep {mark}\" "
+            "</dev/null >/dev/null 2>&1 &\n"
+            f"echo $$ > {d}/job\nexec sleep {mark}\n")
+        os.chmod(work / "job.sh", 0o755)
+        (work / "t.condor").write_text("executable = job.sh\noutput = out\nerror = err\n"
+                                       "queue\n")
+        if mode == "same-named account, --cgroup=none":
+            result: dict = {}
+            t = threading.Thread(target=lambda: result.update(
+                r=_as_account(c, account, work, "t.condor")))
+            t.start()
+        else:
+            p = c.submit("t.condor", cwd=work)
+        wait_for(lambda: all((d / f).exists() and (d / f).read_text().strip()
+                             for f in ("job", "child")), timeout=60)
+        pids = [int((d / f).read_text()) for f in ("job", "child")]
+        assert all(_alive(pid) and _ignores_term(pid) for pid in pids), pids
+        r = run_jrs(pyz, "rm", "1.0", "-c", str(c.conf))
+        assert r.returncode == 0, r.stderr
+        t0 = time.monotonic()
+        wait_for(lambda: not any(_alive(pid) for pid in pids), timeout=30)
+        took = time.monotonic() - t0
+        if mode == "same-named account, --cgroup=none":
+            t.join(90)
+            _code, _out, err = result["r"]
+        else:
+            _out, err = p.communicate(timeout=90)
+        assert "1 removed" in err, err + c.logs()
+        print(f"{mode}: both gone {took:.1f} s after jrs rm returned")
+    finally:
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        c.stop()
+        shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(d, ignore_errors=True)
