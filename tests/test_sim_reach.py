@@ -94,3 +94,25 @@ def test_switches_are_off_unless_asked():
     assert a.digest == b.digest
     with pytest.raises(KeyError):
         world.run(5, "small", switches={"no-such-switch"})
+
+
+HOLD_SEEDS = 6  # seeds of `backlog`; each of the first 20 held falls back (12-01: 77-228)
+
+
+def test_backlog_seeds_reach_the_demand_hold_back_under_faults(monkeypatch):
+    """The submitter holds back small falls of a backlogged count (`_demand_matters`,
+    DEMAND_SLACK); the shapes with few jobs a submit never reach that (a count below
+    DEMAND_SLACK is told exactly), `backlog` must, in every seed, with faults injected.
+    The count (`demand_held`, tests/sim/submitter.py) is of the core's own answers: with
+    the slack made too big to hold anything back, the same seeds count none."""
+    from jrs.client import core
+
+    held = [world.run(seed, "backlog") for seed in range(1, HOLD_SEEDS + 1)]
+    assert all(r.ok and r.faults for r in held), [r.failures[:1] for r in held]
+    counts = [r.stats["demand_held"] for r in held]
+    assert min(counts) >= 10, f"falls held back per seed: {counts}"
+    monkeypatch.setattr(core, "DEMAND_SLACK", 10 ** 9)  # every fall told: no hold-back
+    exact = [world.run(seed, "backlog").stats["demand_held"]
+             for seed in range(1, HOLD_SEEDS + 1)]
+    assert exact == [0] * HOLD_SEEDS, exact
+    print(f"backlog: falls held back in seeds 1-{HOLD_SEEDS}: {counts}; none without slack")

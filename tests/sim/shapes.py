@@ -3,7 +3,9 @@
 A shape is a recipe; the seed's generator picks the concrete cluster from it
 (job counts, durations, exit codes), so different seeds of one shape differ.
 `small` and `large` are the CI shapes (the fault mix at full rate); `fair`
-has no faults and two backlogged users, for the fair-share check.
+has no faults and two backlogged users, for the fair-share check. `backlog` puts
+big submits on few wide nodes under every fault kind, so demand counts fall while
+backlogged: the submitter's hold-back of small falls (`DEMAND_SLACK`) runs under faults.
 """
 
 from __future__ import annotations
@@ -51,6 +53,12 @@ SHAPES = {
                                                        ("bob", 2, 5, 0, 0.5)),
                     duration=(4.0, 20.0), faults=("master-cut", "submit-kill", "stall"),
                     fault_gap=3.0),
+    # the submitter's demand hold-back under faults: 40-200 short jobs a submit, so a
+    # count stays at or above DEMAND_SLACK (jrs/client/core.py) while it falls by one a
+    # job start, on few nodes with many slots (many starts per round trip)
+    "backlog": Shape("backlog", nodes=(8, 8, 6),
+                     submitters=(("alice", 40, 200, 0, 0.0), ("bob", 40, 200, 0, 1.0)),
+                     duration=(0.2, 2.0), output=(0, 64 << 10), fault_window=30.0),
     "fair": Shape("fair", nodes=(4, 4), submitters=(("alice", 240, 240, 0, 0.0),
                                                    ("bob", 240, 240, 0, 5.0)),
                   duration=(1.0, 3.0), fail_chance=0.0, signal_chance=0.0,

@@ -49,6 +49,25 @@ def _journal_on(disk):
         journal_mod.records = saved
 
 
+def _count_held_falls(sub, world) -> None:
+    """Count, in `world.demand_held`, the demands the core held back with a count fallen.
+
+    Test-side instrumentation only (the core is not changed): the core's own
+    `_demand_matters` decides, its answer is returned unchanged, and a False for
+    counts below the ones last sent is a fall the hold-back kept from the master
+    (tests/test_sim_reach.py proves the `backlog` shape reaches it)."""
+    matters = sub._demand_matters
+
+    def counted(requests: list) -> bool:
+        told = matters(requests)
+        if not told:
+            sent = {r["key"]: r["count"] for r in sub._demand_sent or ()}
+            if any(r["count"] < sent.get(r["key"], 0) for r in requests):
+                world.demand_held += 1
+        return told
+    sub._demand_matters = counted
+
+
 class SubmitterProc(Proc):
     def __init__(self, world, spec) -> None:
         super().__init__(world.sim, spec.host, f"submit@{spec.name}")
@@ -250,6 +269,7 @@ class SubmitterProc(Proc):
                                   spec.total, give_up=self.world.shape.give_up,
                                   submit_file=f"/home/{spec.name}/job.condor")
         self.core = self.mod.SubmitCore(cfg, queue, prev)
+        _count_held_falls(self.core, self.world)
         self._started = (running,)
 
     def _tick(self) -> None:

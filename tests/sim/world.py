@@ -125,6 +125,7 @@ class World:
         self.journals: dict = {}  # sid -> [records in write order]
         self.fault_log: list = []
         self.last_fault = 0.0
+        self.demand_held = 0  # falls the submitters' demand hold-back kept (submitter.py)
         self.interrupted: set = set()  # submitter names removed by Ctrl-C
         self.losses: list = []  # (t, sid, node): that submitter lost that node's jobs
         # (sid, job, attempt) -> how many journal records the submitter had written when
@@ -328,7 +329,8 @@ class World:
             self.fail("exception inside the simulation:\n" + traceback.format_exc())
         res = Result(self.seed, self.shape.name, list(self.failures) + list(self.net.problems),
                      sim.steps, sim.now, self.digest.hexdigest()[:16], list(self.fault_log),
-                     {"execs": len(self.execs), "messages": self.net.delivered},
+                     {"execs": len(self.execs), "messages": self.net.delivered,
+                      "demand_held": self.demand_held},
                      self.trace, tuple(self.shape.faults))
         return res
 
