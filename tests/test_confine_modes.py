@@ -385,3 +385,34 @@ def test_a_non_root_nodes_state_and_sandboxes_are_private_to_it(pyz, account):  
     finally:
         c.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_automatic_outputs_are_only_the_new_or_changed_top_level_files(pyz):
+    """Rule 10's automatic mode with real processes: of the job's input files, one it
+    leaves alone is not written back (its inode in the submit directory is the same
+    after the job), one it rewrites comes back; a new top-level file comes back, a new
+    file in a new directory does not."""
+    base = _base("jrs-auto-")
+    c = Cluster(pyz, base, slots=[1]).start()
+    try:
+        work = base / "w"
+        work.mkdir()
+        (work / "keep.txt").write_text("as sent\n")
+        (work / "edit.txt").write_text("as sent\n")
+        inode = os.stat(work / "keep.txt").st_ino
+        (work / "a.condor").write_text(
+            "executable = /bin/sh\narguments = \"-c 'cat keep.txt > /dev/null; "
+            "echo edited > edit.txt; echo new > new.txt; mkdir sub; echo x > sub/deep'\"\n"
+            "transfer_input_files = keep.txt, edit.txt\nqueue\n")
+        os.utime(work / "keep.txt", (1, 1))  # an old mtime: a rewrite would not keep it
+        code, _out, err = c.run_submit("a.condor", cwd=work)
+        assert code == 0, err + c.logs()
+        st = os.stat(work / "keep.txt")
+        assert (st.st_ino, st.st_mtime) == (inode, 1), (st, inode)
+        assert (work / "keep.txt").read_text() == "as sent\n"
+        assert (work / "edit.txt").read_text() == "edited\n"
+        assert (work / "new.txt").read_text() == "new\n"
+        assert not (work / "sub").exists()
+    finally:
+        c.stop()
+        shutil.rmtree(base, ignore_errors=True)
