@@ -20,6 +20,7 @@ from jrs.wire.connection import KIND_MESSAGE, Connection
 from jrs.wire.keys import root_key
 
 from .cluster import Cluster
+from .conftest import run_jrs
 
 EVIL = "127.0.0.2"  # the attacker's source address (all of 127/8 is loopback)
 
@@ -280,3 +281,12 @@ def test_the_newest_demand_held_back_is_applied_when_the_budget_refills(pyz, tmp
         assert line.groups() == ("2", "1", "19"), line.group(0)  # 1 kept, 19 replacing it
     finally:
         c.stop()
+
+
+def test_a_bad_limit_setting_stops_the_master_with_one_line_naming_it(pyz, tmp_path):
+    c = Cluster(pyz, tmp_path, slots=[1])
+    r = run_jrs(pyz, "master", "-c", str(c.conf), f"--state={tmp_path / 'st'}",
+                env=dict(c.env, JRS_MASTER_REQUESTS_PER_HOST="0"))
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert r.stderr.strip().splitlines() == [
+        "jrs master: JRS_MASTER_REQUESTS_PER_HOST: want a number of at least 1, not 0"]
