@@ -1,0 +1,74 @@
+"""Issue 13 gaps found by auditor A13 (NOT landed: each fails on main as it stands).
+
+Real processes on loopback, a root node with per-job uids."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import tempfile
+from pathlib import Path
+
+from jrs.node import taskfile
+
+from .cluster import Cluster, wait_for
+
+
+def _base(prefix: str) -> Path:
+    d = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    os.chmod(d, 0o755)
+    return d
+
+
+def test_claims_json_is_0600(pyz):
+    """Rule 11: `claims.json and taskfiles 0600`. The taskfile is; claims.json is
+    written with open(tmp, "w") under the daemon's umask (0644 here)."""
+    base = _base("jrs-hole-claims-")
+    c = Cluster(pyz, base, slots=[1]).start()
+    try:
+        work = base / "w"
+        work.mkdir()
+        work.chmod(0o755)
+        gate = work / "go"
+        (work / "c.condor").write_text(
+            "executable = /bin/sh\narguments = \"-c 'i=0; while [ ! -e "
+            f"{gate} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done'\"\nqueue\n")
+        p = c.submit("c.condor", cwd=work)
+        tasks = base / "node0" / "tasks"
+        wait_for(lambda: len(list(tasks.glob("*.task"))) == 1, timeout=60)
+        (task,) = tasks.glob("*.task")
+        wait_for(lambda: taskfile.load(str(task)).pid is not None, timeout=60)
+        mode = stat.S_IMODE(os.stat(base / "node0" / "claims.json").st_mode)
+        gate.touch()
+        _out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err + c.logs()
+        assert mode == 0o600, oct(mode)
+    finally:
+        c.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_real_job_with_more_than_100000_output_files_is_held_with_code_33(pyz):
+    """Rule 10 / the attack "120,000 output files from a real job": over the per-job
+    limit of 100,000 files the job must be held with the reason (HTCondor's code 33).
+    The node stops collecting at the limit and says so (`outputs_over_limit`), but the
+    submitter ignores that field: the first 100,000 files arrive and the job ends done."""
+    base = _base("jrs-hole-many-")
+    c = Cluster(pyz, base, slots=[1]).start()
+    try:
+        work = base / "w"
+        work.mkdir()
+        work.chmod(0o755)
+        (work / "m.condor").write_text(
+            "executable = /bin/sh\narguments = \"-c 'mkdir d && cd d && seq 0 100000 | "
+            "xargs touch'\"\ntransfer_output_files = d\nlog = m.log\nqueue\n")
+        code, _out, err = c.run_submit("m.condor", cwd=work, timeout=600)
+        landed = len(os.listdir(work / "d")) if (work / "d").exists() else 0
+        log = (work / "m.log").read_text()
+        assert code == 1 and "1 failed" in err, (code, err[-2000:], landed)
+        assert re.search(r"Code 33", log), (log[-2000:], landed)
+    finally:
+        c.stop()
+        shutil.rmtree(base, ignore_errors=True)
