@@ -9,6 +9,7 @@ import re
 import shutil
 import stat
 import tempfile
+import time
 from pathlib import Path
 
 from jrs.node import taskfile
@@ -69,6 +70,61 @@ def test_a_real_job_with_more_than_100000_output_files_is_held_with_code_33(pyz)
         log = (work / "m.log").read_text()
         assert code == 1 and "1 failed" in err, (code, err[-2000:], landed)
         assert re.search(r"Code 33", log), (log[-2000:], landed)
+    finally:
+        c.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_the_node_keeps_serving_while_100000_outputs_are_collected(pyz):
+    """The node daemon scans a finished job's outputs off its event loop: while a job's
+    99,990 output files are collected (seconds on a loaded machine), the heartbeats go
+    on (the master never declares the node lost: JRS_NODE_TIMEOUT is 3 s here) and a
+    second job on the same node ends and comes back first. With the scan on the event
+    loop the node fell silent for the whole scan and that job's result waited behind
+    it."""
+    base = _base("jrs-hole-serve-")
+    c = Cluster(pyz, base, slots=[2]).start()
+    try:
+        work = base / "w"
+        work.mkdir()
+        work.chmod(0o755)
+        gate = work / "go"
+        script = work / "job.sh"
+        script.write_text(
+            "#!/bin/sh\nmkdir d && cd d || exit 1\n"
+            'if [ "$1" = 0 ]; then seq 1 99990 | xargs touch; exit 0; fi\n'
+            f"i=0; while [ ! -e {gate} ] && [ $i -lt 3000 ]; do sleep 0.1; i=$((i+1)); done\n"
+            "echo b > b\n")
+        script.chmod(0o755)
+        (work / "s.condor").write_text(
+            "executable = job.sh\narguments = $(Process)\ntransfer_output_files = d\n"
+            "log = s.log\nqueue 2\n")
+        p = c.submit("s.condor", cwd=work)
+        tasks = base / "node0" / "tasks"
+        wait_for(lambda: len(list(tasks.glob("*.task"))) == 2, timeout=120)
+
+        def big_job_ended() -> bool:  # job 1 waits for the gate: the first to end is 0
+            try:
+                return any(taskfile.load(str(t)).finished for t in tasks.glob("*.task"))
+            except (OSError, ValueError):
+                return False
+
+        wait_for(big_job_ended, timeout=300)
+        gate.touch()  # job 1 ends now, while job 0's outputs are being collected
+        states = []
+        while p.poll() is None:
+            states += [n["state"] for n in c.status()["nodes"]]
+            time.sleep(0.5)
+        _out, err = p.communicate()
+        assert p.returncode == 0, err[-2000:] + c.logs()
+        master_log = (base / "master.log").read_text()
+        assert "node-lost" not in master_log, master_log[-3000:]
+        assert states and set(states) == {"up"}, states
+        log = (work / "s.log").read_text()
+        ends = [int(m) for m in re.findall(r"^005 \(\d+\.(\d+)\.000\)", log, re.M)]
+        assert ends == [1, 0], log[-2000:]  # the small job's result did not wait
+        assert (work / "d" / "b").read_text() == "b\n"
+        assert len(os.listdir(work / "d")) == 99991
     finally:
         c.stop()
         shutil.rmtree(base, ignore_errors=True)

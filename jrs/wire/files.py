@@ -5,6 +5,7 @@ because every chunk is drained."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Callable, Optional
 
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from .aio import Channel, Transfer
 
 CHUNK = 1 << 18
+YIELD_EVERY = 64  # files between two turns of the event loop (see stream)
 
 
 def describe(items: list) -> list:
@@ -33,8 +35,15 @@ async def stream(unit: Transfer, items: list, headers: list,
     that grew is cut). Use it through `Channel.send_files`.
 
     `path` may instead be a callable returning an open fd (or None: send zeros),
-    so a node sends the very descriptor it checked, never a path reopened."""
-    for (_, path), head in zip(items, headers):
+    so a node sends the very descriptor it checked, never a path reopened.
+
+    Every YIELD_EVERY files the event loop gets a turn: a drain returns at once while
+    the transport has room, so 100,000 small files (each opened and checked again:
+    9.8 s at load 6.4) held the node's loop the whole time, its heartbeats stopped
+    and the master declared it lost."""
+    for i, ((_, path), head) in enumerate(zip(items, headers)):
+        if i % YIELD_EVERY == YIELD_EVERY - 1:
+            await asyncio.sleep(0)
         size = head["size"]
         if callable(path):
             fd = path()
