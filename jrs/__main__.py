@@ -75,6 +75,8 @@ Environment:
                        demand costs its bytes + JRS_MASTER_DEMAND_MESSAGE_COST (512)
                        + JRS_MASTER_DEMAND_ENTRY_COST (2048) per request entry; over
                        it the newest demand waits, and is applied when it refills
+  JRS_MASTER_HOST_DEMAND_RATE, JRS_MASTER_HOST_DEMAND_BURST  the same budget shared
+                       by all sessions of one host (2097152, 8388608)
   JRS_PEER_TIMEOUT     seconds before a connection to a vanished peer is given up (20)
   JRS_NODE_GIVE_UP     seconds submit keeps trying a node it cannot reach before it
                        reruns that node's jobs elsewhere (20)

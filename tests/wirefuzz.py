@@ -43,6 +43,7 @@ from typing import Any, Callable, Optional
 from jrs.client import core as C
 from jrs.client.jobs import Queue
 from jrs.cluster import master as M
+from jrs.cluster.limits import Limits
 from jrs.cluster.payload import PayloadError
 from jrs.condor import expand_text
 from jrs.node import core as N
@@ -331,7 +332,10 @@ class Roles:
     def _master(self) -> None:
         config = SimpleNamespace(nodes=[SimpleNamespace(
             name=NODE, endpoint=SimpleNamespace(host="127.0.0.1", port=9618))])
-        self.master = M.Master(config, M.ClusterCounter(self.tmp), clock=lambda: 100.0)
+        # demand budgets out of the way: this clock never moves, so a spent one would
+        # never refill (jrs/cluster/limits.py; tests/test_master_limits*.py test them)
+        self.master = M.Master(config, M.ClusterCounter(self.tmp), clock=lambda: 100.0,
+                               limits=Limits(demand_burst=1e18, host_demand_burst=1e18))
         pool = self.master.pool
         pool.new_id = lambda: "%024x" % self.rnd.getrandbits(96)  # seeded, same shape
         pool.node_hello(NODE, {"slots": 4, "memory": 1000, "gpus": 0, "attrs": {},
