@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import stat
 import tempfile
 import time
@@ -125,6 +126,36 @@ def test_the_node_keeps_serving_while_100000_outputs_are_collected(pyz):
         assert ends == [1, 0], log[-2000:]  # the small job's result did not wait
         assert (work / "d" / "b").read_text() == "b\n"
         assert len(os.listdir(work / "d")) == 99991
+    finally:
+        c.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_wider_claims_json_is_made_0600_at_start(pyz):
+    """A claims.json left 0644 (by a node from before the fix) is 0600 once the node
+    has started again, and the claims in it still count (a job runs on its slot)."""
+    base = _base("jrs-hole-claims-start-")
+    c = Cluster(pyz, base, slots=[1]).start()
+    try:
+        work = base / "w"
+        work.mkdir()
+        work.chmod(0o755)
+        (work / "c.condor").write_text("executable = /bin/true\nqueue\n")
+        code, _out, err = c.run_submit("c.condor", cwd=work)
+        assert code == 0, err + c.logs()
+        claims = base / "node0" / "claims.json"
+        assert stat.S_IMODE(os.stat(claims).st_mode) == 0o600
+        c.nodes[0].send_signal(signal.SIGTERM)
+        c.nodes[0].wait(30)
+        os.chmod(claims, 0o644)
+        c.start_node(0)
+        log = base / "node0.log"
+        wait_for(lambda: log.read_text().count(" listening on ") == 2, timeout=60)
+        assert stat.S_IMODE(os.stat(claims).st_mode) == 0o600
+        assert "claims.json: mode 0644 made 0600" in log.read_text()
+        c.wait_up(1)
+        code, _out, err = c.run_submit("c.condor", cwd=work)
+        assert code == 0, err + c.logs()
     finally:
         c.stop()
         shutil.rmtree(base, ignore_errors=True)
