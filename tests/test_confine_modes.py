@@ -303,3 +303,116 @@ def test_a_job_that_ignores_sigterm_is_killed_after_the_grace_period(pyz, accoun
         c.stop()
         shutil.rmtree(base, ignore_errors=True)
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_same_named_accounts_refuse_system_accounts_and_the_configured_root_groups(pyz):
+    """Rule 2 with real processes beyond uid 0 and group 0 (tests/test_confine.py): on a
+    node started with --same-user-accounts --root-groups=root,GROUP, a system account
+    (useradd -r: uid below UID_MIN) and an ordinary account in GROUP (supplementary)
+    get a per-job uid, with the reason logged; an ordinary account runs as itself."""
+    tag = secrets.token_hex(3)
+    group = f"jrsg{tag}"
+    subprocess.run(["groupadd", group], check=True, capture_output=True)
+    made = []
+    try:
+        for name, flags in ((f"jrsp{tag}", []), (f"jrsr{tag}", ["-G", group]),
+                            (f"jrss{tag}", ["-r"])):
+            subprocess.run(["useradd", "-M", "-s", "/bin/sh", *flags, name], check=True,
+                           capture_output=True)
+            made.append(pwd.getpwnam(name))
+        plain, grouped, system = made
+        assert system.pw_uid < 1000 <= plain.pw_uid
+        base = _base("jrs-rootgroups-")
+        c = Cluster(pyz, base, slots=[1])
+        try:
+            c.start_master()
+            c.start_node(0, "--same-user-accounts", f"--root-groups=root,{group}")
+            c.wait_up(1)
+            seen = {}
+            for acct in made:
+                work = base / acct.pw_name
+                work.mkdir()
+                (work / "id.condor").write_text("executable = /bin/sh\narguments = \"-c 'id -u; "
+                                                "id -G'\"\noutput = id.txt\nqueue\n")
+                code, _out, err = _as_account(c, acct, work, "id.condor")
+                assert code == 0, err + c.logs()
+                seen[acct.pw_name] = (work / "id.txt").read_text().split()
+            first, last = (int(x) for x in c.uid_ranges[0].split("-"))
+            assert seen[plain.pw_name][0] == str(plain.pw_uid), seen
+            for acct in (grouped, system):
+                uid, *groups = seen[acct.pw_name]
+                assert first <= int(uid) <= last and groups == [uid], seen
+            logs = c.logs()
+            assert f"member of {group}" in logs and "a system account" in logs, logs
+        finally:
+            c.stop()
+            shutil.rmtree(base, ignore_errors=True)
+    finally:
+        for acct in made:
+            subprocess.run(["userdel", acct.pw_name], capture_output=True)
+        subprocess.run(["groupdel", group], capture_output=True)
+
+
+def test_a_non_root_nodes_state_and_sandboxes_are_private_to_it(pyz, account):  # noqa: F811
+    """Rule 5 on a non-root node (it cannot switch identities): its state directory
+    0700, the taskfile 0600, the sandbox (in STATE/sandbox by default) 0700, all the
+    node account's; the job runs as that account."""
+    base = _base("jrs-nonroot-modes-")
+    c = NonRootCluster(pyz, base, account)
+    try:
+        c.start()
+        work = base / "w"
+        work.mkdir()
+        work.chmod(0o755)
+        gate = work / "go"
+        (work / "c.condor").write_text(f"executable = /bin/sh\narguments = \"-c 'id -u; "
+                                       f"{_gate(gate)}'\"\noutput = out\nqueue\n")
+        p = c.submit("c.condor", cwd=work)
+        state = base / "node0"
+        tasks = state / "tasks"
+        wait_for(lambda: len(list(tasks.glob("*.task"))) == 1, timeout=60)
+        (task,) = tasks.glob("*.task")
+        wait_for(lambda: taskfile.load(str(task)).pid is not None, timeout=60)
+        box = Path(taskfile.load(str(task)).spec["sandbox"])
+        got = {"state": _mode(state), "taskfile": _mode(task), "sandbox": _mode(box)}
+        gate.touch()
+        _out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err + c.logs()
+        me = account.pw_uid
+        assert (work / "out").read_text().split()[0] == str(me)
+        assert got == {"state": (0o700, me), "taskfile": (0o600, me), "sandbox": (0o700, me)}, got
+        assert box.parent == state / "sandbox", box
+    finally:
+        c.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_automatic_outputs_are_only_the_new_or_changed_top_level_files(pyz):
+    """Rule 10's automatic mode with real processes: of the job's input files, one it
+    leaves alone is not written back (its inode in the submit directory is the same
+    after the job), one it rewrites comes back; a new top-level file comes back, a new
+    file in a new directory does not."""
+    base = _base("jrs-auto-")
+    c = Cluster(pyz, base, slots=[1]).start()
+    try:
+        work = base / "w"
+        work.mkdir()
+        (work / "keep.txt").write_text("as sent\n")
+        (work / "edit.txt").write_text("as sent\n")
+        inode = os.stat(work / "keep.txt").st_ino
+        (work / "a.condor").write_text(
+            "executable = /bin/sh\narguments = \"-c 'cat keep.txt > /dev/null; "
+            "echo edited > edit.txt; echo new > new.txt; mkdir sub; echo x > sub/deep'\"\n"
+            "transfer_input_files = keep.txt, edit.txt\nqueue\n")
+        os.utime(work / "keep.txt", (1, 1))  # an old mtime: a rewrite would not keep it
+        code, _out, err = c.run_submit("a.condor", cwd=work)
+        assert code == 0, err + c.logs()
+        st = os.stat(work / "keep.txt")
+        assert (st.st_ino, st.st_mtime) == (inode, 1), (st, inode)
+        assert (work / "keep.txt").read_text() == "as sent\n"
+        assert (work / "edit.txt").read_text() == "edited\n"
+        assert (work / "new.txt").read_text() == "new\n"
+        assert not (work / "sub").exists()
+    finally:
+        c.stop()
+        shutil.rmtree(base, ignore_errors=True)

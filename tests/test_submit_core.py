@@ -286,6 +286,30 @@ def test_too_many_output_files_hold_with_code_33(tmp_path):
     drained_then_acked(core, acts, 120_000)
 
 
+def test_a_node_that_stopped_collecting_at_its_limit_has_the_job_held_33(tmp_path):
+    """#13 rule 10 (audit A13): the node collects at most its limit of files and says
+    so (`outputs_over_limit`); the exactly 100,000 files it sends are within ours, so
+    the job ended DONE with part of its outputs. It is held (HTCondor's code 33), and
+    none of what came is written. A job being removed ends REMOVED all the same."""
+    core = started_one(tmp_path, "executable = /bin/true\nlog = l\nqueue\n")
+    files = [{"name": f"f{i}", "size": 1} for i in range(1000)]
+    acts = core.from_node("n1", finished("7.0", 1, files,
+                                         outputs_over_limit="more than 100000 output files"),
+                          0.0)
+    final = core.queue.final[0]
+    assert final.state == HELD and "more than 100000 output files" in final.reason
+    (held,) = [a for a in of(acts, C.Event) if a.kind == "held"]
+    assert held.args[-1] == C.HOLD_OUTPUT_LIMIT == 33
+    (recv,) = of(acts, C.ReceiveOutputs)
+    assert all(dest is None for _h, dest in recv.plan)  # drained, nothing written
+    drained_then_acked(core, acts, 1000)
+    (tmp_path / "rm").mkdir()
+    core = started_one(tmp_path / "rm", "executable = /bin/true\nqueue\n")
+    core.remove(["7.0"], "via jrs rm")
+    collect(core, "n1", finished("7.0", 1, files, removed=True, outputs_over_limit="x"))
+    assert core.queue.final[0].state == "removed"
+
+
 def test_byte_cap_holds_with_code_33(tmp_path):
     core = started_one(tmp_path, "executable = /bin/true\nlog = l\nqueue\n",
                        max_output_bytes=1000)
@@ -800,7 +824,7 @@ def test_a_run_abandoned_on_a_node_the_master_lost_is_killed_if_we_still_reach_i
     node reach us in one burst; a run already went out on such a claim. The node is cut
     off only from the master: rerun at once, it would run twice. We still reach it, so
     we kill the run there and the node's answer decides (S1, below): killed, it reruns
-    as a lost run. A node we cannot reach gets nothing, and its job reruns at once."""
+    as a lost run. A node whose link is down gets the kill when the link is back."""
     core = _d7(tmp_path)
     acts = core.from_master({"type": "node-lost", "node": "n1", "claims": ["c1"]}, 2.0)
     assert msgs(acts, C.ToNode, "kill") == [{"type": "kill", "job": "7.0", "attempt": 1}]
@@ -809,8 +833,79 @@ def test_a_run_abandoned_on_a_node_the_master_lost_is_killed_if_we_still_reach_i
     rec = core.queue.live[0]
     assert rec.state == IDLE and rec.lost_runs == 1 and rec.completions == 0
     acts = core.from_master({"type": "node-lost", "node": "n2", "claims": ["c2"]}, 2.0)
-    assert msgs(acts, C.ToNode, "kill") == [] and core.queue.live[1].state == IDLE
-    assert core.queue.live[1].lost_runs == 1
+    assert msgs(acts, C.ToNode, "kill") == [] and core.queue.live[1].state == RUNNING
+    acts = core.node_up("n2", 3.0)
+    assert msgs(acts, C.ToNode, "kill") == [{"type": "kill", "job": "7.1", "attempt": 1}]
+
+
+def test_a_revoked_run_whose_node_never_answers_runs_again_after_give_up(tmp_path):
+    """R7: a hung daemon keeps its TCP link (the kernel still acks): nothing breaks the
+    link, so the wait for its answer is bounded by `give_up` (20 s); the same bound
+    holds for a node whose link stays down."""
+    core = _d7(tmp_path)
+    core.from_master({"type": "node-lost", "node": "n1", "claims": ["c1"]}, 2.0)
+    core.from_master({"type": "node-lost", "node": "n2", "claims": ["c2"]}, 2.0)
+    core.tick(20.9)
+    assert core.queue.live[0].state == RUNNING and core.queue.live[1].state == RUNNING
+    core.tick(21.5)  # n2's link down since 1.0: the node itself is given up
+    assert core.queue.live[0].state == RUNNING and core.queue.live[1].state == IDLE
+    acts = core.tick(22.0)
+    assert core.queue.live[0].state == IDLE and core.queue.live[0].lost_runs == 1
+    assert core.queue.live[1].state == IDLE and core.queue.live[1].lost_runs == 1
+    assert any("did not answer the kill of job 7.0" in a.text for a in of(acts, C.Say))
+    assert not core.revoking
+    # the old run's answer, if it ever comes, is stale: it changes nothing
+    collect(core, "n1", finished("7.0", 1))
+    assert core.queue.live[0].state == IDLE and 0 not in core.queue.final
+
+
+def test_a_run_never_all_sent_is_rerun_at_once_when_its_link_is_down(tmp_path):
+    """Its inputs were still going out when the link broke: the node cannot have it
+    (the run and its data are one unit), so nothing waits for it."""
+    core = make(tmp_path, "executable = /bin/true\nqueue 1\n")
+    core.start(0.0)
+    core.from_master(claim("c1"), 0.0)
+    core.node_up("n1", 0.0)  # the run goes out, not all sent
+    core.node_down("n1", 0.5, "connection lost")
+    core.from_master({"type": "node-lost", "node": "n1", "claims": ["c1"]}, 1.0)
+    rec = core.queue.live[0]
+    assert rec.state == IDLE and rec.lost_runs == 1 and not core.revoking
+
+
+def test_a_resumed_run_revoked_before_its_node_link_is_up_waits_for_the_node(tmp_path):
+    """R7 (sim, revoke 135): a resumed submitter reads the master's welcome before any
+    node link is up. The run it re-attaches may be running: the kill goes when the link
+    comes up, and the node's answer decides (here: the run had ended exit 0 first)."""
+    prev = previous_with_running()
+    core = make(tmp_path, "executable = /bin/true\nqueue 3\n", prev=prev)
+    js = list(expand_text("executable = /bin/true\nqueue 3\n", str(tmp_path), cluster=7))
+    core.start(0.0, [js[1]])
+    core.master_up({"type": "welcome", "dropped": ["c1"], "killed": ["c1"]})
+    rec = core.queue.live[1]
+    assert rec.state == RUNNING and rec.attempt == 2
+    acts = core.from_master(claim("c9", node="n2"), 1.0) + core.node_up("n2", 1.0)
+    assert [(r.msg["job"], r.msg["attempt"]) for r in of(acts, C.StartRun)] \
+        == [("7.2", 1)]  # not 7.1 again
+    acts = core.node_up("n1", 1.5)
+    assert msgs(acts, C.ToNode, "kill") == [{"type": "kill", "job": "7.1", "attempt": 2}]
+    collect(core, "n1", finished("7.1", 2))
+    assert core.queue.final[1].state == DONE
+
+
+def test_a_revoked_and_killed_run_leaves_no_kill_for_its_rerun_on_the_same_node(tmp_path):
+    """R7 (mutation M5): the rerun of a revoked and killed job, on the same node, must
+    not be killed at a reconnect or at its start for its old attempt's sake."""
+    core = _d7(tmp_path)
+    core.from_master({"type": "node-lost", "node": "n1", "claims": ["c1"]}, 2.0)
+    collect(core, "n1", finished("7.0", 1, exit_code=None, signal=15, removed=True))
+    acts = core.from_master(claim("c3"), 2.5)
+    assert [(r.msg["job"], r.msg["attempt"]) for r in of(acts, C.StartRun)] == [("7.0", 2)]
+    core.run_sent("n1", 0, 2)
+    core.node_down("n1", 3.0, "connection lost")
+    acts = core.node_up("n1", 4.0)
+    assert msgs(acts, C.ToNode, "kill") == []
+    acts = core.from_node("n1", {"type": "started", "job": "7.0", "attempt": 2}, 4.5)
+    assert msgs(acts, C.ToNode, "kill") == [] and not core.revoking
 
 
 def test_a_run_abandoned_on_a_reachable_node_that_ends_first_is_not_run_again(tmp_path):

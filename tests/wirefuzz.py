@@ -43,6 +43,7 @@ from typing import Any, Callable, Optional
 from jrs.client import core as C
 from jrs.client.jobs import Queue
 from jrs.cluster import master as M
+from jrs.cluster.limits import Limits
 from jrs.cluster.payload import PayloadError
 from jrs.condor import expand_text
 from jrs.node import core as N
@@ -301,6 +302,7 @@ class _Channel:
         self.sent: list = []
         self.peer = ("192.0.2.1", 5000)
         self.peer_role = role
+        self.last_size = 0  # (the limiter's cost of a demand: its frame's bytes)
 
     def send(self, msg: dict) -> None:
         self.sent.append(msg)
@@ -330,7 +332,10 @@ class Roles:
     def _master(self) -> None:
         config = SimpleNamespace(nodes=[SimpleNamespace(
             name=NODE, endpoint=SimpleNamespace(host="127.0.0.1", port=9618))])
-        self.master = M.Master(config, M.ClusterCounter(self.tmp), clock=lambda: 100.0)
+        # demand budgets out of the way: this clock never moves, so a spent one would
+        # never refill (jrs/cluster/limits.py; tests/test_master_limits*.py test them)
+        self.master = M.Master(config, M.ClusterCounter(self.tmp), clock=lambda: 100.0,
+                               limits=Limits(demand_burst=1e18, host_demand_burst=1e18))
         pool = self.master.pool
         pool.new_id = lambda: "%024x" % self.rnd.getrandbits(96)  # seeded, same shape
         pool.node_hello(NODE, {"slots": 4, "memory": 1000, "gpus": 0, "attrs": {},
@@ -469,6 +474,8 @@ class Roles:
         master, pool = self.master, self.master.pool
         ch = _Channel({"master-node": "node", "master-sub": "submit"}.get(role, "tool"))
         kind = msg["type"]
+        if role == "master-sub":  # a session the limiter knows, as the shell opens them
+            master.limiter.open_session(ch, ch.peer[0], 100.0)
         try:
             if kind == "node-hello":
                 master.send(pool.node_hello(NODE, msg, 100.0))
@@ -489,6 +496,8 @@ class Roles:
             if type(exc) not in (PayloadError, ValueError):  # limit): both answered
                 raise  # bad-message; a subclass (UnicodeError...) is a gap, not a check
             return str(exc)
+        finally:
+            master.limiter.close_session(ch)
         return None
 
     def invariants(self, role: str) -> None:

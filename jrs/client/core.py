@@ -219,8 +219,9 @@ class SubmitCore:
         self.unmatchable: dict[str, str] = {}
         self.give_back = 0
         self.removing: set = set()
-        self.revoking: set = set()  # (proc, attempt) killed by us on a reachable node after
-        # the master took its claim: the node's answer decides (`_abandon`)
+        # (proc, attempt) -> until when: runs the master took the claim of, killed (or to
+        # be killed) by us on their node, whose answer decides (`_abandon`)
+        self.revoking: dict = {}
         self.remove_reason: Optional[str] = None  # the whole cluster is being removed
         self._remove_why: dict = {}  # proc -> reason, for jobs removed one by one
         self.now = float("-inf")  # the latest time an event brought (node rests)
@@ -605,7 +606,8 @@ class SubmitCore:
             self._emit(self._run_action(node, live[p]))
         for p in sorted(self.removing | {p for p, _a in self.revoking}):
             rec = live.get(p)
-            if rec is not None and rec.node == node and (p, rec.attempt) in ns.sent:
+            if rec is not None and rec.node == node and (p, rec.attempt) in ns.sent and (
+                    p in self.removing or (p, rec.attempt) in self.revoking):
                 self._emit(ToNode(node, {"type": "kill", "job": self.job_id(p),
                                          "attempt": rec.attempt}))
         self.pump()
@@ -677,6 +679,8 @@ class SubmitCore:
                     and now - ns.failing_since > self.cfg.give_up:
                 ns.failing_since = now
                 self.node_lost(name, f"unreachable for {self.cfg.give_up:.0f}s", release=True)
+        if self.revoking:
+            self._revoking_overdue(now)
         if now - self._last_progress >= 1.0:
             self._last_progress = now
             self._emit(ToMaster({"type": "progress", "clusters": [self.cluster_info()]}))
@@ -703,32 +707,56 @@ class SubmitCore:
             else:
                 del self.claims[c.id]
         if ns is not None:  # what is still asked of the node: only the kills in flight
-            ns.sent &= self.revoking
-            ns.pending &= self.revoking
+            ns.sent = {i for i in ns.sent if i in self.revoking}
+            ns.pending = {i for i in ns.pending if i in self.revoking}
 
     def _abandon(self, rec: Rec, node: str, why: str) -> bool:
         """The master took `rec`'s claim and told the node to kill it (or lost the node).
-        If we reach the node, we kill the run there ourselves and let the node's answer
+        While the run may be there (it reached the node, or its link is up) and the node
+        may still answer, we kill the run there ourselves and let the node's answer
         decide (True): killed, it is a lost run and runs again (`_result`); ended on its
         own first, its result stands. Rerunning it at once would run it twice when the
         node is slow but alive (sim S1, revoke 802139: the run ended exit 0 after its
-        rerun had started). If we cannot reach the node, it runs again elsewhere at once,
-        uncounted (False), while the old run goes on until the master's kill lands when
-        the node is back in touch with it (sim D7, revoke 500075). A job being removed
-        ends REMOVED at once either way (its kill is out; nothing runs it again)."""
+        rerun had started), or when a resumed submitter has not reached the node yet
+        (R7, revoke 135). A link that is down has the kill sent when it is back
+        (`node_up`). The wait is bounded (`cfg.give_up`, `tick`): a node that neither
+        answers nor goes away (a hung daemon keeps its TCP link) has its run given up
+        then. A run that cannot be on the node (never all sent, the link down) or whose
+        node is banned runs again at once, uncounted (False). A job being removed ends
+        REMOVED at once either way (its kill is out; nothing runs it again)."""
         ns = self.nodes.get(node)
         ref = (rec.proc, rec.attempt)
         removing = rec.proc in self.removing or self.remove_reason is not None
-        if ns is not None and ns.up and not ns.banned and not removing:
-            self._emit(ToNode(node, {"type": "kill", "job": self.job_id(rec.proc),
-                                     "attempt": rec.attempt}))
-            self.revoking.add(ref)
+        if ns is not None and not ns.banned and not removing and (ns.up or ref in ns.sent):
+            if ns.up:
+                self._emit(ToNode(node, {"type": "kill", "job": self.job_id(rec.proc),
+                                         "attempt": rec.attempt}))
+            self.revoking[ref] = self.now + self.cfg.give_up
             return True
         if ns is not None:
             ns.sent.discard(ref)
             ns.pending.discard(ref)
         self._lost_run(rec, node, why)
         return False
+
+    def _revoking_overdue(self, now: float) -> None:
+        """Runs whose node did not answer our kill within `give_up`: run them again."""
+        for ref, until in list(self.revoking.items()):
+            if now < until:
+                continue
+            del self.revoking[ref]
+            rec = self.queue.live.get(ref[0])
+            if rec is None or rec.state != RUNNING or rec.attempt != ref[1]:
+                continue
+            ns = self.nodes.get(rec.node or "")
+            if ns is not None:
+                ns.sent.discard(ref)
+                ns.pending.discard(ref)
+            self._emit(Say(f"jrs submit: node {rec.node} did not answer the kill of job "
+                           f"{self.job_id(rec.proc)} in {self.cfg.give_up:.0f}s; running "
+                           f"it again elsewhere"))
+            self._free_claim_of(rec)
+            self._lost_run(rec, rec.node, "its node did not answer the kill of a revoked run")
 
     # ------------------------------------------------------------ node messages
 
@@ -857,6 +885,13 @@ class SubmitCore:
         except transfer.BadResult as exc:
             self._bad_result(node, rec, job, attempt, str(exc), HOLD_TRANSFER_OUTPUT)
             return
+        over = msg["result"].get("outputs_over_limit")
+        if rec is not None and isinstance(over, str) and not result["removed"] \
+                and rec.proc not in self.removing and self.remove_reason is None:
+            self._bad_result(node, rec, job, attempt, f"its outputs exceed the node's limit: "
+                             f"{excerpt(over)}", HOLD_OUTPUT_LIMIT,
+                             held=f"its outputs exceed the limit on {node}: {excerpt(over)}")
+            return
         if rec is None:
             plan = [(h, None) for h in heads]  # stale or repeated: drain, discard, ack
         else:
@@ -873,9 +908,11 @@ class SubmitCore:
         self._emit(ReceiveOutputs(node, ref, plan))
 
     def _bad_result(self, node: str, rec: Optional[Rec], job: str, attempt: int, why: str,
-                    code: int, log_excerpt: bool = True) -> None:
-        """Hold the job (if it is one we wait for), drain and discard the data the wire
-        says follows, then acknowledge, so the node forgets the result. No reset: a
+                    code: int, log_excerpt: bool = True, held: Optional[str] = None) -> None:
+        """Hold the job (if it is one we wait for; `held` the reason, if not a bad result),
+        drain and discard the data the wire says follows, then acknowledge, so the node
+        forgets the result. A job over the node's output limit is held so too (HTCondor's
+        code 33), its outputs not written: the node stopped collecting. No reset: a
         closed session would lose the ack (and the node would deliver again), and the
         job being final, a drain that never ends (sizes announced but never sent) holds
         up only this node's session, not the submit."""
@@ -883,8 +920,9 @@ class SubmitCore:
                        f"{why if not log_excerpt else excerpt(why)}"))
         if rec is not None:
             self._free_claim_of(rec)
-            self._final(rec, Summary(HELD, node=node, reason=f"bad result from {node}: "
-                                                             f"{why[:200]}"), code)
+            self._final(rec, Summary(HELD, node=node, reason=held or f"bad result from "
+                                                                     f"{node}: {why[:200]}"),
+                        code)
         ref = (node, job, attempt)
         self._receiving[ref] = (None, {})
         self._emit(ReceiveOutputs(node, ref, [({"name": "", "size": s}, None)
@@ -963,7 +1001,7 @@ class SubmitCore:
     def _requeue(self, rec: Rec) -> None:
         """Back to the queue to run again, unless it is being removed: then it ends
         REMOVED (nothing would ever run it, and the submit would never end)."""
-        self.revoking.discard((rec.proc, rec.attempt))
+        self.revoking.pop((rec.proc, rec.attempt), None)
         if rec.proc in self.removing or self.remove_reason is not None:
             self._final(rec, Summary(REMOVED, node=rec.node, reason=self._removal_reason(rec)))
             return
@@ -993,7 +1031,7 @@ class SubmitCore:
             self._event(rec, "aborted", s.reason or "removed")
         elif s.state == HELD:
             self._event(rec, "held", s.reason or "held", code)
-        self.revoking.discard((rec.proc, rec.attempt))
+        self.revoking.pop((rec.proc, rec.attempt), None)
         self.queue.finish(rec, s)
         self._emit(Record(J.end_record(rec.proc, rec.attempt, s)))
         self.removing.discard(rec.proc)

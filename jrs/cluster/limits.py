@@ -15,8 +15,13 @@ master's shell asks a `Limiter` before it lets a session or a demand in:
   `requests_per_host` entries in all, a quarter of the Pool's cap by default, so one
   host alone cannot fill it;
 - **demand rate**: each session has a token bucket of `demand_burst` bytes refilled at
-  `demand_rate` bytes a second; a demand costs its frame's size plus `message_cost`.
-  A demand that finds the bucket empty is not dropped: it is kept as the session's
+  `demand_rate` bytes a second; a demand costs its frame's size plus `message_cost`,
+  and once decoded `entry_cost` more per request entry (an entry costs the master as
+  much to check as kilobytes of text: bytes alone let one session take a whole core).
+  The sessions of one host share a second bucket (`host_demand_burst`,
+  `host_demand_rate`), which outlives them: many sessions, or a session closed and
+  opened again for a fresh bucket, get one host no more than that.
+  A demand that finds a bucket empty is not dropped: it is kept as the session's
   newest demand, replacing (coalescing) any older one kept, and handed back by `due`
   once the bucket has refilled. Demands are whole states (the submitter's counts of
   the moment), so the newest one alone is the update; nothing is lost. A kept frame
@@ -50,7 +55,14 @@ from ..errors import ConfigError
 #   session over budget costs at most ~1/5 of a core, where unbounded it took all.
 #   A frame larger than what is left is a debt: the wire's largest (16 MiB) keeps
 #   that session's next demand ~25 s.
-# - 512 bytes a message: bounds the rate of tiny demands too (each has a fixed cost).
+# - 2 MiB/s, bursts of 8 MiB for all sessions of a host: four sessions' worth, ~1/6 of
+#   a loaded core at the costliest; without it 64 sessions had 64 budgets.
+# - 512 bytes a message: bounds the rate of tiny demands too (each has a fixed cost);
+# - 2,048 bytes an entry: measured, one entry (its decode, schema and payload checks and
+#   the Pool's books) costs the master ~50 us unloaded, 150 us at load 6 on 2 cores, as
+#   much as ~8 KB of plain text. Charged by bytes alone, 84 KB demands of 1,024 entries
+#   each took a whole core within the byte budget; so a session's demands cost at most
+#   ~256 entries a second, ~4 % of a core loaded, and an honest one-entry demand ~3 KB.
 SETTINGS: dict = {
     "sessions_per_host": ("JRS_MASTER_SESSIONS_PER_HOST", 64, int),
     "requests_per_session": ("JRS_MASTER_REQUESTS_PER_SESSION", 1024, int),
@@ -58,7 +70,11 @@ SETTINGS: dict = {
     "demand_rate": ("JRS_MASTER_DEMAND_RATE", 512 * 1024, float),
     "demand_burst": ("JRS_MASTER_DEMAND_BURST", 4 << 20, float),
     "message_cost": ("JRS_MASTER_DEMAND_MESSAGE_COST", 512, int),
+    "entry_cost": ("JRS_MASTER_DEMAND_ENTRY_COST", 2048, int),
+    "host_demand_rate": ("JRS_MASTER_HOST_DEMAND_RATE", 2 << 20, float),
+    "host_demand_burst": ("JRS_MASTER_HOST_DEMAND_BURST", 8 << 20, float),
 }
+MAX_HOSTS = 4096  # host buckets kept; past it those of hosts without sessions, full first
 
 
 @dataclass(frozen=True)
@@ -71,11 +87,14 @@ class Limits:
     demand_rate: float = SETTINGS["demand_rate"][1]
     demand_burst: float = SETTINGS["demand_burst"][1]
     message_cost: int = SETTINGS["message_cost"][1]
+    entry_cost: int = SETTINGS["entry_cost"][1]
+    host_demand_rate: float = SETTINGS["host_demand_rate"][1]
+    host_demand_burst: float = SETTINGS["host_demand_burst"][1]
 
     def __post_init__(self) -> None:
         for name, (var, _default, _kind) in SETTINGS.items():
             value = getattr(self, name)
-            low = 0 if name == "message_cost" else 1
+            low = 0 if name in ("message_cost", "entry_cost") else 1
             if isinstance(value, bool) or not value >= low:
                 raise ConfigError(f"{var}: want a number of at least {low}, not {value!r}")
 
@@ -96,17 +115,41 @@ class Limits:
         return cls(**values)
 
 
-class _Session:
-    __slots__ = ("applied", "bytes", "coalesced", "deferred", "held", "host", "kept",
-                 "kept_cost", "last", "tokens")
+class _Bucket:
+    """Tokens refilled at `rate` a second up to `burst`; below 0 is a debt to wait out."""
 
-    def __init__(self, host: str, tokens: float, now: float, held: int) -> None:
+    __slots__ = ("burst", "last", "rate", "tokens")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens = burst
+        self.last = now
+
+    def refill(self, now: float) -> None:
+        if now > self.last:
+            self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+            self.last = now
+
+    def ready_at(self) -> float:
+        """When the tokens are back to 0 (now, or the last refill, if they are)."""
+        return self.last + max(0.0, -self.tokens) / self.rate
+
+    def full_at(self) -> float:
+        return self.last + max(0.0, self.burst - self.tokens) / self.rate
+
+
+class _Session:
+    __slots__ = ("applied", "bucket", "bytes", "coalesced", "deferred", "held", "host",
+                 "kept", "kept_cost", "kept_since", "served")
+
+    def __init__(self, host: str, bucket: _Bucket, held: int) -> None:
         self.host = host
         self.held = held  # request entries of its last applied demand
-        self.tokens = tokens  # may go below 0: a demand larger than what is left is a debt
-        self.last = now
+        self.bucket = bucket
         self.kept: Any = None  # the newest demand over budget, waiting for tokens
         self.kept_cost = 0.0
+        self.kept_since = 0.0
+        self.served = -1.0  # when a demand of it was last let through (-1: never)
         self.applied = 0
         self.deferred = 0  # demands kept (each kept demand is applied or replaced)
         self.coalesced = 0  # kept demands a newer one replaced (never applied)
@@ -122,6 +165,8 @@ class Limiter:
         self._host_sessions: dict = {}  # host -> sessions open
         self._host_held: dict = {}  # host -> request entries held by its sessions
         self._waiting: set = set()  # keys of sessions with a kept demand
+        self._host_buckets: dict = {}  # host -> _Bucket, kept after its sessions close
+        self._host_waiting: dict = {}  # host -> its sessions with a kept demand
 
     # ------------------------------------------------------------ sessions
 
@@ -151,7 +196,14 @@ class Limiter:
             self.close_session(replaces)
         if key in self._sessions:
             self.close_session(key)
-        self._sessions[key] = _Session(host, self.limits.demand_burst, now, held)
+        lim = self.limits
+        self._sessions[key] = _Session(host, _Bucket(lim.demand_rate, lim.demand_burst, now),
+                                       held)
+        if host not in self._host_buckets:
+            if len(self._host_buckets) >= MAX_HOSTS:
+                self._forget_hosts(now)
+            self._host_buckets[host] = _Bucket(lim.host_demand_rate, lim.host_demand_burst,
+                                               now)
         self._host_sessions[host] = self._host_sessions.get(host, 0) + 1
         self._host_held[host] = self._host_held.get(host, 0) + held
 
@@ -162,7 +214,8 @@ class Limiter:
         s = self._sessions.pop(key, None)
         if s is None:
             return None
-        self._waiting.discard(key)
+        if key in self._waiting:
+            self._unwait(key, s)
         for book, amount in ((self._host_sessions, 1), (self._host_held, s.held)):
             left = book.get(s.host, 0) - amount
             if left > 0:
@@ -171,6 +224,14 @@ class Limiter:
                 book.pop(s.host, None)
         return self._stats(s)
 
+    def _forget_hosts(self, now: float) -> None:
+        """Drop host buckets of hosts without sessions, the ones full by `now` first
+        (they hold nothing), until there is room for one more."""
+        idle = [h for h in self._host_buckets if h not in self._host_sessions]
+        idle.sort(key=lambda h: self._host_buckets[h].full_at())
+        for h in idle[:max(1, len(self._host_buckets) - MAX_HOSTS + 1)]:
+            del self._host_buckets[h]
+
     def sessions_of(self, host: str) -> int:
         return self._host_sessions.get(host, 0)
 
@@ -178,6 +239,14 @@ class Limiter:
         return self._host_held.get(host, 0)
 
     # ------------------------------------------------------------ requests held
+
+    def decoded(self, key: Hashable, entries: int) -> None:
+        """A demand let through has been decoded: its `entries` are charged to the
+        session's bucket (a debt that later demands wait for), applied or refused."""
+        s = self._sessions[key]
+        cost = entries * self.limits.entry_cost
+        s.bucket.tokens -= cost
+        self._host_buckets[s.host].tokens -= cost
 
     def demand_refusal(self, key: Hashable, entries: int) -> Optional[str]:
         """Why a demand of `entries` request entries may not be applied for session
@@ -204,38 +273,46 @@ class Limiter:
 
     # ------------------------------------------------------------ demand rate
 
-    def _refill(self, s: _Session, now: float) -> None:
-        if now > s.last:
-            s.tokens = min(self.limits.demand_burst,
-                           s.tokens + (now - s.last) * self.limits.demand_rate)
-            s.last = now
-
     def demand_frame(self, key: Hashable, size: int, frame: Any, now: float) -> bool:
         """A demand of `size` bytes came on session `key`. True: apply it now (it has
         been charged). False: it is kept as the session's newest demand (replacing an
         older kept one, which is then never applied) until `due` hands it back."""
         s = self._sessions[key]
-        self._refill(s, now)
+        host = self._host_buckets[s.host]
+        s.bucket.refill(now)
+        host.refill(now)
         s.bytes += size
         cost = float(size + self.limits.message_cost)
         if s.kept is not None:  # order: a newer demand never overtakes a kept one
             s.kept, s.kept_cost = frame, cost
             s.coalesced += 1
             return False
-        if s.tokens >= 0:
-            s.tokens -= cost
+        if s.bucket.tokens >= 0 and host.tokens >= 0 \
+                and not self._host_waiting.get(s.host):  # others of the host queue first
+            s.bucket.tokens -= cost
+            host.tokens -= cost
+            s.served = now
             return True
-        s.kept, s.kept_cost = frame, cost
+        s.kept, s.kept_cost, s.kept_since = frame, cost, now
         s.deferred += 1
         self._waiting.add(key)
+        self._host_waiting[s.host] = self._host_waiting.get(s.host, 0) + 1
         return False
+
+    def _unwait(self, key: Hashable, s: _Session) -> None:
+        self._waiting.discard(key)
+        left = self._host_waiting.get(s.host, 0) - 1
+        if left > 0:
+            self._host_waiting[s.host] = left
+        else:
+            self._host_waiting.pop(s.host, None)
 
     def due_at(self, key: Hashable) -> Optional[float]:
         """When the kept demand of `key` may be applied (None: none is kept)."""
         s = self._sessions.get(key)
         if s is None or s.kept is None:
             return None
-        return s.last + max(0.0, -s.tokens) / self.limits.demand_rate
+        return max(s.bucket.ready_at(), self._host_buckets[s.host].ready_at())
 
     def next_due(self) -> Optional[float]:
         """The earliest `due_at` of all sessions (None: no demand is kept)."""
@@ -246,17 +323,23 @@ class Limiter:
         """[(key, frame)] of the kept demands whose bucket has refilled by `now`, each
         charged and no longer kept: the shell applies them now."""
         out = []
-        for key in sorted(self._waiting, key=lambda k: self.due_at(k) or 0.0):
+        # the least recently served first, then the one kept first: the sessions of a
+        # host share its refills in turn (first come first served let the first to
+        # spend the burst also be the first kept, and served again before the others)
+        order = sorted(self._waiting, key=lambda k: (self.due_at(k) or 0.0,
+                                                     self._sessions[k].served,
+                                                     self._sessions[k].kept_since))
+        for key in order:  # a host's bucket may be spent by those before: asked again
             at = self.due_at(key)
             if at is None or at > now:
                 continue
             s = self._sessions[key]
-            self._refill(s, now)
-            s.tokens = max(s.tokens, 0.0) - s.kept_cost  # (rounding: due means refilled)
+            for b in (s.bucket, self._host_buckets[s.host]):
+                b.refill(now)
+                b.tokens = max(b.tokens, 0.0) - s.kept_cost  # (rounding: due = refilled)
             out.append((key, s.kept))
-            s.kept, s.kept_cost = None, 0.0
-        for key, _ in out:
-            self._waiting.discard(key)
+            s.kept, s.kept_cost, s.served = None, 0.0, now
+            self._unwait(key, s)
         return out
 
     def kept(self, key: Hashable) -> Any:

@@ -11,6 +11,12 @@ Nothing a peer sends can end a session loop or the ticker with a traceback:
 bad payloads are answered with `bad-message`, our own bugs are logged with
 their traceback and the loop goes on. Log lines about peers carry only bounded,
 escaped excerpts of what they sent, rate-limited per source address.
+
+What one source host may hold and spend is decided by `limits.Limiter` (sessions per
+host, request entries per session and per host, a per-session demand rate); this shell
+only asks it. Demand frames in our own field order are kept undecoded by the wire
+(`Connection.keep_raw`) until the limiter lets them through, so of a flood of demands
+only the one finally applied is decoded and checked.
 """
 
 from __future__ import annotations
@@ -25,7 +31,9 @@ from typing import Callable, Optional
 
 from .. import records
 from ..errors import ConfigError
+from ..wire.connection import BadMessage, Raw
 from ..wire.messages import error
+from .limits import Limiter, Limits
 from .payload import PayloadError
 from .peerlog import PeerLog, excerpt
 from .pool import MAX_SESSIONS, Pool
@@ -34,6 +42,19 @@ log = logging.getLogger("jrs.master")
 PEER_ERRORS = (PayloadError, KeyError, TypeError, ValueError, AttributeError, IndexError)
 PING_TIMEOUT = 2.0  # a live node session must answer within this to keep its place
 TICK = 1.0
+# how our submitters' demand frames begin (json.dumps of {"type": "demand", ...} with
+# the wire's separators): these are kept undecoded until the demand budget lets them in.
+# A demand in another field order is decoded on arrival; over budget it is kept too,
+# and the session is not read until it is due (no decode is wasted on what it sends).
+DEMAND_PREFIX = b'{"type":"demand",'
+
+
+def _is_demand(body: bytes) -> bool:
+    return body.startswith(DEMAND_PREFIX)
+
+
+def _host(peer: object) -> str:
+    return peer[0] if isinstance(peer, tuple) and peer else str(peer)
 
 
 def _env_seconds(name: str, default: float) -> float:
@@ -117,7 +138,8 @@ class SessionStore:
 class Master:
     def __init__(self, config, counter: ClusterCounter,
                  clock: Callable[[], float] = time.monotonic,
-                 sessions: Optional[SessionStore] = None) -> None:
+                 sessions: Optional[SessionStore] = None,
+                 limits: Optional[Limits] = None) -> None:
         self.config = config
         self.clock = clock
         # claim ids: 128 random bits (contract 9); a node binds each to its first session
@@ -136,6 +158,10 @@ class Master:
         self.pings: dict = {}  # (id(channel), seq) -> future
         self._seq = itertools.count(1)
         self.peerlog = PeerLog(log)
+        self.limiter = Limiter(limits or Limits.from_env(os.environ))
+        self._session_sid: dict = {}  # submitter channel -> its id (the limiter's keys)
+        self._due_timer: Optional[asyncio.TimerHandle] = None
+        self._due_at = 0.0
 
     # ------------------------------------------------------------ sending
 
@@ -164,6 +190,9 @@ class Master:
         """Read messages and hand each to its handler until the channel closes."""
         while True:
             msg = await ch.recv()
+            if isinstance(msg, Raw):  # a demand frame kept undecoded (submitters only)
+                await self._handle(ch, who, Master._raw_demand, msg, "demand")
+                continue
             if not isinstance(msg, dict):
                 continue  # data frames are not for the master
             handler = table.get(msg["type"])
@@ -171,27 +200,34 @@ class Master:
                 self._bad(ch, msg, ValueError(f"a {ch.peer_role} may not send "
                                               f"{excerpt(msg['type'])}"))
                 continue
+            await self._handle(ch, who, handler, msg, msg["type"])
+
+    async def _handle(self, ch, who: str, handler, msg, kind: str) -> None:
+        """One message to its handler: a peer's fault answered, our bug logged."""
+        try:
+            result = handler(self, ch, who, msg)
+            if asyncio.iscoroutine(result):
+                await result
+        except PEER_ERRORS as exc:
+            self._bad(ch, msg if isinstance(msg, dict) else {"type": kind}, exc)
+        except Exception:  # our bug: say where, keep serving
+            self.peerlog.exception(ch.peer, "handling %s from %s", excerpt(kind), ch.peer)
             try:
-                result = handler(self, ch, who, msg)
-                if asyncio.iscoroutine(result):
-                    await result
-            except PEER_ERRORS as exc:
-                self._bad(ch, msg, exc)
-            except Exception:  # our bug: say where, keep serving
-                self.peerlog.exception(ch.peer, "handling %s from %s", excerpt(msg["type"]),
-                                       ch.peer)
-                try:
-                    ch.send(error("internal", "the master failed on this message",
-                                  msg["type"]))
-                except Exception:
-                    pass
+                ch.send(error("internal", "the master failed on this message", kind))
+            except Exception:
+                pass
 
     # ------------------------------------------------------------ sessions
 
     async def serve(self, ch) -> None:
+        if ch.peer_role == "submit":
+            ch.conn.keep_raw = _is_demand
         try:
             first = await asyncio.wait_for(ch.recv(), 30)
         except asyncio.TimeoutError:
+            return
+        if isinstance(first, Raw):
+            ch.send(error("protocol", "a submit may not start with demand"))
             return
         if not isinstance(first, dict):
             return
@@ -260,6 +296,14 @@ class Master:
 
     async def _submitter(self, ch, hello: dict) -> None:
         sid = hello["submitter"]
+        host = _host(ch.peer)
+        old = self.submitters.get(sid)
+        why = self.limiter.session_refusal(host, replaces=old)
+        if why is not None:  # before the Pool: nothing of it is bound or applied
+            self.peerlog.warning(ch.peer, "refused submitter %s from %s: %s", excerpt(sid),
+                                 ch.peer, why)
+            ch.send(error("limit", why, "submitter-hello"))
+            return
         bound = sid in self.pool.sessions
         token = hello.get("token")
         actions = self.pool.open_session(hello, self.clock())  # session, then payload
@@ -272,7 +316,8 @@ class Master:
             return
         if not bound and self.store is not None and sid in self.pool.sessions:
             self.store.add(sid, self.pool.sessions[sid])
-        old = self.submitters.get(sid)
+        self.limiter.open_session(ch, host, self.clock(), replaces=old)
+        self._session_sid[ch] = sid
         if old is not None:
             old.close()
         self.submitters[sid] = ch
@@ -281,6 +326,13 @@ class Master:
             self.send(actions)
             await self._loop(ch, SUBMITTER, sid)
         finally:
+            self._session_sid.pop(ch, None)
+            figures = self.limiter.close_session(ch)
+            if figures and figures["deferred"]:
+                self.peerlog.info(ch.peer, "submitter %s from %s: %d demands applied, %d "
+                                  "held back for its demand budget (%d replaced by a newer "
+                                  "one), %d bytes", excerpt(sid), ch.peer, figures["applied"],
+                                  figures["deferred"], figures["coalesced"], figures["bytes"])
             if self.submitters.get(sid) is ch:
                 del self.submitters[sid]
                 self.send(self.pool.submitter_gone(sid, self.clock()))
@@ -316,8 +368,74 @@ class Master:
     def _new_cluster(self, ch, sid: str, msg: dict) -> None:
         ch.send({"type": "cluster", "id": self.counter.take()})
 
-    def _demand(self, ch, sid: str, msg: dict) -> None:
+    async def _demand(self, ch, sid: str, msg: dict) -> None:
+        """A demand that came decoded (not in our field order, or read with the hello)."""
+        if self.limiter.demand_frame(ch, ch.last_size, msg, self.clock()):
+            self._apply_demand(ch, sid, msg)
+            return
+        self._arm()
+        at = self.limiter.due_at(ch)  # kept: read nothing more of this peer until then
+        if at is not None:
+            await asyncio.sleep(max(0.0, at - self.clock()))
+            self._run_due()
+
+    def _raw_demand(self, ch, sid: str, raw: Raw) -> None:
+        if self.limiter.demand_frame(ch, len(raw.body), raw, self.clock()):
+            self._apply_demand(ch, sid, raw)
+        else:
+            self._arm()
+
+    def _apply_demand(self, ch, sid: str, msg) -> None:
+        """A demand the budget let through (decoded here if it was kept undecoded): its
+        request entries within the limits, then to the Pool."""
+        if isinstance(msg, Raw):
+            event = ch.conn.decode(msg.body)
+            if isinstance(event, BadMessage):
+                raise ValueError(event.reason)
+            msg = event.body
+            if msg["type"] != "demand":  # its fields said so twice (a hostile frame)
+                raise ValueError(f"a kept demand frame is a {excerpt(msg['type'])}")
+        entries = len(msg["requests"])
+        self.limiter.decoded(ch, entries)
+        why = self.limiter.demand_refusal(ch, entries)
+        if why is not None:  # nothing of it applied: the Pool keeps the previous one
+            self.peerlog.warning(ch.peer, "refused a demand of submitter %s from %s: %s",
+                                 excerpt(sid), ch.peer, why)
+            ch.send(error("limit", why, "demand"))
+            return
         self.send(self.pool.set_demand(sid, msg["requests"], self.clock()))
+        self.limiter.demand_applied(ch, entries)
+
+    def _arm(self) -> None:
+        """A timer for the earliest kept demand (one for all sessions)."""
+        at = self.limiter.next_due()
+        if at is None:
+            return
+        if self._due_timer is not None:
+            if self._due_at <= at:
+                return
+            self._due_timer.cancel()
+        self._due_at = at
+        self._due_timer = asyncio.get_running_loop().call_later(
+            max(0.0, at - self.clock()), self._run_due)
+
+    def _run_due(self) -> None:
+        """Apply the kept demands whose budget has refilled, each the newest of its
+        session; a fault in one is answered on its channel, as in the session loop."""
+        if self._due_timer is not None:
+            self._due_timer.cancel()
+            self._due_timer = None
+        for ch, frame in self.limiter.due(self.clock()):
+            sid = self._session_sid.get(ch)
+            if sid is None or self.submitters.get(sid) is not ch:
+                continue  # (the limiter drops what closed sessions kept; belt and braces)
+            try:
+                self._apply_demand(ch, sid, frame)
+            except PEER_ERRORS as exc:
+                self._bad(ch, {"type": "demand"}, exc)
+            except Exception:  # our bug: say where, keep serving
+                self.peerlog.exception(ch.peer, "applying a kept demand from %s", ch.peer)
+        self._arm()
 
     def _release(self, ch, sid: str, msg: dict) -> None:
         self.send(self.pool.release(sid, msg["claim"], self.clock(),

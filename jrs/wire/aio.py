@@ -28,6 +28,7 @@ from .connection import (
     Data,
     Established,
     Message,
+    Raw,
 )
 from .errors import AuthError, HandshakeClosed, LocalProtocolError, WireError
 from .messages import TRANSFER_TYPES, error
@@ -133,6 +134,7 @@ class Channel:
         self._in_unit = False
         self._deferred: list = []
         self._raise_bad = False
+        self.last_size = 0  # JSON bytes of the frame of the message recv returned last
 
     @property
     def raise_bad(self) -> bool:
@@ -230,8 +232,9 @@ class Channel:
         self.flush()
         await self.writer.drain()
 
-    async def recv(self) -> Union[dict, bytes]:
-        """The next message (dict) or data chunk (bytes). Bad messages are answered here."""
+    async def recv(self) -> Union[dict, bytes, Raw]:
+        """The next message (dict) or data chunk (bytes), or a frame kept undecoded (Raw:
+        only where `conn.keep_raw` is set). Bad messages are answered here."""
         while True:
             while self._pending:
                 event = self._pending.popleft()
@@ -240,9 +243,13 @@ class Channel:
                         continue
                     if TRACE:
                         _trace("<", self.peer, event.body)
+                    self.last_size = event.size
                     return event.body
                 if isinstance(event, Data):
                     return event.chunk
+                if isinstance(event, Raw):
+                    self.last_size = len(event.body)
+                    return event
                 if isinstance(event, BadMessage):
                     self.send(error("bad-message", event.reason))
                     if self._raise_bad:

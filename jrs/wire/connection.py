@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 from .crypto import CryptoError, dh, ephemeral
 from .errors import (
@@ -58,9 +58,10 @@ class Established:
 
 @dataclass(frozen=True)
 class Message:
-    """A validated message (a dict with a `type`)."""
+    """A validated message (a dict with a `type`); `size`: its frame's JSON bytes."""
 
     body: dict
+    size: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,16 @@ class BadMessage:
     body: Optional[dict] = field(default=None, compare=False)  # as it came, if an object
 
 
-Event = Union[Established, Message, Data, BadMessage]
+@dataclass(frozen=True)
+class Raw:
+    """A message frame left undecoded because `Connection.keep_raw` said so: its owner
+    decodes it with `Connection.decode` when, and if, it needs it (the master keeps only
+    the newest of a flood of demands; the older ones cost no JSON decode or check)."""
+
+    body: bytes
+
+
+Event = Union[Established, Message, Data, BadMessage, Raw]
 
 
 class Connection:
@@ -108,6 +118,9 @@ class Connection:
         # given the header in BadMessage.body, drains it) instead of being swallowed
         self.keep_bad_transfers = False
         self.strict = strict_enabled()  # JRS_STRICT: what we send is checked (tests)
+        # given a message frame's JSON bytes, True: hand it on as `Raw`, undecoded. Only
+        # for frames that cannot open a transfer (see `decode`)
+        self.keep_raw: Optional[Callable[[bytes], bool]] = None
 
     @property
     def sending_transfer(self) -> int:
@@ -199,6 +212,20 @@ class Connection:
                             "bytes still owed)")
         if kind != KIND_MESSAGE:
             return BadMessage(f"unknown frame kind {kind!r}")
+        if self.keep_raw is not None and self.keep_raw(body):
+            return Raw(body)
+        return self._decode(body)
+
+    def decode(self, body: bytes) -> Union[Message, BadMessage]:
+        """The message in a frame handed on as `Raw`. Its place in the stream is gone, so
+        it cannot open a transfer: a transfer header is a BadMessage here (and its data
+        frames, already come, ended the connection as data outside a transfer)."""
+        event = self._decode(body, kept=True)
+        if isinstance(event, Message) and event.body["type"] in TRANSFER_TYPES:
+            return BadMessage("a message kept undecoded cannot carry data", event.body)
+        return event
+
+    def _decode(self, body: bytes, kept: bool = False) -> Union[Message, BadMessage]:
         try:
             obj = json.loads(body)
         except RecursionError:  # json's C decoder on deep nesting: bounded, not a crash
@@ -208,7 +235,7 @@ class Connection:
         try:
             clean = validate(obj)
         except MessageError as exc:
-            if isinstance(obj, dict) and obj.get("type") in TRANSFER_TYPES:
+            if isinstance(obj, dict) and obj.get("type") in TRANSFER_TYPES and not kept:
                 # its data frames follow: swallow them if we can tell how many, else
                 # there is no way to stay in step with the stream
                 try:
@@ -217,12 +244,12 @@ class Connection:
                     raise WireError(f"bad transfer header: {exc}")
                 self._discarding = self._recv_left > 0 and not self.keep_bad_transfers
             return BadMessage(str(exc), obj if isinstance(obj, dict) else None)
-        if clean["type"] in TRANSFER_TYPES:
+        if clean["type"] in TRANSFER_TYPES and not kept:
             try:
                 self._recv_left = transfer_size(clean)
             except ValueError as exc:
                 raise WireError(f"bad transfer header: {exc}")
-        return Message(clean)
+        return Message(clean, len(body))
 
     def _handshake_step(self, events: list) -> bytes:
         """Consume handshake bytes; return what is left over for the frame decoder."""

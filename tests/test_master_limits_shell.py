@@ -1,0 +1,171 @@
+"""The master shell asks its Limiter (jrs/cluster/limits.py) before a submitter session
+or a demand gets in: in this process, over real loopback connections (the cluster test,
+tests/test_master_limits_cluster.py, runs the real jrs.pyz). Over a count limit the peer
+gets an `error` with code "limit" naming the bound and nothing of it is applied; a demand
+flood keeps only the newest frame, undecoded, and applies it when the budget refills."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from jrs.cluster.limits import Limits
+from jrs.cluster.master import ClusterCounter, Master
+from jrs.wire import connection as wire_connection
+
+from .test_pool_master import _recv, _sub_hello, run
+
+
+def _use(env, tmp_path, **limits) -> None:
+    env.master = Master(env.config, ClusterCounter(str(tmp_path)), limits=Limits(**limits))
+    env.server.handler = env.master.serve
+
+
+async def _session(env, sid: str, hostile: bool = False):
+    ch = await env.open("submit", hostile=hostile)
+    ch.send(_sub_hello(sid, token=sid * 8))
+    return ch, await _recv(ch)
+
+
+def _demand(key: str = "k", count: int = 1, entries: int = 1) -> dict:
+    return {"type": "demand", "requests": [
+        {"key": f"{key}{i}", "count": count, "cpus": 1, "memory": 0, "gpus": 0,
+         "requirements": "", "ad": {}} for i in range(entries)]}
+
+
+async def _until(pred, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not pred():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+def a_key(env, sid: str):
+    """The limiter's key of a submitter's session (its channel at the master)."""
+    return env.master.submitters[sid]
+
+
+def _asked(env, sid: str) -> dict:
+    sub = env.master.pool.submitters.get(sid)
+    return {} if sub is None else {k: r.count for k, r in sub.requests.items()}
+
+
+def test_sessions_past_the_per_host_limit_are_refused_and_bind_nothing(tmp_path):
+    async def go(env):
+        _use(env, tmp_path, sessions_per_host=2)
+        (a, wa), (b, wb) = await _session(env, "s1"), await _session(env, "s2")
+        assert wa["type"] == wb["type"] == "welcome"
+        _c, refused = await _session(env, "s3")
+        assert refused["type"] == "error" and refused["code"] == "limit"
+        assert refused["message"].startswith("at most 2 submitter sessions from one host")
+        assert "s3" not in env.master.pool.sessions  # its token was not bound
+        assert "s3" not in env.master.pool.submitters
+        a.send(_demand("a"))  # the sessions in keep working
+        await _until(lambda: _asked(env, "s1") == {"a0": 1})
+        # the same submitter again replaces its session: not refused, not counted twice
+        _a2, w = await _session(env, "s1")
+        assert w["type"] == "welcome"
+        b.close()
+        await _until(lambda: env.master.limiter.sessions_of("127.0.0.1") == 1)
+        _d, w = await _session(env, "s4")
+        assert w["type"] == "welcome"
+    run(go, tmp_path)
+
+
+def test_a_demand_over_the_request_limits_is_refused_whole(tmp_path):
+    async def go(env):
+        _use(env, tmp_path, requests_per_session=3, requests_per_host=5)
+        (a, _), (b, _) = await _session(env, "s1"), await _session(env, "s2")
+        a.send(_demand("a", entries=3))
+        await _until(lambda: len(_asked(env, "s1")) == 3)
+        a.send(_demand("x", entries=4))
+        msg = await _recv(a)
+        assert (msg["type"], msg["code"], msg["re"]) == ("error", "limit", "demand")
+        assert "at most 3 requests per submitter session" in msg["message"]
+        assert set(_asked(env, "s1")) == {"a0", "a1", "a2"}  # the previous one stands
+        b.send(_demand("b", entries=3))
+        msg = await _recv(b)
+        assert msg["code"] == "limit" and "127.0.0.1 would hold 6" in msg["message"]
+        assert _asked(env, "s2") == {}
+        b.send(_demand("b", entries=2))
+        await _until(lambda: len(_asked(env, "s2")) == 2)
+        a.close()  # its requests go with the session: room for b
+        await _until(lambda: env.master.limiter.held_by("127.0.0.1") == 2)
+        b.send(_demand("b", entries=3))
+        await _until(lambda: len(_asked(env, "s2")) == 3)
+    run(go, tmp_path)
+
+
+def test_a_flood_keeps_only_the_newest_demand_undecoded_and_applies_it(tmp_path,
+                                                                      monkeypatch):
+    decoded = []
+    real = wire_connection.Connection._decode
+
+    def counting(self, body, kept=False):
+        if body.startswith(b'{"type":"demand"'):
+            decoded.append(len(body))
+        return real(self, body, kept)
+
+    monkeypatch.setattr(wire_connection.Connection, "_decode", counting)
+
+    async def go(env):
+        _use(env, tmp_path, demand_rate=20_000.0, demand_burst=10_000.0, message_cost=0,
+             entry_cost=0)
+        a, _ = await _session(env, "s1")
+        a.send(_demand("big", entries=100))  # ~8 KB: in the burst
+        a.send(_demand("big", entries=100))  # leaves a debt of ~6 KB: 0.3 s
+        for i in range(200):
+            a.send(_demand("n", count=i + 1))
+        await _until(lambda: _asked(env, "s1") == {"n0": 200})
+        st = env.master.limiter.stats(a_key(env, "s1"))
+        assert st["applied"] == 3 and st["deferred"] == 1 and st["coalesced"] == 199
+        assert len(decoded) == 3  # the 199 replaced frames were never decoded
+    run(go, tmp_path)
+
+
+def test_a_demand_in_another_field_order_is_kept_too_and_the_session_waits(tmp_path):
+    """Not our prefix: decoded on arrival (the master cannot tell it is a demand before);
+    over budget it is kept, and the session is not read until it is due."""
+    async def go(env):
+        _use(env, tmp_path, demand_rate=10_000.0, demand_burst=100.0, message_cost=0,
+             entry_cost=0)
+        a, _ = await _session(env, "s1", hostile=True)
+        loop = asyncio.get_running_loop()
+
+        def send_reordered(msg: dict) -> None:
+            body = json.dumps({"requests": msg["requests"], "type": "demand"},
+                              separators=(",", ":")).encode()
+            a._queue(a.conn._seal(body, wire_connection.KIND_MESSAGE))
+
+        send_reordered(_demand("big", entries=60))  # ~5 KB: a debt of ~0.5 s
+        start = loop.time()
+        for i in range(5):
+            send_reordered(_demand("n", count=i + 1))
+        await _until(lambda: _asked(env, "s1") == {"n0": 5})
+        assert loop.time() - start >= 0.4  # waited for its budget
+        st = env.master.limiter.stats(a_key(env, "s1"))
+        assert st["applied"] >= 2 and st["deferred"] >= 1
+    run(go, tmp_path)
+
+
+def test_hostile_kept_frames_are_answered_not_crashed_on(tmp_path):
+    async def go(env):
+        _use(env, tmp_path)
+        a, _ = await _session(env, "s1", hostile=True)
+        # our prefix, but a second "type" makes it another message when decoded
+        a._queue(a.conn._seal(b'{"type":"demand","type":"progress","clusters":[]}',
+                              wire_connection.KIND_MESSAGE))
+        msg = await _recv(a)
+        assert msg["code"] == "bad-message" and "kept demand frame" in msg["message"]
+        a._queue(a.conn._seal(b'{"type":"demand","requests":7}',
+                              wire_connection.KIND_MESSAGE))
+        msg = await _recv(a)
+        assert msg["code"] == "bad-message"
+        a.send(_demand("ok"))
+        await _until(lambda: _asked(env, "s1") == {"ok0": 1})
+        # a demand before any hello
+        b = await env.open("submit", hostile=True)
+        b.send(_demand("early"))
+        msg = await _recv(b)
+        assert msg["code"] == "protocol"
+    run(go, tmp_path)
