@@ -661,6 +661,30 @@ def test_a_node_back_from_its_rest_is_probed_by_one_run(tmp_path):
     assert len(of(acts, C.StartRun)) == 3
 
 
+def test_a_run_sent_before_the_refusal_does_not_end_the_rest(tmp_path):
+    """sim B (backlog 221, 582, 867): a node whose disk fails half its writes. Runs
+    already out when it refused one start there; each start ended its rest, so it was
+    sent the refused job again at once, 10 times in 1.3 s, and the job was held. Only
+    the run that probes the node after its rest ends it."""
+    core = started_one(tmp_path, "executable = /bin/true\nqueue 3\n")
+    core.from_master(claim("c2"), 0.0)
+    core.run_sent("n1", 1, 1)  # 7.0 on c1 and 7.1 on c2 are out
+    refuse(core, 1, 0.1)  # 7.0 refused (its claim goes back): the node rests 1 s
+    assert not of(core.from_master(claim("c3"), 0.15), C.StartRun)  # kept unused
+    acts = core.from_node("n1", {"type": "started", "job": "7.1", "attempt": 1}, 0.2)
+    ns = core.nodes["n1"]
+    assert ns.rest_streak == 1 and ns.rest_until == 1.1
+    assert not of(acts, C.StartRun)  # c3 stays unused: 7.0 is not sent there again
+    assert not of(core.tick(0.5), C.StartRun)
+    (probe,) = of(core.tick(1.2), C.StartRun)
+    assert probe.msg["claim"] == "c3"
+    proc = int(probe.msg["job"].split(".")[1])
+    core.run_sent("n1", proc, probe.msg["attempt"])
+    core.from_node("n1", {"type": "started", "job": probe.msg["job"],
+                          "attempt": probe.msg["attempt"]}, 1.3)
+    assert ns.rest_streak == 0 and ns.probe is None
+
+
 @pytest.mark.parametrize("how", ["removed", "lost", "unknown"])
 def test_a_node_that_loses_every_run_does_not_rerun_a_job_forever(tmp_path, how):
     """R1: a hostile (or broken) node answers every run with `removed: true` (a

@@ -205,6 +205,7 @@ class NodeState:
     banned: bool = False  # kept breaking it: not used for the rest of this run
     rest_until: float = float("-inf")  # refused a run for its own trouble: unused until then
     rest_streak: int = 0  # such refusals in a row (no job started there since)
+    probe: Optional[tuple] = None  # (proc, attempt): the run sent back from a rest
 
 
 class SubmitCore:
@@ -525,6 +526,7 @@ class SubmitCore:
         ns = self._node(c.node, c.host, c.port)
         if ns.rest_streak:  # back from a rest: one run probes it, its other claims wait
             ns.rest_until = self.now + REST_MAX
+            ns.probe = (rec.proc, rec.attempt)
         ns.pending.add((rec.proc, rec.attempt))
         if ns.up:
             self._emit(self._run_action(c.node, rec))
@@ -792,7 +794,7 @@ class SubmitCore:
     def _started(self, node: str, msg: dict, now: float) -> None:
         rec = self._rec(node, msg["job"], msg["attempt"])
         if rec is not None:
-            self._healthy(node)
+            self._healthy(node, rec)
             self._announce(rec, node, None)
             if rec.proc in self.removing or (rec.proc, rec.attempt) in self.revoking:
                 self._emit(ToNode(node, {"type": "kill", "job": msg["job"],
@@ -839,12 +841,16 @@ class SubmitCore:
         self._emit(Say(f"jrs submit: node {node} cannot take jobs now ({excerpt(reason)}); "
                        f"not using it for {pause:.0f}s"))
 
-    def _healthy(self, node: str) -> None:
-        """A job started on the node: its claims are all used again, and its next refusal
-        is rested from the shortest pause."""
+    def _healthy(self, node: str, rec: Rec) -> None:
+        """A job started on a node at rest: if it is the run that probed the node after
+        its rest, its claims are all used again, and its next refusal is rested from the
+        shortest pause. A run sent before the refusal proves nothing about the trouble
+        it reported: each such start ended the rest, and a node whose disk failed half
+        its writes refused one job 10 times within 1.3 s, holding it (sim B, backlog
+        221, 582, 867)."""
         ns = self.nodes.get(node)
-        if ns is not None and ns.rest_streak:
-            ns.rest_streak, ns.rest_until = 0, float("-inf")
+        if ns is not None and ns.rest_streak and ns.probe == (rec.proc, rec.attempt):
+            ns.rest_streak, ns.rest_until, ns.probe = 0, float("-inf"), None
 
     def _attached(self, node: str, msg: dict, now: float) -> None:
         unknown = msg["unknown"]
@@ -979,7 +985,7 @@ class SubmitCore:
                                      node, self._removal_reason(rec)))
             return
         if not result.get("exec_failed"):
-            self._healthy(rec.node or "")
+            self._healthy(rec.node or "", rec)
         if result.get("removed"):  # killed, not by us: its claim was revoked (node lost)
             self._emit(Say(f"jrs submit: job {self.job_id(rec.proc)} was killed on {node} "
                            f"(its claim was revoked); running it again"))

@@ -13,8 +13,8 @@ their traceback and the loop goes on. Log lines about peers carry only bounded,
 escaped excerpts of what they sent, rate-limited per source address.
 
 What one source host may hold and spend is decided by `limits.Limiter` (sessions per
-host, request entries per session and per host, a per-session demand rate); this shell
-only asks it. Demand frames in our own field order are kept undecoded by the wire
+host, request entries per session and per host, demand budgets per session and per
+host); this shell only asks it. Demand frames in our own field order are kept undecoded by the wire
 (`Connection.keep_raw`) until the limiter lets them through, so of a flood of demands
 only the one finally applied is decoded and checked.
 """

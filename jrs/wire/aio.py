@@ -248,6 +248,8 @@ class Channel:
                 if isinstance(event, Data):
                     return event.chunk
                 if isinstance(event, Raw):
+                    if TRACE:
+                        _trace("<", self.peer, {"type": f"raw {bytes(event.body[:24])!r}"})
                     self.last_size = len(event.body)
                     return event
                 if isinstance(event, BadMessage):

@@ -383,3 +383,22 @@ def _abandon_reruns_at_once():
                              "attempt": rec.attempt})
 
     return _patched(SubmitCore, "_abandon", abandon)
+
+
+@switch("any-start-ends-rest", "sim B reverted: any job started on a node at rest ends its "
+                               "rest, not only the run that probed it; runs already out "
+                               "when it refused one keep ending it, and the refused job is "
+                               "sent there again and again and held")
+def _any_start_ends_rest():
+    from jrs.client.core import SubmitCore
+
+    def healthy(orig):
+        @functools.wraps(orig)
+        def wrapped(self, node, rec):
+            ns = self.nodes.get(node)
+            if ns is not None and ns.rest_streak:
+                ns.probe = (rec.proc, rec.attempt)
+            return orig(self, node, rec)
+        return wrapped
+
+    return _patched(SubmitCore, "_healthy", healthy)
