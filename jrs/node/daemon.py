@@ -40,6 +40,7 @@ __all__ = ["Capacity", "NodeDaemon"]
 log = logging.getLogger("jrs.node")
 HEARTBEAT = 1.0
 CHECK_EVERY = 1.0
+BIG_HEADER = 1000  # files in a `finished` whose message is encoded off the event loop
 
 
 def _stall_after() -> float:
@@ -633,7 +634,11 @@ class NodeDaemon:
             items = found.items if found is not None else []
             msg = {"type": "finished", "job": task.job, "attempt": task.attempt,
                    "result": result, "files": found.heads if found is not None else []}
-            await ch.send_files(msg, items)  # the message and its data: one unit
+            encoded = None
+            if len(msg["files"]) > BIG_HEADER:  # its json too takes seconds under load
+                encoded = await asyncio.get_running_loop().run_in_executor(
+                    None, ch.conn.encode, msg)
+            await ch.send_files(msg, items, encoded=encoded)  # message and data: one unit
             ok = True
         except (ConnectionClosed, OSError, WireError) as exc:
             log.info("could not deliver %s yet: %s", key, exc)

@@ -167,7 +167,8 @@ class Channel:
         self._queue(self.conn.send_message(body))
 
     @contextlib.asynccontextmanager
-    async def transfer(self, header: dict) -> AsyncIterator[Transfer]:
+    async def transfer(self, header: dict, encoded: Optional[bytes] = None
+                       ) -> AsyncIterator[Transfer]:
         """Send `header` and, inside the block, exactly the data it announces, as one unit:
         other transfers on this channel wait for it (in order), plain `send`s are queued
         until its last frame. Leaving the block with bytes still owed closes the channel
@@ -177,7 +178,7 @@ class Channel:
                 raise ConnectionClosed("closed")
             if TRACE:
                 _trace(">", self.peer, header)
-            self._queue(self.conn.send_message(header))
+            self._queue(self.conn.send_message(header, encoded))
             self._in_unit = True
             unit = Transfer(self)
             try:
@@ -195,8 +196,8 @@ class Channel:
                     for body in deferred:
                         self.send(body)
 
-    async def send_files(self, header: dict, items: list, cache: Optional[dict] = None
-                         ) -> None:
+    async def send_files(self, header: dict, items: list, cache: Optional[dict] = None,
+                         encoded: Optional[bytes] = None) -> None:
         """Send `header` (a `run` or `finished` whose `files` is
         `jrs.wire.files.describe(items)`) and the bytes of each (name, path) of `items`,
         as one unit (see `transfer`). `cache` maps path -> bytes for small files sent
@@ -206,7 +207,7 @@ class Channel:
         heads = header["files"]
         if len(heads) != len(items):
             raise LocalProtocolError(f"{len(items)} files for {len(heads)} headers")
-        async with self.transfer(header) as unit:
+        async with self.transfer(header, encoded) as unit:
             await stream(unit, items, heads, cache)
 
     def _queue(self, frame: bytes) -> None:

@@ -147,17 +147,26 @@ class Connection:
         self._msg1 = header + mac(self.root, b"msg1", header)
         return self._msg1
 
-    def send_message(self, body: dict) -> bytes:
-        """The frame carrying `body`. A transfer header (`run`, `finished`, `blob`) opens a
-        transfer: until its announced bytes have gone out as data frames, no message may
-        be sent (TransferInProgress), so nothing can land between a header and its data."""
+    def encode(self, body: dict) -> bytes:
+        """The payload of `body` (checked under JRS_STRICT): touches no state, so a caller
+        may do it in a thread for a big message (a `finished` listing 100,000 files:
+        0.35 s of json, 0.3 s more of strict checks) and give it to send_message."""
+        if self.strict:
+            check_sent(body, self.role)
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    def send_message(self, body: dict, encoded: Optional[bytes] = None) -> bytes:
+        """The frame carrying `body` (`encoded`: what encode(body) gave). A transfer
+        header (`run`, `finished`, `blob`) opens a transfer: until its announced bytes
+        have gone out as data frames, no message may be sent (TransferInProgress), so
+        nothing can land between a header and its data."""
         if self._send_left:
             raise TransferInProgress(f"cannot send {body.get('type')!r}: a transfer still "
                                      f"owes {self._send_left} bytes")
-        if self.strict:
-            check_sent(body, self.role)
+        if encoded is None:
+            encoded = self.encode(body)
         size = transfer_size(body) if body.get("type") in TRANSFER_TYPES else 0
-        frame = self._seal(json.dumps(body, separators=(",", ":")).encode(), KIND_MESSAGE)
+        frame = self._seal(encoded, KIND_MESSAGE)
         self._send_left = size
         return frame
 
