@@ -1,4 +1,6 @@
-"""Issue 13 gaps found by auditor A13 (NOT landed: each fails on main as it stands).
+"""Issue 13 gaps found by auditor A13 (each failed on 52c0bd9; fixed since: claims.json
+0600, the node scanning outputs off its event loop, the submitter holding a result cut
+at the output limit).
 
 Real processes on loopback, a root node with per-job uids."""
 
