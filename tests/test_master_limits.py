@@ -187,6 +187,36 @@ def test_decoded_entries_are_charged_as_a_debt_later_demands_wait_for():
     assert lim.demand_frame("s", 0, "c", 1.3) is True  # -100 + 200 of refill: 100
 
 
+def test_a_refused_demand_is_charged_at_most_the_bound_plus_one_entries():
+    lim = _limiter(demand_rate=1000.0, demand_burst=1000.0, message_cost=0, entry_cost=100,
+                   requests_per_session=3)
+    lim.open_session("s", A, 0.0)
+    assert lim.demand_frame("s", 0, "a", 0.0) is True
+    lim.decoded("s", 100_000)  # refused (over 3): charged 4 entries, 400, not 10,000,000
+    assert lim.demand_refusal("s", 100_000) is not None
+    assert lim.demand_frame("s", 0, "b", 0.0) is True  # 600 left
+    lim.decoded("s", 4)  # 400 more: 200 left
+    assert lim.demand_frame("s", 600, "c", 0.0) is True
+    assert lim.demand_frame("s", 0, "d", 0.0) is False
+    assert lim.due_at("s") == pytest.approx(0.4)
+
+
+def test_a_refused_demand_of_100000_entries_does_not_stall_an_honest_co_host():
+    """R8 #2: a 2.3 MB demand of 100,000 minimal entries (the schema allows that many)
+    is refused for the 1,024 bound; charged for every entry (205 MB) it kept an honest
+    one-entry demand of the same host waiting ~95 s. With the default limits it is now
+    let through at once (we bound it: due within 5 s)."""
+    lim = Limiter(Limits())
+    lim.open_session("evil", A, 0.0)
+    lim.open_session("honest", A, 0.0)
+    assert lim.demand_frame("evil", 2_300_000, "f", 0.0)
+    lim.decoded("evil", 100_000)
+    assert lim.demand_refusal("evil", 100_000) is not None
+    ok = lim.demand_frame("honest", 300, "mine", 0.1)
+    wait = 0.0 if ok else lim.due_at("honest") - 0.1
+    assert wait < 5, wait
+
+
 def test_next_due_is_the_earliest_of_all_sessions_and_a_closed_session_drops_its_kept():
     lim = _limiter(demand_rate=100.0, demand_burst=100.0, message_cost=0)
     lim.open_session("s1", A, 0.0)
