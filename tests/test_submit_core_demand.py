@@ -155,3 +155,29 @@ def test_another_field_changing_is_sent_with_the_count_alike(tmp_path):
 def test_another_field_changing_is_sent_with_a_small_fall(tmp_path):
     core = core_told(tmp_path, [req(1000)], held=100)
     assert core._demand_matters([req(999, requirements="Memory > 1")])
+
+
+def test_a_demand_refused_for_a_master_limit_goes_again_after_a_pause(tmp_path):
+    """R8: other sessions of our host held its share of request entries, the master
+    refused our demand ("limit") and kept nothing of it. Unchanged, it was never sent
+    again: the submit hung for good after the others had gone. It goes again after
+    DEMAND_RETRY seconds, and not at every event before that (each would be refused
+    and charged to our host)."""
+    core = make(tmp_path, "executable = /bin/true\nqueue 40\n")
+    core.start(0.0)
+    (first,) = demands(core.master_up())
+    refusal = {"type": "error", "code": "limit", "re": "demand",
+               "message": "would hold 16385 request entries; JRS_MASTER_REQUESTS_PER_HOST"}
+    assert demands(core.from_master(refusal, 1.0)) == []
+    assert demands(core.demand()) == []  # the shell's coalesced call: held back
+    assert demands(core.tick(1.0 + C.DEMAND_RETRY - 0.1)) == []
+    (again,) = demands(core.tick(1.0 + C.DEMAND_RETRY))
+    assert again == first
+    assert demands(core.tick(20.0)) == []  # told: nothing more until something changes
+    # another error (not a demand refused for a limit) changes nothing
+    core2 = make(tmp_path, "executable = /bin/true\nqueue 2\n")
+    core2.start(0.0)
+    core2.master_up()
+    core2.from_master({"type": "error", "code": "bad-message", "re": "demand",
+                       "message": "x"}, 1.0)
+    assert demands(core2.tick(30.0)) == []

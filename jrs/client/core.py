@@ -67,6 +67,7 @@ REST_FIRST, REST_MAX = 1.0, 60.0  # seconds a node is rested after such a refusa
 STRIKES, STRIKE_WINDOW = 3, 60.0  # protocol breaks of one node before we stop using it
 # a fall of a demand count is told when beyond 1/DEMAND_SLACK of its want (`_demand_matters`)
 DEMAND_SLACK = 32
+DEMAND_RETRY = 5.0  # seconds before a demand the master refused for a limit goes again
 EXCERPT = 120
 HOLD_OUTPUT_LIMIT = 33  # HTCondor's hold code for exceeding MAX_TRANSFER_OUTPUT_MB
 HOLD_TRANSFER_OUTPUT = 12  # HTCondor's TransferOutputError
@@ -227,6 +228,7 @@ class SubmitCore:
         self._remove_why: dict = {}  # proc -> reason, for jobs removed one by one
         self.now = float("-inf")  # the latest time an event brought (node rests)
         self._demand_sent: Optional[list] = None
+        self._demand_refused_until: Optional[float] = None  # a `limit` error: wait till then
         self._last_progress = -1e18
         self._receiving: dict = {}  # ref -> (rec or None, result)
         self._out: list = []
@@ -331,6 +333,7 @@ class SubmitCore:
         as dropped are given up at once (sim D6: kept, each took a job whose run the node
         refused "unknown claim"). A welcome without the field (an older master): as before."""
         self._demand_sent = None
+        self._demand_refused_until = None
         if isinstance(welcome, dict) and isinstance(welcome.get("dropped"), list):
             killed = welcome.get("killed")
             self._not_held(welcome["dropped"], killed if isinstance(killed, list) else [])
@@ -377,7 +380,15 @@ class SubmitCore:
         pass
 
     def _master_error(self, msg: dict, now: float) -> None:
+        """Said, and, for a demand refused over one of the master's per-host limits
+        (other sessions of our host hold its share: R8), the demand goes again after
+        DEMAND_RETRY seconds, whatever changed meanwhile: the master kept nothing of it,
+        and an unchanged demand is otherwise never sent again (the submit hung for good
+        though the other sessions had gone)."""
         self._emit(Say(f"jrs submit: the master says: {excerpt(msg.get('message'))}"))
+        if msg.get("code") == "limit" and msg.get("re") == "demand":
+            self._demand_sent = None
+            self._demand_refused_until = self.now + DEMAND_RETRY
 
     def _claim(self, msg: dict, now: float) -> None:
         cid = str(msg["claim"])
@@ -441,6 +452,10 @@ class SubmitCore:
                                  "memory": job.request_memory or 0, "gpus": job.request_gpus,
                                  "requirements": job.requirements or "", "ad": ad,
                                  "weight": 2.0 ** (job.priority / 10.0)})
+        if self._demand_refused_until is not None:
+            if requests and self.now < self._demand_refused_until:
+                return  # refused for a limit: not again before its time (`tick` sends it)
+            self._demand_refused_until = None
         if self._demand_matters(requests):
             self._demand_sent = requests
             self._emit(ToMaster({"type": "demand", "requests": requests}))
@@ -683,6 +698,8 @@ class SubmitCore:
                 self.node_lost(name, f"unreachable for {self.cfg.give_up:.0f}s", release=True)
         if self.revoking:
             self._revoking_overdue(now)
+        if self._demand_refused_until is not None and now >= self._demand_refused_until:
+            self._send_demand()
         if now - self._last_progress >= 1.0:
             self._last_progress = now
             self._emit(ToMaster({"type": "progress", "clusters": [self.cluster_info()]}))

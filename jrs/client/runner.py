@@ -41,6 +41,12 @@ from .journal import Journal, Previous, spool_path
 from .progress import Progress
 
 log = logging.getLogger("jrs.submit")
+
+
+class _SessionRefused(WireError):
+    """The master answered our hello with a `limit` error (its sessions per host are
+    taken): retried like a busy master, and reported as that, never as a wrong secret
+    (R8; #13 rule 8)."""
 NODE_GIVE_UP = float(os.environ.get("JRS_NODE_GIVE_UP", "20"))
 CONNECT_TIMEOUT = float(os.environ.get("JRS_CONNECT_TIMEOUT", "15"))
 EXIT_INTERNAL = 4
@@ -352,6 +358,8 @@ class Submission:
             except AuthError as exc:
                 raise JrsError(f"the master at {ep} refused us: {exc} (is {self.config.directory}"
                                "/secret the cluster's secret?)", EXIT_UNREACHABLE)
+            except _SessionRefused as exc:  # a limit of the master's: not the secret
+                last = f"the master refused a session: {exc}"
             except WireError as exc:  # HandshakeClosed: busy, or it does not hold our secret
                 last = (f"{exc}: every handshake was refused (is {self.config.directory}"
                         "/secret the cluster's secret, or is the master overloaded?)")
@@ -366,6 +374,9 @@ class Submission:
         ch = self.master
         ch.send(self._hello())
         reply = await asyncio.wait_for(ch.recv(), 10)
+        if isinstance(reply, dict) and reply.get("type") == "error" \
+                and reply.get("code") == "limit":
+            raise _SessionRefused(C.excerpt(reply.get("message"), 200))
         if not isinstance(reply, dict) or reply.get("type") != "welcome":
             what = reply.get("message") if isinstance(reply, dict) else reply
             raise WireError(f"unexpected answer {C.excerpt(what, 80)}")
