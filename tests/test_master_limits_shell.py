@@ -188,3 +188,47 @@ def test_hostile_kept_frames_are_answered_not_crashed_on(tmp_path):
         msg = await _recv(b)
         assert msg["code"] == "protocol"
     run(go, tmp_path)
+
+
+def test_coalesced_frames_cost_no_timer_work_per_waiting_session(tmp_path, monkeypatch):
+    """R8 #3: each coalesced frame armed the timer with `next_due()`, a loop over all
+    waiting sessions (2.4 ms a frame with 640 of them). Now only a newly kept demand
+    arms it, with its own due time: the work per frame does not grow with the waiting
+    sessions. Counted, not timed: calls of `due_at` (next_due's loop calls it)."""
+    from jrs.cluster.limits import Limiter
+
+    calls = [0]
+    real = Limiter.due_at
+
+    def counting(self, key):
+        calls[0] += 1
+        return real(self, key)
+
+    monkeypatch.setattr(Limiter, "due_at", counting)
+
+    async def go(env):
+        _use(env, tmp_path, demand_rate=1.0, demand_burst=100.0, message_cost=0,
+             entry_cost=0)
+        per = {}
+        for waiting in (4, 40):
+            chans = [(await _session(env, f"w{waiting}x{i}"))[0] for i in range(waiting)]
+            keys = [a_key(env, f"w{waiting}x{i}") for i in range(waiting)]
+            lim = env.master.limiter
+            for ch in chans:
+                ch.send(_demand("first", entries=2))  # over the burst: a debt of ~100 s
+            await _until(lambda lim=lim, keys=keys: all(lim.stats(k)["held"] == 2 for k in keys))
+            calls[0] = 0
+            for _round in range(5):
+                for ch in chans:
+                    ch.send(_demand("n", count=_round + 1))
+            # every frame read: each session's first kept, the 4 others replaced
+            await _until(lambda lim=lim, keys=keys: all(lim.stats(k)["coalesced"] == 4
+                                                          for k in keys))
+            assert all(lim.kept(k) is not None for k in keys)
+            per[waiting] = calls[0] / (5 * waiting)
+            for ch in chans:
+                ch.close()
+            await _until(lambda lim=lim, keys=keys: not any(lim.stats(k) for k in keys))
+        # old: ~W/2 .. W calls a frame (4 -> ~3, 40 -> ~30); now one a newly kept demand
+        assert per[40] <= per[4] + 0.1 and per[40] < 0.5, per
+    run(go, tmp_path)

@@ -370,20 +370,25 @@ class Master:
 
     async def _demand(self, ch, sid: str, msg: dict) -> None:
         """A demand that came decoded (not in our field order, or read with the hello)."""
+        replaces = self.limiter.kept(ch) is not None
         if self.limiter.demand_frame(ch, ch.last_size, msg, self.clock()):
             self._apply_demand(ch, sid, msg)
             return
-        self._arm()
+        if not replaces:
+            self._arm(self.limiter.due_at(ch))
         at = self.limiter.due_at(ch)  # kept: read nothing more of this peer until then
         if at is not None:
             await asyncio.sleep(max(0.0, at - self.clock()))
             self._run_due()
 
     def _raw_demand(self, ch, sid: str, raw: Raw) -> None:
+        # a frame replacing a kept one does not move its due time: no timer work (a
+        # next_due() per frame was a loop over all waiting sessions for each frame)
+        replaces = self.limiter.kept(ch) is not None
         if self.limiter.demand_frame(ch, len(raw.body), raw, self.clock()):
             self._apply_demand(ch, sid, raw)
-        else:
-            self._arm()
+        elif not replaces:
+            self._arm(self.limiter.due_at(ch))
 
     def _apply_demand(self, ch, sid: str, msg) -> None:
         """A demand the budget let through (decoded here if it was kept undecoded): its
@@ -406,9 +411,11 @@ class Master:
         self.send(self.pool.set_demand(sid, msg["requests"], self.clock()))
         self.limiter.demand_applied(ch, entries)
 
-    def _arm(self) -> None:
-        """A timer for the earliest kept demand (one for all sessions)."""
-        at = self.limiter.next_due()
+    def _arm(self, at: Optional[float] = None) -> None:
+        """A timer for the earliest kept demand (one for all sessions): `at`, the due
+        time of a demand newly kept (O(1)), or else the earliest of all (`next_due`)."""
+        if at is None:
+            at = self.limiter.next_due()
         if at is None:
             return
         if self._due_timer is not None:
