@@ -92,14 +92,16 @@ def test_sweep_across_hosts(cluster, tmp_path):
 
 
 def test_partitioned_node_jobs_rerun_elsewhere_then_it_rejoins(cluster, lab, tmp_path):
-    """A node cut off mid-run: its jobs rerun on the other node without counting as
-    failures; after the cut heals, its late results are ignored, and it rejoins."""
+    """A node cut off mid-run: the master declares it lost; the submitter kills its
+    runs there (the kill waits in the cut) and, with no answer within JRS_NODE_GIVE_UP
+    (2 s here, 20 s by default), reruns them on the other node without counting them
+    as failures; after the cut heals, its late results are ignored, and it rejoins."""
     where = sweep(tmp_path / "w", 4)
-    sub = cluster.submit("s.condor", cwd=where, timeout=180)
+    sub = cluster.submit("s.condor", cwd=where, timeout=180, env={"JRS_NODE_GIVE_UP": "2"})
     wait_for(lambda: node_state(cluster, 1)["slots_used"] == 2, 20)
     lab.cut(2)
     wait_for(lambda: node_state(cluster, 1)["state"] != "up", 15)
-    time.sleep(4)  # its jobs end while it is cut off; their results wait for the heal
+    time.sleep(6)  # its jobs end while it is cut off; their results wait for the heal
     lab.heal(2)
     _out, err = sub.communicate(timeout=120)
     assert sub.returncode == 0, err + cluster.logs()
