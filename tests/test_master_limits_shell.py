@@ -232,3 +232,37 @@ def test_coalesced_frames_cost_no_timer_work_per_waiting_session(tmp_path, monke
         # old: ~W/2 .. W calls a frame (4 -> ~3, 40 -> ~30); now one a newly kept demand
         assert per[40] <= per[4] + 0.1 and per[40] < 0.5, per
     run(go, tmp_path)
+
+
+def test_a_demand_frame_longer_than_any_the_pool_takes_is_refused_not_kept(tmp_path):
+    """R8 #6: a kept Raw frame could be 16 MiB (the wire's bound) where the Pool takes at
+    most payload.MAX_DEMAND (1 MiB) of text: one was held per session, undecoded. Now a
+    frame past master.MAX_DEMAND_FRAME is refused on arrival (bad-message, the payload's
+    error for an oversized demand), never kept nor charged; a demand near MAX_DEMAND of
+    text is still applied."""
+    from jrs.cluster.master import MAX_DEMAND_FRAME
+    from jrs.cluster.payload import MAX_DEMAND
+
+    async def go(env):
+        _use(env, tmp_path, demand_rate=1.0, demand_burst=100.0)  # any frame is kept
+        a, _ = await _session(env, "s1", hostile=True)
+        head = b'{"type":"demand","requests":[],"pad":"'
+        body = head + b"x" * (MAX_DEMAND_FRAME + 1 - len(head) - 2) + b'"}'
+        a._queue(a.conn._seal(body, wire_connection.KIND_MESSAGE))
+        msg = await _recv(a, 10)
+        assert (msg["type"], msg["code"]) == ("error", "bad-message"), msg
+        assert f"larger than {MAX_DEMAND} characters" in msg["message"]
+        key = a_key(env, "s1")
+        assert env.master.limiter.kept(key) is None
+        assert env.master.limiter.stats(key)["bytes"] == 0  # not charged, not kept
+    run(go, tmp_path)
+
+    async def honest(env):
+        _use(env, tmp_path)
+        a, _ = await _session(env, "s2")
+        big = _demand("k", entries=1024)
+        for r in big["requests"]:
+            r["ad"] = {"a": "x" * 1000}  # 1,025,024 characters of the 1,048,576
+        a.send(big)
+        await _until(lambda: len(_asked(env, "s2")) == 1024, 10.0)
+    run(honest, tmp_path)

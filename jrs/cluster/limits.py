@@ -53,8 +53,9 @@ from ..errors import ConfigError
 #   once, and four in a row. The costliest bytes are many small entries: 1,024 of them
 #   (~130 KB) take ~50 ms to decode and check on a loaded 2-core machine, so one
 #   session over budget costs at most ~1/5 of a core, where unbounded it took all.
-#   A frame larger than what is left is a debt: the wire's largest (16 MiB) keeps
-#   that session's next demand ~25 s.
+#   A frame larger than what is left is a debt: the largest kept (2.5 MiB, the
+#   master's MAX_DEMAND_FRAME; the wire's 16 MiB is refused) keeps that session's
+#   next demand ~5 s.
 # - 2 MiB/s, bursts of 8 MiB for all sessions of a host: four sessions' worth, ~1/6 of
 #   a loaded core at the costliest; without it 64 sessions had 64 budgets.
 # - 512 bytes a message: bounds the rate of tiny demands too (each has a fixed cost);

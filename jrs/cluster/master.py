@@ -34,7 +34,7 @@ from ..errors import ConfigError
 from ..wire.connection import BadMessage, Raw
 from ..wire.messages import error
 from .limits import Limiter, Limits
-from .payload import PayloadError
+from .payload import MAX_DEMAND, MAX_REQUESTS, PayloadError
 from .peerlog import PeerLog, excerpt
 from .pool import MAX_SESSIONS, Pool
 
@@ -45,12 +45,28 @@ TICK = 1.0
 # how our submitters' demand frames begin (json.dumps of {"type": "demand", ...} with
 # the wire's separators): these are kept undecoded until the demand budget lets them in.
 # A demand in another field order is decoded on arrival; over budget it is kept too,
-# and the session is not read until it is due (no decode is wasted on what it sends).
+# and the session is not read until it is due (only what the wire had read ahead, up
+# to 256 KiB, aio.READ_SIZE, is decoded meanwhile).
 DEMAND_PREFIX = b'{"type":"demand",'
+# the longest demand frame kept or applied: the Pool takes at most MAX_DEMAND characters
+# of keys, requirements and ads (payload.py), a frame carries them JSON-escaped (a quote
+# or a backslash is two bytes) around at most MAX_REQUESTS entries' fields. A longer
+# frame (the wire allows 16 MiB) is refused on arrival, never kept: kept, it held 16 MiB
+# per session and its decode was charged only once it was due. (A demand of mostly
+# non-ASCII text, \uXXXX on the wire, can be refused here below MAX_DEMAND characters.)
+MAX_DEMAND_FRAME = 2 * MAX_DEMAND + MAX_REQUESTS * 512
 
 
 def _is_demand(body: bytes) -> bool:
     return body.startswith(DEMAND_PREFIX)
+
+
+def _check_size(size: int) -> None:
+    """A demand frame longer than any the Pool could take is refused (bad-message, the
+    payload's error for an oversized demand) before it is kept or decoded."""
+    if size > MAX_DEMAND_FRAME:
+        raise PayloadError(f"the requests' keys, requirements and ads are larger than "
+                           f"{MAX_DEMAND} characters in all (a frame of {size} bytes)")
 
 
 def _host(peer: object) -> str:
@@ -370,6 +386,7 @@ class Master:
 
     async def _demand(self, ch, sid: str, msg: dict) -> None:
         """A demand that came decoded (not in our field order, or read with the hello)."""
+        _check_size(ch.last_size)
         replaces = self.limiter.kept(ch) is not None
         if self.limiter.demand_frame(ch, ch.last_size, msg, self.clock()):
             self._apply_demand(ch, sid, msg)
@@ -384,6 +401,7 @@ class Master:
     def _raw_demand(self, ch, sid: str, raw: Raw) -> None:
         # a frame replacing a kept one does not move its due time: no timer work (a
         # next_due() per frame was a loop over all waiting sessions for each frame)
+        _check_size(len(raw.body))
         replaces = self.limiter.kept(ch) is not None
         if self.limiter.demand_frame(ch, len(raw.body), raw, self.clock()):
             self._apply_demand(ch, sid, raw)
