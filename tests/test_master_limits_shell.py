@@ -267,3 +267,29 @@ def test_a_demand_frame_longer_than_any_the_pool_takes_is_refused_not_kept(tmp_p
         a.send(big)
         await _until(lambda: len(_asked(env, "s2")) == 1024, 10.0)
     run(honest, tmp_path)
+
+
+def test_frames_a_replaced_session_had_read_are_dropped_quietly(tmp_path, caplog):
+    """R8 #7: a second hello of the same submitter replaces its session (the limiter
+    forgets the old one); frames the old channel had already read then reached the
+    limiter as KeyError, logged as a bad demand with `bad-message` sent to a closed
+    channel. Now they are a quiet no-op, through the same handler as in the loop."""
+    from jrs.cluster.master import Master as M
+    from jrs.wire.connection import Raw
+
+    async def go(env):
+        _use(env, tmp_path)
+        await _session(env, "s1")
+        old = a_key(env, "s1")
+        await _session(env, "s1")  # replaces it
+        await _until(lambda: a_key(env, "s1") is not old)
+        assert env.master.limiter.stats(old) is None
+        sent = []
+        old.send = sent.append
+        body = json.dumps(_demand("late"), separators=(",", ":")).encode()
+        with caplog.at_level("INFO", logger="jrs.master"):
+            await env.master._handle(old, "s1", M._raw_demand, Raw(body), "demand")
+            await env.master._handle(old, "s1", M._demand, _demand("late"), "demand")
+        assert sent == [] and "late0" not in _asked(env, "s1")
+        assert not [r for r in caplog.records if "demand" in r.getMessage()], caplog.text
+    run(go, tmp_path)

@@ -386,6 +386,8 @@ class Master:
 
     async def _demand(self, ch, sid: str, msg: dict) -> None:
         """A demand that came decoded (not in our field order, or read with the hello)."""
+        if self.limiter.stats(ch) is None:
+            return  # a session replaced by a newer hello: what it had read goes nowhere
         _check_size(ch.last_size)
         replaces = self.limiter.kept(ch) is not None
         if self.limiter.demand_frame(ch, ch.last_size, msg, self.clock()):
@@ -401,6 +403,8 @@ class Master:
     def _raw_demand(self, ch, sid: str, raw: Raw) -> None:
         # a frame replacing a kept one does not move its due time: no timer work (a
         # next_due() per frame was a loop over all waiting sessions for each frame)
+        if self.limiter.stats(ch) is None:
+            return  # replaced (see _demand): quietly, its channel is closed
         _check_size(len(raw.body))
         replaces = self.limiter.kept(ch) is not None
         if self.limiter.demand_frame(ch, len(raw.body), raw, self.clock()):
