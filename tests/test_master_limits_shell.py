@@ -293,3 +293,70 @@ def test_frames_a_replaced_session_had_read_are_dropped_quietly(tmp_path, caplog
         assert sent == [] and "late0" not in _asked(env, "s1")
         assert not [r for r in caplog.records if "demand" in r.getMessage()], caplog.text
     run(go, tmp_path)
+
+
+def test_two_kept_demands_of_one_host_are_both_applied_without_further_messages(tmp_path):
+    """R8 p4: A's big demand leaves a host debt; B and A each keep one. The timer serves
+    B first (least recently served), which pushes A's due later: only the timer armed
+    again at the end of `_run_due` applies A's, since neither sends anything more."""
+    async def go(env):
+        _use(env, tmp_path, host_demand_rate=20_000.0, host_demand_burst=1_000.0,
+             message_cost=0, entry_cost=0)
+        a, _ = await _session(env, "sa")
+        b, _ = await _session(env, "sb")
+        a.send(_demand("big", 0, entries=60))  # ~5 KB: host debt ~0.2 s
+        await asyncio.sleep(0.05)
+        b.send(_demand("b", 1, entries=40))  # kept (host in debt); ~3 KB when applied
+        a.send(_demand("a", 1))  # kept
+        await _until(lambda: _asked(env, "sa") == {"a0": 1}
+                     and len(_asked(env, "sb")) == 40)
+    run(go, tmp_path)
+
+
+def test_a_flood_in_another_field_order_pauses_the_session_not_all_decoded(tmp_path,
+                                                                          monkeypatch):
+    """R8 p5: demands not in our field order are decoded on arrival; over budget the
+    session is not read until due, so of 2,001 (~2 MB) only what the wire read ahead
+    (256 KiB at a time) is decoded within 2 s, far fewer than all."""
+    decoded = []
+    real = wire_connection.Connection._decode
+
+    def counting(self, body, kept=False):
+        if b'"type":"demand"' in body:
+            decoded.append(len(body))
+        return real(self, body, kept)
+
+    monkeypatch.setattr(wire_connection.Connection, "_decode", counting)
+
+    async def go(env):
+        _use(env, tmp_path, demand_rate=10_000.0, demand_burst=100.0, message_cost=0,
+             entry_cost=0)
+        a, _ = await _session(env, "s1", hostile=True)
+
+        def reordered(msg: dict) -> None:
+            body = json.dumps({"requests": msg["requests"], "type": "demand"},
+                              separators=(",", ":")).encode()
+            a._queue(a.conn._seal(body, wire_connection.KIND_MESSAGE))
+
+        reordered(_demand("big", 0, entries=60))  # ~5 KB: a debt of ~0.5 s
+        for i in range(2000):
+            reordered(_demand("n", i + 1, entries=10))  # ~1 KB each, 2 MB in all
+        await a.drain()
+        await asyncio.sleep(2.0)
+        assert len(decoded) < 600, len(decoded)
+    run(go, tmp_path)
+
+
+def test_a_kept_frame_gets_the_schema_checks_too(tmp_path):
+    """R8 p8: a frame kept undecoded is schema-validated when it is decoded: a 5,000-
+    character key and an extra field get `bad-message`, nothing applied."""
+    async def go(env):
+        _use(env, tmp_path)
+        a, _ = await _session(env, "s1", hostile=True)
+        body = json.dumps({"type": "demand", "requests": [{"key": "k" * 5000, "count": 1}],
+                           "extra": 1}, separators=(",", ":")).encode()
+        a._queue(a.conn._seal(body, wire_connection.KIND_MESSAGE))
+        msg = await _recv(a)
+        assert (msg["type"], msg["code"]) == ("error", "bad-message"), msg
+        assert _asked(env, "s1") == {}
+    run(go, tmp_path)
