@@ -78,8 +78,9 @@ Environment:
   JRS_MASTER_HOST_DEMAND_RATE, JRS_MASTER_HOST_DEMAND_BURST  the same budget shared
                        by all sessions of one host (2097152, 8388608)
   JRS_PEER_TIMEOUT     seconds before a connection to a vanished peer is given up (20)
-  JRS_NODE_GIVE_UP     seconds submit keeps trying a node it cannot reach before it
-                       reruns that node's jobs elsewhere (20)
+  JRS_NODE_GIVE_UP     seconds submit keeps trying a node it cannot reach, or waits
+                       for a node to answer the kill of a run the master revoked,
+                       before it reruns those jobs elsewhere (20)
   JRS_MAX_TRANSFER_OUTPUT_MB  per-job cap on the bytes a job returns (none)
   JRS_SCAN_EVERY       seconds between a root node's scans for world-writable
                        directories a job's uid may leave files in (1800)
