@@ -529,9 +529,10 @@ class NodeDaemon:
                     proc.kill()
                 complete = await proc.wait() == 0
             data = b"".join(got)
-            log.info("%s", self.confine.scanned(data))
             if complete:  # (a cut-short one is not kept: the next start scans again)
-                scancache.save(key, data, started)
+                scancache.save(key, data, started)  # before the log line, which says it is
+            log.info("%s%s", self.confine.scanned(data), "" if complete else
+                     " (cut short: not kept for a restart)")
         except Exception as exc:  # never the daemon's end: the last lists stay
             log.warning("cannot look for world-writable directories: %s", _why(exc))
         finally:
