@@ -282,6 +282,9 @@ def main() -> None:
                          "with this build, and print the ratios")
     ap.add_argument("--rounds", type=int, default=1,
                     help="with --baseline: alternate the two builds this many times")
+    ap.add_argument("--baseline-is-current", action="store_true",
+                    help="the baseline is a build with per-job uids (e.g. main before a "
+                         "change): its nodes take this build's flags")
     ap.add_argument("--cpu-breakdown", action="store_true",
                     help="the timed throughput run's CPU per job of each process kind "
                          "(submitter, master, node daemons, launchers and executors, the "
@@ -316,7 +319,8 @@ def main() -> None:
             # the old build's root node ran a root submitter's jobs as nobody (fork,
             # switch, exec): its production; --allow-root-jobs is not used
             old = throughput_and_latency(Path(args.baseline), base / f"old{r}", n,
-                                         args.latency_samples, legacy="nobody",
+                                         args.latency_samples,
+                                         legacy="" if args.baseline_is_current else "nobody",
                                          breakdown=args.cpu_breakdown)
             print(f"  the temporary directories changed {old['tmp']} times during the run")
             show_cpu("baseline", old["cpu"])
