@@ -32,6 +32,7 @@ from typing import Callable, Optional
 from .. import records
 from ..errors import ConfigError
 from ..wire.connection import BadMessage, Raw
+from ..wire.hosts import host_key
 from ..wire.messages import error
 from .limits import Limiter, Limits
 from .payload import MAX_DEMAND, MAX_REQUESTS, PayloadError
@@ -70,7 +71,7 @@ def _check_size(size: int) -> None:
 
 
 def _host(peer: object) -> str:
-    return peer[0] if isinstance(peer, tuple) and peer else str(peer)
+    return host_key(peer)  # the one place addresses become hosts (an IPv6 /64 is one)
 
 
 def _env_seconds(name: str, default: float) -> float:
