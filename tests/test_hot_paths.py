@@ -83,6 +83,6 @@ def test_world_writable_directories_below_a_temporary_one_are_all_found(tmp_path
         (root / "scratch").mkdir()
         (root / "scratch").chmod(0o1777)
         assert sorted(unit._sticky_in(str(root), os.fstat(fd), fd)) == sorted(
-            found + [str(root / "scratch")])
+            [*found, str(root / "scratch")])
     finally:
         os.close(fd)
