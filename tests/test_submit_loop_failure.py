@@ -55,3 +55,30 @@ def test_a_failing_loop_exits_4_keeps_the_journal_and_a_rerun_finishes(two_nodes
     log = (work / "c.log").read_text()
     assert log.count("Normal termination (return value 0)") == JOBS
     assert not (work / ".c.condor.jrs").exists()
+
+
+def test_a_resume_whose_spool_lost_jobs_says_so_instead_of_waiting_for_them(two_nodes,
+                                                                            tmp_path):
+    """A spool cut short (its last jobs gone: a damaged disk, a hand edit) left a resumed
+    queue waiting for jobs no line holds: the run never ended. The resume counts the
+    spool against the journal's total first."""
+    work = tmp_path / "w"
+    work.mkdir()
+    ledger = shared_ledger()
+    (work / "job.sh").write_text(f"#!/bin/sh\necho $JRS_JOB_ID >> {ledger}\nsleep 2\n")
+    os.chmod(work / "job.sh", 0o755)
+    (work / "c.condor").write_text("executable = job.sh\nmax_idle = 1\nqueue 6\n")
+    p = two_nodes.submit("c.condor", cwd=work)
+    wait_for(lambda: len(runs(ledger)) >= 1, timeout=60)
+    p.kill()
+    p.wait()
+    spool = work / ".c.condor.jrs-jobs"
+    lines = spool.read_bytes().split(b"\n")
+    assert len(lines) == 7
+    spool.write_bytes(b"\n".join(lines[:4]) + b"\n")
+    code, _out, err = two_nodes.run_submit("c.condor", cwd=work, timeout=30)
+    assert code == 2, err
+    assert err.count("\n") == 1 and str(spool) in err and "holds 4 jobs" in err, err
+    assert "has 6;" in err, err
+    assert "--fresh" in err, err
+    assert (work / ".c.condor.jrs").exists()  # nothing half-done: the journal is kept
