@@ -85,3 +85,14 @@ def read(path: str) -> Iterator[Job]:
     with open(path, encoding="utf-8") as f:
         for line in f:
             yield decode(line)
+
+
+def count(path: str) -> int:
+    """How many jobs the spool holds (its lines), without decoding them: a resume checks
+    it against the journal's total, since a queue short of jobs would wait for them
+    for ever."""
+    n = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            n += block.count(b"\n")
+    return n
