@@ -172,6 +172,7 @@ class Submission:
         self._demand_first = True
         self.failure: Optional[str] = None
         self.left: Optional[int] = None
+        self.local = False  # the cluster is `--local`'s: it ends with this process
         self.interrupts = 0
         # a fresh run's actions wait here while its spool and journal become durable
         self.gate: Optional[Gate] = None
@@ -568,14 +569,20 @@ class Submission:
         await self._close()
         self.progress.finish()
         running = self.core.queue.counts["running"]
-        how = f"run `jrs submit {self.path}` again to resume (journal {self.journal.path})"
+        if self.local:  # the throw-away cluster stops with this process, and its jobs
+            how = (f"run `jrs submit --local {self.path}` again to run them again, the "
+                   f"finished ones kept (journal {self.journal.path})")
+            left = f"stopped the local cluster and its {running} running jobs"
+        else:
+            how = f"run `jrs submit {self.path}` again to resume (journal {self.journal.path})"
+            left = f"{running} jobs keep running"
         if self.failure is not None:
-            self.progress.message(f"jrs submit: internal error: {self.failure}; {running} "
-                                  f"jobs keep running; {how}")
+            self.progress.message(f"jrs submit: internal error: {self.failure}; {left}; {how}")
             return EXIT_INTERNAL
         name = signal.Signals(self.left).name
-        self.progress.message(f"jrs submit: {name}: left cluster {self.cluster} with "
-                              f"{running} jobs running; {how}")
+        if not self.local:
+            left = f"left cluster {self.cluster} with {running} jobs running"
+        self.progress.message(f"jrs submit: {name}: {left}; {how}")
         return 128 + self.left
 
     async def _close(self) -> None:
