@@ -46,10 +46,10 @@ Decisions that live here:
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from ..condor import classad
+from ..plain import dataclass, field
 from . import journal as J
 from . import transfer
 from .jobs import DONE, FAILED, HELD, IDLE, REMOVED, RUNNING, Queue, Rec, Summary, request_key
