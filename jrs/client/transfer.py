@@ -114,6 +114,24 @@ def _plain(name: str) -> bool:
     return not name.startswith("/") and all(p not in ("", ".", "..") for p in parts)
 
 
+_guards: dict = {}
+
+
+def _guard(protected: frozenset) -> frozenset:
+    """`protected` and their real paths. An iwd spelled through a symlink names the
+    submit file by another path: compare the real paths too (the submit host's own
+    view of its own files). Resolved once per set (a run has one: its submit file,
+    journal and spool), not at every result: four realpaths, two dozen lstats, a
+    part of the submitter's CPU per job (bench/cluster.py --cpu-breakdown)."""
+    got = _guards.get(protected)
+    if got is None:
+        if len(_guards) >= 16:
+            _guards.clear()
+        got = _guards[protected] = frozenset(protected) | {os.path.realpath(p)
+                                                            for p in protected}
+    return got
+
+
 def output_plan(job, heads: list, protected: frozenset) -> list:
     """[(head, (directory, relative path) or None)] for a result's files.
 
@@ -128,9 +146,7 @@ def output_plan(job, heads: list, protected: frozenset) -> list:
         bases = {os.path.basename(e.rstrip("/")) for e in explicit}
     seen: set = set()
     plan = []
-    # An iwd spelled through a symlink names the submit file by another path: compare
-    # the real paths too (the submit host's own view of its own files).
-    guard = set(protected) | {os.path.realpath(p) for p in protected}
+    guard = _guard(protected)
     for head in heads:
         name = head["name"]
         dest = None
