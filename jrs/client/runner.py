@@ -19,6 +19,7 @@ works): nothing dies silently.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import pwd
@@ -480,7 +481,8 @@ class Submission:
         cfg = C.CoreConfig(self.cluster, self.id, self.user, self.host, self.key, total,
                            protected, transfer.MAX_OUTPUT_FILES,
                            transfer.max_output_bytes(self.environ), NODE_GIVE_UP,
-                           os.path.abspath(self.path))
+                           os.path.abspath(self.path),
+                           functools.lru_cache(maxsize=4096)(os.path.realpath))
         self.core = C.SubmitCore(cfg, queue, self.previous)
 
     def resume(self, prev: Previous) -> list:
