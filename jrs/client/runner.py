@@ -45,6 +45,8 @@ from .progress import Progress
 log = logging.getLogger("jrs.submit")
 
 
+RECEIVE_YIELD = 64  # returned files written between two yields to the event loop
+
 class _SessionRefused(WireError):
     """The master answered our hello with a `limit` error (its sessions per host are
     taken): retried like a busy master, and reported as that, never as a wrong secret
@@ -312,9 +314,14 @@ class Submission:
 
     async def _receive(self, ch: Channel, plan: list) -> Optional[str]:
         """Drain a result's data frames into its files; a local write error (permission,
-        disk full) is returned, not raised: it holds the job, it is no lost node."""
+        disk full) is returned, not raised: it holds the job, it is no lost node.
+        Empty files come with no data frame to wait for: it yields every
+        RECEIVE_YIELD files, so 100,000 of them do not hold the event loop (the
+        master's link, the other nodes) for seconds."""
         error = None
-        for head, dest in plan:
+        for i, (head, dest) in enumerate(plan):
+            if i % RECEIVE_YIELD == RECEIVE_YIELD - 1:
+                await asyncio.sleep(0)
             left = head["size"]
             out = None
             if dest is not None and error is None:
