@@ -87,29 +87,3 @@ def test_world_writable_directories_below_a_temporary_one_are_all_found(tmp_path
     finally:
         os.close(fd)
 
-
-def test_the_protected_files_are_resolved_once_and_still_guarded(tmp_path, monkeypatch):
-    """The submitter's guard of its own files (submit file, journal) is resolved once
-    per run, not at every result, and an output still never lands on one of them,
-    also through an iwd that is a symlink to the submit directory."""
-    from types import SimpleNamespace
-
-    from jrs.client import transfer
-
-    real = tmp_path / "real"
-    real.mkdir()
-    (tmp_path / "via").symlink_to(real)
-    sub = real / "s.condor"
-    sub.write_text("queue\n")
-    protected = frozenset({str(sub), str(real / ".s.condor.journal")})
-    calls: list = []
-    realpath = os.path.realpath
-    monkeypatch.setattr(os.path, "realpath", lambda p: calls.append(p) or realpath(p))
-    job = SimpleNamespace(transfer_output_files=None, iwd=str(tmp_path / "via"),
-                          path=lambda what: None)
-    heads = [{"name": "s.condor"}, {"name": ".s.condor.journal"}, {"name": "out.txt"}]
-    for _ in range(3):
-        plan = transfer.output_plan(job, heads, protected)
-        assert [d for _, d in plan] == [None, None, (str(tmp_path / "via"), "out.txt")]
-    # the guard's two paths once; then each head's destination, every time
-    assert sorted(calls[:2]) == sorted(protected) and len(calls) == 2 + 3 * 3
