@@ -86,3 +86,4 @@ def test_world_writable_directories_below_a_temporary_one_are_all_found(tmp_path
             [*found, str(root / "scratch")])
     finally:
         os.close(fd)
+

@@ -19,6 +19,7 @@ works): nothing dies silently.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import pwd
@@ -43,6 +44,8 @@ from .progress import Progress
 
 log = logging.getLogger("jrs.submit")
 
+
+RECEIVE_YIELD = 64  # returned files written between two yields to the event loop
 
 class _SessionRefused(WireError):
     """The master answered our hello with a `limit` error (its sessions per host are
@@ -311,9 +314,14 @@ class Submission:
 
     async def _receive(self, ch: Channel, plan: list) -> Optional[str]:
         """Drain a result's data frames into its files; a local write error (permission,
-        disk full) is returned, not raised: it holds the job, it is no lost node."""
+        disk full) is returned, not raised: it holds the job, it is no lost node.
+        Empty files come with no data frame to wait for: it yields every
+        RECEIVE_YIELD files, so 100,000 of them do not hold the event loop (the
+        master's link, the other nodes) for seconds."""
         error = None
-        for head, dest in plan:
+        for i, (head, dest) in enumerate(plan):
+            if i % RECEIVE_YIELD == RECEIVE_YIELD - 1:
+                await asyncio.sleep(0)
             left = head["size"]
             out = None
             if dest is not None and error is None:
@@ -480,7 +488,8 @@ class Submission:
         cfg = C.CoreConfig(self.cluster, self.id, self.user, self.host, self.key, total,
                            protected, transfer.MAX_OUTPUT_FILES,
                            transfer.max_output_bytes(self.environ), NODE_GIVE_UP,
-                           os.path.abspath(self.path))
+                           os.path.abspath(self.path),
+                           functools.lru_cache(maxsize=4096)(os.path.realpath))
         self.core = C.SubmitCore(cfg, queue, self.previous)
 
     def resume(self, prev: Previous) -> list:
