@@ -293,3 +293,18 @@ def test_a_query_closed_before_its_first_message_is_read_is_asked_again(tmp_path
     finally:
         stop.set()
         t.join(10)
+
+
+def test_peer_addresses_become_hosts_in_one_place():
+    """Every per-host bound counts hosts by hosts.host_key: no other module takes the
+    address out of a peer tuple itself (the master, the wire and the peer log each did,
+    so an IPv6 /64 would have been one host to some bounds and many to others)."""
+    import re
+    from pathlib import Path
+
+    import jrs
+
+    root = Path(jrs.__file__).parent
+    offenders = [str(p.relative_to(root)) for p in sorted(root.rglob("*.py"))
+                 if p.name != "hosts.py" and re.search(r"peer\w*\s*\[0\]", p.read_text())]
+    assert offenders == []
