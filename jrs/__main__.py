@@ -67,14 +67,17 @@ Environment:
                        before it withdraws the offer and frees the slot (10)
   JRS_SUBMITTER_LEASE  seconds the master remembers a disconnected submitter (300)
   JRS_MASTER_SESSIONS_PER_HOST     submitter sessions the master lets one host
-                       (peer address) hold open at once (64)
+                       (an IPv4 address, or an IPv6 /64) hold open at once (64)
   JRS_MASTER_REQUESTS_PER_SESSION  request entries one demand may list (1024)
   JRS_MASTER_REQUESTS_PER_HOST     request entries one host's sessions may hold (16384)
   JRS_MASTER_DEMAND_RATE, JRS_MASTER_DEMAND_BURST  a submitter session's demand
                        budget: bytes a second (524288) and at most (4194304); a
                        demand costs its bytes + JRS_MASTER_DEMAND_MESSAGE_COST (512)
                        + JRS_MASTER_DEMAND_ENTRY_COST (2048) per request entry; over
-                       it the newest demand waits, and is applied when it refills
+                       it the newest demand waits, and is applied when it refills;
+                       every other submitter message (progress, release, ...) costs
+                       its bytes + 512 + JRS_MASTER_PROGRESS_ENTRY_COST (256) per
+                       cluster entry, and over it the session is not read until then
   JRS_MASTER_HOST_DEMAND_RATE, JRS_MASTER_HOST_DEMAND_BURST  the same budget shared
                        by all sessions of one host (2097152, 8388608)
   JRS_PEER_TIMEOUT     seconds before a connection to a vanished peer is given up (20)
@@ -110,6 +113,8 @@ Listens on the address in node.master (default port 7083) unless --listen says
 otherwise. Keeps only soft state: a restarted master rebuilds the pool.
 What one host may hold and send is bounded (JRS_MASTER_* in `jrs --help`): past
 a limit the peer gets an error naming it and nothing of that message is applied.
+At most 32 authenticated connections of one host (1,024 in all) may wait for
+their first message; past that the one waiting the longest is closed.
 
 Example:
   jrs master -c /etc/jrs --state=/var/lib/jrs/master
@@ -135,7 +140,10 @@ that user.
 A finished job's result (its sandbox and taskfile) waits for its submitter
 to collect it; one not collected within --retain (default 7d; also 12h, 30m,
 5s) is removed and logged. `jrs status` shows per node how many results wait
-and the oldest one's age.
+and the oldest one's age. A result carries at most 100,000 files and 8 MiB of
+their names (else its job is held, code 33). At most 32 authenticated
+connections of one host (1,024 in all, at most a quarter of the open-file
+limit) may wait for their first message; past that the oldest is closed.
 
 Example:
   jrs node -c /etc/jrs --state=/var/lib/jrs/node --slots=16
@@ -168,8 +176,10 @@ else ~/.local/state/jrs/submit); killed (even with kill -9) and run again with
 the same command it resumes: finished jobs are not rerun and jobs still running
 are re-attached and collected. --fresh starts over. Ctrl-C removes the jobs;
 SIGTERM and SIGHUP leave them running and the journal in place (rerun to
-resume). Outputs land only where the job asked for them, never through a
-symlink; over 100,000 files or JRS_MAX_TRANSFER_OUTPUT_MB a job is held.
+resume; --local's cluster ends with the submit and its running jobs with it: the
+rerun keeps the finished ones and runs the rest again). Outputs land only where
+the job asked for them, never through a symlink; over 100,000 files or
+JRS_MAX_TRANSFER_OUTPUT_MB a job is held.
 
 Exit status: 0 all succeeded, 1 some failed, were held or removed, 2 bad submit
 file, 3 cluster unreachable, 4 internal error (journal kept: rerun to resume),

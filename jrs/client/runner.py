@@ -19,6 +19,7 @@ works): nothing dies silently.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import pwd
@@ -36,12 +37,15 @@ from ..wire.reconnect import Backoff, keep_connected
 from . import core as C
 from . import spool, transfer
 from .eventlog import EventLogs
+from .gate import Gate
 from .jobs import Queue, resumed_queue
 from .journal import Journal, Previous, spool_path
 from .progress import Progress
 
 log = logging.getLogger("jrs.submit")
 
+
+RECEIVE_YIELD = 64  # returned files written between two yields to the event loop
 
 class _SessionRefused(WireError):
     """The master answered our hello with a `limit` error (its sessions per host are
@@ -171,7 +175,12 @@ class Submission:
         self._demand_first = True
         self.failure: Optional[str] = None
         self.left: Optional[int] = None
+        self.local = False  # the cluster is `--local`'s: it ends with this process
         self.interrupts = 0
+        # a fresh run's actions wait here while its spool and journal become durable
+        self.gate: Optional[Gate] = None
+        self._durable: Optional[asyncio.Task] = None
+        self.setup_error: Optional[BaseException] = None
         self.EXEC = {C.ToMaster: self._x_master, C.ToNode: self._x_node,
                      C.Connect: self._x_connect, C.ResetNode: self._x_reset,
                      C.Disconnect: self._x_disconnect,
@@ -202,11 +211,20 @@ class Submission:
 
     def apply(self, actions: list) -> None:
         for a in actions:
-            self.EXEC[type(a)](a)
+            self._exec(a)
         if actions:
             self.schedule_demand()
         if self.core is not None and self.core.finished:
             self.done.set()
+
+    def _exec(self, a) -> None:
+        if self.gate is not None:
+            self.gate.put(a)
+        else:
+            self.EXEC[type(a)](a)
+
+    def _run_action(self, a) -> None:
+        self.EXEC[type(a)](a)
 
     def _x_master(self, a: C.ToMaster) -> None:
         if self.master is not None:
@@ -296,9 +314,14 @@ class Submission:
 
     async def _receive(self, ch: Channel, plan: list) -> Optional[str]:
         """Drain a result's data frames into its files; a local write error (permission,
-        disk full) is returned, not raised: it holds the job, it is no lost node."""
+        disk full) is returned, not raised: it holds the job, it is no lost node.
+        Empty files come with no data frame to wait for: it yields every
+        RECEIVE_YIELD files, so 100,000 of them do not hold the event loop (the
+        master's link, the other nodes) for seconds."""
         error = None
-        for head, dest in plan:
+        for i, (head, dest) in enumerate(plan):
+            if i % RECEIVE_YIELD == RECEIVE_YIELD - 1:
+                await asyncio.sleep(0)
             left = head["size"]
             out = None
             if dest is not None and error is None:
@@ -433,7 +456,7 @@ class Submission:
     def _send_demand(self) -> None:
         self._demand_scheduled = False
         for a in self.core.demand():
-            self.EXEC[type(a)](a)
+            self._exec(a)
 
     # ------------------------------------------------------------ signals
 
@@ -465,7 +488,8 @@ class Submission:
         cfg = C.CoreConfig(self.cluster, self.id, self.user, self.host, self.key, total,
                            protected, transfer.MAX_OUTPUT_FILES,
                            transfer.max_output_bytes(self.environ), NODE_GIVE_UP,
-                           os.path.abspath(self.path))
+                           os.path.abspath(self.path),
+                           functools.lru_cache(maxsize=4096)(os.path.realpath))
         self.core = C.SubmitCore(cfg, queue, self.previous)
 
     def resume(self, prev: Previous) -> list:
@@ -490,9 +514,13 @@ class Submission:
         else:
             await self.connect_master()
             jobs_path = spool_path(self.journal.path)
-            total = spool.write(jobs_path, self.expand(self.cluster))
-            self.journal.start(self.cluster, self.id, self.file_hash, total, self.key)
+            total = spool.write(jobs_path, self.expand(self.cluster), sync=False)
             self._make_core(total, resumed_queue(spool.read(jobs_path), total))
+            # the spool's fdatasync and the journal's creation (fdatasync, fsync of the
+            # directory) in a thread; the core's actions wait in the gate meanwhile
+            self.gate = Gate(self._run_action, (C.ToMaster, C.Connect),
+                             (C.Record, C.Event, C.Say))
+            self._durable = asyncio.ensure_future(self._make_durable(jobs_path, total))
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, self.interrupt)
         for s in (signal.SIGTERM, signal.SIGHUP):
@@ -507,6 +535,10 @@ class Submission:
                 t.cancel()
             for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(s)
+        if self._durable is not None:  # a signal may come first: what was held still goes
+            await self._durable
+        if self.setup_error is not None:
+            raise self.setup_error
         if self.failure is not None or self.left is not None:
             return await self._stop_early()
         self.apply(self.core.finish())
@@ -518,6 +550,27 @@ class Submission:
         self.progress.message(text)
         return status
 
+    async def _make_durable(self, jobs_path: str, total: int) -> None:
+        """The spool's data, then the journal naming it (and their names), on disk;
+        then the held actions go, in order. A failure ends the run with that error,
+        as when this was done before the core started (nothing ran: every run waited
+        here)."""
+        def work() -> None:
+            spool.sync(jobs_path)
+            self.journal.start(self.cluster, self.id, self.file_hash, total, self.key)
+
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, work)
+        except Exception as exc:  # (OSError: ENOSPC, EIO...) raised again by run()
+            self.setup_error = exc
+            self.done.set()
+            return
+        if self.gate is not None:
+            self.gate.open()  # (actions the held ones cause queue behind them)
+        self.gate = None
+        if self.core is not None and self.core.finished:
+            self.done.set()
+
     async def _stop_early(self) -> int:
         """Leave the jobs running, keep the journal, say how to resume."""
         if self.left is not None:
@@ -525,14 +578,20 @@ class Submission:
         await self._close()
         self.progress.finish()
         running = self.core.queue.counts["running"]
-        how = f"run `jrs submit {self.path}` again to resume (journal {self.journal.path})"
+        if self.local:  # the throw-away cluster stops with this process, and its jobs
+            how = (f"run `jrs submit --local {self.path}` again to run them again, the "
+                   f"finished ones kept (journal {self.journal.path})")
+            left = f"stopped the local cluster and its {running} running jobs"
+        else:
+            how = f"run `jrs submit {self.path}` again to resume (journal {self.journal.path})"
+            left = f"{running} jobs keep running"
         if self.failure is not None:
-            self.progress.message(f"jrs submit: internal error: {self.failure}; {running} "
-                                  f"jobs keep running; {how}")
+            self.progress.message(f"jrs submit: internal error: {self.failure}; {left}; {how}")
             return EXIT_INTERNAL
         name = signal.Signals(self.left).name
-        self.progress.message(f"jrs submit: {name}: left cluster {self.cluster} with "
-                              f"{running} jobs running; {how}")
+        if not self.local:
+            left = f"left cluster {self.cluster} with {running} jobs running"
+        self.progress.message(f"jrs submit: {name}: {left}; {how}")
         return 128 + self.left
 
     async def _close(self) -> None:

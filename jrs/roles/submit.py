@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import sys
@@ -101,6 +102,21 @@ def run(args: dict) -> int:
             local.launcher.close()
 
 
+def _check_spool(path: str, total: int, journal_path: str) -> None:
+    """A resume reads its jobs back from the spool; one holding fewer (or more) than the
+    journal's total would leave the queue waiting for jobs no line holds."""
+    from ..client import spool
+
+    try:
+        held = spool.count(path)
+    except OSError as exc:
+        raise JrsError(f"{path}: cannot read the interrupted run's expanded jobs: "
+                       f"{exc.strerror}; rerun with --fresh to start over") from None
+    if held != total:
+        raise JrsError(f"{path}: holds {held} jobs, but the interrupted run recorded in "
+                       f"{journal_path} has {total}; rerun with --fresh to start over")
+
+
 def _run(args: dict, path: str, local, asyncio) -> int:
     from ..client import journal as journal_mod
     from ..client import transfer
@@ -122,11 +138,15 @@ def _run(args: dict, path: str, local, asyncio) -> int:
         raise JrsError(f"{path}: changed since the interrupted run recorded in {journal_path}; "
                        "rerun with --fresh to start over")
     if local is not None and previous is not None:
-        previous = None  # a local cluster is gone with its run: nothing to re-attach
+        # a local cluster is gone with its run: its running jobs died with it and run
+        # again (uncounted); finished jobs stay finished, attempts and retries go on
+        previous = dataclasses.replace(previous, running={})
     if previous is not None and not os.path.isfile(journal_mod.spool_path(journal_path)):
         raise JrsError(f"{journal_path}: the interrupted run's expanded jobs "
                        f"({journal_mod.spool_path(journal_path)}) are gone; rerun with --fresh "
                        "to start over")
+    if previous is not None:
+        _check_spool(journal_mod.spool_path(journal_path), previous.total, journal_path)
     progress = Progress(not args["--no-progress"])
     journal = journal_mod.Journal(journal_path)
 
@@ -139,6 +159,7 @@ def _run(args: dict, path: str, local, asyncio) -> int:
             sub = Submission(path, config, root_key(config.secret), journal, previous,
                              progress, environ, digest,
                              lambda cluster: checked_jobs(path, cluster, environ))
+            sub.local = local is not None
             return await sub.run()
         finally:
             if local is not None:
