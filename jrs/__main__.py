@@ -67,14 +67,17 @@ Environment:
                        before it withdraws the offer and frees the slot (10)
   JRS_SUBMITTER_LEASE  seconds the master remembers a disconnected submitter (300)
   JRS_MASTER_SESSIONS_PER_HOST     submitter sessions the master lets one host
-                       (peer address) hold open at once (64)
+                       (an IPv4 address, or an IPv6 /64) hold open at once (64)
   JRS_MASTER_REQUESTS_PER_SESSION  request entries one demand may list (1024)
   JRS_MASTER_REQUESTS_PER_HOST     request entries one host's sessions may hold (16384)
   JRS_MASTER_DEMAND_RATE, JRS_MASTER_DEMAND_BURST  a submitter session's demand
                        budget: bytes a second (524288) and at most (4194304); a
                        demand costs its bytes + JRS_MASTER_DEMAND_MESSAGE_COST (512)
                        + JRS_MASTER_DEMAND_ENTRY_COST (2048) per request entry; over
-                       it the newest demand waits, and is applied when it refills
+                       it the newest demand waits, and is applied when it refills;
+                       every other submitter message (progress, release, ...) costs
+                       its bytes + 512 + JRS_MASTER_PROGRESS_ENTRY_COST (256) per
+                       cluster entry, and over it the session is not read until then
   JRS_MASTER_HOST_DEMAND_RATE, JRS_MASTER_HOST_DEMAND_BURST  the same budget shared
                        by all sessions of one host (2097152, 8388608)
   JRS_PEER_TIMEOUT     seconds before a connection to a vanished peer is given up (20)
@@ -110,6 +113,8 @@ Listens on the address in node.master (default port 7083) unless --listen says
 otherwise. Keeps only soft state: a restarted master rebuilds the pool.
 What one host may hold and send is bounded (JRS_MASTER_* in `jrs --help`): past
 a limit the peer gets an error naming it and nothing of that message is applied.
+At most 32 authenticated connections of one host (1,024 in all) may wait for
+their first message; past that the one waiting the longest is closed.
 
 Example:
   jrs master -c /etc/jrs --state=/var/lib/jrs/master

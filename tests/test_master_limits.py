@@ -28,11 +28,13 @@ def test_the_documented_defaults():
     assert (lim.demand_rate, lim.demand_burst, lim.message_cost, lim.entry_cost) \
         == (512 * 1024, 4 << 20, 512, 2048)
     assert (lim.host_demand_rate, lim.host_demand_burst) == (2 << 20, 8 << 20)
+    assert lim.progress_entry_cost == 256
     assert {v[0] for v in SETTINGS.values()} == {
         "JRS_MASTER_SESSIONS_PER_HOST", "JRS_MASTER_REQUESTS_PER_SESSION",
         "JRS_MASTER_REQUESTS_PER_HOST", "JRS_MASTER_DEMAND_RATE", "JRS_MASTER_DEMAND_BURST",
         "JRS_MASTER_DEMAND_MESSAGE_COST", "JRS_MASTER_DEMAND_ENTRY_COST",
-        "JRS_MASTER_HOST_DEMAND_RATE", "JRS_MASTER_HOST_DEMAND_BURST"}
+        "JRS_MASTER_HOST_DEMAND_RATE", "JRS_MASTER_HOST_DEMAND_BURST",
+        "JRS_MASTER_PROGRESS_ENTRY_COST"}
 
 
 def test_from_env_takes_each_variable_and_names_a_bad_one():
@@ -357,3 +359,100 @@ def test_no_lost_update_the_newest_demand_is_always_applied_and_the_rate_holds()
         for t, _ in applied:
             spent = sum(f[1] + lim.limits.message_cost for u, f in applied if u <= t)
             assert spent <= burst + rate * t + biggest + 1e-6, trial
+
+
+# ------------------------------------------------------------ other messages (progress, release)
+
+def test_a_message_is_charged_its_size_the_message_cost_and_its_entries():
+    lim = _limiter(demand_burst=10_000.0, host_demand_burst=100_000.0)
+    lim.open_session("s", A, 0.0)
+    assert lim.message_wait("s", 88, 3, 0.0) is None  # handle now
+    cost = 88 + 512 + 3 * 256
+    assert lim._sessions["s"].bucket.tokens == 10_000 - cost
+    assert lim._host_buckets[A].tokens == 100_000 - cost
+    st = lim.stats("s")
+    assert (st["messages"], st["waits"], st["bytes"]) == (1, 0, 88)
+
+
+def test_a_message_in_debt_waits_until_a_batch_is_back_then_those_after_it_go():
+    """In debt, a message waits until BATCH bytes (at most the burst) are back, so the
+    next ones go without a wait (and a wake-up) each; the rate is the same."""
+    lim = _limiter(demand_rate=1000.0, demand_burst=1000.0, message_cost=0)
+    lim.open_session("s", A, 0.0)
+    assert lim.message_wait("s", 3000, 0, 0.0) is None  # the burst was there: a debt
+    at = lim.message_wait("s", 10, 0, 0.5)
+    assert at == pytest.approx(3.0)  # -2,000 back to the burst (1,000) at 1,000/s
+    assert lim.message_wait("s", 10, 0, 1.9, waited=True) == pytest.approx(3.0)  # in debt
+    assert lim.message_wait("s", 10, 0, 3.0, waited=True) is None
+    assert lim.stats("s")["waits"] == 1 and lim.stats("s")["messages"] == 2
+    for _ in range(100):  # the batch: 100 x 10 bytes more (the last into debt), no wait
+        assert lim.message_wait("s", 10, 0, 3.0) is None
+    assert lim.message_wait("s", 10, 0, 3.0) is not None
+    big = _limiter(demand_rate=1000.0, message_cost=0)  # a 4 MiB burst: 64 KiB batches
+    big.open_session("s", A, 0.0)
+    assert big.message_wait("s", (4 << 20) + 1000, 0, 0.0) is None
+    assert big.message_wait("s", 10, 0, 0.0) == pytest.approx((1000 + 65536) / 1000)
+
+
+def test_a_message_waits_for_the_hosts_bucket_too():
+    lim = _limiter(host_demand_rate=100.0, host_demand_burst=1000.0, message_cost=0)
+    lim.open_session("s", A, 0.0)
+    lim.open_session("t", A, 0.0)
+    lim.open_session("u", B, 0.0)
+    assert lim.message_wait("s", 1500, 0, 0.0) is None  # the host now owes 500
+    # its own is full; the host's 500 of debt and a batch (its 1,000 burst) at 100/s
+    assert lim.message_wait("t", 10, 0, 0.0) == pytest.approx(15.0)
+    assert lim.message_wait("u", 10, 0, 0.0) is None  # another host
+
+
+def test_a_message_behind_a_kept_demand_waits_for_it_then_goes():
+    """Order: a release sent after a demand is not handled before it."""
+    lim = _limiter(demand_rate=1000.0, demand_burst=1000.0, message_cost=0)
+    lim.open_session("s", A, 0.0)
+    assert lim.demand_frame("s", 2000, "d1", 0.0)
+    assert not lim.demand_frame("s", 100, "d2", 0.0)  # kept
+    at = lim.message_wait("s", 10, 0, 0.0)
+    assert at == pytest.approx(1.0) == lim.due_at("s")
+    assert lim.message_wait("s", 10, 0, 1.0, waited=True) == 1.0  # due: apply it first
+    assert lim.due(1.0) == [("s", "d2")]
+    at = lim.message_wait("s", 10, 0, 1.0, waited=True)  # the demand's cost is a debt
+    assert at == pytest.approx(2.1)  # its 100, and a batch (the 1,000 burst) back
+    assert lim.message_wait("s", 10, 0, at, waited=True) is None
+
+
+def test_an_honest_submitters_progress_and_releases_never_wait():
+    """What a real `jrs submit` sends the master (README "What one source host may
+    hold"): a demand of one entry up to 26 times a second, a one-entry progress (~91
+    bytes) each second; at its end a release of every claim through the master (1,000
+    here, a whole cluster's slots) with a last progress. None of it waits."""
+    lim = _limiter()
+    lim.open_session("s", A, 0.0)
+    t = 0.0
+    for second in range(600):
+        for i in range(26):
+            t = second + i / 26
+            assert lim.demand_frame("s", 400, {"n": i}, t)
+            lim.decoded("s", 1)
+        assert lim.message_wait("s", 91, 1, second + 0.99) is None
+    for _ in range(1000):
+        assert lim.message_wait("s", 70, 0, 600.0) is None
+    assert lim.message_wait("s", 91, 1, 600.0) is None
+    assert lim.stats("s")["waits"] == 0 and lim.stats("s")["deferred"] == 0
+
+
+def test_a_flood_of_large_progress_is_held_to_the_rate():
+    """1,024-entry progress (~62 KB, ~325 KB of budget each) as fast as the master
+    lets them: over 60 s one session gets the burst plus 60 s of its rate, no more."""
+    lim = _limiter()
+    lim.open_session("s", A, 0.0)
+    cost = 62_000 + 512 + 1024 * 256
+    now, handled = 0.0, 0
+    while now < 60.0:
+        at = lim.message_wait("s", 62_000, 1024, now)
+        if at is None:
+            handled += 1
+        else:
+            assert at > now  # a wait is always into the future: nothing spins
+            now = at
+    most = (lim.limits.demand_burst + 60 * lim.limits.demand_rate) / cost + 1
+    assert most - 3 <= handled <= most, (handled, most)

@@ -94,8 +94,11 @@ def test_one_host_past_its_session_limit_is_refused_and_an_honest_submit_complet
         work.mkdir()
 
         async def scenario():
-            chans = [await _open_from(c) for _ in range(65)]
-            answers = [await _hello(ch, i) for i, ch in enumerate(chans)]
+            # each says hello at once: 32 silent ones of a host are the wire's bound
+            chans, answers = [], []
+            for i in range(65):
+                chans.append(await _open_from(c))
+                answers.append(await _hello(chans[-1], i))
             honest = await _honest_submit(c, work)
             # the 64 admitted sessions are still served: one closes, another gets in
             chans[0].close()
@@ -136,9 +139,10 @@ def test_one_host_cannot_fill_the_pools_request_cap(pyz, tmp_path):
         work.mkdir()
 
         async def scenario():
-            chans = [await _open_from(c) for _ in range(64)]
-            for i, ch in enumerate(chans):
-                assert (await _hello(ch, i))["type"] == "welcome"
+            chans = []
+            for i in range(64):  # hello at once (32 silent ones are the wire's bound)
+                chans.append(await _open_from(c))
+                assert (await _hello(chans[-1], i))["type"] == "welcome"
             for i, ch in enumerate(chans):
                 ch.send({"type": "demand", "requests": _entries(1024, f"s{i}k")})
                 await ch.drain()
@@ -181,7 +185,8 @@ HOST_RATE, HOST_BURST = 2 << 20, 8 << 20
 def _figures(log_path, sid: str) -> tuple:
     """(applied, deferred, replaced, bytes) from the master's line at the session's end."""
     pattern = re.compile(rf"submitter {sid} from .*: (\d+) demands applied, (\d+) held back "
-                         r"for its demand budget \((\d+) replaced by a newer one\), (\d+) bytes")
+                         r"for its demand budget \((\d+) replaced by a newer one\), \d+ "
+                         r"other messages \(\d+ waited for the budget\), (\d+) bytes")
     deadline = time.monotonic() + 30
     while True:
         m = pattern.search(log_path.read_text())
@@ -325,3 +330,70 @@ def test_a_bad_limit_setting_stops_the_master_with_one_line_naming_it(pyz, tmp_p
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert r.stderr.strip().splitlines() == [
         "jrs master: JRS_MASTER_REQUESTS_PER_HOST: want a number of at least 1, not 0"]
+
+
+def test_floods_of_progress_and_release_are_held_to_the_budget(pyz, tmp_path):
+    """`progress` (1,024 cluster entries, ~62 KB, ~8 ms of the master's CPU each) and
+    `release` (random claim ids, ~80 bytes each) were not charged: one session sending
+    them as fast as the master read took a whole core. Now each costs its bytes, 512 and
+    256 per cluster entry of the session's budget, and over it the master stops reading
+    that session until the budget refills: a few % of a core, and an honest submit
+    beside it takes about as long as before."""
+    c = Cluster(pyz, tmp_path, slots=[2]).start()
+    try:
+        work = tmp_path / "w"
+        work.mkdir()
+        clusters = [{"id": i, "idle": 100_000, "running": 8, "done": 12_345, "failed": 0}
+                    for i in range(1024)]
+        progress = json.dumps({"type": "progress", "clusters": clusters},
+                              separators=(",", ":")).encode()
+        releases = [json.dumps({"type": "release", "claim": os.urandom(16).hex(),
+                                "kill": False}, separators=(",", ":")).encode()
+                    for _ in range(64)]
+
+        async def flood_for(ch, bodies: list, seconds: float, warm: float = 2.0) -> tuple:
+            """Send for `warm` + `seconds`; the master's CPU over the last `seconds`
+            (the session's 4 MiB burst is spent by then)."""
+            start = time.monotonic()
+            stop = start + warm + seconds
+            cpu0 = None
+            sent = 0
+            while time.monotonic() < stop:
+                if cpu0 is None and time.monotonic() >= start + warm:
+                    cpu0 = _cpu_seconds(c.master.pid)
+                for _ in range(16):
+                    _frame(ch, bodies[sent % len(bodies)])
+                    sent += 1
+                try:
+                    await asyncio.wait_for(ch.drain(), 0.2)
+                except asyncio.TimeoutError:  # the master stopped reading us: good
+                    pass
+            if cpu0 is None:  # (never: the drain waits are bounded by `stop`)
+                cpu0 = _cpu_seconds(c.master.pid)
+            return (_cpu_seconds(c.master.pid) - cpu0) / seconds, sent
+
+        async def scenario():
+            before = [(await _honest_submit(c, work, 1))[2] for _ in range(2)]
+            ch = await _open_from(c)
+            assert (await _hello(ch, 1))["type"] == "welcome"
+            honest = asyncio.ensure_future(_honest_submit(c, work, 1))
+            p_cpu, p_sent = await flood_for(ch, [progress], 4.0)
+            during = await honest
+            ch.close()
+            ch = await _open_from(c, "127.0.0.3")  # a fresh budget (its own host)
+            assert (await _hello(ch, 2))["type"] == "welcome"
+            r_cpu, r_sent = await flood_for(ch, releases, 4.0)
+            ch.close()
+            return before, during, (p_cpu, p_sent), (r_cpu, r_sent)
+
+        before, during, (p_cpu, p_sent), (r_cpu, r_sent) = asyncio.run(scenario())
+        code, err, took = during
+        print(f"progress flood: {p_sent} queued in 6 s, master at {p_cpu:.0%} of a core; "
+              f"release flood: {r_sent} queued, master at {r_cpu:.0%}; 1-job submit "
+              f"{max(before):.2f} s before, {took:.2f} s during")
+        assert code == 0 and "1 jobs, 1 done, 0 failed" in err, err + c.logs()
+        assert took < max(before) + FLOOD_SLACK, (before, took)
+        assert p_cpu < 0.15 and r_cpu < 0.15, (p_cpu, r_cpu)  # ~30-40 % unbounded
+        assert c.master.poll() is None
+    finally:
+        c.stop()

@@ -360,3 +360,33 @@ def test_a_kept_frame_gets_the_schema_checks_too(tmp_path):
         assert (msg["type"], msg["code"]) == ("error", "bad-message"), msg
         assert _asked(env, "s1") == {}
     run(go, tmp_path)
+
+
+def test_other_messages_wait_for_the_budget_and_for_a_kept_demand_in_order(tmp_path):
+    """`new-cluster` (as `progress` and `release`: they are charged the same way, but
+    answer nothing) is charged to the session's budget: in debt, its answer comes only
+    when a batch of budget is back, and after the demand kept before it was applied
+    (order); meanwhile another session is served at once."""
+    async def go(env):
+        _use(env, tmp_path, demand_rate=20_000.0, demand_burst=10_000.0, message_cost=0,
+             entry_cost=0)
+        a, _ = await _session(env, "s1")
+        b, _ = await _session(env, "s2")
+        loop = asyncio.get_running_loop()
+        a.send(_demand("big", entries=200))  # 16.3 KB: a debt of 6.3 KB, ~0.32 s
+        a.send(_demand("want", count=3))  # kept
+        a.send({"type": "new-cluster"})
+        t0 = loop.time()
+        b.send({"type": "new-cluster"})
+        assert (await _recv(b))["type"] == "cluster"
+        assert loop.time() - t0 < 0.3  # another session is not held up
+        msg = await _recv(a)
+        took = loop.time() - t0
+        assert msg["type"] == "cluster"
+        assert _asked(env, "s1") == {"want0": 3}  # the kept demand went first
+        # at least the debt (~6.3 KB at 20 KB/s: 0.32 s) and the kept demand; if that
+        # left a debt, a batch more (the 10 KB burst: 0.5 s)
+        assert 0.25 < took < 3.0, took
+        st = env.master.limiter.stats(a_key(env, "s1"))
+        assert (st["messages"], st["waits"], st["deferred"]) == (1, 1, 1)
+    run(go, tmp_path)

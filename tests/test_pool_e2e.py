@@ -15,6 +15,9 @@ def test_a_node_killed_and_restarted_while_a_one_job_submit_waits(pyz, tmp_path)
     pending, the restarted node's hello did not reconcile it, and the submit hung."""
     c = Cluster(pyz, tmp_path, slots=[1])
     c.env["JRS_NODE_TIMEOUT"] = "10"  # back well within it, however loaded the machine
+    # the offer time-out is the last resort: with it at 10 s the submit also ended with
+    # node_gone, the hello's and the reports' reconciliation all removed (A12 checked)
+    c.env["JRS_OFFER_TIMEOUT"] = "300"
     c.start()
     try:
         (tmp_path / "one.condor").write_text("executable = /bin/echo\narguments = done\n"

@@ -208,6 +208,11 @@ class NodeState:
     rest_streak: int = 0  # such refusals in a row (no job started there since)
     probe: Optional[tuple] = None  # (proc, attempt): the run sent back from a rest
 
+    def forget(self, ref: tuple) -> None:
+        """The run `ref` (proc, attempt) is no longer this node's, sent or to go."""
+        self.sent.discard(ref)
+        self.pending.discard(ref)
+
 
 class SubmitCore:
     def __init__(self, cfg: CoreConfig, queue: Queue, previous: Optional[J.Previous] = None
@@ -753,8 +758,7 @@ class SubmitCore:
             self.revoking[ref] = self.now + self.cfg.give_up
             return True
         if ns is not None:
-            ns.sent.discard(ref)
-            ns.pending.discard(ref)
+            ns.forget(ref)
         self._lost_run(rec, node, why)
         return False
 
@@ -769,8 +773,7 @@ class SubmitCore:
                 continue
             ns = self.nodes.get(rec.node or "")
             if ns is not None:
-                ns.sent.discard(ref)
-                ns.pending.discard(ref)
+                ns.forget(ref)
             self._emit(Say(f"jrs submit: node {rec.node} did not answer the kill of job "
                            f"{self.job_id(rec.proc)} in {self.cfg.give_up:.0f}s; running "
                            f"it again elsewhere"))
@@ -828,8 +831,7 @@ class SubmitCore:
             self._release(c)  # a claim the node will not run on is of no use to us
         ns = self.nodes.get(node)
         if ns is not None:
-            ns.sent.discard((rec.proc, rec.attempt))
-            ns.pending.discard((rec.proc, rec.attempt))
+            ns.forget((rec.proc, rec.attempt))
         if msg.get("cause") == "claim":  # the claim went meanwhile: a race, not the job's
             self._lost_run(rec, node, f"refused: {excerpt(reason)}")  # bounded, uncounted
             return
@@ -988,8 +990,7 @@ class SubmitCore:
         self._free_claim_of(rec)
         ns = self.nodes.get(rec.node or "")
         if ns is not None:
-            ns.sent.discard((rec.proc, rec.attempt))
-            ns.pending.discard((rec.proc, rec.attempt))
+            ns.forget((rec.proc, rec.attempt))
         node = result.get("node")
         removing = rec.proc in self.removing or self.remove_reason is not None
         if result.get("lost"):

@@ -36,6 +36,7 @@ from ..wire.reconnect import Backoff, keep_connected
 from . import core as C
 from . import spool, transfer
 from .eventlog import EventLogs
+from .gate import Gate
 from .jobs import Queue, resumed_queue
 from .journal import Journal, Previous, spool_path
 from .progress import Progress
@@ -172,6 +173,10 @@ class Submission:
         self.failure: Optional[str] = None
         self.left: Optional[int] = None
         self.interrupts = 0
+        # a fresh run's actions wait here while its spool and journal become durable
+        self.gate: Optional[Gate] = None
+        self._durable: Optional[asyncio.Task] = None
+        self.setup_error: Optional[BaseException] = None
         self.EXEC = {C.ToMaster: self._x_master, C.ToNode: self._x_node,
                      C.Connect: self._x_connect, C.ResetNode: self._x_reset,
                      C.Disconnect: self._x_disconnect,
@@ -202,11 +207,20 @@ class Submission:
 
     def apply(self, actions: list) -> None:
         for a in actions:
-            self.EXEC[type(a)](a)
+            self._exec(a)
         if actions:
             self.schedule_demand()
         if self.core is not None and self.core.finished:
             self.done.set()
+
+    def _exec(self, a) -> None:
+        if self.gate is not None:
+            self.gate.put(a)
+        else:
+            self.EXEC[type(a)](a)
+
+    def _run_action(self, a) -> None:
+        self.EXEC[type(a)](a)
 
     def _x_master(self, a: C.ToMaster) -> None:
         if self.master is not None:
@@ -433,7 +447,7 @@ class Submission:
     def _send_demand(self) -> None:
         self._demand_scheduled = False
         for a in self.core.demand():
-            self.EXEC[type(a)](a)
+            self._exec(a)
 
     # ------------------------------------------------------------ signals
 
@@ -490,9 +504,13 @@ class Submission:
         else:
             await self.connect_master()
             jobs_path = spool_path(self.journal.path)
-            total = spool.write(jobs_path, self.expand(self.cluster))
-            self.journal.start(self.cluster, self.id, self.file_hash, total, self.key)
+            total = spool.write(jobs_path, self.expand(self.cluster), sync=False)
             self._make_core(total, resumed_queue(spool.read(jobs_path), total))
+            # the spool's fdatasync and the journal's creation (fdatasync, fsync of the
+            # directory) in a thread; the core's actions wait in the gate meanwhile
+            self.gate = Gate(self._run_action, (C.ToMaster, C.Connect),
+                             (C.Record, C.Event, C.Say))
+            self._durable = asyncio.ensure_future(self._make_durable(jobs_path, total))
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, self.interrupt)
         for s in (signal.SIGTERM, signal.SIGHUP):
@@ -507,6 +525,10 @@ class Submission:
                 t.cancel()
             for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(s)
+        if self._durable is not None:  # a signal may come first: what was held still goes
+            await self._durable
+        if self.setup_error is not None:
+            raise self.setup_error
         if self.failure is not None or self.left is not None:
             return await self._stop_early()
         self.apply(self.core.finish())
@@ -517,6 +539,27 @@ class Submission:
         self.progress.finish()
         self.progress.message(text)
         return status
+
+    async def _make_durable(self, jobs_path: str, total: int) -> None:
+        """The spool's data, then the journal naming it (and their names), on disk;
+        then the held actions go, in order. A failure ends the run with that error,
+        as when this was done before the core started (nothing ran: every run waited
+        here)."""
+        def work() -> None:
+            spool.sync(jobs_path)
+            self.journal.start(self.cluster, self.id, self.file_hash, total, self.key)
+
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, work)
+        except Exception as exc:  # (OSError: ENOSPC, EIO...) raised again by run()
+            self.setup_error = exc
+            self.done.set()
+            return
+        if self.gate is not None:
+            self.gate.open()  # (actions the held ones cause queue behind them)
+        self.gate = None
+        if self.core is not None and self.core.finished:
+            self.done.set()
 
     async def _stop_early(self) -> int:
         """Leave the jobs running, keep the journal, say how to resume."""

@@ -38,9 +38,12 @@ def decode(line: str) -> Job:
     return job
 
 
-def write(path: str, jobs: Iterator[Job], check: Optional[Callable[[Job], None]] = None) -> int:
+def write(path: str, jobs: Iterator[Job], check: Optional[Callable[[Job], None]] = None,
+          sync: bool = True) -> int:
     """Expand `jobs` into `path` (atomically: a temp file renamed when complete);
-    `check(job)` may raise to refuse the file. Returns the count."""
+    `check(job)` may raise to refuse the file. Returns the count. `sync=False` leaves
+    the fdatasync to the caller (`sync(path)`), who must do it before the journal
+    that names the spool is created."""
     tmp = f"{path}.{os.getpid()}.tmp"
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -54,7 +57,8 @@ def write(path: str, jobs: Iterator[Job], check: Optional[Callable[[Job], None]]
                 out.write("\n")
                 count += 1
             out.flush()
-            os.fdatasync(out.fileno())
+            if sync:
+                os.fdatasync(out.fileno())
         os.replace(tmp, path)  # its name is made durable by the journal's creation next
         # to it (records.write_new syncs their directory), before anything depends on it
     except BaseException:
@@ -66,8 +70,29 @@ def write(path: str, jobs: Iterator[Job], check: Optional[Callable[[Job], None]]
     return count
 
 
+def sync(path: str) -> None:
+    """Make a spool written with `write(..., sync=False)` durable (its data; its name
+    goes with the journal's creation beside it)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
 def read(path: str) -> Iterator[Job]:
     """The spooled jobs in order, one line at a time."""
     with open(path, encoding="utf-8") as f:
         for line in f:
             yield decode(line)
+
+
+def count(path: str) -> int:
+    """How many jobs the spool holds (its lines), without decoding them: a resume checks
+    it against the journal's total, since a queue short of jobs would wait for them
+    for ever."""
+    n = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            n += block.count(b"\n")
+    return n

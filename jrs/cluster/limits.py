@@ -26,6 +26,12 @@ master's shell asks a `Limiter` before it lets a session or a demand in:
   once the bucket has refilled. Demands are whole states (the submitter's counts of
   the moment), so the newest one alone is the update; nothing is lost. A kept frame
   that a newer one replaces is charged nothing: the shell never decodes it.
+- **other messages** (`progress`, `release`, `new-cluster`, `removed`, `error`) are
+  charged to the same buckets once decoded: their frame's size plus `message_cost`,
+  and `progress_entry_cost` per cluster entry of a `progress`. They cannot be
+  coalesced (each release names its own claim), so one that finds a bucket in debt,
+  or its session with a demand kept (which goes first: order), waits: `message_wait`
+  says until when, and the shell reads nothing more of that session meanwhile.
 
 Over a count limit the shell sends the peer an `error` (code "limit", the text from
 here, naming the bound) and applies nothing of that session or demand. Everything
@@ -64,6 +70,10 @@ from ..errors import ConfigError
 #   much as ~8 KB of plain text. Charged by bytes alone, 84 KB demands of 1,024 entries
 #   each took a whole core within the byte budget; so a session's demands cost at most
 #   ~256 entries a second, ~4 % of a core loaded, and an honest one-entry demand ~3 KB.
+# - 256 bytes a progress cluster entry: measured, decoding and checking one costs ~6 us
+#   (a 1,000-entry progress, 61 KB, took 8 ms at load 5.5), ~1/8 of a demand entry; an
+#   honest submitter sends one progress a second with one entry (~860 bytes of budget)
+#   and a release per claim it gives back through the master (~600 bytes each).
 SETTINGS: dict = {
     "sessions_per_host": ("JRS_MASTER_SESSIONS_PER_HOST", 64, int),
     "requests_per_session": ("JRS_MASTER_REQUESTS_PER_SESSION", 1024, int),
@@ -74,8 +84,13 @@ SETTINGS: dict = {
     "entry_cost": ("JRS_MASTER_DEMAND_ENTRY_COST", 2048, int),
     "host_demand_rate": ("JRS_MASTER_HOST_DEMAND_RATE", 2 << 20, float),
     "host_demand_burst": ("JRS_MASTER_HOST_DEMAND_BURST", 8 << 20, float),
+    "progress_entry_cost": ("JRS_MASTER_PROGRESS_ENTRY_COST", 256, int),
 }
 MAX_HOSTS = 4096  # host buckets kept; past it those of hosts without sessions, full first
+SLACK = 1e-6  # seconds: a bucket this close to refilled is refilled (rounding, no re-wait)
+# bytes of budget a message waiting for a bucket in debt waits to see back (at most the
+# burst): those after it then go without a wait each, at the same rate
+BATCH = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -91,11 +106,12 @@ class Limits:
     entry_cost: int = SETTINGS["entry_cost"][1]
     host_demand_rate: float = SETTINGS["host_demand_rate"][1]
     host_demand_burst: float = SETTINGS["host_demand_burst"][1]
+    progress_entry_cost: int = SETTINGS["progress_entry_cost"][1]
 
     def __post_init__(self) -> None:
         for name, (var, _default, _kind) in SETTINGS.items():
             value = getattr(self, name)
-            low = 0 if name in ("message_cost", "entry_cost") else 1
+            low = 0 if name in ("message_cost", "entry_cost", "progress_entry_cost") else 1
             if isinstance(value, bool) or not value >= low:
                 raise ConfigError(f"{var}: want a number of at least {low}, not {value!r}")
 
@@ -141,7 +157,7 @@ class _Bucket:
 
 class _Session:
     __slots__ = ("applied", "bucket", "bytes", "coalesced", "deferred", "held", "host",
-                 "kept", "kept_cost", "kept_since", "served")
+                 "kept", "kept_cost", "kept_since", "messages", "served", "waits")
 
     def __init__(self, host: str, bucket: _Bucket, held: int) -> None:
         self.host = host
@@ -155,6 +171,8 @@ class _Session:
         self.deferred = 0  # demands kept (each kept demand is applied or replaced)
         self.coalesced = 0  # kept demands a newer one replaced (never applied)
         self.bytes = 0
+        self.messages = 0  # other messages charged (`message_wait`)
+        self.waits = 0  # ... of them that had to wait for the budget
 
 
 class Limiter:
@@ -347,6 +365,38 @@ class Limiter:
             self._unwait(key, s)
         return out
 
+    # ------------------------------------------------------------ other messages
+
+    def message_wait(self, key: Hashable, size: int, entries: int, now: float,
+                     waited: bool = False) -> Optional[float]:
+        """A decoded `progress`, `release` or other non-demand message of `size` bytes
+        (with `entries` cluster entries) on session `key`. None: handle it now, it has
+        been charged. A time: handle it no sooner (its session or host is in debt, or
+        its session has a demand kept, which goes first): the shell reads nothing more
+        of the session until then, and asks again (`waited`: counts it once)."""
+        s = self._sessions[key]
+        host = self._host_buckets[s.host]
+        s.bucket.refill(now)
+        host.refill(now)
+        if s.kept is not None:  # after it: when due (now, if it is) the shell applies
+            if not waited:       # it (`due`) and asks again
+                s.waits += 1
+            return max(self.due_at(key) or now, now)
+        if s.bucket.tokens < 0 or host.tokens < 0:  # in debt: until a batch's worth
+            if not waited:  # is back (a wake-up per message cost ~100 us each)
+                s.waits += 1
+            at = max(b.last + (min(BATCH, b.burst) - b.tokens) / b.rate
+                     for b in (s.bucket, host))
+            if at > now + SLACK:
+                return at
+        cost = float(size + self.limits.message_cost
+                     + entries * self.limits.progress_entry_cost)
+        for b in (s.bucket, host):
+            b.tokens = max(b.tokens, 0.0) - cost
+        s.bytes += size
+        s.messages += 1
+        return None
+
     def kept(self, key: Hashable) -> Any:
         """The demand kept for `key` (None: none)."""
         s = self._sessions.get(key)
@@ -361,4 +411,5 @@ class Limiter:
     @staticmethod
     def _stats(s: _Session) -> dict:
         return {"host": s.host, "held": s.held, "applied": s.applied,
-                "deferred": s.deferred, "coalesced": s.coalesced, "bytes": s.bytes}
+                "deferred": s.deferred, "coalesced": s.coalesced, "bytes": s.bytes,
+                "messages": s.messages, "waits": s.waits}

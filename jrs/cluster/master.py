@@ -13,10 +13,12 @@ their traceback and the loop goes on. Log lines about peers carry only bounded,
 escaped excerpts of what they sent, rate-limited per source address.
 
 What one source host may hold and spend is decided by `limits.Limiter` (sessions per
-host, request entries per session and per host, demand budgets per session and per
-host); this shell only asks it. Demand frames in our own field order are kept undecoded by the wire
+host, request entries per session and per host, budgets per session and per host that
+demands and every other submitter message are charged to); this shell only asks it.
+Demand frames in our own field order are kept undecoded by the wire
 (`Connection.keep_raw`) until the limiter lets them through, so of a flood of demands
-only the one finally applied is decoded and checked.
+only the one finally applied is decoded and checked; another message over budget
+stops this shell reading its session until the budget is back (`_charged`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Callable, Optional
 from .. import records
 from ..errors import ConfigError
 from ..wire.connection import BadMessage, Raw
+from ..wire.hosts import host_key
 from ..wire.messages import error
 from .limits import Limiter, Limits
 from .payload import MAX_DEMAND, MAX_REQUESTS, PayloadError
@@ -70,7 +73,7 @@ def _check_size(size: int) -> None:
 
 
 def _host(peer: object) -> str:
-    return peer[0] if isinstance(peer, tuple) and peer else str(peer)
+    return host_key(peer)  # the one place addresses become hosts (an IPv6 /64 is one)
 
 
 def _env_seconds(name: str, default: float) -> float:
@@ -344,11 +347,13 @@ class Master:
         finally:
             self._session_sid.pop(ch, None)
             figures = self.limiter.close_session(ch)
-            if figures and figures["deferred"]:
+            if figures and (figures["deferred"] or figures["waits"]):
                 self.peerlog.info(ch.peer, "submitter %s from %s: %d demands applied, %d "
                                   "held back for its demand budget (%d replaced by a newer "
-                                  "one), %d bytes", excerpt(sid), ch.peer, figures["applied"],
-                                  figures["deferred"], figures["coalesced"], figures["bytes"])
+                                  "one), %d other messages (%d waited for the budget), %d "
+                                  "bytes", excerpt(sid), ch.peer, figures["applied"],
+                                  figures["deferred"], figures["coalesced"],
+                                  figures["messages"], figures["waits"], figures["bytes"])
             if self.submitters.get(sid) is ch:
                 del self.submitters[sid]
                 self.send(self.pool.submitter_gone(sid, self.clock()))
@@ -381,8 +386,9 @@ class Master:
 
     # ------------------------------------------------------------ submitter messages
 
-    def _new_cluster(self, ch, sid: str, msg: dict) -> None:
-        ch.send({"type": "cluster", "id": self.counter.take()})
+    async def _new_cluster(self, ch, sid: str, msg: dict) -> None:
+        if await self._charged(ch):  # one in ClusterCounter.BLOCK is a disk flush
+            ch.send({"type": "cluster", "id": self.counter.take()})
 
     async def _demand(self, ch, sid: str, msg: dict) -> None:
         """A demand that came decoded (not in our field order, or read with the hello)."""
@@ -466,17 +472,40 @@ class Master:
                 self.peerlog.exception(ch.peer, "applying a kept demand from %s", ch.peer)
         self._arm()
 
-    def _release(self, ch, sid: str, msg: dict) -> None:
-        self.send(self.pool.release(sid, msg["claim"], self.clock(),
-                                    kill=msg.get("kill") is True))
+    async def _charged(self, ch, entries: int = 0) -> bool:
+        """Charge the message `recv` returned last on this submitter session to its
+        budget (`Limiter.message_wait`), first waiting, without reading the session,
+        while the budget is in debt or a demand of it is kept (that one goes first).
+        False: the session was replaced meanwhile (drop the message quietly)."""
+        size, waited = ch.last_size, False
+        while self.limiter.stats(ch) is not None:
+            at = self.limiter.message_wait(ch, size, entries, self.clock(), waited)
+            if at is None:
+                return True
+            waited = True
+            await asyncio.sleep(max(0.0, at - self.clock()))
+            self._run_due()
+        return False
 
-    def _progress(self, ch, sid: str, msg: dict) -> None:
-        self.send(self.pool.set_progress(sid, msg["clusters"]))
+    async def _release(self, ch, sid: str, msg: dict) -> None:
+        if await self._charged(ch):  # each costs a claim-drop to a node
+            self.send(self.pool.release(sid, msg["claim"], self.clock(),
+                                        kill=msg.get("kill") is True))
 
-    def _removed(self, ch, sid: str, msg: dict) -> None:
+    async def _progress(self, ch, sid: str, msg: dict) -> None:
+        if await self._charged(ch, len(msg["clusters"])):
+            self.send(self.pool.set_progress(sid, msg["clusters"]))
+
+    async def _removed(self, ch, sid: str, msg: dict) -> None:
+        if not await self._charged(ch):
+            return
         fut = self.rm_waiters.get(msg["re"])
         if fut is not None and fut.sid == sid and not fut.done():
             fut.set_result(msg["count"])
+
+    async def _submitter_error(self, ch, sid: str, msg: dict) -> None:
+        if await self._charged(ch):
+            self._ignore(ch, sid, msg)
 
     # ------------------------------------------------------------ tools
 
@@ -565,7 +594,7 @@ SUBMITTER: dict = {
     "release": Master._release,
     "progress": Master._progress,
     "removed": Master._removed,
-    "error": Master._ignore,
+    "error": Master._submitter_error,
 }
 TOOL: dict = {
     "query": Master._query,

@@ -279,6 +279,25 @@ def collect(spec: dict, transfer: bool = True, skip: frozenset = frozenset()) ->
     return out
 
 
+def small_to_collect(spec: dict, limit: int = 64) -> bool:
+    """Is collecting this finished job's outputs bounded by `limit` entries, so cheap
+    enough for the event loop? True in the automatic mode (no
+    transfer_output_files: only the top level is looked at) with at most `limit`
+    entries there. A list may name a directory of any size, and a bigger top level
+    can take seconds (100,000 files): those are collected off the loop. The names
+    are only counted (a listing of the sandbox, as remove_if_small does)."""
+    if spec.get("transfer_output_files") is not None or not spec.get("sandbox"):
+        return False
+    try:
+        with os.scandir(str(spec["sandbox"])) as it:
+            for n, _entry in enumerate(it):
+                if n >= limit:
+                    return False
+    except OSError:
+        return False
+    return True
+
+
 def remove(path: str) -> None:
     """Remove a sandbox: shutil's rmtree works through directory fds and never
     follows a symbolic link (`rmtree.avoids_symlink_attacks`)."""

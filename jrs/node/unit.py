@@ -816,11 +816,13 @@ def _sticky_in(root: str, st: os.stat_result, fd: Optional[int] = None) -> list:
             with os.scandir(dfd) as it:
                 entries = [e for _, e in zip(range(100_000), it)]
             for e in entries:
-                try:
+                try:  # the listing's file type first: no lstat for what is no directory
+                    if depth >= 8 or not e.is_dir(follow_symlinks=False):
+                        continue
                     est = e.stat(follow_symlinks=False)
                 except OSError:
                     continue
-                if stat.S_ISDIR(est.st_mode) and est.st_mode & 0o002 and depth < 8:
+                if stat.S_ISDIR(est.st_mode) and est.st_mode & 0o002:
                     path = os.path.join(top, e.name)
                     found.append((path, est.st_mtime_ns))
                     stack.append((path, depth + 1))

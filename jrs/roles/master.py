@@ -18,9 +18,10 @@ log = logging.getLogger("jrs.master")
 
 
 async def _run(config, host: str, port: int, state: str) -> None:
-    from ..wire.aio import Server
+    from ..wire.aio import Server, raise_open_files
     from ..wire.keys import root_key
 
+    raise_open_files()  # the overall connection bounds are a quarter of it
     master = Master(config, ClusterCounter(state), sessions=SessionStore(state))
     server = Server(root_key(config.secret), "master", master.serve,
                     peer_roles=frozenset({"node", "submit", "tool"}))

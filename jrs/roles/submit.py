@@ -101,6 +101,21 @@ def run(args: dict) -> int:
             local.launcher.close()
 
 
+def _check_spool(path: str, total: int, journal_path: str) -> None:
+    """A resume reads its jobs back from the spool; one holding fewer (or more) than the
+    journal's total would leave the queue waiting for jobs no line holds."""
+    from ..client import spool
+
+    try:
+        held = spool.count(path)
+    except OSError as exc:
+        raise JrsError(f"{path}: cannot read the interrupted run's expanded jobs: "
+                       f"{exc.strerror}; rerun with --fresh to start over") from None
+    if held != total:
+        raise JrsError(f"{path}: holds {held} jobs, but the interrupted run recorded in "
+                       f"{journal_path} has {total}; rerun with --fresh to start over")
+
+
 def _run(args: dict, path: str, local, asyncio) -> int:
     from ..client import journal as journal_mod
     from ..client import transfer
@@ -127,6 +142,8 @@ def _run(args: dict, path: str, local, asyncio) -> int:
         raise JrsError(f"{journal_path}: the interrupted run's expanded jobs "
                        f"({journal_mod.spool_path(journal_path)}) are gone; rerun with --fresh "
                        "to start over")
+    if previous is not None:
+        _check_spool(journal_mod.spool_path(journal_path), previous.total, journal_path)
     progress = Progress(not args["--no-progress"])
     journal = journal_mod.Journal(journal_path)
 

@@ -16,7 +16,7 @@ import os
 import socket
 import sys
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from typing import AsyncIterator, Awaitable, Callable, Optional, Union
 
 from .connection import (
@@ -31,15 +31,19 @@ from .connection import (
     Raw,
 )
 from .errors import AuthError, HandshakeClosed, LocalProtocolError, WireError
+from .hosts import host_key
 from .messages import TRANSFER_TYPES, error
 from .peerlog import PeerLog, excerpt
+from .slots import Slots, within_files
 
 log = logging.getLogger("jrs.wire")
 READ_SIZE = 1 << 18
 HANDSHAKE_TIMEOUT = 5.0  # a client's wait for one handshake attempt
 SERVER_HANDSHAKE_TIMEOUT = 3.0  # how long a server gives a connection to authenticate
 MAX_UNAUTHENTICATED = 1024  # connections in their handshake, in all ...
-PER_ADDRESS = 32  # ... and from one source address
+PER_ADDRESS = 32  # ... and from one source host (hosts.host_key)
+MAX_BEFORE_HELLO = 1024  # authenticated connections before their first message, in all ...
+HELLO_PER_ADDRESS = 32  # ... and from one source host
 # A peer that vanishes without a reset (a pulled cable, a partition, a powered-off
 # machine) is noticed within this many seconds, whether the connection is idle
 # (TCP keepalive) or has data waiting to be acknowledged (TCP_USER_TIMEOUT).
@@ -55,6 +59,34 @@ def _trace(direction: str, peer: object, body: object) -> None:
     kind = body.get("type") if isinstance(body, dict) else f"{len(body)} bytes"
     print(f"{time.monotonic() * 1000:.1f} {os.getpid()} {direction} {peer} {kind}",
           file=sys.stderr)
+
+
+def open_files_allowed() -> int:
+    """This process's soft limit of open files (a huge number when unlimited)."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return 1 << 30
+    return 1 << 30 if soft == resource.RLIM_INFINITY or soft < 0 else soft
+
+
+def raise_open_files() -> int:
+    """Raise the soft limit of open files to the hard one (daemons, at start: a soft
+    limit of 1,024 is a common default, and the overall connection bounds are a
+    quarter of it, see `slots.within_files`); returns the limit now in force."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY:
+            hard = 1 << 20
+        if 0 <= soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, OSError, ValueError):
+        pass
+    return open_files_allowed()
 
 
 class ConnectionClosed(Exception):
@@ -135,6 +167,8 @@ class Channel:
         self._deferred: list = []
         self._raise_bad = False
         self.last_size = 0  # JSON bytes of the frame of the message recv returned last
+        # called once, when recv first returns something (the server's first-message slot)
+        self.on_first: Optional[Callable[[], None]] = None
 
     @property
     def raise_bad(self) -> bool:
@@ -239,6 +273,10 @@ class Channel:
         while True:
             while self._pending:
                 event = self._pending.popleft()
+                if self.on_first is not None and isinstance(event, (Message, Data, Raw)) \
+                        and not (isinstance(event, Message) and event.body["type"] == "hello"):
+                    self.on_first()
+                    self.on_first = None
                 if isinstance(event, Message):
                     if event.body["type"] == "hello":
                         continue
@@ -380,7 +418,7 @@ class FailureLog:
         self.peerlog = PeerLog(log)
 
     def report(self, peer, reason: str) -> bool:
-        host = peer[0] if isinstance(peer, tuple) else str(peer)
+        host = host_key(peer)
         key = (host, reason)
         now = time.monotonic()
         last = self._seen.get(key)
@@ -398,7 +436,7 @@ Handler = Callable[[Channel], Awaitable[None]]
 
 
 class _Handshaking:
-    """A connection still in its handshake: what the slot accounting needs."""
+    """A connection in a stage `Slots` bound: what giving it up needs."""
 
     __slots__ = ("dropped", "host", "writer")
 
@@ -411,19 +449,31 @@ class _Handshaking:
 class Server:
     """Accepts connections, authenticates them, hands channels to `handler`.
 
-    Pre-authentication work is bounded: at most `per_address` connections from one
-    source address and `max_unauthenticated` in all may be in their handshake, each
-    for at most `handshake_timeout` seconds. When a new connection finds the slots
-    full, the handshake idle the longest (no bytes for the longest time) is dropped
-    to make room: a flood of silent connections cannot lock honest clients out, and
-    an honest client whose handshake was dropped tries again (see `connect`)."""
+    What a peer can hold for free is bounded (`slots.Slots`, hosts as
+    `hosts.host_key` counts them), in two stages:
+    - in its handshake: at most `per_address` connections of one host and
+      `max_unauthenticated` in all, each for at most `handshake_timeout` seconds;
+      when a new connection finds the slots full, the handshake idle the longest
+      (no bytes for the longest time) is dropped to make room: a flood of silent
+      connections cannot lock honest clients out, and an honest client whose
+      handshake was dropped tries again (see `connect`);
+    - authenticated, before its first message (the hello the daemon's own limits
+      count): at most `hello_per_address` of one host and `max_before_hello` in all
+      (each overall bound at most a quarter of the open files allowed);
+      past them the one waiting the longest is closed (a secret holder opening
+      connections that never say hello otherwise held each until the handler's
+      first-message deadline, 30 s, as many as it liked). Waiting is not activity:
+      bytes of a frame that is not complete buy no time.
+    Each given-up connection costs one close; nothing here loops or waits on a peer."""
 
     def __init__(self, root: bytes, role: str, handler: Handler,
                  peer_roles: Optional[frozenset] = None,
                  handshake_timeout: float = SERVER_HANDSHAKE_TIMEOUT,
                  idle_timeout: Optional[float] = None,
                  max_unauthenticated: int = MAX_UNAUTHENTICATED,
-                 per_address: int = PER_ADDRESS) -> None:
+                 per_address: int = PER_ADDRESS,
+                 max_before_hello: int = MAX_BEFORE_HELLO,
+                 hello_per_address: int = HELLO_PER_ADDRESS) -> None:
         self.root = root
         self.role = role
         self.handler = handler
@@ -432,63 +482,50 @@ class Server:
         self.idle_timeout = idle_timeout
         self.max_unauthenticated = max_unauthenticated
         self.per_address = per_address
-        self._handshaking: OrderedDict = OrderedDict()  # least recently active first
-        self._by_host: dict = {}  # host -> OrderedDict of its handshakes, same order
+        nofile = open_files_allowed()
+        self._handshakes = Slots(per_address, within_files(max_unauthenticated, nofile))
+        self._before_hello = Slots(hello_per_address, within_files(max_before_hello, nofile))
         self.failures = FailureLog()
         self.refused = 0
-        self.dropped = 0
+        self.dropped = 0  # handshakes given up for a newer one
+        self.dropped_before_hello = 0  # authenticated connections closed before a hello
         self._server: Optional[asyncio.AbstractServer] = None
 
     @property
     def unauthenticated(self) -> int:
         """Connections in their handshake now."""
-        return len(self._handshaking)
+        return len(self._handshakes)
+
+    @property
+    def before_hello(self) -> int:
+        """Authenticated connections that have not sent their first message yet."""
+        return len(self._before_hello)
 
     async def start(self, host: str, port: int) -> tuple:
         self._server = await asyncio.start_server(self._accept, host, port, limit=READ_SIZE,
                                                   backlog=1024)
         return self._server.sockets[0].getsockname()
 
-    def _drop_oldest(self, among: OrderedDict, why: str) -> None:
-        victim = next(iter(among))
-        self._forget(victim)
-        victim.dropped = True
-        self.dropped += 1
-        self.failures.report(victim.host, why)
-        victim.writer.close()
-
-    def _forget(self, hs: _Handshaking) -> None:
-        self._handshaking.pop(hs, None)
-        mine = self._by_host.get(hs.host)
-        if mine is not None:
-            mine.pop(hs, None)
-            if not mine:
-                del self._by_host[hs.host]
-
-    def _touch(self, hs: _Handshaking) -> None:
-        if not hs.dropped:
-            self._handshaking.move_to_end(hs)
-            self._by_host[hs.host].move_to_end(hs)
+    def _give_up(self, victims: list, stage: str) -> None:
+        for victim, why in victims:
+            victim.dropped = True
+            self.failures.report(victim.host, f"{stage} {why}: closed the one idle "
+                                              "the longest")
+            victim.writer.close()  # its task sees the close and ends (no wait here)
 
     async def _accept(self, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
-        host = peer[0] if isinstance(peer, tuple) and peer else str(peer)
-        mine = self._by_host.get(host)
-        if mine is not None and len(mine) >= self.per_address:
-            self._drop_oldest(mine, f"more than {self.per_address} handshakes from one "
-                                    "address: dropped the one idle the longest")
-        if len(self._handshaking) >= self.max_unauthenticated:
-            self._drop_oldest(self._handshaking, f"more than {self.max_unauthenticated} "
-                                                 "handshakes: dropped the one idle the longest")
+        host = host_key(peer)
         hs = _Handshaking(host, writer)
-        self._handshaking[hs] = None
-        self._by_host.setdefault(host, OrderedDict())[hs] = None
+        victims = self._handshakes.admit(hs, host)
+        self.dropped += len(victims)
+        self._give_up(victims, "handshakes:")
         conn = Connection(self.root, self.role, is_client=False, peer_roles=self.peer_roles)
         try:
             events = await _handshake(reader, writer, conn,
                                       time.monotonic() + self.handshake_timeout,
-                                      lambda: self._touch(hs))
+                                      lambda: self._handshakes.touch(hs))
         except asyncio.CancelledError:
             writer.close()
             return
@@ -505,10 +542,15 @@ class Server:
             writer.close()
             return
         finally:
-            self._forget(hs)
+            self._handshakes.leave(hs)
         watch_peer(writer)
         channel = Channel(reader, writer, conn, self.idle_timeout)
         channel._pending.extend(events)
+        waiting = _Handshaking(host, writer)
+        victims = self._before_hello.admit(waiting, host)
+        self.dropped_before_hello += len(victims)
+        self._give_up(victims, "connections without a first message:")
+        channel.on_first = lambda: self._before_hello.leave(waiting)
         try:
             await self.handler(channel)
         except (ConnectionClosed, ConnectionError, asyncio.CancelledError):
@@ -516,6 +558,7 @@ class Server:
         except WireError as exc:
             self.failures.report(peer, str(exc))
         finally:
+            self._before_hello.leave(waiting)
             channel.close()
 
     def close(self) -> None:

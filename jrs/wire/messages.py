@@ -17,7 +17,7 @@ Node -> master (the node's session; the master never carries job data):
     node-report {load, running, claims, waiting?, oldest_wait?}  heartbeat, every second
                                   (waiting: results not yet acknowledged; oldest_wait:
                                   seconds the oldest of them has waited)
-    claim-ok {claim} | claim-refused {claim, reason}         answers to claim-offer
+    claim-ok {claim, gpu_ids?} | claim-refused {claim, reason}   answers to claim-offer
     claim-released {claim}                                   the submitter let it go
 Master -> node:
     welcome {}                    claim-offer {claim, submitter, user, cpus, memory, gpus}
@@ -25,13 +25,14 @@ Master -> node:
                                   result waits; the node was declared dead: kill it)
 
 Submitter -> master:
-    submitter-hello {submitter, user, host, pid, claims, token?}  on every (re)connect
+    submitter-hello {submitter, user, host, pid, claims, clusters, token?}  on every
+                                  (re)connect
     new-cluster {} -> cluster {id}
-    demand {requests: [{key, count, cpus, memory, gpus, requirements, ad}]}
+    demand {requests: [{key, count, cpus, memory, gpus, requirements, ad, weight?}]}
     release {claim, kill?}        progress {clusters: [{id, idle, running, done, failed}]}
     removed {re, count}           (answer to a forwarded rm)
 Master -> submitter:
-    claim {claim, node, host, port, cpus, memory, gpus}      unmatchable {key, reason}
+    claim {claim, node, host, port, cpus, memory, gpus, key?}  unmatchable {key, reason}
     give-back {count}             node-lost {node, claims}   rm {re, ids}
     welcome {dropped?, killed?}   (answer to its hello: the claims it listed that the master
                                   dropped meanwhile; killed: their node was told to kill)
@@ -163,8 +164,7 @@ SCHEMA: dict = {
                     "waiting": (COUNT, False), "oldest_wait": (Num(0), False)},
     # to a submitter: the claims its hello listed that the master no longer holds for it
     # (`killed`: their node was told to kill their jobs); absent from older masters
-    "welcome": {"master": (_S, False), "dropped": (ListOf(ID, MANY), False),
-                "killed": (ListOf(ID, MANY), False)},
+    "welcome": {"dropped": (ListOf(ID, MANY), False), "killed": (ListOf(ID, MANY), False)},
     "claim-offer": {"claim": (ID, True), "submitter": (ID, True), "user": (ID, True),
                     "cpus": (_I, True), "memory": (_I, True), "gpus": (_I, True)},
     "claim-ok": {"claim": (ID, True), "gpu_ids": (ListOf(Int(0, 1 << 16), 1 << 16), False)},

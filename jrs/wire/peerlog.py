@@ -18,6 +18,8 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable
 
+from .hosts import host_key
+
 MAX_SOURCES = 4096
 
 
@@ -31,7 +33,7 @@ def excerpt(value: Any, limit: int = 80) -> str:
 
 
 class PeerLog:
-    """A logger whose lines about a peer are counted against the peer's address."""
+    """A logger whose lines about a peer are counted against its host (`hosts.host_key`)."""
 
     def __init__(self, logger: logging.Logger, burst: int = 20, interval: float = 60.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -42,7 +44,7 @@ class PeerLog:
         self.sources: OrderedDict = OrderedDict()  # address -> [window start, lines, held]
 
     def _allow(self, peer: Any) -> bool:
-        addr = peer[0] if isinstance(peer, tuple) and peer else str(peer)
+        addr = host_key(peer)
         now = self.clock()
         entry = self.sources.get(addr)
         if entry is None or now - entry[0] >= self.interval:

@@ -1,0 +1,97 @@
+"""Slots for connections in a stage a peer can hold for free: the policy, pure.
+
+A server's connections pass two such stages before they cost a peer anything:
+their handshake (anyone can open one), and, once authenticated, the wait for
+their first message (the hello that makes them a session the daemon's own
+limits count: any secret holder can open many, never say hello, and hold each
+until the first-message deadline). `Slots` bounds one stage: at most `per_host`
+connections of one host (`hosts.host_key`) and `total` in all. A newcomer that
+finds them full is always let in; the connection idle the longest (of its host
+when its host is full, else of all) is given up to make room. So a flood can
+only push out its own oldest, an honest client, which is through the stage in
+milliseconds, is pushed out only by more than `total` newer arrivals, and a
+client whose handshake was given up tries again (see `aio.connect`).
+
+The shell (`aio.Server`) calls `admit` for each new connection and closes what
+it returns, `touch` when a connection shows activity (the handshake stage: bytes
+of a handshake; the first-message stage does not touch, so dripping a frame
+buys no time), `leave` when it is through or gone. Keys are opaque. No sockets,
+clocks or I/O here: the order is the order of the calls.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Hashable
+
+
+def within_files(total: int, nofile: int) -> int:
+    """The overall bound of a stage for a process allowed `nofile` open files: at most
+    a quarter of them (two stages take half; sessions, jobs and state files keep the
+    rest), else a flood of connections within the bound runs the daemon out of file
+    descriptors, and then nobody is accepted at all."""
+    return max(1, min(total, nofile // 4))
+
+
+class Slots:
+    """At most `per_host` keys per host and `total` in all, the least recently
+    admitted or touched given up first."""
+
+    def __init__(self, per_host: int, total: int) -> None:
+        if per_host < 1 or total < 1:
+            raise ValueError(f"slots need at least 1 per host and in all, not "
+                             f"{per_host} and {total}")
+        self.per_host = per_host
+        self.total = total
+        self._all: OrderedDict = OrderedDict()  # key -> host, least recent first
+        self._by_host: dict = {}  # host -> OrderedDict of its keys, same order
+        self.given_up = 0  # keys `admit` handed back to be closed, in all
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._all
+
+    def of(self, host: str) -> int:
+        """Keys of `host` holding a slot now."""
+        mine = self._by_host.get(host)
+        return 0 if mine is None else len(mine)
+
+    def admit(self, key: Hashable, host: str) -> list:
+        """`key` (of `host`) takes a slot; returns [(victim, why)], the key given up to
+        make room if there was none (its host's oldest when its host is full, which
+        also makes room in all; else the oldest of all), or []. A victim no longer
+        holds a slot; the shell closes it."""
+        out = []
+        mine = self._by_host.get(host)
+        if mine is not None and len(mine) >= self.per_host:
+            victim = next(iter(mine))
+            self.leave(victim)
+            out.append((victim, f"more than {self.per_host} from one host"))
+        if len(self._all) >= self.total:
+            victim = next(iter(self._all))
+            self.leave(victim)
+            out.append((victim, f"more than {self.total} in all"))
+        self._all[key] = host
+        self._by_host.setdefault(host, OrderedDict())[key] = None
+        self.given_up += len(out)
+        return out
+
+    def touch(self, key: Hashable) -> None:
+        """`key` showed activity: it is now the least idle (given up last)."""
+        host = self._all.get(key)
+        if host is None:
+            return
+        self._all.move_to_end(key)
+        self._by_host[host].move_to_end(key)
+
+    def leave(self, key: Hashable) -> None:
+        """`key` is through the stage, or gone (harmless if it held no slot)."""
+        host = self._all.pop(key, None)
+        if host is None:
+            return
+        mine = self._by_host[host]
+        del mine[key]
+        if not mine:
+            del self._by_host[host]

@@ -1,0 +1,88 @@
+"""The per-job hot paths made cheaper for the cluster benchmark (bench/cluster.py
+--cpu-breakdown): each shortcut gives the same answer as the long way.
+
+- the node daemon collects a small sandbox's outputs inline (no thread hop), a big
+  one or one with transfer_output_files still off its event loop;
+- the executor's search for world-writable directories below a temporary directory
+  (unit._sticky_in, redone whenever that directory changed) lstats only what the
+  listing says is a directory.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from jrs.node import sandbox, unit
+
+
+def test_only_a_small_automatic_sandbox_is_collected_inline(tmp_path):
+    box = tmp_path / "box"
+    box.mkdir()
+    for i in range(64):
+        (box / f"f{i}").write_text("x")
+    spec = {"sandbox": str(box)}
+    assert sandbox.small_to_collect(spec)
+    (box / "f64").write_text("x")  # one entry more than the limit
+    assert not sandbox.small_to_collect(spec)
+    os.unlink(box / "f64")
+    (box / "d").mkdir()  # (64 + a directory: 65 entries)
+    assert not sandbox.small_to_collect(spec)
+    os.rmdir(box / "d")
+    # a list may name a directory of any size: never inline, however small the top
+    assert not sandbox.small_to_collect(dict(spec, transfer_output_files=["f1"]))
+    assert not sandbox.small_to_collect(dict(spec, transfer_output_files=[]))
+    assert not sandbox.small_to_collect({"sandbox": str(tmp_path / "gone")})
+    assert not sandbox.small_to_collect({})
+    assert sandbox.small_to_collect({"sandbox": str(box)}, limit=64)
+    assert not sandbox.small_to_collect({"sandbox": str(box)}, limit=63)
+
+
+def _fresh(root: Path) -> list:
+    unit._sticky_cache.pop(str(root), None)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return sorted(unit._sticky_in(str(root), os.fstat(fd), fd))
+    finally:
+        os.close(fd)
+
+
+def test_world_writable_directories_below_a_temporary_one_are_all_found(tmp_path):
+    """Files, links (to a world-writable directory too) and closed directories are not
+    world-writable directories; sticky or not, down to 8 levels, and found again
+    (the cache dropped) once the directory gained one."""
+    root = tmp_path / "tmp"
+    root.mkdir()
+    (root / "file").write_text("x")
+    os.mkfifo(root / "fifo")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    elsewhere.chmod(0o1777)
+    (root / "link").symlink_to(elsewhere)
+    (root / "closed").mkdir()
+    (root / "closed" / "inner").mkdir()
+    (root / "closed" / "inner").chmod(0o1777)  # below a closed one: not reached
+    x11 = root / ".X11-unix"
+    x11.mkdir()
+    x11.chmod(0o1777)
+    deep = x11
+    for i in range(9):
+        deep = deep / f"d{i}"
+        deep.mkdir()
+        deep.chmod(0o777)
+    found = _fresh(root)
+    want = [str(x11)] + [str(x11.joinpath(*[f"d{j}" for j in range(i + 1)]))
+                         for i in range(7)]  # 8 levels: .X11-unix and d0-d6
+    assert found == sorted(want)
+    # cached: the same answer while nothing changed; a new one is found at once
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert sorted(unit._sticky_in(str(root), os.fstat(fd), fd)) == found
+        time.sleep(0.01)
+        (root / "scratch").mkdir()
+        (root / "scratch").chmod(0o1777)
+        assert sorted(unit._sticky_in(str(root), os.fstat(fd), fd)) == sorted(
+            [*found, str(root / "scratch")])
+    finally:
+        os.close(fd)

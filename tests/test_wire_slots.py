@@ -1,0 +1,247 @@
+"""Issue 13 (rule 8 and its known limits): the pure parts of what a peer may hold for
+free, `hosts.host_key` (which host an address counts as) and `slots.Slots` (the bound of
+one stage), and the wire `Server` applying them in process to authenticated connections
+that never send their first message."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from jrs.wire import aio
+from jrs.wire.aio import ConnectionClosed, Server
+from jrs.wire.hosts import host_key
+from jrs.wire.keys import root_key
+from jrs.wire.selftest import echo
+from jrs.wire.slots import Slots, within_files
+
+ROOT = root_key(b"s" * 40)
+
+
+# ---------------------------------------------------------------- host keys
+
+@pytest.mark.parametrize("peer, key", [
+    (("127.0.0.1", 5000), "127.0.0.1"),
+    ("10.1.2.3", "10.1.2.3"),
+    # IPv4 through a dual-stack listener is the IPv4 host, not one /64 of all of them
+    (("::ffff:127.0.0.2", 5000, 0, 0), "127.0.0.2"),
+    (("::ffff:10.0.0.9", 1, 0, 0), "10.0.0.9"),
+    # IPv6 by its /64
+    (("2001:db8:1:2::5", 1, 0, 0), "2001:db8:1:2::/64"),
+    (("2001:db8:1:2:ffff:ffff:ffff:ffff", 1, 0, 0), "2001:db8:1:2::/64"),
+    (("2001:db8:1:3::5", 1, 0, 0), "2001:db8:1:3::/64"),
+    (("2001:DB8:1:2:0:0:0:5", 1, 0, 0), "2001:db8:1:2::/64"),  # one spelling
+    (("fe80::1%eth0", 1, 0, 2), "fe80::/64"),  # the zone goes
+    (("::1", 1, 0, 0), "::/64"),
+    ("/run/jrs.sock", "/run/jrs.sock"),  # not an address: its text
+    (None, "None"),
+])
+def test_host_key(peer, key):
+    assert host_key(peer) == key
+
+
+def test_two_addresses_of_one_64_are_one_host_and_of_two_64s_two():
+    a, b = host_key(("2001:db8::1", 1)), host_key(("2001:db8::ffff:1", 1))
+    c = host_key(("2001:db8:0:1::1", 1))
+    assert a == b != c
+
+
+# ---------------------------------------------------------------- slots
+
+def test_slots_per_host_give_up_that_hosts_oldest():
+    s = Slots(per_host=2, total=10)
+    assert s.admit("a1", "A") == [] and s.admit("a2", "A") == []
+    assert s.admit("b1", "B") == []
+    assert s.admit("a3", "A") == [("a1", "more than 2 from one host")]
+    assert "a1" not in s and s.of("A") == 2 and s.of("B") == 1 and len(s) == 3
+    assert s.given_up == 1
+
+
+def test_slots_in_all_give_up_the_oldest_of_any_host():
+    s = Slots(per_host=10, total=3)
+    for key, host in (("a1", "A"), ("b1", "B"), ("c1", "C")):
+        assert s.admit(key, host) == []
+    assert s.admit("d1", "D") == [("a1", "more than 3 in all")]
+    assert len(s) == 3 and s.of("A") == 0 and s.of("D") == 1
+
+
+def test_slots_touch_makes_a_key_the_last_given_up():
+    s = Slots(per_host=2, total=3)
+    s.admit("a1", "A")
+    s.admit("b1", "B")
+    s.admit("c1", "C")
+    s.touch("a1")  # active: no longer the oldest in all
+    assert s.admit("d1", "D") == [("b1", "more than 3 in all")]
+    s.admit("a2", "A")  # A: a1 a2 ... its oldest now is a1 (touched before a2 came)
+    assert [v for v, _ in s.admit("a3", "A")] == ["a1"]
+
+
+def test_slots_a_host_full_and_all_full_give_up_one():
+    s = Slots(per_host=1, total=2)
+    s.admit("b1", "B")
+    s.admit("a1", "A")
+    out = s.admit("a2", "A")
+    assert out == [("a1", "more than 1 from one host")]  # after that there is room
+    assert "b1" in s
+    s2 = Slots(per_host=2, total=2)
+    s2.admit("a1", "A")
+    s2.admit("a2", "A")
+    assert [v for v, _ in s2.admit("a3", "A")] == ["a1"]  # once, not twice
+    assert len(s2) == 2
+
+
+def test_slots_leave_is_idempotent_and_frees_the_slot():
+    s = Slots(per_host=1, total=1)
+    s.admit("a1", "A")
+    s.leave("a1")
+    s.leave("a1")
+    s.leave("never")
+    s.touch("never")
+    assert len(s) == 0 and s.of("A") == 0
+    assert s.admit("a2", "A") == []
+
+
+def test_slots_refuse_bounds_below_one():
+    with pytest.raises(ValueError):
+        Slots(0, 5)
+    with pytest.raises(ValueError):
+        Slots(5, 0)
+
+
+def test_a_random_flood_never_holds_more_than_the_bounds_and_the_newest_stays():
+    import random
+
+    rng = random.Random(13)
+    s = Slots(per_host=4, total=16)
+    live: set = set()
+    for i in range(5000):
+        host = f"h{rng.randrange(8)}"
+        for victim, _ in s.admit(i, host):
+            live.discard(victim)
+        live.add(i)
+        assert i in s  # a newcomer is always let in
+        if rng.random() < 0.3 and live:
+            gone = rng.choice(sorted(live))
+            s.leave(gone)
+            live.discard(gone)
+        assert len(s) == len(live) <= 16
+        assert all(s.of(f"h{h}") <= 4 for h in range(8))
+
+
+def test_rule_8s_defaults_are_32_per_host_and_1024_in_all():
+    """Issue 13 rule 8 (and its hello stage): the documented defaults, by value."""
+    assert (aio.PER_ADDRESS, aio.MAX_UNAUTHENTICATED) == (32, 1024)
+    assert (aio.HELLO_PER_ADDRESS, aio.MAX_BEFORE_HELLO) == (32, 1024)
+    server = Server(ROOT, "node", echo)
+    overall = within_files(1024, aio.open_files_allowed())
+    assert (server._handshakes.per_host, server._handshakes.total) == (32, overall)
+    assert (server._before_hello.per_host, server._before_hello.total) == (32, overall)
+
+
+def test_the_overall_bounds_are_at_most_a_quarter_of_the_open_files():
+    """Above it a flood within the bounds ran the daemon out of descriptors (then it
+    accepts nobody): 1,024 each with 4,096 files or more, 256 with the common 1,024."""
+    assert within_files(1024, 20_000) == 1024 and within_files(1024, 4096) == 1024
+    assert within_files(1024, 1024) == 256 and within_files(1024, 2) == 1
+
+
+# ---------------------------------------------------------------- the server, in process
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+async def _start(**kw):
+    server = Server(ROOT, "node", echo, **kw)
+    addr = await server.start("127.0.0.1", 0)
+    return server, addr[1]
+
+
+async def _closed(ch, wait: float = 1.0) -> bool:
+    try:
+        await asyncio.wait_for(ch.recv(), wait)
+    except (ConnectionClosed, ConnectionError):
+        return True
+    except asyncio.TimeoutError:
+        return False
+    return False
+
+
+async def _echo_ok(port: int, source: str = "127.0.0.1") -> None:
+    ch = await _open(port, source)
+    ch.send({"type": "echo", "seq": 1, "body": "still here"})
+    assert await asyncio.wait_for(ch.recv(), 5) == {"type": "echo", "seq": 1,
+                                                    "body": "still here"}
+    ch.close()
+
+
+async def _open(port: int, source: str = "127.0.0.1"):
+    """An authenticated channel from `source` (any 127/8 address) that says nothing."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port,
+                                                   local_addr=(source, 0))
+    from jrs.wire.connection import Connection
+
+    conn = Connection(ROOT, "submit", is_client=True)
+    writer.write(conn.initiate())
+    events = await aio._handshake(reader, writer, conn, time.monotonic() + 10)
+    ch = aio.Channel(reader, writer, conn)
+    ch._pending.extend(events)
+    return ch
+
+
+def test_authenticated_connections_that_never_say_hello_shed_their_hosts_oldest():
+    """Before: each was held until the handler's first-message deadline, however many.
+    Now the 5th..12th of one host each close that host's oldest; the newest 4 stay, and
+    an honest client (another host) is served throughout."""
+    async def go():
+        server, port = await _start(hello_per_address=4, max_before_hello=100)
+        flood = [await _open(port, "127.0.0.2") for _ in range(12)]
+        await asyncio.sleep(0.2)
+        assert server.before_hello == 4 and server.dropped_before_hello == 8
+        assert all([await _closed(ch) for ch in flood[:8]])
+        assert not any([await _closed(ch, 0.05) for ch in flood[8:]])
+        await _echo_ok(port)
+        assert server.dropped_before_hello == 8  # the honest one pushed nobody out
+        for ch in flood:
+            ch.close()
+        server.close()
+    run(go())
+
+
+def test_the_overall_bound_before_hello_closes_the_oldest_of_any_host():
+    async def go():
+        server, port = await _start(hello_per_address=100, max_before_hello=5)
+        flood = []
+        for i in range(8):
+            flood.append(await _open(port, f"127.0.0.{2 + i}"))
+        await asyncio.sleep(0.2)
+        assert server.before_hello == 5 and server.dropped_before_hello == 3
+        assert all([await _closed(ch) for ch in flood[:3]])
+        assert not any([await _closed(ch, 0.05) for ch in flood[3:]])
+        await _echo_ok(port, "127.0.0.50")
+        for ch in flood:
+            ch.close()
+        server.close()
+    run(go())
+
+
+def test_a_connection_that_has_said_its_first_message_holds_no_slot():
+    """Sessions past their first message are the daemon's own limits' business: 10 idle
+    ones from one host leave the hello stage empty and are all still served."""
+    async def go():
+        server, port = await _start(hello_per_address=2, max_before_hello=2)
+        chans = []
+        for i in range(10):
+            ch = await _open(port, "127.0.0.2")
+            ch.send({"type": "echo", "seq": i, "body": "x"})
+            assert (await asyncio.wait_for(ch.recv(), 5))["seq"] == i
+            chans.append(ch)
+        assert server.before_hello == 0 and server.dropped_before_hello == 0
+        for i, ch in enumerate(chans):
+            ch.send({"type": "echo", "seq": 100 + i, "body": "y"})
+            assert (await asyncio.wait_for(ch.recv(), 5))["seq"] == 100 + i
+            ch.close()
+        server.close()
+    run(go())
