@@ -173,8 +173,10 @@ else ~/.local/state/jrs/submit); killed (even with kill -9) and run again with
 the same command it resumes: finished jobs are not rerun and jobs still running
 are re-attached and collected. --fresh starts over. Ctrl-C removes the jobs;
 SIGTERM and SIGHUP leave them running and the journal in place (rerun to
-resume). Outputs land only where the job asked for them, never through a
-symlink; over 100,000 files or JRS_MAX_TRANSFER_OUTPUT_MB a job is held.
+resume; --local's cluster ends with the submit and its running jobs with it: the
+rerun keeps the finished ones and runs the rest again). Outputs land only where
+the job asked for them, never through a symlink; over 100,000 files or
+JRS_MAX_TRANSFER_OUTPUT_MB a job is held.
 
 Exit status: 0 all succeeded, 1 some failed, were held or removed, 2 bad submit
 file, 3 cluster unreachable, 4 internal error (journal kept: rerun to resume),

@@ -37,13 +37,7 @@ WATCHED = [
 ]
 # (core file, core function, watched call): why it is still there. A fix must remove
 # its entry (the test fails on an entry no longer reached).
-KNOWN = {
-    ("jrs/client/core.py", "_finished", "os.lstat"):
-        "transfer.output_plan compares each output's os.path.realpath with the protected "
-        "files (an iwd reached through a symlink must not let an output overwrite the "
-        "submit file): a filesystem read inside the submitter core, once per file of a "
-        "result; the check belongs where the shell writes the file",
-}
+KNOWN: dict = {}
 
 
 def _core_frame(frame):

@@ -129,3 +129,26 @@ def test_a_restarted_daemon_takes_the_kept_scan_and_dates_the_next_scan_from_it(
     asked.clear()
     asyncio.run(NodeDaemon._rescan(types.SimpleNamespace(confine=conf)))  # a due rescan
     assert asked == [] and spawned and conf.scans == 2  # scans, takes no kept one again
+
+
+def test_a_scan_that_closed_its_output_is_waited_for_not_killed(monkeypatch):
+    """A scan whose output has ended is exiting: the daemon waits for its exit (a kill
+    at that moment polls and reaps it before asyncio's watcher does, which then reports
+    255, and the complete scan was taken as cut short and not kept: CI saw the restarted
+    node scan again). The stand-in scan closes its output and exits 0.3 s later."""
+    import asyncio
+    import types
+
+    from jrs.node import confine, identity
+    from jrs.node.daemon import NodeDaemon
+
+    script = ("import os, sys, time; sys.stdout.buffer.write(b'T /tmp/team\\0'); "
+              "sys.stdout.flush(); os.close(1); time.sleep(0.3)")
+    saved = []
+    monkeypatch.setattr(unit, "scan_args", lambda _uids=(0, -1): ["-I", "-S", "-c", script])
+    monkeypatch.setattr(unit, "scan_pythons", lambda python=None: ["/usr/bin/python3"])
+    monkeypatch.setattr(scancache, "load", lambda *_a, **_k: None)
+    monkeypatch.setattr(scancache, "save", lambda k, data, started, **_k: saved.append(data))
+    conf = confine.Confinement(identity.Policy("self", self_name="x"), "/x", {}, 1, "t")
+    asyncio.run(NodeDaemon._rescan(types.SimpleNamespace(confine=conf)))
+    assert saved == [b"T /tmp/team\0"] and conf.scans == 1

@@ -3,6 +3,7 @@ issues 12 and 13 on the submitter side, pinned."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 
@@ -375,6 +376,31 @@ def test_outputs_never_land_on_protected_files(tmp_path):
     plan = plan_for(tmp_path, "executable = x\nqueue\n", ["s.condor", "ok"],
                     frozenset({sub}))
     assert plan["s.condor"] is None and plan["ok"] is not None
+
+
+def test_an_iwd_through_a_symlink_cannot_name_the_submit_file_and_dirs_resolve_once(
+        tmp_path):
+    """The protected files are compared by real path through the shell's `realdir`,
+    asked once per directory (a 5,000-file result costs 2 calls, not 5,000)."""
+    work = tmp_path / "w"
+    work.mkdir()
+    os.symlink(work, tmp_path / "alias")
+    (job,) = expand_text(f"executable = x\niwd = {tmp_path / 'alias'}\nqueue\n",
+                         str(work), cluster=7)
+    asked = []
+
+    def realdir(d: str) -> str:
+        asked.append(d)
+        return os.path.realpath(d)
+
+    heads = [{"name": n, "size": 1} for n in ["s.condor"] + [f"f{i}" for i in range(5000)]]
+    protected = frozenset({str(work / "s.condor")})
+    plan = dict((h["name"], d) for h, d in
+                transfer.output_plan(job, heads, protected, functools.lru_cache()(realdir)))
+    assert plan["s.condor"] is None and plan["f1"] == (str(tmp_path / "alias"), "f1")
+    assert sorted(asked) == sorted({str(work), str(tmp_path / "alias")})
+    unguarded = dict((h["name"], d) for h, d in transfer.output_plan(job, heads, protected))
+    assert unguarded["s.condor"] is not None  # by spelling alone it would land there
 
 
 def test_job_logs_are_protected_by_the_core(tmp_path):

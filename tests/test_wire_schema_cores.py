@@ -9,10 +9,14 @@ schema lacks: a real receiver would drop that field too. Here every message the
 simulated Pool, node cores and submitter cores send is checked as a strict sender
 checks it, nested payloads included, and every field SCHEMA describes for the messages
 the cores exchange must be sent by some core over these seeds: a field nobody sends is
-a schema entry that matches nothing (or a sender that lost it).
+a schema entry that matches nothing (or a sender that lost it). And every message a
+role receives there has its entry in that role's message -> handler table (issue 12:
+"a reader finds where any message is handled in one hop").
 """
 
 from __future__ import annotations
+
+import re
 
 import pytest
 
@@ -120,28 +124,34 @@ def simulated():
         return lenient(body)
 
     net.validate = as_a_strict_sender
+    directed: set = set()
     try:
         failing = []
         for shape, seeds in SEEDS:
             for seed in seeds:
-                res = world.run(seed, shape)
+                res = world.run(seed, shape, trace_messages=True)
                 if not res.ok:
                     failing.append(res.replay())
+                for line in res.trace:  # "t=1.234 node@n1:7082 -> master: {...}"
+                    m = re.match(r"t=\S+ (\w+)(?:@\S+)? -> (\w+)(?:@\S+)?: \{.*?"
+                                 r'"type": "([a-z-]+)"', line)
+                    if m:
+                        directed.add(m.groups())
     finally:
         net.validate = lenient
     assert not failing, failing  # the seeds themselves are CI's; they must stay clean
-    return refused, seen
+    return refused, seen, directed
 
 
 def test_what_the_simulated_cores_send_matches_the_schema_exactly(simulated):
-    refused, seen = simulated
+    refused, seen, _directed = simulated
     assert {"node-lost", "give-back", "rejected", "claim-refused", "kill"} <= seen, \
         "the seeds no longer reach the fault paths this test is for"
     assert not refused, "\n".join(sorted(set(refused))[:20])
 
 
 def test_every_field_of_the_schema_is_sent_by_some_core(simulated):
-    _refused, seen = simulated
+    _refused, seen, _directed = simulated
     described = _all_schema_paths()
     assert not NOT_BY_THE_CORES - described, \
         f"exemptions for what the schema does not name: {sorted(NOT_BY_THE_CORES - described)}"
@@ -150,3 +160,43 @@ def test_every_field_of_the_schema_is_sent_by_some_core(simulated):
     assert not never, f"described in SCHEMA, never sent by any core: {never}"
     stale = sorted(p for p in NOT_BY_THE_CORES & seen)
     assert not stale, f"exempted as never sent, but sent: {stale} (drop the exemption)"
+
+
+def _tables() -> dict:
+    """receiver role -> sender role -> the message types its table (or its first-message
+    or data path, named here) takes."""
+    import inspect
+
+    from jrs.client.core import SubmitCore
+    from jrs.cluster import master
+    from jrs.node.core import NodeCore
+
+    def keys_of(cls, attr: str) -> set:  # the tables are built in __init__
+        src = inspect.getsource(cls.__init__)
+        m = re.search(rf"self\.{attr}\b[^=]*= \{{(.*?)\}}", src, re.S)
+        assert m, f"{cls.__name__}.{attr}: no table in __init__"
+        return set(re.findall(r'"([a-z-]+)":', m.group(1)))
+
+    return {
+        "master": {"node": set(master.NODE) | {"node-hello"},
+                   "submit": set(master.SUBMITTER) | {"submitter-hello"}},
+        # `attach` opens a submitter session (NodeCore.attach); `run` carries data and is
+        # read by the daemon's own table first (NodeDaemon._session_handlers)
+        "node": {"master": keys_of(NodeCore, "_from_master"),
+                 "submit": keys_of(NodeCore, "_from_session") | {"attach", "run"}},
+        "submit": {"master": keys_of(SubmitCore, "MASTER"),
+                   "node": keys_of(SubmitCore, "NODE")},
+    }
+
+
+def test_every_message_a_role_receives_has_its_handler_in_that_roles_table(simulated):
+    _refused, _seen, directed = simulated
+    tables = _tables()
+    for to, by_sender in tables.items():
+        for sender, kinds in by_sender.items():
+            unknown = sorted(kinds - set(messages.SCHEMA))
+            assert not unknown, f"{to}'s table for {sender} names no message type: {unknown}"
+    missing = sorted((sender, to, kind) for sender, to, kind in directed
+                     if kind not in tables.get(to, {}).get(sender, set()))
+    assert not missing, f"received without a handler (sender, receiver, type): {missing}"
+    assert {to for _s, to, _k in directed} == set(tables), directed

@@ -46,10 +46,10 @@ Decisions that live here:
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from ..condor import classad
+from ..plain import dataclass, field
 from . import journal as J
 from . import transfer
 from .jobs import DONE, FAILED, HELD, IDLE, REMOVED, RUNNING, Queue, Rec, Summary, request_key
@@ -178,6 +178,9 @@ class CoreConfig:
     max_output_bytes: Optional[int] = None
     give_up: float = 20.0
     submit_file: str = ""
+    # a directory's real path (the shell's, cached; None: paths as spelled): outputs
+    # are compared with the protected files by real path (transfer.output_plan)
+    realdir: Optional[Callable[[str], str]] = None
 
 
 @dataclass
@@ -928,7 +931,8 @@ class SubmitCore:
                                  f"{limit} bytes (JRS_MAX_TRANSFER_OUTPUT_MB)",
                                  HOLD_OUTPUT_LIMIT, log_excerpt=False)
                 return
-            plan = transfer.output_plan(rec.job, heads, self.cfg.protected | self._logs)
+            plan = transfer.output_plan(rec.job, heads, self.cfg.protected | self._logs,
+                                        self.cfg.realdir)
         self._receiving[ref] = (rec, dict(result, node=node))
         self._emit(ReceiveOutputs(node, ref, plan))
 

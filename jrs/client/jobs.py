@@ -11,10 +11,10 @@ node was lost goes back to the queue without counting as an attempt.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 from typing import Iterator, Optional
 
 from ..condor import classad
+from ..plain import dataclass
 
 IDLE, RUNNING, DONE, FAILED, REMOVED, HELD = "idle", "running", "done", "failed", \
     "removed", "held"

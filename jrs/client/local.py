@@ -64,7 +64,14 @@ class LocalCluster:
         return self.config
 
     def stop(self) -> None:
+        """End the cluster with the submit. Jobs still running (a SIGTERM, an internal
+        error) are killed: nothing could collect them, their state directory goes now,
+        and a rerun runs them again."""
+        from ..node import core as nc
+
         self.ticker.cancel()
+        self.node.execute([nc.Kill(t.key, t.path) for t in self.node.core.tasks.values()
+                           if not t.finished])
         self.node.stop()
         self.server.close()
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -19,6 +19,7 @@ works): nothing dies silently.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import pwd
@@ -43,6 +44,8 @@ from .progress import Progress
 
 log = logging.getLogger("jrs.submit")
 
+
+RECEIVE_YIELD = 64  # returned files written between two yields to the event loop
 
 class _SessionRefused(WireError):
     """The master answered our hello with a `limit` error (its sessions per host are
@@ -172,6 +175,7 @@ class Submission:
         self._demand_first = True
         self.failure: Optional[str] = None
         self.left: Optional[int] = None
+        self.local = False  # the cluster is `--local`'s: it ends with this process
         self.interrupts = 0
         # a fresh run's actions wait here while its spool and journal become durable
         self.gate: Optional[Gate] = None
@@ -310,9 +314,14 @@ class Submission:
 
     async def _receive(self, ch: Channel, plan: list) -> Optional[str]:
         """Drain a result's data frames into its files; a local write error (permission,
-        disk full) is returned, not raised: it holds the job, it is no lost node."""
+        disk full) is returned, not raised: it holds the job, it is no lost node.
+        Empty files come with no data frame to wait for: it yields every
+        RECEIVE_YIELD files, so 100,000 of them do not hold the event loop (the
+        master's link, the other nodes) for seconds."""
         error = None
-        for head, dest in plan:
+        for i, (head, dest) in enumerate(plan):
+            if i % RECEIVE_YIELD == RECEIVE_YIELD - 1:
+                await asyncio.sleep(0)
             left = head["size"]
             out = None
             if dest is not None and error is None:
@@ -479,7 +488,8 @@ class Submission:
         cfg = C.CoreConfig(self.cluster, self.id, self.user, self.host, self.key, total,
                            protected, transfer.MAX_OUTPUT_FILES,
                            transfer.max_output_bytes(self.environ), NODE_GIVE_UP,
-                           os.path.abspath(self.path))
+                           os.path.abspath(self.path),
+                           functools.lru_cache(maxsize=4096)(os.path.realpath))
         self.core = C.SubmitCore(cfg, queue, self.previous)
 
     def resume(self, prev: Previous) -> list:
@@ -568,14 +578,20 @@ class Submission:
         await self._close()
         self.progress.finish()
         running = self.core.queue.counts["running"]
-        how = f"run `jrs submit {self.path}` again to resume (journal {self.journal.path})"
+        if self.local:  # the throw-away cluster stops with this process, and its jobs
+            how = (f"run `jrs submit --local {self.path}` again to run them again, the "
+                   f"finished ones kept (journal {self.journal.path})")
+            left = f"stopped the local cluster and its {running} running jobs"
+        else:
+            how = f"run `jrs submit {self.path}` again to resume (journal {self.journal.path})"
+            left = f"{running} jobs keep running"
         if self.failure is not None:
-            self.progress.message(f"jrs submit: internal error: {self.failure}; {running} "
-                                  f"jobs keep running; {how}")
+            self.progress.message(f"jrs submit: internal error: {self.failure}; {left}; {how}")
             return EXIT_INTERNAL
         name = signal.Signals(self.left).name
-        self.progress.message(f"jrs submit: {name}: left cluster {self.cluster} with "
-                              f"{running} jobs running; {how}")
+        if not self.local:
+            left = f"left cluster {self.cluster} with {running} jobs running"
+        self.progress.message(f"jrs submit: {name}: {left}; {how}")
         return 128 + self.left
 
     async def _close(self) -> None:

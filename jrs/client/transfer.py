@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 from ..condor.errors import SubmitError
 
@@ -114,23 +114,32 @@ def _plain(name: str) -> bool:
     return not name.startswith("/") and all(p not in ("", ".", "..") for p in parts)
 
 
-def output_plan(job, heads: list, protected: frozenset) -> list:
+def output_plan(job, heads: list, protected: frozenset,
+                realdir: Optional[Callable[[str], str]] = None) -> list:
     """[(head, (directory, relative path) or None)] for a result's files.
 
     stdout and stderr go to the job's `output`/`error`; with an explicit
     `transfer_output_files` only the named entries come back, each by its base name
     (a directory with its tree); without, only top-level files. Nothing lands on a
     path in `protected` (the submit file, the journal, an event log) and no name
-    lands twice."""
+    lands twice.
+
+    `realdir` (the shell's, cached: one call per distinct directory, not per file)
+    gives a directory's real path, so an iwd spelled through a symlink cannot name
+    the submit file by another path. Only directories need it: below the
+    destination's directory OutputFile follows no link, and a link at the name
+    itself is replaced, never written through."""
     explicit = job.transfer_output_files
     bases = None
     if explicit is not None:
         bases = {os.path.basename(e.rstrip("/")) for e in explicit}
     seen: set = set()
     plan = []
-    # An iwd spelled through a symlink names the submit file by another path: compare
-    # the real paths too (the submit host's own view of its own files).
-    guard = set(protected) | {os.path.realpath(p) for p in protected}
+    def real(path: str) -> str:
+        head, tail = os.path.split(path)
+        return os.path.join(realdir(head), tail) if realdir is not None else path
+
+    guard = set(protected) | {real(p) for p in protected}
     for head in heads:
         name = head["name"]
         dest = None
@@ -145,7 +154,7 @@ def output_plan(job, heads: list, protected: frozenset) -> list:
                 dest = (job.iwd, name)
         if dest is not None:
             full = os.path.normpath(os.path.join(*dest))
-            if full in guard or os.path.realpath(full) in guard or full in seen:
+            if full in guard or real(full) in guard or full in seen:
                 dest = None
             else:
                 seen.add(full)

@@ -15,8 +15,17 @@ import math
 import re
 from typing import Any, Callable, Optional
 
-from . import regex_bounded
 from .expr import tokens
+
+# regexp()'s bounded engine is imported when an expression first uses it: most submit
+# files have none, and its import is a part of every `jrs submit`'s start
+STEP_BUDGET = 2_000_000  # work per evaluation, in regexp steps (regex_bounded.STEP_BUDGET)
+
+
+def _rb() -> Any:
+    from . import regex_bounded
+
+    return regex_bounded
 
 
 class _Special:
@@ -189,9 +198,10 @@ class _Parser:
         runs, in the evaluation)."""
         if args and args[0][0] == "lit" and isinstance(args[0][1], str):
             options = args[2][1] if len(args) == 3 and args[2][0] == "lit" else ""
+            rb = _rb()
             try:
-                regex_bounded.check(args[0][1], options if isinstance(options, str) else "")
-            except regex_bounded.RegexError as exc:
+                rb.check(args[0][1], options if isinstance(options, str) else "")
+            except rb.RegexError as exc:
                 raise ClassAdError(f"regexp({args[0][1]!r}): {exc} in {self.text!r}")
 
 
@@ -276,9 +286,9 @@ class _Env:
         # search and pattern compile, and a step per character of each string a function
         # or a string comparison is given (strcat of strcat of 63 4 KiB attributes is a
         # 16 MiB string; stringlistmember splitting it took 10 s). One evaluation costs
-        # at most regex_bounded.STEP_BUDGET steps, however many calls the expression
+        # at most STEP_BUDGET steps, however many calls the expression
         # makes (a call or comparison past the budget is ERROR)
-        self.steps = regex_bounded.STEP_BUDGET
+        self.steps = STEP_BUDGET
 
 
 def _spend(env: _Env, n: int) -> bool:
@@ -307,7 +317,7 @@ def matches_counted(tree: tuple, my: dict, target: dict) -> tuple:
         result = _eval(tree, env) is True
     except RecursionError:  # not reached within MAX_DEPTH; never a stalled master
         result = False
-    return result, regex_bounded.STEP_BUDGET - env.steps
+    return result, STEP_BUDGET - env.steps
 
 
 def _lookup(env: _Env, scope: str, name: str) -> Any:
@@ -529,17 +539,18 @@ def _regexp(env: _Env, args: list) -> Any:
         return ERROR
     if env.steps <= 0:
         return ERROR
-    if len(pattern) > regex_bounded.MAX_PATTERN \
+    rb = _rb()
+    if len(pattern) > rb.MAX_PATTERN \
             or not _spend(env, len(target) + len(options)):
         return ERROR
-    rx = regex_bounded.compiled(pattern, options)  # charged cached or not: same verdicts
-    if not _spend(env, regex_bounded.cost(pattern, rx)) or isinstance(rx, str) \
+    rx = rb.compiled(pattern, options)  # charged cached or not: same verdicts
+    if not _spend(env, rb.cost(pattern, rx)) or isinstance(rx, str) \
             or env.steps <= 0:
         return ERROR
     spent = [0]
     try:
         return rx.search(target, env.steps, spent)
-    except regex_bounded.RegexError:
+    except rb.RegexError:
         return ERROR
     finally:
         env.steps -= spent[0]

@@ -520,9 +520,13 @@ class NodeDaemon:
             got: list = []
             complete = False
             if proc is not None and proc.stdout is not None:
+                deadline = time.monotonic() + unit.SCAN_WALL
                 try:  # all of it, to its end (one read() is one pipe chunk, 8 KiB or so)
                     await asyncio.wait_for(_read_to_end(proc.stdout, got, unit.SCAN_BYTES),
                                            unit.SCAN_WALL)
+                    # At its output's end it is exiting: wait for that (a kill now would
+                    # poll() and reap it first, and asyncio's watcher report 255)
+                    await asyncio.wait_for(proc.wait(), max(1.0, deadline - time.monotonic()))
                 except asyncio.TimeoutError:
                     pass  # what it found by then counts
                 if proc.returncode is None:  # late or over SCAN_BYTES (it would block), or leaving

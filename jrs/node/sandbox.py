@@ -17,6 +17,7 @@ or to a root-only file, a hard link to one: all refused, none followed.)
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -185,6 +186,22 @@ def check_output_list(names: object) -> Optional[list]:
 
 
 MAX_OUTPUT_FILES = fsafe.MAX_FILES
+# the names of one result's outputs, as the `finished` message carries them (JSON-escaped:
+# a non-ASCII character is \uXXXX, 6 bytes), at most this many bytes in all: that
+# message is one wire frame of at most 16 MiB, and besides the names it carries up to
+# 100,000 heads' other fields (~51 bytes each, 5.1 MB) and the result (its missing and
+# refused lists, up to ~1.5 MB escaped). Past it a job is held like one over the file
+# count (code 33, `outputs_over_limit`); 100,000 names of 83 characters fit. Without it
+# a job with long names near the file limit (4,500 files 4 KB deep here) made a
+# `finished` frame that could never be sent: its delivery failed again and again.
+MAX_NAME_BYTES = 8 << 20
+
+
+def name_bytes(name: str) -> int:
+    """`name`'s length in the `finished` message (json.dumps, ensure_ascii: the wire's)."""
+    if name.isascii() and name.isprintable():
+        return len(name) + name.count('"') + name.count("\\")
+    return len(json.dumps(name)) - 2
 
 
 class Collected:
@@ -202,6 +219,7 @@ class Collected:
         self.refused: dict = {}
         self.over: Optional[str] = None
         self.tree: Optional[fsafe.Tree] = None
+        self.name_bytes = 0  # of the names in `heads`, escaped (MAX_NAME_BYTES)
 
     def close(self) -> None:
         if self.tree is not None:
@@ -210,6 +228,10 @@ class Collected:
 
     def _add(self, name: str, found: fsafe.Found) -> None:
         assert self.tree is not None
+        self.name_bytes += name_bytes(name)
+        if self.name_bytes > MAX_NAME_BYTES:  # (collect stops there and says so)
+            raise fsafe.OverLimit(f"output names of more than {MAX_NAME_BYTES} bytes in "
+                                  "all (the result must fit one 16 MiB message)")
         self.items.append((name, self.tree.opener(found)))
         self.heads.append({"name": name, "size": found.size, "mode": found.mode & 0o777})
 

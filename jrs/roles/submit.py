@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import sys
@@ -137,7 +138,9 @@ def _run(args: dict, path: str, local, asyncio) -> int:
         raise JrsError(f"{path}: changed since the interrupted run recorded in {journal_path}; "
                        "rerun with --fresh to start over")
     if local is not None and previous is not None:
-        previous = None  # a local cluster is gone with its run: nothing to re-attach
+        # a local cluster is gone with its run: its running jobs died with it and run
+        # again (uncounted); finished jobs stay finished, attempts and retries go on
+        previous = dataclasses.replace(previous, running={})
     if previous is not None and not os.path.isfile(journal_mod.spool_path(journal_path)):
         raise JrsError(f"{journal_path}: the interrupted run's expanded jobs "
                        f"({journal_mod.spool_path(journal_path)}) are gone; rerun with --fresh "
@@ -156,6 +159,7 @@ def _run(args: dict, path: str, local, asyncio) -> int:
             sub = Submission(path, config, root_key(config.secret), journal, previous,
                              progress, environ, digest,
                              lambda cluster: checked_jobs(path, cluster, environ))
+            sub.local = local is not None
             return await sub.run()
         finally:
             if local is not None:

@@ -1,0 +1,79 @@
+"""`jrs submit --local` stopped by SIGTERM, then run again (real processes).
+
+The throw-away cluster of `--local` ends with the submit, so SIGTERM cannot leave its
+jobs running as it does on a real cluster (tests/test_submit_resume.py). It said it
+had ("left cluster 1 with 2 jobs running; run `jrs submit FILE` again to resume",
+naming a command without --local), and the rerun started from nothing: jobs that had
+finished ran again and the job log told their story twice. Now it says what happened,
+and the rerun keeps the finished jobs and runs the others again.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .cluster import runs, shared_ledger, wait_for
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def test_sigterm_of_a_local_submit_says_its_jobs_stopped_and_the_rerun_keeps_the_finished(
+        pyz, tmp_path):
+    work = tmp_path / "w"
+    work.mkdir()
+    ledger = shared_ledger()
+    marks = Path(tempfile.mkdtemp(prefix="jrs-marks-", dir="/tmp"))
+    os.chmod(marks, 0o777)
+    # job 0 ends at once; the others sleep on their first run only
+    (work / "job.sh").write_text(
+        f"#!/bin/sh\necho $JRS_JOB_ID >> {ledger}\n[ $1 = 0 ] && exit 0\n"
+        f"[ -e {marks}/done.$1 ] && exit 0\ntouch {marks}/done.$1\n"
+        f"echo $$ > {marks}/pid.$1\nexec sleep 60\n")
+    os.chmod(work / "job.sh", 0o755)
+    (work / "c.condor").write_text("executable = job.sh\narguments = $(Process)\n"
+                                   "log = c.log\nqueue 3\n")
+    p = subprocess.Popen([sys.executable, str(pyz), "submit", "--local", "--no-progress",
+                          "c.condor"], cwd=work, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: len(runs(ledger)) == 3 and (work / "c.log").exists()
+                 and (work / "c.log").read_text().count("\n005 ") + (
+                     work / "c.log").read_text().startswith("005") >= 1
+                 and all((marks / f"pid.{i}").exists() for i in (1, 2)), timeout=60)
+        time.sleep(0.3)  # the pid files are complete
+        pids = [int((marks / f"pid.{i}").read_text()) for i in (1, 2)]
+        p.send_signal(signal.SIGTERM)
+        _out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 128 + signal.SIGTERM, err
+    said = [line for line in err.splitlines() if "SIGTERM" in line]
+    assert len(said) == 1, err
+    assert "stopped the local cluster and its 2 running jobs" in said[0], err
+    assert "jrs submit --local c.condor" in said[0] and "finished ones kept" in said[0], err
+    wait_for(lambda: not any(_alive(pid) for pid in pids), timeout=20)  # as it said
+    assert (work / ".c.condor.jrs").exists()
+    r = subprocess.run([sys.executable, str(pyz), "submit", "--local", "--no-progress",
+                        "c.condor"], cwd=work, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert ": 3 jobs, 3 done, 0 failed" in r.stderr, r.stderr
+    ran = runs(ledger)
+    assert ran == {ran_id: (1 if ran_id.endswith(".0") else 2) for ran_id in ran} \
+        and len(ran) == 3, ran  # the finished job 0 is not run again
+    log = (work / "c.log").read_text()
+    assert log.count("Normal termination (return value 0)") == 3, log
+    assert log.count("Job submitted") == 3, log
+    assert not (work / ".c.condor.jrs").exists()
