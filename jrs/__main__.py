@@ -140,7 +140,10 @@ that user.
 A finished job's result (its sandbox and taskfile) waits for its submitter
 to collect it; one not collected within --retain (default 7d; also 12h, 30m,
 5s) is removed and logged. `jrs status` shows per node how many results wait
-and the oldest one's age.
+and the oldest one's age. A result carries at most 100,000 files and 8 MiB of
+their names (else its job is held, code 33). At most 32 authenticated
+connections of one host (1,024 in all, at most a quarter of the open-file
+limit) may wait for their first message; past that the oldest is closed.
 
 Example:
   jrs node -c /etc/jrs --state=/var/lib/jrs/node --slots=16

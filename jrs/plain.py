@@ -17,7 +17,8 @@ without compiling anything:
 
 Not supported (refused where it would silently differ): options (`frozen`,
 `order`, ...), base classes with fields, `ClassVar`/`InitVar` annotations,
-`__post_init__`, `field()` options other than `default` and `default_factory`.
+`__post_init__`, `__slots__`, a `__setattr__` of its own, `field()` options other
+than `default` and `default_factory`.
 Use `dataclasses` for those.
 """
 
@@ -87,27 +88,33 @@ def dataclass(cls: type) -> type:
     count = len(fields)
     qualname = cls.__qualname__
 
+    if any("__setattr__" in vars(b) or "__slots__" in vars(b) for b in cls.__mro__[:-1]):
+        raise TypeError(f"{cls.__name__}: __setattr__ or __slots__ (use dataclasses)")
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        if len(args) > count:
+        n = len(args)
+        if n > count:
             raise TypeError(f"{qualname}.__init__() takes {count + 1} positional arguments "
-                            f"but {len(args) + 1} were given")
-        for name, value in zip(fields, args):
+                            f"but {n + 1} were given")
+        d = self.__dict__  # (no __setattr__ of its own: checked above)
+        d.update(zip(fields, args))
+        if n == count and not kwargs:
+            return
+        for name in fields[n:]:
             if name in kwargs:
-                raise TypeError(f"{qualname}.__init__() got multiple values for argument "
-                                f"{name!r}")
-            setattr(self, name, value)
-        for name in fields[len(args):]:
-            if name in kwargs:
-                value = kwargs.pop(name)
+                d[name] = kwargs.pop(name)
             elif name in defaults:
-                value = defaults[name]
+                d[name] = defaults[name]
             elif name in factories:
-                value = factories[name]()
+                d[name] = factories[name]()
             else:
                 raise TypeError(f"{qualname}.__init__() missing 1 required positional "
                                 f"argument: {name!r}")
-            setattr(self, name, value)
         if kwargs:
+            for name in fields[:n]:
+                if name in kwargs:
+                    raise TypeError(f"{qualname}.__init__() got multiple values for "
+                                    f"argument {name!r}")
             raise TypeError(f"{qualname}.__init__() got an unexpected keyword argument "
                             f"{next(iter(kwargs))!r}")
 

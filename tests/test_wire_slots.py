@@ -245,3 +245,66 @@ def test_a_connection_that_has_said_its_first_message_holds_no_slot():
             ch.close()
         server.close()
     run(go())
+
+
+def test_a_query_closed_before_its_first_message_is_read_is_asked_again(tmp_path):
+    """A busy master closes the authenticated connection waiting the longest for its
+    first message: `jrs status` (tools.ask_master) asks again, as after a closed
+    handshake, instead of exiting 3 at once."""
+    import threading
+
+    from jrs.roles import tools
+
+    from .conftest import write_config
+
+    seen = []
+    ready = threading.Event()
+    stop = threading.Event()
+    where: list = []
+    secret = b"q" * 40
+
+    async def handler(ch):
+        seen.append(1)
+        if len(seen) == 1:
+            ch.close()  # as the hello stage does to its oldest
+            return
+        await ch.recv()
+        ch.send({"type": "queue-reply", "clusters": []})
+        await ch.drain()
+
+    def serve():
+        async def main():
+            server = Server(root_key(secret), "master", handler,
+                            peer_roles=frozenset({"tool"}))
+            where.append((await server.start("127.0.0.1", 0))[1])
+            ready.set()
+            while not stop.is_set():
+                await asyncio.sleep(0.05)
+            server.close()
+        asyncio.run(main())
+
+    t = threading.Thread(target=serve)
+    t.start()
+    try:
+        assert ready.wait(10)
+        conf = write_config(tmp_path / "conf", master=f"127.0.0.1:{where[0]}", secret=secret)
+        reply = tools.ask_master({"--config": str(conf)}, {"type": "query", "what": "queue"})
+        assert reply == {"type": "queue-reply", "clusters": []} and len(seen) == 2
+    finally:
+        stop.set()
+        t.join(10)
+
+
+def test_peer_addresses_become_hosts_in_one_place():
+    """Every per-host bound counts hosts by hosts.host_key: no other module takes the
+    address out of a peer tuple itself (the master, the wire and the peer log each did,
+    so an IPv6 /64 would have been one host to some bounds and many to others)."""
+    import re
+    from pathlib import Path
+
+    import jrs
+
+    root = Path(jrs.__file__).parent
+    offenders = [str(p.relative_to(root)) for p in sorted(root.rglob("*.py"))
+                 if p.name != "hosts.py" and re.search(r"peer\w*\s*\[0\]", p.read_text())]
+    assert offenders == []

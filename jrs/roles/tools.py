@@ -37,9 +37,9 @@ def ask_master(args: dict, message: dict, timeout: float = 15.0) -> dict:
     config = load(find_config_dir(args["--config"]))
     ep = config.master
 
-    async def go() -> dict:
+    async def once(retry_for: float) -> dict:
         ch = await connect(ep.host, ep.port, root_key(config.secret), "tool",
-                           peer_roles=frozenset({"master"}), retry_for=CONNECT_TIMEOUT)
+                           peer_roles=frozenset({"master"}), retry_for=retry_for)
         try:
             ch.send(message)
             while True:
@@ -48,6 +48,22 @@ def ask_master(args: dict, message: dict, timeout: float = 15.0) -> dict:
                     return reply
         finally:
             ch.close()
+
+    async def go() -> dict:
+        # a query closed before any answer (a busy master closes the authenticated
+        # connection waiting the longest for its first message) is asked again, like a
+        # closed handshake; an rm is not (it may have been read)
+        deadline = loop_time() + CONNECT_TIMEOUT
+        while True:
+            try:
+                return await once(max(0.5, deadline - loop_time()))
+            except ConnectionClosed:
+                if message.get("type") != "query" or loop_time() + 0.2 >= deadline:
+                    raise
+                await asyncio.sleep(0.2)
+
+    def loop_time() -> float:
+        return asyncio.get_running_loop().time()
 
     try:
         reply = asyncio.run(go())
