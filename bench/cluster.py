@@ -334,7 +334,8 @@ def main() -> None:
             breakdowns.setdefault("baseline", []).append(old["cpu"])
             ratios["jobs/s"].append(new["rate"] / old["rate"])
             ratios["latency"].append(new["latency"] / old["latency"])
-            print(f"[baseline, jobs as nobody] throughput {old['rate']:.0f} jobs/s, latency "
+            mode = "" if args.baseline_is_current or args.as_user else ", jobs as nobody"
+            print(f"[baseline{mode}] throughput {old['rate']:.0f} jobs/s, latency "
                   f"{old['latency'] * 1000:.0f} ms -> this build / baseline: jobs/s "
                   f"{ratios['jobs/s'][-1]:.2f}, latency {ratios['latency'][-1]:.2f} "
                   "(within 10 %: jobs/s >= 0.90, latency <= 1.10)")
