@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.cluster import Cluster  # noqa: E402
+from tests.cluster import Cluster, NonRootCluster  # noqa: E402
 
 HZ = os.sysconf("SC_CLK_TCK")
 UNIFIED = next((p for p in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup")
@@ -215,15 +215,19 @@ def run_submit(c: Cluster, base: Path, roles) -> None:
 
 
 def throughput_and_latency(pyz: Path, base: Path, n: int, samples: int,
-                           legacy: str = "", breakdown: bool = False) -> dict:
+                           legacy: str = "", breakdown: bool = False, user: str = "") -> dict:
     """One cluster of `pyz` (master + 2 nodes x 2 slots, root nodes in the build's
     production configuration; `legacy` names an old build's job mode, see
     tests/cluster.py): a warm-up and a timed run of n x /bin/true, then the best of
     `samples` one-echo-job latencies. Returns jobs/s and seconds (and with `breakdown`
-    the CPU per job of each process kind, see Roles); the cluster is gone."""
+    the CPU per job of each process kind, see Roles); the cluster is gone. `user`: the
+    nodes run as that account (a non-root node, both builds alike)."""
     base.mkdir()
     os.chmod(base, 0o755)  # an old build keeps sandboxes under --state: nobody passes here
-    c = Cluster(pyz, base, slots=[2, 2], legacy=legacy).start()
+    if user:  # non-root nodes: every job runs as the node's account, no cgroups
+        c = NonRootCluster(pyz, base, user, slots=[2, 2]).start()
+    else:
+        c = Cluster(pyz, base, slots=[2, 2], legacy=legacy).start()
     roles = Roles(base.name) if breakdown else None
     cpu: dict = {}
     try:
@@ -231,7 +235,7 @@ def throughput_and_latency(pyz: Path, base: Path, n: int, samples: int,
             roles.adopt(c)
         (base / "t.condor").write_text(f"executable = /bin/true\nqueue {n}\n")
         run_submit(c, base, roles)
-        if not legacy:
+        if not legacy and not user:
             wait_scanned(c)
         u0 = roles.usage() if roles else {}
         watch = TmpWatch()
@@ -285,6 +289,9 @@ def main() -> None:
     ap.add_argument("--baseline-is-current", action="store_true",
                     help="the baseline is a build with per-job uids (e.g. main before a "
                          "change): its nodes take this build's flags")
+    ap.add_argument("--as-user", metavar="NAME", default="",
+                    help="run the nodes of both builds as this account (non-root nodes: "
+                         "jobs as that account, no per-job uids, no cgroups)")
     ap.add_argument("--cpu-breakdown", action="store_true",
                     help="the timed throughput run's CPU per job of each process kind "
                          "(submitter, master, node daemons, launchers and executors, the "
@@ -304,7 +311,7 @@ def main() -> None:
             print(f"round {r + 1}: machine load average "
                   f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
             new = throughput_and_latency(pyz, base / f"new{r}", n, args.latency_samples,
-                                         breakdown=args.cpu_breakdown)
+                                         breakdown=args.cpu_breakdown, user=args.as_user)
             print(f"throughput: {n} x /bin/true: jrs {new['rate']:.0f} jobs/s, xargs -P 2 "
                   f"{n / floor:.0f} jobs/s -> {new['rate'] * floor / n:.2f} of the floor "
                   "(target >= 0.25)")
@@ -321,13 +328,14 @@ def main() -> None:
             old = throughput_and_latency(Path(args.baseline), base / f"old{r}", n,
                                          args.latency_samples,
                                          legacy="" if args.baseline_is_current else "nobody",
-                                         breakdown=args.cpu_breakdown)
+                                         breakdown=args.cpu_breakdown, user=args.as_user)
             print(f"  the temporary directories changed {old['tmp']} times during the run")
             show_cpu("baseline", old["cpu"])
             breakdowns.setdefault("baseline", []).append(old["cpu"])
             ratios["jobs/s"].append(new["rate"] / old["rate"])
             ratios["latency"].append(new["latency"] / old["latency"])
-            print(f"[baseline, jobs as nobody] throughput {old['rate']:.0f} jobs/s, latency "
+            mode = "" if args.baseline_is_current or args.as_user else ", jobs as nobody"
+            print(f"[baseline{mode}] throughput {old['rate']:.0f} jobs/s, latency "
                   f"{old['latency'] * 1000:.0f} ms -> this build / baseline: jobs/s "
                   f"{ratios['jobs/s'][-1]:.2f}, latency {ratios['latency'][-1]:.2f} "
                   "(within 10 %: jobs/s >= 0.90, latency <= 1.10)")

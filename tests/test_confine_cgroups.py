@@ -8,18 +8,17 @@ their /proc/self/cgroup.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from jrs.node import unit
 
-from .cluster import Cluster, wait_for
+from .cluster import Cluster, scratch_cluster, wait_for
 from .conftest import run_jrs
 
 HIER = unit.hierarchies()
@@ -74,73 +73,73 @@ def _remove_tree(mount: str, path: Path) -> None:
         time.sleep(0.1)
 
 
+@contextlib.contextmanager
 def _own_cgroups_cluster(pyz, name: str):
-    """A one-slot cluster whose node starts in cgroups of its own, `name` in the v2 and
-    the v1 pids hierarchies (as a supervisor would place it), and a submit file whose
-    job prints its cgroups, then `---`, then the controllers its v2 cgroup has."""
+    """(scratch cluster, its cgroups): a one-slot cluster, not started, whose node
+    starts in cgroups of its own, `name` in the v2 and the v1 pids hierarchies (as a
+    supervisor would place it), and a submit file whose job prints its cgroups, then
+    `---`, then the controllers its v2 cgroup has; the cgroups are removed after."""
     own = {"v2": Path(UNIFIED) / name, "pids": Path(PIDS) / name}
-    base = Path(tempfile.mkdtemp(prefix="jrs-cg-", dir="/tmp"))
-    os.chmod(base, 0o755)
     for d in own.values():
         d.mkdir()
-    c = _Started(pyz, base, slots=[1])
-    c.where = {k: str(v) for k, v in own.items()}
-    work = base / "w"
-    work.mkdir()
-    work.chmod(0o777)
-    (work / "c.condor").write_text(
-        "executable = /bin/sh\narguments = \"-c 'cat /proc/self/cgroup; echo ---; "
-        f"cat {UNIFIED}$(sed -n s/^0:://p /proc/self/cgroup)/cgroup.controllers'\"\n"
-        "output = out\nqueue\n")
-    return c, own, base, work
+    try:
+        with scratch_cluster(pyz, "jrs-cg-", start=False, work_mode=0o777,
+                             make=lambda base: _Started(pyz, base, slots=[1])) as sc:
+            sc.c.where = {k: str(v) for k, v in own.items()}
+            (sc.work / "c.condor").write_text(
+                "executable = /bin/sh\narguments = \"-c 'cat /proc/self/cgroup; echo ---; "
+                f"cat {UNIFIED}$(sed -n s/^0:://p /proc/self/cgroup)/cgroup.controllers'\"\n"
+                "output = out\nqueue\n")
+            yield sc, own
+    finally:
+        for mount in (UNIFIED, PIDS):
+            _remove_tree(mount, Path(mount) / name)
 
 
 def test_job_cgroups_go_below_the_nodes_own_or_the_configured_one(pyz):
     tag = secrets.token_hex(4)
     conf_rel = f"/jrs-conf-{tag}/sub"
-    c, own, base, work = _own_cgroups_cluster(pyz, f"jrs-own-{tag}")
     try:
-        c.start_master()
-        runs = {}
-        for label, extra in (("own", []), ("configured", [f"--cgroup={conf_rel}"]),
-                             ("none", ["--cgroup=none"])):
-            c.start_node(0, *extra)
-            c.wait_up(1)
-            code, _out, err = c.run_submit("c.condor", cwd=work)
-            assert code == 0, err + c.logs()
-            text, _, controllers = (work / "out").read_text().partition("---\n")
-            runs[label] = (_cgroup_of(text), controllers.split(),
-                           _cgroup_of(Path(f"/proc/{c.nodes[0].pid}/cgroup").read_text()))
-            c.nodes[0].terminate()
-            c.nodes[0].wait(10)
-        ntag = next(p.name for p in (own["v2"] / "jrs").iterdir() if p.name.endswith(".daemon"))
-        ntag = ntag[:-len(".daemon")]
-        job, controllers, daemon = runs["own"]
-        # below the node's own cgroups, in both hierarchies
-        assert job["v2"].startswith(f"/{own['v2'].name}/jrs/{ntag}/"), job
-        assert job["pids"].startswith(f"/{own['pids'].name}/jrs/{ntag}/"), job
-        # the daemon moved itself into a leaf beside its jobs (v2), so its own cgroup
-        # could hand the controllers down: the job's cgroup has them
-        assert daemon["v2"] == f"/{own['v2'].name}/jrs/{ntag}.daemon", daemon
-        have = Path(UNIFIED, "cgroup.controllers").read_text().split()
-        want = [x for x in unit.CONTROLLERS if x in have]
-        assert want and set(want) <= set(controllers), (want, controllers)
-        job, controllers, _daemon = runs["configured"]
-        assert job["v2"].startswith(f"{conf_rel}/jrs/{ntag}/"), job
-        assert job["pids"].startswith(f"{conf_rel}/jrs/{ntag}/"), job
-        assert set(want) <= set(controllers), controllers
-        job, _controllers, daemon = runs["none"]
-        assert "/jrs/" + ntag + "/" not in job["v2"] and "/jrs/" + ntag + "/" not in job["pids"]
-        r = run_jrs(pyz, "node", "-c", str(c.conf), f"--name={c.names()[0]}",
-                    f"--state={base / 's'}", f"--execute={c.execute / 'x'}",
-                    f"--job-uids={c.uid_ranges[0]}", "--cgroup=relative/x")
-        assert r.returncode == 2 and "--cgroup=relative/x" in r.stderr, r.stderr
+        with _own_cgroups_cluster(pyz, f"jrs-own-{tag}") as (sc, own):
+            c, base, work = sc.c, sc.base, sc.work
+            c.start_master()
+            runs = {}
+            for label, extra in (("own", []), ("configured", [f"--cgroup={conf_rel}"]),
+                                 ("none", ["--cgroup=none"])):
+                c.start_node(0, *extra)
+                c.wait_up(1)
+                code, _out, err = c.run_submit("c.condor", cwd=work)
+                assert code == 0, err + c.logs()
+                text, _, controllers = (work / "out").read_text().partition("---\n")
+                runs[label] = (_cgroup_of(text), controllers.split(),
+                               _cgroup_of(Path(f"/proc/{c.nodes[0].pid}/cgroup").read_text()))
+                c.nodes[0].terminate()
+                c.nodes[0].wait(10)
+            ntag = next(p.name for p in (own["v2"] / "jrs").iterdir() if p.name.endswith(".daemon"))
+            ntag = ntag[:-len(".daemon")]
+            job, controllers, daemon = runs["own"]
+            # below the node's own cgroups, in both hierarchies
+            assert job["v2"].startswith(f"/{own['v2'].name}/jrs/{ntag}/"), job
+            assert job["pids"].startswith(f"/{own['pids'].name}/jrs/{ntag}/"), job
+            # the daemon moved itself into a leaf beside its jobs (v2), so its own cgroup
+            # could hand the controllers down: the job's cgroup has them
+            assert daemon["v2"] == f"/{own['v2'].name}/jrs/{ntag}.daemon", daemon
+            have = Path(UNIFIED, "cgroup.controllers").read_text().split()
+            want = [x for x in unit.CONTROLLERS if x in have]
+            assert want and set(want) <= set(controllers), (want, controllers)
+            job, controllers, _daemon = runs["configured"]
+            assert job["v2"].startswith(f"{conf_rel}/jrs/{ntag}/"), job
+            assert job["pids"].startswith(f"{conf_rel}/jrs/{ntag}/"), job
+            assert set(want) <= set(controllers), controllers
+            job, _controllers, daemon = runs["none"]
+            assert "/jrs/" + ntag + "/" not in job["v2"] and "/jrs/" + ntag + "/" not in job["pids"]
+            r = run_jrs(pyz, "node", "-c", str(c.conf), f"--name={c.names()[0]}",
+                        f"--state={base / 's'}", f"--execute={c.execute / 'x'}",
+                        f"--job-uids={c.uid_ranges[0]}", "--cgroup=relative/x")
+            assert r.returncode == 2 and "--cgroup=relative/x" in r.stderr, r.stderr
     finally:
-        c.stop()
         for mount in (UNIFIED, PIDS):
-            for name in (f"jrs-own-{tag}", f"jrs-conf-{tag}"):
-                _remove_tree(mount, Path(mount) / name)
-        shutil.rmtree(base, ignore_errors=True)
+            _remove_tree(mount, Path(mount) / f"jrs-conf-{tag}")
 
 
 def _child_cgroups(path: Path) -> list:
@@ -156,10 +155,10 @@ def test_a_node_restarted_from_inside_its_daemon_leaf_keeps_its_layout(pyz):
     `<base>/jrs/<node>/` with the controllers handed down, the daemon stays in its
     leaf, and every job cgroup is gone again once the node stopped."""
     tag = secrets.token_hex(4)
-    c, own, base, work = _own_cgroups_cluster(pyz, f"jrs-re-{tag}")
     have = Path(UNIFIED, "cgroup.controllers").read_text().split()
     want = [x for x in unit.CONTROLLERS if x in have]
-    try:
+    with _own_cgroups_cluster(pyz, f"jrs-re-{tag}") as (sc, own):
+        c, work = sc.c, sc.work
         c.start_master()
         runs = []
         for _ in range(3):  # the first start, then twice from inside the leaf
@@ -189,11 +188,6 @@ def test_a_node_restarted_from_inside_its_daemon_leaf_keeps_its_layout(pyz):
         # nothing beside the node's two (its subtree may be gone: it was empty)
         assert {p.name for p in (own["v2"] / "jrs").iterdir() if p.is_dir()} <= \
             {ntag, f"{ntag}.daemon"}
-    finally:
-        c.stop()
-        for mount in (UNIFIED, PIDS):
-            _remove_tree(mount, Path(mount) / f"jrs-re-{tag}")
-        shutil.rmtree(base, ignore_errors=True)
 
 
 class _PureV2(Cluster):
@@ -226,40 +220,35 @@ def test_a_node_on_a_pure_v2_layout_uses_the_unified_hierarchy_alone(pyz):
     does not give, and nothing of them is left once the node stopped."""
     tag = secrets.token_hex(4)
     own = Path(UNIFIED) / f"jrs-v2-{tag}"
-    base = Path(tempfile.mkdtemp(prefix="jrs-cg-", dir="/tmp"))
-    os.chmod(base, 0o755)
     own.mkdir()
-    c = _PureV2(pyz, base, slots=[1])
-    c.where = own.name
-    work = base / "w"
-    work.mkdir()
-    work.chmod(0o777)
-    (work / "c.condor").write_text(
-        "executable = /bin/sh\narguments = \"-c 'cat /proc/self/cgroup; echo ---; "
-        f"cat {unit.CGROUP}$(sed -n s/^0:://p /proc/self/cgroup)/cgroup.controllers; "
-        "echo ---; grep processes /proc/self/limits'\"\n"
-        "output = out\nerror = err\nqueue\n")
     have = Path(UNIFIED, "cgroup.controllers").read_text().split()
     try:
-        c.start()
-        code, _out, err = c.run_submit("c.condor", cwd=work)
-        assert code == 0, err + c.logs()
-        text, controllers, nproc = (work / "out").read_text().split("---\n")
-        job = _cgroup_of(text)
-        daemon = _cgroup_of(Path(f"/proc/{c.nodes[0].pid}/cgroup").read_text())
-        (leaf,) = [p for p in (own / "jrs").iterdir() if p.name.endswith(".daemon")]
-        ntag = leaf.name[:-len(".daemon")]
-        assert job["v2"].startswith(f"/{own.name}/jrs/{ntag}/"), (job, c.logs())
-        assert daemon["v2"] == f"/{own.name}/jrs/{ntag}.daemon", daemon
-        assert "/jrs/" not in job.get("pids", "/"), job  # v1's pids: not seen, not used
-        assert have and set(controllers.split()) == set(have), (have, controllers)
-        assert "pids" not in have  # (else pids.max bounds the job, not RLIMIT_NPROC)
-        assert nproc.split()[2:4] == [str(unit.DEFAULT_PIDS)] * 2, nproc  # Max processes
-        c.nodes[0].terminate()
-        assert c.nodes[0].wait(10) == 0, c.logs()
-        wait_for(lambda: _child_cgroups(own / "jrs" / ntag) == [], 10)
-        assert _child_cgroups(leaf) == []
+        with scratch_cluster(pyz, "jrs-cg-", start=False, work_mode=0o777,
+                             make=lambda base: _PureV2(pyz, base, slots=[1])) as sc:
+            c, work = sc.c, sc.work
+            c.where = own.name
+            (work / "c.condor").write_text(
+                "executable = /bin/sh\narguments = \"-c 'cat /proc/self/cgroup; echo ---; "
+                f"cat {unit.CGROUP}$(sed -n s/^0:://p /proc/self/cgroup)/cgroup.controllers; "
+                "echo ---; grep processes /proc/self/limits'\"\n"
+                "output = out\nerror = err\nqueue\n")
+            c.start()
+            code, _out, err = c.run_submit("c.condor", cwd=work)
+            assert code == 0, err + c.logs()
+            text, controllers, nproc = (work / "out").read_text().split("---\n")
+            job = _cgroup_of(text)
+            daemon = _cgroup_of(Path(f"/proc/{c.nodes[0].pid}/cgroup").read_text())
+            (leaf,) = [p for p in (own / "jrs").iterdir() if p.name.endswith(".daemon")]
+            ntag = leaf.name[:-len(".daemon")]
+            assert job["v2"].startswith(f"/{own.name}/jrs/{ntag}/"), (job, c.logs())
+            assert daemon["v2"] == f"/{own.name}/jrs/{ntag}.daemon", daemon
+            assert "/jrs/" not in job.get("pids", "/"), job  # v1's pids: not seen, not used
+            assert have and set(controllers.split()) == set(have), (have, controllers)
+            assert "pids" not in have  # (else pids.max bounds the job, not RLIMIT_NPROC)
+            assert nproc.split()[2:4] == [str(unit.DEFAULT_PIDS)] * 2, nproc  # Max processes
+            c.nodes[0].terminate()
+            assert c.nodes[0].wait(10) == 0, c.logs()
+            wait_for(lambda: _child_cgroups(own / "jrs" / ntag) == [], 10)
+            assert _child_cgroups(leaf) == []
     finally:
-        c.stop()
         _remove_tree(UNIFIED, own)
-        shutil.rmtree(base, ignore_errors=True)

@@ -8,50 +8,32 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import stat
-import tempfile
 import time
-from pathlib import Path
 
 from jrs.node import taskfile
 
-from .cluster import Cluster, wait_for
-
-
-def _base(prefix: str) -> Path:
-    d = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
-    os.chmod(d, 0o755)
-    return d
+from .cluster import gate_sh, scratch_cluster, wait_for
 
 
 def test_claims_json_is_0600(pyz):
     """Rule 11: `claims.json and taskfiles 0600`. The taskfile is; claims.json is
     written with open(tmp, "w") under the daemon's umask (0644 here)."""
-    base = _base("jrs-hole-claims-")
-    c = Cluster(pyz, base, slots=[1]).start()
-    try:
-        work = base / "w"
-        work.mkdir()
-        work.chmod(0o755)
-        gate = work / "go"
+    with scratch_cluster(pyz, "jrs-hole-claims-") as s:
+        c, base, work = s.c, s.base, s.work
         (work / "c.condor").write_text(
-            "executable = /bin/sh\narguments = \"-c 'i=0; while [ ! -e "
-            f"{gate} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done'\"\nqueue\n")
+            f"executable = /bin/sh\narguments = \"-c '{gate_sh(s.gate)}'\"\nqueue\n")
         p = c.submit("c.condor", cwd=work)
         tasks = base / "node0" / "tasks"
         wait_for(lambda: len(list(tasks.glob("*.task"))) == 1, timeout=60)
         (task,) = tasks.glob("*.task")
         wait_for(lambda: taskfile.load(str(task)).pid is not None, timeout=60)
         mode = stat.S_IMODE(os.stat(base / "node0" / "claims.json").st_mode)
-        gate.touch()
+        s.gate.touch()
         _out, err = p.communicate(timeout=60)
         assert p.returncode == 0, err + c.logs()
         assert mode == 0o600, oct(mode)
-    finally:
-        c.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_a_real_job_with_more_than_100000_output_files_is_held_with_code_33(pyz):
@@ -59,12 +41,8 @@ def test_a_real_job_with_more_than_100000_output_files_is_held_with_code_33(pyz)
     limit of 100,000 files the job must be held with the reason (HTCondor's code 33).
     The node stops collecting at the limit and says so (`outputs_over_limit`), but the
     submitter ignores that field: the first 100,000 files arrive and the job ends done."""
-    base = _base("jrs-hole-many-")
-    c = Cluster(pyz, base, slots=[1]).start()
-    try:
-        work = base / "w"
-        work.mkdir()
-        work.chmod(0o755)
+    with scratch_cluster(pyz, "jrs-hole-many-", in_memory=True) as s:
+        c, work = s.c, s.work
         (work / "m.condor").write_text(
             "executable = /bin/sh\narguments = \"-c 'mkdir d && cd d && seq 0 100000 | "
             "xargs touch'\"\ntransfer_output_files = d\nlog = m.log\nqueue\n")
@@ -73,9 +51,6 @@ def test_a_real_job_with_more_than_100000_output_files_is_held_with_code_33(pyz)
         log = (work / "m.log").read_text()
         assert code == 1 and "1 failed" in err, (code, err[-2000:], landed)
         assert re.search(r"Code 33", log), (log[-2000:], landed)
-    finally:
-        c.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_the_node_keeps_serving_while_100000_outputs_are_collected(pyz):
@@ -85,18 +60,13 @@ def test_the_node_keeps_serving_while_100000_outputs_are_collected(pyz):
     second job on the same node ends and comes back first. With the scan on the event
     loop the node fell silent for the whole scan and that job's result waited behind
     it."""
-    base = _base("jrs-hole-serve-")
-    c = Cluster(pyz, base, slots=[2]).start()
-    try:
-        work = base / "w"
-        work.mkdir()
-        work.chmod(0o755)
-        gate = work / "go"
+    with scratch_cluster(pyz, "jrs-hole-serve-", slots=(2,), in_memory=True) as s:
+        c, base, work, gate = s.c, s.base, s.work, s.gate
         script = work / "job.sh"
         script.write_text(
             "#!/bin/sh\nmkdir d && cd d || exit 1\n"
             'if [ "$1" = 0 ]; then seq 1 99990 | xargs touch; exit 0; fi\n'
-            f"i=0; while [ ! -e {gate} ] && [ $i -lt 3000 ]; do sleep 0.1; i=$((i+1)); done\n"
+            f"{gate_sh(gate, 300)}\n"
             "echo b > b\n")
         script.chmod(0o755)
         (work / "s.condor").write_text(
@@ -128,20 +98,13 @@ def test_the_node_keeps_serving_while_100000_outputs_are_collected(pyz):
         assert ends == [1, 0], log[-2000:]  # the small job's result did not wait
         assert (work / "d" / "b").read_text() == "b\n"
         assert len(os.listdir(work / "d")) == 99991
-    finally:
-        c.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_a_wider_claims_json_is_made_0600_at_start(pyz):
     """A claims.json left 0644 (by a node from before the fix) is 0600 once the node
     has started again, and the claims in it still count (a job runs on its slot)."""
-    base = _base("jrs-hole-claims-start-")
-    c = Cluster(pyz, base, slots=[1]).start()
-    try:
-        work = base / "w"
-        work.mkdir()
-        work.chmod(0o755)
+    with scratch_cluster(pyz, "jrs-hole-claims-start-") as s:
+        c, base, work = s.c, s.base, s.work
         (work / "c.condor").write_text("executable = /bin/true\nqueue\n")
         code, _out, err = c.run_submit("c.condor", cwd=work)
         assert code == 0, err + c.logs()
@@ -158,6 +121,3 @@ def test_a_wider_claims_json_is_made_0600_at_start(pyz):
         c.wait_up(1)
         code, _out, err = c.run_submit("c.condor", cwd=work)
         assert code == 0, err + c.logs()
-    finally:
-        c.stop()
-        shutil.rmtree(base, ignore_errors=True)

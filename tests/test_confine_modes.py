@@ -19,7 +19,6 @@ import shutil
 import signal
 import stat
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -28,23 +27,11 @@ import pytest
 
 from jrs.node import taskfile
 
-from .cluster import Cluster, NonRootCluster, wait_for
+from .cluster import Cluster, NonRootCluster, gate_sh, scratch_cluster, wait_for
 from .conftest import run_jrs
 from .test_confine import _no_secret_under, secret_file  # noqa: F401
 from .test_confine_escape import _shared_dir, account  # noqa: F401
 from .test_executor import _alive
-
-
-def _base(prefix: str) -> Path:
-    d = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
-    os.chmod(d, 0o755)
-    return d
-
-
-def _gate(gate: Path) -> str:
-    """Shell that waits (at most 60 s) until `gate` exists."""
-    return (f"i=0; while [ ! -e {gate} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); "
-            "done")
 
 
 def _mode(p: Path) -> tuple:
@@ -57,15 +44,10 @@ def test_a_running_root_nodes_state_and_sandboxes_have_the_documented_modes(pyz)
     sandbox 0700 and its job's (inside the execute directory, not the state one); rule
     11: the taskfile 0600. Looked at while the job runs. (claims.json is left out: it
     is written 0644, the auditor's report names that gap.)"""
-    base = _base("jrs-modes-")
-    c = Cluster(pyz, base, slots=[1]).start()
-    try:
-        work = base / "w"
-        work.mkdir()
-        work.chmod(0o755)
-        gate = work / "go"
+    with scratch_cluster(pyz, "jrs-modes-") as sc:
+        c, base, work, gate = sc.c, sc.base, sc.work, sc.gate
         (work / "c.condor").write_text(f"executable = /bin/sh\narguments = \"-c 'id -u; "
-                                       f"{_gate(gate)}'\"\noutput = out\nqueue\n")
+                                       f"{gate_sh(gate)}'\"\noutput = out\nqueue\n")
         p = c.submit("c.condor", cwd=work)
         state = base / "node0"
         tasks = state / "tasks"
@@ -87,9 +69,6 @@ def test_a_running_root_nodes_state_and_sandboxes_have_the_documented_modes(pyz)
                        "sandbox": (0o700, uid)}, got
         assert box.parent == execute and state not in box.parents, box
         assert not _mode(tasks)[0] & 0o077, _mode(tasks)
-    finally:
-        c.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def _make_account(prefix: str) -> pwd.struct_passwd:
@@ -119,46 +98,42 @@ def test_logname_and_user_never_choose_the_account_of_a_job(pyz):
     `other` (another ordinary account the node would use), and the master hears the
     real account's name."""
     me, other = _make_account("jrsl"), _make_account("jrso")
-    base = _base("jrs-logname-")
-    c = Cluster(pyz, base, slots=[1])
     try:
-        fake = {"LOGNAME": other.pw_name, "USER": other.pw_name}
-        seen = subprocess.run(["runuser", "-u", me.pw_name, "--", "env",
-                               *(f"{k}={v}" for k, v in fake.items()), "/bin/sh", "-c",
-                               "echo $LOGNAME $USER"], capture_output=True, text=True)
-        assert seen.stdout.split() == [other.pw_name] * 2, seen  # the lie reaches it
-        c.start_master()
-        c.start_node(0, "--same-user-accounts")
-        c.wait_up(1)
-        work = base / "w"
-        work.mkdir()
-        gate = work / "go"
-        (work / "id.condor").write_text("executable = /bin/sh\narguments = \"-c 'id -u; id -un; "
-                                        f"{_gate(gate)}'\"\noutput = id.txt\nqueue\n")
-        users = []
+        with scratch_cluster(pyz, "jrs-logname-", start=False, work_mode=None) as sc:
+            c, work, gate = sc.c, sc.work, sc.gate
+            fake = {"LOGNAME": other.pw_name, "USER": other.pw_name}
+            seen = subprocess.run(["runuser", "-u", me.pw_name, "--", "env",
+                                   *(f"{k}={v}" for k, v in fake.items()), "/bin/sh", "-c",
+                                   "echo $LOGNAME $USER"], capture_output=True, text=True)
+            assert seen.stdout.split() == [other.pw_name] * 2, seen  # the lie reaches it
+            c.start_master()
+            c.start_node(0, "--same-user-accounts")
+            c.wait_up(1)
+            (work / "id.condor").write_text(
+                "executable = /bin/sh\narguments = \"-c 'id -u; id -un; "
+                f"{gate_sh(gate)}'\"\noutput = id.txt\nqueue\n")
+            users = []
 
-        def running() -> bool:
-            subs = c.status()["submitters"]
-            users.extend(s["user"] for s in subs)
-            return any(s["claims"] for s in subs)
+            def running() -> bool:
+                subs = c.status()["submitters"]
+                users.extend(s["user"] for s in subs)
+                return any(s["claims"] for s in subs)
 
-        result: dict = {}
-        t = threading.Thread(target=lambda: result.update(
-            r=_as_account(c, me, work, "id.condor", env=fake)))
-        t.start()
-        try:
-            wait_for(running, timeout=60)
-        finally:
-            gate.touch()
-            t.join(120)
-        code, _out, err = result["r"]
-        assert code == 0, err + c.logs()
-        uid, name = (work / "id.txt").read_text().split()
-        assert (int(uid), name) == (me.pw_uid, me.pw_name), (uid, name)
-        assert users and set(users) == {me.pw_name}, users
+            result: dict = {}
+            t = threading.Thread(target=lambda: result.update(
+                r=_as_account(c, me, work, "id.condor", env=fake)))
+            t.start()
+            try:
+                wait_for(running, timeout=60)
+            finally:
+                gate.touch()
+                t.join(120)
+            code, _out, err = result["r"]
+            assert code == 0, err + c.logs()
+            uid, name = (work / "id.txt").read_text().split()
+            assert (int(uid), name) == (me.pw_uid, me.pw_name), (uid, name)
+            assert users and set(users) == {me.pw_name}, users
     finally:
-        c.stop()
-        shutil.rmtree(base, ignore_errors=True)
         for a in (me, other):
             subprocess.run(["userdel", a.pw_name], capture_output=True)
 
@@ -176,58 +151,53 @@ def test_stdio_and_output_attacks_fail_in_every_identity_mode(pyz, account, secr
     to `/`, absolute and `..` names never bring anything root-only back; nothing appears
     in /etc/cron.d, the node keeps serving and the honest submit beside it succeeds."""
     d, token = secret_file
-    base = _base("jrs-attack-modes-")
-    if mode == "non-root node":
-        c = NonRootCluster(pyz, base, account, slots=[2])
-        c.start()
-
-        def submit(work: Path, name: str):
-            return c.run_submit(name, cwd=work, timeout=90)
-    else:
-        c = Cluster(pyz, base, slots=[2])
-        c.start_master()
-        c.start_node(0, "--same-user-accounts")
-        c.wait_up(1)
-
-        def submit(work: Path, name: str):
-            return _as_account(c, account, work, name)
+    nonroot = mode == "non-root node"
     cron = f"jrs-attack-{secrets.token_hex(4)}"
     os.makedirs("/etc/cron.d", exist_ok=True)
     try:
-        work = base / "w"
-        work.mkdir()
-        work.chmod(0o755)
-        (work / "a.condor").write_text(
-            f"executable = /bin/cat\nshould_transfer_files = NO\niwd = {work}\n"
-            f"input = {d}/flag\noutput = /etc/cron.d/{cron}\nqueue\n"
-            f"input =\noutput = /etc/cron.d/{cron}\nqueue\n")
-        code, _out, err = submit(work, "a.condor")
-        assert code != 0 and "Permission denied" in err, err + c.logs()
-        assert "2 failed" in err, err
-        script = (f"mkdir dir; echo inner > dir/in; ln -s {d}/flag dir/leak; "
-                  f"ln -s {d}/flag link; ln -s {d} linkdir; ln -s / slash; mkfifo fifo; "
-                  f"echo out; ln -sf {d}/flag _condor_stdout; ln -sf {d}/flag _condor_stderr")
-        (work / "b.condor").write_text(
-            f"executable = /bin/sh\narguments = \"-c '{script}'\"\noutput = o.txt\n"
-            "error = e.txt\ntransfer_output_files = dir, link, linkdir, slash, fifo\nqueue\n"
-            f"transfer_output_files = {d}/flag, {d}, ../../x\nqueue\n")
-        t0 = time.monotonic()
-        code, _out, err = submit(work, "b.condor")
-        assert time.monotonic() - t0 < 60, err
-        assert code != 0, err + c.logs()
-        assert (work / "dir" / "in").read_text() == "inner\n"  # the honest part came back
-        assert not (work / "dir" / "leak").exists() and not (work / "link").exists()
-        assert not Path(f"/etc/cron.d/{cron}").exists()
-        _no_secret_under(work, token)
-        assert c.nodes[0].poll() is None
-        (work / "ok.condor").write_text("executable = /bin/echo\narguments = fine\n"
-                                        "output = ok.out\nqueue\n")
-        code, _out, err = submit(work, "ok.condor")
-        assert code == 0, err + c.logs()
-        assert (work / "ok.out").read_text() == "fine\n"
+        with scratch_cluster(pyz, "jrs-attack-modes-", slots=(2,), start=nonroot,
+                             make=(lambda base: NonRootCluster(pyz, base, account, slots=[2]))
+                             if nonroot else None) as sc:
+            c, work = sc.c, sc.work
+            if nonroot:
+                def submit(work: Path, name: str):
+                    return c.run_submit(name, cwd=work, timeout=90)
+            else:
+                c.start_master()
+                c.start_node(0, "--same-user-accounts")
+                c.wait_up(1)
+
+                def submit(work: Path, name: str):
+                    return _as_account(c, account, work, name)
+            (work / "a.condor").write_text(
+                f"executable = /bin/cat\nshould_transfer_files = NO\niwd = {work}\n"
+                f"input = {d}/flag\noutput = /etc/cron.d/{cron}\nqueue\n"
+                f"input =\noutput = /etc/cron.d/{cron}\nqueue\n")
+            code, _out, err = submit(work, "a.condor")
+            assert code != 0 and "Permission denied" in err, err + c.logs()
+            assert "2 failed" in err, err
+            script = (f"mkdir dir; echo inner > dir/in; ln -s {d}/flag dir/leak; "
+                      f"ln -s {d}/flag link; ln -s {d} linkdir; ln -s / slash; mkfifo fifo; "
+                      f"echo out; ln -sf {d}/flag _condor_stdout; ln -sf {d}/flag _condor_stderr")
+            (work / "b.condor").write_text(
+                f"executable = /bin/sh\narguments = \"-c '{script}'\"\noutput = o.txt\n"
+                "error = e.txt\ntransfer_output_files = dir, link, linkdir, slash, fifo\nqueue\n"
+                f"transfer_output_files = {d}/flag, {d}, ../../x\nqueue\n")
+            t0 = time.monotonic()
+            code, _out, err = submit(work, "b.condor")
+            assert time.monotonic() - t0 < 60, err
+            assert code != 0, err + c.logs()
+            assert (work / "dir" / "in").read_text() == "inner\n"  # the honest part came back
+            assert not (work / "dir" / "leak").exists() and not (work / "link").exists()
+            assert not Path(f"/etc/cron.d/{cron}").exists()
+            _no_secret_under(work, token)
+            assert c.nodes[0].poll() is None
+            (work / "ok.condor").write_text("executable = /bin/echo\narguments = fine\n"
+                                            "output = ok.out\nqueue\n")
+            code, _out, err = submit(work, "ok.condor")
+            assert code == 0, err + c.logs()
+            assert (work / "ok.out").read_text() == "fine\n"
     finally:
-        c.stop()
-        shutil.rmtree(base, ignore_errors=True)
         Path(f"/etc/cron.d/{cron}").unlink(missing_ok=True)
 
 
@@ -247,61 +217,55 @@ def test_a_job_that_ignores_sigterm_is_killed_after_the_grace_period(pyz, accoun
     """Rule 3: removing a job is TERM, a grace period, then KILL of its whole unit. The
     job ignores SIGTERM, and so does a child it left in a session of its own: `jrs rm`
     still ends both, and the submit ends with the job removed."""
-    base = _base("jrs-term-")
     d = _shared_dir()
     mark = f"{300 + secrets.randbelow(10 ** 6) / 10 ** 4:.4f}"
-    if mode == "non-root node":
-        c = NonRootCluster(pyz, base, account)
-    else:
-        c = Cluster(pyz, base, slots=[1])
+    make = (lambda base: NonRootCluster(pyz, base, account)) if mode == "non-root node" \
+        else None
     extra = {"per-job uid + cgroups": [], "per-job uid, --cgroup=none": ["--cgroup=none"],
              "same-named account, --cgroup=none": ["--cgroup=none", "--same-user-accounts"],
              "non-root node": []}[mode]
     pids: list = []
     try:
-        c.start_master()
-        c.start_node(0, *extra)
-        c.wait_up(1)
-        work = base / "w"
-        work.mkdir()
-        work.chmod(0o755)
-        (work / "job.sh").write_text(
-            "#!/bin/sh\ntrap '' TERM\n"
-            f"setsid sh -c \"echo \\$\\$ > {d}/child; exec sleep {mark}\" "
-            "</dev/null >/dev/null 2>&1 &\n"
-            f"echo $$ > {d}/job\nexec sleep {mark}\n")
-        os.chmod(work / "job.sh", 0o755)
-        (work / "t.condor").write_text("executable = job.sh\noutput = out\nerror = err\n"
-                                       "queue\n")
-        if mode == "same-named account, --cgroup=none":
-            result: dict = {}
-            t = threading.Thread(target=lambda: result.update(
-                r=_as_account(c, account, work, "t.condor")))
-            t.start()
-        else:
-            p = c.submit("t.condor", cwd=work)
-        wait_for(lambda: all((d / f).exists() and (d / f).read_text().strip()
-                             for f in ("job", "child")), timeout=60)
-        pids = [int((d / f).read_text()) for f in ("job", "child")]
-        assert all(_alive(pid) and _ignores_term(pid) for pid in pids), pids
-        r = run_jrs(pyz, "rm", "1.0", "-c", str(c.conf))
-        assert r.returncode == 0, r.stderr
-        t0 = time.monotonic()
-        wait_for(lambda: not any(_alive(pid) for pid in pids), timeout=30)
-        took = time.monotonic() - t0
-        if mode == "same-named account, --cgroup=none":
-            t.join(90)
-            _code, _out, err = result["r"]
-        else:
-            _out, err = p.communicate(timeout=90)
-        assert "1 removed" in err, err + c.logs()
-        print(f"{mode}: both gone {took:.1f} s after jrs rm returned")
+        with scratch_cluster(pyz, "jrs-term-", start=False, make=make) as sc:
+            c, work = sc.c, sc.work
+            c.start_master()
+            c.start_node(0, *extra)
+            c.wait_up(1)
+            (work / "job.sh").write_text(
+                "#!/bin/sh\ntrap '' TERM\n"
+                f"setsid sh -c \"echo \\$\\$ > {d}/child; exec sleep {mark}\" "
+                "</dev/null >/dev/null 2>&1 &\n"
+                f"echo $$ > {d}/job\nexec sleep {mark}\n")
+            os.chmod(work / "job.sh", 0o755)
+            (work / "t.condor").write_text("executable = job.sh\noutput = out\nerror = err\n"
+                                           "queue\n")
+            if mode == "same-named account, --cgroup=none":
+                result: dict = {}
+                t = threading.Thread(target=lambda: result.update(
+                    r=_as_account(c, account, work, "t.condor")))
+                t.start()
+            else:
+                p = c.submit("t.condor", cwd=work)
+            wait_for(lambda: all((d / f).exists() and (d / f).read_text().strip()
+                                 for f in ("job", "child")), timeout=60)
+            pids = [int((d / f).read_text()) for f in ("job", "child")]
+            assert all(_alive(pid) and _ignores_term(pid) for pid in pids), pids
+            r = run_jrs(pyz, "rm", "1.0", "-c", str(c.conf))
+            assert r.returncode == 0, r.stderr
+            t0 = time.monotonic()
+            wait_for(lambda: not any(_alive(pid) for pid in pids), timeout=30)
+            took = time.monotonic() - t0
+            if mode == "same-named account, --cgroup=none":
+                t.join(90)
+                _code, _out, err = result["r"]
+            else:
+                _out, err = p.communicate(timeout=90)
+            assert "1 removed" in err, err + c.logs()
+            print(f"{mode}: both gone {took:.1f} s after jrs rm returned")
     finally:
         for pid in pids:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
-        c.stop()
-        shutil.rmtree(base, ignore_errors=True)
         shutil.rmtree(d, ignore_errors=True)
 
 
@@ -322,9 +286,8 @@ def test_same_named_accounts_refuse_system_accounts_and_the_configured_root_grou
             made.append(pwd.getpwnam(name))
         plain, grouped, system = made
         assert system.pw_uid < 1000 <= plain.pw_uid
-        base = _base("jrs-rootgroups-")
-        c = Cluster(pyz, base, slots=[1])
-        try:
+        with scratch_cluster(pyz, "jrs-rootgroups-", start=False) as sc:
+            c, base = sc.c, sc.base
             c.start_master()
             c.start_node(0, "--same-user-accounts", f"--root-groups=root,{group}")
             c.wait_up(1)
@@ -344,9 +307,6 @@ def test_same_named_accounts_refuse_system_accounts_and_the_configured_root_grou
                 assert first <= int(uid) <= last and groups == [uid], seen
             logs = c.logs()
             assert f"member of {group}" in logs and "a system account" in logs, logs
-        finally:
-            c.stop()
-            shutil.rmtree(base, ignore_errors=True)
     finally:
         for acct in made:
             subprocess.run(["userdel", acct.pw_name], capture_output=True)
@@ -357,16 +317,11 @@ def test_a_non_root_nodes_state_and_sandboxes_are_private_to_it(pyz, account):  
     """Rule 5 on a non-root node (it cannot switch identities): its state directory
     0700, the taskfile 0600, the sandbox (in STATE/sandbox by default) 0700, all the
     node account's; the job runs as that account."""
-    base = _base("jrs-nonroot-modes-")
-    c = NonRootCluster(pyz, base, account)
-    try:
-        c.start()
-        work = base / "w"
-        work.mkdir()
-        work.chmod(0o755)
-        gate = work / "go"
+    with scratch_cluster(pyz, "jrs-nonroot-modes-",
+                         make=lambda base: NonRootCluster(pyz, base, account)) as sc:
+        c, base, work, gate = sc.c, sc.base, sc.work, sc.gate
         (work / "c.condor").write_text(f"executable = /bin/sh\narguments = \"-c 'id -u; "
-                                       f"{_gate(gate)}'\"\noutput = out\nqueue\n")
+                                       f"{gate_sh(gate)}'\"\noutput = out\nqueue\n")
         p = c.submit("c.condor", cwd=work)
         state = base / "node0"
         tasks = state / "tasks"
@@ -382,9 +337,6 @@ def test_a_non_root_nodes_state_and_sandboxes_are_private_to_it(pyz, account):  
         assert (work / "out").read_text().split()[0] == str(me)
         assert got == {"state": (0o700, me), "taskfile": (0o600, me), "sandbox": (0o700, me)}, got
         assert box.parent == state / "sandbox", box
-    finally:
-        c.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_automatic_outputs_are_only_the_new_or_changed_top_level_files(pyz):
@@ -392,11 +344,8 @@ def test_automatic_outputs_are_only_the_new_or_changed_top_level_files(pyz):
     leaves alone is not written back (its inode in the submit directory is the same
     after the job), one it rewrites comes back; a new top-level file comes back, a new
     file in a new directory does not."""
-    base = _base("jrs-auto-")
-    c = Cluster(pyz, base, slots=[1]).start()
-    try:
-        work = base / "w"
-        work.mkdir()
+    with scratch_cluster(pyz, "jrs-auto-", work_mode=None) as sc:
+        c, work = sc.c, sc.work
         (work / "keep.txt").write_text("as sent\n")
         (work / "edit.txt").write_text("as sent\n")
         inode = os.stat(work / "keep.txt").st_ino
@@ -413,6 +362,3 @@ def test_automatic_outputs_are_only_the_new_or_changed_top_level_files(pyz):
         assert (work / "edit.txt").read_text() == "edited\n"
         assert (work / "new.txt").read_text() == "new\n"
         assert not (work / "sub").exists()
-    finally:
-        c.stop()
-        shutil.rmtree(base, ignore_errors=True)

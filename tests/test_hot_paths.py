@@ -87,3 +87,107 @@ def test_world_writable_directories_below_a_temporary_one_are_all_found(tmp_path
     finally:
         os.close(fd)
 
+
+
+def _visit(u, since, roots) -> bool:
+    return u.needs_uid_visit(since, roots)
+
+
+def test_the_clean_up_check_follows_a_temporary_directory_replaced_or_linked(tmp_path):
+    """needs_uid_visit walks each root through no link once per executor, then an lstat
+    finding the same directory stands for the walk. A root renamed away and made again
+    is the new directory (an entry in it: a visit); a root that became a link is
+    skipped, as the walk skips it; a root replaced between its stat and the listing of
+    its world-writable subdirectories counts as changed."""
+    import secrets
+
+    uid = 1879900000 + secrets.randbelow(90000)
+    u = unit.Unit({}, "x", uid, uid, True, 10)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    old = time.time() - 60
+    os.utime(tmp, (old, old))
+    roots = (str(tmp),)
+    since = time.time()
+    assert not _visit(u, since, roots)
+    assert str(tmp) in unit._root_ids  # walked once, known now
+    assert not _visit(u, since, roots)
+    # renamed away, a new one made in its place (older mtime: not "changed" by itself)
+    tmp.rename(tmp_path / "away")
+    tmp.mkdir()
+    os.utime(tmp, (old, old))
+    assert not _visit(u, since, roots)
+    (tmp / "f").write_text("")  # the job's file in the new directory
+    assert _visit(u, since, roots)
+    # a link in its place: skipped (never followed with root's rights), as the walk does
+    os.unlink(tmp / "f")
+    os.rmdir(tmp)
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (target / "g").write_text("")  # modified "now": a visit, if it were followed
+    tmp.symlink_to(target)
+    assert not _visit(u, since, roots)
+    # replaced between the stat and the listing: counted as changed
+    os.unlink(tmp)
+    tmp.mkdir()
+    stale = os.lstat(tmp)
+    unit._sticky_cache.pop(str(tmp), None)
+    os.rmdir(tmp)
+    tmp.mkdir()
+    if os.lstat(tmp).st_ino != stale.st_ino:  # (a file system may reuse the inode)
+        assert unit._sticky_mtimes(str(tmp), stale) is None
+    assert unit._sticky_mtimes(str(tmp), os.lstat(tmp)) == []
+
+
+def test_a_world_writable_directory_below_is_checked_with_its_listed_mtime(tmp_path):
+    """The cached list of world-writable directories carries the mtimes it just
+    checked: a new entry in one of them during the job is a visit (no second lstat)."""
+    import secrets
+
+    uid = 1879900000 + secrets.randbelow(90000)
+    u = unit.Unit({}, "x", uid, uid, True, 10)
+    tmp = tmp_path / "tmp"
+    (tmp / "scratch").mkdir(parents=True)
+    (tmp / "scratch").chmod(0o1777)
+    old = time.time() - 60
+    for d in (tmp / "scratch", tmp):
+        os.utime(d, (old, old))
+    roots = (str(tmp),)
+    since = time.time()
+    assert not _visit(u, since, roots)
+    assert not _visit(u, since, roots)  # (now from the cache)
+    (tmp / "scratch" / "sock").write_text("")
+    assert _visit(u, since, roots)
+    os.utime(tmp / "scratch", (old, old))
+    assert not _visit(u, since, roots)
+
+
+def test_a_kill_recorded_after_the_first_read_is_seen_from_its_offset(tmp_path):
+    """A reused executor looks for the daemon's `killed` record again once its TERM
+    handler is in place, reading only what follows its first read (the spec is not
+    decoded twice): a kill appended since is seen, a torn line at the first read is
+    read again whole, and from offset 0 the spec itself never counts."""
+    from jrs import records
+    from jrs.node import executor, taskfile
+
+    path = tmp_path / "t.task"
+    taskfile.create(str(path), {"argv": ["/bin/true"], "e": "killed"})  # (a spec field)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND)
+    try:
+        first = os.pread(fd, os.fstat(fd).st_size, 0)
+        seen = first.rfind(b"\n") + 1
+        assert seen == len(first)
+        assert not executor._kill_recorded(fd, seen)
+        assert not executor._kill_recorded(fd)  # the spec is never a kill
+        records.append(fd, {"e": "executor", "pid": 1})
+        assert not executor._kill_recorded(fd, seen)
+        line = records.encode({"e": "killed", "signal": 15})
+        os.write(fd, line[:10])  # torn: the daemon's append is under way
+        torn = os.pread(fd, os.fstat(fd).st_size, 0)
+        again = torn.rfind(b"\n") + 1
+        assert again < len(torn) and not executor._kill_recorded(fd, again)
+        os.write(fd, line[10:])
+        assert executor._kill_recorded(fd, again) and executor._kill_recorded(fd, seen)
+        assert executor._kill_recorded(fd)
+    finally:
+        os.close(fd)

@@ -40,6 +40,21 @@ async def _until(pred, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
+def _count_decoded(monkeypatch, counts) -> list:
+    """The sizes of the message bodies the connections decode from now on, of those
+    `counts(body)` is true for (the test's demands)."""
+    decoded: list = []
+    real = wire_connection.Connection._decode
+
+    def counting(self, body, kept=False):
+        if counts(body):
+            decoded.append(len(body))
+        return real(self, body, kept)
+
+    monkeypatch.setattr(wire_connection.Connection, "_decode", counting)
+    return decoded
+
+
 def a_key(env, sid: str):
     """The limiter's key of a submitter's session (its channel at the master)."""
     return env.master.submitters[sid]
@@ -118,15 +133,7 @@ def test_a_refused_demand_of_100000_entries_does_not_stall_an_honest_co_host(tmp
 
 def test_a_flood_keeps_only_the_newest_demand_undecoded_and_applies_it(tmp_path,
                                                                       monkeypatch):
-    decoded = []
-    real = wire_connection.Connection._decode
-
-    def counting(self, body, kept=False):
-        if body.startswith(b'{"type":"demand"'):
-            decoded.append(len(body))
-        return real(self, body, kept)
-
-    monkeypatch.setattr(wire_connection.Connection, "_decode", counting)
+    decoded = _count_decoded(monkeypatch, lambda body: body.startswith(b'{"type":"demand"'))
 
     async def go(env):
         _use(env, tmp_path, demand_rate=20_000.0, demand_burst=10_000.0, message_cost=0,
@@ -318,15 +325,7 @@ def test_a_flood_in_another_field_order_pauses_the_session_not_all_decoded(tmp_p
     """R8 p5: demands not in our field order are decoded on arrival; over budget the
     session is not read until due, so of 2,001 (~2 MB) only what the wire read ahead
     (256 KiB at a time) is decoded within 2 s, far fewer than all."""
-    decoded = []
-    real = wire_connection.Connection._decode
-
-    def counting(self, body, kept=False):
-        if b'"type":"demand"' in body:
-            decoded.append(len(body))
-        return real(self, body, kept)
-
-    monkeypatch.setattr(wire_connection.Connection, "_decode", counting)
+    decoded = _count_decoded(monkeypatch, lambda body: b'"type":"demand"' in body)
 
     async def go(env):
         _use(env, tmp_path, demand_rate=10_000.0, demand_burst=100.0, message_cost=0,

@@ -67,6 +67,10 @@ CHECKS = {
     "finals-forgotten": ("small", r"job \d+\.\d+ has [2-9] final records \(want exactly one\)"),
     "retry-once-more": ("small", r"job \d+\.\d+ was retried (\d+) times after runs that ended "
                                  r"on their own; max_retries=(\d+)"),
+    # no run again after a success the submitter could have known of (S1 reverted: the
+    # master's word alone reruns a run its reachable node is still finishing; revoke 14)
+    "abandon-reruns-at-once": ("revoke", r"job \d+\.\d+ attempt \d+ succeeded on n\d+:7082 "
+                                         r"and the job was run again"),
 }
 CHECK_BUDGET = 100  # seeds; each of these is found within the first 30 (12-01)
 

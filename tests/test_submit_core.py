@@ -572,8 +572,11 @@ def test_a_run_killed_without_our_asking_runs_again_uncounted(tmp_path):
     assert [a.rec for a in of(acts, C.Record) if a.rec["e"] == "requeue"] == [
         {"e": "requeue", "proc": 0, "attempt": 1, "completions": 0, "lost": 1}]
     assert not [a for a in of(acts, C.Event) if a.kind == "terminated"]
-    (run,) = of(acts, C.StartRun)  # the claim (still ours) takes it again at once
-    assert run.msg["attempt"] == 2 and rec.state == RUNNING
+    assert not of(acts, C.StartRun)  # not on that claim: the node dropped it with the job
+    assert msgs(acts, C.ToMaster, "release") == [{"type": "release", "claim": "c1",
+                                                  "kill": False}]
+    (run,) = of(core.from_master(claim("c2"), 1.0), C.StartRun)
+    assert run.msg["attempt"] == 2 and run.msg["claim"] == "c2" and rec.state == RUNNING
     core.run_sent("n1", 0, 2)
     collect(core, "n1", finished("7.0", 2))
     assert core.queue.final[0].state == DONE
@@ -730,6 +733,8 @@ def test_a_node_that_loses_every_run_does_not_rerun_a_job_forever(tmp_path, how)
             extra = ({"removed": True, "exit_code": None, "signal": 15} if how == "removed"
                      else {"lost": True, "reason": "node rebooted"})
             acts = collect(core, "n1", finished("7.0", attempt, **extra))
+            if how == "removed":  # its claim went with the job: the Pool grants another
+                acts += core.from_master(claim(f"c{attempt + 1}"), 0.0)
         records += len(of(acts, C.Record))
         if not of(acts, C.StartRun):
             break

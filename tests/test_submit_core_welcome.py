@@ -128,3 +128,22 @@ def test_a_bad_welcome_from_the_master_is_ignored(tmp_path):
         core.master_up(welcome)
     assert set(core.claims) == {"c1", "c2"} and core.claims["c2"].retire
     assert core.queue.live[1].state == RUNNING
+
+
+def test_a_claim_whose_job_was_killed_not_by_us_is_not_used_again(tmp_path):
+    """A `removed` result for a job we did not kill: the master revoked its claim (its
+    node-lost, its lease of a submitter it lost) while we were cut off from it, and the
+    node dropped the claim as it killed the job. The job runs again as a lost run, but
+    not on that claim: every run sent there was refused "unknown claim", a wasted input
+    transfer (sim, `revoke` 1-300: 13 of the 19 such refusals; seed 13 is one)."""
+    core = _two_running(tmp_path)
+    acts = collect(core, "n1", finished("7.0", 1, exit_code=None, signal=15, removed=True))
+    rec = core.queue.live[0]
+    assert rec.state == IDLE and rec.lost_runs == 1 and rec.rejections == 0
+    assert not [r for r in of(acts, C.StartRun) if r.msg["claim"] == "c1"]
+    assert "c1" not in core.claims and "c1" not in core.hello(1)["claims"]
+    assert msgs(acts, C.ToMaster, "release") == [{"type": "release", "claim": "c1",
+                                                  "kill": False}]
+    acts = collect(core, "n1", finished("7.1", 1))  # c2, ours still: the rerun goes there
+    assert [(r.msg["claim"], r.msg["job"], r.msg["attempt"]) for r in of(acts, C.StartRun)] \
+        == [("c2", "7.0", 2)]

@@ -6,6 +6,7 @@ session, it says the master's limit, never that the secret may be wrong (rule 8)
 from __future__ import annotations
 
 import asyncio
+import time
 
 from .cluster import Cluster
 from .test_master_limits_cluster import _entries, _hello, _honest_submit, _open_from
@@ -29,15 +30,19 @@ def test_a_demand_refused_for_the_hosts_share_goes_again_and_the_submit_ends(pyz
                 await ch.drain()
             await asyncio.sleep(3)  # all 16 applied
             task = asyncio.ensure_future(_honest_submit(c, work, 1))
-            await asyncio.sleep(4)  # its demand is refused meanwhile
+            deadline = time.monotonic() + 30  # its demand is refused meanwhile
+            while "JRS_MASTER_REQUESTS_PER_HOST" not in log.read_text() and \
+                    time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
             for ch in chans:
                 ch.close()
             return await task
 
+        log = tmp_path / "master.log"
         code, err, _took = asyncio.run(scenario())
-        log = (tmp_path / "master.log").read_text()
-        assert "JRS_MASTER_REQUESTS_PER_HOST" in log  # it was refused, then recovered
-        assert code == 0 and "1 jobs, 1 done" in err, err + log[-2000:]
+        text = log.read_text()
+        assert "JRS_MASTER_REQUESTS_PER_HOST" in text  # it was refused, then recovered
+        assert code == 0 and "1 jobs, 1 done" in err, err + text[-2000:]
     finally:
         c.stop()
 
@@ -47,6 +52,9 @@ def test_a_session_refused_for_the_hosts_limit_is_not_blamed_on_the_secret(pyz, 
     cannot get one and exits 3 naming the master's limit, without the wrong-secret
     hint (R8 p6)."""
     c = Cluster(pyz, tmp_path, slots=[2]).start()
+    # the honest submit's wait for a session: 4 s instead of 15 (the daemons started
+    # with the default)
+    c.env["JRS_CONNECT_TIMEOUT"] = "4"
     try:
         work = tmp_path / "w"
         work.mkdir()

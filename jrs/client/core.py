@@ -1011,6 +1011,11 @@ class SubmitCore:
         if result.get("removed"):  # killed, not by us: its claim was revoked (node lost)
             self._emit(Say(f"jrs submit: job {self.job_id(rec.proc)} was killed on {node} "
                            f"(its claim was revoked); running it again"))
+            c = self.claims.pop(rec.claim or "", None)
+            if c is not None:  # the node dropped it with the job, at the master's word: a
+                # run there is refused "unknown claim" (a wasted transfer). The master
+                # hears we are done with it (a no-op if it dropped it, as it did)
+                self._emit(ToMaster({"type": "release", "claim": c.id, "kill": False}))
             self._lost_run(rec, node, "killed, not by us")
             return
         state = self.queue.outcome(rec, result)

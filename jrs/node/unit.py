@@ -589,19 +589,14 @@ class Unit:
         if roots is None:  # those found at node start (world_writable_dirs)
             roots = self.tmp_dirs + self.shared_dirs
         for r in roots:
-            fd = _open_dir_nofollow(r)  # a link put in its place: not followed, skipped
-            if fd is None:
+            st = _root_stat(r)  # a link put in its place: not followed, skipped
+            if st is None:
                 continue
-            try:
-                st = os.fstat(fd)
-                if _after(st, since):
-                    return True
-                if any(_changed(p, since) for p in _sticky_in(r, st, fd)):
-                    return True
-            except OSError:
-                continue
-            finally:
-                os.close(fd)
+            if _after(st, since):
+                return True
+            found = _sticky_mtimes(r, st)
+            if found is None or any(_after_ns(m, since) for _, m in found):
+                return True
         return bool(find_ipc(self.uid))
 
     def _cgroup_kill(self, path: str) -> bool:
@@ -749,6 +744,11 @@ def _after(st: os.stat_result, since: float) -> bool:
     return st.st_mtime_ns >= (since - slack) * 1e9
 
 
+def _after_ns(mtime_ns: int, since: float) -> bool:
+    slack = 2.0 if mtime_ns % 10_000_000 == 0 else 0.05
+    return mtime_ns >= (since - slack) * 1e9
+
+
 def _changed(path: str, since: float) -> bool:
     try:
         return _after(os.lstat(path), since)
@@ -757,6 +757,39 @@ def _changed(path: str, since: float) -> bool:
 
 
 _sticky_cache: dict = {}
+_root_ids: dict = {}  # root -> (st_dev, st_ino) of the directory reached through no link
+
+
+def _root_stat(root: str) -> Optional[os.stat_result]:
+    """The stat of directory `root` as reached through no link at any component, or
+    None. The walk (_open_dir_nofollow: an open per component) is done once per
+    executor; after that an lstat that finds the very directory it found (device and
+    inode) stands for it: the same directory, so the same mtime. Anything else (gone,
+    a link, another directory) takes the walk again. (Reached through a link to that
+    same directory, it is checked where the walk would skip it: a visit more, never
+    one less.)"""
+    import stat
+
+    known = _root_ids.get(root)
+    if known is not None:
+        try:
+            st = os.lstat(root)
+            if (st.st_dev, st.st_ino) == known and stat.S_ISDIR(st.st_mode):
+                return st
+        except OSError:
+            pass
+    fd = _open_dir_nofollow(root)
+    if fd is None:
+        _root_ids.pop(root, None)
+        return None
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    _root_ids[root] = (st.st_dev, st.st_ino)
+    return st
 
 
 _DIR_NOFOLLOW = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -789,21 +822,40 @@ def _open_dir_nofollow(path: str, dir_fd: Optional[int] = None) -> Optional[int]
 
 
 def _sticky_in(root: str, st: os.stat_result, fd: Optional[int] = None) -> list:
+    """The paths of _sticky_mtimes (a root that changed under us: none)."""
+    return [p for p, _ in _sticky_mtimes(root, st, fd) or ()]
+
+
+def _sticky_mtimes(root: str, st: os.stat_result, fd: Optional[int] = None
+                   ) -> Optional[list]:
     """The world-writable directories below `root` (any name, up to 8 levels, not
     through links: each opened O_NOFOLLOW at every component, `root` as the
     descriptor `fd` when given, entries lstat'ed only, as root, like
     world_writable_dirs at node start), not modified since `st` was taken. Cached:
     valid while `root` and every directory found keep their mtime (a new one below
-    changes its parent's)."""
+    changes its parent's). [(path, mtime_ns)] (the mtimes as just checked), or None
+    when `root` was opened again for the listing and is no longer the directory `st`
+    describes (replaced meanwhile: count it as changed)."""
     import stat
 
     seen = _sticky_cache.get(root)
     if seen is not None and seen[0] == (st.st_ino, st.st_mtime_ns):
         try:
             if all(os.lstat(p).st_mtime_ns == m for p, m in seen[1]):
-                return [p for p, _ in seen[1]]
+                return seen[1]
         except OSError:
             pass
+    if fd is None:  # the listing's descriptor: the root reached through no link again
+        fd = _open_dir_nofollow(root)
+        if fd is None:
+            return None
+        try:
+            again = os.fstat(fd)
+            if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino):
+                return None
+            return _sticky_mtimes(root, st, fd)
+        finally:
+            os.close(fd)
     found: list = []
     stack = [(root, 0)]
     while stack and len(found) < 4096:
@@ -831,7 +883,7 @@ def _sticky_in(root: str, st: os.stat_result, fd: Optional[int] = None) -> list:
         finally:
             os.close(dfd)
     _sticky_cache[root] = ((st.st_ino, st.st_mtime_ns), found)
-    return [p for p, _ in found]
+    return found
 
 
 # sticky world-writable directories systems make in /tmp: checked by name when /tmp

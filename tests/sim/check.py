@@ -9,13 +9,16 @@ the executions as they happened:
 - every job has exactly one final (`end`) record, and nothing follows it;
 - every execution is of a run the journal recorded first, at most one
   execution per (job, attempt), attempts only grow;
-- retries: a job is run again after one of its runs ended on its own at most
-  max_retries times, and never after a run that succeeded; a rerun after a run
-  that never started, did not end on its own (killed, lost with its host) or
-  whose node was lost (the master's node-lost for that submitter, the
-  submitter giving up on the node, the node answering `attached` without the
-  job) before its result reached the submitter does not count; a FAILED job
-  used all max_retries;
+- no run again after a success, and retries within max_retries: after a run of
+  a job ended on its own, the job is run again only if that run failed, at most
+  max_retries times, or, uncounted, if the submitter decided so before its result
+  reached it and could not have known it (`_unknowable`: its link to the node down
+  for give_up; the run's claim revoked by the master and no answer of the node
+  within give_up of the submitter learning it; the node answering `attached`
+  without a run the submitter never acknowledged). The master's word alone
+  excuses nothing (sim S1). A rerun after a run that never started or did not end
+  on its own (killed, lost with its host) does not count; a FAILED job used all
+  max_retries;
 - nothing is killed that nobody asked to kill: an execution killed is of a job
   the user removed, or its node was lost after the run was sent, or its claim was
   revoked by the master (its node-lost) before the kill, which a submitter cut off
@@ -37,6 +40,8 @@ the executions as they happened:
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 TICK = 1.0  # the master's tick (tests/sim/master.py)
 KILL_LAG = 1.0  # a kill that follows a run on its channel reaches the node within this
@@ -165,6 +170,36 @@ def _lost(world, sid: str, node: str, t0: float, t1: float) -> bool:
     return any(s == sid and n == node and t0 <= t <= t1 for t, s, n in world.losses)
 
 
+def _unknowable(world, sid: str, job: str, r0: dict, t0: float, t: float) -> Optional[str]:
+    """Why the submitter could not have known, when it decided at `t` to run `job` again,
+    what came of the run `r0` (sent at `t0`), or None if it could have: it waited for
+    the node's answer as long as the policy asks. The submitter gives a run up only
+    when (jrs/client/core.py):
+    - its link to the node was down for give_up (`tick`'s give-up, JRS_NODE_GIVE_UP;
+      `node_lost` with release): a node that never came back;
+    - the master revoked the run's claim (its node-lost for the node, or the welcome's
+      `killed` naming the claim) and the node did not answer the kill within give_up
+      of the submitter learning it (`_abandon`, `_revoking_overdue`), less one tick
+      (`master_up` has no clock: the core dates it by its latest event);
+    - the node answered `attached` without the run (its taskfile and result gone with
+      the node's disk), and the submitter had not acknowledged that result (then it had
+      it, and forgetting it is the submitter's own fault).
+    Not forgiven (sim S1): a rerun at the master's word alone while the node, reachable,
+    could still answer, nor a node reporting a run `lost` that ran to its end."""
+    node, claim, attempt = r0["node"], r0.get("claim"), r0["attempt"]
+    for tu, s, n in world.unreachable:
+        if s == sid and n == node and t0 <= tu <= t:
+            return f"link down for give_up at t={tu:.2f}"
+    for tr, s, n, claims in world.revocations:
+        if s == sid and t0 <= tr and tr + world.shape.give_up - TICK <= t \
+                and (n == node if claims is None else claim in claims):
+            return f"revoked at t={tr:.2f}, no answer within give_up"
+    tk = world.unknown.get((sid, job, attempt))
+    if tk is not None and t0 <= tk <= t and (sid, job, attempt) not in world.acked:
+        return f"unknown to its node at t={tk:.2f}"
+    return None
+
+
 def _executions(world, cluster_of: dict) -> None:
     by_job: dict = {}
     for e in world.execs:
@@ -215,16 +250,22 @@ def _policy(world, spec, p: int, timed: list, execs: list) -> None:
     for (_, r), (_, nxt) in zip(timed, timed[1:]):
         if r["e"] == "run":
             decided[id(r)] = where[id(nxt)]
+    # when the submitter decided what came of each run (its next record's time)
+    decided_at = {id(r): t for (_, r), (t, _) in zip(timed, timed[1:]) if r["e"] == "run"}
     retries = 0
     for (t0, r0), (t1, _r1) in zip(runs, runs[1:]):
         e = of.get(r0["attempt"])
         if e is None or e.how != "completed":
             continue  # it never ran, or did not run to its end
         got = world.results.get((spec.sid, job, e.attempt))  # records written before it
-        if (got is None or got > decided.get(id(r0), -1)) \
-                and _lost(world, spec.sid, r0["node"], t0, t1):
-            continue  # its node was lost before its result reached the submitter
-        if e.code == 0 and e.signal is None:
+        why = None
+        if got is None or got > decided.get(id(r0), -1):  # decided before its result came
+            why = _unknowable(world, spec.sid, job, r0, t0, decided_at[id(r0)])
+        ok = e.code == 0 and e.signal is None  # a success (the shapes' default policy)
+        if why is not None:  # its result was lost to the submitter: rerun, uncounted
+            world.forgiven.append((spec.name, job, e.attempt, ok, why))
+            continue
+        if ok:
             world.fail(f"{spec.name}: job {job} attempt {e.attempt} succeeded on {e.node} "
                        f"and the job was run again at t={t1:.2f}: {seq}")
         retries += 1

@@ -83,6 +83,7 @@ class SubmitterProc(Proc):
         self.links: dict = {}  # node -> End or None
         self.wanted: dict = {}  # node -> (host, port)
         self.backoff: dict = {}
+        self.down_since: dict = {}  # node -> since when its link is down (for the checker)
         self._demand_due = False
         self.exited = False
         self._started: Optional[tuple] = None
@@ -142,7 +143,10 @@ class SubmitterProc(Proc):
             try:
                 end.send(a.msg)
             except Closed:
-                pass
+                return
+            if a.msg.get("type") == "ack":  # it had the result: a node forgetting it is ours
+                self.world.acked.setdefault((self.spec.sid, a.msg["job"], a.msg["attempt"]),
+                                            self.sim.now)
 
     def _do_Connect(self, a) -> None:
         if a.node not in self.wanted:
@@ -240,6 +244,7 @@ class SubmitterProc(Proc):
             # the master's loss counts from its sending (its kills go out then) and again
             # from here: a submitter stalled meanwhile may have sent the node a run since
             self.world.lost(self.spec.sid, msg["node"], "the master's node-lost reached it")
+            self.world.revocations.append((self.sim.now, self.spec.sid, msg["node"], None))
         self.do(self.core.from_master(msg, self.sim.now))
 
     def _booted(self) -> None:
@@ -250,6 +255,10 @@ class SubmitterProc(Proc):
             self.do(self.core.start(self.sim.now, running))
             self.later(TICK, self._tick)
         welcome, self._welcome = self._welcome, None
+        killed = (welcome or {}).get("killed")
+        if isinstance(killed, list) and killed:  # the master revoked these while we were away
+            self.world.revocations.append((self.sim.now, self.spec.sid, None,
+                                           frozenset(c for c in killed if isinstance(c, str))))
         self.do(self.core.master_up(welcome))
 
     def _make_core(self) -> None:
@@ -273,6 +282,12 @@ class SubmitterProc(Proc):
         self._started = (running,)
 
     def _tick(self) -> None:
+        for node, since in list(self.down_since.items()):
+            # a link down for give_up: the submitter may give its runs there up (the core's
+            # `tick`); a fact for the checker, recorded at (or before) that decision
+            if since is not None and self.sim.now - since > self.world.shape.give_up - 1e-6:
+                self.world.unreachable.append((self.sim.now, self.spec.sid, node))
+                self.down_since[node] = None  # once a period: nothing is sent there meanwhile
         self.do(self.core.tick(self.sim.now))
         self.later(TICK, self._tick)
 
@@ -289,6 +304,8 @@ class SubmitterProc(Proc):
                                lambda why: self._node_failed(node, why))
 
     def _node_failed(self, node: str, why: str) -> None:
+        if node not in self.down_since:
+            self.down_since[node] = self.sim.now
         self.do(self.core.node_down(node, self.sim.now, why))
         delay = self.backoff[node]
         self.backoff[node] = min(delay * 2, 2.0)
@@ -296,6 +313,7 @@ class SubmitterProc(Proc):
 
     def _node_open(self, node: str, end: End) -> None:
         self.links[node] = end
+        self.down_since.pop(node, None)
         self.backoff[node] = 0.1
         end.on_message = lambda msg: self._from_node(node, msg)
         end.on_close = lambda: self._node_closed(node, end, "connection lost")
@@ -304,6 +322,10 @@ class SubmitterProc(Proc):
     def _from_node(self, node: str, msg: dict) -> None:
         if msg["type"] == "attached" and msg["unknown"]:
             self.world.lost(self.spec.sid, node, "the node does not know some runs")
+            for item in msg["unknown"]:
+                if isinstance(item, list) and len(item) == 2:
+                    self.world.unknown.setdefault((self.spec.sid, str(item[0]), item[1]),
+                                                  self.sim.now)
         elif msg["type"] == "finished":
             self.world.results.setdefault((self.spec.sid, msg["job"], msg["attempt"]),
                                           len(self.world.journals[self.spec.sid]))

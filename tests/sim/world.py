@@ -131,6 +131,17 @@ class World:
         # (sid, job, attempt) -> how many journal records the submitter had written when
         # that run's `finished` first reached it
         self.results: dict = {}
+        # What a submitter could not have known of a run's result (check.py, "no run again
+        # after a success"): the facts each is judged by, as the simulation saw them
+        self.unreachable: list = []  # (t, sid, node): its link down for give_up by then
+        self.revocations: list = []  # (t, sid, node, claims or None): it learned then that
+        # the master revoked its claims there (None: all, its node-lost; else the welcome's
+        # `killed`)
+        self.unknown: dict = {}  # (sid, job, attempt) -> when a node first answered
+        # `attached` with that run unknown
+        self.acked: dict = {}  # (sid, job, attempt) -> when the submitter first sent its ack
+        self.forgiven: list = []  # (submit, job, attempt, succeeded, why): runs that ended on
+        # their own, rerun uncounted: the submitter could not have known (check._unknowable)
         self.claim_node: dict = {}  # claim -> node, from journals and claim grants
         self.revoked: dict = {}  # claim -> when the master revoked it (its node-lost)
         self.kills: dict = {}  # (node, job, attempt) -> when a submitter's kill reached it
@@ -330,7 +341,7 @@ class World:
         res = Result(self.seed, self.shape.name, list(self.failures) + list(self.net.problems),
                      sim.steps, sim.now, self.digest.hexdigest()[:16], list(self.fault_log),
                      {"execs": len(self.execs), "messages": self.net.delivered,
-                      "demand_held": self.demand_held},
+                      "demand_held": self.demand_held, "forgiven": len(self.forgiven)},
                      self.trace, tuple(self.shape.faults))
         return res
 
