@@ -160,3 +160,34 @@ def test_a_world_writable_directory_below_is_checked_with_its_listed_mtime(tmp_p
     assert _visit(u, since, roots)
     os.utime(tmp / "scratch", (old, old))
     assert not _visit(u, since, roots)
+
+
+def test_a_kill_recorded_after_the_first_read_is_seen_from_its_offset(tmp_path):
+    """A reused executor looks for the daemon's `killed` record again once its TERM
+    handler is in place, reading only what follows its first read (the spec is not
+    decoded twice): a kill appended since is seen, a torn line at the first read is
+    read again whole, and from offset 0 the spec itself never counts."""
+    from jrs import records
+    from jrs.node import executor, taskfile
+
+    path = tmp_path / "t.task"
+    taskfile.create(str(path), {"argv": ["/bin/true"], "e": "killed"})  # (a spec field)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND)
+    try:
+        first = os.pread(fd, os.fstat(fd).st_size, 0)
+        seen = first.rfind(b"\n") + 1
+        assert seen == len(first)
+        assert not executor._kill_recorded(fd, seen)
+        assert not executor._kill_recorded(fd)  # the spec is never a kill
+        records.append(fd, {"e": "executor", "pid": 1})
+        assert not executor._kill_recorded(fd, seen)
+        line = records.encode({"e": "killed", "signal": 15})
+        os.write(fd, line[:10])  # torn: the daemon's append is under way
+        torn = os.pread(fd, os.fstat(fd).st_size, 0)
+        again = torn.rfind(b"\n") + 1
+        assert again < len(torn) and not executor._kill_recorded(fd, again)
+        os.write(fd, line[10:])
+        assert executor._kill_recorded(fd, again) and executor._kill_recorded(fd, seen)
+        assert executor._kill_recorded(fd)
+    finally:
+        os.close(fd)

@@ -171,13 +171,17 @@ def _notify(spec: dict, key: str) -> None:
         pass
 
 
-def _kill_recorded(fd: int) -> bool:
-    """Does the taskfile open on `fd` carry a `killed` record (the daemon's kill)?"""
+def _kill_recorded(fd: int, since: int = 0) -> bool:
+    """Does the taskfile open on `fd` carry a `killed` record (the daemon's kill)?
+    `since`: only the records from that offset on (a record boundary: the end of
+    what was read before, every record being one appended line), so a job's start
+    does not decode its spec a second time."""
     try:
-        recs, _ = records.decode(os.pread(fd, os.fstat(fd).st_size, 0))
+        size = os.fstat(fd).st_size
+        recs, _ = records.decode(os.pread(fd, max(0, size - since), since))
     except (OSError, ValueError):
         return False
-    return any(r.get("e") == "killed" for r in recs[1:])
+    return any(r.get("e") == "killed" for r in (recs if since else recs[1:]))
 
 
 class _Killer:
@@ -242,7 +246,8 @@ def run(path: str, bound: bool = False, on_result=None) -> dict | None:
     _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
     fd = _open_locked(path)
     try:
-        state = taskfile.parse(path, *records.decode(os.pread(fd, os.fstat(fd).st_size, 0)))
+        data = os.pread(fd, os.fstat(fd).st_size, 0)
+        state = taskfile.parse(path, *records.decode(data))
         if state.finished:
             raise TaskBusy(f"{path}: the job already ended")
         # the taskfile's name is made durable before the job can have effects (the
@@ -260,7 +265,8 @@ def run(path: str, bound: bool = False, on_result=None) -> dict | None:
         _signal.signal(_signal.SIGTERM, killer.on_term)
         # removed before it could start (a bound killer also looks again now that its
         # handler is in place: a kill recorded meanwhile had its TERM ignored)
-        if state.killed is not None or (bound and _kill_recorded(fd)):
+        seen = data.rfind(b"\n") + 1  # (a torn last line is read again)
+        if state.killed is not None or (bound and _kill_recorded(fd, seen)):
             _signal.signal(_signal.SIGTERM, _ignore if bound else _signal.SIG_DFL)
             now = time.time()
             result = {"e": "exit", "code": None,

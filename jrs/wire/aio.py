@@ -34,7 +34,7 @@ from .errors import AuthError, HandshakeClosed, LocalProtocolError, WireError
 from .hosts import host_key
 from .messages import TRANSFER_TYPES, error
 from .peerlog import PeerLog, excerpt
-from .slots import Slots, within_files
+from .slots import Counts, Slots, within_files
 
 log = logging.getLogger("jrs.wire")
 READ_SIZE = 1 << 18
@@ -44,6 +44,8 @@ MAX_UNAUTHENTICATED = 1024  # connections in their handshake, in all ...
 PER_ADDRESS = 32  # ... and from one source host (hosts.host_key)
 MAX_BEFORE_HELLO = 1024  # authenticated connections before their first message, in all ...
 HELLO_PER_ADDRESS = 32  # ... and from one source host
+MAX_ESTABLISHED = 4096  # authenticated connections until they close, in all ...
+ESTABLISHED_PER_ADDRESS = 128  # ... and from one source host (slots.Counts)
 # A peer that vanishes without a reset (a pulled cable, a partition, a powered-off
 # machine) is noticed within this many seconds, whether the connection is idle
 # (TCP keepalive) or has data waiting to be acknowledged (TCP_USER_TIMEOUT).
@@ -463,7 +465,12 @@ class Server:
       past them the one waiting the longest is closed (a secret holder opening
       connections that never say hello otherwise held each until the handler's
       first-message deadline, 30 s, as many as it liked). Waiting is not activity:
-      bytes of a frame that is not complete buy no time.
+      bytes of a frame that is not complete buy no time;
+    - established, until it closes: at most `established_per_address` of one host
+      and `max_established` in all (a quarter of the open files); a newcomer past
+      them is told why (an `error`, code "limit") and closed, what is held stays.
+      A first message is cheap (an `attach` with a token of one's own), and a node's
+      sessions have no idle deadline: 300 of them took every descriptor of a node.
     Each given-up connection costs one close; nothing here loops or waits on a peer."""
 
     def __init__(self, root: bytes, role: str, handler: Handler,
@@ -473,7 +480,9 @@ class Server:
                  max_unauthenticated: int = MAX_UNAUTHENTICATED,
                  per_address: int = PER_ADDRESS,
                  max_before_hello: int = MAX_BEFORE_HELLO,
-                 hello_per_address: int = HELLO_PER_ADDRESS) -> None:
+                 hello_per_address: int = HELLO_PER_ADDRESS,
+                 max_established: int = MAX_ESTABLISHED,
+                 established_per_address: int = ESTABLISHED_PER_ADDRESS) -> None:
         self.root = root
         self.role = role
         self.handler = handler
@@ -485,6 +494,8 @@ class Server:
         nofile = open_files_allowed()
         self._handshakes = Slots(per_address, within_files(max_unauthenticated, nofile))
         self._before_hello = Slots(hello_per_address, within_files(max_before_hello, nofile))
+        self._established = Counts(established_per_address,
+                                   within_files(max_established, nofile))
         self.failures = FailureLog()
         self.refused = 0
         self.dropped = 0  # handshakes given up for a newer one
@@ -546,6 +557,19 @@ class Server:
         watch_peer(writer)
         channel = Channel(reader, writer, conn, self.idle_timeout)
         channel._pending.extend(events)
+        why = self._established.admit(host)
+        if why is not None:
+            self.failures.report(host, why)
+            channel.send(error("limit", f"{why}: this connection is closed"))
+            channel.close()
+            return
+        try:
+            await self._serve(channel, host, peer)
+        finally:
+            self._established.leave(host)
+
+    async def _serve(self, channel: Channel, host: str, peer) -> None:
+        writer = channel.writer
         waiting = _Handshaking(host, writer)
         victims = self._before_hello.admit(waiting, host)
         self.dropped_before_hello += len(victims)
