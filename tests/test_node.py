@@ -482,12 +482,18 @@ def test_another_session_with_the_same_submitter_id_sees_nothing(one_node, tmp_p
             if token is not None:
                 hello["token"] = token
             ch.send(hello)
-            deadline = time.monotonic() + 12
+            # listen for the job's whole life: until a second after the honest submit
+            # got its result and ended (30 s at most)
+            deadline, ended = time.monotonic() + 30, None
             while time.monotonic() < deadline:
-                try:
-                    msg = await asyncio.wait_for(ch.recv(), deadline - time.monotonic())
-                except asyncio.TimeoutError:
+                if ended is None and p.poll() is not None:
+                    ended = time.monotonic()
+                if ended is not None and time.monotonic() > ended + 1:
                     break
+                try:
+                    msg = await asyncio.wait_for(ch.recv(), 0.2)
+                except asyncio.TimeoutError:
+                    continue
                 got.append(msg)
                 if isinstance(msg, dict) and msg.get("type") in ("finished", "started"):
                     ch.send({"type": "ack", "job": msg["job"], "attempt": msg["attempt"]})

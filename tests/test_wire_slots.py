@@ -308,3 +308,32 @@ def test_peer_addresses_become_hosts_in_one_place():
     offenders = [str(p.relative_to(root)) for p in sorted(root.rglob("*.py"))
                  if p.name != "hosts.py" and re.search(r"peer\w*\s*\[0\]", p.read_text())]
     assert offenders == []
+
+
+def test_established_counts_refuse_the_newcomer_and_keep_what_is_held():
+    """R9: sessions past the first message are held as long as their peer likes; past a
+    bound the newcomer is refused (closing the oldest would let a flood end honest
+    sessions), per host at most a quarter of the total (one host never fills it)."""
+    from jrs.wire.slots import Counts
+
+    c = Counts(3, 100)
+    assert [c.admit("a") for _ in range(3)] == [None] * 3
+    assert "more than 3 established connections from one host (a)" in c.admit("a")
+    assert c.admit("b") is None and (len(c), c.of("a"), c.refused) == (4, 3, 1)
+    c.leave("a")
+    assert c.admit("a") is None and c.of("a") == 3
+    c.leave("zz")  # never counted: harmless
+    assert len(c) == 4
+    small = Counts(128, 8)
+    assert small.per_host == 2
+    for h in "abcd":
+        assert small.admit(h) is None and small.admit(h) is None
+    assert "more than 8 established connections in all" in small.admit("e")
+    for _ in range(3):
+        small.leave("a")
+    assert small.of("a") == 0 and len(small) == 6 and small.admit("e") is None
+    assert (aio.ESTABLISHED_PER_ADDRESS, aio.MAX_ESTABLISHED) == (128, 4096)
+    server = Server(ROOT, "node", echo)
+    total = within_files(4096, aio.open_files_allowed())
+    assert (server._established.per_host, server._established.total) == (
+        min(128, total // 4), total)

@@ -34,7 +34,7 @@ from .errors import AuthError, HandshakeClosed, LocalProtocolError, WireError
 from .hosts import host_key
 from .messages import TRANSFER_TYPES, error
 from .peerlog import PeerLog, excerpt
-from .slots import Slots, within_files
+from .slots import Counts, Slots, within_files
 
 log = logging.getLogger("jrs.wire")
 READ_SIZE = 1 << 18
@@ -44,6 +44,8 @@ MAX_UNAUTHENTICATED = 1024  # connections in their handshake, in all ...
 PER_ADDRESS = 32  # ... and from one source host (hosts.host_key)
 MAX_BEFORE_HELLO = 1024  # authenticated connections before their first message, in all ...
 HELLO_PER_ADDRESS = 32  # ... and from one source host
+MAX_ESTABLISHED = 4096  # authenticated connections until they close, in all ...
+ESTABLISHED_PER_ADDRESS = 128  # ... and from one source host (slots.Counts)
 # A peer that vanishes without a reset (a pulled cable, a partition, a powered-off
 # machine) is noticed within this many seconds, whether the connection is idle
 # (TCP keepalive) or has data waiting to be acknowledged (TCP_USER_TIMEOUT).
@@ -52,6 +54,11 @@ PEER_TIMEOUT = float(os.environ.get("JRS_PEER_TIMEOUT", "20"))
 CONNECT_TIMEOUT = float(os.environ.get("JRS_CONNECT_TIMEOUT", "15"))
 FLUSH_FRAMES = 16  # queued frames that go out at once rather than at the end of the turn
 FLUSH_BYTES = 1 << 16
+# bytes queued to a peer that does not read them: past this the channel is closed (a
+# peer sending what is answered, a refused message say, and never reading the answers
+# otherwise grew the daemon's memory for as long as it liked; transfers wait for the
+# transport anyway, see `Transfer.drain`, and no honest peer falls this far behind)
+MAX_UNREAD = 64 << 20
 TRACE = bool(os.environ.get("JRS_TRACE"))  # one stderr line per message, for timing a path
 
 
@@ -169,6 +176,9 @@ class Channel:
         self.last_size = 0  # JSON bytes of the frame of the message recv returned last
         # called once, when recv first returns something (the server's first-message slot)
         self.on_first: Optional[Callable[[], None]] = None
+        # awaited with a refused frame's size once it is answered, before recv reads on
+        # (the master charges a submitter's refused messages to its budget like others)
+        self.on_bad: Optional[Callable[[int], Awaitable[object]]] = None
 
     @property
     def raise_bad(self) -> bool:
@@ -262,6 +272,10 @@ class Channel:
             self._out = []
             if not self._closed:
                 self.writer.write(out)
+                if self.writer.transport.get_write_buffer_size() > MAX_UNREAD:
+                    log.warning("closed the connection of %s: more than %d bytes queued "
+                                "to it unread", excerpt(self.peer, 64), MAX_UNREAD)
+                    self.close()
 
     async def drain(self) -> None:
         self.flush()
@@ -295,6 +309,8 @@ class Channel:
                     self.send(error("bad-message", event.reason))
                     if self._raise_bad:
                         raise BadPeerMessage(event.reason, event.body)
+                    if self.on_bad is not None:
+                        await self.on_bad(event.size)
             await self._fill()
 
     async def _fill(self) -> None:
@@ -463,7 +479,12 @@ class Server:
       past them the one waiting the longest is closed (a secret holder opening
       connections that never say hello otherwise held each until the handler's
       first-message deadline, 30 s, as many as it liked). Waiting is not activity:
-      bytes of a frame that is not complete buy no time.
+      bytes of a frame that is not complete buy no time;
+    - established, until it closes: at most `established_per_address` of one host
+      and `max_established` in all (a quarter of the open files); a newcomer past
+      them is told why (an `error`, code "limit") and closed, what is held stays.
+      A first message is cheap (an `attach` with a token of one's own), and a node's
+      sessions have no idle deadline: 300 of them took every descriptor of a node.
     Each given-up connection costs one close; nothing here loops or waits on a peer."""
 
     def __init__(self, root: bytes, role: str, handler: Handler,
@@ -473,7 +494,9 @@ class Server:
                  max_unauthenticated: int = MAX_UNAUTHENTICATED,
                  per_address: int = PER_ADDRESS,
                  max_before_hello: int = MAX_BEFORE_HELLO,
-                 hello_per_address: int = HELLO_PER_ADDRESS) -> None:
+                 hello_per_address: int = HELLO_PER_ADDRESS,
+                 max_established: int = MAX_ESTABLISHED,
+                 established_per_address: int = ESTABLISHED_PER_ADDRESS) -> None:
         self.root = root
         self.role = role
         self.handler = handler
@@ -485,6 +508,8 @@ class Server:
         nofile = open_files_allowed()
         self._handshakes = Slots(per_address, within_files(max_unauthenticated, nofile))
         self._before_hello = Slots(hello_per_address, within_files(max_before_hello, nofile))
+        self._established = Counts(established_per_address,
+                                   within_files(max_established, nofile))
         self.failures = FailureLog()
         self.refused = 0
         self.dropped = 0  # handshakes given up for a newer one
@@ -546,6 +571,19 @@ class Server:
         watch_peer(writer)
         channel = Channel(reader, writer, conn, self.idle_timeout)
         channel._pending.extend(events)
+        why = self._established.admit(host)
+        if why is not None:
+            self.failures.report(host, why)
+            channel.send(error("limit", f"{why}: this connection is closed"))
+            channel.close()
+            return
+        try:
+            await self._serve(channel, host, peer)
+        finally:
+            self._established.leave(host)
+
+    async def _serve(self, channel: Channel, host: str, peer) -> None:
+        writer = channel.writer
         waiting = _Handshaking(host, writer)
         victims = self._before_hello.admit(waiting, host)
         self.dropped_before_hello += len(victims)

@@ -22,7 +22,7 @@ clocks or I/O here: the order is the order of the calls.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Hashable
+from typing import Hashable, Optional
 
 
 def within_files(total: int, nofile: int) -> int:
@@ -95,3 +95,57 @@ class Slots:
         del mine[key]
         if not mine:
             del self._by_host[host]
+
+
+class Counts:
+    """At most `per_host` of one host and `total` in all, for connections past both
+    stages above: established sessions doing work, held as long as their peer likes
+    (a node's submitter sessions have no idle deadline: a job may run for days). Here a
+    newcomer past a bound is refused and what is held stays: closing the oldest would
+    let a flood end honest sessions. Without it a secret holder's sessions that had
+    each sent one message (an `attach` with a token of its own) took every descriptor
+    of a node. `per_host` is at most a quarter of `total`, so one host alone never
+    fills it."""
+
+    def __init__(self, per_host: int, total: int) -> None:
+        if per_host < 1 or total < 1:
+            raise ValueError(f"counts need at least 1 per host and in all, not "
+                             f"{per_host} and {total}")
+        self.total = total
+        self.per_host = max(1, min(per_host, total // 4))
+        self._by_host: dict = {}
+        self._all = 0
+        self.refused = 0
+
+    def __len__(self) -> int:
+        return self._all
+
+    def of(self, host: str) -> int:
+        return self._by_host.get(host, 0)
+
+    def admit(self, host: str) -> Optional[str]:
+        """None: one more of `host` is counted (`leave` it later). Else why not (the
+        shell says so to the peer and closes; nothing is counted)."""
+        n = self._by_host.get(host, 0)
+        if n >= self.per_host:
+            why = (f"more than {self.per_host} established connections from one host "
+                   f"({host})")
+        elif self._all >= self.total:
+            why = f"more than {self.total} established connections in all"
+        else:
+            self._by_host[host] = n + 1
+            self._all += 1
+            return None
+        self.refused += 1
+        return why
+
+    def leave(self, host: str) -> None:
+        """One connection of `host` that `admit` counted is gone."""
+        n = self._by_host.get(host, 0)
+        if n <= 0:
+            return
+        self._all -= 1
+        if n == 1:
+            del self._by_host[host]
+        else:
+            self._by_host[host] = n - 1
