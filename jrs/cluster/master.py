@@ -212,10 +212,14 @@ class Master:
             if isinstance(msg, Raw):  # a demand frame kept undecoded (submitters only)
                 await self._handle(ch, who, Master._raw_demand, msg, "demand")
                 continue
-            if not isinstance(msg, dict):
-                continue  # data frames are not for the master
+            if not isinstance(msg, dict):  # data frames are not for the master: a
+                if ch in self._session_sid:    # submitter's cost their bytes all the same
+                    await self._charged(ch, size=len(msg))
+                continue
             handler = table.get(msg["type"])
             if handler is None:
+                if ch in self._session_sid and not await self._charged(ch):
+                    continue  # (a submitter's refused message is charged like others)
                 self._bad(ch, msg, ValueError(f"a {ch.peer_role} may not send "
                                               f"{excerpt(msg['type'])}"))
                 continue
@@ -337,6 +341,7 @@ class Master:
             self.store.add(sid, self.pool.sessions[sid])
         self.limiter.open_session(ch, host, self.clock(), replaces=old)
         self._session_sid[ch] = sid
+        ch.on_bad = lambda size: self._charged(ch, size=size)  # refused frames too
         if old is not None:
             old.close()
         self.submitters[sid] = ch
@@ -472,12 +477,12 @@ class Master:
                 self.peerlog.exception(ch.peer, "applying a kept demand from %s", ch.peer)
         self._arm()
 
-    async def _charged(self, ch, entries: int = 0) -> bool:
+    async def _charged(self, ch, entries: int = 0, size: Optional[int] = None) -> bool:
         """Charge the message `recv` returned last on this submitter session to its
         budget (`Limiter.message_wait`), first waiting, without reading the session,
         while the budget is in debt or a demand of it is kept (that one goes first).
         False: the session was replaced meanwhile (drop the message quietly)."""
-        size, waited = ch.last_size, False
+        size, waited = (ch.last_size if size is None else size), False
         while self.limiter.stats(ch) is not None:
             at = self.limiter.message_wait(ch, size, entries, self.clock(), waited)
             if at is None:

@@ -54,6 +54,11 @@ PEER_TIMEOUT = float(os.environ.get("JRS_PEER_TIMEOUT", "20"))
 CONNECT_TIMEOUT = float(os.environ.get("JRS_CONNECT_TIMEOUT", "15"))
 FLUSH_FRAMES = 16  # queued frames that go out at once rather than at the end of the turn
 FLUSH_BYTES = 1 << 16
+# bytes queued to a peer that does not read them: past this the channel is closed (a
+# peer sending what is answered, a refused message say, and never reading the answers
+# otherwise grew the daemon's memory for as long as it liked; transfers wait for the
+# transport anyway, see `Transfer.drain`, and no honest peer falls this far behind)
+MAX_UNREAD = 64 << 20
 TRACE = bool(os.environ.get("JRS_TRACE"))  # one stderr line per message, for timing a path
 
 
@@ -171,6 +176,9 @@ class Channel:
         self.last_size = 0  # JSON bytes of the frame of the message recv returned last
         # called once, when recv first returns something (the server's first-message slot)
         self.on_first: Optional[Callable[[], None]] = None
+        # awaited with a refused frame's size once it is answered, before recv reads on
+        # (the master charges a submitter's refused messages to its budget like others)
+        self.on_bad: Optional[Callable[[int], Awaitable[object]]] = None
 
     @property
     def raise_bad(self) -> bool:
@@ -264,6 +272,10 @@ class Channel:
             self._out = []
             if not self._closed:
                 self.writer.write(out)
+                if self.writer.transport.get_write_buffer_size() > MAX_UNREAD:
+                    log.warning("closed the connection of %s: more than %d bytes queued "
+                                "to it unread", excerpt(self.peer, 64), MAX_UNREAD)
+                    self.close()
 
     async def drain(self) -> None:
         self.flush()
@@ -297,6 +309,8 @@ class Channel:
                     self.send(error("bad-message", event.reason))
                     if self._raise_bad:
                         raise BadPeerMessage(event.reason, event.body)
+                    if self.on_bad is not None:
+                        await self.on_bad(event.size)
             await self._fill()
 
     async def _fill(self) -> None:

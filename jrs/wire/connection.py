@@ -77,6 +77,7 @@ class BadMessage:
 
     reason: str
     body: Optional[dict] = field(default=None, compare=False)  # as it came, if an object
+    size: int = field(default=0, compare=False)  # its frame's bytes (what it cost to read)
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,7 @@ class Connection:
             raise WireError(f"a message in the middle of a transfer ({self._recv_left} "
                             "bytes still owed)")
         if kind != KIND_MESSAGE:
-            return BadMessage(f"unknown frame kind {kind!r}")
+            return BadMessage(f"unknown frame kind {kind!r}", size=len(body))
         if self.keep_raw is not None and self.keep_raw(body):
             return Raw(body)
         return self._decode(body)
@@ -238,9 +239,9 @@ class Connection:
         try:
             obj = json.loads(body)
         except RecursionError:  # json's C decoder on deep nesting: bounded, not a crash
-            return BadMessage("message nested too deeply")
+            return BadMessage("message nested too deeply", size=len(body))
         except ValueError as exc:
-            return BadMessage(str(exc))
+            return BadMessage(str(exc), size=len(body))
         try:
             clean = validate(obj)
         except MessageError as exc:
@@ -252,7 +253,7 @@ class Connection:
                 except ValueError:
                     raise WireError(f"bad transfer header: {exc}")
                 self._discarding = self._recv_left > 0 and not self.keep_bad_transfers
-            return BadMessage(str(exc), obj if isinstance(obj, dict) else None)
+            return BadMessage(str(exc), obj if isinstance(obj, dict) else None, len(body))
         if clean["type"] in TRANSFER_TYPES and not kept:
             try:
                 self._recv_left = transfer_size(clean)

@@ -1,0 +1,115 @@
+"""Issue 13 (R9, hostile review): every submitter message is charged to its session's
+and host's budgets, but the messages the master refuses were not: a session sending
+types a submitter may not send (answered `bad-message` by the master) or frames that
+fail the schema (answered by the wire) was read and answered as fast as it sent, ~35 %
+of a core from one session, and the answers, never read, piled up in the master's
+memory. Now a refused frame is charged like any other (its bytes plus the message
+cost), and a channel whose peer leaves more than `aio.MAX_UNREAD` bytes unread is
+closed. Real jrs.pyz master and node on loopback for the first; the wire's own Server
+in process for the second."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from jrs.wire import aio
+from jrs.wire.aio import ConnectionClosed, Server, connect
+
+from .cluster import Cluster
+from .test_hello_flood_cluster import _cpu, _open, _run
+from .test_master_limits_cluster import _hello
+
+
+def test_refused_messages_of_a_submitter_are_charged_to_its_budget(pyz, tmp_path):
+    c = Cluster(pyz, tmp_path, slots=[1]).start()
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / "j.condor").write_text("executable = /bin/echo\narguments = beside\n"
+                                   "output = ok.out\nqueue\n")
+    try:
+        async def scenario():
+            ch = await _open(c, c.mport, "submit")
+            ch.conn.strict = False  # a hostile peer breaks the schema
+            assert (await _hello(ch, 7))["type"] == "welcome"
+            answers = 0
+
+            async def read():
+                nonlocal answers
+                try:
+                    while True:
+                        msg = await ch.recv()
+                        if isinstance(msg, dict) and msg.get("type") == "error":
+                            assert msg["code"] == "bad-message", msg
+                            answers += 1
+                except ConnectionClosed:
+                    pass
+
+            reader = asyncio.ensure_future(read())
+            pid = c.master.pid
+            start = time.monotonic()
+            marks = {}
+            honest = None
+            while time.monotonic() - start < 6:
+                for i in range(100):  # a type it may not send, and one the schema refuses
+                    ch.writer.write(ch.conn.send_message({"type": "pong", "seq": i}))
+                    ch.writer.write(ch.conn.send_message({"type": "zzz"}))
+                await ch.writer.drain()
+                await asyncio.sleep(0)
+                if "cpu" not in marks and time.monotonic() - start > 2:  # burst spent
+                    marks.update(cpu=_cpu(pid), answers=answers, at=time.monotonic())
+                    honest = asyncio.ensure_future(_run(
+                        str(pyz), "submit", "-c", str(c.conf), "--no-progress", "j.condor",
+                        env=c.env, cwd=work))
+            busy = _cpu(pid) - marks["cpu"]
+            window = time.monotonic() - marks["at"]
+            answered = answers - marks["answers"]
+            result = await honest
+            ch.close()
+            reader.cancel()
+            return busy, window, answered, result
+
+        busy, window, answered, (code, _out, err) = asyncio.run(scenario())
+        print(f"master CPU {busy:.2f} s in {window:.1f} s of flood after the burst, "
+              f"{answered} refusals answered")
+        # the budget: 512 KiB/s at ~530 bytes a refused frame, ~1,000 a second
+        assert answered < 1500 * window, (answered, window)
+        assert busy < 0.12 * window, (busy, window)  # was ~0.35 of a core
+        assert code == 0 and "1 jobs, 1 done, 0 failed" in err, err + c.logs()
+        assert (work / "ok.out").read_text() == "beside\n"
+        assert c.master.poll() is None
+    finally:
+        c.stop()
+
+
+def test_a_peer_that_never_reads_what_it_is_sent_is_closed(monkeypatch):
+    """A channel closes once more than MAX_UNREAD bytes wait unread for its peer, rather
+    than holding them in the daemon's memory for as long as the peer likes."""
+    monkeypatch.setattr(aio, "MAX_UNREAD", 1 << 20, raising=False)
+    root = b"k" * 32
+    served: list = []
+
+    async def answer_each(ch):
+        served.append(ch)
+        while True:
+            await ch.recv()
+            ch.send({"type": "error", "code": "x", "message": "y" * 60_000})
+
+    async def go():
+        server = Server(root, "master", answer_each, peer_roles=frozenset({"tool"}))
+        port = (await server.start("127.0.0.1", 0))[1]
+        client = await connect("127.0.0.1", port, root, "tool")
+        for i in range(400):  # 400 answers of 60 KB, ~24 MB: none read
+            client.send({"type": "ping", "seq": i})
+            await client.drain()
+            await asyncio.sleep(0.001)
+            if served and served[0]._closed:
+                break
+        await asyncio.sleep(0.2)
+        closed = bool(served) and served[0]._closed
+        client.close()
+        server.close()
+        return closed, i
+
+    closed, sent = asyncio.run(asyncio.wait_for(go(), 60))
+    assert closed and sent < 399, sent
