@@ -121,9 +121,11 @@ def _kill_node_and_jobs(c: Cluster, i: int) -> None:
 
 
 def test_node_vanishing_jobs_rerun_elsewhere(two_nodes, tmp_path):
+    # the submitter keeps trying the dead node JRS_NODE_GIVE_UP before it reruns its
+    # jobs: 5 s here, not 20 (test_submit_core holds the default)
     work = tmp_path / "w"
     ledger = sweep(work, 8, 2)
-    p = two_nodes.submit("c.condor", cwd=work)
+    p = two_nodes.submit("c.condor", cwd=work, env={"JRS_NODE_GIVE_UP": "5"})
     wait_for(lambda: ledger.exists() and len(runs(ledger)) >= 4)
     _kill_node_and_jobs(two_nodes, 0)
     _out, err = p.communicate(timeout=90)

@@ -131,9 +131,11 @@ def test_master_cut_off_running_jobs_finish(cluster, lab, tmp_path):
 
 
 def test_vanished_node_jobs_rerun_elsewhere(cluster, lab, tmp_path):
-    """A node's machine disappears (processes and network gone): its jobs rerun."""
+    """A node's machine disappears (processes and network gone): its jobs rerun. (The
+    submitter waits JRS_NODE_GIVE_UP for the lost node's answer to its kill before it
+    reruns them: 5 s here, not 20.)"""
     where = sweep(tmp_path / "w", 3)
-    sub = cluster.submit("s.condor", cwd=where, timeout=180)
+    sub = cluster.submit("s.condor", cwd=where, timeout=180, env={"JRS_NODE_GIVE_UP": "5"})
     wait_for(lambda: node_state(cluster, 1)["slots_used"] == 2, 20)
     lab.vanish(2)
     _out, err = sub.communicate(timeout=120)

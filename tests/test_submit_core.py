@@ -6,6 +6,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -220,6 +222,18 @@ def test_give_up_on_an_unreachable_node_after_the_timeout(tmp_path):
     assert msgs(acts, C.ToMaster, "release") == [{"type": "release", "claim": "c1",
                                                   "kill": True}]
     assert core.queue.live[0].state == IDLE
+
+
+def test_the_node_give_up_is_20_s_unless_jrs_node_give_up_says_otherwise():
+    """The real-process tests shorten JRS_NODE_GIVE_UP (a dead node's jobs rerun after
+    it); this holds the default a user gets, in the shell and in the core."""
+    env = {k: v for k, v in os.environ.items() if k != "JRS_NODE_GIVE_UP"}
+    code = ("from jrs.client import core, runner; "
+            "print(runner.NODE_GIVE_UP, core.CoreConfig.give_up)")
+    for extra, want in (({}, "20.0 20.0"), ({"JRS_NODE_GIVE_UP": "5"}, "5.0 20.0")):
+        out = subprocess.run([sys.executable, "-c", code], env={**env, **extra},
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+        assert out.split() == want.split(), out
 
 
 def test_remove_a_job_not_yet_materialized(tmp_path):

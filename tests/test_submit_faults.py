@@ -119,7 +119,9 @@ def test_a_run_killed_by_a_revocation_we_missed_runs_again(pyz, tmp_path):
         c.kill9(p)
         c.nodes[0].send_signal(signal.SIGSTOP)
         try:
-            time.sleep(6)  # JRS_NODE_TIMEOUT is 3 s: the master declares the node lost
+            # JRS_NODE_TIMEOUT is 3 s: the master declares the node lost (and revokes
+            # its claim) while it sleeps
+            wait_for(lambda: c.status()["nodes"][0]["state"] != "up", timeout=30)
         finally:
             c.nodes[0].send_signal(signal.SIGCONT)
         code, _out, err = c.run_submit("c.condor", cwd=work, timeout=60)
