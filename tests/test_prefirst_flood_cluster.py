@@ -5,7 +5,8 @@ connection that never sent its first message, flooding hellos or bad frames, kep
 master at ~60 % of a core for the 30 s first-message deadline (and a node likewise);
 hellos after the first message were charged to nothing. Now a second hello, or more
 than 16 bad frames before the first message (one is answered and skipped, as after
-it), closes the connection (after an `error`, code "protocol"). Real jrs.pyz master and node on loopback; the flood from 127.0.0.2."""
+it), closes the connection (after an `error`, code "protocol"). Real jrs.pyz master
+and node on loopback; the flood from 127.0.0.2."""
 
 from __future__ import annotations
 
