@@ -67,7 +67,8 @@ Environment:
                        before it withdraws the offer and frees the slot (10)
   JRS_SUBMITTER_LEASE  seconds the master remembers a disconnected submitter (300)
   JRS_MASTER_SESSIONS_PER_HOST     submitter sessions the master lets one host
-                       (an IPv4 address, or an IPv6 /64) hold open at once (64)
+                       (an IPv4 address; an IPv6 /64, or an address of the
+                       master's own LANs) hold open at once (64)
   JRS_MASTER_REQUESTS_PER_SESSION  request entries one demand may list (1024)
   JRS_MASTER_REQUESTS_PER_HOST     request entries one host's sessions may hold (16384)
   JRS_MASTER_DEMAND_RATE, JRS_MASTER_DEMAND_BURST  a submitter session's demand

@@ -3,7 +3,8 @@ master (dist/jrs.pyz) in a network namespace of its own (tests/netlab.py), with 
 addresses on its loopback: sessions from two addresses of one /64 share that host's
 limit (JRS_MASTER_SESSIONS_PER_HOST=4 here), a third address in another /64 is another
 host; the refusal names the /64. Without the /64 key each address had a limit of its own,
-so a holder of a /64 (2^64 addresses) had as many."""
+so a holder of a /64 (2^64 addresses) had as many. Addresses on a LAN of the master's own
+(a /64 on its interface) are machines of their own: the LAN is not one host."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from .netlab import NetLab
 ROOT = Path(__file__).resolve().parents[1]
 A1, A2 = "2001:db8:0:1::2", "2001:db8:0:1::3"  # one /64
 B1 = "2001:db8:0:2::2"  # another
+LAN = "2001:db8:0:5::1/64"  # a LAN of the master's own (an interface's /64)
+C1, C2 = "2001:db8:0:5::2", "2001:db8:0:5::3"  # two machines on it
 
 # run inside the namespace: sessions from given sources, the answers as JSON lines
 HELPER = r"""
@@ -66,8 +69,9 @@ def test_ipv6_hosts_count_by_their_64(pyz, tmp_path):
     master = None
     try:
         ns = lab.names[0]
-        for addr in (A1, A2, B1):
+        for addr in (A1, A2, B1, C1, C2):
             _ip("-n", ns, "addr", "add", f"{addr}/128", "dev", "lo", "nodad")
+        _ip("-n", ns, "addr", "add", LAN, "dev", "lo", "nodad")
         conf = write_config(tmp_path / "conf", master="[::1]:7083",
                             nodes="[2001:db8:0:9::9]:7082 slots=1\n")
         log = open(tmp_path / "master.log", "wb")
@@ -80,7 +84,7 @@ def test_ipv6_hosts_count_by_their_64(pyz, tmp_path):
             assert time.monotonic() < deadline and master.poll() is None, \
                 (tmp_path / "master.log").read_text()
             time.sleep(0.1)
-        sources = [A1, A2, A1, A2, A2, B1, B1]
+        sources = [A1, A2, A1, A2, A2, B1, B1, C1, C2, C1, C2, C2, C1]
         helper = subprocess.run([*lab.run_in(0), sys.executable, "-c", HELPER, str(conf),
                                  "7083", *sources], capture_output=True, text=True,
                                 timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT)))
@@ -88,7 +92,10 @@ def test_ipv6_hosts_count_by_their_64(pyz, tmp_path):
         answers = [json.loads(line) for line in helper.stdout.splitlines()]
         kinds = [(a["source"], a["type"]) for a in answers]
         assert kinds == [(A1, "welcome"), (A2, "welcome"), (A1, "welcome"), (A2, "welcome"),
-                         (A2, "error"), (B1, "welcome"), (B1, "welcome")], answers
+                         (A2, "error"), (B1, "welcome"), (B1, "welcome"),
+                         # on the master's own LAN each address is a machine of its own:
+                         # 3 sessions each, within the 4 (one /64 key would refuse the 5th)
+                         *[(c, "welcome") for c in (C1, C2, C1, C2, C2, C1)]], answers
         assert answers[4]["message"].startswith(
             "at most 4 submitter sessions from one host (2001:db8:0:1::/64 has 4 open"), \
             answers[4]

@@ -33,8 +33,10 @@ ROOT = root_key(b"s" * 40)
     (("2001:db8:1:2:ffff:ffff:ffff:ffff", 1, 0, 0), "2001:db8:1:2::/64"),
     (("2001:db8:1:3::5", 1, 0, 0), "2001:db8:1:3::/64"),
     (("2001:DB8:1:2:0:0:0:5", 1, 0, 0), "2001:db8:1:2::/64"),  # one spelling
-    (("fe80::1%eth0", 1, 0, 2), "fe80::/64"),  # the zone goes
-    (("::1", 1, 0, 0), "::/64"),
+    (("fe80::1%eth0", 1, 0, 2), "fe80::1"),  # link-local: on our LAN, by address; no zone
+    (("fe80::2", 1, 0, 0), "fe80::2"),
+    (("::1", 1, 0, 0), "::1"),  # this machine itself, not ::/64 with ::a.b.c.d
+    (("::10.0.0.1", 1, 0, 0), "::/64"),
     ("/run/jrs.sock", "/run/jrs.sock"),  # not an address: its text
     (None, "None"),
 ])
@@ -46,6 +48,36 @@ def test_two_addresses_of_one_64_are_one_host_and_of_two_64s_two():
     a, b = host_key(("2001:db8::1", 1)), host_key(("2001:db8::ffff:1", 1))
     c = host_key(("2001:db8:0:1::1", 1))
     assert a == b != c
+
+
+IF_INET6 = """\
+00000000000000000000000000000001 01 80 10 80       lo
+20010db8000000050000000000000001 02 40 00 80     eth0
+20010db8000000090000000000000007 02 80 00 80     eth0
+20010db8a00000000000000000000001 03 30 00 80     eth1
+fe800000000000000000000000000001 02 40 20 80     eth0
+garbage line
+"""
+
+
+def test_addresses_on_our_own_lans_are_machines_of_their_own():
+    """A /64 (or wider) on one of our interfaces is a LAN: its machines count one by one
+    (else a whole IPv6 LAN is one host to every per-host bound); a /128 of ours names
+    no LAN; elsewhere the /64 stays the host."""
+    from jrs.wire import hosts
+
+    nets = hosts.parse_if_inet6(IF_INET6)
+    assert sorted(map(str, nets)) == ["2001:db8:0:5::/64", "2001:db8:a000::/48"]
+    try:
+        hosts.learn_local_networks(IF_INET6)
+        assert host_key(("2001:db8:0:5::2", 1)) == "2001:db8:0:5::2"
+        assert host_key(("2001:db8:0:5::3", 1)) == "2001:db8:0:5::3"
+        assert host_key(("2001:db8:a000:7::3", 1)) == "2001:db8:a000:7::3"
+        assert host_key(("2001:db8:0:9::8", 1)) == "2001:db8:0:9::/64"  # our /128 only
+        assert host_key(("2001:db8:0:6::2", 1)) == "2001:db8:0:6::/64"
+    finally:
+        hosts.set_local_networks(())
+    assert host_key(("2001:db8:0:5::2", 1)) == "2001:db8:0:5::/64"
 
 
 # ---------------------------------------------------------------- slots

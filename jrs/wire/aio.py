@@ -31,7 +31,7 @@ from .connection import (
     Raw,
 )
 from .errors import AuthError, HandshakeClosed, LocalProtocolError, WireError
-from .hosts import host_key
+from .hosts import host_key, learn_local_networks
 from .messages import TRANSFER_TYPES, error
 from .peerlog import PeerLog, excerpt
 from .slots import Counts, Slots, within_files
@@ -551,6 +551,7 @@ class Server:
         return len(self._before_hello)
 
     async def start(self, host: str, port: int) -> tuple:
+        learn_local_networks()  # which IPv6 peers are machines of our own LANs (hosts.py)
         self._server = await asyncio.start_server(self._accept, host, port, limit=READ_SIZE,
                                                   backlog=1024)
         return self._server.sockets[0].getsockname()
