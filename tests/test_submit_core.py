@@ -898,6 +898,9 @@ def test_a_run_abandoned_on_a_node_the_master_lost_is_killed_if_we_still_reach_i
     acts = core.from_master({"type": "node-lost", "node": "n1", "claims": ["c1"]}, 2.0)
     assert msgs(acts, C.ToNode, "kill") == [{"type": "kill", "job": "7.0", "attempt": 1}]
     assert core.queue.live[0].state == RUNNING and not of(acts, C.StartRun)
+    (say,) = [a.text for a in of(acts, C.Say) if "lost" in a.text]  # says it waits
+    assert "1 of them once the node confirms their kill (at most 20s" in say, say
+    assert acts.index(next(a for a in acts if isinstance(a, C.Say))) == 0  # said first
     collect(core, "n1", finished("7.0", 1, exit_code=None, signal=15, removed=True))
     rec = core.queue.live[0]
     assert rec.state == IDLE and rec.lost_runs == 1 and rec.completions == 0

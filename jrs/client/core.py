@@ -719,15 +719,20 @@ class SubmitCore:
         master still counts our claims there: hand them back through it, killing their
         jobs (they run again elsewhere)."""
         lost = [r for r in self.queue.live.values() if r.state == RUNNING and r.node == name]
-        if lost:
-            self._emit(Say(f"jrs submit: node {name} lost ({why}); "
-                           f"rerunning its {len(lost)} jobs elsewhere"))
+        say = len(self._out)
         ns = self.nodes.get(name)
+        waiting = 0
         for rec in lost:
             if release:
                 self._lost_run(rec, name, f"node lost: {excerpt(why)}")
-            else:
-                self._abandon(rec, name, f"node lost: {excerpt(why)}")
+            elif self._abandon(rec, name, f"node lost: {excerpt(why)}"):
+                waiting += 1
+        if lost:  # (said before what it explains)
+            wait = (f", {waiting} of them once the node confirms their kill (at most "
+                    f"{self.cfg.give_up:.0f}s: a run that ended meanwhile keeps its result)"
+                    if waiting else "")
+            self._out.insert(say, Say(f"jrs submit: node {name} lost ({why}); "
+                                         f"rerunning its {len(lost)} jobs elsewhere{wait}"))
         for c in [c for c in self.claims.values() if c.node == name]:
             if release:
                 self._release(c, kill=True)
