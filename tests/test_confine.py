@@ -639,6 +639,50 @@ def test_state_dir_is_private_and_fsafe_bounds(tmp_path):
         tree.close()
 
 
+def test_a_huge_directory_is_read_no_further_than_the_file_budget(tmp_path, monkeypatch):
+    """R9: the listing was read whole (sorted) before the count bound: a job with
+    millions of entries in its sandbox cost the node that much memory and CPU before
+    it was held. Now a listing stops one entry past what is left of the budget, in a
+    subdirectory (walk) and at the top (top_files) alike."""
+    box = tmp_path / "box"
+    (box / "d").mkdir(parents=True)
+    for i in range(2000):
+        (box / "d" / f"f{i}").touch()
+        (box / f"t{i}").touch()
+    read = []
+    real_scandir = os.scandir
+
+    class Counting:
+        def __init__(self, it):
+            self.it = it
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.it.close()
+
+        def __iter__(self):
+            for e in self.it:
+                read.append(e.name)
+                yield e
+
+    monkeypatch.setattr(fsafe.os, "scandir", lambda p: Counting(real_scandir(p)))
+    tree = fsafe.Tree.open(str(box), os.geteuid())
+    try:
+        with pytest.raises(fsafe.OverLimit):
+            list(tree.walk(["d"], fsafe.Budget(files=50)))
+        assert len(read) == 51, len(read)
+        read.clear()
+        with pytest.raises(fsafe.OverLimit):
+            list(tree.top_files(fsafe.Budget(files=50)))
+        assert len(read) == 51, len(read)
+        read.clear()
+        assert len(list(tree.walk(["d"], fsafe.Budget(files=2000)))) == 2000  # at the bound
+    finally:
+        tree.close()
+
+
 def test_without_cgroups_a_per_job_uid_is_limited_by_rlimit_nproc(open_dir):
     """No pids cgroup: RLIMIT_NPROC on the per-job uid stops a fork bomb, and the
     uid's kill loop still ends every process of it."""

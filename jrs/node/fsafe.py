@@ -45,6 +45,18 @@ class Budget:
         if self.left < 0:
             raise OverLimit(f"more than {MAX_FILES} output files")
 
+    def names(self, it: Iterator) -> list:
+        """The sorted names of a directory listing, read no further than what is left
+        of the budget (a directory of millions of entries costs the node no more than
+        the bound before the job is held)."""
+        out = []
+        for e in it:
+            out.append(e.name)
+            if len(out) > self.left:
+                raise OverLimit(f"more than {MAX_FILES} output files")
+        out.sort()
+        return out
+
 
 class Found:
     """A checked entry: where it is (components from the sandbox) and what it was."""
@@ -164,7 +176,7 @@ class Tree:
             dfd = self._dir(here)
             try:
                 with os.scandir(dfd) as it:
-                    names = sorted(e.name for e in it)
+                    names = budget.names(it)
                 subdirs = []
                 for name in names:
                     budget.take()
@@ -184,7 +196,7 @@ class Tree:
     def top_files(self, budget: Budget) -> Iterator:
         """(name, Found) of the top-level regular files (others skipped)."""
         with os.scandir(self.fd) as it:
-            names = sorted(e.name for e in it)
+            names = budget.names(it)
         for name in names:
             budget.take()
             try:
