@@ -27,9 +27,11 @@ from .. import records
 from ..wire import files as wirefiles
 from ..wire.aio import Channel, ConnectionClosed, Server, connect
 from ..wire.errors import WireError
+from ..wire.hosts import host_key
 from ..wire.reconnect import Backoff, keep_connected
 from . import core as nc
 from . import identity, sandbox, scancache, taskfile, unit
+from .budget import MessageBudget
 from .confine import Confinement, make_state_dir, scan_every
 from .core import Capacity, NodeCore
 from .launcher import Launcher
@@ -122,6 +124,7 @@ class NodeDaemon:
         self.master: Optional[Channel] = None
         self.stopping = asyncio.Event()
         self._ids = itertools.count(1)
+        self.budget = MessageBudget()  # how fast submitter sessions are read (budget.py)
         self._background: set = set()
         self._tasks: list = []
         self._do: Dict[type, Callable] = {
@@ -286,6 +289,7 @@ class NodeDaemon:
     async def _serve_submitter(self, ch: Channel) -> None:
         sid = next(self._ids)
         self.channels[sid] = ch
+        self.budget.open(sid, host_key(ch.peer), time.monotonic())
         try:
             first = await asyncio.wait_for(ch.recv(), 30)
             self.execute(self.core.attach(sid, first, time.time()))
@@ -293,6 +297,9 @@ class NodeDaemon:
                 msg = await ch.recv()
                 if not isinstance(msg, dict):
                     raise WireError("file data outside a transfer")
+                wait = self.budget.charge(sid, time.monotonic())
+                if wait > 0.0:  # a flood: its sender waits (nothing is dropped)
+                    await asyncio.sleep(wait)
                 handler = self._session_handlers.get(msg["type"])
                 if handler is not None:
                     await handler(sid, ch, msg)
@@ -302,6 +309,7 @@ class NodeDaemon:
             pass
         finally:
             self.channels.pop(sid, None)
+            self.budget.close(sid)
             self.execute(self.core.session_closed(sid))
 
     def _to_session(self, a: nc.ToSession) -> None:
