@@ -9,9 +9,10 @@ debt is paid (nothing is dropped: the sender waits, as TCP makes it). Data frame
 transfer are not counted: a run's input and its `run` message are one unit, and the
 bytes are bounded by the wire already.
 
-An honest submitter sends a `run` and an `ack` per job and a `kill` per removal: a
-node of 64 slots finishing a job a second on each sees ~130 a second, far inside the
-rate; a resume's burst of acks is what `burst` is for.
+An honest submitter sends a `run` and an `ack` per job and a `kill` per removal: the
+rate is ~1,000 jobs a second from one submitter to one node (a node of 64 slots
+finishing a job a second on each sees ~130 messages a second); a resume's burst of
+acks is what `burst` is for. Flooded, a session costs the node ~10 % of a core.
 
 Pure: the shell gives the time and sleeps for what `charge` returns.
 """
@@ -20,10 +21,10 @@ from __future__ import annotations
 
 from typing import Hashable, Optional
 
-RATE = 1000.0  # messages a second, one session
-BURST = 5000.0
-HOST_RATE = 2000.0  # ... all sessions of one host
-HOST_BURST = 10000.0
+RATE = 2000.0  # messages a second, one session
+BURST = 10000.0
+HOST_RATE = 4000.0  # ... all sessions of one host
+HOST_BURST = 20000.0
 BATCH = 64.0  # a debt smaller than this is let run on (a wake-up per message costs more)
 HOSTS_KEPT = 4096  # host buckets past this are pruned of full ones with no session
 
