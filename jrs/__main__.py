@@ -183,7 +183,8 @@ the job asked for them, never through a symlink; over 100,000 files or
 JRS_MAX_TRANSFER_OUTPUT_MB a job is held.
 
 Exit status: 0 all succeeded, 1 some failed, were held or removed, 2 bad submit
-file, 3 cluster unreachable, 4 internal error (journal kept: rerun to resume),
+file, 3 cluster unreachable, 4 internal error or a damaged job spool (journal
+kept, the jobs left running: rerun to resume),
 129/143 left running on SIGHUP/SIGTERM.
 
 Examples:

@@ -39,8 +39,10 @@ def test_a_failing_loop_exits_4_keeps_the_journal_and_a_rerun_finishes(two_nodes
         f.write(b"{" * len(good))
     _out, err = p.communicate(timeout=60)
     assert p.returncode == 4, err + two_nodes.logs()
-    said = [line for line in err.splitlines() if "internal error" in line]
-    assert len(said) == 1 and "keep running" in said[0] and "again to resume" in said[0], err
+    said = [line for line in err.splitlines() if "keep running" in line]
+    assert len(said) == 1 and "again to resume" in said[0], err
+    assert f"{spool}:17: a damaged spooled job" in said[0], err  # the file and its line
+    assert "Traceback" not in err and "internal error" not in err, err
     assert (work / ".c.condor.jrs").exists()
     ran = runs(ledger)
     assert 2 <= len(ran) <= 16 and set(ran.values()) == {1}, ran

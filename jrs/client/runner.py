@@ -200,8 +200,11 @@ class Submission:
                 return
             exc = t.exception()
             if exc is not None and self.failure is None:
-                log.error("%s failed", name, exc_info=exc)
-                self.failure = f"{name} failed: {type(exc).__name__}: {exc}"
+                if isinstance(exc, JrsError):  # bad input (a damaged spool): its line
+                    self.failure = str(exc)
+                else:
+                    log.error("%s failed", name, exc_info=exc)
+                    self.failure = f"internal error: {name} failed: {type(exc).__name__}: {exc}"
                 self.done.set()
 
         task.add_done_callback(done)
@@ -586,7 +589,7 @@ class Submission:
             how = f"run `jrs submit {self.path}` again to resume (journal {self.journal.path})"
             left = f"{running} jobs keep running"
         if self.failure is not None:
-            self.progress.message(f"jrs submit: internal error: {self.failure}; {left}; {how}")
+            self.progress.message(f"jrs submit: {self.failure}; {left}; {how}")
             return EXIT_INTERNAL
         name = signal.Signals(self.left).name
         if not self.local:

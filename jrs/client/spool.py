@@ -17,6 +17,7 @@ import os
 from typing import Callable, Iterator, Optional
 
 from ..condor import Job
+from ..errors import JrsError, located
 
 FIELDS = tuple(Job.__slots__)
 TUPLES = ("getenv",)  # fields the expander gives as tuples (JSON turns them into lists)
@@ -81,10 +82,15 @@ def sync(path: str) -> None:
 
 
 def read(path: str) -> Iterator[Job]:
-    """The spooled jobs in order, one line at a time."""
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            yield decode(line)
+    """The spooled jobs in order, one line at a time; a damaged line is a JrsError
+    naming the spool and the line (a damaged disk, a hand edit: not our bug)."""
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
+        for n, line in enumerate(f, 1):
+            try:
+                yield decode(line)
+            except (ValueError, TypeError, AttributeError) as exc:
+                raise JrsError(located(path, n, f"a damaged spooled job "
+                                                f"({str(exc)[:80]})")) from None
 
 
 def count(path: str) -> int:
