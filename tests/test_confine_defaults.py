@@ -15,8 +15,8 @@ import sys
 
 from jrs.node import identity
 
-from .cluster import Cluster
-from .test_confine_modes import _as_account, _base
+from .cluster import Cluster, scratch
+from .test_confine_modes import _as_account
 
 # far from the blocks tests/cluster.py hands out (1,879,113,728 and up)
 FIRST = 1_000_000_000
@@ -67,7 +67,7 @@ def test_the_default_root_groups_give_a_member_of_disk_a_per_job_identity(pyz):
                            capture_output=True)
             made.append(pwd.getpwnam(name))
         plain, disk = made
-        base = _base("jrs-defgroups-")
+        base = scratch("jrs-defgroups-")
         c = Cluster(pyz, base, slots=[1])
         try:
             c.start_master()
