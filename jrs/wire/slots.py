@@ -9,8 +9,11 @@ connections of one host (`hosts.host_key`) and `total` in all. A newcomer that
 finds them full is always let in; the connection idle the longest (of its host
 when its host is full, else of all) is given up to make room. So a flood can
 only push out its own oldest, an honest client, which is through the stage in
-milliseconds, is pushed out only by more than `total` newer arrivals, and a
-client whose handshake was given up tries again (see `aio.connect`).
+milliseconds, is pushed out only by more than `total` newer arrivals or touches
+within those milliseconds (R9: in the handshake stage bytes touch, so a flood
+dripping on `total` connections faster than an honest handshake completes can push
+one out; it costs the flood a packet per connection every few milliseconds), and
+a client whose handshake was given up tries again (see `aio.connect`).
 
 The shell (`aio.Server`) calls `admit` for each new connection and closes what
 it returns, `touch` when a connection shows activity (the handshake stage: bytes
