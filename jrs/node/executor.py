@@ -250,11 +250,12 @@ def run(path: str, bound: bool = False, on_result=None) -> dict | None:
         state = taskfile.parse(path, *records.decode(data))
         if state.finished:
             raise TaskBusy(f"{path}: the job already ended")
-        # the taskfile's name is made durable before the job can have effects (the
-        # daemon's create leaves it to us): a power cut after this cannot make the
-        # node forget a job that ran. A failure (a broken disk) raises: the job does
-        # not start, and the daemon reports it lost, so it reruns elsewhere.
-        taskfile.sync_name(path)
+        # the taskfile's bytes and name are made durable before the job can have
+        # effects (the daemon's create leaves both to us, off its event loop): a power
+        # cut after this cannot make the node forget a job that ran. A failure (a
+        # broken disk) raises: the job does not start, and the daemon reports it
+        # lost, so it reruns elsewhere.
+        taskfile.sync_name(path, fd)
         spec = state.spec
         job_unit = unit.Unit.from_spec(spec, state.key)
         job_unit.subreaper = _subreaper

@@ -10,8 +10,12 @@ atomically before the executor starts. The executor then appends events:
     killed     {signal}                  the job was removed (rm, node shutdown)
     delivered  {}                        the submitter has the result
 
-Only the spec is fsynced (its bytes by the daemon that writes it, its name by
-the executor before the job starts: sync_name). Events need not be: a killed daemon or executor
+Only the spec is fsynced, by the executor before the job starts (its bytes, then
+its name: sync_name); the daemon that writes it syncs nothing, inline in its event
+loop (a sync was 4-8 ms a job here, with the loop stopped for every slot). A power
+cut before the executor's sync takes a task whose job never ran: the node forgets it
+(or sets aside a taskfile left empty) and the submitter reruns it as a lost run.
+Events need not be: a killed daemon or executor
 loses nothing the page cache holds, and after a power loss (a new boot id) a
 job whose exit record did not reach the disk is reported lost and reruns, like
 any job the reboot interrupted; results are deduplicated by job and attempt.
@@ -138,20 +142,23 @@ def load(path: str) -> TaskState:
 
 
 def create(path: str, spec: dict) -> None:
-    """Write a new taskfile holding only the spec (atomic, its bytes fsynced).
+    """Write a new taskfile holding only the spec (atomic: a temp file renamed).
 
-    Its name is not synced here: the daemon creates taskfiles inline in its event
-    loop, and a directory sync is a journal commit of its own (~10 ms on a busy
-    disk). The executor syncs the directory before the job starts (sync_name), which
-    is when the name must be durable: a taskfile a power cut takes before that is a
-    task the node forgets, whose job never ran, and the submitter reruns it as a
-    lost run."""
-    records.write_new(path, [dict(spec, kind="jrs-task", v=FORMAT)], sync_name=False)
+    Nothing is synced here: the daemon creates taskfiles inline in its event loop,
+    and each sync is a journal commit and a disk flush (4-8 ms a job on this disk,
+    the loop stopped meanwhile for every slot of the node). The executor syncs the
+    bytes and then the name before the job starts (sync_name), which is when they
+    must be durable: a taskfile a power cut takes before that is a task the node
+    forgets (or an empty one it sets aside), whose job never ran, and the submitter
+    reruns it as a lost run."""
+    records.write_new(path, [dict(spec, kind="jrs-task", v=FORMAT)], sync=False)
 
 
-def sync_name(path: str) -> None:
-    """Make taskfile `path`'s name durable (its directory's fsync): the executor calls
-    it before the job starts, so a job that ran cannot be forgotten by a power cut."""
+def sync_name(path: str, fd: int) -> None:
+    """Make taskfile `path` durable, its bytes (`fd`, open on it) and then its name
+    (its directory's fsync): the executor calls it before the job starts, so a job
+    that ran cannot be forgotten by a power cut."""
+    os.fdatasync(fd)
     records.fsync_dir(os.path.dirname(path))
 
 
