@@ -145,3 +145,36 @@ def test_the_masters_id_ceiling_uses_the_same_directory_sync(tmp_path, dir_syncs
     counter = ClusterCounter(str(tmp_path))
     counter.take()
     assert _synced_with(dir_syncs, str(tmp_path / "next-cluster")), dir_syncs
+
+
+def test_a_taskfile_a_power_cut_left_empty_is_set_aside_and_the_node_serves(pyz, tmp_path):
+    """The daemon's create syncs nothing (the executor does, before the job starts):
+    a power cut between the two can leave a taskfile empty or torn under its name.
+    Its job never ran; the restarted node sets it aside (`.bad`, a warning naming it)
+    and runs jobs as before."""
+    from .cluster import Cluster
+
+    c = Cluster(pyz, tmp_path, slots=[1])
+    tasks = tmp_path / "node0" / "tasks"
+    tasks.mkdir(parents=True, mode=0o700)
+    (tmp_path / "node0").chmod(0o700)
+    empty = tasks / "0123456789abcdef-1.0.1.task"
+    empty.write_bytes(b"")
+    torn = tasks / "0123456789abcdef-1.1.1.task"
+    torn.write_bytes(b'{"kind":"jrs-task","argv":["/bin/tr')
+    work = tmp_path / "w"
+    work.mkdir()
+    work.chmod(0o755)
+    tmp_path.chmod(0o755)
+    (work / "j.condor").write_text("executable = /bin/echo\narguments = fine\n"
+                                   "output = o.txt\nqueue\n")
+    try:
+        c.start()
+        code, _out, err = c.run_submit("j.condor", cwd=work)
+        assert code == 0, err + c.logs()
+        assert (work / "o.txt").read_text() == "fine\n"
+        for f in (empty, torn):
+            assert not f.exists() and f.with_name(f.name + ".bad").exists()
+            assert f"{f}: set aside" in (tmp_path / "node0.log").read_text(), c.logs()
+    finally:
+        c.stop()
