@@ -113,6 +113,6 @@ def test_a_session_flooding_acks_gets_a_bounded_share_of_the_node(pyz, tmp_path)
         print(f"{sent} acks sent in 5 s, node CPU {share:.0%} of a core")
         assert code == 0, err + c.logs()
         assert (work / "ok.out").read_text() == "through\n"
-        assert share < 0.2, (share, sent)  # 40 % and more unbounded (R9)
+        assert share < 0.35, (share, sent)  # 13-16 % here; 59-87 % unbounded (R9, A14)
     finally:
         c.stop()

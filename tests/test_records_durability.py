@@ -31,7 +31,7 @@ from jrs.node import executor, taskfile
 @pytest.fixture
 def dir_syncs(monkeypatch):
     """("sync", directory inode, names in it at that moment) for each os.fsync of a
-    directory, and ("data", file inode, []) for each os.fdatasync."""
+    directory, ("data", file inode, []) for each os.fdatasync or os.fsync of a file."""
     seen: list = []
     real, real_data = os.fsync, os.fdatasync
 
@@ -39,6 +39,8 @@ def dir_syncs(monkeypatch):
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
             seen.append(("sync", st.st_ino, set(os.listdir(fd))))
+        else:
+            seen.append(("data", st.st_ino, set()))
         return real(fd)
 
     def fdatasync(fd):
