@@ -55,24 +55,28 @@ IF_INET6 = """\
 20010db8000000050000000000000001 02 40 00 80     eth0
 20010db8000000090000000000000007 02 80 00 80     eth0
 20010db8a00000000000000000000001 03 30 00 80     eth1
+20010000000000000000000000000001 04 40 00 80   teredo
+20020a0000010000000000000000000a 05 40 00 80    tun6to4
 fe800000000000000000000000000001 02 40 20 80     eth0
 garbage line
 """
 
 
 def test_addresses_on_our_own_lans_are_machines_of_their_own():
-    """A /64 (or wider) on one of our interfaces is a LAN: its machines count one by one
-    (else a whole IPv6 LAN is one host to every per-host bound); a /128 of ours names
-    no LAN; elsewhere the /64 stays the host."""
+    """A /64 on one of our interfaces is a LAN: its machines count one by one (else a
+    whole IPv6 LAN is one host to every per-host bound); a /128 of ours, a wider
+    prefix and a tunnel's (Teredo, 6to4: the Internet's tunnelled hosts) name no LAN;
+    elsewhere the /64 stays the host."""
     from jrs.wire import hosts
 
     nets = hosts.parse_if_inet6(IF_INET6)
-    assert sorted(map(str, nets)) == ["2001:db8:0:5::/64", "2001:db8:a000::/48"]
+    assert sorted(map(str, nets)) == ["2001:db8:0:5::/64"]  # no /48, no tunnel (R10)
     try:
         hosts.learn_local_networks(IF_INET6)
         assert host_key(("2001:db8:0:5::2", 1)) == "2001:db8:0:5::2"
         assert host_key(("2001:db8:0:5::3", 1)) == "2001:db8:0:5::3"
-        assert host_key(("2001:db8:a000:7::3", 1)) == "2001:db8:a000:7::3"
+        assert host_key(("2001:db8:a000:7::3", 1)) == "2001:db8:a000:7::/64"
+        assert host_key(("2001:0:1:2::3", 1)) == "2001:0:1:2::/64"  # Teredo peers
         assert host_key(("2001:db8:0:9::8", 1)) == "2001:db8:0:9::/64"  # our /128 only
         assert host_key(("2001:db8:0:6::2", 1)) == "2001:db8:0:6::/64"
     finally:

@@ -8,11 +8,13 @@ they all agree on who one host is:
 - an IPv4-mapped IPv6 address (``::ffff:a.b.c.d``, how a dual-stack listener on
   ``::`` sees IPv4 clients) is that IPv4 address: the same host whichever socket it
   came through, and not one /64 with every IPv4 client;
-- an IPv6 address on one of this machine's own LANs (a network of /64 or wider on
-  one of its interfaces, `learn_local_networks`; a link-local ``fe80::`` address) is
+- an IPv6 address on one of this machine's own LANs (a /64 on one of its
+  interfaces, not a tunnel's, `learn_local_networks`; a link-local ``fe80::`` address) is
   its own host (so is ``::1``): every machine of an ordinary IPv6 LAN shares the LAN's /64, and
-  counted by it the whole cluster would be one host to every per-host bound. There,
-  as on an IPv4 LAN, only a machine's root can add addresses to it;
+  counted by it the whole cluster would be one host to every per-host bound. There a
+  machine's root can take many addresses (R10: unlike an IPv4 LAN's, a /64's are
+  not few), so a root-holding attacker on the daemon's own LAN can hold many hosts'
+  shares: the overall bounds still hold;
 - any other IPv6 address counts by its /64 (``2001:db8:1:2::/64``): a /64 is what a
   site hands one machine or one LAN, and a holder of one has 2^64 addresses, which
   counted one by one would be as many hosts. A zone (``fe80::1%eth0``) is dropped.
@@ -32,12 +34,16 @@ from typing import Iterable, Optional
 
 IPV6_PREFIX = 64  # the bits of an IPv6 address that name its host
 _LINK_LOCAL = ipaddress.IPv6Network("fe80::/10")
+# relays, not LANs: a Teredo or 6to4 interface's prefix holds the whole Internet's
+# tunnelled hosts (R10)
+_TUNNELS = (ipaddress.IPv6Network("2001::/32"), ipaddress.IPv6Network("2002::/16"))
 _lans: frozenset = frozenset()  # this machine's own IPv6 LANs (learn_local_networks)
 
 
 def parse_if_inet6(text: str) -> frozenset:
-    """The IPv6 networks of /64 or wider (LANs, not one address's /128) named by the
-    lines of /proc/net/if_inet6 ("address-hex ifindex prefix-len scope flags name")."""
+    """The IPv6 LANs (exactly /64: not one address's /128, nor a wider VPN or tunnel
+    prefix; never Teredo's or 6to4's) named by the lines of /proc/net/if_inet6
+    ("address-hex ifindex prefix-len scope flags name")."""
     nets = set()
     for line in text.splitlines()[:4096]:
         f = line.split()
@@ -46,7 +52,8 @@ def parse_if_inet6(text: str) -> frozenset:
             plen = int(f[2], 16)
         except (IndexError, ValueError):
             continue
-        if 16 <= plen <= IPV6_PREFIX and addr not in _LINK_LOCAL and not addr.is_loopback:
+        if plen == IPV6_PREFIX and addr not in _LINK_LOCAL and not addr.is_loopback \
+                and not any(addr in t for t in _TUNNELS):
             nets.add(ipaddress.IPv6Network((addr, plen), strict=False))
     return frozenset(nets)
 
