@@ -26,6 +26,7 @@ BURST = 10000.0
 HOST_RATE = 4000.0  # ... all sessions of one host
 HOST_BURST = 20000.0
 BATCH = 64.0  # a debt smaller than this is let run on (a wake-up per message costs more)
+REFUSED_COST = 4.0  # a frame the wire refuses and answers with an error (R10)
 HOSTS_KEPT = 4096  # host buckets past this are pruned of full ones with no session
 
 
@@ -35,12 +36,12 @@ class _Bucket:
     def __init__(self, rate: float, burst: float, now: float) -> None:
         self.rate, self.burst, self.tokens, self.last = rate, burst, burst, now
 
-    def take(self, now: float) -> float:
-        """Take a token; how long until the debt is paid (0.0 while within a batch)."""
+    def take(self, now: float, cost: float = 1.0) -> float:
+        """Take `cost` tokens; how long until the debt is paid (0.0 within a batch)."""
         if now > self.last:
             self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
             self.last = now
-        self.tokens -= 1.0
+        self.tokens -= cost
         return -self.tokens / self.rate if self.tokens < -BATCH else 0.0
 
 
@@ -76,14 +77,15 @@ class MessageBudget:
             if n <= 0 and b.tokens + (now - b.last) * b.rate >= b.burst:
                 del self._hosts[host]
 
-    def charge(self, key: Hashable, now: float) -> float:
-        """One message of session `key` read at `now`: seconds the shell waits before
-        it reads the next one (0.0: go on)."""
+    def charge(self, key: Hashable, now: float, cost: float = 1.0) -> float:
+        """One message of session `key` read at `now` (`cost` messages' worth: a frame
+        the wire refused costs REFUSED_COST, it is answered): seconds the shell waits
+        before it reads the next one (0.0: go on)."""
         got: Optional[tuple] = self._sessions.get(key)
         if got is None:
             return 0.0
         host, bucket = got
-        wait = max(bucket.take(now), self._hosts[host][0].take(now))
+        wait = max(bucket.take(now, cost), self._hosts[host][0].take(now, cost))
         if wait > 0.0:
             self.waited += 1
         return wait
