@@ -36,6 +36,9 @@ sys.path.insert(0, str(ROOT))
 
 from tests.cluster import Cluster, NonRootCluster  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+from node import cg_usage  # noqa: E402  (the same cgroup reading as bench/node.py)
+
 HZ = os.sysconf("SC_CLK_TCK")
 UNIFIED = next((p for p in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup")
                 if os.path.exists(os.path.join(p, "cgroup.procs"))), None)
@@ -49,17 +52,6 @@ def machine() -> tuple:
     vals = [int(v) for v in lines[0].split()[1:]]
     forks = next(int(x.split()[1]) for x in lines if x.startswith("processes "))
     return (sum(vals) - vals[3] - vals[4]) / HZ, forks
-
-
-def cg_usage(path: Path) -> float:
-    """CPU seconds used by a v2 cgroup and its descendants so far (gone ones too)."""
-    try:
-        for line in (path / "cpu.stat").read_text().splitlines():
-            if line.startswith("usage_usec "):
-                return int(line.split()[1]) / 1e6
-    except OSError:
-        pass
-    return 0.0
 
 
 def children(pid: int) -> list:

@@ -16,7 +16,7 @@ import sys
 from jrs.node import identity
 
 from .cluster import Cluster, scratch
-from .test_confine_modes import _as_account
+from .test_confine_modes import ids_seen
 
 # far from the blocks tests/cluster.py hands out (1,879,113,728 and up)
 FIRST = 1_000_000_000
@@ -73,15 +73,7 @@ def test_the_default_root_groups_give_a_member_of_disk_a_per_job_identity(pyz):
             c.start_master()
             c.start_node(0, "--same-user-accounts")  # no --root-groups: the defaults
             c.wait_up(1)
-            seen = {}
-            for acct in made:
-                work = base / acct.pw_name
-                work.mkdir()
-                (work / "id.condor").write_text("executable = /bin/sh\narguments = \"-c 'id -u; "
-                                                "id -G'\"\noutput = id.txt\nqueue\n")
-                code, _out, err = _as_account(c, acct, work, "id.condor")
-                assert code == 0, err + c.logs()
-                seen[acct.pw_name] = (work / "id.txt").read_text().split()
+            seen = ids_seen(c, base, made)
             first, last = (int(x) for x in c.uid_ranges[0].split("-"))
             assert seen[plain.pw_name][0] == str(plain.pw_uid), seen  # as itself
             uid, *groups = seen[disk.pw_name]

@@ -92,6 +92,20 @@ def _as_account(c: Cluster, acct, work: Path, *args: str, env=None, timeout: flo
     return r.returncode, r.stdout, r.stderr
 
 
+def ids_seen(c: Cluster, base: Path, accounts: list) -> dict:
+    """{account name: [uid, gid, ...]} of a job each account submitted (`id -u; id -G`)."""
+    seen = {}
+    for acct in accounts:
+        work = base / acct.pw_name
+        work.mkdir()
+        (work / "id.condor").write_text("executable = /bin/sh\narguments = \"-c 'id -u; "
+                                        "id -G'\"\noutput = id.txt\nqueue\n")
+        code, _out, err = _as_account(c, acct, work, "id.condor")
+        assert code == 0, err + c.logs()
+        seen[acct.pw_name] = (work / "id.txt").read_text().split()
+    return seen
+
+
 def test_logname_and_user_never_choose_the_account_of_a_job(pyz):
     """`LOGNAME=other USER=other jrs submit` by one ordinary account, on a node with
     --same-user-accounts: the job runs as the account that ran the submit, never as
@@ -291,15 +305,7 @@ def test_same_named_accounts_refuse_system_accounts_and_the_configured_root_grou
             c.start_master()
             c.start_node(0, "--same-user-accounts", f"--root-groups=root,{group}")
             c.wait_up(1)
-            seen = {}
-            for acct in made:
-                work = base / acct.pw_name
-                work.mkdir()
-                (work / "id.condor").write_text("executable = /bin/sh\narguments = \"-c 'id -u; "
-                                                "id -G'\"\noutput = id.txt\nqueue\n")
-                code, _out, err = _as_account(c, acct, work, "id.condor")
-                assert code == 0, err + c.logs()
-                seen[acct.pw_name] = (work / "id.txt").read_text().split()
+            seen = ids_seen(c, base, made)
             first, last = (int(x) for x in c.uid_ranges[0].split("-"))
             assert seen[plain.pw_name][0] == str(plain.pw_uid), seen
             for acct in (grouped, system):

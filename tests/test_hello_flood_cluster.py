@@ -15,11 +15,12 @@ import os
 import subprocess
 import time
 
-from jrs.wire.aio import Channel, ConnectionClosed, _handshake
+from jrs.wire.aio import Channel, _handshake
 from jrs.wire.connection import Connection
 from jrs.wire.keys import root_key
 
 from .cluster import Cluster
+from .test_wire_slots import _closed
 
 EVIL = "127.0.0.2"
 
@@ -42,16 +43,6 @@ async def _open(c: Cluster, port: int, role: str, source: str = EVIL):
     ch = Channel(reader, writer, conn)
     ch._pending.extend(events)
     return ch
-
-
-async def _closed(ch: Channel, wait: float) -> bool:
-    try:
-        await asyncio.wait_for(ch.recv(), wait)
-    except (ConnectionClosed, ConnectionError):
-        return True
-    except asyncio.TimeoutError:
-        return False
-    return False
 
 
 async def _flood(c: Cluster, port: int, role: str, count: int, sources: list) -> list:
