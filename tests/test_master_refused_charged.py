@@ -16,7 +16,7 @@ import time
 from jrs.wire import aio
 from jrs.wire.aio import ConnectionClosed, Server, connect
 
-from .cluster import Cluster
+from .cluster import honest_job_cluster
 from .test_hello_flood_cluster import _cpu, _open, _run
 from .test_master_limits_cluster import _hello
 
@@ -29,11 +29,7 @@ FLOOD = 6.0
 
 
 def test_refused_messages_of_a_submitter_are_charged_to_its_budget(pyz, tmp_path):
-    c = Cluster(pyz, tmp_path, slots=[1]).start()
-    work = tmp_path / "w"
-    work.mkdir()
-    (work / "j.condor").write_text("executable = /bin/echo\narguments = beside\n"
-                                   "output = ok.out\nqueue\n")
+    c, work = honest_job_cluster(pyz, tmp_path, "beside")
     try:
         async def scenario():
             ch = await _open(c, c.mport, "submit")
