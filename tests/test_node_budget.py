@@ -23,7 +23,7 @@ import pytest
 from jrs.node import budget as B
 from jrs.wire import files as wirefiles
 
-from .cluster import Cluster
+from .cluster import Cluster, honest_job_cluster
 from .test_established_flood_cluster import _attach
 from .test_hello_flood_cluster import _run
 
@@ -129,11 +129,7 @@ def test_a_session_flooding_acks_gets_a_bounded_share_of_the_node(pyz, tmp_path,
     error and never hands to the daemon (R10: uncharged, they took 83 % of a core).
     `data`, `refused-data`: one `run` header, then data frames of 1 byte (R10:
     uncharged, 54 % of a core and more)."""
-    c = Cluster(pyz, tmp_path, slots=[1]).start()
-    work = tmp_path / "w"
-    work.mkdir()
-    (work / "j.condor").write_text("executable = /bin/echo\narguments = through\n"
-                                   "output = ok.out\nqueue\n")
+    c, work = honest_job_cluster(pyz, tmp_path)
     try:
         node = c.nodes[0].pid
 
