@@ -66,6 +66,9 @@ Environment:
   JRS_OFFER_TIMEOUT    seconds the master waits for a node to answer a claim offer
                        before it withdraws the offer and frees the slot (10)
   JRS_SUBMITTER_LEASE  seconds the master remembers a disconnected submitter (300)
+  JRS_MASTER_TICK      seconds between the master's rounds: matching, time-outs, and
+                       a round's evaluation budget for each submitter (1; tests of
+                       many rounds set it shorter)
   JRS_MASTER_SESSIONS_PER_HOST     submitter sessions the master lets one host
                        (an IPv4 address; an IPv6 /64, or an address of the
                        master's own LANs) hold open at once (64)

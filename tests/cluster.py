@@ -198,6 +198,19 @@ class NonRootCluster(Cluster):
                                 env=dict(self.env, HOME=home))
 
 
+def honest_job_cluster(pyz: Path, base: Path, word: str = "through") -> tuple:
+    """(a started master and one 1-slot node in `base`, base/w) with base/w/j.condor: one
+    /bin/echo job writing `word` to ok.out. The flood tests' set-up: a hostile peer
+    floods a daemon, and this honest job must still get through it. The caller stops
+    the cluster (c.stop() in its own `finally`)."""
+    c = Cluster(pyz, base, slots=[1]).start()
+    work = base / "w"
+    work.mkdir()
+    (work / "j.condor").write_text(f"executable = /bin/echo\narguments = {word}\n"
+                                   "output = ok.out\nqueue\n")
+    return c, work
+
+
 # ------------------------------------------------------------------ scratch clusters
 # (the set-up the confinement tests share: a directory the jobs' identities can enter,
 # a cluster in it, a work directory, a gate file the jobs wait for)

@@ -16,7 +16,7 @@ import pytest
 
 from jrs.node import budget as B
 
-from .cluster import Cluster
+from .cluster import honest_job_cluster
 from .test_established_flood_cluster import _attach
 from .test_hello_flood_cluster import _run
 
@@ -86,11 +86,7 @@ def _cpu(pid: int) -> float:
 def test_a_session_flooding_acks_gets_a_bounded_share_of_the_node(pyz, tmp_path, kind):
     """`unknown`: frames of a type no session may send, which the wire answers with an
     error and never hands to the daemon (R10: uncharged, they took 83 % of a core)."""
-    c = Cluster(pyz, tmp_path, slots=[1]).start()
-    work = tmp_path / "w"
-    work.mkdir()
-    (work / "j.condor").write_text("executable = /bin/echo\narguments = through\n"
-                                   "output = ok.out\nqueue\n")
+    c, work = honest_job_cluster(pyz, tmp_path)
     try:
         node = c.nodes[0].pid
 
