@@ -667,8 +667,9 @@ class NodeDaemon:
                 return
             result, found = await self._collect(task.state)
             items = found.items if found is not None else []
-            msg = {"type": "finished", "job": task.job, "attempt": task.attempt,
-                   "result": result, "files": found.heads if found is not None else []}
+            # built after the scan: a claim dropped meanwhile is said gone (claim_gone)
+            msg = self.core.finished_msg(task, result,
+                                         found.heads if found is not None else [])
             encoded = None
             if len(msg["files"]) > BIG_HEADER:  # its json too takes seconds under load
                 encoded = await asyncio.get_running_loop().run_in_executor(
