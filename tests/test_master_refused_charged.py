@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from jrs.wire import aio
 from jrs.wire.aio import ConnectionClosed, Server, connect
 
@@ -83,6 +85,61 @@ def test_refused_messages_of_a_submitter_are_charged_to_its_budget(pyz, tmp_path
         # the budget: 512 KiB/s at ~530 bytes a refused frame, ~1,000 a second
         assert answered < 1500 * window, (answered, window)
         assert busy < 0.12 * window, (busy, window)  # was ~0.35 of a core
+        assert code == 0 and "1 jobs, 1 done, 0 failed" in err, err + c.logs()
+        assert (work / "ok.out").read_text() == "beside\n"
+        assert c.master.poll() is None
+    finally:
+        c.stop()
+
+
+# a transfer header a submitter may send the master by the schema (it never wants one:
+# its data frames reach the master's loop, which skips them) and a `run` the schema
+# refuses, whose data frames the wire swallows itself (no event shows them)
+_HEADERS = {"blob": {"type": "blob", "size": 1 << 40},
+            "refused": {"type": "run", "files": [{"name": "in", "size": 1 << 40}]}}
+
+
+@pytest.mark.parametrize("kind", sorted(_HEADERS))
+def test_data_frames_of_a_submitter_are_charged_to_its_budget(pyz, tmp_path, kind):
+    """R10: 1-byte data frames after one transfer header. Those after a refused header
+    were swallowed by the wire and charged to nothing; now every data frame costs the
+    message cost plus its bytes (`Channel.on_data`), ~1,000 a second."""
+    c, work = honest_job_cluster(pyz, tmp_path, "beside")
+    try:
+        async def scenario():
+            ch = await _open(c, c.mport, "submit")
+            ch.conn.strict = False  # a hostile peer breaks the schema
+            assert (await _hello(ch, 8))["type"] == "welcome"
+            ch.writer.write(ch.conn.send_message(_HEADERS[kind]))
+            stop = time.monotonic() + 6.0
+            sent = 0
+
+            async def flood():
+                nonlocal sent
+                while time.monotonic() < stop:  # sealed and written 1,000 at a time
+                    ch.writer.write(b"".join(ch.conn.send_data(b"x") for _ in range(1000)))
+                    sent += 1000
+                    try:  # (a master reading slowly fills the socket: stop on time)
+                        await asyncio.wait_for(ch.writer.drain(),
+                                               max(0.01, stop - time.monotonic()))
+                    except asyncio.TimeoutError:
+                        return
+
+            flooding = asyncio.ensure_future(flood())
+            await asyncio.sleep(2.0)  # the session's burst is spent by now
+            pid = c.master.pid
+            cpu0, t0 = _cpu(pid), time.monotonic()
+            result = await _run(str(pyz), "submit", "-c", str(c.conf), "--no-progress",
+                                "j.condor", env=c.env, cwd=work)
+            await asyncio.wait_for(flooding, 30)
+            busy, window = _cpu(pid) - cpu0, time.monotonic() - t0
+            ch.close()
+            return sent, busy, window, result
+
+        sent, busy, window, (code, _out, err) = asyncio.run(scenario())
+        print(f"{kind}: {sent} frames sent, master CPU {busy:.2f} s in {window:.1f} s "
+              "after the burst")
+        assert busy < 0.12 * window, (busy, window)
         assert code == 0 and "1 jobs, 1 done, 0 failed" in err, err + c.logs()
         assert (work / "ok.out").read_text() == "beside\n"
         assert c.master.poll() is None

@@ -226,9 +226,7 @@ class Master:
                 await self._handle(ch, who, Master._raw_demand, msg, "demand")
                 continue
             if not isinstance(msg, dict):  # data frames are not for the master: a
-                if ch in self._session_sid:    # submitter's cost their bytes all the same
-                    await self._charged(ch, size=len(msg))
-                continue
+                continue  # submitter's were charged as they came (`on_data`)
             handler = table.get(msg["type"])
             if handler is None:
                 if ch in self._session_sid and not await self._charged(ch):
@@ -355,6 +353,9 @@ class Master:
         self.limiter.open_session(ch, host, self.clock(), replaces=old)
         self._session_sid[ch] = sid
         ch.on_bad = lambda size: self._charged(ch, size=size)  # refused frames too
+        # and data frames, a message's worth each plus their bytes, those the wire
+        # swallows after a refused header too (R10: they were charged to nothing)
+        ch.on_data = lambda frames, nbytes: self._charged(ch, size=nbytes, messages=frames)
         if old is not None:
             old.close()
         self.submitters[sid] = ch
@@ -490,14 +491,17 @@ class Master:
                 self.peerlog.exception(ch.peer, "applying a kept demand from %s", ch.peer)
         self._arm()
 
-    async def _charged(self, ch, entries: int = 0, size: Optional[int] = None) -> bool:
+    async def _charged(self, ch, entries: int = 0, size: Optional[int] = None,
+                       messages: int = 1) -> bool:
         """Charge the message `recv` returned last on this submitter session to its
-        budget (`Limiter.message_wait`), first waiting, without reading the session,
-        while the budget is in debt or a demand of it is kept (that one goes first).
-        False: the session was replaced meanwhile (drop the message quietly)."""
+        budget (`Limiter.message_wait`; or `messages` data frames of `size` bytes),
+        first waiting, without reading the session, while the budget is in debt or a
+        demand of it is kept (that one goes first). False: the session was replaced
+        meanwhile (drop the message quietly)."""
         size, waited = (ch.last_size if size is None else size), False
         while self.limiter.stats(ch) is not None:
-            at = self.limiter.message_wait(ch, size, entries, self.clock(), waited)
+            at = self.limiter.message_wait(ch, size, entries, self.clock(), waited,
+                                           messages)
             if at is None:
                 return True
             waited = True
