@@ -85,6 +85,14 @@ Environment:
                        session is not read until then
   JRS_MASTER_HOST_DEMAND_RATE, JRS_MASTER_HOST_DEMAND_BURST  the same budget shared
                        by all sessions of one host (2097152, 8388608)
+  JRS_MASTER_NODE_RATE, JRS_MASTER_NODE_BURST  a node session's budget: bytes a
+                       second (4194304) and at most (16777216); every frame costs
+                       its bytes + JRS_MASTER_NODE_MESSAGE_COST (512) +
+                       JRS_MASTER_NODE_CLAIM_COST (64) per claim it lists (a
+                       refused one four messages, a data frame its bytes + 512);
+                       over it the session is not read until then
+  JRS_MASTER_HOST_NODE_RATE, JRS_MASTER_HOST_NODE_BURST  the same for all node
+                       sessions of one host (8388608, 33554432)
   JRS_PEER_TIMEOUT     seconds before a connection to a vanished peer is given up (20)
   JRS_NODE_GIVE_UP     seconds submit keeps trying a node it cannot reach, or waits
                        for a node to answer the kill of a run the master revoked,
