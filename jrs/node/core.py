@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ..wire.messages import error
+from ..wire.messages import MAX_FILE_SIZE, TOO_BIG, error
 from . import sandbox
 
 LAUNCH_GRACE = 10.0  # seconds a written taskfile may wait for its executor before a relaunch
@@ -199,14 +199,17 @@ def check_headers(files: object) -> List[dict]:
         raise Refused("files must be a list of at most 100000 headers")
     out = []
     seen = set()
-    for f in files:
+    for i, f in enumerate(files):
         if not isinstance(f, dict):
             raise Refused("each file header must be an object")
         name = check_name(f.get("name"))
         if name in seen:
             raise Refused(f"file {name[:60]!r} is sent twice")
         seen.add(name)
-        size = check_count(f.get("size"), f"size of {name[:60]!r}", 0, 1 << 40)
+        size = f.get("size")
+        if type(size) is int and size > MAX_FILE_SIZE:  # the schema's bound and words
+            raise Refused(f"field 'files[{i}].size' {TOO_BIG}")
+        size = check_count(size, f"size of {name[:60]!r}", 0, MAX_FILE_SIZE + 1)
         mode = f.get("mode", 0o644)
         if not isinstance(mode, int) or isinstance(mode, bool):
             mode = 0o644
