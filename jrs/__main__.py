@@ -158,8 +158,11 @@ their names (else its job is held, code 33). At most 32 authenticated
 connections of one host (1,024 in all, at most a quarter of the open-file
 limit) may wait for their first message; past that the oldest is closed.
 A submitter session is read within 2,000 messages a second after 10,000 (4,000
-after 20,000 for one host): a data frame costs an eighth of a message plus one
-a MiB, a refused frame four; past that the session waits, and it is logged.
+after 20,000 for one host): a message costs one plus one per 8 KiB of it and an
+eighth per file header it lists, a data frame an eighth plus one a MiB, a
+refused frame four plus its bytes, the files made for a run one per 50 us of
+CPU they took; past that the session waits, and it is logged. A file sent to
+or from a node is at most 1 TiB less a byte.
 
 Example:
   jrs node -c /etc/jrs --state=/var/lib/jrs/node --slots=16
