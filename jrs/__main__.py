@@ -66,6 +66,9 @@ Environment:
   JRS_OFFER_TIMEOUT    seconds the master waits for a node to answer a claim offer
                        before it withdraws the offer and frees the slot (10)
   JRS_SUBMITTER_LEASE  seconds the master remembers a disconnected submitter (300)
+  JRS_MASTER_TICK      seconds between the master's rounds: matching, time-outs, and
+                       a round's evaluation budget for each submitter (1; tests of
+                       many rounds set it shorter)
   JRS_MASTER_SESSIONS_PER_HOST     submitter sessions the master lets one host
                        (an IPv4 address; an IPv6 /64, or an address of the
                        master's own LANs) hold open at once (64)
@@ -78,7 +81,8 @@ Environment:
                        it the newest demand waits, and is applied when it refills;
                        every other submitter message (progress, release, ...) costs
                        its bytes + 512 + JRS_MASTER_PROGRESS_ENTRY_COST (256) per
-                       cluster entry, and over it the session is not read until then
+                       cluster entry, a data frame its bytes + 512, and over it the
+                       session is not read until then
   JRS_MASTER_HOST_DEMAND_RATE, JRS_MASTER_HOST_DEMAND_BURST  the same budget shared
                        by all sessions of one host (2097152, 8388608)
   JRS_PEER_TIMEOUT     seconds before a connection to a vanished peer is given up (20)
@@ -145,6 +149,9 @@ and the oldest one's age. A result carries at most 100,000 files and 8 MiB of
 their names (else its job is held, code 33). At most 32 authenticated
 connections of one host (1,024 in all, at most a quarter of the open-file
 limit) may wait for their first message; past that the oldest is closed.
+A submitter session is read within 2,000 messages a second after 10,000 (4,000
+after 20,000 for one host): a data frame costs an eighth of a message plus one
+a MiB, a refused frame four; past that the session waits, and it is logged.
 
 Example:
   jrs node -c /etc/jrs --state=/var/lib/jrs/node --slots=16

@@ -198,6 +198,19 @@ class NonRootCluster(Cluster):
                                 env=dict(self.env, HOME=home))
 
 
+def honest_job_cluster(pyz: Path, base: Path, word: str = "through") -> tuple:
+    """(a started master and one 1-slot node in `base`, base/w) with base/w/j.condor: one
+    /bin/echo job writing `word` to ok.out. The flood tests' set-up: a hostile peer
+    floods a daemon, and this honest job must still get through it. The caller stops
+    the cluster (c.stop() in its own `finally`)."""
+    c = Cluster(pyz, base, slots=[1]).start()
+    work = base / "w"
+    work.mkdir()
+    (work / "j.condor").write_text(f"executable = /bin/echo\narguments = {word}\n"
+                                   "output = ok.out\nqueue\n")
+    return c, work
+
+
 # ------------------------------------------------------------------ scratch clusters
 # (the set-up the confinement tests share: a directory the jobs' identities can enter,
 # a cluster in it, a work directory, a gate file the jobs wait for)
@@ -284,17 +297,26 @@ def shared_ledger() -> Path:
     return ledger
 
 
-def sweep(work: Path, n: int, seconds: float) -> Path:
+def sweep(work: Path, n: int, seconds: float, gated: bool = False) -> Path:
     """n jobs that each append their id to a ledger (shared: same machine), sleep, and
-    write `done ID` to out/PROC; the log is c.log. Returns the ledger."""
+    write `done ID` to out/PROC; the log is c.log. Returns the ledger. `gated`: instead
+    of sleeping, each waits (at most `seconds`, whole) until `ledger_gate(ledger)`
+    exists, for a test whose jobs must run until something has happened, however long
+    that takes on a loaded machine, and no longer."""
     work.mkdir(exist_ok=True)
     ledger = shared_ledger()
-    (work / "job.sh").write_text(f"#!/bin/sh\necho $JRS_JOB_ID >> {ledger}\nsleep {seconds}\n"
+    wait = gate_sh(ledger_gate(ledger), int(seconds)) if gated else f"sleep {seconds}"
+    (work / "job.sh").write_text(f"#!/bin/sh\necho $JRS_JOB_ID >> {ledger}\n{wait}\n"
                                  "echo done $JRS_JOB_ID\n")
     os.chmod(work / "job.sh", 0o755)
     (work / "c.condor").write_text("executable = job.sh\noutput = out/$(Process)\n"
                                    f"log = c.log\nqueue {n}\n")
     return ledger
+
+
+def ledger_gate(ledger: Path) -> Path:
+    """The gate of a `gated` sweep: beside its ledger, where the jobs' uids can see it."""
+    return ledger.parent / "go"
 
 
 def runs(ledger: Path) -> collections.Counter:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from jrs.node import taskfile, unit
@@ -205,16 +206,34 @@ def test_a_scan_a_job_blinded_keeps_the_directories_found_before(tmp_path):
     assert str(scratch) not in conf.tmp_dirs and str(pub) not in conf.shared_dirs
 
 
+# JRS_SCAN_EVERY of the restart test's tries: what it checks needs the restart and a
+# job to come before the kept scan is a period old (2.4 s after the node started, on a
+# 2-core machine at load 5.5), and the test waits out a whole period. A try too slow
+# for its period tells nothing and goes again with the next; the last is the 60 s the
+# test always waited, held to every check whatever its timing, as before.
+SCAN_PERIODS = (10, 60)
+
+
 def test_a_restarted_node_takes_its_own_recent_scan_and_scans_when_that_one_is_due(pyz):
     """The scan (~1 s of CPU as nobody) is kept in /run/jrs/scan: the same node started
     again within JRS_SCAN_EVERY of its last scan takes that one (a directory made in
     between is not in its jobs' lists yet, as it would not be had the node run on),
     and scans again when the kept one is a period old, finding it then."""
+    for period in SCAN_PERIODS[:-1]:
+        if _restart_within_the_period(pyz, period, last=False):
+            return
+    assert _restart_within_the_period(pyz, SCAN_PERIODS[-1], last=True)
+
+
+def _restart_within_the_period(pyz, period: int, last: bool) -> bool:
+    """One try of the test above with JRS_SCAN_EVERY=`period`: True when every check
+    held; False (never when `last`) when the restart or the job came so late that the
+    kept scan may have been a period old by then, which would be no failure."""
     tag = secrets.token_hex(4)
     var = Path(f"/var/jrs-kept-{tag}")
     base = Path(tempfile.mkdtemp(prefix="jrs-kept-", dir="/tmp"))
     base.chmod(0o755)
-    c = Cluster(pyz, base, slots=[1], env={"JRS_SCAN_EVERY": "60"})
+    c = Cluster(pyz, base, slots=[1], env={"JRS_SCAN_EVERY": str(period)})
     work = base / "w"
     work.mkdir()
     work.chmod(0o755)
@@ -223,21 +242,28 @@ def test_a_restarted_node_takes_its_own_recent_scan_and_scans_when_that_one_is_d
                                    "queue\n")
     tasks = base / "node0" / "tasks"
     log = base / "node0.log"
+    started = time.monotonic()  # the node's first scan starts after this
+
+    def late() -> bool:
+        """May the kept scan be a period old now? (never asked on the last try)"""
+        return not last and time.monotonic() >= started + period
 
     def lines(kept: bool) -> int:
         return sum("world-writable directories:" in ln and ("kept in" in ln) == kept
                    for ln in log.read_text().splitlines())
 
-    def dirs_of_a_job() -> list:
+    def dirs_of_a_job() -> tuple:
+        """The directories a job's spec lists, and whether it may have come late."""
         (work / "go").unlink(missing_ok=True)
         p = c.submit("c.condor", cwd=work)
         wait_for(lambda: len(list(tasks.glob("*.task"))) == 1, timeout=60)
         spec = taskfile.load(str(next(tasks.glob("*.task")))).spec
+        too_late = late()
         (work / "go").touch()
         _out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err + c.logs()
         wait_for(lambda: not list(tasks.glob("*.task")), timeout=30)
-        return spec["tmp_dirs"] + spec["shared_dirs"]
+        return spec["tmp_dirs"] + spec["shared_dirs"], too_late
 
     try:
         var.mkdir()
@@ -250,11 +276,17 @@ def test_a_restarted_node_takes_its_own_recent_scan_and_scans_when_that_one_is_d
         c.nodes[0].wait(10)
         c.start_node(0)
         c.wait_up(1)
-        wait_for(lambda: lines(True) == 1, timeout=30)
+        wait_for(lambda: lines(True) == 1 or late(), timeout=30)
+        if late():
+            return False
         assert lines(False) == 1, c.logs()  # no new scan at this start
-        assert str(pub) not in dirs_of_a_job()
+        dirs, too_late = dirs_of_a_job()
+        if too_late:
+            return False
+        assert str(pub) not in dirs
         wait_for(lambda: lines(False) == 2, timeout=150)  # due a period after the kept one
-        assert str(pub) in dirs_of_a_job()
+        assert str(pub) in dirs_of_a_job()[0]
+        return True
     finally:
         c.stop()
         for p in (var, base):

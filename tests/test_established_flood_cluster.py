@@ -16,7 +16,7 @@ import subprocess
 
 from jrs.wire.aio import Channel, ConnectionClosed
 
-from .cluster import Cluster
+from .cluster import Cluster, honest_job_cluster
 from .test_hello_flood_cluster import EVIL, _open, _run
 
 
@@ -49,12 +49,8 @@ def _fds(pid: int) -> int:
 
 def test_attached_sessions_of_one_host_cannot_take_every_descriptor_of_a_node(
         pyz, tmp_path):
-    c = Cluster(pyz, tmp_path, slots=[1]).start()
+    c, work = honest_job_cluster(pyz, tmp_path)
     env = dict(c.env, JRS_CONNECT_TIMEOUT="10")
-    work = tmp_path / "w"
-    work.mkdir()
-    (work / "j.condor").write_text("executable = /bin/echo\narguments = through\n"
-                                   "output = ok.out\nqueue\n")
     try:
         node = c.nodes[0].pid
         subprocess.run(["prlimit", f"--pid={node}", "--nofile=256:256"], check=True)

@@ -19,7 +19,7 @@ from jrs.wire.aio import Channel, _handshake
 from jrs.wire.connection import Connection
 from jrs.wire.keys import root_key
 
-from .cluster import Cluster
+from .cluster import Cluster, honest_job_cluster
 from .test_wire_slots import _closed
 
 EVIL = "127.0.0.2"
@@ -83,12 +83,8 @@ def test_connections_that_never_say_hello_are_bounded_per_host_at_master_and_nod
     host used to take every descriptor (the daemon then accepts nobody until they time
     out, 30 s: the honest `jrs status` and `jrs submit` fail). Now 32 stay, the others
     are closed, and the honest clients are served while the flood is held open."""
-    c = Cluster(pyz, tmp_path, slots=[1]).start()
+    c, work = honest_job_cluster(pyz, tmp_path)
     env = dict(c.env, JRS_CONNECT_TIMEOUT="10")
-    work = tmp_path / "w"
-    work.mkdir()
-    (work / "j.condor").write_text("executable = /bin/echo\narguments = through\n"
-                                   "output = ok.out\nqueue\n")
     try:
         for proc in (c.master, c.nodes[0]):
             subprocess.run(["prlimit", f"--pid={proc.pid}", "--nofile=256:256"], check=True)

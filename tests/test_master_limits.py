@@ -374,6 +374,18 @@ def test_a_message_is_charged_its_size_the_message_cost_and_its_entries():
     assert (st["messages"], st["waits"], st["bytes"]) == (1, 0, 88)
 
 
+def test_data_frames_cost_a_message_each_and_their_bytes():
+    """A read's data frames are charged at once (R10: 1-byte frames, uncharged when the
+    wire swallowed them after a refused header): 1,000 of 1 byte, 1,000 x 513."""
+    lim = _limiter(demand_burst=1e6, host_demand_burst=1e7)
+    lim.open_session("s", A, 0.0)
+    assert lim.message_wait("s", 1000, 0, 0.0, messages=1000) is None
+    assert lim._sessions["s"].bucket.tokens == 1e6 - 1000 * 513
+    assert lim.message_wait("s", 1000, 0, 0.0, messages=1000) is None  # into debt
+    assert lim.message_wait("s", 1, 0, 0.0, messages=1) is not None  # then it waits
+    assert lim.stats("s")["messages"] == 2000
+
+
 def test_a_message_in_debt_waits_until_a_batch_is_back_then_those_after_it_go():
     """In debt, a message waits until BATCH bytes (at most the burst) are back, so the
     next ones go without a wait (and a wake-up) each; the rate is the same."""

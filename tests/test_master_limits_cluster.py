@@ -54,6 +54,16 @@ async def _hello(ch: Channel, i: int) -> dict:
     return await _recv(ch, 30)
 
 
+async def _sessions(c: Cluster, count: int, source: str = EVIL) -> list:
+    """`count` submitter sessions from `source`, each welcomed. Each says hello as soon
+    as it is open: 32 silent connections of one host are the wire's bound."""
+    chans = []
+    for i in range(count):
+        chans.append(await _open_from(c, source))
+        assert (await _hello(chans[-1], i))["type"] == "welcome"
+    return chans
+
+
 def _entries(n: int, tag: str, count: int = 0, pad: int = 0) -> list:
     return [{"key": f"{tag}{i}" + "p" * pad, "count": count, "cpus": 1, "memory": 0,
              "gpus": 0, "requirements": "", "ad": {}} for i in range(n)]
@@ -139,10 +149,7 @@ def test_one_host_cannot_fill_the_pools_request_cap(pyz, tmp_path):
         work.mkdir()
 
         async def scenario():
-            chans = []
-            for i in range(64):  # hello at once (32 silent ones are the wire's bound)
-                chans.append(await _open_from(c))
-                assert (await _hello(chans[-1], i))["type"] == "welcome"
+            chans = await _sessions(c, 64)
             for i, ch in enumerate(chans):
                 ch.send({"type": "demand", "requests": _entries(1024, f"s{i}k")})
                 await ch.drain()
@@ -211,9 +218,7 @@ def _flood(pyz, tmp_path, sessions: int) -> tuple:
 
         async def scenario():
             before = [(await _honest_submit(c, work, 1))[2] for _ in range(2)]
-            chans = [await _open_from(c) for _ in range(sessions)]
-            for i, ch in enumerate(chans):
-                assert (await _hello(ch, i))["type"] == "welcome"
+            chans = await _sessions(c, sessions)
             opened = time.monotonic()
             stop = asyncio.Event()
             sent = [0]

@@ -13,6 +13,7 @@ import pytest
 from jrs.cluster import master as master_mod
 from jrs.cluster.master import ClusterCounter, Master
 from jrs.config import ClusterConfig, Endpoint, NodeEntry
+from jrs.errors import ConfigError
 from jrs.wire.aio import ConnectionClosed, Server, connect
 from jrs.wire.keys import root_key
 
@@ -263,8 +264,31 @@ def test_cluster_ids_are_never_handed_out_twice_across_restarts_and_flush_once_a
     assert ClusterCounter(str(tmp_path)).take() == 7
 
 
-def test_the_ticker_ticks_at_once_so_a_stop_before_its_second_tick_is_pardoned(
+def test_the_tick_is_jrs_master_tick_seconds_and_a_bad_one_stops_the_master(
         tmp_path, monkeypatch):
+    """JRS_MASTER_TICK sets the ticker's period and the Pool's (the suite's tests of many
+    rounds shorten it); one that is no positive number of seconds is refused, naming
+    the setting, as a ticker that never sleeps would spin."""
+    config = _Env(tmp_path).config
+    monkeypatch.setenv("JRS_MASTER_TICK", "0.02")
+    m = Master(config, ClusterCounter(str(tmp_path)))
+    assert m.tick == m.pool.tick_period == 0.02
+    ticks = []
+    m.pool.tick = lambda now: ticks.append(now) or []
+
+    async def go() -> None:
+        task = asyncio.ensure_future(m.ticker())
+        await asyncio.sleep(0.5)
+        task.cancel()
+    asyncio.run(go())
+    assert len(ticks) > 5, ticks  # 1 at the default period of 1 s
+    for bad in ("0", "-1", "nan", "soon"):
+        monkeypatch.setenv("JRS_MASTER_TICK", bad)
+        with pytest.raises(ConfigError, match="JRS_MASTER_TICK"):
+            Master(config, ClusterCounter(str(tmp_path)))
+
+
+def test_the_ticker_ticks_at_once_so_a_stop_before_its_second_tick_is_pardoned(tmp_path):
     """Sim finding (small 108): a master stopped (SIGSTOP) within its first second woke
     to a Pool that had never ticked, so it had no gap to pardon (C2's rule): it declared
     every node lost at once, their reports still unread, and revoked their claims with
@@ -272,7 +296,7 @@ def test_the_ticker_ticks_at_once_so_a_stop_before_its_second_tick_is_pardoned(
     now = [100.0]
     env = _Env(tmp_path)
     m = Master(env.config, ClusterCounter(str(tmp_path)), clock=lambda: now[0])
-    monkeypatch.setattr(master_mod, "TICK", 3600.0)  # the ticker's sleep: no second tick
+    m.tick = 3600.0  # the ticker's sleep: no second tick
 
     async def go() -> None:
         task = asyncio.ensure_future(m.ticker())

@@ -5,8 +5,10 @@ connection that never sent its first message, flooding hellos or bad frames, kep
 master at ~60 % of a core for the 30 s first-message deadline (and a node likewise);
 hellos after the first message were charged to nothing. Now a second hello, or more
 than 16 bad frames before the first message (one is answered and skipped, as after
-it), closes the connection (after an `error`, code "protocol"). Real jrs.pyz master
-and node on loopback; the flood from 127.0.0.2."""
+it), closes the connection (after an `error`, code "protocol"). So do the data frames
+of a refused transfer header (R10: the wire swallowed them, seen by nothing, for the
+whole deadline; a transfer is never a first message). Real jrs.pyz master and node on
+loopback; the flood from 127.0.0.2."""
 
 from __future__ import annotations
 
@@ -19,18 +21,26 @@ from .cluster import Cluster
 from .test_hello_flood_cluster import _cpu, _open
 from .test_master_limits_cluster import _hello
 
-FLOODS = {"hello": {"type": "hello", "version": 1}, "bad": {"type": "zzz"}}
+# "data": a `run` the schema refuses, announcing 1 TiB, whose data frames (1 byte each)
+# the wire swallows: no event, so neither a first message nor a bad frame (R10)
+FLOODS = {"hello": {"type": "hello", "version": 1}, "bad": {"type": "zzz"},
+          "data": {"type": "run", "files": [{"name": "in", "size": 1 << 40}]}}
 
 
 async def _flood(ch, body: dict, seconds: float) -> tuple:
-    """Send `body` as fast as we can for `seconds` or until the daemon closes: (frames
-    sent, seconds it took, closed by the daemon)."""
+    """Send `body` as fast as we can for `seconds` or until the daemon closes (a transfer
+    header once, then its data frames): (frames sent, seconds it took, closed by the
+    daemon)."""
     ch.conn.strict = False  # a hostile peer breaks the schema
     start, sent = time.monotonic(), 0
+    data = body["type"] == "run"
     try:
+        if data:
+            ch.writer.write(ch.conn.send_message(body))
         while time.monotonic() - start < seconds:
             for _ in range(100):
-                ch.writer.write(ch.conn.send_message(body))
+                ch.writer.write(ch.conn.send_data(b"x") if data
+                                else ch.conn.send_message(body))
                 sent += 1
             await ch.writer.drain()
             await asyncio.sleep(0)

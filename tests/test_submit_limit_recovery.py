@@ -9,7 +9,7 @@ import asyncio
 import time
 
 from .cluster import Cluster
-from .test_master_limits_cluster import _entries, _hello, _honest_submit, _open_from
+from .test_master_limits_cluster import _entries, _honest_submit, _recv, _sessions
 
 
 def test_a_demand_refused_for_the_hosts_share_goes_again_and_the_submit_ends(pyz, tmp_path):
@@ -23,12 +23,14 @@ def test_a_demand_refused_for_the_hosts_share_goes_again_and_the_submit_ends(pyz
         work.mkdir()
 
         async def scenario():
-            chans = [await _open_from(c, "127.0.0.1") for _ in range(16)]
+            chans = await _sessions(c, 16, "127.0.0.1")
             for i, ch in enumerate(chans):
-                assert (await _hello(ch, i))["type"] == "welcome"
                 ch.send({"type": "demand", "requests": _entries(1024, f"s{i}k")})
+                ch.send({"type": "new-cluster"})  # answered once the demand is applied
                 await ch.drain()
-            await asyncio.sleep(3)  # all 16 applied
+            for ch in chans:  # all 16 applied (a session's messages are taken in order)
+                while (msg := await _recv(ch, 30))["type"] != "cluster":
+                    assert msg["type"] != "error", msg
             task = asyncio.ensure_future(_honest_submit(c, work, 1))
             deadline = time.monotonic() + 30  # its demand is refused meanwhile
             while "JRS_MASTER_REQUESTS_PER_HOST" not in log.read_text() and \
@@ -60,10 +62,7 @@ def test_a_session_refused_for_the_hosts_limit_is_not_blamed_on_the_secret(pyz, 
         work.mkdir()
 
         async def scenario():
-            chans = []
-            for i in range(64):  # hello at once (32 silent ones are the wire's bound)
-                chans.append(await _open_from(c, "127.0.0.1"))
-                assert (await _hello(chans[-1], i))["type"] == "welcome"
+            chans = await _sessions(c, 64, "127.0.0.1")
             res = await _honest_submit(c, work, 1)
             for ch in chans:
                 ch.close()

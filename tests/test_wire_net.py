@@ -608,3 +608,78 @@ def test_refused_connection_lines_are_rate_limited_per_address_whatever_the_text
     assert 1 <= len(from_first) <= 20
     assert all("\n" not in line and len(line) < 300 for line in lines)
     assert any("10.0.0.2" in line for line in lines)
+
+
+def test_data_frames_go_to_on_data_per_read_swallowed_ones_too():
+    """R10: the channel hands each read's data frames and bytes to `on_data` (the
+    daemons' budgets), those the wire swallows after a refused header included (no event
+    shows them); a first message, a transfer and its data in one read are an honest
+    client's, never closed. Data that follows no first message at all, read after read,
+    closes the connection (`error`, code "protocol")."""
+    seen: list = []  # [(frames, bytes)] of each channel, the honest one first
+    got: list = []
+    ended: list = []  # why the server's channels closed
+
+    async def handler(ch):
+        mine: list = []
+        seen.append(mine)
+
+        async def on_data(frames: int, nbytes: int) -> None:
+            mine.append((frames, nbytes))
+
+        ch.on_data = on_data
+        try:
+            while True:
+                got.append(await ch.recv())
+        except ConnectionClosed as exc:
+            ended.append(str(exc))
+            raise
+
+    async def go():
+        server = Server(ROOT, "node", handler)
+        port = (await server.start("127.0.0.1", 0))[1]
+        ch = await connect("127.0.0.1", port, ROOT, "submit", timeout=5)
+        ch.conn.strict = False  # a hostile peer breaks the schema
+        c = ch.conn
+        wire = c.send_message({"type": "ping", "seq": 1})
+        wire += c.send_message({"type": "blob", "size": 3000})
+        wire += b"".join(c.send_data(bytes(1000)) for _ in range(3))
+        wire += c.send_message({"type": "run", "files": [{"name": "a", "size": 500}]})
+        wire += b"".join(c.send_data(bytes(100)) for _ in range(5))
+        wire += c.send_message({"type": "ping", "seq": 2})
+        ch.writer.write(wire)  # one write: most likely one read
+        deadline = asyncio.get_running_loop().time() + 5
+        while len(got) < 5 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        honest_closed = ch.writer.transport.is_closing()
+        ch.close()
+        # before any first message: a refused header, then its data read after read
+        bad = await connect("127.0.0.1", port, ROOT, "submit", timeout=5)
+        bad.conn.strict = False
+        bad.writer.write(bad.conn.send_message({"type": "run",
+                                                "files": [{"name": "a", "size": 1 << 30}]}))
+        sent = 0
+        try:
+            for _ in range(20):
+                bad.writer.write(b"".join(bad.conn.send_data(b"x") for _ in range(10)))
+                await bad.writer.drain()
+                sent += 1
+                await asyncio.sleep(0.02)  # another read each time
+        except ConnectionError:
+            pass
+        for _ in range(100):
+            if len(ended) == 2:  # the honest one's (we closed it) and the bad one's
+                break
+            await asyncio.sleep(0.01)
+        bad.close()
+        server.close()
+        return honest_closed, sent
+
+    honest_closed, sent = run(go())
+    assert not honest_closed
+    assert [m for m in got if isinstance(m, dict)] == [
+        {"type": "ping", "seq": 1}, {"type": "blob", "size": 3000}, {"type": "ping", "seq": 2}]
+    assert [m for m in got if isinstance(m, bytes)] == [bytes(1000)] * 3
+    assert (sum(f for f, _ in seen[0]), sum(b for _, b in seen[0])) == (8, 3500), seen
+    assert ended == ["peer closed the connection", "file data before the first message"]
+    assert sent < 20, sent  # closed within a few reads, not at the deadline

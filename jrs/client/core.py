@@ -26,6 +26,9 @@ Decisions that live here:
   run (killed, lost with its node, refused), never back in the queue;
 - a run killed that we did not ask to kill (`removed` in its result: its claim was
   revoked, its node declared dead) is a lost run, not the job's own exit;
+- a claim a result says is gone (`claim_gone`: the node let it go with the job, or
+  cannot vouch for it back from a stop) is retired, never given the next job (its
+  run would be refused "unknown claim");
 - a run whose claim the master revoked (its welcome's `killed`, its `node-lost`) on a
   node we still reach is killed there by us, and the node's answer decides: killed, a
   lost run; ended on its own first, its result stands (rerun at once, a slow node ran
@@ -194,7 +197,9 @@ class ClaimState:
     gpus: int
     key: str
     proc: Optional[int] = None
-    retire: bool = False  # re-attached from an earlier run: released once its job ends
+    # released once its job ends, never given another: re-attached from an earlier run,
+    # dropped by the master meanwhile (its welcome), or gone with the job on its node
+    retire: bool = False
 
 
 @dataclass
@@ -908,6 +913,8 @@ class SubmitCore:
         except (TypeError, KeyError):  # not a transfer the wire took: cannot follow it
             self._emit(ResetNode(node, "a result whose data cannot be followed"))
             return
+        if msg.get("claim_gone") is True:
+            self._claim_gone(rec)
         if isinstance(files, list) and len(files) > self.cfg.max_output_files:
             self._bad_result(node, rec, job, attempt, f"{len(files)} output files exceed the "
                              f"limit of {self.cfg.max_output_files}", HOLD_OUTPUT_LIMIT)
@@ -940,6 +947,19 @@ class SubmitCore:
                                         self.cfg.realdir)
         self._receiving[ref] = (rec, dict(result, node=node))
         self._emit(ReceiveOutputs(node, ref, plan))
+
+    def _claim_gone(self, rec: Optional[Rec]) -> None:
+        """The node says the claim this result's run was on is gone: it let the claim go
+        with the job (the master's session of ours closed, or the master told it to
+        drop the claim) or since, or it cannot vouch for it (back from a stop, before
+        the master confirmed its claims). The claim is retired: released once the
+        result is in (a no-op at a node that dropped it), never given a job. Kept in
+        use, its next run was refused "unknown claim", one wasted input transfer and
+        an uncounted rerun (issue 12: sim large 7, revoke 4). A stale result (`rec`
+        None) names no claim of ours; a node of before the field never says it."""
+        c = self.claims.get(rec.claim or "") if rec is not None else None
+        if c is not None and c.proc == rec.proc:
+            c.retire = True
 
     def _bad_result(self, node: str, rec: Optional[Rec], job: str, attempt: int, why: str,
                     code: int, log_excerpt: bool = True, held: Optional[str] = None) -> None:

@@ -2,7 +2,9 @@
 
 Both run inside the submit process on loopback with a throw-away secret and
 state in a temporary directory, which goes away with the run. The node's
-launcher is forked first, while the process is still small.
+launcher is forked first, while the process is still small; it owns the
+directory, so a submit that dies without stopping the cluster (`kill -9`) still
+takes its jobs and the directory with it.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ class LocalCluster:
     def __init__(self) -> None:
         from ..node.launcher import Launcher
 
-        self.launcher = Launcher()
         self.dir = tempfile.mkdtemp(prefix="jrs-local-")
+        self.launcher = Launcher(owned_dir=self.dir)  # kill -9 of us: it ends the jobs
         self.secret = os.urandom(32).hex().encode()
         self.node_ep = Endpoint("127.0.0.1", _free_port())
         self.config = ClusterConfig(Path(self.dir), Endpoint("127.0.0.1", _free_port()),

@@ -82,8 +82,11 @@ def refused_result(exc: BadPeerMessage) -> Optional[dict]:
         transfer_size(body)
     except ValueError:
         return None  # (the wire closed the link already)
-    return {"type": "finished", "job": job, "attempt": attempt,
-            "result": body.get("result"), "files": body.get("files")}
+    out = {"type": "finished", "job": job, "attempt": attempt,
+           "result": body.get("result"), "files": body.get("files")}
+    if body.get("claim_gone") is True:  # the claim went with the job: retired
+        out["claim_gone"] = True
+    return out
 
 
 class NodeLink:

@@ -31,7 +31,8 @@ master's shell asks a `Limiter` before it lets a session or a demand in:
   and `progress_entry_cost` per cluster entry of a `progress`. They cannot be
   coalesced (each release names its own claim), so one that finds a bucket in debt,
   or its session with a demand kept (which goes first: order), waits: `message_wait`
-  says until when, and the shell reads nothing more of that session meanwhile.
+  says until when, and the shell reads nothing more of that session meanwhile. Data
+  frames (no honest peer sends the master any) cost as much each, and their bytes.
 
 Over a count limit the shell sends the peer an `error` (code "limit", the text from
 here, naming the bound) and applies nothing of that session or demand. Everything
@@ -368,12 +369,15 @@ class Limiter:
     # ------------------------------------------------------------ other messages
 
     def message_wait(self, key: Hashable, size: int, entries: int, now: float,
-                     waited: bool = False) -> Optional[float]:
+                     waited: bool = False, messages: int = 1) -> Optional[float]:
         """A decoded `progress`, `release` or other non-demand message of `size` bytes
-        (with `entries` cluster entries) on session `key`. None: handle it now, it has
-        been charged. A time: handle it no sooner (its session or host is in debt, or
-        its session has a demand kept, which goes first): the shell reads nothing more
-        of the session until then, and asks again (`waited`: counts it once)."""
+        (with `entries` cluster entries) on session `key`; or `messages` data frames of
+        `size` bytes in all, each a message's worth (`message_cost`) plus its bytes: no
+        honest peer sends the master data, and 1-byte frames are bounded so like any
+        other flood (R10). None: handle it now, it has been charged. A time: handle it
+        no sooner (its session or host is in debt, or its session has a demand kept,
+        which goes first): the shell reads nothing more of the session until then, and
+        asks again (`waited`: counts it once)."""
         s = self._sessions[key]
         host = self._host_buckets[s.host]
         s.bucket.refill(now)
@@ -389,12 +393,12 @@ class Limiter:
                      for b in (s.bucket, host))
             if at > now + SLACK:
                 return at
-        cost = float(size + self.limits.message_cost
+        cost = float(size + messages * self.limits.message_cost
                      + entries * self.limits.progress_entry_cost)
         for b in (s.bucket, host):
             b.tokens = max(b.tokens, 0.0) - cost
         s.bytes += size
-        s.messages += 1
+        s.messages += messages
         return None
 
     def kept(self, key: Hashable) -> Any:

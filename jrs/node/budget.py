@@ -5,9 +5,9 @@ operator, not the owner of the node's CPU: one session sending `ack`s or unknown
 types as fast as it could took 40 % of a node's core (R9). So each session and each
 source host (`hosts.host_key`) has a token bucket of messages; a message takes one
 token, and a session whose bucket or host is a batch in debt is not read until the
-debt is paid (nothing is dropped: the sender waits, as TCP makes it). Data frames of a
-transfer are not counted: a run's input and its `run` message are one unit, and the
-bytes are bounded by the wire already.
+debt is paid (nothing is dropped: the sender waits, as TCP makes it). The data frames
+of a transfer are charged too, by `data_cost` (R10: uncharged, one `run` announcing
+1 TiB and then 1-byte frames took 54 % of a node's core).
 
 An honest submitter sends a `run` and an `ack` per job and a `kill` per removal: the
 rate is ~1,000 jobs a second from one submitter to one node (a node of 64 slots
@@ -27,7 +27,27 @@ HOST_RATE = 4000.0  # ... all sessions of one host
 HOST_BURST = 20000.0
 BATCH = 64.0  # a debt smaller than this is let run on (a wake-up per message costs more)
 REFUSED_COST = 4.0  # a frame the wire refuses and answers with an error (R10)
+DATA_FRAME_COST = 1 / 8  # a data frame, whatever its size (see data_cost) ...
+DATA_BYTES_PER_MESSAGE = float(1 << 20)  # ... plus a message's worth per MiB it carries
 HOSTS_KEPT = 4096  # host buckets past this are pruned of full ones with no session
+
+
+def data_cost(frames: int, nbytes: int) -> float:
+    """What `frames` data frames carrying `nbytes` bytes in all cost, in messages.
+
+    A frame costs the node its opening, its event and a write whatever it carries, ~5
+    us against ~50 us for a message (R10: 390,000 frames of 1 byte in 3.5 s, 54 % of
+    a core): an eighth of a message each bounds a flood of tiny frames to 16,000 a
+    second, ~8 % of a core, like the message flood. Our own senders send 256 KiB frames
+    (`files.CHUNK`, the last of a file shorter), so an honest transfer pays the frame
+    term once per 256 KiB: a 64 MiB input costs 32 + 64 = 96 messages, 1 % of the
+    burst, and a run of 10,000 small files 1,250 (creating them costs the node more).
+    The bytes term, a message per MiB, makes a frame's cost grow with what it carries
+    but is not the bound on bytes: decrypting and writing them is what a transfer is
+    for, and at 256 KiB frames a session may still move ~1.3 GiB/s (5,333 frames of
+    0.375 messages each at 2,000 a second), above a 10 GbE link; what bytes a run
+    may announce is bounded by its file headers (1 TiB a file)."""
+    return frames * DATA_FRAME_COST + nbytes / DATA_BYTES_PER_MESSAGE
 
 
 class _Bucket:
@@ -50,12 +70,12 @@ class MessageBudget:
                  host_rate: float = HOST_RATE, host_burst: float = HOST_BURST) -> None:
         self.rate, self.burst = rate, burst
         self.host_rate, self.host_burst = host_rate, host_burst
-        self._sessions: dict = {}  # key -> (host, bucket)
+        self._sessions: dict = {}  # key -> [host, bucket, times it waited]
         self._hosts: dict = {}  # host -> [bucket, sessions open]
         self.waited = 0  # times a session was made to wait (for tests and status)
 
     def open(self, key: Hashable, host: str, now: float) -> None:
-        self._sessions[key] = (host, _Bucket(self.rate, self.burst, now))
+        self._sessions[key] = [host, _Bucket(self.rate, self.burst, now), 0]
         entry = self._hosts.get(host)
         if entry is None:
             if len(self._hosts) >= HOSTS_KEPT:
@@ -70,6 +90,12 @@ class MessageBudget:
         if got is not None:
             self._hosts[got[0]][1] -= 1
 
+    def waits(self, key: Hashable) -> int:
+        """How many times session `key` was made to wait (the shell logs the first: an
+        honest session never is)."""
+        got = self._sessions.get(key)
+        return 0 if got is None else got[2]
+
     def _prune(self, now: float) -> None:
         """Hosts with no session whose bucket has refilled: forgetting them changes
         nothing (a new bucket is a full one)."""
@@ -79,13 +105,14 @@ class MessageBudget:
 
     def charge(self, key: Hashable, now: float, cost: float = 1.0) -> float:
         """One message of session `key` read at `now` (`cost` messages' worth: a frame
-        the wire refused costs REFUSED_COST, it is answered): seconds the shell waits
-        before it reads the next one (0.0: go on)."""
-        got: Optional[tuple] = self._sessions.get(key)
+        the wire refused costs REFUSED_COST, it is answered; a read's data frames cost
+        `data_cost`): seconds the shell waits before it reads the next one (0.0: go on)."""
+        got: Optional[list] = self._sessions.get(key)
         if got is None:
             return 0.0
-        host, bucket = got
+        host, bucket, _ = got
         wait = max(bucket.take(now, cost), self._hosts[host][0].take(now, cost))
         if wait > 0.0:
             self.waited += 1
+            got[2] += 1
         return wait

@@ -611,6 +611,18 @@ class NodeCore:
         return [Log("warning", f"the node was stopped for {now - last:.1f}s: no new job "
                                "starts until the master has confirmed its claims")]
 
+    def _noted(self, now: float) -> List[Action]:
+        """`_clock`, and back from a stop the master asked at once: for the events that
+        deliver a result (a job's end, an attach), so a result that goes out before the
+        master confirmed the claims says so (`claim_gone`). A job that ended while the
+        node was stopped is read back before the first tick: with the stop noted only
+        at ticks and runs, its result went out as if the claims were confirmed, the
+        submitter put its claim to work again, and the master's revocation landed ms
+        later: sim revoke 4, 9, 29, 65, 112, 253 of 1-300, a run refused "unknown
+        claim" each (issue 12)."""
+        out = self._clock(now)
+        return out + self._ask(now)
+
     def _ask(self, now: float) -> List[Action]:
         if self.unconfirmed is None or self._asked or not self.master:
             return []
@@ -774,6 +786,7 @@ class NodeCore:
             if own is None:
                 unknown.append(item)
         out: List[Action] = [ToSession(sid, {"type": "attached", "unknown": unknown})]
+        out += self._noted(now)  # before the results go: `claim_gone`
         for task in self.tasks.values():
             if self._visible(s, task) and task.finished and task.delivering is None:
                 out.append(self._deliver(task, sid))
@@ -1080,7 +1093,8 @@ class NodeCore:
     def _ended(self, task: Task, now: float) -> List[Action]:
         task.announce = False  # "finished" says it all
         task.finished_at = _ended_at(task.state, now)
-        out = self._free_claim(task, now)
+        out = self._noted(now)  # back from a stop: its result says the claim may be gone
+        out += self._free_claim(task, now)
         sid = self.bound.get((task.submitter, task.session))
         if sid is not None and task.delivering is None:
             out.append(self._deliver(task, sid))
@@ -1098,6 +1112,32 @@ class NodeCore:
         return [Kill(task.key, task.path)]
 
     # ---------------------------------------------------------- delivery
+
+    def claim_gone(self, task: Task) -> bool:
+        """Whether the submitter must send no run on the claim `task` ran on: this node
+        no longer holds it (dropped with the job: a claim released while its job ran
+        goes when it ends; or dropped since the job ended, before the result went
+        out), or cannot tell yet: back from a stop, the master has not confirmed the
+        claims (it may have declared the node lost and revoked them; its claim-drops
+        come before its pong). A run sent on such a claim waits for the confirmation
+        and is refused "unknown claim" if it went: one wasted input transfer and a
+        rerun each (issue 12). Retired instead, the claim is released and another one
+        granted: a few round trips, and only after a stop."""
+        claim = self.claims.get(task.claim)
+        return (claim is None or claim.submitter != task.submitter or claim.releasing
+                or self.unconfirmed is not None)
+
+    def finished_msg(self, task: Task, result: dict, files: list) -> dict:
+        """The `finished` of `task`, built by the core for both node shells as it goes
+        (the real daemon after its output scan, which can take seconds), so
+        `claim_gone: true` says what holds then (`claim_gone`): the submitter retires
+        the claim instead of sending its next job there. Left out while the claim is
+        held: the message an older submitter knows (it would drop the field anyway)."""
+        msg = {"type": "finished", "job": task.job, "attempt": task.attempt,
+               "result": result, "files": files}
+        if self.claim_gone(task):
+            msg["claim_gone"] = True
+        return msg
 
     def _deliver(self, task: Task, sid: int) -> Deliver:
         task.delivering = sid

@@ -28,10 +28,11 @@ from ..wire import files as wirefiles
 from ..wire.aio import Channel, ConnectionClosed, Server, connect
 from ..wire.errors import WireError
 from ..wire.hosts import host_key
+from ..wire.peerlog import PeerLog, excerpt
 from ..wire.reconnect import Backoff, keep_connected
 from . import core as nc
 from . import identity, sandbox, scancache, taskfile, unit
-from .budget import REFUSED_COST, MessageBudget
+from .budget import REFUSED_COST, MessageBudget, data_cost
 from .confine import Confinement, make_state_dir, scan_every
 from .core import Capacity, NodeCore
 from .launcher import Launcher
@@ -125,6 +126,7 @@ class NodeDaemon:
         self.stopping = asyncio.Event()
         self._ids = itertools.count(1)
         self.budget = MessageBudget()  # how fast submitter sessions are read (budget.py)
+        self.peerlog = PeerLog(log)  # lines about a session: a few a minute per host
         self._background: set = set()
         self._tasks: list = []
         self._do: Dict[type, Callable] = {
@@ -291,12 +293,20 @@ class NodeDaemon:
         self.channels[sid] = ch
         self.budget.open(sid, host_key(ch.peer), time.monotonic())
 
-        async def charge_refused(_size: int) -> None:  # a frame the wire refused and
-            wait = self.budget.charge(sid, time.monotonic(), REFUSED_COST)  # answered: more
-            if wait > 0.0:  # (R10: unknown types flooded past the budget, 83 % of a core)
+        async def charge(cost: float) -> None:
+            wait = self.budget.charge(sid, time.monotonic(), cost)
+            if wait > 0.0:  # a flood: its sender waits (nothing is dropped)
+                if self.budget.waits(sid) == 1:  # said once (an honest session never
+                    self.peerlog.info(ch.peer, "submitter session %d from %s is over its "
+                                      "message budget: read at its rate from now on",
+                                      sid, excerpt(ch.peer, 64))  # waits: test_node_budget)
                 await asyncio.sleep(wait)
 
-        ch.on_bad = charge_refused
+        # a frame the wire refused and answered costs more (R10: unknown types flooded
+        # past the budget, 83 % of a core); a read's data frames, their `data_cost`
+        # (R10: 1-byte frames after one `run`, 54 %), swallowed ones of a refused header too
+        ch.on_bad = lambda _size: charge(REFUSED_COST)
+        ch.on_data = lambda frames, nbytes: charge(data_cost(frames, nbytes))
         try:
             first = await asyncio.wait_for(ch.recv(), 30)
             self.execute(self.core.attach(sid, first, time.time()))
@@ -304,9 +314,7 @@ class NodeDaemon:
                 msg = await ch.recv()
                 if not isinstance(msg, dict):
                     raise WireError("file data outside a transfer")
-                wait = self.budget.charge(sid, time.monotonic())
-                if wait > 0.0:  # a flood: its sender waits (nothing is dropped)
-                    await asyncio.sleep(wait)
+                await charge(1.0)
                 handler = self._session_handlers.get(msg["type"])
                 if handler is not None:
                     await handler(sid, ch, msg)
@@ -659,8 +667,9 @@ class NodeDaemon:
                 return
             result, found = await self._collect(task.state)
             items = found.items if found is not None else []
-            msg = {"type": "finished", "job": task.job, "attempt": task.attempt,
-                   "result": result, "files": found.heads if found is not None else []}
+            # built after the scan: a claim dropped meanwhile is said gone (claim_gone)
+            msg = self.core.finished_msg(task, result,
+                                         found.heads if found is not None else [])
             encoded = None
             if len(msg["files"]) > BIG_HEADER:  # its json too takes seconds under load
                 encoded = await asyncio.get_running_loop().run_in_executor(

@@ -13,6 +13,12 @@ daemon: the launcher exits when the daemon goes away (EOF on the pipe), a busy
 executor finishes its job (its result stays in the taskfile for the next
 daemon) and then exits, an idle one exits at once. Nothing is re-adopted: a new
 daemon starts a new launcher and new executors.
+
+A launcher started for a cluster that must not outlive its owner (`jrs submit
+--local`: master, node and submitter are one process) is given that cluster's
+directory. Its EOF then means the owner is gone, however it went (`kill -9`
+included): it kills every job still running, waits for their executors, and
+removes the directory. Nothing could ever collect those jobs.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import time
 from . import executor
 
 _BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
-         "from jrs.node.launcher import serve; serve(0)")
+         "from jrs.node.launcher import serve; serve(0, sys.argv[2])")
 
 
 def code_home() -> str:
@@ -37,14 +43,18 @@ def code_home() -> str:
 class Launcher:
     """The daemon's handle on its launcher process."""
 
-    def __init__(self) -> None:
+    def __init__(self, owned_dir: str = "") -> None:
+        """`owned_dir`: the directory of a cluster that ends with this process (see the
+        module's docstring); empty for a node daemon, whose jobs outlive it."""
         self.proc = None
+        self.owned_dir = owned_dir
         self.start()
 
     def start(self) -> None:
         import subprocess  # the daemon's side only: the launcher stays small to fork fast
 
-        self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _BOOT, code_home()],
+        self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _BOOT, code_home(),
+                                      self.owned_dir],
                                      stdin=subprocess.PIPE, start_new_session=True)
 
     def launch(self, taskfile: str) -> None:
@@ -87,9 +97,10 @@ MAX_IDLE = 16  # idle executors kept; one more announcing itself is told to exit
 IDLE_FOR = 300.0  # an idle executor offers to retire after this many seconds without work
 
 
-def serve(fd: int) -> None:
+def serve(fd: int, owned_dir: str = "") -> None:
     """The launcher's main loop: each taskfile path read from `fd` goes to an idle
-    executor, or to a new one forked for it.
+    executor, or to a new one forked for it. At EOF with `owned_dir`, end the
+    cluster's jobs and remove it (`_Pool.end_all`).
 
     Each executor has two pipes to us: it writes b"i" on its status pipe when it is
     idle (b"r" when it would like to retire) and reads its next taskfile path from
@@ -121,6 +132,8 @@ def serve(fd: int) -> None:
         if fd in ready:
             data = os.read(fd, 65536)
             if not data:
+                if owned_dir:
+                    pool.end_all(owned_dir)
                 return
             buf += data
             *lines, buf = buf.split(b"\n")
@@ -142,6 +155,7 @@ class _Pool:
         self.forked = 0
         self.executors: set = set()  # every executor we forked and have not reaped yet
         self.gone: set = set()  # executors whose status pipe closed: to reap, then sweep
+        self.last: dict = {}  # pid -> the taskfile last handed to it (end_all's to kill)
 
     def hand(self, path: str) -> None:
         while self.idle:
@@ -155,6 +169,7 @@ class _Pool:
     def _give(self, pid: int, path: str) -> bool:
         try:
             os.write(self.command[pid], os.fsencode(path) + b"\n")
+            self.last[pid] = path
             return True
         except OSError:  # it died meanwhile (its status pipe's EOF is on its way)
             self._forget(pid)
@@ -182,6 +197,7 @@ class _Pool:
             if pid in self.executors:
                 self.executors.discard(pid)
                 self.gone.discard(pid)
+                self.last.pop(pid, None)
                 swept = True
         if swept:
             self.sweep()
@@ -213,6 +229,39 @@ class _Pool:
                         left.discard(pid)
                 if left:
                     time.sleep(0.001)
+
+    def end_all(self, owned_dir: str) -> None:
+        """The owner of our cluster is gone: kill each job still running (as the node
+        daemon does: `killed` in its taskfile, then TERM to its executor, which TERMs
+        the job's unit and KILLs it after the job's grace period), let idle executors
+        go, wait for every executor (bounded: the longest grace plus 10 s, at most
+        5 minutes), then remove the cluster's directory."""
+        import shutil
+
+        from . import taskfile
+
+        wait = 0.0
+        for pid, path in list(self.last.items()):
+            try:
+                st = taskfile.load(path)
+                if st.finished:
+                    continue
+                if st.killed is None:
+                    taskfile.append_event(path, {"e": "killed", "signal": _signal.SIGTERM,
+                                                 "t": time.time()}, sync=False)
+                os.kill(pid, _signal.SIGTERM)
+                wait = max(wait, float(st.spec.get("kill_grace", 5)))
+            except (OSError, ValueError, TypeError):
+                continue
+        for pid in list(self.command):
+            self._forget(pid)  # EOF on their command pipes: the idle ones exit now
+        deadline = time.monotonic() + min(wait + 10.0, 300.0)
+        while self.executors and time.monotonic() < deadline:
+            self.reap()
+            if self.executors:
+                time.sleep(0.02)
+        self.reap()
+        shutil.rmtree(owned_dir, ignore_errors=True)
 
     def expire(self) -> None:
         """Work that waited too long for a finishing executor gets a new one."""
@@ -280,6 +329,7 @@ class _Pool:
             self.command[pid] = cmd_wr
             self.status[st_rd] = pid
             self.executors.add(pid)
+            self.last[pid] = path
             self.forked += 1
             return
         code = 0

@@ -115,6 +115,10 @@ class Connection:
         self._send_left = 0  # data bytes still owed by the transfer we are sending
         self._recv_left = 0  # data bytes still owed by the transfer we are receiving
         self._discarding = False  # ... of a header refused as a bad message
+        # data frames, and their bytes, received so far: those swallowed (of a refused
+        # header) too, which no event shows; the channel charges them (`Channel.on_data`)
+        self.data_frames_in = 0
+        self.data_bytes_in = 0
         # True: the data of a refused transfer header is handed on as Data (the caller,
         # given the header in BadMessage.body, drains it) instead of being swallowed
         self.keep_bad_transfers = False
@@ -213,6 +217,8 @@ class Connection:
                 raise WireError("file data did not match its header" if self._recv_left
                                 else "file data outside a transfer")
             self._recv_left -= len(body)
+            self.data_frames_in += 1
+            self.data_bytes_in += len(body)
             if self._discarding:
                 self._discarding = self._recv_left > 0
                 return None  # the data of a header we refused: swallowed, stream in step

@@ -206,8 +206,12 @@ SCHEMA: dict = {
     "started": {"job": (ID, True), "attempt": (_I, True)},
     "rejected": {"job": (ID, True), "attempt": (_I, True), "reason": (REASON, True),
                  "cause": (Str(64), False)},
+    # claim_gone: the node no longer holds the claim the job ran on (it went with the
+    # job, or was dropped since), or cannot vouch for it (back from a stop, the master
+    # has not confirmed its claims): the submitter sends no run on it. Absent: held, or
+    # a node of before the field (the submitter then goes on as before)
     "finished": {"job": (ID, True), "attempt": (_I, True), "result": (RESULT, True),
-                 "files": (FILES, True)},
+                 "files": (FILES, True), "claim_gone": ((bool,), False)},
 }
 
 _compiled: dict = {}

@@ -402,3 +402,20 @@ def _any_start_ends_rest():
         return wrapped
 
     return _patched(SubmitCore, "_healthy", healthy)
+
+
+@switch("finished-says-no-claim-gone", "issue 12's leftover: a node of before `claim_gone` "
+                                       "(its `finished` never says the claim went): the "
+                                       "submitter sends the next job on a claim the node "
+                                       "let go with the last one, or that the master "
+                                       "revoked while the node was stopped, and the node "
+                                       "refuses it 'unknown claim'. Nor does it note "
+                                       "a stop before a result goes (only at its tick "
+                                       "and at a run)")
+def _finished_says_no_claim_gone():
+    from jrs.node.core import NodeCore
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(_patched(NodeCore, "claim_gone", lambda orig: lambda self, task: False))
+    stack.enter_context(_patched(NodeCore, "_noted", lambda orig: lambda self, now: []))
+    return stack

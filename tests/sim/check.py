@@ -7,7 +7,8 @@ node's slots (every master tick, plus `Pool.check()` when it has one).
 At the end, from the journals as written (every append, across resumes) and
 the executions as they happened:
 - every job has exactly one final (`end`) record, and nothing follows it;
-- every execution is of a run the journal recorded first, at most one
+- every execution is of a run the journal recorded first (a run record of that
+  attempt naming that node, written before the execution started), at most one
   execution per (job, attempt), attempts only grow;
 - no run again after a success, and retries within max_retries: after a run of
   a job ended on its own, the job is run again only if that run failed, at most
@@ -214,19 +215,40 @@ def _executions(world, cluster_of: dict) -> None:
         if cluster != str(cluster_of[sid]) or not proc.isdigit():
             world.fail(f"{spec.name}: executed {job}, not a job of cluster {cluster_of[sid]}")
             continue
-        journaled = {r["attempt"] for _, r in spec.per_proc.get(int(proc), [])
-                     if r["e"] == "run"}
+        journaled: dict = {}  # attempt -> {node: when its first run record was written}
+        for t, r in spec.per_proc.get(int(proc), []):
+            if r["e"] == "run":
+                journaled.setdefault(r["attempt"], {}).setdefault(r.get("node"), t)
         seen: set = set()
         for e in execs:
             if e.attempt in seen:
                 world.fail(f"{spec.name}: {job} attempt {e.attempt} executed twice")
             seen.add(e.attempt)
-            if e.attempt not in journaled:
-                world.fail(f"{spec.name}: {job} attempt {e.attempt} executed on {e.node} "
-                           f"without a run record in the journal")
+            _recorded_first(world, spec, job, e, journaled.get(e.attempt, {}))
     for spec in world.specs:
         for p, timed in sorted(getattr(spec, "per_proc", {}).items()):
             _policy(world, spec, p, timed, by_job.get((spec.sid, f"{spec.cluster}.{p}"), []))
+
+
+def _recorded_first(world, spec, job: str, e, nodes: dict) -> None:
+    """An execution is of a run the journal recorded first: a run record of its attempt
+    naming its node, written before it started (the journal is write-ahead: a submitter
+    that crashes between sending a run and recording it would resume not knowing a job
+    that runs). `nodes`: node -> when the first run record of e's attempt naming it was
+    written. Strictly before: a run goes out after its record, crosses the network
+    (>= 0.2 ms) and its executor starts after the node's launch delay (>= 1 ms,
+    tests/sim/node.py), so a record at the very instant of the start came after it."""
+    if not nodes:
+        world.fail(f"{spec.name}: {job} attempt {e.attempt} executed on {e.node} "
+                   f"without a run record in the journal")
+        return
+    t = nodes.get(e.node)
+    if t is None:
+        world.fail(f"{spec.name}: {job} attempt {e.attempt} executed on {e.node}, but the "
+                   f"journal's run record of it names {sorted(map(str, nodes))}")
+    elif t >= e.start:
+        world.fail(f"{spec.name}: {job} attempt {e.attempt} started on {e.node} at "
+                   f"t={e.start:.3f}, before the journal recorded its run (t={t:.3f})")
 
 
 def _policy(world, spec, p: int, timed: list, execs: list) -> None:

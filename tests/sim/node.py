@@ -257,8 +257,7 @@ class NodeProc(Proc):
             size = self.disk.read(out) if self.disk.exists(out) else 0
             files = [{"name": "_condor_stdout", "size": size, "mode": 0o644}] if size else []
             try:
-                end.send({"type": "finished", "job": task.job, "attempt": task.attempt,
-                          "result": result, "files": files}, size=size)
+                end.send(self.core.finished_msg(task, result, files), size=size)
                 ok = True
             except Closed:
                 pass
