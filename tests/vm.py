@@ -33,6 +33,7 @@ import shutil
 import stat
 import struct
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -149,6 +150,7 @@ mount -t devpts devpts $R/dev/pts
 mount -t cgroup2 cgroup2 $R/sys/fs/cgroup
 mount -t tmpfs -o mode=700 tmpfs $R/root/.cache
 mount --bind /out $R/OUT_DIR
+for p in EXTRA_PATHS; do mkdir -p $R$p; mount --bind /host$p $R$p; done
 ip link set lo up
 hostname jrs-vm
 chroot $R /bin/sh /OUT_DIR/run.sh > /out/guest.log 2>&1
@@ -175,9 +177,26 @@ def _cpio(entries: list) -> bytes:
     return bytes(out)
 
 
-def initramfs(path: Path, kdir: Path) -> None:
+def extra_paths(paths: tuple) -> list:
+    """Those of `paths` (absolute) the guest would not see through HOST_DIRS: a clone
+    under /srv or /tmp (the guest's /tmp is its own tmpfs), a Python elsewhere. Each
+    is bound from the host's root after the guest's own mounts."""
+    out = []
+    for p in paths:
+        p = os.path.realpath(p)
+        parts = Path(p).parts
+        if len(parts) > 1 and (parts[1] not in HOST_DIRS
+                               or parts[1] in ("tmp", "run", "dev", "proc", "sys")):
+            out.append(p)
+    return sorted(set(out))
+
+
+def initramfs(path: Path, kdir: Path, extra: tuple = ()) -> None:
+    """The guest's initramfs: busybox, the 9p modules and _INIT, which also binds
+    `extra` (absolute host paths: see extra_paths)."""
     init = (_INIT.replace("MODULES", " ".join(m.rsplit("/", 1)[1] for m in MODULES))
-            .replace("HOST_DIRS", " ".join(HOST_DIRS)).replace("OUT_DIR", OUT_DIR.strip("/")))
+            .replace("HOST_DIRS", " ".join(HOST_DIRS)).replace("OUT_DIR", OUT_DIR.strip("/"))
+            .replace("EXTRA_PATHS", " ".join(shlex.quote(p) for p in extra_paths(extra))))
     entries = [(d, 0o755, None) for d in ("bin", "proc", "sys", "dev", "modules")]
     entries.append(("bin/busybox", 0o755, Path(_busybox()).read_bytes()))
     entries.append(("init", 0o755, init.encode()))
@@ -202,7 +221,7 @@ def run(argv: list, out: Path, cwd: str, env: dict, timeout: float = 900,
                                 + " ".join(shlex.quote(a) for a in argv) + "\n")
     with tempfile.TemporaryDirectory(prefix="jrs-vm-") as tmp:
         initrd = Path(tmp) / "initrd"
-        initramfs(initrd, kdir)
+        initramfs(initrd, kdir, (cwd, sys.executable, sys.prefix, str(Path(__file__).parent)))
         console = Path(tmp) / "console"
         cmd = [qemu, "-accel", "tcg", "-smp", "2", "-m", str(memory_mb), "-display", "none",
                "-monitor", "none", "-serial", f"file:{console}", "-no-reboot", "-nic", "none",
