@@ -100,6 +100,8 @@ Environment:
   JRS_MAX_TRANSFER_OUTPUT_MB  per-job cap on the bytes a job returns (none)
   JRS_SCAN_EVERY       seconds between a root node's scans for world-writable
                        directories a job's uid may leave files in (1800)
+  JRS_KILL_GRACE       seconds a node gives a job it kills (removed, its claim
+                       revoked) between TERM and KILL (5)
   JRS_DEBUG=1          submit logs what it does; JRS_TRACE=1: every role prints
                        one timestamped line per message sent or received
 

@@ -297,17 +297,26 @@ def shared_ledger() -> Path:
     return ledger
 
 
-def sweep(work: Path, n: int, seconds: float) -> Path:
+def sweep(work: Path, n: int, seconds: float, gated: bool = False) -> Path:
     """n jobs that each append their id to a ledger (shared: same machine), sleep, and
-    write `done ID` to out/PROC; the log is c.log. Returns the ledger."""
+    write `done ID` to out/PROC; the log is c.log. Returns the ledger. `gated`: instead
+    of sleeping, each waits (at most `seconds`, whole) until `ledger_gate(ledger)`
+    exists, for a test whose jobs must run until something has happened, however long
+    that takes on a loaded machine, and no longer."""
     work.mkdir(exist_ok=True)
     ledger = shared_ledger()
-    (work / "job.sh").write_text(f"#!/bin/sh\necho $JRS_JOB_ID >> {ledger}\nsleep {seconds}\n"
+    wait = gate_sh(ledger_gate(ledger), int(seconds)) if gated else f"sleep {seconds}"
+    (work / "job.sh").write_text(f"#!/bin/sh\necho $JRS_JOB_ID >> {ledger}\n{wait}\n"
                                  "echo done $JRS_JOB_ID\n")
     os.chmod(work / "job.sh", 0o755)
     (work / "c.condor").write_text("executable = job.sh\noutput = out/$(Process)\n"
                                    f"log = c.log\nqueue {n}\n")
     return ledger
+
+
+def ledger_gate(ledger: Path) -> Path:
+    """The gate of a `gated` sweep: beside its ledger, where the jobs' uids can see it."""
+    return ledger.parent / "go"
 
 
 def runs(ledger: Path) -> collections.Counter:

@@ -15,7 +15,6 @@ import os
 import re
 import secrets
 import signal
-import time
 from pathlib import Path
 
 from .cluster import Cluster, check_outputs, shared_ledger, wait_for
@@ -31,6 +30,15 @@ def _procs_with(text: str) -> list:
             except OSError:
                 pass
     return out
+
+
+def _uid(pid: int) -> int:
+    """The real uid of process `pid` (-1 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("Uid:"))
+    except (OSError, StopIteration):
+        return -1
 
 
 def test_a_node_daemon_stopped_past_the_node_timeout_runs_nothing_twice(pyz, tmp_path):
@@ -59,7 +67,13 @@ def test_a_node_daemon_stopped_past_the_node_timeout_runs_nothing_twice(pyz, tmp
         on_node0 = {job for job, node, _ in lines() if node == "node0"}
         c.nodes[0].send_signal(signal.SIGSTOP)
         stopped = True
-        time.sleep(3 * 3)  # well past the master's node timeout (3 s)
+        # past the master's node timeout (3 s): it declared the node dead and told the
+        # submitter, and node0's runs ended meanwhile (their executors are not stopped)
+        log = tmp_path / "master.log"
+        wait_for(lambda: "'node-lost'" in log.read_text(), timeout=30)
+        first, last = map(int, c.uid_ranges[0].split("-"))
+        wait_for(lambda: not [pid for pid in _procs_with(f"sleep 3{mark[1:]}")
+                              if first <= _uid(pid) <= last], timeout=30)
         c.nodes[0].send_signal(signal.SIGCONT)
         stopped = False
         _out, err = p.communicate(timeout=180)

@@ -9,7 +9,7 @@ import asyncio
 import time
 
 from .cluster import Cluster
-from .test_master_limits_cluster import _entries, _honest_submit, _sessions
+from .test_master_limits_cluster import _entries, _honest_submit, _recv, _sessions
 
 
 def test_a_demand_refused_for_the_hosts_share_goes_again_and_the_submit_ends(pyz, tmp_path):
@@ -26,8 +26,11 @@ def test_a_demand_refused_for_the_hosts_share_goes_again_and_the_submit_ends(pyz
             chans = await _sessions(c, 16, "127.0.0.1")
             for i, ch in enumerate(chans):
                 ch.send({"type": "demand", "requests": _entries(1024, f"s{i}k")})
+                ch.send({"type": "new-cluster"})  # answered once the demand is applied
                 await ch.drain()
-            await asyncio.sleep(3)  # all 16 applied
+            for ch in chans:  # all 16 applied (a session's messages are taken in order)
+                while (msg := await _recv(ch, 30))["type"] != "cluster":
+                    assert msg["type"] != "error", msg
             task = asyncio.ensure_future(_honest_submit(c, work, 1))
             deadline = time.monotonic() + 30  # its demand is refused meanwhile
             while "JRS_MASTER_REQUESTS_PER_HOST" not in log.read_text() and \

@@ -11,7 +11,7 @@ import time
 
 from jrs import records
 
-from .cluster import Cluster, check_outputs, runs, sweep, wait_for
+from .cluster import Cluster, check_outputs, ledger_gate, runs, sweep, wait_for
 
 
 def _reset_connection(pid: int, port: int) -> int:
@@ -38,10 +38,18 @@ def test_no_run_goes_to_a_claim_the_master_dropped_at_a_reset(pyz, tmp_path):
     c = Cluster(pyz, tmp_path, slots=[2]).start()
     try:
         work = tmp_path / "w"
-        ledger = sweep(work, 4, 6)
+        ledger = sweep(work, 4, 60, gated=True)
         p = c.submit("c.condor", cwd=work)
         wait_for(lambda: len(runs(ledger)) >= 2, timeout=30)  # both slots busy
         assert _reset_connection(p.pid, c.mport) == 1
+        # the first two jobs run until the master has dropped their claims and the
+        # submitter is back (its welcome names them); then they end, and the next two
+        # must not go to those claims
+        log = tmp_path / "master.log"
+        wait_for(lambda: log.read_text().count("'claim-drop'") == 2, timeout=30)
+        wait_for(lambda: [s["connected"] for s in c.status()["submitters"]] == [True],
+                 timeout=30)
+        ledger_gate(ledger).touch()
         journal, seen = work / ".c.condor.jrs", []
         deadline = time.monotonic() + 90
         while p.poll() is None and time.monotonic() < deadline:

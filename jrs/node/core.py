@@ -36,6 +36,9 @@ LAUNCH_GRACE = 10.0  # seconds a written taskfile may wait for its executor befo
 STARTED_AFTER = 0.05
 REKILL_EVERY = 10.0  # a kill is repeated this often while the executor lives (a lost TERM)
 DEFAULT_RETAIN = 7 * 86400.0
+# seconds a killed job (removed, its claim revoked) has between TERM and KILL of its
+# unit; the daemon takes JRS_KILL_GRACE (tests of the KILL shorten the wait)
+KILL_GRACE = 5.0
 # A gap this long between two events (the shell ticks each second) means the node was
 # stopped (SIGSTOP, a paused VM): the master may have declared it lost meanwhile (its
 # node timeout is 6 s by default; the last report went up to a second before the stop)
@@ -439,13 +442,14 @@ class NodeCore:
 
     def __init__(self, cap: Capacity, tasks_dir: str, sandbox_dir: str, boot: str = "",
                  notify: str = "", retain: float = DEFAULT_RETAIN,
-                 stall_after: float = STALL_AFTER) -> None:
+                 stall_after: float = STALL_AFTER, kill_grace: float = KILL_GRACE) -> None:
         self.cap = cap
         self.tasks_dir = tasks_dir
         self.sandbox_dir = sandbox_dir
         self.boot = boot
         self.notify = notify
         self.retain = retain
+        self.kill_grace = kill_grace
         self.claims: Dict[str, Claim] = {}
         self.tasks: Dict[str, Task] = {}
         # (submitter, job, attempt) -> keys of its tasks (one, but for sessions that
@@ -996,8 +1000,8 @@ class NodeCore:
                "stdout": stdout, "stderr": stderr, "sandbox": box, "shared_fs": shared,
                "transfer_output_files": spec["transfer_output_files"],
                "when_to_transfer_output": spec["when_to_transfer_output"],
-               "snapshot": snapshot, "kill_grace": 5, "notify": self.notify, "created": now,
-               "boot": self.boot}
+               "snapshot": snapshot, "kill_grace": self.kill_grace, "notify": self.notify,
+               "created": now, "boot": self.boot}
         if ident is not None:
             out.update(ident)
             if ident.get("uid") is not None and ident.get("run_as"):

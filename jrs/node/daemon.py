@@ -24,6 +24,7 @@ import traceback
 from typing import Awaitable, Callable, Dict, Optional
 
 from .. import records
+from ..errors import ConfigError
 from ..wire import files as wirefiles
 from ..wire.aio import Channel, ConnectionClosed, Server, connect
 from ..wire.errors import WireError
@@ -54,6 +55,22 @@ def _stall_after() -> float:
     except ValueError:
         return nc.STALL_AFTER
     return min(nc.STALL_AFTER, max(timeout / 2, 2 * CHECK_EVERY))
+
+
+def _kill_grace() -> float:
+    """JRS_KILL_GRACE, else the core's 5 s: what a killed job's unit has between TERM and
+    KILL. Refused (naming it) unless 0 to 3600 seconds: a typo must not leave jobs that
+    ignore TERM running for good, nor skip their grace."""
+    text = os.environ.get("JRS_KILL_GRACE", "")
+    if not text:
+        return nc.KILL_GRACE
+    try:
+        grace = float(text)
+    except ValueError:
+        grace = -1.0
+    if not 0 <= grace <= 3600:
+        raise ConfigError(f"JRS_KILL_GRACE={text}: want a number of seconds from 0 to 3600")
+    return grace
 
 
 async def forever(name: str, step: Callable[[], Awaitable[None]], every: float) -> None:
@@ -120,7 +137,7 @@ class NodeDaemon:
         self.notify_address = "\0jrs-node-%d-%s" % (os.getpid(), os.urandom(4).hex())
         self.core = NodeCore(capacity, self.tasks_dir, self.sandbox_dir,
                              boot=taskfile.boot_id(), notify=self.notify_address, retain=retain,
-                             stall_after=_stall_after())
+                             stall_after=_stall_after(), kill_grace=_kill_grace())
         self.channels: Dict[int, Channel] = {}
         self.master: Optional[Channel] = None
         self.stopping = asyncio.Event()
