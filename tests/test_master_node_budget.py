@@ -22,6 +22,7 @@ import time
 import pytest
 
 from jrs.cluster.limits import BATCH, Limits, NodeBudget
+from jrs.cluster.master import SEND_LOG_BURST
 from jrs.wire.connection import KIND_MESSAGE
 
 from .cluster import Cluster
@@ -219,5 +220,10 @@ def test_an_impostor_node_session_gets_a_bounded_share_of_the_master(pyz, tmp_pa
         assert c.master.poll() is None
         if kind != "refused":  # (whose warnings take the host's share of log lines)
             _wait_logged(tmp_path / "master.log", "is over its budget")  # logged once
+        if kind == "messages":  # each claim-ok got a claim-drop: ~900 lines a second
+            drops = [line for line in (tmp_path / "master.log").read_text().splitlines()
+                     if " to node " in line and "claim-drop" in line]
+            # (+ a few to node 0 on its own key, and sent before a session was known)
+            assert 0 < len(drops) <= SEND_LOG_BURST + 5, len(drops)  # were 1 per answer
     finally:
         c.stop()

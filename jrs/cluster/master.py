@@ -47,6 +47,7 @@ from .pool import MAX_SESSIONS, Pool
 log = logging.getLogger("jrs.master")
 PEER_ERRORS = (PayloadError, KeyError, TypeError, ValueError, AttributeError, IndexError)
 PING_TIMEOUT = 2.0  # a live node session must answer within this to keep its place
+SEND_LOG_BURST = 200  # lines a minute about what the Pool sends to one host (claim-drops...)
 # seconds between the ticker's rounds (JRS_MASTER_TICK): each round matches, times out
 # offers and nodes, and lets each submitter spend a round's evaluation budget. A test of
 # many rounds (a hostile demand judged over them) sets it shorter rather than wait
@@ -204,6 +205,7 @@ class Master:
         self.pings: dict = {}  # (id(channel), seq) -> future
         self._seq = itertools.count(1)
         self.peerlog = PeerLog(log)
+        self.sendlog = PeerLog(log, burst=SEND_LOG_BURST)  # the Pool's notable sends
         self.limiter = Limiter(limits or Limits.from_env(os.environ))
         self.node_budget = NodeBudget(self.limiter.limits)  # node sessions' (by channel)
         self._session_sid: dict = {}  # submitter channel -> its id (the limiter's keys)
@@ -214,9 +216,12 @@ class Master:
 
     def send(self, actions: list) -> None:
         for kind, ident, msg in actions:
-            if msg["type"] in ("give-back", "unmatchable", "node-lost", "claim-drop"):
-                log.info("to %s %s: %s", kind, excerpt(ident), excerpt(msg, 300))
             ch = (self.nodes if kind == "node" else self.submitters).get(ident)
+            if msg["type"] in ("give-back", "unmatchable", "node-lost", "claim-drop"):
+                # a peer can make many (an impostor node's claim-oks are each answered
+                # with a claim-drop): bounded per host they go to, like every peer's lines
+                self.sendlog.info(ch.peer if ch is not None else f"{kind} {ident}",
+                                  "to %s %s: %s", kind, excerpt(ident), excerpt(msg, 300))
             if ch is None:
                 continue  # the pool learns of it (node_gone, offer time-out, hello)
             try:
