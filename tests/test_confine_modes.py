@@ -250,8 +250,13 @@ def test_a_job_that_ignores_sigterm_is_killed_after_the_grace_period(pyz, accoun
             c.start_master()
             c.start_node(0, *extra)
             c.wait_up(1)
+            # and a third process that takes TERM: it writes `termed` when the TERM
+            # comes (its mtime: when), so the grace before the KILL is measured
             (work / "job.sh").write_text(
-                "#!/bin/sh\ntrap '' TERM\n"
+                "#!/bin/sh\n"
+                f"sh -c 'trap \"echo t > {d}/termed; exit 0\" TERM; sleep {mark} & wait' "
+                "</dev/null >/dev/null 2>&1 &\n"
+                "trap '' TERM\n"
                 f"setsid sh -c \"echo \\$\\$ > {d}/child; exec sleep {mark}\" "
                 "</dev/null >/dev/null 2>&1 &\n"
                 f"echo $$ > {d}/job\nexec sleep {mark}\n")
@@ -273,14 +278,21 @@ def test_a_job_that_ignores_sigterm_is_killed_after_the_grace_period(pyz, accoun
             assert r.returncode == 0, r.stderr
             t0 = time.monotonic()
             wait_for(lambda: not any(_alive(pid) for pid in pids), timeout=30)
-            took = time.monotonic() - t0
+            took, gone = time.monotonic() - t0, time.time()
+            # TERM first, then the grace (1 s), then the KILL: the process that takes
+            # TERM saw it at least half the grace before the others were gone (a KILL
+            # with no grace: none, or ~0.01 s)
+            assert (d / "termed").exists(), "no TERM before the KILL"
+            assert gone - (d / "termed").stat().st_mtime >= 0.5, (
+                gone - (d / "termed").stat().st_mtime)
             if mode == "same-named account, --cgroup=none":
                 t.join(90)
                 _code, _out, err = result["r"]
             else:
                 _out, err = p.communicate(timeout=90)
             assert "1 removed" in err, err + c.logs()
-            print(f"{mode}: both gone {took:.1f} s after jrs rm returned")
+            print(f"{mode}: both gone {took:.1f} s after jrs rm returned, "
+                  f"{gone - (d / 'termed').stat().st_mtime:.2f} s after the TERM")
     finally:
         for pid in pids:
             if _alive(pid):
