@@ -271,6 +271,33 @@ def test_the_cases_fires_names_make_their_message_fire():
             assert any(re.search(pattern, x, re.S) for x in texts), (key, ref, texts)
 
 
+def _unescaped(pattern: str) -> str:
+    return re.sub(r"\\(.)", r"\1", pattern)
+
+
+def test_the_seed_scans_fires_names_look_for_that_message():
+    """FIRES says a switch of test_sim_reach (CHECKS) or test_sim_regressions (REACH)
+    shows message Y: the pattern that scan looks for shares Y's text (its longest literal
+    piece, or 15 characters of it), so the table cannot name a scan of another message."""
+    from difflib import SequenceMatcher
+
+    from tests import test_sim_reach, test_sim_regressions
+
+    patterns = {("reach", s): [p] for s, (_shape, p) in test_sim_reach.CHECKS.items()}
+    for _f, switch, *_rest, pattern in test_sim_regressions.REACH:
+        patterns.setdefault(("regression", switch), []).append(pattern)
+    for key, refs in FIRES.items():
+        piece = max(key.split("{}"), key=len).strip(" :[(")
+        for ref in refs:
+            if ref[0] not in ("reach", "regression"):
+                continue
+            for pattern in patterns[ref]:
+                text = _unescaped(pattern)
+                m = SequenceMatcher(None, piece, text).find_longest_match(
+                    0, len(piece), 0, len(text))
+                assert m.size >= min(15, len(piece)), (key, ref, pattern)
+
+
 def _reporting_calls() -> list:
     """(file, line) of every call in tests/sim that could report a failure: any `.fail(`
     on something other than a disk (faults.py's disk fault), any `failures.append(` or
