@@ -85,6 +85,14 @@ Environment:
                        session is not read until then
   JRS_MASTER_HOST_DEMAND_RATE, JRS_MASTER_HOST_DEMAND_BURST  the same budget shared
                        by all sessions of one host (2097152, 8388608)
+  JRS_MASTER_NODE_RATE, JRS_MASTER_NODE_BURST  a node session's budget: bytes a
+                       second (4194304) and at most (16777216); every frame costs
+                       its bytes + JRS_MASTER_NODE_MESSAGE_COST (512) +
+                       JRS_MASTER_NODE_CLAIM_COST (64) per claim it lists (a
+                       refused one four messages, a data frame its bytes + 512);
+                       over it the session is not read until then
+  JRS_MASTER_HOST_NODE_RATE, JRS_MASTER_HOST_NODE_BURST  the same for all node
+                       sessions of one host (8388608, 33554432)
   JRS_PEER_TIMEOUT     seconds before a connection to a vanished peer is given up (20)
   JRS_NODE_GIVE_UP     seconds submit keeps trying a node it cannot reach, or waits
                        for a node to answer the kill of a run the master revoked,
@@ -92,6 +100,8 @@ Environment:
   JRS_MAX_TRANSFER_OUTPUT_MB  per-job cap on the bytes a job returns (none)
   JRS_SCAN_EVERY       seconds between a root node's scans for world-writable
                        directories a job's uid may leave files in (1800)
+  JRS_KILL_GRACE       seconds a node gives a job it kills (removed, its claim
+                       revoked) between TERM and KILL (5)
   JRS_DEBUG=1          submit logs what it does; JRS_TRACE=1: every role prints
                        one timestamped line per message sent or received
 
@@ -150,8 +160,11 @@ their names (else its job is held, code 33). At most 32 authenticated
 connections of one host (1,024 in all, at most a quarter of the open-file
 limit) may wait for their first message; past that the oldest is closed.
 A submitter session is read within 2,000 messages a second after 10,000 (4,000
-after 20,000 for one host): a data frame costs an eighth of a message plus one
-a MiB, a refused frame four; past that the session waits, and it is logged.
+after 20,000 for one host): a message costs one plus one per 8 KiB of it and an
+eighth per file header it lists, a data frame an eighth plus one a MiB, a
+refused frame four plus its bytes, the files made for a run one per 50 us of
+CPU they took; past that the session waits, and it is logged. A file sent to
+or from a node is at most 1 TiB less a byte.
 
 Example:
   jrs node -c /etc/jrs --state=/var/lib/jrs/node --slots=16

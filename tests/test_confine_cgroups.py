@@ -217,7 +217,8 @@ def test_a_node_on_a_pure_v2_layout_uses_the_unified_hierarchy_alone(pyz):
     unified hierarchy, with every controller the hierarchy has handed down (here the
     kernel binds pids and memory to this machine's v1 hierarchies, so hugetlb
     alone), their pids bounded by RLIMIT_NPROC instead of a pids cgroup the layout
-    does not give, and nothing of them is left once the node stopped."""
+    does not give, and nothing of them is left once the node stopped. (With pids and
+    memory on the unified hierarchy, in a kernel of its own: test_cgroup_v2_vm.py.)"""
     tag = secrets.token_hex(4)
     own = Path(UNIFIED) / f"jrs-v2-{tag}"
     own.mkdir()

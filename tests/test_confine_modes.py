@@ -25,7 +25,9 @@ from pathlib import Path
 
 import pytest
 
+from jrs.node import core as nc
 from jrs.node import taskfile
+from jrs.node.core import Capacity
 
 from .cluster import Cluster, NonRootCluster, gate_sh, scratch_cluster, wait_for
 from .conftest import run_jrs
@@ -242,11 +244,19 @@ def test_a_job_that_ignores_sigterm_is_killed_after_the_grace_period(pyz, accoun
     try:
         with scratch_cluster(pyz, "jrs-term-", start=False, make=make) as sc:
             c, work = sc.c, sc.work
+            # TERM to KILL in 1 s, not 5: that the KILL comes, to both, is what this
+            # checks (the default and the setting: the test after this one)
+            c.env["JRS_KILL_GRACE"] = "1"
             c.start_master()
             c.start_node(0, *extra)
             c.wait_up(1)
+            # and a third process that takes TERM: it writes `termed` when the TERM
+            # comes (its mtime: when), so the grace before the KILL is measured
             (work / "job.sh").write_text(
-                "#!/bin/sh\ntrap '' TERM\n"
+                "#!/bin/sh\n"
+                f"sh -c 'trap \"echo t > {d}/termed; exit 0\" TERM; sleep {mark} & wait' "
+                "</dev/null >/dev/null 2>&1 &\n"
+                "trap '' TERM\n"
                 f"setsid sh -c \"echo \\$\\$ > {d}/child; exec sleep {mark}\" "
                 "</dev/null >/dev/null 2>&1 &\n"
                 f"echo $$ > {d}/job\nexec sleep {mark}\n")
@@ -268,19 +278,56 @@ def test_a_job_that_ignores_sigterm_is_killed_after_the_grace_period(pyz, accoun
             assert r.returncode == 0, r.stderr
             t0 = time.monotonic()
             wait_for(lambda: not any(_alive(pid) for pid in pids), timeout=30)
-            took = time.monotonic() - t0
+            took, gone = time.monotonic() - t0, time.time()
+            # TERM first, then the grace (1 s), then the KILL: the process that takes
+            # TERM saw it at least half the grace before the others were gone (a KILL
+            # with no grace: none, or ~0.01 s)
+            assert (d / "termed").exists(), "no TERM before the KILL"
+            assert gone - (d / "termed").stat().st_mtime >= 0.5, (
+                gone - (d / "termed").stat().st_mtime)
             if mode == "same-named account, --cgroup=none":
                 t.join(90)
                 _code, _out, err = result["r"]
             else:
                 _out, err = p.communicate(timeout=90)
             assert "1 removed" in err, err + c.logs()
-            print(f"{mode}: both gone {took:.1f} s after jrs rm returned")
+            print(f"{mode}: both gone {took:.1f} s after jrs rm returned, "
+                  f"{gone - (d / 'termed').stat().st_mtime:.2f} s after the TERM")
     finally:
         for pid in pids:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_the_kill_grace_is_5_s_unless_jrs_kill_grace_says_otherwise(pyz, tmp_path,
+                                                                    monkeypatch):
+    """The grace test above shortens JRS_KILL_GRACE: this holds the 5 s a user gets, the
+    setting in each job's taskfile spec (what the executor waits) as the daemon makes
+    its core (no launcher: nothing runs), and a bad setting stopping the node with one
+    line naming it."""
+    from jrs.config import load
+    from jrs.node.daemon import NodeDaemon
+
+    from .test_node_core import T0, attach, of, offer, run_msg
+
+    c = Cluster(pyz, tmp_path, slots=[1])
+    for i, (setting, want) in enumerate((("", 5.0), ("1", 1.0), ("0.25", 0.25))):
+        monkeypatch.setenv("JRS_KILL_GRACE", setting)
+        core = NodeDaemon(load(c.conf), Capacity("n1", 1, 1000, 0, {}),
+                          str(tmp_path / f"state{i}"), None).core
+        core.master_up()
+        offer(core, 1)
+        attach(core, 1)
+        t = core.run_offered(1, run_msg(1))
+        core.box_made(t)
+        (prep,) = of(core.run_received(t, T0), nc.Prepare)
+        assert core.task_spec(prep.ticket, None, {}, T0)["kill_grace"] == want, setting
+    for bad in ("soon", "3601"):
+        r = run_jrs(pyz, "node", "-c", str(c.conf), f"--name={c.names()[0]}", *c.node_flags(0),
+                    f"--state={tmp_path / 'node'}", env={"JRS_KILL_GRACE": bad}, timeout=30)
+        assert (r.returncode, r.stderr) == (2, f"jrs node: JRS_KILL_GRACE={bad}: want a "
+                                               "number of seconds from 0 to 3600\n"), r
 
 
 def test_same_named_accounts_refuse_system_accounts_and_the_configured_root_groups(pyz):

@@ -34,7 +34,12 @@ def test_the_documented_defaults():
         "JRS_MASTER_REQUESTS_PER_HOST", "JRS_MASTER_DEMAND_RATE", "JRS_MASTER_DEMAND_BURST",
         "JRS_MASTER_DEMAND_MESSAGE_COST", "JRS_MASTER_DEMAND_ENTRY_COST",
         "JRS_MASTER_HOST_DEMAND_RATE", "JRS_MASTER_HOST_DEMAND_BURST",
-        "JRS_MASTER_PROGRESS_ENTRY_COST"}
+        "JRS_MASTER_PROGRESS_ENTRY_COST", "JRS_MASTER_NODE_RATE", "JRS_MASTER_NODE_BURST",
+        "JRS_MASTER_HOST_NODE_RATE", "JRS_MASTER_HOST_NODE_BURST",
+        "JRS_MASTER_NODE_MESSAGE_COST", "JRS_MASTER_NODE_CLAIM_COST"}
+    assert (lim.node_rate, lim.node_burst, lim.host_node_rate, lim.host_node_burst) \
+        == (4 << 20, 16 << 20, 8 << 20, 32 << 20)
+    assert (lim.node_message_cost, lim.node_claim_cost) == (512, 64)
 
 
 def test_from_env_takes_each_variable_and_names_a_bad_one():

@@ -30,10 +30,11 @@ def _alive(pid: int) -> bool:
 
 
 
-def _start_three(pyz, tmp_path, env=None):
+def _start_three(pyz, tmp_path, env=None, ignore_term=False):
     """A --local submit of 3 jobs: job 0 ends at once, jobs 1 and 2 sleep on their
-    first run only. Returns (work dir, ledger, process, the sleeping jobs' pids) once
-    all three have started and job 0 has ended."""
+    first run only (`ignore_term`: ignoring SIGTERM). Returns (work dir, ledger,
+    process, the sleeping jobs' pids) once all three have started and job 0 has
+    ended."""
     work = tmp_path / "w"
     work.mkdir()
     ledger = shared_ledger()
@@ -42,7 +43,8 @@ def _start_three(pyz, tmp_path, env=None):
     (work / "job.sh").write_text(
         f"#!/bin/sh\necho $JRS_JOB_ID >> {ledger}\n[ $1 = 0 ] && exit 0\n"
         f"[ -e {marks}/done.$1 ] && exit 0\ntouch {marks}/done.$1\n"
-        f"echo $$ > {marks}/pid.$1\nexec sleep 60\n")
+        f"echo $$ > {marks}/pid.$1\n" + ("trap '' TERM\n" if ignore_term else "")
+        + "exec sleep 60\n")
     os.chmod(work / "job.sh", 0o755)
     (work / "c.condor").write_text("executable = job.sh\narguments = $(Process)\n"
                                    "log = c.log\nqueue 3\n")
@@ -115,3 +117,30 @@ def test_kill_9_of_a_local_submit_takes_its_jobs_and_directory_along(pyz, tmp_pa
     wait_for(lambda: not _local_dirs(tmp), timeout=20)
     assert (work / ".c.condor.jrs").exists()
     _rerun_keeps_the_finished(pyz, work, ledger)
+
+
+def test_kill_9_of_a_local_submit_removes_its_directory_only_once_its_jobs_are_gone(
+        pyz, tmp_path):
+    """The launcher waits for every executor before it removes the directory: jobs that
+    ignore TERM run on through their grace (1 s here), in the directory, and only once
+    their KILL has ended them does it go (removed at once, it went while they ran)."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = dict(os.environ, TMPDIR=str(tmp), JRS_KILL_GRACE="1")
+    _work, _ledger, p, pids = _start_three(pyz, tmp_path, env, ignore_term=True)
+    try:
+        assert _local_dirs(tmp), list(tmp.iterdir())
+        p.kill()
+        deadline = time.monotonic() + 20
+        while _local_dirs(tmp):
+            assert time.monotonic() < deadline, "the directory stayed"
+            time.sleep(0.01)
+        alive = [pid for pid in pids if _alive(pid)]
+        assert alive == [], f"the directory went while jobs {alive} still ran"
+        p.communicate(timeout=10)
+    finally:
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if p.poll() is None:
+            p.kill()

@@ -1,7 +1,15 @@
 """Real processes on loopback: the submitter's connection to the master is reset while
 its jobs run (issue 12, the root of sim D6). The master drops the submitter's claims
 (kill False: the jobs run on); the submitter reconnects, and the master's welcome names
-them, so no next job is sent on them: no run is refused "unknown claim" and requeued."""
+them, so no next job is sent on them: no run is refused "unknown claim" and requeued.
+
+Two things keep those claims from their next job here, and this test fails only with
+both broken (audit A15, 12-02): the welcome's `dropped` and, since f10b158, the node's
+`finished` saying `claim_gone` (the master's claim-drop reached the node before the
+jobs ended). With either alone taken out of the real processes it passes. Each is
+tested alone where the other can be switched off: the welcome in test_pool_welcome,
+test_submit_core_welcome and test_sim_welcome (claim_gone off), claim_gone in
+test_node_core_claim_gone, test_submit_core_claim_gone and test_sim_claim_gone."""
 
 from __future__ import annotations
 

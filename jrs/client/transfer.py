@@ -20,6 +20,7 @@ import os
 from typing import Callable, Optional
 
 from ..condor.errors import SubmitError
+from ..wire import messages
 
 STDIN, STDOUT, STDERR = "_condor_stdin", "_condor_stdout", "_condor_stderr"
 CACHE_LIMIT = 1 << 20
@@ -27,7 +28,7 @@ MAX_OUTPUT_FILES = 100_000  # per job, as HTCondor's default limit of returned f
 MAX_NAME = 4096
 MAX_REASON = 2000
 MAX_MISSING = 10_000
-MAX_FILE_SIZE = 1 << 50
+MAX_FILE_SIZE = messages.MAX_FILE_SIZE  # the wire's: one file of a `finished`
 
 
 class BadResult(ValueError):

@@ -34,6 +34,17 @@ master's shell asks a `Limiter` before it lets a session or a demand in:
   says until when, and the shell reads nothing more of that session meanwhile. Data
   frames (no honest peer sends the master any) cost as much each, and their bytes.
 
+- **node sessions** (`NodeBudget`): a connection playing the node role, once its
+  `node-hello` named a node of node.list that has no live session, is a secret
+  holder's like any other, and nothing bounded it: one impostor session sending
+  `claim-ok`s, pings, reports of 4,096 claims, frames the wire refuses or 1-byte data
+  frames as fast as it could took 82-100 % of the master's core. Every frame of a node
+  session, its hello included, is now charged to a bucket of its own and one of its
+  host (`node_burst`, `node_rate`; `host_node_burst`, `host_node_rate`): its bytes
+  plus `node_message_cost`, and `node_claim_cost` per claim entry it lists (a report's
+  or a hello's), data frames a message's worth each plus their bytes. A session in
+  debt is not read until a batch's worth is back, as above; nothing is dropped.
+
 Over a count limit the shell sends the peer an `error` (code "limit", the text from
 here, naming the bound) and applies nothing of that session or demand. Everything
 here takes events and an injected clock value and returns decisions: no sockets,
@@ -75,6 +86,22 @@ from ..errors import ConfigError
 #   (a 1,000-entry progress, 61 KB, took 8 ms at load 5.5), ~1/8 of a demand entry; an
 #   honest submitter sends one progress a second with one entry (~860 bytes of budget)
 #   and a release per claim it gives back through the master (~600 bytes each).
+# - node sessions, 4 MiB/s after bursts of 16 MiB (8 MiB/s, 32 MiB for all node sessions
+#   of one host: a few nodes on one machine, or an impostor taking the names of several
+#   nodes that are down), 512 bytes a message and 64 a claim entry. What an honest node
+#   sends (jrs/node/core.py, daemon.py): a `node-report` a second listing its claims
+#   (~36 bytes each, at most one per slot), a `claim-ok` or `claim-refused` per offer,
+#   a `claim-released` per claim dropped, a `ping` back from a stop, a `pong` per ping
+#   of ours. The busiest honest node we size for has 1,000 slots running 1 s jobs,
+#   each on a claim of its own: 1,000 offers and 1,000 releases a second, ~90 bytes
+#   each, ~1.2 MB/s of budget, and its report ~100 KB: under a third of the rate, and
+#   the burst takes ~28,000 such messages at once (a node's hello listing 4,096 claims,
+#   ~1 MB, ~1/16 of it). Measured on the master (unloaded): a `claim-ok` it answers
+#   ~16 us, a frame the wire refuses ~11 us, a 1-byte data frame ~3 us, a claim entry
+#   of a report ~0.75 us (a 4,096-claim report, 150 KB, ~3 ms): so 64 bytes an entry
+#   (~1/8 of a message, ~3/4 of its bytes), and flooded at the rate a session costs
+#   ~7,000 small messages a second (~11 % of a core unloaded), where unbounded it took
+#   the whole core.
 SETTINGS: dict = {
     "sessions_per_host": ("JRS_MASTER_SESSIONS_PER_HOST", 64, int),
     "requests_per_session": ("JRS_MASTER_REQUESTS_PER_SESSION", 1024, int),
@@ -86,7 +113,15 @@ SETTINGS: dict = {
     "host_demand_rate": ("JRS_MASTER_HOST_DEMAND_RATE", 2 << 20, float),
     "host_demand_burst": ("JRS_MASTER_HOST_DEMAND_BURST", 8 << 20, float),
     "progress_entry_cost": ("JRS_MASTER_PROGRESS_ENTRY_COST", 256, int),
+    "node_rate": ("JRS_MASTER_NODE_RATE", 4 << 20, float),
+    "node_burst": ("JRS_MASTER_NODE_BURST", 16 << 20, float),
+    "host_node_rate": ("JRS_MASTER_HOST_NODE_RATE", 8 << 20, float),
+    "host_node_burst": ("JRS_MASTER_HOST_NODE_BURST", 32 << 20, float),
+    "node_message_cost": ("JRS_MASTER_NODE_MESSAGE_COST", 512, int),
+    "node_claim_cost": ("JRS_MASTER_NODE_CLAIM_COST", 64, int),
 }
+_COSTS = ("message_cost", "entry_cost", "progress_entry_cost", "node_message_cost",
+          "node_claim_cost")  # may be 0 (the others at least 1)
 MAX_HOSTS = 4096  # host buckets kept; past it those of hosts without sessions, full first
 SLACK = 1e-6  # seconds: a bucket this close to refilled is refilled (rounding, no re-wait)
 # bytes of budget a message waiting for a bucket in debt waits to see back (at most the
@@ -108,11 +143,17 @@ class Limits:
     host_demand_rate: float = SETTINGS["host_demand_rate"][1]
     host_demand_burst: float = SETTINGS["host_demand_burst"][1]
     progress_entry_cost: int = SETTINGS["progress_entry_cost"][1]
+    node_rate: float = SETTINGS["node_rate"][1]
+    node_burst: float = SETTINGS["node_burst"][1]
+    host_node_rate: float = SETTINGS["host_node_rate"][1]
+    host_node_burst: float = SETTINGS["host_node_burst"][1]
+    node_message_cost: int = SETTINGS["node_message_cost"][1]
+    node_claim_cost: int = SETTINGS["node_claim_cost"][1]
 
     def __post_init__(self) -> None:
         for name, (var, _default, _kind) in SETTINGS.items():
             value = getattr(self, name)
-            low = 0 if name in ("message_cost", "entry_cost", "progress_entry_cost") else 1
+            low = 0 if name in _COSTS else 1
             if isinstance(value, bool) or not value >= low:
                 raise ConfigError(f"{var}: want a number of at least {low}, not {value!r}")
 
@@ -154,6 +195,23 @@ class _Bucket:
 
     def full_at(self) -> float:
         return self.last + max(0.0, self.burst - self.tokens) / self.rate
+
+
+def _batch_back(buckets: tuple) -> float:
+    """When each of `buckets` (refilled) has a batch's worth (BATCH, at most its burst)
+    back: a session in debt waits that long, then reads a batch without a wait each
+    (a wake-up per message cost ~100 us)."""
+    return max(b.last + (min(BATCH, b.burst) - b.tokens) / b.rate for b in buckets)
+
+
+def _forget_idle(buckets: dict, open_hosts: Mapping) -> None:
+    """Make room for one more host bucket: drop those of hosts without sessions (not
+    in `open_hosts`), the ones full first (they hold nothing: a new bucket is a full
+    one), as many as needed to get under MAX_HOSTS."""
+    idle = [h for h in buckets if h not in open_hosts]
+    idle.sort(key=lambda h: buckets[h].full_at())
+    for h in idle[:max(1, len(buckets) - MAX_HOSTS + 1)]:
+        del buckets[h]
 
 
 class _Session:
@@ -221,7 +279,7 @@ class Limiter:
                                        held)
         if host not in self._host_buckets:
             if len(self._host_buckets) >= MAX_HOSTS:
-                self._forget_hosts(now)
+                _forget_idle(self._host_buckets, self._host_sessions)
             self._host_buckets[host] = _Bucket(lim.host_demand_rate, lim.host_demand_burst,
                                                now)
         self._host_sessions[host] = self._host_sessions.get(host, 0) + 1
@@ -243,14 +301,6 @@ class Limiter:
             else:
                 book.pop(s.host, None)
         return self._stats(s)
-
-    def _forget_hosts(self, now: float) -> None:
-        """Drop host buckets of hosts without sessions, the ones full by `now` first
-        (they hold nothing), until there is room for one more."""
-        idle = [h for h in self._host_buckets if h not in self._host_sessions]
-        idle.sort(key=lambda h: self._host_buckets[h].full_at())
-        for h in idle[:max(1, len(self._host_buckets) - MAX_HOSTS + 1)]:
-            del self._host_buckets[h]
 
     def sessions_of(self, host: str) -> int:
         return self._host_sessions.get(host, 0)
@@ -389,8 +439,7 @@ class Limiter:
         if s.bucket.tokens < 0 or host.tokens < 0:  # in debt: until a batch's worth
             if not waited:  # is back (a wake-up per message cost ~100 us each)
                 s.waits += 1
-            at = max(b.last + (min(BATCH, b.burst) - b.tokens) / b.rate
-                     for b in (s.bucket, host))
+            at = _batch_back((s.bucket, host))
             if at > now + SLACK:
                 return at
         cost = float(size + messages * self.limits.message_cost
@@ -417,3 +466,86 @@ class Limiter:
         return {"host": s.host, "held": s.held, "applied": s.applied,
                 "deferred": s.deferred, "coalesced": s.coalesced, "bytes": s.bytes,
                 "messages": s.messages, "waits": s.waits}
+
+
+class _NodeSession:
+    __slots__ = ("bucket", "bytes", "host", "messages", "waits")
+
+    def __init__(self, host: str, bucket: _Bucket) -> None:
+        self.host, self.bucket = host, bucket
+        self.bytes = 0
+        self.messages = 0  # frames charged (messages, refused frames, data frames)
+        self.waits = 0  # ... of them that had to wait for the budget
+
+
+class NodeBudget:
+    """The budgets of the master's node sessions: one bucket a session, one a host
+    (kept after its sessions close, so reconnecting gets no fresh one), in bytes; see
+    the module docstring and SETTINGS for the sizes and why. The same interface as
+    `Limiter` for other messages (`open_session`, `message_wait`, `stats`,
+    `close_session`), so the shell charges either the same way; nothing here is kept
+    or coalesced (every node message counts: a claim-ok, a release), the shell waits."""
+
+    def __init__(self, limits: Optional[Limits] = None) -> None:
+        self.limits = limits or Limits()
+        self._sessions: dict = {}
+        self._host_buckets: dict = {}
+        self._host_sessions: dict = {}  # host -> node sessions open
+
+    def open_session(self, key: Hashable, host: str, now: float) -> None:
+        """A node session whose hello the shell took (then charged like any frame)."""
+        self.close_session(key)
+        lim = self.limits
+        self._sessions[key] = _NodeSession(host, _Bucket(lim.node_rate, lim.node_burst, now))
+        if host not in self._host_buckets:
+            if len(self._host_buckets) >= MAX_HOSTS:
+                _forget_idle(self._host_buckets, self._host_sessions)
+            self._host_buckets[host] = _Bucket(lim.host_node_rate, lim.host_node_burst, now)
+        self._host_sessions[host] = self._host_sessions.get(host, 0) + 1
+
+    def close_session(self, key: Hashable) -> Optional[dict]:
+        """Its figures (`stats`), None if it was not open; the host's bucket stays."""
+        s = self._sessions.pop(key, None)
+        if s is None:
+            return None
+        left = self._host_sessions.get(s.host, 0) - 1
+        if left > 0:
+            self._host_sessions[s.host] = left
+        else:
+            self._host_sessions.pop(s.host, None)
+        return self._stats(s)
+
+    def message_wait(self, key: Hashable, size: int, entries: int, now: float,
+                     waited: bool = False, messages: int = 1) -> Optional[float]:
+        """A frame of `size` bytes listing `entries` claims on node session `key` (or
+        `messages` data frames of `size` bytes in all). None: handle it now, it has
+        been charged. A time: not before then (its session or host is in debt); the
+        shell reads nothing more of the session meanwhile and asks again (`waited`:
+        counted once). An unknown key (a closed session) is charged nothing."""
+        s = self._sessions.get(key)
+        if s is None:
+            return None
+        buckets = (s.bucket, self._host_buckets[s.host])
+        for b in buckets:
+            b.refill(now)
+        if s.bucket.tokens < 0 or buckets[1].tokens < 0:
+            if not waited:
+                s.waits += 1
+            at = _batch_back(buckets)
+            if at > now + SLACK:
+                return at
+        lim = self.limits
+        cost = float(size + messages * lim.node_message_cost + entries * lim.node_claim_cost)
+        for b in buckets:
+            b.tokens = max(b.tokens, 0.0) - cost
+        s.bytes += size
+        s.messages += messages
+        return None
+
+    def stats(self, key: Hashable) -> Optional[dict]:
+        s = self._sessions.get(key)
+        return None if s is None else self._stats(s)
+
+    @staticmethod
+    def _stats(s: _NodeSession) -> dict:
+        return {"host": s.host, "bytes": s.bytes, "messages": s.messages, "waits": s.waits}

@@ -18,7 +18,10 @@ demands and every other submitter message are charged to); this shell only asks 
 Demand frames in our own field order are kept undecoded by the wire
 (`Connection.keep_raw`) until the limiter lets them through, so of a flood of demands
 only the one finally applied is decoded and checked; another message over budget
-stops this shell reading its session until the budget is back (`_charged`).
+stops this shell reading its session until the budget is back (`_charged`). Node
+sessions have budgets of their own (`limits.NodeBudget`, per session and per host):
+every frame of one is charged, its hello, refused frames and data frames included,
+before it is handled.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from ..errors import ConfigError
 from ..wire.connection import BadMessage, Raw
 from ..wire.hosts import host_key
 from ..wire.messages import error
-from .limits import Limiter, Limits
+from .limits import Limiter, Limits, NodeBudget
 from .payload import MAX_DEMAND, MAX_REQUESTS, PayloadError
 from .peerlog import PeerLog, excerpt
 from .pool import MAX_SESSIONS, Pool
@@ -44,11 +47,16 @@ from .pool import MAX_SESSIONS, Pool
 log = logging.getLogger("jrs.master")
 PEER_ERRORS = (PayloadError, KeyError, TypeError, ValueError, AttributeError, IndexError)
 PING_TIMEOUT = 2.0  # a live node session must answer within this to keep its place
+SEND_LOG_BURST = 200  # lines a minute about what the Pool sends to one host (claim-drops...)
 # seconds between the ticker's rounds (JRS_MASTER_TICK): each round matches, times out
 # offers and nodes, and lets each submitter spend a round's evaluation budget. A test of
 # many rounds (a hostile demand judged over them) sets it shorter rather than wait
 # seconds per round.
 TICK = 1.0
+# message costs a frame of a node session costs that is refused (by the wire's schema
+# or by the table: no honest node sends one) and answered: flooded at one each, they
+# took 16 % of a core within the budget (a message's cost and an answer's), ~4 % now
+REFUSED = 4
 # how our submitters' demand frames begin (json.dumps of {"type": "demand", ...} with
 # the wire's separators): these are kept undecoded until the demand budget lets them in.
 # A demand in another field order is decoded on arrival; over budget it is kept too,
@@ -74,6 +82,13 @@ def _check_size(size: int) -> None:
     if size > MAX_DEMAND_FRAME:
         raise PayloadError(f"the requests' keys, requirements and ads are larger than "
                            f"{MAX_DEMAND} characters in all (a frame of {size} bytes)")
+
+
+def _claims(msg: dict) -> int:
+    """The claim entries a node's message lists (a report's ids, a hello's claims),
+    charged each: the schema let up to 100,000 of them through."""
+    claims = msg.get("claims")
+    return len(claims) if isinstance(claims, list) else 0
 
 
 def _host(peer: object) -> str:
@@ -190,7 +205,9 @@ class Master:
         self.pings: dict = {}  # (id(channel), seq) -> future
         self._seq = itertools.count(1)
         self.peerlog = PeerLog(log)
+        self.sendlog = PeerLog(log, burst=SEND_LOG_BURST)  # the Pool's notable sends
         self.limiter = Limiter(limits or Limits.from_env(os.environ))
+        self.node_budget = NodeBudget(self.limiter.limits)  # node sessions' (by channel)
         self._session_sid: dict = {}  # submitter channel -> its id (the limiter's keys)
         self._due_timer: Optional[asyncio.TimerHandle] = None
         self._due_at = 0.0
@@ -199,9 +216,12 @@ class Master:
 
     def send(self, actions: list) -> None:
         for kind, ident, msg in actions:
-            if msg["type"] in ("give-back", "unmatchable", "node-lost", "claim-drop"):
-                log.info("to %s %s: %s", kind, excerpt(ident), excerpt(msg, 300))
             ch = (self.nodes if kind == "node" else self.submitters).get(ident)
+            if msg["type"] in ("give-back", "unmatchable", "node-lost", "claim-drop"):
+                # a peer can make many (an impostor node's claim-oks are each answered
+                # with a claim-drop): bounded per host they go to, like every peer's lines
+                self.sendlog.info(ch.peer if ch is not None else f"{kind} {ident}",
+                                  "to %s %s: %s", kind, excerpt(ident), excerpt(msg, 300))
             if ch is None:
                 continue  # the pool learns of it (node_gone, offer time-out, hello)
             try:
@@ -225,9 +245,12 @@ class Master:
             if isinstance(msg, Raw):  # a demand frame kept undecoded (submitters only)
                 await self._handle(ch, who, Master._raw_demand, msg, "demand")
                 continue
-            if not isinstance(msg, dict):  # data frames are not for the master: a
-                continue  # submitter's were charged as they came (`on_data`)
+            if not isinstance(msg, dict):  # data frames are not for the master: they
+                continue  # were charged as they came (`on_data`)
             handler = table.get(msg["type"])
+            if table is NODE and not await self._charged(
+                    ch, _claims(msg), messages=1 if handler is not None else REFUSED):
+                continue  # (every node message, before its handler: refused ones too)
             if handler is None:
                 if ch in self._session_sid and not await self._charged(ch):
                     continue  # (a submitter's refused message is charged like others)
@@ -318,12 +341,24 @@ class Master:
                 del self.nodes[name]
                 old.close()
         self.nodes[name] = ch
+        self.node_budget.open_session(ch, _host(ch.peer), self.clock())
+        ch.on_bad = lambda size: self._charged(ch, size=size, messages=REFUSED)
+        ch.on_data = lambda frames, nbytes: self._charged(ch, size=nbytes, messages=frames)
         try:
+            # the hello too: a host's bucket outlives its sessions, so hellos of 4,096
+            # claims, each on a new connection, are bounded per host like any message
+            if not await self._charged(ch, _claims(hello)):
+                return
             self.send(self.pool.node_hello(name, hello, self.clock()))
             log.info("node %s up (%s slots)", name, hello["slots"])
             await self._loop(ch, NODE, name)
         finally:
             self._fail_pings(ch)
+            figures = self.node_budget.close_session(ch)
+            if figures and figures["waits"]:
+                self.peerlog.info(ch.peer, "node session %s from %s: %d frames (%d waited "
+                                  "for its budget), %d bytes", excerpt(name), ch.peer,
+                                  figures["messages"], figures["waits"], figures["bytes"])
             if self.nodes.get(name) is ch:
                 del self.nodes[name]
                 self.send(self.pool.node_gone(name, self.clock()))
@@ -493,17 +528,21 @@ class Master:
 
     async def _charged(self, ch, entries: int = 0, size: Optional[int] = None,
                        messages: int = 1) -> bool:
-        """Charge the message `recv` returned last on this submitter session to its
-        budget (`Limiter.message_wait`; or `messages` data frames of `size` bytes),
-        first waiting, without reading the session, while the budget is in debt or a
-        demand of it is kept (that one goes first). False: the session was replaced
-        meanwhile (drop the message quietly)."""
+        """Charge the message `recv` returned last on this submitter or node session to
+        its budget (`Limiter.message_wait`, `NodeBudget.message_wait`: `messages` message
+        costs, with `size` bytes: data frames, a node's refused frame), first waiting,
+        without reading the session, while the budget is in debt or a demand of it is
+        kept (that one goes first). False: the session was replaced or closed meanwhile
+        (drop the message quietly). A node session that waits is logged once."""
         size, waited = (ch.last_size if size is None else size), False
-        while self.limiter.stats(ch) is not None:
-            at = self.limiter.message_wait(ch, size, entries, self.clock(), waited,
-                                           messages)
+        books = self.node_budget if ch.peer_role == "node" else self.limiter
+        while books.stats(ch) is not None:
+            at = books.message_wait(ch, size, entries, self.clock(), waited, messages)
             if at is None:
                 return True
+            if not waited and books is self.node_budget and books.stats(ch)["waits"] == 1:
+                self.peerlog.info(ch.peer, "node session from %s is over its budget: read "
+                                  "at its rate from now on", ch.peer)  # (honest: never)
             waited = True
             await asyncio.sleep(max(0.0, at - self.clock()))
             self._run_due()

@@ -9,6 +9,11 @@ debt is paid (nothing is dropped: the sender waits, as TCP makes it). The data f
 of a transfer are charged too, by `data_cost` (R10: uncharged, one `run` announcing
 1 TiB and then 1-byte frames took 54 % of a node's core).
 
+A message costs more the more it carries (`message_cost`; a `run` was one message
+however big its JSON, up to the wire's 16 MiB, and however many file headers it listed,
+up to 100,000: runs of 100,000 empty files, refused, took a node's whole core), and so
+does the CPU the node spends creating the files of a run it took (`work_cost`).
+
 An honest submitter sends a `run` and an `ack` per job and a `kill` per removal: the
 rate is ~1,000 jobs a second from one submitter to one node (a node of 64 slots
 finishing a job a second on each sees ~130 messages a second); a resume's burst of
@@ -29,6 +34,9 @@ BATCH = 64.0  # a debt smaller than this is let run on (a wake-up per message co
 REFUSED_COST = 4.0  # a frame the wire refuses and answers with an error (R10)
 DATA_FRAME_COST = 1 / 8  # a data frame, whatever its size (see data_cost) ...
 DATA_BYTES_PER_MESSAGE = float(1 << 20)  # ... plus a message's worth per MiB it carries
+MESSAGE_BYTES = 8192.0  # a message's JSON: a message's worth per 8 KiB (see message_cost)
+FILE_COST = 1 / 8  # a file header a run lists
+MESSAGE_CPU = 50e-6  # seconds of the node's CPU a message's worth stands for (work_cost)
 HOSTS_KEPT = 4096  # host buckets past this are pruned of full ones with no session
 
 
@@ -48,6 +56,46 @@ def data_cost(frames: int, nbytes: int) -> float:
     0.375 messages each at 2,000 a second), above a 10 GbE link; what bytes a run
     may announce is bounded by its file headers (1 TiB a file)."""
     return frames * DATA_FRAME_COST + nbytes / DATA_BYTES_PER_MESSAGE
+
+
+def message_cost(size: int, files: int = 0) -> float:
+    """What a message of `size` JSON bytes listing `files` file headers costs.
+
+    Bytes: decoding and checking a message's JSON costs the node 1.1 ms a MiB for one
+    long string to 5.5 ms for a map of 10,000 environment variables (measured,
+    unloaded; a message whole, ~50 us), so a message's worth per 8 KiB (128 a MiB): a
+    16 MiB frame costs 2,049, five of them in the burst, then one every second. Files:
+    the wire's check and the node's of one header cost ~2 us, an eighth of a message.
+    (Creating one costs far more, and depends on the disk: `work_cost`; a refused
+    run's files are never made, their bytes read to nowhere.)
+
+    Honest runs never wait: a run of 1,000 input files with a 1 MiB spec costs
+    1 + 129 + 125 = 258, under 3 % of the burst;
+    one of a few KB, ~1.3. The largest run a fresh session's burst takes without a
+    wait (a cost of at most BURST + BATCH, 10,064): a frame of the wire's whole 16 MiB
+    listing up to 64,000 files, or ~77,000 files with a small spec (35-byte headers).
+    The most files the schema takes, 100,000 (3.5 MB), wait ~1.4 s.
+    """
+    return 1.0 + size / MESSAGE_BYTES + files * FILE_COST
+
+
+def work_cost(cpu_seconds: float) -> float:
+    """The CPU the node spent on a session's behalf outside reading it, in messages
+    (MESSAGE_CPU each): creating the files of a run it took, measured by the shell,
+    since what it costs depends on the disk: 5 us a file on tmpfs, 200-800 us on the
+    test machine's ext4 (a constant would be 10 times too much on one or too little on
+    the other; an empty file costs no data frame). Charged once they are made, so the
+    session's next message waits if they cost more than its budget had left: files
+    made for it then go at most at the rate's ~10 % of a core. A run of 1,000 files
+    made in 0.2-0.8 s here costs 4,000-16,000: the run is never held, the message
+    after it at most ~3 s."""
+    return cpu_seconds / MESSAGE_CPU
+
+
+def refused_cost(size: int) -> float:
+    """A frame the wire refused and answered: REFUSED_COST, plus its bytes as a
+    message's (its JSON was decoded before it was refused)."""
+    return REFUSED_COST + size / MESSAGE_BYTES
 
 
 class _Bucket:

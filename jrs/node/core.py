@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ..wire.messages import error
+from ..wire.messages import MAX_FILE_SIZE, TOO_BIG, error
 from . import sandbox
 
 LAUNCH_GRACE = 10.0  # seconds a written taskfile may wait for its executor before a relaunch
@@ -36,6 +36,9 @@ LAUNCH_GRACE = 10.0  # seconds a written taskfile may wait for its executor befo
 STARTED_AFTER = 0.05
 REKILL_EVERY = 10.0  # a kill is repeated this often while the executor lives (a lost TERM)
 DEFAULT_RETAIN = 7 * 86400.0
+# seconds a killed job (removed, its claim revoked) has between TERM and KILL of its
+# unit; the daemon takes JRS_KILL_GRACE (tests of the KILL shorten the wait)
+KILL_GRACE = 5.0
 # A gap this long between two events (the shell ticks each second) means the node was
 # stopped (SIGSTOP, a paused VM): the master may have declared it lost meanwhile (its
 # node timeout is 6 s by default; the last report went up to a second before the stop)
@@ -199,14 +202,17 @@ def check_headers(files: object) -> List[dict]:
         raise Refused("files must be a list of at most 100000 headers")
     out = []
     seen = set()
-    for f in files:
+    for i, f in enumerate(files):
         if not isinstance(f, dict):
             raise Refused("each file header must be an object")
         name = check_name(f.get("name"))
         if name in seen:
             raise Refused(f"file {name[:60]!r} is sent twice")
         seen.add(name)
-        size = check_count(f.get("size"), f"size of {name[:60]!r}", 0, 1 << 40)
+        size = f.get("size")
+        if type(size) is int and size > MAX_FILE_SIZE:  # the schema's bound and words
+            raise Refused(f"field 'files[{i}].size' {TOO_BIG}")
+        size = check_count(size, f"size of {name[:60]!r}", 0, MAX_FILE_SIZE + 1)
         mode = f.get("mode", 0o644)
         if not isinstance(mode, int) or isinstance(mode, bool):
             mode = 0o644
@@ -436,13 +442,14 @@ class NodeCore:
 
     def __init__(self, cap: Capacity, tasks_dir: str, sandbox_dir: str, boot: str = "",
                  notify: str = "", retain: float = DEFAULT_RETAIN,
-                 stall_after: float = STALL_AFTER) -> None:
+                 stall_after: float = STALL_AFTER, kill_grace: float = KILL_GRACE) -> None:
         self.cap = cap
         self.tasks_dir = tasks_dir
         self.sandbox_dir = sandbox_dir
         self.boot = boot
         self.notify = notify
         self.retain = retain
+        self.kill_grace = kill_grace
         self.claims: Dict[str, Claim] = {}
         self.tasks: Dict[str, Task] = {}
         # (submitter, job, attempt) -> keys of its tasks (one, but for sessions that
@@ -993,8 +1000,8 @@ class NodeCore:
                "stdout": stdout, "stderr": stderr, "sandbox": box, "shared_fs": shared,
                "transfer_output_files": spec["transfer_output_files"],
                "when_to_transfer_output": spec["when_to_transfer_output"],
-               "snapshot": snapshot, "kill_grace": 5, "notify": self.notify, "created": now,
-               "boot": self.boot}
+               "snapshot": snapshot, "kill_grace": self.kill_grace, "notify": self.notify,
+               "created": now, "boot": self.boot}
         if ident is not None:
             out.update(ident)
             if ident.get("uid") is not None and ident.get("run_as"):

@@ -24,6 +24,7 @@ import traceback
 from typing import Awaitable, Callable, Dict, Optional
 
 from .. import records
+from ..errors import ConfigError
 from ..wire import files as wirefiles
 from ..wire.aio import Channel, ConnectionClosed, Server, connect
 from ..wire.errors import WireError
@@ -32,7 +33,7 @@ from ..wire.peerlog import PeerLog, excerpt
 from ..wire.reconnect import Backoff, keep_connected
 from . import core as nc
 from . import identity, sandbox, scancache, taskfile, unit
-from .budget import REFUSED_COST, MessageBudget, data_cost
+from .budget import MessageBudget, data_cost, message_cost, refused_cost, work_cost
 from .confine import Confinement, make_state_dir, scan_every
 from .core import Capacity, NodeCore
 from .launcher import Launcher
@@ -54,6 +55,22 @@ def _stall_after() -> float:
     except ValueError:
         return nc.STALL_AFTER
     return min(nc.STALL_AFTER, max(timeout / 2, 2 * CHECK_EVERY))
+
+
+def _kill_grace() -> float:
+    """JRS_KILL_GRACE, else the core's 5 s: what a killed job's unit has between TERM and
+    KILL. Refused (naming it) unless 0 to 3600 seconds: a typo must not leave jobs that
+    ignore TERM running for good, nor skip their grace."""
+    text = os.environ.get("JRS_KILL_GRACE", "")
+    if not text:
+        return nc.KILL_GRACE
+    try:
+        grace = float(text)
+    except ValueError:
+        grace = -1.0
+    if not 0 <= grace <= 3600:
+        raise ConfigError(f"JRS_KILL_GRACE={text}: want a number of seconds from 0 to 3600")
+    return grace
 
 
 async def forever(name: str, step: Callable[[], Awaitable[None]], every: float) -> None:
@@ -120,7 +137,7 @@ class NodeDaemon:
         self.notify_address = "\0jrs-node-%d-%s" % (os.getpid(), os.urandom(4).hex())
         self.core = NodeCore(capacity, self.tasks_dir, self.sandbox_dir,
                              boot=taskfile.boot_id(), notify=self.notify_address, retain=retain,
-                             stall_after=_stall_after())
+                             stall_after=_stall_after(), kill_grace=_kill_grace())
         self.channels: Dict[int, Channel] = {}
         self.master: Optional[Channel] = None
         self.stopping = asyncio.Event()
@@ -293,28 +310,25 @@ class NodeDaemon:
         self.channels[sid] = ch
         self.budget.open(sid, host_key(ch.peer), time.monotonic())
 
-        async def charge(cost: float) -> None:
-            wait = self.budget.charge(sid, time.monotonic(), cost)
-            if wait > 0.0:  # a flood: its sender waits (nothing is dropped)
-                if self.budget.waits(sid) == 1:  # said once (an honest session never
-                    self.peerlog.info(ch.peer, "submitter session %d from %s is over its "
-                                      "message budget: read at its rate from now on",
-                                      sid, excerpt(ch.peer, 64))  # waits: test_node_budget)
-                await asyncio.sleep(wait)
+        def charge(cost: float) -> Awaitable[None]:
+            return self._charge(sid, ch, cost)
 
         # a frame the wire refused and answered costs more (R10: unknown types flooded
         # past the budget, 83 % of a core); a read's data frames, their `data_cost`
         # (R10: 1-byte frames after one `run`, 54 %), swallowed ones of a refused header too
-        ch.on_bad = lambda _size: charge(REFUSED_COST)
+        ch.on_bad = lambda size: charge(refused_cost(size))
         ch.on_data = lambda frames, nbytes: charge(data_cost(frames, nbytes))
         try:
             first = await asyncio.wait_for(ch.recv(), 30)
             self.execute(self.core.attach(sid, first, time.time()))
+            await charge(message_cost(ch.last_size))  # (an attach may be big too)
             while sid in self.core.sessions:
                 msg = await ch.recv()
                 if not isinstance(msg, dict):
                     raise WireError("file data outside a transfer")
-                await charge(1.0)
+                files = msg.get("files")  # a run's headers: each costs its check
+                await charge(message_cost(ch.last_size,
+                                          len(files) if isinstance(files, list) else 0))
                 handler = self._session_handlers.get(msg["type"])
                 if handler is not None:
                     await handler(sid, ch, msg)
@@ -326,6 +340,18 @@ class NodeDaemon:
             self.channels.pop(sid, None)
             self.budget.close(sid)
             self.execute(self.core.session_closed(sid))
+
+    async def _charge(self, sid: int, ch: Channel, cost: float) -> None:
+        """`cost` messages' worth of session `sid` read (or done for it); wait, not
+        reading it, while its budget is in debt (a flood: its sender waits, nothing is
+        dropped)."""
+        wait = self.budget.charge(sid, time.monotonic(), cost)
+        if wait > 0.0:
+            if self.budget.waits(sid) == 1:  # said once (an honest session never
+                self.peerlog.info(ch.peer, "submitter session %d from %s is over its "
+                                  "message budget: read at its rate from now on",
+                                  sid, excerpt(ch.peer, 64))  # waits: test_node_budget)
+            await asyncio.sleep(wait)
 
     def _to_session(self, a: nc.ToSession) -> None:
         # a plain send never lands inside a transfer: the channel holds it until the
@@ -349,15 +375,19 @@ class NodeDaemon:
             except (OSError, ValueError) as exc:
                 self.core.refuse(t, f"cannot make the sandbox: {_why(exc)}")
         sinks: list = []
+        made = [0.0]  # CPU seconds spent creating its files (charged: budget.work_cost)
 
         def open_file(head: dict):
             if t.reason is not None:
                 return None
+            start = time.process_time()
             try:
                 sink = _Sink(self._open_input(t, head), head["name"])
             except (OSError, ValueError) as exc:
                 self.core.refuse(t, f"cannot write {head['name'][:60]!r}: {_why(exc)}")
                 return None
+            finally:
+                made[0] += time.process_time() - start
             sinks.append(sink)
             return sink
 
@@ -377,6 +407,8 @@ class NodeDaemon:
             self.execute(self.core.run_received(t, time.time()))
         finally:
             self._close_box(t)  # handed over already if it became a task
+        if made[0]:  # paid before the session's next message is read
+            await self._charge(sid, ch, work_cost(made[0]))
 
     # sandbox operations: contract 5, they go through sandbox.py
 

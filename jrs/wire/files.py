@@ -10,6 +10,7 @@ import os
 from typing import Callable, Optional
 
 from .errors import WireError
+from .messages import MAX_FILE_SIZE
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ async def receive(ch: Channel, headers: list, open_file: Callable[[dict], Option
                 out.close()
 
 
-def check_headers(files: object, limit: int = 1 << 40) -> list:
+def check_headers(files: object, limit: int = MAX_FILE_SIZE) -> list:
     """Peer-supplied file headers, checked: a list of {name: str, size: int >= 0}."""
     if not isinstance(files, list) or len(files) > 100_000:
         raise ValueError("files must be a list")

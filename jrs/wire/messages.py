@@ -75,8 +75,17 @@ from .schema import (
     spec,
 )
 
-__all__ = ["MAX_INT", "MAX_TEXT", "SCHEMA", "TRANSFER_TYPES", "error", "transfer_size",
-           "validate"]
+__all__ = ["MAX_FILE_SIZE", "MAX_INT", "MAX_TEXT", "SCHEMA", "TOO_BIG", "TRANSFER_TYPES",
+           "error", "transfer_size", "validate"]
+
+# The largest file one transfer may carry, 1 TiB less a byte: the schema's bound on a
+# file header's size and the node's (node/core.check_headers), and what a submitter
+# takes back (client/transfer.py), one constant so that none takes a size another
+# refuses: 1 TiB exactly passed the schema and was refused by the node, which then
+# left that run's data unread and closed the session ("file data outside a
+# transfer"). A size above it is answered with TOO_BIG, by the schema and the node.
+MAX_FILE_SIZE = (1 << 40) - 1
+TOO_BIG = f"is larger than {MAX_FILE_SIZE} bytes (1 TiB - 1), the most one file may be"
 
 # ---------------------------------------------------------------- value shapes
 
@@ -93,7 +102,7 @@ OPT_INT = OneOf(Int(), Null)
 OPT_NUM = OneOf(Num(), Null)
 AD_VALUE = OneOf(Str(), Int(), Num(), Bool(), Null)           # a ClassAd literal
 ATTRS = MapOf(Str(256), AD_VALUE, 1000)               # a node's ad: Cpus, Arch, +Attr=value
-FILES = ListOf(Obj({"name": (PATH, True), "size": (Int(0, 1 << 40), True),
+FILES = ListOf(Obj({"name": (PATH, True), "size": (Int(0, MAX_FILE_SIZE, TOO_BIG), True),
                     "mode": (Int(0, 0o7777), False)}), MANY)
 JOB_REF = Tuple(ID, Int())                                     # [job, attempt]
 CLAIM = Obj({"claim": (ID, True), "submitter": (ID, True), "user": (ID, True),

@@ -74,14 +74,16 @@ class Int(Spec):
     what = "int"
     accepts = (int,)
 
-    def __init__(self, lo: int = -MAX_INT, hi: int = MAX_INT) -> None:
+    def __init__(self, lo: int = -MAX_INT, hi: int = MAX_INT, over: str = "") -> None:
         self.lo, self.hi = lo, hi
+        self.over = over  # what a value above `hi` is told, if not "is out of range"
 
     def check(self, value: Any, where: str, strict: bool) -> Any:
         if type(value) is not int:  # bool is an int subclass: refused
             raise _fail(where, "must be int")
         if not self.lo <= value <= self.hi:
-            raise _fail(where, "is out of range")
+            raise _fail(where, self.over if self.over and value > self.hi
+                        else "is out of range")
         return value
 
 
