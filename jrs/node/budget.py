@@ -36,6 +36,7 @@ DATA_FRAME_COST = 1 / 8  # a data frame, whatever its size (see data_cost) ...
 DATA_BYTES_PER_MESSAGE = float(1 << 20)  # ... plus a message's worth per MiB it carries
 MESSAGE_BYTES = 8192.0  # a message's JSON: a message's worth per 8 KiB (see message_cost)
 FILE_COST = 1 / 8  # a file header a run lists
+UNIT_COST = 1 / 100  # a value or key of a message's JSON (`connection.json_units`)
 MESSAGE_CPU = 50e-6  # seconds of the node's CPU a message's worth stands for (work_cost)
 HOSTS_KEPT = 4096  # host buckets past this are pruned of full ones with no session
 
@@ -58,8 +59,9 @@ def data_cost(frames: int, nbytes: int) -> float:
     return frames * DATA_FRAME_COST + nbytes / DATA_BYTES_PER_MESSAGE
 
 
-def message_cost(size: int, files: int = 0) -> float:
-    """What a message of `size` JSON bytes listing `files` file headers costs.
+def message_cost(size: int, files: int = 0, units: int = 0) -> float:
+    """What a message of `size` JSON bytes listing `files` file headers, with `units`
+    values and keys (`connection.json_units`), costs.
 
     Bytes: decoding and checking a message's JSON costs the node 1.1 ms a MiB for one
     long string to 5.5 ms for a map of 10,000 environment variables (measured,
@@ -74,9 +76,18 @@ def message_cost(size: int, files: int = 0) -> float:
     one of a few KB, ~1.3. The largest run a fresh session's burst takes without a
     wait (a cost of at most BURST + BATCH, 10,064): a frame of the wire's whole 16 MiB
     listing up to 64,000 files, or ~77,000 files with a small spec (35-byte headers).
-    The most files the schema takes, 100,000 (3.5 MB), wait ~1.4 s.
+    The most files the schema takes, 100,000 (3.5 MB), wait ~1.4 s, ~5 s with their
+    700,000 units.
+
+    Units (R11): bytes alone undercharge JSON of many small values. `[[0],[0],...]`
+    decodes at ~0.12 us a byte here (a map of distinct keys ~0.08), 20-100 times a
+    string's: refused frames of it charged by bytes kept a node at 100 % of a core.
+    A value or key costs up to ~0.5 us (loaded), so a hundredth of a message each:
+    such a flood then gets the rate's ~10 % of a core. An honest message's text has
+    5-40 bytes a unit (a file header ~5), so units add 1-3 % of the bytes' charge to a
+    text-heavy one, and ~70 a 1,000-file run.
     """
-    return 1.0 + size / MESSAGE_BYTES + files * FILE_COST
+    return 1.0 + size / MESSAGE_BYTES + files * FILE_COST + units * UNIT_COST
 
 
 def work_cost(cpu_seconds: float) -> float:
@@ -92,10 +103,10 @@ def work_cost(cpu_seconds: float) -> float:
     return cpu_seconds / MESSAGE_CPU
 
 
-def refused_cost(size: int) -> float:
-    """A frame the wire refused and answered: REFUSED_COST, plus its bytes as a
-    message's (its JSON was decoded before it was refused)."""
-    return REFUSED_COST + size / MESSAGE_BYTES
+def refused_cost(size: int, units: int = 0) -> float:
+    """A frame the wire refused and answered: REFUSED_COST, plus its bytes and units
+    as a message's (its JSON was decoded before it was refused)."""
+    return REFUSED_COST + size / MESSAGE_BYTES + units * UNIT_COST
 
 
 class _Bucket:

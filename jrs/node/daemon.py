@@ -316,19 +316,20 @@ class NodeDaemon:
         # a frame the wire refused and answered costs more (R10: unknown types flooded
         # past the budget, 83 % of a core); a read's data frames, their `data_cost`
         # (R10: 1-byte frames after one `run`, 54 %), swallowed ones of a refused header too
-        ch.on_bad = lambda size: charge(refused_cost(size))
+        ch.on_bad = lambda size: charge(refused_cost(size, ch.last_units))
         ch.on_data = lambda frames, nbytes: charge(data_cost(frames, nbytes))
         try:
             first = await asyncio.wait_for(ch.recv(), 30)
             self.execute(self.core.attach(sid, first, time.time()))
-            await charge(message_cost(ch.last_size))  # (an attach may be big too)
+            await charge(message_cost(ch.last_size, 0, ch.last_units))  # (an attach may be big)
             while sid in self.core.sessions:
                 msg = await ch.recv()
                 if not isinstance(msg, dict):
                     raise WireError("file data outside a transfer")
                 files = msg.get("files")  # a run's headers: each costs its check
                 await charge(message_cost(ch.last_size,
-                                          len(files) if isinstance(files, list) else 0))
+                                          len(files) if isinstance(files, list) else 0,
+                                          ch.last_units))
                 handler = self._session_handlers.get(msg["type"])
                 if handler is not None:
                     await handler(sid, ch, msg)

@@ -181,6 +181,7 @@ class Channel:
         self._deferred: list = []
         self._raise_bad = False
         self.last_size = 0  # JSON bytes of the frame of the message recv returned last
+        self.last_units = 0  # ... their connection.json_units (of a refused one at on_bad)
         # called once, when recv first returns something (the server's first-message slot)
         self.on_first: Optional[Callable[[], None]] = None
         # awaited with a refused frame's size once it is answered, before recv reads on
@@ -326,14 +327,14 @@ class Channel:
                         continue
                     if TRACE:
                         _trace("<", self.peer, event.body)
-                    self.last_size = event.size
+                    self.last_size, self.last_units = event.size, event.units
                     return event.body
                 if isinstance(event, Data):
                     return event.chunk
                 if isinstance(event, Raw):
                     if TRACE:
                         _trace("<", self.peer, {"type": f"raw {bytes(event.body[:24])!r}"})
-                    self.last_size = len(event.body)
+                    self.last_size, self.last_units = len(event.body), 0  # (undecoded)
                     return event
                 if isinstance(event, BadMessage):
                     self.send(error("bad-message", event.reason))
@@ -345,6 +346,7 @@ class Channel:
                             self._refuse(f"more than {BAD_BEFORE_FIRST} bad frames before "
                                          "the first message")
                     if self.on_bad is not None:
+                        self.last_units = event.units
                         await self.on_bad(event.size)
             await self._fill()
 

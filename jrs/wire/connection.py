@@ -59,12 +59,22 @@ class Established:
     peer_role: str
 
 
+def json_units(body: bytes) -> int:
+    """A bound on the values and keys decoding `body` makes, past its first: each one
+    follows a `,` or a `:` or opens a container. What a frame costs to decode goes with
+    it, not with its bytes: `[[0],[0],...]` takes ~0.12 us a byte here, ~60 times a
+    long string's (R11). Four passes at memory speed, ~1 % of a decode."""
+    return body.count(b",") + body.count(b":") + body.count(b"[") + body.count(b"{")
+
+
 @dataclass(frozen=True)
 class Message:
-    """A validated message (a dict with a `type`); `size`: its frame's JSON bytes."""
+    """A validated message (a dict with a `type`); `size`: its frame's JSON bytes;
+    `units`: `json_units` of them."""
 
     body: dict
     size: int = field(default=0, compare=False)
+    units: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,7 @@ class BadMessage:
     reason: str
     body: Optional[dict] = field(default=None, compare=False)  # as it came, if an object
     size: int = field(default=0, compare=False)  # its frame's bytes (what it cost to read)
+    units: int = field(default=0, compare=False)  # json_units of a message frame's bytes
 
 
 @dataclass(frozen=True)
@@ -245,12 +256,13 @@ class Connection:
         return event
 
     def _decode(self, body: bytes, kept: bool = False) -> Union[Message, BadMessage]:
+        units = json_units(body)
         try:
             obj = json.loads(body)
         except RecursionError:  # json's C decoder on deep nesting: bounded, not a crash
-            return BadMessage("message nested too deeply", size=len(body))
+            return BadMessage("message nested too deeply", size=len(body), units=units)
         except ValueError as exc:
-            return BadMessage(str(exc), size=len(body))
+            return BadMessage(str(exc), size=len(body), units=units)
         try:
             clean = validate(obj)
         except MessageError as exc:
@@ -262,13 +274,14 @@ class Connection:
                 except ValueError:
                     raise WireError(f"bad transfer header: {exc}")
                 self._discarding = self._recv_left > 0 and not self.keep_bad_transfers
-            return BadMessage(str(exc), obj if isinstance(obj, dict) else None, len(body))
+            return BadMessage(str(exc), obj if isinstance(obj, dict) else None, len(body),
+                              units)
         if clean["type"] in TRANSFER_TYPES and not kept:
             try:
                 self._recv_left = transfer_size(clean)
             except ValueError as exc:
                 raise WireError(f"bad transfer header: {exc}")
-        return Message(clean, len(body))
+        return Message(clean, len(body), units)
 
     def _handshake_step(self, events: list) -> bytes:
         """Consume handshake bytes; return what is left over for the frame decoder."""
