@@ -34,7 +34,7 @@ from .errors import AuthError, HandshakeClosed, LocalProtocolError, WireError
 from .hosts import host_key, learn_local_networks
 from .messages import TRANSFER_TYPES, error
 from .peerlog import PeerLog, excerpt
-from .slots import Counts, Slots, within_files
+from .slots import Counts, HostBytes, Slots, within_files
 
 log = logging.getLogger("jrs.wire")
 READ_SIZE = 1 << 18
@@ -60,6 +60,12 @@ FLUSH_BYTES = 1 << 16
 # transport anyway, see `Transfer.drain`, and no honest peer falls this far behind)
 MAX_UNREAD = 64 << 20
 BAD_BEFORE_FIRST = 16  # bad frames a server's channel answers before its first message
+# bytes a host's connections may read before their first messages (slots.HostBytes):
+# an honest first message is small but may be a resume's attach of 100,000 jobs (a few
+# MB); a flood of costly JSON before it is read at ~0.15 s of CPU a second (R11)
+FIRST_BYTES_BURST = 32 << 20
+FIRST_BYTES_RATE = 1 << 20
+HANDSHAKE_READ = 4096  # a server's reads in the handshake: msg1, then the hello frame
 TRACE = bool(os.environ.get("JRS_TRACE"))  # one stderr line per message, for timing a path
 
 
@@ -184,6 +190,10 @@ class Channel:
         # next one (`_charge_data`): the daemons charge a submitter's data to its budget
         # (R10: 1-byte frames after one `run` took 54 % of a node's core uncharged)
         self.on_data: Optional[Callable[[int, int], Awaitable[object]]] = None
+        # awaited with a read's size before it is decoded, while the first message has
+        # not come (`on_first` set): a server's per-host byte budget for that stage
+        # (R11: nothing charged what was decoded before the first message)
+        self.on_read: Optional[Callable[[int], Awaitable[object]]] = None
         self._hellos = 0  # the wire's own hello: one per connection
         self._bad_before_first = 0  # answered bad frames before the first message
         self._data_charged = (0, 0)  # conn.data_frames_in, data_bytes_in charged so far
@@ -363,6 +373,11 @@ class Channel:
         if not data:
             self.close()
             raise ConnectionClosed("peer closed the connection")
+        if self.on_read is not None and self.on_first is not None:
+            await self.on_read(len(data))
+            if self._closed or self.writer.is_closing():  # given up meanwhile (Slots)
+                self.close()
+                raise ConnectionClosed("closed")
         try:
             self._pending.extend(self.conn.receive(data))
         except WireError:
@@ -410,16 +425,19 @@ class Channel:
 
 
 async def _handshake(reader, writer, conn: Connection, deadline: float,
-                     activity: Optional[Callable[[], None]] = None) -> deque:
+                     activity: Optional[Callable[[], None]] = None,
+                     read_size: int = READ_SIZE) -> deque:
     """Run the handshake to completion; return events that arrived with it. A peer that
-    closes or stays silent raises HandshakeClosed, a failed proof AuthError."""
+    closes or stays silent raises HandshakeClosed, a failed proof AuthError. A server
+    reads `HANDSHAKE_READ` at a time: what follows the client's hello is read by the
+    channel, within the server's byte budget for the first message."""
     events: deque = deque()
     while not conn.established:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise HandshakeClosed("handshake timed out")
         try:
-            data = await asyncio.wait_for(reader.read(READ_SIZE), remaining)
+            data = await asyncio.wait_for(reader.read(read_size), remaining)
         except asyncio.TimeoutError:
             raise HandshakeClosed("handshake timed out")
         except ConnectionError as exc:
@@ -566,6 +584,7 @@ class Server:
         self._before_hello = Slots(hello_per_address, within_files(max_before_hello, nofile))
         self._established = Counts(established_per_address,
                                    within_files(max_established, nofile))
+        self._first_bytes = HostBytes(FIRST_BYTES_RATE, FIRST_BYTES_BURST)
         self.failures = FailureLog()
         self.refused = 0
         self.dropped = 0  # handshakes given up for a newer one
@@ -607,7 +626,7 @@ class Server:
         try:
             events = await _handshake(reader, writer, conn,
                                       time.monotonic() + self.handshake_timeout,
-                                      lambda: self._handshakes.touch(hs))
+                                      lambda: self._handshakes.touch(hs), HANDSHAKE_READ)
         except asyncio.CancelledError:
             writer.close()
             return
@@ -646,6 +665,7 @@ class Server:
         self.dropped_before_hello += len(victims)
         self._give_up(victims, "connections without a first message:")
         channel.on_first = lambda: self._before_hello.leave(waiting)
+        channel.on_read = lambda nbytes: self._first_read(host, nbytes)
         try:
             await self.handler(channel)
         except (ConnectionClosed, ConnectionError, asyncio.CancelledError):
@@ -655,6 +675,12 @@ class Server:
         finally:
             self._before_hello.leave(waiting)
             channel.close()
+
+    async def _first_read(self, host: str, nbytes: int) -> None:
+        """A read before the first message: it waits while its host is in debt."""
+        wait = self._first_bytes.take(host, nbytes, time.monotonic())
+        if wait > 0.0:
+            await asyncio.sleep(wait)
 
     def close(self) -> None:
         if self._server is not None:

@@ -46,6 +46,9 @@ REJECT_LEN = 5
 STATUS_OK, STATUS_VERSION, STATUS_AUTH_FAILED = 0, 1, 2  # msg2's status byte; a refusal
 # (version, proof) is the 5-byte header alone, then the server closes
 KIND_MESSAGE = b"M"
+# a server's first frame is the client's wire hello (`_client_step`): bounded, so the
+# handshake's own reads decode next to nothing before the first message (R11)
+FIRST_FRAME_MAX = 1024
 KIND_DATA = b"D"
 
 
@@ -339,5 +342,7 @@ class Connection:
         self._secret = b""  # forward secrecy: the ephemeral is gone once used
         self._enc = FrameEncoder(keys.send)
         self._dec = FrameDecoder(keys.recv)
+        if not self.is_client:
+            self._dec.first_max = FIRST_FRAME_MAX
         self._hs = bytearray()
         return keys

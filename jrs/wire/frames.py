@@ -46,6 +46,9 @@ class FrameDecoder:
         self._counter = 0
         self._buf = bytearray()
         self._need = -1  # body length of the frame being read, -1 while reading a header
+        # the largest payload the first frame may carry (0: any): a server's first frame
+        # is the client's wire hello, so a big one is refused before it is buffered
+        self.first_max = 0
 
     @property
     def buffered(self) -> int:
@@ -64,6 +67,9 @@ class FrameDecoder:
                 size = int.from_bytes(buf[pos:pos + 4], "big")
                 if size < MAC_BYTES or size > MAX_SEALED:
                     raise WireError(f"frame length {size} out of range")
+                if self.first_max and not self._counter and size > self.first_max + MAC_BYTES:
+                    raise WireError(f"first frame of {size} bytes: a hello is at most "
+                                    f"{self.first_max}")
                 self._need = size
                 pos += 4
             if len(buf) - pos < self._need:
