@@ -28,14 +28,27 @@ import pytest
 from .cluster import Cluster
 from .test_hello_flood_cluster import _cpu, _open
 
-FRAME = 4 << 20  # a frame of the flood's: 4 MiB of [[0],[0],...] (~0.5 s to decode here)
-CONNECTIONS = 4
+FRAME = 1 << 20  # a frame of the flood's: 1 MiB of [[0],[0],...] (~0.13 s to decode here)
+CONNECTIONS = 8  # 128 MiB in all: 96 MiB past the burst, ~12 s to decode here
 FRAMES = 16  # each: what a channel answers before its first message (BAD_BEFORE_FIRST)
+BURST_FRAMES = 32  # the host's burst, 32 MiB, of such frames (small ones: a frame is
+# decoded whole, so the CPU in the window comes in steps of one; 1 MiB makes them fine)
 
 
 def _costly_json(size: int) -> bytes:
     k = (size - 2) // 4
     return b"[" + b",".join([b"[0]"] * k) + b"]"
+
+
+async def _answers(ch, got: list) -> None:
+    """Count the daemon's answers (`bad-message`, one a frame decoded) into got[0]."""
+    try:
+        while True:
+            msg = await ch.recv()
+            if isinstance(msg, dict) and msg.get("type") == "error":
+                got[0] += 1
+    except Exception:  # closed
+        pass
 
 
 async def _send(ch, body: bytes, frames: int) -> None:
@@ -68,8 +81,17 @@ def test_costly_frames_before_the_first_message_are_read_at_a_bounded_rate(
         async def scenario():
             chans = [await _open(c, port, "submit") for _ in range(CONNECTIONS)]
             assert all(chans), chans
+            answered = [0]
             tasks = [asyncio.ensure_future(_send(ch, body, FRAMES)) for ch in chans]
-            await asyncio.sleep(5.0)  # the bucket's burst (32 MiB: 8 frames) goes first
+            tasks += [asyncio.ensure_future(_answers(ch, answered)) for ch in chans]
+            # the bucket's burst (32 MiB) goes first: the window opens once the daemon
+            # has decoded it (its 32nd answer; ~4 s of CPU here, more on a
+            # slower or loaded host, which a fixed 5 s let spill into the window)
+            deadline = time.monotonic() + 60
+            while answered[0] < BURST_FRAMES and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert answered[0] >= BURST_FRAMES, answered
+            await asyncio.sleep(0.2)  # (the last one's reply is sent as it is decoded)
             cpu0, t0 = _cpu(pid), time.monotonic()
             took = await asyncio.get_running_loop().run_in_executor(None, _status, c)
             await asyncio.sleep(max(0.0, 5.0 - (time.monotonic() - t0)))
