@@ -303,6 +303,7 @@ class _Channel:
         self.peer = ("192.0.2.1", 5000)
         self.peer_role = role
         self.last_size = 0  # (the limiter's cost of a demand: its frame's bytes)
+        self.last_units = 0  # (and its values: master.UNIT_BYTES each)
 
     def send(self, msg: dict) -> None:
         self.sent.append(msg)
