@@ -325,6 +325,16 @@ def runs(ledger: Path) -> collections.Counter:
         collections.Counter()
 
 
+def process_alive(pid: int) -> bool:
+    """`pid` exists and is not a zombie (its state read past the last ")" of its
+    name, which a process may choose)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def wait_for(pred: Callable[[], object], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

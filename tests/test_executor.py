@@ -22,7 +22,7 @@ import pytest
 from jrs.node import taskfile, unit
 from jrs.node.launcher import Launcher
 
-from .cluster import Cluster
+from .cluster import Cluster, process_alive
 
 
 def wait_for(pred, timeout: float = 20, what: str = "condition") -> None:
@@ -44,14 +44,6 @@ def _task(d: Path, name: str, script: str, **spec) -> str:
 
 def _done(path: str) -> bool:
     return taskfile.load(path).finished and not taskfile.owner_alive(path)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def _children(pid: int) -> list:
@@ -88,7 +80,7 @@ def test_one_executor_runs_jobs_one_after_another(launcher, tmp_path):
         pids.append(st.executor_pid)
         time.sleep(0.1)  # it tells the launcher it is idle after unlocking the taskfile
     assert len(set(pids)) == 1, pids
-    assert _alive(pids[0])  # idle, waiting for the next job
+    assert process_alive(pids[0])  # idle, waiting for the next job
     # two at once: the busy executor is not handed the second, a new one is forked
     a = _task(tmp_path, "a", "sleep 0.5")
     b = _task(tmp_path, "b", "sleep 0.5")
@@ -160,11 +152,12 @@ def test_executors_go_when_their_launcher_goes_and_finish_their_job_first(tmp_pa
         time.sleep(0.1)
     finally:
         lr.close()
-    wait_for(lambda: not _alive(spare), timeout=5, what="the idle executor's exit")
-    assert _alive(idle) and not taskfile.load(slow).finished
+    wait_for(lambda: not process_alive(spare), timeout=5, what="the idle executor's exit")
+    assert process_alive(idle) and not taskfile.load(slow).finished
     wait_for(lambda: _done(slow), timeout=10)
     assert taskfile.load(slow).exit["code"] == 7
-    wait_for(lambda: not _alive(idle), timeout=5, what="the busy executor's exit after its job")
+    wait_for(lambda: not process_alive(idle), timeout=5,
+             what="the busy executor's exit after its job")
 
 
 def test_orphans_of_a_job_are_reaped_by_its_executor(launcher, tmp_path):
@@ -262,7 +255,7 @@ def test_daemon_kill9_while_a_reused_executor_runs_a_later_job(pyz, tmp_path):
         ends = re.findall(r"^005 \(001\.(\d+)\.000\)", log, re.M)
         assert sorted(map(int, ends)) == list(range(8)), ends  # each result once
         assert int(got[k][1]) != executor  # after the restart: a new daemon's executor
-        wait_for(lambda: not _alive(executor), timeout=5, what="the old executor's exit")
+        wait_for(lambda: not process_alive(executor), timeout=5, what="the old executor's exit")
     finally:
         c.stop()
 
@@ -281,4 +274,4 @@ def test_without_cgroups_the_executor_kills_every_descendant_of_its_job(launcher
     assert taskfile.load(path).exit["code"] == 0
     left = int(out.read_text())
     time.sleep(0.1)
-    assert not _alive(left), left
+    assert not process_alive(left), left

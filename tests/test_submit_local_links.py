@@ -15,15 +15,7 @@ import subprocess
 import sys
 import time
 
-from .cluster import wait_for
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
+from .cluster import process_alive, wait_for
 
 
 def test_the_kill_9_clean_up_removes_a_jobs_links_not_what_they_name(pyz, tmp_path):
@@ -60,13 +52,13 @@ def test_the_kill_9_clean_up_removes_a_jobs_links_not_what_they_name(pyz, tmp_pa
         p.communicate(timeout=10)
         wait_for(lambda: not any(d.name.startswith("jrs-local-") for d in tmp.iterdir()),
                  timeout=30)
-        wait_for(lambda: not any(_alive(pid) for pid in pids), timeout=10)
+        wait_for(lambda: not any(process_alive(pid) for pid in pids), timeout=10)
         assert (victim / "precious").read_text() == "keep\n"
         assert (victim / "sub" / "deep").read_text() == "keep too\n"
         assert (victim / "precious").stat().st_nlink == 1  # the hard link went, not it
     finally:
         for pid in pids:
-            if _alive(pid):
+            if process_alive(pid):
                 os.kill(pid, signal.SIGKILL)
         if p.poll() is None:
             p.kill()

@@ -18,16 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .cluster import runs, shared_ledger, wait_for
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
-
+from .cluster import process_alive, runs, shared_ledger, wait_for
 
 
 def _start_three(pyz, tmp_path, env=None, ignore_term=False):
@@ -93,7 +84,7 @@ def test_sigterm_of_a_local_submit_says_its_jobs_stopped_and_the_rerun_keeps_the
     assert len(said) == 1, err
     assert "stopped the local cluster and its 2 running jobs" in said[0], err
     assert "jrs submit --local c.condor" in said[0] and "finished ones kept" in said[0], err
-    wait_for(lambda: not any(_alive(pid) for pid in pids), timeout=20)  # as it said
+    wait_for(lambda: not any(process_alive(pid) for pid in pids), timeout=20)  # as it said
     assert (work / ".c.condor.jrs").exists()
     _rerun_keeps_the_finished(pyz, work, ledger)
 
@@ -113,7 +104,7 @@ def test_kill_9_of_a_local_submit_takes_its_jobs_and_directory_along(pyz, tmp_pa
     assert _local_dirs(tmp), list(tmp.iterdir())
     p.kill()
     p.communicate(timeout=10)
-    wait_for(lambda: not any(_alive(pid) for pid in pids), timeout=20)
+    wait_for(lambda: not any(process_alive(pid) for pid in pids), timeout=20)
     wait_for(lambda: not _local_dirs(tmp), timeout=20)
     assert (work / ".c.condor.jrs").exists()
     _rerun_keeps_the_finished(pyz, work, ledger)
@@ -135,12 +126,12 @@ def test_kill_9_of_a_local_submit_removes_its_directory_only_once_its_jobs_are_g
         while _local_dirs(tmp):
             assert time.monotonic() < deadline, "the directory stayed"
             time.sleep(0.01)
-        alive = [pid for pid in pids if _alive(pid)]
+        alive = [pid for pid in pids if process_alive(pid)]
         assert alive == [], f"the directory went while jobs {alive} still ran"
         p.communicate(timeout=10)
     finally:
         for pid in pids:
-            if _alive(pid):
+            if process_alive(pid):
                 os.kill(pid, signal.SIGKILL)
         if p.poll() is None:
             p.kill()
