@@ -27,8 +27,9 @@ import pytest
 from jrs.node import taskfile, unit
 
 from .cluster import Cluster, NonRootCluster
+from .cluster import process_alive as _alive
 from .test_confine import _procs_of
-from .test_executor import _alive, wait_for
+from .test_executor import wait_for
 
 
 def _shared_dir() -> Path:

@@ -30,10 +30,10 @@ from jrs.node import taskfile
 from jrs.node.core import Capacity
 
 from .cluster import Cluster, NonRootCluster, gate_sh, scratch_cluster, wait_for
+from .cluster import process_alive as _alive
 from .conftest import run_jrs
 from .test_confine import _no_secret_under, secret_file  # noqa: F401
 from .test_confine_escape import _shared_dir, account  # noqa: F401
-from .test_executor import _alive
 
 
 def _mode(p: Path) -> tuple:

@@ -14,8 +14,8 @@ from pathlib import Path
 from jrs.node.stopwatch import StopWatch
 
 from .cluster import NonRootCluster
+from .cluster import process_alive as _alive
 from .test_confine_escape import _shared_dir, account  # noqa: F401
-from .test_executor import _alive
 
 
 def test_a_stopped_executor_is_killed_after_two_checks_in_a_row():

@@ -19,7 +19,8 @@ import pytest
 from jrs.node import taskfile, unit
 from jrs.node.launcher import Launcher
 
-from .test_executor import _alive, _done, _task, wait_for
+from .cluster import process_alive as _alive
+from .test_executor import _done, _task, wait_for
 
 HIER = unit.hierarchies()
 

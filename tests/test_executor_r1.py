@@ -9,7 +9,8 @@ import time
 
 from jrs.node import taskfile, unit
 
-from .test_executor import _alive, _done, _task, launcher, wait_for  # noqa: F401
+from .cluster import process_alive as _alive
+from .test_executor import _done, _task, launcher, wait_for  # noqa: F401
 
 
 def test_a_setsid_daemon_of_a_job_does_not_outlive_it_on_a_reused_executor(launcher,  # noqa: F811
