@@ -26,11 +26,12 @@ from .errors import (
     AuthError,
     LocalProtocolError,
     MessageError,
+    MessageTooBig,
     TransferInProgress,
     VersionMismatch,
     WireError,
 )
-from .frames import FrameDecoder, FrameEncoder
+from .frames import MAX_MESSAGE, FrameDecoder, FrameEncoder
 from .keys import SessionKeys, mac, session_keys, tags_equal, transcript
 from .messages import TRANSFER_TYPES, transfer_size, validate
 from .strict import check_sent
@@ -65,6 +66,35 @@ def json_units(body: bytes) -> int:
     it, not with its bytes: `[[0],[0],...]` takes ~0.12 us a byte here, ~60 times a
     long string's (R11). Four passes at memory speed, ~1 % of a decode."""
     return body.count(b",") + body.count(b":") + body.count(b"[") + body.count(b"{")
+
+
+MAX_UNITS = 1 << 21  # 2,097,152
+"""The most `json_units` a message frame may have: past it the frame is not decoded
+and the connection closes (WireError), on every role, before `json.loads` (R11). The
+wire takes frames of 16 MiB, and 16 MiB of `[0],[0],...` cost ~2 s of a core and
+~500 MB to decode; at this cap the worst dense shapes measured here (CPython 3, this
+project's 2-core machine, at load ~1) cost: distinct-key maps `{"0":0,"1":0,...}`
+(10.9 MiB) 1.03 s and ~125 MB, `[[0],[0],...]` (4 MiB) 0.53 s and ~110 MB, `[[],...]`
+0.26 s, `[0,0,...]` 0.14 s; counting the units takes 6-25 ms.
+The largest honest messages the schema allows, at every count limit (short values;
+tests/test_wire_units.py builds them): a `run` with 100,000 file headers each with a
+mode, 100,000 arguments, 10,000 environment and 10,000 getenv entries and 100,000
+transfer_output_files: 940,038 units (5.3 MB); a `finished` with 100,000 headers,
+100,000 missing and 100,000 refused: 1,000,040 (the node sends at most 1,000 missing and
+100 refused: 701,240); a node-hello of 4,096 claims and 1,000 attributes: 79,838; a
+status-reply of 1,000 nodes (64 claims and 20 attributes each) and 1,000 submitters:
+223,006 (~213 a node: about 9,000 such nodes fit). So the cap is 2.1 times the largest
+honest message. `json_units` overcounts: a `,` or `:` inside a string counts too, so a
+job whose arguments or output names hold millions of commas can pass the byte limit
+and still be over the cap; our senders refuse such a message (`Connection.encode`
+raises MessageTooBig) and the job fails saying so, never a frame the peer must drop.
+A frame over the cap cannot be told from a transfer header whose data frames follow,
+so the stream cannot be kept in step: it ends the connection."""
+
+
+def _over_cap(units: int) -> str:
+    return (f"a message of {units:,} JSON values and keys is over the wire's cap of "
+            f"{MAX_UNITS:,} (connection.MAX_UNITS)")
 
 
 @dataclass(frozen=True)
@@ -169,10 +199,22 @@ class Connection:
     def encode(self, body: dict) -> bytes:
         """The payload of `body` (checked under JRS_STRICT): touches no state, so a caller
         may do it in a thread for a big message (a `finished` listing 100,000 files:
-        0.35 s of json, 0.3 s more of strict checks) and give it to send_message."""
+        0.35 s of json, 0.3 s more of strict checks) and give it to send_message.
+        Always (not only under JRS_STRICT) raises MessageTooBig for a body no peer would
+        take: more than MAX_MESSAGE bytes (the frame sealer's WireError, a network error
+        to its callers, sent a too-big `run` again on every reconnect) or more than
+        MAX_UNITS (the receiver closes the connection)."""
         if self.strict:
             check_sent(body, self.role)
-        return json.dumps(body, separators=(",", ":")).encode()
+        encoded = json.dumps(body, separators=(",", ":")).encode()
+        kind = body.get("type") if isinstance(body, dict) else None
+        if len(encoded) > MAX_MESSAGE:
+            raise MessageTooBig(f"a {kind!r:.40} message of {len(encoded):,} bytes is over "
+                                f"the wire's {MAX_MESSAGE:,}-byte (16 MiB) limit")
+        units = json_units(encoded)
+        if units > MAX_UNITS:
+            raise MessageTooBig(f"{kind!r:.40}: {_over_cap(units)}")
+        return encoded
 
     def send_message(self, body: dict, encoded: Optional[bytes] = None) -> bytes:
         """The frame carrying `body` (`encoded`: what encode(body) gave). A transfer
@@ -257,6 +299,10 @@ class Connection:
 
     def _decode(self, body: bytes, kept: bool = False) -> Union[Message, BadMessage]:
         units = json_units(body)
+        if units > MAX_UNITS:  # (before json.loads: that is what the cap bounds)
+            if kept:  # its place in the stream is gone already: only this frame is bad
+                return BadMessage(_over_cap(units), size=len(body), units=units)
+            raise WireError(f"{_over_cap(units)}: not decoded")
         try:
             obj = json.loads(body)
         except RecursionError:  # json's C decoder on deep nesting: bounded, not a crash

@@ -20,6 +20,14 @@ class LocalProtocolError(Exception):
     as h11's LocalProtocolError): a message in the middle of a transfer, data outside one."""
 
 
+class MessageTooBig(LocalProtocolError):
+    """A message we were about to send encodes to more than one frame may carry
+    (frames.MAX_MESSAGE bytes) or more JSON values and keys than a receiver decodes
+    (connection.MAX_UNITS). Local, not a WireError: nothing was sent, the connection
+    is in step and stays open, and retrying the same message cannot help; the caller
+    ends what needed it (a job fails with the text, which says what is too big)."""
+
+
 class TransferInProgress(LocalProtocolError):
     """A message was sent while a transfer's data frames are still owed."""
 
