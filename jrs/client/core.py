@@ -689,14 +689,17 @@ class SubmitCore:
             ns.sent.add((proc, attempt))
         return self._take()
 
-    def input_failed(self, node: str, proc: int, attempt: int, reason: str) -> list:
+    def input_failed(self, node: str, proc: int, attempt: int, reason: str,
+                     prefix: str = "cannot read input: ") -> list:
+        """The run of `proc` could not be sent (its input unreadable, its description
+        too big for one message): the job fails with `prefix` + `reason`."""
         rec = self.queue.live.get(proc)
         ns = self.nodes.get(node)
         if ns is not None:
             ns.pending.discard((proc, attempt))
         if rec is not None and rec.state == RUNNING and rec.attempt == attempt:
             self._result(rec, {"exec_failed": True, "node": node,
-                               "reason": f"cannot read input: {reason}"})
+                               "reason": f"{prefix}{reason}"})
         self.pump()
         return self._take()
 

@@ -31,7 +31,7 @@ from typing import Callable, Iterator, Optional
 from ..errors import EXIT_UNREACHABLE, JrsError
 from ..wire import files as wirefiles
 from ..wire.aio import BadPeerMessage, Channel, ConnectionClosed, connect
-from ..wire.errors import AuthError, HandshakeClosed, WireError
+from ..wire.errors import AuthError, HandshakeClosed, MessageTooBig, WireError
 from ..wire.messages import transfer_size
 from ..wire.reconnect import Backoff, keep_connected
 from . import core as C
@@ -294,10 +294,21 @@ class Submission:
             self.apply(self.core.input_failed(link.name, proc, attempt, str(exc)))
             return
         msg = dict(a.msg, spec=spec, files=heads)
+        if ch is None or link.ch is not ch:
+            return  # the link broke meanwhile: node_up sends it again
         try:
-            if link.ch is not ch:
-                return  # the link broke meanwhile: node_up sends it again
-            await ch.send_files(msg, items, self.exe_cache)
+            # encoded first: a run no frame can carry (over 16 MiB, or over the wire's
+            # cap on JSON values) fails its job in one line; sent, the sealer's WireError
+            # closed the link and node_up sent the same run again, for ever
+            encoded = ch.conn.encode(msg)
+        except MessageTooBig as exc:
+            self.apply(self.core.input_failed(
+                link.name, proc, attempt, "the job's description is too big for one "
+                f"message (its arguments, environment, input or output lists): {exc}",
+                prefix=""))
+            return
+        try:
+            await ch.send_files(msg, items, self.exe_cache, encoded=encoded)
         except NET_ERRORS as exc:
             ch.close()  # a unit cut short leaves the stream out of step: start over
             if isinstance(exc, OSError) and link.ch is ch and not isinstance(
