@@ -15,6 +15,8 @@ from jrs.config import load
 from jrs.node import core as nc
 from jrs.node.core import Capacity
 from jrs.node.daemon import NodeDaemon
+from jrs.wire.connection import Connection
+from jrs.wire.keys import root_key
 
 from .cluster import Cluster
 from .test_node_core import T0, attach, claim_id, finish, offer, start_job
@@ -23,9 +25,12 @@ from .test_node_core import T0, attach, claim_id, finish, offer, start_job
 class _Channel:
     def __init__(self) -> None:
         self.sent: list = []
+        self.items: list = []
+        self.conn = Connection(root_key(b"k" * 32), "node", is_client=False)  # (encode)
 
     async def send_files(self, msg, items, encoded=None) -> None:
         self.sent.append(msg)
+        self.items.append(items)
 
 
 def _delivered(pyz, tmp_path, drop_during_scan: bool) -> dict:

@@ -27,7 +27,7 @@ from .. import records
 from ..errors import ConfigError
 from ..wire import files as wirefiles
 from ..wire.aio import Channel, ConnectionClosed, Server, connect
-from ..wire.errors import WireError
+from ..wire.errors import MessageTooBig, WireError
 from ..wire.hosts import host_key
 from ..wire.peerlog import PeerLog, excerpt
 from ..wire.reconnect import Backoff, keep_connected
@@ -703,10 +703,15 @@ class NodeDaemon:
             # built after the scan: a claim dropped meanwhile is said gone (claim_gone)
             msg = self.core.finished_msg(task, result,
                                          found.heads if found is not None else [])
-            encoded = None
-            if len(msg["files"]) > BIG_HEADER:  # its json too takes seconds under load
-                encoded = await asyncio.get_running_loop().run_in_executor(
-                    None, ch.conn.encode, msg)
+            try:
+                encoded = await self._encode(ch, msg)
+            except MessageTooBig as exc:
+                # no frame can carry it (names full of commas count as JSON values:
+                # connection.MAX_UNITS): its job is held saying so, no output is sent;
+                # retried, it failed the same way on every attach, for ever
+                log.warning("%s: the result's outputs are not sent: %s", key, exc)
+                msg, items = too_big_result(msg, exc), []
+                encoded = await self._encode(ch, msg)
             await ch.send_files(msg, items, encoded=encoded)  # message and data: one unit
             ok = True
         except (ConnectionClosed, OSError, WireError) as exc:
@@ -715,6 +720,14 @@ class NodeDaemon:
             if found is not None:
                 found.close()
             self.execute(self.core.delivery_done(key, sid, ok))
+
+    @staticmethod
+    async def _encode(ch: Channel, msg: dict) -> bytes:
+        """`msg` encoded (MessageTooBig if no frame can carry it): off the event loop for a
+        big header list, whose json takes seconds under load."""
+        if len(msg["files"]) > BIG_HEADER:
+            return await asyncio.get_running_loop().run_in_executor(None, ch.conn.encode, msg)
+        return ch.conn.encode(msg)
 
     def _remove(self, a: nc.Remove) -> None:
         if a.delivered:
@@ -758,6 +771,19 @@ class NodeDaemon:
 def _close_collected(fut: asyncio.Future) -> None:
     if not fut.cancelled() and fut.exception() is None:
         fut.result().close()
+
+
+def too_big_result(msg: dict, exc: Exception) -> dict:
+    """The `finished` to send instead of `msg`, which no frame can carry: no files, no
+    missing or refused lists, `outputs_over_limit` saying why (the submitter holds the
+    job with it, as for a sandbox over the output limits); the rest of the result (the
+    exit code, the rusage) as it was."""
+    result = {k: v for k, v in msg["result"].items() if k not in ("missing", "refused")}
+    if isinstance(result.get("reason"), str):
+        result["reason"] = result["reason"][:1000]
+    result["outputs_over_limit"] = ("the result's description is too big for one message, "
+                                    f"so no output was sent back: {exc}")
+    return dict(msg, result=result, files=[])
 
 
 def _write_private(path: str, data: bytes) -> None:
