@@ -37,6 +37,7 @@ from typing import Callable, Optional
 from .. import records
 from ..errors import ConfigError
 from ..wire.connection import BadMessage, Raw
+from ..wire.errors import MessageTooBig
 from ..wire.hosts import host_key
 from ..wire.messages import error
 from .limits import Limiter, Limits, NodeBudget
@@ -580,10 +581,15 @@ class Master:
     # ------------------------------------------------------------ tools
 
     async def _query(self, ch, _who: str, msg: dict) -> None:
-        if msg["what"] == "status":
-            ch.send(dict(self.pool.status(self.clock()), type="status-reply"))
-        elif msg["what"] == "queue":
-            ch.send(dict(self.pool.queue(), type="queue-reply"))
+        if msg["what"] in ("status", "queue"):
+            reply = (dict(self.pool.status(self.clock()), type="status-reply")
+                     if msg["what"] == "status" else dict(self.pool.queue(), type="queue-reply"))
+            try:
+                ch.send(reply)
+            except MessageTooBig as exc:  # (~9,000 busy nodes: connection.MAX_UNITS)
+                log.warning("cannot answer a %s query: %s", msg["what"], exc)
+                ch.send(error("too-big", f"the {msg['what']} is too big for one message: "
+                                         f"{exc}", "query"))
         else:
             ch.send(error("unexpected", f"no query {excerpt(msg['what'])}", "query"))
 
