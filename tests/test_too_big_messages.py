@@ -154,3 +154,41 @@ def test_a_submit_whose_run_is_over_16_mib_fails_its_job_in_bounded_time(pyz, tm
         assert code == 0, err + c.logs()
     finally:
         c.stop()
+
+
+def test_a_status_reply_over_the_cap_is_answered_with_an_error(tmp_path, caplog):
+    """~10,000 busy nodes make a status-reply over the cap: the tool is told so in one
+    `error`, the master logs one line (no traceback) and answers the next query."""
+    from .test_pool_master import _Env, _recv
+
+    env = _Env(tmp_path)
+    from .test_wire_units import _status_reply
+
+    huge = _status_reply(11_000)
+    real = env.master.pool.status
+    env.master.pool.status = lambda now: {k: huge[k] for k in ("nodes", "submitters")}
+
+    async def go():
+        await env.start()
+        try:
+            ch = await env.open("tool")
+            ch.send({"type": "query", "what": "status"})
+            first = await _recv(ch, 10)
+            ch.close()
+            env.master.pool.status = real
+            ch = await env.open("tool")
+            ch.send({"type": "query", "what": "status"})
+            second = await _recv(ch, 10)
+            ch.close()
+            return first, second
+        finally:
+            env.close()
+
+    with caplog.at_level("WARNING"):
+        first, second = asyncio.run(go())
+    assert first["type"] == "error" and first["code"] == "too-big", first
+    assert "the status is too big for one message: 'status-reply': a message of " \
+        in first["message"], first
+    assert second["type"] == "status-reply"
+    lines = [r for r in caplog.records if "cannot answer a status query" in r.getMessage()]
+    assert len(lines) == 1 and not any(r.exc_info for r in caplog.records)

@@ -586,7 +586,7 @@ class Master:
                      if msg["what"] == "status" else dict(self.pool.queue(), type="queue-reply"))
             try:
                 ch.send(reply)
-            except MessageTooBig as exc:  # (~9,000 busy nodes: connection.MAX_UNITS)
+            except MessageTooBig as exc:  # (~10,000 busy nodes: connection.MAX_UNITS)
                 log.warning("cannot answer a %s query: %s", msg["what"], exc)
                 ch.send(error("too-big", f"the {msg['what']} is too big for one message: "
                                          f"{exc}", "query"))

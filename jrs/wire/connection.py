@@ -83,7 +83,7 @@ transfer_output_files: 940,038 units (5.3 MB); a `finished` with 100,000 headers
 100,000 missing and 100,000 refused: 1,000,040 (the node sends at most 1,000 missing and
 100 refused: 701,240); a node-hello of 4,096 claims and 1,000 attributes: 79,838; a
 status-reply of 1,000 nodes (64 claims and 20 attributes each) and 1,000 submitters:
-223,006 (~213 a node: about 9,000 such nodes fit). So the cap is 2.1 times the largest
+223,006 (~204 a node: about 10,000 such nodes fit). So the cap is 2.1 times the largest
 honest message. `json_units` overcounts: a `,` or `:` inside a string counts too, so a
 job whose arguments or output names hold millions of commas can pass the byte limit
 and still be over the cap; our senders refuse such a message (`Connection.encode`
