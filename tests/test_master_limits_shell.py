@@ -46,10 +46,10 @@ def _count_decoded(monkeypatch, counts) -> list:
     decoded: list = []
     real = wire_connection.Connection._decode
 
-    def counting(self, body, kept=False):
+    def counting(self, body, kept=False, units=None):
         if counts(body):
             decoded.append(len(body))
-        return real(self, body, kept)
+        return real(self, body, kept, units)
 
     monkeypatch.setattr(wire_connection.Connection, "_decode", counting)
     return decoded

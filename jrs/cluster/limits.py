@@ -204,6 +204,19 @@ def _batch_back(buckets: tuple) -> float:
     return max(b.last + (min(BATCH, b.burst) - b.tokens) / b.rate for b in buckets)
 
 
+def _host_owed(buckets: dict, host: str, now: float) -> Optional[float]:
+    """When `host`'s bucket in `buckets` has a batch's worth back, if it is in debt
+    (None: it is not, or it has no bucket): see `Limiter.host_owed`."""
+    b = buckets.get(host)
+    if b is None:
+        return None
+    b.refill(now)
+    if b.tokens >= 0:
+        return None
+    at = _batch_back((b,))
+    return at if at > now + SLACK else None
+
+
 def _forget_idle(buckets: dict, open_hosts: Mapping) -> None:
     """Make room for one more host bucket: drop those of hosts without sessions (not
     in `open_hosts`), the ones full first (they hold nothing: a new bucket is a full
@@ -450,6 +463,16 @@ class Limiter:
         s.messages += messages
         return None
 
+    def host_owed(self, host: str, now: float) -> Optional[float]:
+        """None: a submitter session of `host` may be read now. A time: its host's
+        bucket is in debt until then (a batch's worth back, as `message_wait`): the
+        shell reads none of its sessions, a new one's first message included, until
+        then (`Channel.before_read`). A debt was otherwise waited out only by the
+        session that ran it up, after its frame was decoded: a host that opened session
+        after session, each sending one 4 MiB frame of dense JSON and closing, had every
+        frame decoded free (R11: 99 % of the master's core)."""
+        return _host_owed(self._host_buckets, host, now)
+
     def kept(self, key: Hashable) -> Any:
         """The demand kept for `key` (None: none)."""
         s = self._sessions.get(key)
@@ -541,6 +564,10 @@ class NodeBudget:
         s.bytes += size
         s.messages += messages
         return None
+
+    def host_owed(self, host: str, now: float) -> Optional[float]:
+        """As `Limiter.host_owed`, for the node sessions of `host`."""
+        return _host_owed(self._host_buckets, host, now)
 
     def stats(self, key: Hashable) -> Optional[dict]:
         s = self._sessions.get(key)

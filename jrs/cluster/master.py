@@ -285,6 +285,8 @@ class Master:
     async def serve(self, ch) -> None:
         if ch.peer_role == "submit":
             ch.conn.keep_raw = _is_demand
+        if ch.peer_role in ("submit", "node"):  # (a tool's one message: slots.HostBytes)
+            ch.before_read = lambda: self._host_paid(ch)
         try:
             first = await asyncio.wait_for(ch.recv(), 30)
         except asyncio.TimeoutError:
@@ -351,6 +353,7 @@ class Master:
         ch.on_bad = lambda size: self._charged(ch, size=size + UNIT_BYTES * ch.last_units,
                                                messages=REFUSED)
         ch.on_data = lambda frames, nbytes: self._charged(ch, size=nbytes, messages=frames)
+        ch.on_costly = lambda size, units: self._prepaid(ch, size, units)
         try:
             # the hello too: a host's bucket outlives its sessions, so hellos of 4,096
             # claims, each on a new connection, are bounded per host like any message
@@ -399,6 +402,7 @@ class Master:
         # and data frames, a message's worth each plus their bytes, those the wire
         # swallows after a refused header too (R10: they were charged to nothing)
         ch.on_data = lambda frames, nbytes: self._charged(ch, size=nbytes, messages=frames)
+        ch.on_costly = lambda size, units: self._prepaid(ch, size, units)
         if old is not None:
             old.close()
         self.submitters[sid] = ch
@@ -533,6 +537,24 @@ class Master:
             except Exception:  # our bug: say where, keep serving
                 self.peerlog.exception(ch.peer, "applying a kept demand from %s", ch.peer)
         self._arm()
+
+    async def _host_paid(self, ch) -> None:
+        """Before each read of a submitter or node channel, its first message's
+        included: wait while its host's bucket is in debt (`Limiter.host_owed`), so a
+        host's new sessions cannot decode for free what its older ones ran up."""
+        books = self.node_budget if ch.peer_role == "node" else self.limiter
+        host = _host(ch.peer)
+        while True:
+            at = books.host_owed(host, self.clock())
+            if at is None:
+                return
+            await asyncio.sleep(max(0.0, at - self.clock()))
+
+    async def _prepaid(self, ch, size: int, units: int) -> None:
+        """A frame of many values (`Channel.on_costly`), before it is decoded: its
+        bytes and values are charged first (waiting while the session or its host is
+        in debt); the message then costs its message's worth alone."""
+        await self._charged(ch, size=size + UNIT_BYTES * units, messages=0)
 
     async def _charged(self, ch, entries: int = 0, size: Optional[int] = None,
                        messages: int = 1) -> bool:

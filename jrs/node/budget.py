@@ -123,6 +123,14 @@ class _Bucket:
         self.tokens -= cost
         return -self.tokens / self.rate if self.tokens < -BATCH else 0.0
 
+    def owed(self, now: float) -> float:
+        """How long until the debt is paid (0.0: none, or within a batch), as `take`
+        says after a charge, without charging."""
+        if now > self.last:
+            self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+            self.last = now
+        return -self.tokens / self.rate if self.tokens < -BATCH else 0.0
+
 
 class MessageBudget:
     def __init__(self, rate: float = RATE, burst: float = BURST,
@@ -161,6 +169,19 @@ class MessageBudget:
         for host, (b, n) in list(self._hosts.items()):
             if n <= 0 and b.tokens + (now - b.last) * b.rate >= b.burst:
                 del self._hosts[host]
+
+    def owed(self, key: Hashable, now: float) -> float:
+        """Seconds until session `key`'s bucket and its host's are out of debt (0.0:
+        read it). The shell asks before every read of a session, its first message's
+        included (`Channel.before_read`): a debt is otherwise waited out only by the
+        session that ran it up, after its frame was decoded, and a host that opened
+        session after session, each sending one frame of 4 MiB of dense JSON and
+        closing, had every frame decoded free (R11: 97 % of a node's core, and a loop
+        stalled long enough that the node thought itself stopped)."""
+        got: Optional[list] = self._sessions.get(key)
+        if got is None:
+            return 0.0
+        return max(got[1].owed(now), self._hosts[got[0]][0].owed(now))
 
     def charge(self, key: Hashable, now: float, cost: float = 1.0) -> float:
         """One message of session `key` read at `now` (`cost` messages' worth: a frame

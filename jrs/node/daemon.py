@@ -318,6 +318,8 @@ class NodeDaemon:
         # (R10: 1-byte frames after one `run`, 54 %), swallowed ones of a refused header too
         ch.on_bad = lambda size: charge(refused_cost(size, ch.last_units))
         ch.on_data = lambda frames, nbytes: charge(data_cost(frames, nbytes))
+        ch.before_read = lambda: self._owed(sid)  # a host's debt holds all its sessions
+        ch.on_costly = lambda size, units: self._prepay(sid, ch, size, units)
         try:
             first = await asyncio.wait_for(ch.recv(), 30)
             self.execute(self.core.attach(sid, first, time.time()))
@@ -341,6 +343,24 @@ class NodeDaemon:
             self.channels.pop(sid, None)
             self.budget.close(sid)
             self.execute(self.core.session_closed(sid))
+
+    async def _owed(self, sid: int) -> None:
+        """Before each read of session `sid`, its first included: wait while it or its
+        host is in debt (`MessageBudget.owed`), so a host's new sessions cannot decode
+        for free what its older ones ran up."""
+        while True:
+            wait = self.budget.owed(sid, time.monotonic())
+            if wait <= 0.0:
+                return
+            await asyncio.sleep(wait)
+
+    async def _prepay(self, sid: int, ch: Channel, size: int, units: int) -> None:
+        """A frame of many values (`Channel.on_costly`), before it is decoded: once
+        neither the session nor its host is in debt, its bytes and units are charged,
+        and the decode waits for them too. Charged after the decode, each session of a
+        host decoded one such frame free, all at the same moment."""
+        await self._owed(sid)
+        await self._charge(sid, ch, message_cost(size, 0, units) - 1.0)
 
     async def _charge(self, sid: int, ch: Channel, cost: float) -> None:
         """`cost` messages' worth of session `sid` read (or done for it); wait, not

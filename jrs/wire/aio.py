@@ -25,6 +25,7 @@ from .connection import (
     VERSION,
     BadMessage,
     Connection,
+    Costly,
     Data,
     Established,
     Message,
@@ -38,6 +39,11 @@ from .slots import Counts, HostBytes, Slots, within_files
 
 log = logging.getLogger("jrs.wire")
 READ_SIZE = 1 << 18
+# a message frame of more JSON values and keys than this is charged before it is
+# decoded (`Channel.on_costly`): ~2 ms of decode at most, where a budget charged after
+# the decode let each of a host's 64 sessions decode a 4 MiB frame of them (~0.5 s
+# each) at the same moment. Honest frames past it are rare (a run of ~600 files)
+COSTLY_UNITS = 4096
 HANDSHAKE_TIMEOUT = 5.0  # a client's wait for one handshake attempt
 SERVER_HANDSHAKE_TIMEOUT = 3.0  # how long a server gives a connection to authenticate
 MAX_UNAUTHENTICATED = 1024  # connections in their handshake, in all ...
@@ -195,10 +201,31 @@ class Channel:
         # not come (`on_first` set): a server's per-host byte budget for that stage
         # (R11: nothing charged what was decoded before the first message)
         self.on_read: Optional[Callable[[int], Awaitable[object]]] = None
+        # awaited before every read from the socket, the first message's included: a
+        # daemon waits here while the source host's budget is in debt (R11: a debt was
+        # waited out only by the session that ran it up, after the decode, so sessions
+        # opened and closed one after another each had a 4 MiB frame decoded free)
+        self.before_read: Optional[Callable[[], Awaitable[object]]] = None
+        self._on_costly: Optional[Callable[[int, int], Awaitable[object]]] = None
+        self._prepaid = False  # the next message's bytes and units went to on_costly
         self._hellos = 0  # the wire's own hello: one per connection
         self._bad_before_first = 0  # answered bad frames before the first message
         self._data_charged = (0, 0)  # conn.data_frames_in, data_bytes_in charged so far
         self._data_before_first = False  # a read before the first message brought data
+
+    @property
+    def on_costly(self) -> Optional[Callable[[int, int], Awaitable[object]]]:
+        """Awaited with (bytes, `json_units`) of a message frame of more than
+        COSTLY_UNITS values and keys, once the first message has come, before it is
+        decoded: the daemon charges them to the session's budget first, waiting while
+        it or its host is in debt. That message (or refused frame) then reports
+        `last_size` and `last_units` 0: its bytes and units are paid."""
+        return self._on_costly
+
+    @on_costly.setter
+    def on_costly(self, fn: Optional[Callable[[int, int], Awaitable[object]]]) -> None:
+        self._on_costly = fn
+        self.conn.hold_units = COSTLY_UNITS if fn is not None else 0
 
     @property
     def raise_bad(self) -> bool:
@@ -327,7 +354,11 @@ class Channel:
                         continue
                     if TRACE:
                         _trace("<", self.peer, event.body)
-                    self.last_size, self.last_units = event.size, event.units
+                    if self._prepaid:
+                        self._prepaid = False
+                        self.last_size = self.last_units = 0
+                    else:
+                        self.last_size, self.last_units = event.size, event.units
                     return event.body
                 if isinstance(event, Data):
                     return event.chunk
@@ -336,7 +367,24 @@ class Channel:
                         _trace("<", self.peer, {"type": f"raw {bytes(event.body[:24])!r}"})
                     self.last_size, self.last_units = len(event.body), 0  # (undecoded)
                     return event
+                if isinstance(event, Costly):
+                    if self._on_costly is not None and self.on_first is None:
+                        try:
+                            await self._on_costly(event.size, event.units)
+                        except BaseException:  # (cancelled): the frame is never resumed
+                            self.close()
+                            raise
+                        if self._closed:
+                            raise ConnectionClosed("closed")
+                        self._prepaid = True
+                    try:
+                        self._pending.extend(self.conn.resume())
+                    except WireError:
+                        self.close()
+                        raise
+                    continue
                 if isinstance(event, BadMessage):
+                    paid, self._prepaid = self._prepaid, False
                     self.send(error("bad-message", event.reason))
                     if self._raise_bad:
                         raise BadPeerMessage(event.reason, event.body)
@@ -346,8 +394,8 @@ class Channel:
                             self._refuse(f"more than {BAD_BEFORE_FIRST} bad frames before "
                                          "the first message")
                     if self.on_bad is not None:
-                        self.last_units = event.units
-                        await self.on_bad(event.size)
+                        self.last_units = 0 if paid else event.units
+                        await self.on_bad(0 if paid else event.size)
             await self._fill()
 
     def _refuse(self, why: str) -> None:
@@ -359,6 +407,8 @@ class Channel:
         if self._closed:
             raise ConnectionClosed("closed")
         await self._charge_data()
+        if self.before_read is not None and not self._closed:
+            await self.before_read()
         if self._closed:
             raise ConnectionClosed("closed")
         try:

@@ -18,6 +18,7 @@ The transcript binds both roles and both ephemerals into every key.
 from __future__ import annotations
 
 import json
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
 
@@ -125,6 +126,19 @@ class BadMessage:
 
 
 @dataclass(frozen=True)
+class Costly:
+    """A message frame of more than `Connection.hold_units` JSON values and keys, not
+    decoded yet (R11: decoding is what a frame of many small values costs, and a
+    budget charged after the decode let every session of a host decode one such frame
+    free, all at once): its owner charges `size` bytes and `units` to the peer's
+    budget, waiting if it must, then `Connection.resume`s it. Nothing after it is
+    turned into events meanwhile: it may be a transfer's header."""
+
+    size: int
+    units: int
+
+
+@dataclass(frozen=True)
 class Raw:
     """A message frame left undecoded because `Connection.keep_raw` said so: its owner
     decodes it with `Connection.decode` when, and if, it needs it (the master keeps only
@@ -133,7 +147,7 @@ class Raw:
     body: bytes
 
 
-Event = Union[Established, Message, Data, BadMessage, Raw]
+Event = Union[Established, Message, Data, BadMessage, Raw, Costly]
 
 
 class Connection:
@@ -170,6 +184,11 @@ class Connection:
         # given a message frame's JSON bytes, True: hand it on as `Raw`, undecoded. Only
         # for frames that cannot open a transfer (see `decode`)
         self.keep_raw: Optional[Callable[[bytes], bool]] = None
+        # a message frame of more `json_units` than this (0: any) is held as `Costly`
+        # until `resume`; the frames after it wait in `_held`
+        self.hold_units = 0
+        self._held: deque = deque()  # opened payloads not yet made events
+        self._holding: Optional[tuple] = None  # (body, units) of the frame held
 
     @property
     def sending_transfer(self) -> int:
@@ -256,7 +275,26 @@ class Connection:
             data = self._handshake_step(events)
             if self._dec is None:
                 return events
-        for payload in self._dec.feed(data):
+        self._held.extend(self._dec.feed(data))
+        if self._holding is None:
+            self._events(events)
+        return events
+
+    def resume(self) -> list[Event]:
+        """After a `Costly` event: the held frame's event and those of the frames after
+        it, up to the next Costly one. Raises WireError as `receive` does."""
+        if self._holding is None:
+            return []
+        body, units = self._holding
+        self._holding = None
+        events: list[Event] = [self._decode(body, units=units)]
+        self._events(events)
+        return events
+
+    def _events(self, events: list) -> None:
+        held = self._held
+        while held:
+            payload = held.popleft()
             if self._awaiting_first_frame:
                 self._awaiting_first_frame = False
                 self.established = True
@@ -264,7 +302,8 @@ class Connection:
             event = self._event(payload)
             if event is not None:
                 events.append(event)
-        return events
+                if self._holding is not None:
+                    return
 
     def _event(self, payload: memoryview) -> Optional[Event]:
         kind, body = bytes(payload[:1]), bytes(payload[1:])  # the one copy out of the box
@@ -286,7 +325,13 @@ class Connection:
             return BadMessage(f"unknown frame kind {kind!r}", size=len(body))
         if self.keep_raw is not None and self.keep_raw(body):
             return Raw(body)
-        return self._decode(body)
+        units = json_units(body)
+        if units > MAX_UNITS:  # never decoded: not held, nor charged, for nothing
+            raise WireError(f"{_over_cap(units)}: not decoded")
+        if self.hold_units and units > self.hold_units:
+            self._holding = (body, units)
+            return Costly(len(body), units)
+        return self._decode(body, units=units)
 
     def decode(self, body: bytes) -> Union[Message, BadMessage]:
         """The message in a frame handed on as `Raw`. Its place in the stream is gone, so
@@ -297,8 +342,10 @@ class Connection:
             return BadMessage("a message kept undecoded cannot carry data", event.body)
         return event
 
-    def _decode(self, body: bytes, kept: bool = False) -> Union[Message, BadMessage]:
-        units = json_units(body)
+    def _decode(self, body: bytes, kept: bool = False,
+                units: Optional[int] = None) -> Union[Message, BadMessage]:
+        if units is None:
+            units = json_units(body)
         if units > MAX_UNITS:  # (before json.loads: that is what the cap bounds)
             if kept:  # its place in the stream is gone already: only this frame is bad
                 return BadMessage(_over_cap(units), size=len(body), units=units)
