@@ -62,6 +62,9 @@ def test_data_frames_cost_an_eighth_of_a_message_and_a_message_a_mib():
     # an honest 64 MiB input in our senders' frames (files.CHUNK): under 1 % of the burst
     frames = (64 << 20) // wirefiles.CHUNK
     assert B.data_cost(frames, 64 << 20) == 96.0
+    # read to nowhere (a refused run's, or swallowed by the wire): at its cost, 50 a MiB
+    assert B.data_cost(1, 16 << 20, 16 << 20) == pytest.approx(1 / 8 + 16 * 50)
+    assert B.data_cost(2, 2 << 20, 1 << 20) == pytest.approx(2 / 8 + 2 + 49)
 
 
 def test_a_flood_of_tiny_data_frames_is_bounded_and_an_honest_stream_never_waits():
@@ -165,14 +168,19 @@ def _cpu(pid: int) -> float:
 _RUN = {"type": "run", "claim": "c" * 32, "job": "1.0", "attempt": 0,
         "spec": {"executable": "/bin/true"}, "files": [{"name": "in", "size": (1 << 40) - 1}]}
 _HEADERS = {"data": _RUN, "refused-data": dict(_RUN, spec={"executable": 7})}
+_HEADERS.update({"big-" + k: v for k, v in _HEADERS.items()})
+_BIG = bytes(16 << 20)  # the largest data frame the wire takes
 
 
-@pytest.mark.parametrize("kind", ["ack", "unknown", "data", "refused-data"])
+@pytest.mark.parametrize("kind", ["ack", "unknown", "data", "refused-data", "big-data",
+                                  "big-refused-data"])
 def test_a_session_flooding_acks_gets_a_bounded_share_of_the_node(pyz, tmp_path, kind):
     """`unknown`: frames of a type no session may send, which the wire answers with an
     error and never hands to the daemon (R10: uncharged, they took 83 % of a core).
     `data`, `refused-data`: one `run` header, then data frames of 1 byte (R10:
-    uncharged, 54 % of a core and more)."""
+    uncharged, 54 % of a core and more); `big-`: of 16 MiB (R11: charged a message a
+    MiB, ~1/20 of what decrypting them costs, 45-56 %: data read to nowhere is charged
+    at its cost now)."""
     c, work = honest_job_cluster(pyz, tmp_path)
     try:
         node = c.nodes[0].pid
@@ -184,12 +192,16 @@ def test_a_session_flooding_acks_gets_a_bounded_share_of_the_node(pyz, tmp_path,
             if kind in _HEADERS:
                 ch._queue(ch.conn.send_message(_HEADERS[kind]))
             sent = 0
-            stop = time.monotonic() + 5.0
+            big = kind.startswith("big-")  # (a burst of 450 MiB takes a few seconds)
+            stop = time.monotonic() + (10.0 if big else 5.0)
 
             async def flood():
                 nonlocal sent
                 while time.monotonic() < stop:
-                    if kind in _HEADERS:  # sealed and written 1,000 at a time: the
+                    if kind.startswith("big-"):
+                        ch._out.append(ch.conn.send_data(_BIG))
+                        sent += 1
+                    elif kind in _HEADERS:  # sealed and written 1,000 at a time: the
                         ch._out.append(b"".join(  # sender's cost a frame is the node's
                             ch.conn.send_data(b"x") for _ in range(1000)))
                         sent += 1000
@@ -203,7 +215,7 @@ def test_a_session_flooding_acks_gets_a_bounded_share_of_the_node(pyz, tmp_path,
                         return
 
             flooding = asyncio.ensure_future(flood())
-            await asyncio.sleep(1.0)  # the session's burst is spent by now
+            await asyncio.sleep(4.0 if big else 1.0)  # the session's burst is spent by now
             cpu0, t0 = _cpu(node), time.monotonic()
             submit = await _run(str(pyz), "submit", "-c", str(c.conf), "--no-progress",
                                 "j.condor", env=c.env, cwd=work, timeout=40)
@@ -213,8 +225,7 @@ def test_a_session_flooding_acks_gets_a_bounded_share_of_the_node(pyz, tmp_path,
             return sent, share, submit
 
         sent, share, (code, _out, err) = asyncio.run(scenario())
-        print(f"{kind}: {sent} frames sent in 5 s, node CPU {share:.0%} of a core after "
-              "the burst")
+        print(f"{kind}: {sent} frames sent, node CPU {share:.0%} of a core after the burst")
         assert code == 0, err + c.logs()
         assert (work / "ok.out").read_text() == "through\n"
         # messages: 13-16 % here, 59-87 % unbounded (R9, A14); 1-byte data frames:

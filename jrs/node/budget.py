@@ -34,6 +34,7 @@ BATCH = 64.0  # a debt smaller than this is let run on (a wake-up per message co
 REFUSED_COST = 4.0  # a frame the wire refuses and answers with an error (R10)
 DATA_FRAME_COST = 1 / 8  # a data frame, whatever its size (see data_cost) ...
 DATA_BYTES_PER_MESSAGE = float(1 << 20)  # ... plus a message's worth per MiB it carries
+WASTED_PER_MIB = 50.0  # ... or this many, a MiB read to nowhere (see data_cost)
 MESSAGE_BYTES = 8192.0  # a message's JSON: a message's worth per 8 KiB (see message_cost)
 FILE_COST = 1 / 8  # a file header a run lists
 UNIT_COST = 1 / 100  # a value or key of a message's JSON (`connection.json_units`)
@@ -41,7 +42,7 @@ MESSAGE_CPU = 50e-6  # seconds of the node's CPU a message's worth stands for (w
 HOSTS_KEPT = 4096  # host buckets past this are pruned of full ones with no session
 
 
-def data_cost(frames: int, nbytes: int) -> float:
+def data_cost(frames: int, nbytes: int, wasted: int = 0) -> float:
     """What `frames` data frames carrying `nbytes` bytes in all cost, in messages.
 
     A frame costs the node its opening, its event and a write whatever it carries, ~5
@@ -55,8 +56,20 @@ def data_cost(frames: int, nbytes: int) -> float:
     but is not the bound on bytes: decrypting and writing them is what a transfer is
     for, and at 256 KiB frames a session may still move ~1.3 GiB/s (5,333 frames of
     0.375 messages each at 2,000 a second), above a 10 GbE link; what bytes a run
-    may announce is bounded by its file headers (1 TiB a file)."""
-    return frames * DATA_FRAME_COST + nbytes / DATA_BYTES_PER_MESSAGE
+    may announce is bounded by its file headers (1 TiB a file).
+
+    `wasted` of the bytes went nowhere: the data of a run the node refused (read to
+    nowhere) or the wire did (swallowed). Receiving a MiB costs the node ~2.5 ms
+    (measured in the daemon: 29 % of a core at 115 MiB/s; its decryption alone ~1.1
+    ms, in frames of 256 KiB or 16 MiB alike), 50 messages' worth, and those are
+    charged at that (WASTED_PER_MIB): a refused run announcing 1 TiB, then frames of
+    16 MiB, took 45-56 % of a node's core at a message a MiB (R11), the rate's ~10 %
+    now (2,000 messages a second, 40 MiB/s). An accepted run's data is what the run
+    asked for and stays at a message a MiB, ~1/50 of its CPU: charged at its cost, one
+    submitter's inputs to one node could not pass 40 MiB/s. Its bytes are bounded by
+    its headers (each charged), and it needs a claim the master granted."""
+    return (frames * DATA_FRAME_COST + nbytes / DATA_BYTES_PER_MESSAGE
+            + wasted * (WASTED_PER_MIB - 1.0) / DATA_BYTES_PER_MESSAGE)
 
 
 def message_cost(size: int, files: int = 0, units: int = 0) -> float:

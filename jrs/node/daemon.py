@@ -143,6 +143,7 @@ class NodeDaemon:
         self.stopping = asyncio.Event()
         self._ids = itertools.count(1)
         self.budget = MessageBudget()  # how fast submitter sessions are read (budget.py)
+        self._refusing: Dict[int, bool] = {}  # session -> the run it reads is refused
         self.peerlog = PeerLog(log)  # lines about a session: a few a minute per host
         self._background: set = set()
         self._tasks: list = []
@@ -317,7 +318,8 @@ class NodeDaemon:
         # past the budget, 83 % of a core); a read's data frames, their `data_cost`
         # (R10: 1-byte frames after one `run`, 54 %), swallowed ones of a refused header too
         ch.on_bad = lambda size: charge(refused_cost(size, ch.last_units))
-        ch.on_data = lambda frames, nbytes: charge(data_cost(frames, nbytes))
+        ch.on_data = lambda frames, nbytes: charge(data_cost(
+            frames, nbytes, nbytes if self._refusing.get(sid) else ch.last_discarded))
         ch.before_read = lambda: self._owed(sid)  # a host's debt holds all its sessions
         ch.on_costly = lambda size, units: self._prepay(sid, ch, size, units)
         try:
@@ -341,6 +343,7 @@ class NodeDaemon:
             pass
         finally:
             self.channels.pop(sid, None)
+            self._refusing.pop(sid, None)
             self.budget.close(sid)
             self.execute(self.core.session_closed(sid))
 
@@ -397,9 +400,11 @@ class NodeDaemon:
                 self.core.refuse(t, f"cannot make the sandbox: {_why(exc)}")
         sinks: list = []
         made = [0.0]  # CPU seconds spent creating its files (charged: budget.work_cost)
+        self._refusing[sid] = t.reason is not None  # its data goes nowhere (data_cost)
 
         def open_file(head: dict):
             if t.reason is not None:
+                self._refusing[sid] = True
                 return None
             start = time.process_time()
             try:
@@ -418,6 +423,7 @@ class NodeDaemon:
             self._close_box(t)
             self.execute(self.core.run_aborted(t))
             raise
+        # (_refusing stays: the run's last frames are charged at the next read)
         for sink in sinks:
             if sink.error is not None:
                 self.core.refuse(t, sink.error)

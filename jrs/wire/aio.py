@@ -210,7 +210,9 @@ class Channel:
         self._prepaid = False  # the next message's bytes and units went to on_costly
         self._hellos = 0  # the wire's own hello: one per connection
         self._bad_before_first = 0  # answered bad frames before the first message
-        self._data_charged = (0, 0)  # conn.data_frames_in, data_bytes_in charged so far
+        self._data_charged = (0, 0, 0)  # conn.data_frames_in, data_bytes_in,
+        # data_bytes_discarded charged so far
+        self.last_discarded = 0  # bytes of those on_data is called for the wire swallowed
         self._data_before_first = False  # a read before the first message brought data
 
     @property
@@ -449,12 +451,14 @@ class Channel:
         all, and closes the channel (a refused `run` announcing 1 TiB, then 1-byte
         frames, was otherwise read for the whole first-message deadline, charged to
         nobody)."""
-        frames, nbytes = self.conn.data_frames_in, self.conn.data_bytes_in
+        conn = self.conn
+        frames, nbytes, gone = conn.data_frames_in, conn.data_bytes_in, conn.data_bytes_discarded
         new = frames - self._data_charged[0]
         if not new:
             return
         size = nbytes - self._data_charged[1]
-        self._data_charged = (frames, nbytes)
+        self.last_discarded = gone - self._data_charged[2]
+        self._data_charged = (frames, nbytes, gone)
         if self.on_first is not None:
             if self._data_before_first:
                 self._refuse("file data before the first message")

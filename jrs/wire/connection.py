@@ -177,6 +177,7 @@ class Connection:
         # header) too, which no event shows; the channel charges them (`Channel.on_data`)
         self.data_frames_in = 0
         self.data_bytes_in = 0
+        self.data_bytes_discarded = 0  # ... of them, those swallowed
         # True: the data of a refused transfer header is handed on as Data (the caller,
         # given the header in BadMessage.body, drains it) instead of being swallowed
         self.keep_bad_transfers = False
@@ -315,6 +316,7 @@ class Connection:
             self.data_frames_in += 1
             self.data_bytes_in += len(body)
             if self._discarding:
+                self.data_bytes_discarded += len(body)
                 self._discarding = self._recv_left > 0
                 return None  # the data of a header we refused: swallowed, stream in step
             return Data(body)
