@@ -5,7 +5,9 @@ claims), then answers every run with a result built to hang or crash a submitter
 
 MODE: `rusage` (a string where an object belongs), `files` (120,000 output
 headers), `huge` (a file of 2**60 bytes announced), `header` (a transfer header
-whose `files` is no list, re-sent on every attach), `removed` / `lost` (a valid result
+whose `files` is no list, re-sent on every attach), `dense` (a valid header of 100,000
+files whose names of commas put it over the wire's cap on JSON values, 2.6 M: the
+submitter's link closes before decoding it), `removed` / `lost` (a valid result
 saying the run was killed not by its submitter / lost, for every run). MARKER is created when the
 first run arrives (so the test knows the attack was delivered).
 """
@@ -44,6 +46,9 @@ def bad_finished(mode: str, job: str, attempt: int, node: str = "evil") -> tuple
     elif mode == "header":
         files = "not a list"
         raw = True
+    elif mode == "dense":
+        files = [{"name": "," * 20 + f"{i}", "size": 0} for i in range(100_000)]
+        raw = True  # (our encode refuses it)
     elif mode == "removed":
         result.update(exit_code=None, signal=15, removed=True)
     elif mode == "lost":

@@ -4,12 +4,14 @@ the protocol is dropped for the run, and the honest node beside it does the work
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from jrs.wire.connection import MAX_UNITS, json_units
 from jrs.wire.messages import MessageError, validate
 
 from .cluster import Cluster
@@ -36,9 +38,12 @@ def test_the_evil_results_break_only_their_own_rule():
             validate(header)
     header, _raw = bad_finished("none", "1.0", 1, "127.0.0.1:1")
     assert validate(header)["result"]["rusage"]["maxrss_kb"] == 0
+    header, _raw = bad_finished("dense", "1.0", 1, "127.0.0.1:1")
+    validate(header)  # valid: only the wire's cap on its JSON values refuses it
+    assert json_units(json.dumps(header).encode()) > MAX_UNITS
 
 
-@pytest.mark.parametrize("mode", ["header", "rusage", "files", "huge"])
+@pytest.mark.parametrize("mode", ["header", "rusage", "files", "huge", "dense"])
 def test_a_malicious_node_cannot_hang_the_submit_and_the_honest_one_works(pyz, tmp_path,
                                                                           mode):
     """Whichever layer refuses the result (the wire's schema or the submitter core),
@@ -62,7 +67,9 @@ def test_a_malicious_node_cannot_hang_the_submit_and_the_honest_one_works(pyz, t
         assert f"node {c.names()[1]} broke the protocol 3 times" in err or \
             f"node {c.names()[1]} sent a bad result" in err, err
         held = err.count("held: bad result from")
-        if mode != "header":  # a result naming its job: held with the reason, named node
+        if mode == "dense":  # not decoded: a protocol fault, its jobs run elsewhere
+            assert "over the wire's cap" in err and held == 0, err
+        elif mode != "header":  # a result naming its job: held with the reason, named node
             assert f"node {c.names()[1]} sent a bad result" in err and held >= 1, err
         assert code == (1 if held else 0), err + c.logs()
         assert f"4 jobs, {4 - held} done, {held} failed" in err, err
