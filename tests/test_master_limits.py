@@ -36,10 +36,14 @@ def test_the_documented_defaults():
         "JRS_MASTER_HOST_DEMAND_RATE", "JRS_MASTER_HOST_DEMAND_BURST",
         "JRS_MASTER_PROGRESS_ENTRY_COST", "JRS_MASTER_NODE_RATE", "JRS_MASTER_NODE_BURST",
         "JRS_MASTER_HOST_NODE_RATE", "JRS_MASTER_HOST_NODE_BURST",
-        "JRS_MASTER_NODE_MESSAGE_COST", "JRS_MASTER_NODE_CLAIM_COST"}
+        "JRS_MASTER_NODE_MESSAGE_COST", "JRS_MASTER_NODE_CLAIM_COST",
+        "JRS_MASTER_SESSION_COST", "JRS_MASTER_NODE_SESSION_COST", "JRS_MASTER_TOOL_COST",
+        "JRS_MASTER_TOOL_ENTRY_COST"}
     assert (lim.node_rate, lim.node_burst, lim.host_node_rate, lim.host_node_burst) \
         == (4 << 20, 16 << 20, 8 << 20, 32 << 20)
     assert (lim.node_message_cost, lim.node_claim_cost) == (512, 64)
+    assert (lim.session_cost, lim.node_session_cost, lim.tool_cost, lim.tool_entry_cost) \
+        == (64 << 10, 256 << 10, 64 << 10, 256)
 
 
 def test_from_env_takes_each_variable_and_names_a_bad_one():

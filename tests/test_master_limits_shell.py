@@ -17,6 +17,9 @@ from .test_pool_master import _recv, _sub_hello, run
 
 
 def _use(env, tmp_path, **limits) -> None:
+    # (these budgets are sized for the demands the tests send: a session's opening,
+    # 64 KiB by default, would be a debt of seconds in them)
+    limits.setdefault("session_cost", 0)
     env.master = Master(env.config, ClusterCounter(str(tmp_path)), limits=Limits(**limits))
     env.server.handler = env.master.serve
 
@@ -136,11 +139,12 @@ def test_a_flood_keeps_only_the_newest_demand_undecoded_and_applies_it(tmp_path,
     decoded = _count_decoded(monkeypatch, lambda body: body.startswith(b'{"type":"demand"'))
 
     async def go(env):
-        _use(env, tmp_path, demand_rate=20_000.0, demand_burst=10_000.0, message_cost=0,
+        _use(env, tmp_path, demand_rate=20_000.0, demand_burst=25_000.0, message_cost=0,
              entry_cost=0)
         a, _ = await _session(env, "s1")
-        a.send(_demand("big", entries=100))  # ~8 KB: in the burst
-        a.send(_demand("big", entries=100))  # leaves a debt of ~6 KB: 0.3 s
+        # each ~8 KB and 1,604 values, ~21 KB of budget (8 bytes a value, R12)
+        a.send(_demand("big", entries=100))  # in the burst
+        a.send(_demand("big", entries=100))  # leaves a debt of ~17 KB: 0.85 s
         for i in range(200):
             a.send(_demand("n", count=i + 1))
         await _until(lambda: _asked(env, "s1") == {"n0": 200})
@@ -388,4 +392,22 @@ def test_other_messages_wait_for_the_budget_and_for_a_kept_demand_in_order(tmp_p
         assert 0.25 < took < 3.0, took
         st = env.master.limiter.stats(a_key(env, "s1"))
         assert (st["messages"], st["waits"], st["deferred"]) == (1, 1, 1)
+    run(go, tmp_path)
+
+
+def test_a_kept_demand_frame_is_charged_its_values_too(tmp_path):
+    """R12: a demand frame kept Raw (undecoded) reported no `json_units`, so it was
+    charged its bytes alone, yet decoded in full when due: dense JSON demands from one
+    host took 25-28 % of the master (tests/test_r12_findings.py F2). Its values now
+    cost UNIT_BYTES each, as any message's."""
+    from jrs.cluster.master import UNIT_BYTES
+
+    async def go(env):
+        _use(env, tmp_path, message_cost=0, entry_cost=0)
+        a, _ = await _session(env, "s1")
+        body = json.dumps(_demand("k", entries=50), separators=(",", ":")).encode()
+        a.send(_demand("k", entries=50))
+        await _until(lambda: _asked(env, "s1") == {f"k{i}": 1 for i in range(50)})
+        st = env.master.limiter.stats(a_key(env, "s1"))
+        assert st["bytes"] == len(body) + UNIT_BYTES * wire_connection.json_units(body)
     run(go, tmp_path)

@@ -431,3 +431,65 @@ def test_a_node_the_submitter_gave_up_on_is_not_offered_to_it_for_a_while():
     assert [w for w, _ in _msgs(out, "claim-offer")] == ["h:2"]
     later = _msgs(p.tick(40), "claim-offer")  # and to "a" again, later
     assert [w for w, m in later if m["submitter"] == "a"] == ["h:2"]
+
+
+def test_sessions_that_come_and_go_wanting_nothing_do_not_split_the_pool_again(monkeypatch):
+    """A host churning submitter sessions (hello, close, no demand): each end was a
+    water-fill over every submitter the Pool keeps (45 % of a real master's CPU, R12).
+    A submitter wanting nothing, before the last fill or now, moves no share."""
+    p = _pool((4,) * 10)
+    for i in range(20):
+        _sub(p, f"s{i}", 100, user=f"u{i}")
+    p.check()
+    fills = []
+    real = Pool._water_fill
+    monkeypatch.setattr(Pool, "_water_fill",
+                        staticmethod(lambda *a: fills.append(1) or real(*a)))
+    for n in range(200):
+        p.submitter_hello({"submitter": f"churn{n}", "user": "mallory", "host": "evil",
+                           "pid": n, "claims": [], "clusters": []}, 2)
+        p.submitter_gone(f"churn{n}", 2)
+    assert fills == []
+    p.check()  # the kept shares are a fresh fill's (absent ones having none)
+    fills.clear()
+    _sub(p, "late", 5, user="mallory", now=3)  # one that wants: the shares move
+    assert fills
+    p.check()
+    p.submitter_gone("s0", 4)  # one that wanted, gone: they move again
+    fills.clear()
+    p.negotiate(5)
+    p.check()
+
+
+def test_submitters_gone_with_nothing_on_the_cluster_are_forgotten(monkeypatch):
+    """R12 F3: each churned submitter id was kept for the lease (300 s), walked by every
+    tick and listed by every `jrs status`. Gone with no claim: forgotten at once if it
+    listed no cluster, else kept for `jrs q` up to MAX_GONE (the oldest first); one
+    with a claim stays until its lease, and one that comes back is not forgotten."""
+    import jrs.cluster.pool as pool_mod
+    monkeypatch.setattr(pool_mod, "MAX_GONE", 3)
+    p = _pool((2,))
+    hello = {"user": "u", "host": "x", "pid": 1, "claims": [], "clusters": []}
+    p.submitter_hello(dict(hello, submitter="empty"), 1)
+    p.submitter_gone("empty", 1)
+    assert "empty" not in p.submitters
+    cl = [{"id": 1, "total": 1, "done": 1}]
+    for i in range(5):
+        p.submitter_hello(dict(hello, submitter=f"c{i}", clusters=cl), 1)
+        p.submitter_gone(f"c{i}", 1)
+    assert sorted(p.submitters) == ["c2", "c3", "c4"]  # the newest MAX_GONE kept
+    offers = _msgs(_sub(p, "busy", 1), "claim-offer")
+    (who, m), = offers
+    p.claim_answer(who, {"type": "claim-ok", "claim": m["claim"]}, 1)
+    p.submitter_gone("busy", 2)
+    for i in range(5, 9):  # more gone ones push out the old, never one with a claim
+        p.submitter_hello(dict(hello, submitter=f"c{i}", clusters=cl), 3)
+        p.submitter_gone(f"c{i}", 3)
+    assert "busy" in p.submitters and p.claims_of_submitter("busy")
+    p.submitter_hello(dict(hello, submitter="c8", clusters=cl), 4)  # back
+    for i in range(9, 14):
+        p.submitter_hello(dict(hello, submitter=f"c{i}", clusters=cl), 4)
+        p.submitter_gone(f"c{i}", 4)
+    assert "c8" in p.submitters and p.submitters["c8"].connected
+    assert len([s for s in p.submitters.values() if not s.connected and s.id != "busy"]) <= 3
+    p.check()

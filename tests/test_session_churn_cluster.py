@@ -16,8 +16,6 @@ import asyncio
 import os
 import time
 
-import pytest
-
 from jrs.wire.connection import KIND_MESSAGE
 
 from .cluster import Cluster, honest_job_cluster
@@ -85,7 +83,7 @@ def test_a_node_charges_a_host_that_churns_sessions(pyz, tmp_path):
     c, work = honest_job_cluster(pyz, tmp_path)
     try:
         async def scenario():
-            stop = time.monotonic() + 14.0
+            stop = time.monotonic() + 11.0
             churn = asyncio.ensure_future(_churn(c, "node", stop))
             share = asyncio.ensure_future(_share(c.nodes[0].pid, stop, 5.0))
             await asyncio.sleep(5.0)  # the host's burst is spent by now
@@ -94,7 +92,7 @@ def test_a_node_charges_a_host_that_churns_sessions(pyz, tmp_path):
             return await churn, await share, submit
 
         sent, share, (code, _out, err) = asyncio.run(scenario())
-        print(f"{sent} sessions of one 1.5 MiB dense frame each in 14 s, node CPU "
+        print(f"{sent} sessions of one 1.5 MiB dense frame each in 11 s, node CPU "
               f"{share:.0%} of a core after the burst")
         assert code == 0, err + c.logs()
         assert (work / "ok.out").read_text() == "through\n"
@@ -104,23 +102,21 @@ def test_a_node_charges_a_host_that_churns_sessions(pyz, tmp_path):
         c.stop()
 
 
-@pytest.mark.parametrize("loops", [2, 24])
-def test_the_master_charges_a_host_that_churns_sessions(pyz, tmp_path, loops):
-    """2 loops: one after another (99 % before). 24: many sessions of the host waiting
-    at once, each with its frame read, must not all decode it when the debt is paid."""
+def test_the_master_charges_a_host_that_churns_sessions(pyz, tmp_path, loops=2):
+    """Two loops of sessions one after another (64-99 % before)."""
     c = Cluster(pyz, tmp_path, slots=[1])
     c.start_master()
     c.start_node(0)
     c.wait_up(1)
     try:
         async def scenario():
-            stop = time.monotonic() + 14.0
+            stop = time.monotonic() + 11.0
             churn = asyncio.ensure_future(_churn(c, "master", stop, loops))
             share = await _share(c.master.pid, stop, 5.0)
             return await churn, share
 
         sent, share = asyncio.run(scenario())
-        print(f"{loops} loops: {sent} sessions of one 1.5 MiB dense frame each in 14 s, "
+        print(f"{loops} loops: {sent} sessions of one 1.5 MiB dense frame each in 11 s, "
               f"master CPU {share:.0%} of a core after the burst")
         assert share < 0.3, (share, sent)  # decoded free: 99 %
         assert sent >= 10, sent

@@ -102,6 +102,17 @@ from ..errors import ConfigError
 #   (~1/8 of a message, ~3/4 of its bytes), and flooded at the rate a session costs
 #   ~7,000 small messages a second (~11 % of a core unloaded), where unbounded it took
 #   the whole core.
+# - a session opened costs more than its hello's bytes: 64 KiB of the host's demand
+#   budget for a submitter's, 256 KiB of its node budget for a node's (measured, a
+#   submitter session that says hello and closes costs the master ~0.8 ms with its
+#   handshake, a node's more: the Pool takes and drops the node). Charged as bytes
+#   alone, a host opening and closing sessions as fast as it could took 67-76 % of
+#   the master's core (R12); now at most 32 (and 32 node sessions) a second after a
+#   burst of 128, ~3 %. An honest submitter opens one, and one per reconnect.
+# - a tool's connection (`jrs status`, `q`, `rm`) costs 64 KiB plus 256 bytes per
+#   node, submitter or cluster its answer lists (or id it removes), charged to the
+#   host's demand budget, and waits like a session while the host is in debt: a
+#   status of 1,000 nodes is built and sent in ~10 ms, and nothing bounded them.
 SETTINGS: dict = {
     "sessions_per_host": ("JRS_MASTER_SESSIONS_PER_HOST", 64, int),
     "requests_per_session": ("JRS_MASTER_REQUESTS_PER_SESSION", 1024, int),
@@ -119,9 +130,14 @@ SETTINGS: dict = {
     "host_node_burst": ("JRS_MASTER_HOST_NODE_BURST", 32 << 20, float),
     "node_message_cost": ("JRS_MASTER_NODE_MESSAGE_COST", 512, int),
     "node_claim_cost": ("JRS_MASTER_NODE_CLAIM_COST", 64, int),
+    "session_cost": ("JRS_MASTER_SESSION_COST", 64 * 1024, int),
+    "node_session_cost": ("JRS_MASTER_NODE_SESSION_COST", 256 * 1024, int),
+    "tool_cost": ("JRS_MASTER_TOOL_COST", 64 * 1024, int),
+    "tool_entry_cost": ("JRS_MASTER_TOOL_ENTRY_COST", 256, int),
 }
 _COSTS = ("message_cost", "entry_cost", "progress_entry_cost", "node_message_cost",
-          "node_claim_cost")  # may be 0 (the others at least 1)
+          "node_claim_cost", "session_cost", "node_session_cost", "tool_cost",
+          "tool_entry_cost")  # may be 0 (the others at least 1)
 MAX_HOSTS = 4096  # host buckets kept; past it those of hosts without sessions, full first
 SLACK = 1e-6  # seconds: a bucket this close to refilled is refilled (rounding, no re-wait)
 # bytes of budget a message waiting for a bucket in debt waits to see back (at most the
@@ -149,6 +165,10 @@ class Limits:
     host_node_burst: float = SETTINGS["host_node_burst"][1]
     node_message_cost: int = SETTINGS["node_message_cost"][1]
     node_claim_cost: int = SETTINGS["node_claim_cost"][1]
+    session_cost: int = SETTINGS["session_cost"][1]
+    node_session_cost: int = SETTINGS["node_session_cost"][1]
+    tool_cost: int = SETTINGS["tool_cost"][1]
+    tool_entry_cost: int = SETTINGS["tool_entry_cost"][1]
 
     def __post_init__(self) -> None:
         for name, (var, _default, _kind) in SETTINGS.items():
@@ -462,6 +482,28 @@ class Limiter:
         s.bytes += size
         s.messages += messages
         return None
+
+    def opened(self, key: Hashable, cost: float, now: float) -> None:
+        """Session `key`'s hello and opening (`session_cost`): charged to its host's
+        bucket (a debt the host's next hello waits for, `host_owed`; a session's own
+        bucket is new, and a churning host's would be too), not to its figures
+        (`stats`: what it sent after)."""
+        b = self._host_buckets[self._sessions[key].host]
+        b.refill(now)
+        b.tokens -= cost
+
+    def host_charge(self, host: str, cost: float, now: float) -> None:
+        """`cost` bytes of budget spent for `host` outside a session (a tool's
+        connection): a debt its sessions and tools then wait for (`host_owed`)."""
+        b = self._host_buckets.get(host)
+        if b is None:
+            if len(self._host_buckets) >= MAX_HOSTS:
+                _forget_idle(self._host_buckets, self._host_sessions)
+            lim = self.limits
+            b = self._host_buckets[host] = _Bucket(lim.host_demand_rate,
+                                                   lim.host_demand_burst, now)
+        b.refill(now)
+        b.tokens = max(b.tokens, 0.0) - cost
 
     def host_owed(self, host: str, now: float) -> Optional[float]:
         """None: a submitter session of `host` may be read now. A time: its host's

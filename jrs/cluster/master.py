@@ -36,10 +36,11 @@ from typing import Callable, Optional
 
 from .. import records
 from ..errors import ConfigError
-from ..wire.connection import BadMessage, Raw
+from ..wire.connection import BadMessage, Raw, json_units
 from ..wire.errors import MessageTooBig
 from ..wire.hosts import host_key
 from ..wire.messages import error
+from ..wire.slots import HostBytes
 from .limits import Limiter, Limits, NodeBudget
 from .payload import MAX_DEMAND, MAX_REQUESTS, PayloadError
 from .peerlog import PeerLog, excerpt
@@ -63,6 +64,14 @@ REFUSED = 4
 # charged by bytes alone it took 28 % of a core from 4 submitter sessions and 57 % from
 # one impostor node session; a node's report of 4,096 claims costs ~25 % more
 UNIT_BYTES = 8
+# what one source host's submitter and node sessions may read a second, after a burst,
+# whatever becomes of it (`Master._read_paid`, before it is decoded): reading and
+# decrypting a MiB and counting its JSON values costs the master ~4 ms. Demand frames
+# a newer one replaces are never decoded nor charged to the demand budget, and read as
+# fast as a host sent them they took 100 % of its core (R12); 8 MiB/s is ~3 %. An
+# honest submitter sends a few KB a second, a node of 1,000 slots ~1.2 MB
+READ_RATE = float(8 << 20)
+READ_BURST = float(32 << 20)
 # how our submitters' demand frames begin (json.dumps of {"type": "demand", ...} with
 # the wire's separators): these are kept undecoded until the demand budget lets them in.
 # A demand in another field order is decoded on arrival; over budget it is kept too,
@@ -214,6 +223,7 @@ class Master:
         self.sendlog = PeerLog(log, burst=SEND_LOG_BURST)  # the Pool's notable sends
         self.limiter = Limiter(limits or Limits.from_env(os.environ))
         self.node_budget = NodeBudget(self.limiter.limits)  # node sessions' (by channel)
+        self.reads = HostBytes(READ_RATE, READ_BURST, most_wait=10.0)  # what sessions read
         self._session_sid: dict = {}  # submitter channel -> its id (the limiter's keys)
         self._due_timer: Optional[asyncio.TimerHandle] = None
         self._due_at = 0.0
@@ -285,8 +295,9 @@ class Master:
     async def serve(self, ch) -> None:
         if ch.peer_role == "submit":
             ch.conn.keep_raw = _is_demand
-        if ch.peer_role in ("submit", "node"):  # (a tool's one message: slots.HostBytes)
-            ch.before_read = lambda: self._host_paid(ch)
+        ch.before_read = lambda: self._host_paid(ch)  # (a tool's: the demand budget's)
+        if ch.peer_role in ("submit", "node"):
+            ch.on_each_read = lambda nbytes: self._read_paid(ch, nbytes)
         try:
             first = await asyncio.wait_for(ch.recv(), 30)
         except asyncio.TimeoutError:
@@ -303,7 +314,11 @@ class Master:
             elif ch.peer_role == "submit" and kind == "submitter-hello":
                 await self._submitter(ch, first)
             elif ch.peer_role == "tool" and kind in TOOL:
-                await TOOL[kind](self, ch, "", first)
+                try:
+                    await TOOL[kind](self, ch, "", first)
+                finally:  # (what it costs grows with what it lists: limits.tool_cost)
+                    self.limiter.host_charge(_host(ch.peer), self._tool_cost(first),
+                                             self.clock())
                 await ch.drain()
             else:
                 ch.send(error("protocol", f"a {ch.peer_role} may not start with "
@@ -357,7 +372,8 @@ class Master:
         try:
             # the hello too: a host's bucket outlives its sessions, so hellos of 4,096
             # claims, each on a new connection, are bounded per host like any message
-            if not await self._charged(ch, _claims(hello)):
+            if not await self._charged(ch, _claims(hello), size=ch.last_size + UNIT_BYTES
+                                       * ch.last_units + self.limiter.limits.node_session_cost):
                 return
             self.send(self.pool.node_hello(name, hello, self.clock()))
             log.info("node %s up (%s slots)", name, hello["slots"])
@@ -407,6 +423,10 @@ class Master:
             old.close()
         self.submitters[sid] = ch
         try:
+            # the hello, and the session it opened (limits.session_cost): what a host
+            # opening and closing sessions pays, the debt its next hello waits for
+            self.limiter.opened(ch, ch.last_size + UNIT_BYTES * ch.last_units
+                                + self.limiter.limits.session_cost, self.clock())
             ch.send(self.pool.welcome(hello))  # names the listed claims it dropped
             self.send(actions)
             await self._loop(ch, SUBMITTER, sid)
@@ -479,7 +499,10 @@ class Master:
             return  # replaced (see _demand): quietly, its channel is closed
         _check_size(len(raw.body))
         replaces = self.limiter.kept(ch) is not None
-        if self.limiter.demand_frame(ch, len(raw.body), raw, self.clock()):
+        # its values too (UNIT_BYTES each), as any message's: kept undecoded it reported
+        # none, and dense JSON demands were decoded at 5 times their charge (R12: 28 %)
+        size = len(raw.body) + UNIT_BYTES * json_units(raw.body)
+        if self.limiter.demand_frame(ch, size, raw, self.clock()):
             self._apply_demand(ch, sid, raw)
         elif not replaces:
             self._arm(self.limiter.due_at(ch))
@@ -538,10 +561,23 @@ class Master:
                 self.peerlog.exception(ch.peer, "applying a kept demand from %s", ch.peer)
         self._arm()
 
+    async def _read_paid(self, ch, nbytes: int) -> None:
+        """A read of a session, before it is decoded: its bytes come from its host's
+        read budget (READ_RATE, READ_BURST), whatever becomes of them."""
+        wait = self.reads.take(_host(ch.peer), nbytes, self.clock())
+        if wait > 0.0:
+            await asyncio.sleep(wait)
+
     async def _host_paid(self, ch) -> None:
-        """Before each read of a submitter or node channel, its first message's
-        included: wait while its host's bucket is in debt (`Limiter.host_owed`), so a
-        host's new sessions cannot decode for free what its older ones ran up."""
+        """Before each read of a channel whose session has not opened yet (its first
+        message, a tool's one): wait while its host's bucket is in debt
+        (`Limiter.host_owed`), so a host's new sessions cannot decode for free what its
+        older ones ran up. An open session's reads are its budget's (`_charged`, and
+        `_prepaid` before a costly frame is decoded): gated by its host's debt too, a
+        session flooding demands read them at the budget's rate, each applied, where
+        read on they are kept undecoded and only the newest is (`Limiter.demand_frame`)."""
+        if ch in self._session_sid or self.node_budget.stats(ch) is not None:
+            return
         books = self.node_budget if ch.peer_role == "node" else self.limiter
         host = _host(ch.peer)
         while True:
@@ -549,6 +585,17 @@ class Master:
             if at is None:
                 return
             await asyncio.sleep(max(0.0, at - self.clock()))
+
+    def _tool_cost(self, msg: dict) -> float:
+        lim = self.limiter.limits
+        if msg["type"] == "rm":
+            listed = len(msg.get("ids") or ())
+        elif msg.get("what") == "queue":
+            listed = len(self.pool.submitters) + sum(
+                len(s.clusters) for s in self.pool.submitters.values())
+        else:
+            listed = len(self.pool.nodes) + len(self.pool.submitters)
+        return float(lim.tool_cost + lim.tool_entry_cost * listed)
 
     async def _prepaid(self, ch, size: int, units: int) -> None:
         """A frame of many values (`Channel.on_costly`), before it is decoded: its

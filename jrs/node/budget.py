@@ -38,6 +38,11 @@ WASTED_PER_MIB = 50.0  # ... or this many, a MiB read to nowhere (see data_cost)
 MESSAGE_BYTES = 8192.0  # a message's JSON: a message's worth per 8 KiB (see message_cost)
 FILE_COST = 1 / 8  # a file header a run lists
 UNIT_COST = 1 / 100  # a value or key of a message's JSON (`connection.json_units`)
+# a session opened (its handshake, its attach, its end): measured ~0.74 ms of the node's
+# CPU for one that attaches and closes; 40 messages' worth (2 ms), so a host opening and
+# closing sessions as fast as it could (81 % of a core, R12) opens at most 100 a second
+# after a burst of 500, ~7 %. An honest submitter opens one, and one per reconnect
+SESSION_COST = 40.0
 MESSAGE_CPU = 50e-6  # seconds of the node's CPU a message's worth stands for (work_cost)
 HOSTS_KEPT = 4096  # host buckets past this are pruned of full ones with no session
 

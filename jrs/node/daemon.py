@@ -33,7 +33,14 @@ from ..wire.peerlog import PeerLog, excerpt
 from ..wire.reconnect import Backoff, keep_connected
 from . import core as nc
 from . import identity, sandbox, scancache, taskfile, unit
-from .budget import MessageBudget, data_cost, message_cost, refused_cost, work_cost
+from .budget import (
+    SESSION_COST,
+    MessageBudget,
+    data_cost,
+    message_cost,
+    refused_cost,
+    work_cost,
+)
 from .confine import Confinement, make_state_dir, scan_every
 from .core import Capacity, NodeCore
 from .launcher import Launcher
@@ -325,7 +332,8 @@ class NodeDaemon:
         try:
             first = await asyncio.wait_for(ch.recv(), 30)
             self.execute(self.core.attach(sid, first, time.time()))
-            await charge(message_cost(ch.last_size, 0, ch.last_units))  # (an attach may be big)
+            # (an attach may be big; the session it opened costs too: SESSION_COST)
+            await charge(message_cost(ch.last_size, 0, ch.last_units) + SESSION_COST)
             while sid in self.core.sessions:
                 msg = await ch.recv()
                 if not isinstance(msg, dict):

@@ -71,7 +71,17 @@ BAD_BEFORE_FIRST = 16  # bad frames a server's channel answers before its first 
 # MB); a flood of costly JSON before it is read at ~0.15 s of CPU a second (R11)
 FIRST_BYTES_BURST = 32 << 20
 FIRST_BYTES_RATE = 1 << 20
+FIRST_BYTES_MOST_WAIT = 10.0  # seconds: well within the daemons' 30 s first-message deadline
 HANDSHAKE_READ = 4096  # a server's reads in the handshake: msg1, then the hello frame
+# connections one source host may open a second, after a burst (slots.HostBytes, a
+# connection a token): one a connection costs a daemon ~0.6 ms with the secret (accept,
+# two X25519, close) and a host opening them as fast as it could took 64-84 % of a core
+# once a session's hello cost more than its connection (R12); 100 a second is ~6 %. A
+# connection past the rate waits, in its handshake slot, before anything of it is read,
+# at most CONNECT_MOST_WAIT (the slots give up the oldest waiting); past that it is closed
+CONNECT_RATE = 100.0
+CONNECT_BURST = 500.0
+CONNECT_MOST_WAIT = 1.0  # past this a connection is closed at once instead
 TRACE = bool(os.environ.get("JRS_TRACE"))  # one stderr line per message, for timing a path
 
 
@@ -206,6 +216,11 @@ class Channel:
         # waited out only by the session that ran it up, after the decode, so sessions
         # opened and closed one after another each had a 4 MiB frame decoded free)
         self.before_read: Optional[Callable[[], Awaitable[object]]] = None
+        # awaited with a read's size before it is decoded, once the first message has
+        # come (`on_read`'s stage is before it): the master's per-host byte budget for
+        # what its sessions read, kept undecoded or not (R12: demand frames kept Raw and
+        # replaced unread cost no budget, but decrypting and counting them did: 100 %)
+        self.on_each_read: Optional[Callable[[int], Awaitable[object]]] = None
         self._on_costly: Optional[Callable[[int, int], Awaitable[object]]] = None
         self._prepaid = False  # the next message's bytes and units went to on_costly
         self._hellos = 0  # the wire's own hello: one per connection
@@ -432,6 +447,10 @@ class Channel:
             if self._closed or self.writer.is_closing():  # given up meanwhile (Slots)
                 self.close()
                 raise ConnectionClosed("closed")
+        elif self.on_each_read is not None and self.on_first is None:
+            await self.on_each_read(len(data))
+            if self._closed:
+                raise ConnectionClosed("closed")
         try:
             self._pending.extend(self.conn.receive(data))
         except WireError:
@@ -640,7 +659,9 @@ class Server:
         self._before_hello = Slots(hello_per_address, within_files(max_before_hello, nofile))
         self._established = Counts(established_per_address,
                                    within_files(max_established, nofile))
-        self._first_bytes = HostBytes(FIRST_BYTES_RATE, FIRST_BYTES_BURST)
+        self._first_bytes = HostBytes(FIRST_BYTES_RATE, FIRST_BYTES_BURST,
+                                      most_wait=FIRST_BYTES_MOST_WAIT)
+        self._arrivals = HostBytes(CONNECT_RATE, CONNECT_BURST)  # connections, per host
         self.failures = FailureLog()
         self.refused = 0
         self.dropped = 0  # handshakes given up for a newer one
@@ -678,8 +699,18 @@ class Server:
         victims = self._handshakes.admit(hs, host)
         self.dropped += len(victims)
         self._give_up(victims, "handshakes:")
-        conn = Connection(self.root, self.role, is_client=False, peer_roles=self.peer_roles)
         try:
+            wait = self._arrivals.take(host, 1, time.monotonic(), CONNECT_MOST_WAIT)
+            if wait > CONNECT_MOST_WAIT:  # far past its host's rate: closed at once, not
+                writer.close()  # charged (an honest client tries again, `connect`, and
+                return  # its tries do not make its wait longer)
+            if wait > 0.0:  # past its host's rate: nothing of it is read (nor keys made)
+                await asyncio.sleep(wait)
+                if hs.dropped or writer.is_closing():
+                    writer.close()
+                    return
+            conn = Connection(self.root, self.role, is_client=False,
+                              peer_roles=self.peer_roles)
             events = await _handshake(reader, writer, conn,
                                       time.monotonic() + self.handshake_timeout,
                                       lambda: self._handshakes.touch(hs), HANDSHAKE_READ)

@@ -165,18 +165,25 @@ class HostBytes:
     while what is decoded stays at `rate` and the reads the host's waiting
     connections hold (`Slots` bounds those). Pure: the order is the order of the calls."""
 
-    def __init__(self, rate: float, burst: float, kept: int = 4096) -> None:
+    def __init__(self, rate: float, burst: float, kept: int = 4096,
+                 most_wait: Optional[float] = None) -> None:
         if rate <= 0 or burst <= 0:
             raise ValueError(f"a byte budget needs a positive rate and burst, not {rate} "
                              f"and {burst}")
         self.rate, self.burst, self.kept = float(rate), float(burst), kept
+        # the debt is kept within this many seconds' worth too (R12: a wait of 32 s,
+        # the burst's, outlasted the 30 s first-message deadline it was spent within)
+        self.floor = -min(self.burst, self.rate * most_wait) if most_wait else -self.burst
         self._hosts: dict = {}  # host -> [tokens, when they were counted]
 
     def __len__(self) -> int:
         return len(self._hosts)
 
-    def take(self, host: str, nbytes: int, now: float) -> float:
-        """A read of `nbytes` of `host`'s at `now`: seconds it waits (0.0: decode it now)."""
+    def take(self, host: str, nbytes: int, now: float,
+             refuse_past: Optional[float] = None) -> float:
+        """A read of `nbytes` of `host`'s at `now`: seconds it waits (0.0: decode it now).
+        `refuse_past`: a wait longer than this is not taken (nothing is charged: what
+        the caller refuses costs its host no more wait), only said."""
         got = self._hosts.get(host)
         if got is None:
             if len(self._hosts) >= self.kept:
@@ -185,7 +192,9 @@ class HostBytes:
         elif now > got[1]:
             got[0] = min(self.burst, got[0] + (now - got[1]) * self.rate)
             got[1] = now
-        got[0] = max(got[0] - nbytes, -self.burst)
+        if refuse_past is not None and nbytes - got[0] > refuse_past * self.rate:
+            return (nbytes - got[0]) / self.rate
+        got[0] = max(got[0] - nbytes, self.floor)
         return -got[0] / self.rate if got[0] < 0 else 0.0
 
     def _prune(self, now: float) -> None:
