@@ -186,3 +186,50 @@ def test_the_channel_charges_a_costly_frame_before_decoding_it():
     assert paid[-1] == (3, len(small), json_units(small))
     reads = [c for c in calls if c[0] == "read"]
     assert len(reads) >= 2 and not any(h for _, h in reads)  # before each read, none held
+
+
+def test_a_hosts_unfinished_frames_are_bounded_the_largest_holder_closed(monkeypatch):
+    """R12 F1: a frame is buffered whole until its last byte; a host's sessions each
+    sending all of a big frame but its end held a node's memory for as long as they
+    liked. Past PARTIAL_PER_HOST the host's connection holding the most is closed (and
+    its buffer dropped); another host's is not touched, and past PARTIAL_TOTAL the
+    largest holder of all goes."""
+    from jrs.wire import aio
+
+    from .test_wire_slots import _closed, _echo_ok, _open, _start
+
+    monkeypatch.setattr(aio, "PARTIAL_PER_HOST", 1 << 20)
+    monkeypatch.setattr(aio, "PARTIAL_TOTAL", 3 << 20)
+
+    async def partial(ch, size: int) -> None:
+        ch.conn.strict = False
+        ch.send({"type": "ping", "seq": 0})  # its first message (echoed)
+        assert (await asyncio.wait_for(ch.recv(), 5))["type"] == "ping"
+        ch.writer.write(ch.conn._seal(b'{"type":"zzz","p":"' + b"x" * size + b'"}',
+                                      KIND_MESSAGE)[:-100])
+
+    async def go():
+        server, port = await _start()
+        small = await _open(port, "127.0.0.2")
+        await partial(small, 400_000)
+        big = await _open(port, "127.0.0.2")
+        await partial(big, 700_000)  # the host now holds ~1.1 MiB: its largest goes
+        assert await _closed(big, 3.0)
+        assert not await _closed(small, 0.5)
+        assert server._partial_of.get("127.0.0.2") < 500_000
+        others = []
+        for source in ("127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6"):
+            ch = await _open(port, source)
+            await partial(ch, 900_000 if source == "127.0.0.5" else 800_000)
+            others.append(ch)
+            await asyncio.sleep(0.2)
+        # 0.4 + 3 x 0.8 + 0.9 MiB > 3 MiB in all: the largest, .5's, is closed
+        assert await _closed(others[2], 3.0)
+        assert not any([await _closed(ch, 0.3) for ch in [*others[:2], *others[3:]]])
+        assert server._partial_all < 3 << 20
+        await _echo_ok(port, "127.0.0.7")  # an honest one is served meanwhile
+        for ch in [small, *others]:
+            ch.close()
+        server.close()
+
+    run(go())

@@ -79,6 +79,14 @@ HANDSHAKE_READ = 4096  # a server's reads in the handshake: msg1, then the hello
 # once a session's hello cost more than its connection (R12); 100 a second is ~6 %. A
 # connection past the rate waits, in its handshake slot, before anything of it is read,
 # at most CONNECT_MOST_WAIT (the slots give up the oldest waiting); past that it is closed
+# bytes a host's connections may hold in frames not complete yet (or held, `Costly`),
+# and all hosts' (R12 F1: a frame is buffered whole until its last byte, up to 16 MiB,
+# and 64 sessions of one host, each sending all of one but its last bytes, held 1 GiB
+# of a node's memory for as long as they liked). Past a bound the connection holding
+# the most of it is closed. An honest frame is held for a moment (our transfers send
+# 256 KiB frames; the largest message is a 16 MiB run, rare)
+PARTIAL_PER_HOST = 64 << 20
+PARTIAL_TOTAL = 512 << 20
 CONNECT_RATE = 100.0
 CONNECT_BURST = 500.0
 CONNECT_MOST_WAIT = 1.0  # past this a connection is closed at once instead
@@ -223,6 +231,9 @@ class Channel:
         self.on_each_read: Optional[Callable[[int], Awaitable[object]]] = None
         self._on_costly: Optional[Callable[[int, int], Awaitable[object]]] = None
         self._prepaid = False  # the next message's bytes and units went to on_costly
+        # called with conn.buffered after each read (a server's bound on what a host's
+        # unfinished frames hold: `Server._buffered`), and with 0 when closed
+        self.on_buffered: Optional[Callable[[int], None]] = None
         self._hellos = 0  # the wire's own hello: one per connection
         self._bad_before_first = 0  # answered bad frames before the first message
         self._data_charged = (0, 0, 0)  # conn.data_frames_in, data_bytes_in,
@@ -456,6 +467,8 @@ class Channel:
         except WireError:
             self.close()
             raise
+        if self.on_buffered is not None:
+            self.on_buffered(self.conn.buffered)
         out = self.conn.data_to_send()
         if out:
             self._queue(out)
@@ -490,6 +503,9 @@ class Channel:
             self.flush()
             self._closed = True
             self.writer.close()
+            self.conn.discard_input()
+            if self.on_buffered is not None:
+                self.on_buffered(0)
 
     async def wait_closed(self) -> None:
         self.close()
@@ -662,6 +678,9 @@ class Server:
         self._first_bytes = HostBytes(FIRST_BYTES_RATE, FIRST_BYTES_BURST,
                                       most_wait=FIRST_BYTES_MOST_WAIT)
         self._arrivals = HostBytes(CONNECT_RATE, CONNECT_BURST)  # connections, per host
+        self._partial: dict = {}  # host -> {channel: bytes of unfinished frames}
+        self._partial_of: dict = {}  # host -> their sum
+        self._partial_all = 0
         self.failures = FailureLog()
         self.refused = 0
         self.dropped = 0  # handshakes given up for a newer one
@@ -734,6 +753,7 @@ class Server:
         watch_peer(writer)
         channel = Channel(reader, writer, conn, self.idle_timeout)
         channel._pending.extend(events)
+        channel.on_buffered = lambda nbytes: self._buffered(host, channel, nbytes)
         why = self._established.admit(host)
         if why is not None:
             self.failures.report(host, why)
@@ -762,6 +782,39 @@ class Server:
         finally:
             self._before_hello.leave(waiting)
             channel.close()
+
+    def _buffered(self, host: str, channel: Channel, nbytes: int) -> None:
+        """`channel` of `host` now holds `nbytes` of unfinished frames: past
+        PARTIAL_PER_HOST for its host, or PARTIAL_TOTAL for all, the connection holding
+        the most (of its host, or of all) is closed. A few dict updates a read; the
+        search only past a bound."""
+        book = self._partial.get(host)
+        old = book.get(channel, 0) if book is not None else 0
+        if nbytes == old:
+            return
+        if book is None:
+            book = self._partial[host] = {}
+        if nbytes:
+            book[channel] = nbytes
+        else:
+            del book[channel]
+            if not book:
+                del self._partial[host]
+        self._partial_of[host] = self._partial_of.get(host, 0) + nbytes - old
+        if not self._partial_of[host]:
+            del self._partial_of[host]
+        self._partial_all += nbytes - old
+        if self._partial_of.get(host, 0) > PARTIAL_PER_HOST:
+            victim = max(book, key=book.get)
+            self.failures.report(host, f"more than {PARTIAL_PER_HOST} bytes of unfinished "
+                                       "frames from one host: closed the largest")
+            victim.close()
+        elif self._partial_all > PARTIAL_TOTAL:
+            _n, who, victim = max(((n, h, ch) for h, b in self._partial.items()
+                                   for ch, n in b.items()), key=lambda t: t[0])
+            self.failures.report(who, f"more than {PARTIAL_TOTAL} bytes of unfinished "
+                                      "frames in all: closed the largest")
+            victim.close()
 
     async def _first_read(self, host: str, nbytes: int) -> None:
         """A read before the first message: it waits while its host is in debt."""

@@ -281,6 +281,23 @@ class Connection:
             self._events(events)
         return events
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received and kept that no event has handed on yet: of frames not
+        complete, and of frames held after a `Costly` one (what the peer makes us hold;
+        `aio.Server` bounds it per host)."""
+        held = sum(len(p) for p in self._held)
+        if self._holding is not None:
+            held += len(self._holding[0])
+        return held + (self._dec.buffered if self._dec is not None else 0)
+
+    def discard_input(self) -> None:
+        """Forget what `buffered` counts (the connection is closed: nothing reads on)."""
+        self._held.clear()
+        self._holding = None
+        if self._dec is not None:
+            self._dec.discard()
+
     def resume(self) -> list[Event]:
         """After a `Costly` event: the held frame's event and those of the frames after
         it, up to the next Costly one. Raises WireError as `receive` does."""

@@ -54,6 +54,11 @@ class FrameDecoder:
     def buffered(self) -> int:
         return len(self._buf)
 
+    def discard(self) -> None:
+        """Drop what is buffered (the stream is given up)."""
+        self._buf = bytearray()
+        self._need = -1
+
     def feed(self, data: bytes) -> list[memoryview]:
         """Add bytes; return every payload now complete (possibly none)."""
         buf = self._buf
