@@ -411,3 +411,45 @@ def test_a_kept_demand_frame_is_charged_its_values_too(tmp_path):
         st = env.master.limiter.stats(a_key(env, "s1"))
         assert st["bytes"] == len(body) + UNIT_BYTES * wire_connection.json_units(body)
     run(go, tmp_path)
+
+
+def test_a_sessions_opening_and_a_tools_answer_cost_its_host_and_a_debt_holds_hellos(
+        tmp_path):
+    """R12 F3: a hello was charged its bytes alone, and a host opening and closing
+    sessions took 67-76 % of the master. A session's opening now costs session_cost of
+    its host's demand budget (`Limiter.opened`), a tool's answer tool_cost and more a
+    listed entry (`Limiter.host_charge`), and while the host is in debt no new session
+    of it is read, its hello included (`Master._host_paid`)."""
+    from jrs.cluster.master import _host
+
+    async def go(env):
+        _use(env, tmp_path, session_cost=30_000, host_demand_rate=20_000.0,
+             host_demand_burst=50_000.0, tool_cost=5_000, tool_entry_cost=100)
+        lim = env.master.limiter
+        a, welcome = await _session(env, "s1")
+        assert welcome["type"] == "welcome"
+        host = _host(a.peer)
+        bucket = lim._host_buckets[host]
+        assert bucket.tokens < 50_000 - 30_000 + 1_000, bucket.tokens  # (+ refill)
+        await _session(env, "s2")  # the host now owes ~10,000: 0.5 s
+        c = await env.open("submit")
+        await asyncio.sleep(0.05)  # (a hello read with the handshake: see the report)
+        t0 = asyncio.get_running_loop().time()
+        c.send(_sub_hello("s3", token="s3" * 8))
+        welcome = await _recv(c)
+        took = asyncio.get_running_loop().time() - t0
+        assert welcome["type"] == "welcome"
+        assert took > 0.05, took  # waited for the debt before its hello was read
+        await asyncio.sleep(4.0)  # back to its burst
+        before = lim._host_buckets[host]
+        before.refill(env.master.clock())
+        full = before.tokens
+        tool = await env.open("tool")
+        tool.send({"type": "query", "what": "status"})
+        reply = await _recv(tool)
+        assert reply["type"] == "status-reply"
+        listed = len(env.master.pool.nodes) + len(env.master.pool.submitters)
+        await _until(lambda: lim._host_buckets[host].tokens < full - 4_000)
+        b = lim._host_buckets[host]
+        assert b.tokens < full - 5_000 - 100 * listed + 500, (b.tokens, full, listed)
+    run(go, tmp_path)

@@ -57,12 +57,20 @@ def test_a_held_frame_stops_the_stream_until_resumed_in_order():
     assert (costly.size, costly.units) == (len(DENSE), json_units(DENSE))
     assert server.data_frames_in == 0  # the blob's data is not taken before its header
     assert server.receive(b"") == []  # held: more input makes no events
+    # what it holds counts as buffered (aio.Server bounds a host's: R12 F1), the frames
+    # after the held one too: a peer could otherwise park any amount behind one
+    assert server.buffered > len(DENSE) + 40, server.buffered  # (the three after: 53)
     more = server.resume()
     assert _kinds(more) == ["Message", "Message", "Data", "Message"]
     assert more[0].body["seq"] == 1 and more[0].units == json_units(DENSE)
     assert more[1].body == {"type": "blob", "size": 3} and more[2] == Data(b"abc")
     assert more[3].body["seq"] == 2
     assert server.resume() == []  # nothing held
+    assert server.buffered == 0
+    server.receive(client._seal(DENSE, KIND_MESSAGE) + client.send_message({"type": "ping"})[:-5])
+    assert server.buffered > len(DENSE)
+    server.discard_input()  # (closed: what it held is dropped)
+    assert server.buffered == 0 and server.resume() == []
 
 
 def test_frames_at_the_bound_are_not_held_and_without_a_bound_none_are():

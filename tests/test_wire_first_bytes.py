@@ -133,3 +133,43 @@ def test_a_read_waiting_for_its_budget_is_not_decoded_once_given_up(monkeypatch)
         second.close()
         server.close()
     run(go())
+
+
+def test_a_host_opens_connections_at_its_rate_past_it_they_are_closed(monkeypatch):
+    """R12 F3: a host opening connections as fast as it could took 64-84 % of a daemon's
+    core. Past CONNECT_BURST a connection waits its turn (CONNECT_RATE a second) before
+    anything of it is read; one that would wait past CONNECT_MOST_WAIT is closed at once.
+    Another host's connections are not held."""
+    monkeypatch.setattr(aio, "CONNECT_RATE", 5.0)
+    monkeypatch.setattr(aio, "CONNECT_BURST", 8.0)  # (over 1 s of debt: see refuse_past)
+    chans: list = []
+
+    async def opened(port: int, source: str):
+        t0 = time.monotonic()
+        try:
+            ch = await asyncio.wait_for(_open(port, source), 5)
+        except Exception:
+            return None, time.monotonic() - t0
+        chans.append(ch)
+        return ch, time.monotonic() - t0
+
+    async def go():
+        server, port = await _start()
+        try:
+            burst = [await opened(port, "127.0.0.2") for _ in range(8)]
+            assert all(ch is not None and took < 0.5 for ch, took in burst), burst
+            ch, took = await opened(port, "127.0.0.2")  # past the burst: 1/5 s
+            assert ch is not None and 0.1 < took < 1.0, took
+            many = await asyncio.gather(*(opened(port, "127.0.0.2") for _ in range(12)))
+            served = [t for ch, t in many if ch is not None]
+            assert 3 <= len(served) <= 7, many  # those within a second's wait, ~5
+            assert max(served) > 0.5, served
+            assert sum(ch is None for ch, _ in many) >= 5, many  # the rest closed at once
+            other, took = await opened(port, "127.0.0.3")
+            assert other is not None and took < 0.5, took
+        finally:
+            for c in chans:
+                c.close()
+            server.close()
+
+    run(go())

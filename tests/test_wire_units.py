@@ -85,6 +85,17 @@ def test_a_frame_over_the_cap_is_refused_without_being_decoded():
     assert refused < decode / 4, (refused, decode)
 
 
+def test_a_frame_over_the_cap_is_refused_before_it_is_held_as_costly():
+    """With `hold_units` set (a daemon's session, `Channel.on_costly`), a frame over the
+    cap is refused at once, not held as `Costly`: held, its owner would charge it and
+    wait out the debt before the decode refused it (ac4733b), a wait bought for nothing."""
+    client, server = _pair()
+    server.hold_units = 4096
+    with pytest.raises(WireError, match="over the wire's cap"):
+        server.receive(client._seal(_echo(MAX_UNITS + 1), KIND_MESSAGE))
+    assert server._holding is None
+
+
 def test_a_transfer_header_over_the_cap_closes_too():
     """Its data frames would follow and it cannot be told how many: no way to stay in
     step with the stream, whatever the role (the submitter's link to a node too)."""
