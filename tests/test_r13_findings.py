@@ -52,3 +52,34 @@ def test_the_total_bound_on_unfinished_frames_does_not_close_another_hosts_one_f
         assert not honest_closed, "the honest host's only frame was the one closed"
 
     run(go())
+
+
+@pytest.mark.xfail(strict=True, reason="R13 F2: a tool's cost counts entries other hosts "
+               "made (gone submitters, their clusters), charged with no floor to the "
+               "tool's host: one `jrs q` puts an honest host's sessions in debt for minutes")
+def test_a_tool_on_an_honest_host_is_not_charged_for_what_another_host_made(tmp_path):
+    """A hostile host opens sessions (each its own submitter id, listing 1,024 clusters,
+    MAX_CLUSTERS) and closes them: each is kept gone, with its clusters, up to MAX_GONE.
+    Here 400 (~2 min of one host's 2 MiB/s budget at ~75 KiB a session, seconds from a
+    few addresses). An honest host's one `jrs q` is then charged 64 KiB + 256 B x
+    (400 x 1,025) ~ 100 MiB to ITS demand budget (limits.host_charge: no floor), so its
+    new sessions (a resume) and its sessions' reads wait ~50 s (`host_owed`)."""
+    from jrs.cluster.master import ClusterCounter, Master
+
+    from .test_pool_master import _Env
+
+    m = Master(_Env(tmp_path).config, ClusterCounter(str(tmp_path)))
+    now = m.clock()
+    clusters = [{} for _ in range(1024)]
+    for i in range(400):
+        sid = f"s{i:04d}"
+        m.pool.submitter_hello({"type": "submitter-hello", "submitter": sid, "user": "x",
+                                "host": "h", "pid": 1, "claims": [],
+                                "clusters": clusters}, now)
+        m.pool.submitter_gone(sid, now)
+    assert len(m.pool.submitters) == 400  # kept for `jrs q` (gone, with clusters)
+    cost = m._tool_cost({"type": "status", "what": "queue"})
+    m.limiter.host_charge("127.0.0.1", cost, now)
+    owed = m.limiter.host_owed("127.0.0.1", now)
+    wait = 0.0 if owed is None else owed - now
+    assert wait < 5.0, f"the honest host's sessions wait {wait:.0f} s ({cost / 2**20:.0f} MiB)"
