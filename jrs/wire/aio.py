@@ -453,6 +453,8 @@ class Channel:
         if not data:
             self.close()
             raise ConnectionClosed("peer closed the connection")
+        if self._closed:  # closed while it read (a server's bound on unfinished frames)
+            raise ConnectionClosed("closed")
         if self.on_read is not None and self.on_first is not None:
             await self.on_read(len(data))
             if self._closed or self.writer.is_closing():  # given up meanwhile (Slots)
