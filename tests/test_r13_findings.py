@@ -4,8 +4,6 @@ charge is at most half a second of its host's rate and a debt of a burst; the cl
 of gone submitters are capped in all (pool.MAX_GONE_CLUSTERS)."""
 import asyncio
 
-import pytest
-
 from jrs.wire.connection import KIND_MESSAGE
 
 from .test_wire_net import run
