@@ -503,7 +503,7 @@ class Limiter:
             b = self._host_buckets[host] = _Bucket(lim.host_demand_rate,
                                                    lim.host_demand_burst, now)
         b.refill(now)
-        b.tokens = max(b.tokens, 0.0) - cost
+        b.tokens = max(max(b.tokens, 0.0) - cost, -b.burst)  # (a debt of a burst at most)
 
     def host_owed(self, host: str, now: float) -> Optional[float]:
         """None: a submitter session of `host` may be read now. A time: its host's

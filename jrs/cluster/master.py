@@ -595,7 +595,11 @@ class Master:
                 len(s.clusters) for s in self.pool.submitters.values())
         else:
             listed = len(self.pool.nodes) + len(self.pool.submitters)
-        return float(lim.tool_cost + lim.tool_entry_cost * listed)
+        # at most half a second of the host's rate: what it lists is the cluster's, made
+        # by others too (R13: 400 gone submitters of 1,024 clusters made one honest
+        # `jrs q` cost its host 100 MiB, a 46 s wait for its sessions)
+        return float(min(lim.tool_cost + lim.tool_entry_cost * listed,
+                         max(lim.tool_cost, lim.host_demand_rate / 2)))
 
     async def _prepaid(self, ch, size: int, units: int) -> None:
         """A frame of many values (`Channel.on_costly`), before it is decoded: its

@@ -72,6 +72,7 @@ MAX_SESSIONS = 100_000
 # at once): a host churning submitter sessions made ~8,000 a minute that every tick
 # and every `jrs status` walked (R12, F3)
 MAX_GONE = 4096
+MAX_GONE_CLUSTERS = 65_536  # ... and the clusters they list, at most this many in all (R13)
 # With `verify_skips` (the simulation): the first skipped negotiations of a Pool are
 # checked on copies of its books, then one in VERIFY_EVERY (each check is O(the pool)).
 VERIFY_FIRST = 20
@@ -281,6 +282,7 @@ class Pool:
         self._share_dirty: set = set()
         self._givers: set = set()  # submitters last asked to give back a count > 0
         self._gone: OrderedDict = OrderedDict()  # submitters gone, oldest first (MAX_GONE)
+        self._gone_clusters = 0  # -> the clusters each listed: their sum
         self.skipped_negotiations = 0  # demand changes that could change nothing (C5)
         self.verify_skips = False  # check each skip on copies (the simulation, tests)
         self.skip_errors: list = []
@@ -454,6 +456,8 @@ class Pool:
         assert sum(self._sub_pending.values()) == len(offers)
         assert self.up_slots == sum(n.slots for n in self.nodes.values() if n.state == "up")
         assert self._known == sum(1 for n in self.nodes.values() if n.state != "never")
+        assert self._gone_clusters == sum(self._gone.values()) and all(
+            s in self.submitters and not self.submitters[s].connected for s in self._gone)
         fresh, cached = self.submitter_shares(), self._current_shares()
         assert _same_shares(fresh, cached), (fresh, cached)
         assert all(s.id in self._givers for s in self.submitters.values() if s.give_back)
@@ -663,7 +667,7 @@ class Pool:
                 self._want_changed(sid)  # wanting nothing: no share moves (R12)
         sub.connected, sub.last_seen, sub.pid = True, now, pid
         sub.clusters = clusters
-        self._gone.pop(sid, None)
+        self._gone_clusters -= self._gone.pop(sid, None) or 0
         self._orphans.pop(sid, None)
         return [self._grant(c) for c in self.claims_of_submitter(sid).values()
                 if c.active and c.drop is None and c.id not in known]  # granted while away
@@ -718,18 +722,18 @@ class Pool:
         for c in list(self.claims_of_submitter(sid).values()):
             out.append(self._drop(c, False, now))
         if sub is not None:
-            self._gone[sid] = None
-            self._gone.move_to_end(sid)
+            self._gone_clusters += len(sub.clusters) - (self._gone.pop(sid, None) or 0)
+            self._gone[sid] = len(sub.clusters)
             if not sub.clusters:
                 self._forget_if_idle(sid)
-            while len(self._gone) > MAX_GONE:
+            while len(self._gone) > MAX_GONE or self._gone_clusters > MAX_GONE_CLUSTERS:
                 self._forget_if_idle(next(iter(self._gone)))
         return out + self.negotiate(now)
 
     def _forget_if_idle(self, sid: str) -> None:
         """Forget a submitter gone (its session token stays: it may come back) if
         nothing of it is on the cluster: no claim, no claim's job left to end."""
-        self._gone.pop(sid, None)
+        self._gone_clusters -= self._gone.pop(sid, None) or 0
         sub = self.submitters.get(sid)
         if sub is None or sub.connected or self.claims_of_submitter(sid) \
                 or sid in self._orphans or self._sub_held.get(sid):
@@ -742,7 +746,7 @@ class Pool:
         else:  # (wanting nothing, it moves no share: checked, not filled again)
             self._want_changed(sub.id)
         del self.submitters[sub.id]  # `jrs q` forgets it
-        self._gone.pop(sub.id, None)
+        self._gone_clusters -= self._gone.pop(sub.id, None) or 0
         self.held_requests -= len(sub.requests)
         self._live.pop(sub.id, None)
         self._givers.discard(sub.id)

@@ -453,6 +453,8 @@ class Channel:
         if not data:
             self.close()
             raise ConnectionClosed("peer closed the connection")
+        if self._closed:  # closed while it read (a server's bound on unfinished frames)
+            raise ConnectionClosed("closed")
         if self.on_read is not None and self.on_first is not None:
             await self.on_read(len(data))
             if self._closed or self.writer.is_closing():  # given up meanwhile (Slots)
@@ -810,8 +812,11 @@ class Server:
                                        "frames from one host: closed the largest")
             victim.close()
         elif self._partial_all > PARTIAL_TOTAL:
-            _n, who, victim = max(((n, h, ch) for h, b in self._partial.items()
-                                   for ch, n in b.items()), key=lambda t: t[0])
+            # the host holding the most, then its largest (R13: the largest of all let
+            # hosts each holding many small pieces close another's one honest frame)
+            who = max(self._partial_of, key=self._partial_of.get)
+            book = self._partial[who]
+            victim = max(book, key=book.get)
             self.failures.report(who, f"more than {PARTIAL_TOTAL} bytes of unfinished "
                                       "frames in all: closed the largest")
             victim.close()
