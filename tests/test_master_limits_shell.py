@@ -433,13 +433,14 @@ def test_a_sessions_opening_and_a_tools_answer_cost_its_host_and_a_debt_holds_he
         assert bucket.tokens < 50_000 - 30_000 + 1_000, bucket.tokens  # (+ refill)
         await _session(env, "s2")  # the host now owes ~10,000: 0.5 s
         c = await env.open("submit")
-        await asyncio.sleep(0.05)  # (a hello read with the handshake: see the report)
+        # at once: read with the handshake's last bytes, it is handed on without a read
+        # of its own, and the gate is passed before it all the same (A16)
         t0 = asyncio.get_running_loop().time()
         c.send(_sub_hello("s3", token="s3" * 8))
-        welcome = await _recv(c)
+        welcome = await _recv(c, 10)
         took = asyncio.get_running_loop().time() - t0
         assert welcome["type"] == "welcome"
-        assert took > 0.05, took  # waited for the debt before its hello was read
+        assert 0.3 < took < 2.0, took  # waited for the debt (~0.5 s) before it was read
         await asyncio.sleep(4.0)  # back to its burst
         before = lim._host_buckets[host]
         before.refill(env.master.clock())

@@ -168,7 +168,7 @@ def test_f3_a_hosts_hello_churn_is_bounded(pyz, tmp_path):
 
         made, share = asyncio.run(scenario())
         print(f"{made} submitter-hellos welcomed in 15 s, master CPU {share:.0%}")
-        assert share < 0.35, (share, made)  # the R11 bar for one host's churn
+        assert share < 0.2, (share, made)  # 72-96 % before, 3-5 % with the fix
         assert made < 2000, made  # each one was a Pool submitter kept for 300 s
         # gone with nothing on the cluster, they are forgotten at once (pool.MAX_GONE)
         assert len(c.status()["submitters"]) == 0

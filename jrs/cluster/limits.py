@@ -225,15 +225,15 @@ def _batch_back(buckets: tuple) -> float:
 
 
 def _host_owed(buckets: dict, host: str, now: float) -> Optional[float]:
-    """When `host`'s bucket in `buckets` has a batch's worth back, if it is in debt
-    (None: it is not, or it has no bucket): see `Limiter.host_owed`."""
+    """When `host`'s bucket in `buckets` is out of debt, if it is in debt (None: it
+    is not, or it has no bucket): see `Limiter.host_owed`."""
     b = buckets.get(host)
     if b is None:
         return None
     b.refill(now)
     if b.tokens >= 0:
         return None
-    at = _batch_back((b,))
+    at = b.ready_at()  # (not a batch's worth: a new session's hello waits no longer)
     return at if at > now + SLACK else None
 
 

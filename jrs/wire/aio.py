@@ -230,6 +230,7 @@ class Channel:
         # replaced unread cost no budget, but decrypting and counting them did: 100 %)
         self.on_each_read: Optional[Callable[[int], Awaitable[object]]] = None
         self._on_costly: Optional[Callable[[int, int], Awaitable[object]]] = None
+        self._gated = False  # before_read was awaited once (before the first message)
         self._prepaid = False  # the next message's bytes and units went to on_costly
         # called with conn.buffered after each read (a server's bound on what a host's
         # unfinished frames hold: `Server._buffered`), and with 0 when closed
@@ -367,6 +368,13 @@ class Channel:
         used to be skipped for as long as the peer sent them: one authenticated
         connection that never sent its first message kept a master at 60 % of a core
         for the 30 s deadline, and its hellos were charged to nothing after it either."""
+        if not self._gated and self.before_read is not None:
+            # what came with the handshake's last read (a hello sent at once) is handed
+            # on without a read: the gate is passed once before it too (A16)
+            self._gated = True
+            await self.before_read()
+            if self._closed:
+                raise ConnectionClosed("closed")
         while True:
             while self._pending:
                 event = self._pending.popleft()
