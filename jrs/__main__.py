@@ -93,6 +93,11 @@ Environment:
                        over it the session is not read until then
   JRS_MASTER_HOST_NODE_RATE, JRS_MASTER_HOST_NODE_BURST  the same for all node
                        sessions of one host (8388608, 33554432)
+  JRS_MASTER_SESSION_COST, JRS_MASTER_NODE_SESSION_COST  what opening a submitter
+                       (65536) or node (262144) session costs its host's budget
+  JRS_MASTER_TOOL_COST, JRS_MASTER_TOOL_ENTRY_COST  what a status, q or rm costs its
+                       host's demand budget (65536, + 256 per node, submitter or
+                       cluster it lists; at most half a second of the host's rate)
   JRS_PEER_TIMEOUT     seconds before a connection to a vanished peer is given up (20)
   JRS_NODE_GIVE_UP     seconds submit keeps trying a node it cannot reach, or waits
                        for a node to answer the kill of a run the master revoked,

@@ -477,3 +477,12 @@ def test_a_flood_of_large_progress_is_held_to_the_rate():
             now = at
     most = (lim.limits.demand_burst + 60 * lim.limits.demand_rate) / cost + 1
     assert most - 3 <= handled <= most, (handled, most)
+
+
+def test_every_limit_is_in_the_help():
+    """`jrs --help` names each JRS_MASTER_* knob (their text is jrs/__main__.py's)."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "jrs" / "__main__.py").read_text()
+    missing = [var for var, _d, _k in SETTINGS.values() if var not in text]
+    assert not missing, missing
