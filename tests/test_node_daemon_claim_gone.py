@@ -33,14 +33,21 @@ class _Channel:
         self.items.append(items)
 
 
-def _delivered(pyz, tmp_path, drop_during_scan: bool) -> dict:
+def attached_daemon(pyz, tmp_path) -> NodeDaemon:
+    """A real NodeDaemon whose core holds claim 1 of an attached session 1, its actions
+    not executed (nothing of the host is touched): for driving its shell in process."""
     d = NodeDaemon(load(Cluster(pyz, tmp_path, slots=[1]).conf),
                    Capacity("n1", 1, 1000, 0, {}), str(tmp_path / "state"), None)
-    d.execute = lambda actions: None  # (nothing of the host is touched)
+    d.execute = lambda actions: None
+    d.core.master_up()
+    offer(d.core, 1)
+    attach(d.core, 1)
+    return d
+
+
+def _delivered(pyz, tmp_path, drop_during_scan: bool) -> dict:
+    d = attached_daemon(pyz, tmp_path)
     core = d.core
-    core.master_up()
-    offer(core, 1)
-    attach(core, 1)
     task = start_job(core)
     (deliver,) = [a for a in finish(core, task) if isinstance(a, nc.Deliver)]
     assert claim_id(1) in core.claims  # kept: the claim goes on to the next job

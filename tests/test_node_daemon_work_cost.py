@@ -12,14 +12,11 @@ import io
 
 import pytest
 
-from jrs.config import load
 from jrs.node import budget as B
 from jrs.node import daemon as daemon_mod
-from jrs.node.core import Capacity
-from jrs.node.daemon import NodeDaemon
 
-from .cluster import Cluster
-from .test_node_core import attach, offer, run_msg
+from .test_node_core import run_msg
+from .test_node_daemon_claim_gone import attached_daemon
 
 
 class _Box:
@@ -36,13 +33,7 @@ class _Box:
 
 def test_the_cpu_spent_making_a_runs_files_is_charged_to_its_session(pyz, tmp_path,
                                                                       monkeypatch):
-    d = NodeDaemon(load(Cluster(pyz, tmp_path, slots=[1]).conf),
-                   Capacity("n1", 1, 1000, 0, {}), str(tmp_path / "state"), None)
-    d.execute = lambda actions: None  # (nothing of the host is touched)
-    core = d.core
-    core.master_up()
-    offer(core, 1)
-    attach(core, 1)
+    d = attached_daemon(pyz, tmp_path)
     box = _Box()
     d._make_box = lambda t: setattr(t, "shell", (box, None))
     clock = [0.0]

@@ -14,16 +14,13 @@ import asyncio
 import re
 import time
 
-from jrs.config import load
 from jrs.node import core as nc
-from jrs.node.core import Capacity
-from jrs.node.daemon import NodeDaemon
 from jrs.wire.connection import KIND_MESSAGE, MAX_UNITS, json_units
 
-from .cluster import Cluster, honest_job_cluster
+from .cluster import honest_job_cluster
 from .test_hello_flood_cluster import _open, _run
-from .test_node_core import attach, finish, offer, start_job
-from .test_node_daemon_claim_gone import _Channel
+from .test_node_core import finish, start_job
+from .test_node_daemon_claim_gone import _Channel, attached_daemon
 
 
 class _Found:
@@ -43,13 +40,8 @@ class _Found:
 
 
 def test_a_finished_over_the_cap_is_delivered_without_its_outputs(pyz, tmp_path):
-    d = NodeDaemon(load(Cluster(pyz, tmp_path, slots=[1]).conf),
-                   Capacity("n1", 1, 1000, 0, {}), str(tmp_path / "state"), None)
-    d.execute = lambda actions: None  # (nothing of the host is touched)
+    d = attached_daemon(pyz, tmp_path)
     core = d.core
-    core.master_up()
-    offer(core, 1)
-    attach(core, 1)
     task = start_job(core)
     (deliver,) = [a for a in finish(core, task) if isinstance(a, nc.Deliver)]
     found = _Found()
